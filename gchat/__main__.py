@@ -1,0 +1,3 @@
+from gchat.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""Authentication of devices: challenge signatures and access tokens.
+
+Both paths end in the same check against the database (device active,
+official active), so a revoked device or a suspended official is refused
+even with an unexpired token. Failures are counted per remote address and
+answered with one code per path, so an attacker learns nothing about which
+device ids exist.
+"""
+
+import logging
+from uuid import UUID
+
+from crypto.errors import CryptoError
+from crypto.identity import auth_message, verify_signature
+from gchat.errors import ServiceError
+from gchat.principal import Principal
+from gchat.ratelimit import Limits, LocalRateLimiter
+from gchat.store import devices, directory
+from gchat.store.database import Database
+from gchat.tokens import TokenError, TokenIssuer
+from protocol.errors import ErrorCode
+
+log = logging.getLogger("gchat.auth")
+
+
+class Authenticator:
+    def __init__(
+        self, db: Database, tokens: TokenIssuer, limiter: LocalRateLimiter, server_id: str
+    ) -> None:
+        self._db = db
+        self._tokens = tokens
+        self._limiter = limiter
+        self.server_id = server_id
+
+    async def by_signature(
+        self, device_id: UUID, nonce: bytes, signature: bytes, remote: str
+    ) -> Principal:
+        """Authenticate a device that signed this connection's challenge."""
+        self._limiter.check(Limits.AUTH_FAILURES, remote, cost=0)
+        device = await devices.get(self._db.pool, device_id)
+        try:
+            if device is None or not device.usable:
+                raise CryptoError("unknown or inactive device")
+            verify_signature(
+                device.identity_key, auth_message(self.server_id, nonce), signature
+            )
+        except CryptoError:
+            await self._failed(remote, "signature", device_id)
+            raise ServiceError(ErrorCode.AUTH_FAILED, "authentication failed") from None
+        return await self._principal(device_id)
+
+    async def by_token(self, token: str, remote: str) -> Principal:
+        """Authenticate a device presenting an access token we issued."""
+        self._limiter.check(Limits.AUTH_FAILURES, remote, cost=0)
+        try:
+            claims = self._tokens.verify(token)
+        except TokenError as error:
+            await self._failed(remote, f"token ({error})", None)
+            raise ServiceError(ErrorCode.TOKEN_INVALID, "token invalid or expired") from None
+        device = await devices.get(self._db.pool, claims.device_id)
+        if device is None or not device.usable or device.official_id != claims.official_id:
+            await self._failed(remote, "token for inactive device", claims.device_id)
+            raise ServiceError(ErrorCode.TOKEN_INVALID, "token invalid or expired")
+        return await self._principal(claims.device_id)
+
+    def issue_token(self, principal: Principal) -> tuple[str, int]:
+        return self._tokens.issue(principal.device_id, principal.official_id)
+
+    async def _principal(self, device_id: UUID) -> Principal:
+        device = await devices.get(self._db.pool, device_id)
+        if device is None:
+            raise ServiceError(ErrorCode.AUTH_FAILED, "authentication failed")
+        roles = await directory.roles_of(self._db.pool, device.official_id)
+        await devices.touch(self._db.pool, device_id)
+        return Principal(device.id, device.official_id, device.agency_id, tuple(roles))
+
+    async def _failed(self, remote: str, why: str, device_id: UUID | None) -> None:
+        log.warning("auth failed remote=%s device=%s reason=%s", remote, device_id, why)
+        try:
+            self._limiter.check(Limits.AUTH_FAILURES, remote)
+        except ServiceError:
+            pass  # the next attempt is refused by the zero-cost check above

@@ -1,0 +1,96 @@
+"""Server configuration: defaults, then an optional TOML file, then environment.
+
+One frozen dataclass, built once in ``gchat.app`` and passed down, so no
+module reads the environment on its own.
+"""
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from protocol import limits
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    data_dir: Path = Path("data")
+    #: PostgreSQL DSN; empty means the embedded cluster under data_dir.
+    database_url: str = ""
+    #: Redis URL; empty means the in-process broker (single node).
+    redis_url: str = ""
+    #: Names this deployment in the signed auth message (domain separation).
+    server_id: str = "gchat"
+    #: Names this process in logs and metrics.
+    node_id: str = ""
+    keys_dir: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token_ttl_seconds: int = 600
+    enrolment_code_ttl_seconds: int = 7 * 24 * 3600
+    retention_seconds: int = 30 * 24 * 3600
+    max_devices_per_official: int = 5
+    max_prekeys_per_device: int = 500
+    prekey_low_threshold: int = 20
+    max_unacked: int = 64
+    commit_window_ms: float = 2.0
+    commit_max_batch: int = 256
+    auth_timeout_seconds: float = 30.0
+    max_ciphertext_bytes: int = limits.MAX_CIPHERTEXT_BYTES
+    max_recipient_devices: int = limits.MAX_RECIPIENT_DEVICES
+    expiry_interval_seconds: float = 60.0
+    db_pool_size: int = 10
+
+    @property
+    def key_directory(self) -> Path:
+        return self.keys_dir or self.data_dir / "keys"
+
+
+_ENV_PREFIX = "GCHAT_"
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a TOML or environment value into the field's type."""
+    kind = get_type_hints(Config)[name]
+    if kind == Path | None:
+        return Path(value) if value not in ("", None) else None
+    if kind is Path:
+        return Path(value)
+    if kind in (int, float):
+        return kind(value)
+    return str(value)
+
+
+def load(
+    environ: Mapping[str, str] | None = None,
+    toml_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults < TOML file (``GCHAT_CONFIG`` or ``toml_path``) < env < overrides."""
+    environ = os.environ if environ is None else environ
+    names = {f.name for f in fields(Config)}
+    values: dict[str, Any] = {}
+    path = toml_path or (Path(environ["GCHAT_CONFIG"]) if environ.get("GCHAT_CONFIG") else None)
+    if path is not None:
+        with path.open("rb") as file:
+            for key, value in tomllib.load(file).items():
+                if key not in names:
+                    raise ValueError(f"unknown configuration key {key!r} in {path}")
+                values[key] = _coerce(key, value)
+    for name in names:
+        env = environ.get(_ENV_PREFIX + name.upper())
+        if env is not None:
+            values[name] = _coerce(name, env)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _coerce(key, value)
+    config = replace(Config(), **values)
+    if config.max_ciphertext_bytes > limits.MAX_CIPHERTEXT_BYTES:
+        raise ValueError("max_ciphertext_bytes cannot exceed the protocol limit")
+    if config.max_recipient_devices > limits.MAX_RECIPIENT_DEVICES:
+        raise ValueError("max_recipient_devices cannot exceed the protocol limit")
+    return config

@@ -1,0 +1,304 @@
+"""The only server module that touches websockets: one Connection per socket.
+
+It feeds decoded frames through the sans-I/O session (``protocol.session``)
+and dispatches them to the services, turning ServiceError and ProtocolError
+into ``error`` frames so that one bad frame never costs the connection, let
+alone the node. After authentication it subscribes to the device's signals
+and runs its DeliveryStream.
+"""
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from gchat.auth import Authenticator
+from gchat.broker import InProcessBroker, Signal, SignalKind
+from gchat.delivery import DeliveryStream
+from gchat.directory import Directory
+from gchat.enrolment import Enrolment
+from gchat.errors import ServiceError
+from gchat.keys import KeyDirectory
+from gchat.messaging import Messaging
+from gchat.principal import Principal
+from gchat.store.database import Database
+from protocol import frames as f
+from protocol.codec import Codec, server_codec
+from protocol.errors import CloseCode, ErrorCode, ProtocolError
+from protocol.session import Event, ServerSession
+
+log = logging.getLogger("gchat.connection")
+
+_connection_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a connection needs, wired once by gchat.app."""
+
+    db: Database
+    broker: InProcessBroker
+    auth: Authenticator
+    enrolment: Enrolment
+    directory: Directory
+    keys: KeyDirectory
+    messaging: Messaging
+    server_id: str
+    node_id: str
+    max_unacked: int
+    auth_timeout: float
+
+
+def _ms(moment: Any) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class Connection:
+    def __init__(self, ws: ServerConnection, services: Services) -> None:
+        self._ws = ws
+        self._s = services
+        self._codec: Codec[f.ClientFrame] = server_codec(ws.subprotocol or "")
+        self._session = ServerSession()
+        self._nonce = secrets.token_bytes(32)
+        self._id = f"{services.node_id}:{next(_connection_ids)}"
+        self._remote = str(ws.remote_address[0]) if ws.remote_address else "?"
+        self._principal: Principal | None = None
+        self._stream: DeliveryStream | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
+            f.Auth: self._on_auth,
+            f.AuthToken: self._on_auth_token,
+            f.Enroll: self._on_enroll,
+            f.CreateOfficial: self._on_create_official,
+            f.IssueCode: self._on_issue_code,
+            f.UploadPrekeys: self._on_upload_prekeys,
+            f.GetBundle: self._on_get_bundle,
+            f.Send: self._on_send,
+            f.Ack: self._on_ack,
+        }
+
+    # --- life cycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        deadline = asyncio.get_running_loop().call_later(
+            self._s.auth_timeout, self._auth_deadline_passed
+        )
+        try:
+            await self.send(f.Challenge(server_id=self._s.server_id, nonce=self._nonce))
+            async for message in self._ws:
+                await self._receive(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            deadline.cancel()
+            self._session.handle(Event.CLOSED)
+            await self._teardown()
+
+    def _auth_deadline_passed(self) -> None:
+        if not self._session.authenticated:
+            self._close_soon(CloseCode.AUTH_TIMEOUT, "authentication timeout")
+
+    def _close_soon(self, code: CloseCode, reason: str) -> None:
+        self._session.handle(Event.CLOSE)
+        self._tasks.append(asyncio.create_task(self._ws.close(code, reason)))
+
+    async def _teardown(self) -> None:
+        if self._principal is not None:
+            self._s.broker.unsubscribe(self._principal.device_id, self._on_signal)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def send(self, frame: object) -> None:
+        await self._ws.send(self._codec.encode(frame))
+
+    # --- frames -------------------------------------------------------------
+
+    async def _receive(self, message: bytes | str) -> None:
+        rid = None
+        try:
+            frame = self._codec.decode(message)
+            rid = getattr(frame, "rid", None)
+            self._session.check(frame)
+            await self._handlers[type(frame)](frame)
+        except ProtocolError as error:
+            await self._error(rid, error.code, error.detail)
+        except ServiceError as error:
+            await self.send(
+                f.Error(
+                    rid=rid,
+                    code=error.code.value,
+                    message=error.message,
+                    missing=error.missing,
+                    stale=error.stale,
+                    retry_after=error.retry_after,
+                )
+            )
+        except ConnectionClosed:
+            raise
+        except Exception:
+            log.exception("frame failed connection=%s", self._id)
+            await self._error(rid, ErrorCode.INTERNAL_ERROR, "internal error")
+
+    async def _error(self, rid: int | None, code: ErrorCode, message: str) -> None:
+        await self.send(f.Error(rid=rid, code=code.value, message=message))
+
+    async def _on_auth(self, frame: f.Auth) -> None:
+        principal = await self._s.auth.by_signature(
+            frame.device_id, self._nonce, frame.signature, self._remote
+        )
+        await self._authenticated(frame.rid, principal)
+
+    async def _on_auth_token(self, frame: f.AuthToken) -> None:
+        principal = await self._s.auth.by_token(frame.token, self._remote)
+        await self._authenticated(frame.rid, principal)
+
+    async def _on_enroll(self, frame: f.Enroll) -> None:
+        principal, certificate = await self._s.enrolment.enroll(frame, self._nonce, self._remote)
+        token, expires = self._s.auth.issue_token(principal)
+        await self.send(
+            f.Enrolled(
+                rid=frame.rid,
+                device_id=principal.device_id,
+                official_id=principal.official_id,
+                agency_id=principal.agency_id,
+                roles=principal.role_names,
+                certificate=certificate,
+                directory_key=self._s.enrolment.directory_public_key,
+                token=token,
+                token_expires_at=expires,
+            )
+        )
+        await self._start_session(principal)
+
+    async def _authenticated(self, rid: int, principal: Principal) -> None:
+        token, expires = self._s.auth.issue_token(principal)
+        await self.send(
+            f.Authenticated(
+                rid=rid,
+                device_id=principal.device_id,
+                official_id=principal.official_id,
+                agency_id=principal.agency_id,
+                roles=principal.role_names,
+                token=token,
+                token_expires_at=expires,
+            )
+        )
+        await self._start_session(principal)
+
+    async def _start_session(self, principal: Principal) -> None:
+        """Take over the device's signals (displacing any older connection)."""
+        self._session.handle(Event.AUTHENTICATED)
+        self._principal = principal
+        await self._s.broker.publish(
+            [principal.device_id], Signal(SignalKind.CONNECTED, self._id)
+        )
+        self._s.broker.subscribe(principal.device_id, self._on_signal)
+        self._stream = DeliveryStream(
+            self._s.db, principal.device_id, self.send, self._s.max_unacked
+        )
+        self._tasks.append(asyncio.create_task(self._deliver(self._stream)))
+        low = await self._s.keys.stock_is_low(principal.device_id)
+        if low is not None:
+            await self.send(f.PrekeysLow(available=low))
+        log.info("authenticated connection=%s device=%s", self._id, principal.device_id)
+
+    async def _deliver(self, stream: DeliveryStream) -> None:
+        try:
+            await stream.run()
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("delivery failed connection=%s", self._id)
+            self._close_soon(CloseCode.INTERNAL_ERROR, "delivery failed")
+
+    def _on_signal(self, signal: Signal) -> None:
+        if signal.kind is SignalKind.WAKE and self._stream is not None:
+            self._stream.wake()
+        elif signal.kind is SignalKind.CONNECTED and signal.value != self._id:
+            self._close_soon(CloseCode.DISPLACED, "device connected elsewhere")
+        elif signal.kind is SignalKind.REVOKED:
+            self._close_soon(CloseCode.REVOKED, "device revoked")
+        elif signal.kind is SignalKind.PREKEYS_LOW and isinstance(signal.value, int):
+            self._tasks.append(asyncio.create_task(self.send(f.PrekeysLow(available=signal.value))))
+
+    @property
+    def principal(self) -> Principal:
+        assert self._principal is not None  # the session checked authentication
+        return self._principal
+
+    async def _on_create_official(self, frame: f.CreateOfficial) -> None:
+        official_id, agency_id = await self._s.directory.create_official(
+            self.principal, frame.name, frame.agency_id
+        )
+        await self.send(
+            f.OfficialCreated(rid=frame.rid, official_id=official_id, agency_id=agency_id)
+        )
+
+    async def _on_issue_code(self, frame: f.IssueCode) -> None:
+        code, expires = await self._s.directory.issue_code(self.principal, frame.official_id)
+        await self.send(
+            f.CodeIssued(
+                rid=frame.rid, official_id=frame.official_id, code=code, expires_at=_ms(expires)
+            )
+        )
+
+    async def _on_upload_prekeys(self, frame: f.UploadPrekeys) -> None:
+        available = await self._s.keys.upload(self.principal, frame)
+        await self.send(f.PrekeysStored(rid=frame.rid, available=available))
+
+    async def _on_get_bundle(self, frame: f.GetBundle) -> None:
+        bundles = await self._s.keys.bundles(self.principal, frame.official_id)
+        await self.send(
+            f.Bundle(
+                rid=frame.rid,
+                official_id=frame.official_id,
+                devices=[
+                    f.DeviceBundle(
+                        device_id=b.device_id,
+                        certificate=b.certificate,
+                        signed_prekey=f.SignedPrekey(
+                            key_id=b.signed_prekey.key_id,
+                            public_key=b.signed_prekey.public_key,
+                            signature=b.signed_prekey.signature,
+                        ),
+                        one_time_prekey=(
+                            f.Prekey(
+                                key_id=b.one_time_prekey.key_id,
+                                public_key=b.one_time_prekey.public_key,
+                            )
+                            if b.one_time_prekey
+                            else None
+                        ),
+                    )
+                    for b in bundles
+                ],
+            )
+        )
+
+    async def _on_send(self, frame: f.Send) -> None:
+        stored = await self._s.messaging.send(self.principal, frame)
+        await self.send(
+            f.Accepted(rid=frame.rid, message_id=stored.message_id, server_time=_ms(stored.sent_at))
+        )
+
+    async def _on_ack(self, frame: f.Ack) -> None:
+        assert self._stream is not None
+        await self._stream.ack(frame.positions)
+
+
+def handler(services: Services) -> Callable[[ServerConnection], Awaitable[None]]:
+    """The websockets connection handler for these services."""
+
+    async def handle(ws: ServerConnection) -> None:
+        await Connection(ws, services).run()
+
+    return handle
+
+

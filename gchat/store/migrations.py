@@ -1,0 +1,92 @@
+"""Forward-only schema migrations: numbered SQL files applied in order.
+
+Every node runs this at start-up; an advisory lock makes the nodes take turns,
+so exactly one applies a pending file and the others find it recorded. Each
+applied file's SHA-256 is recorded, and a later mismatch stops start-up: an
+applied migration was edited, which the rules forbid (add a new file instead).
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+_LOCK_KEY = 0x6763686174  # "gchat": the advisory lock every node agrees on
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class MigrationError(Exception):
+    """The schema cannot be brought up to date safely."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> bytes:
+        return hashlib.sha256(self.sql.encode()).digest()
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Read the migration files, checking the numbering has no gaps."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"badly named migration file {path.name}")
+        found.append(Migration(int(match.group(1)), path.name, path.read_text()))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise MigrationError(f"migration {expected:04d} missing before {migration.name}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations; returns the names applied by this call."""
+    migrations = discover(directory)
+    applied_now = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version     integer PRIMARY KEY,
+                   name        text NOT NULL,
+                   checksum    bytea NOT NULL,
+                   applied_at  timestamptz NOT NULL DEFAULT now())"""
+        )
+        rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+        recorded = {row["version"]: row for row in rows}
+        for migration in migrations:
+            row = recorded.get(migration.version)
+            if row is not None:
+                if bytes(row["checksum"]) != migration.checksum:
+                    raise MigrationError(f"{migration.name} was edited after it was applied")
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            applied_now.append(migration.name)
+        unknown = set(recorded) - {m.version for m in migrations}
+        if unknown:
+            raise MigrationError(f"database has migrations this code lacks: {sorted(unknown)}")
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    return applied_now
+
+
+async def pending(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> int:
+    """How many migrations are not applied yet (for /readyz)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    applied = await conn.fetchval("SELECT count(*) FROM schema_migrations") if exists else 0
+    return len(discover(directory)) - int(applied)

@@ -1,0 +1,86 @@
+"""JSON and MessagePack codecs for frames.
+
+Decoding never raises anything but ``ProtocolError`` subclasses: msgspec's
+decode errors become ``MalformedFrame`` (not JSON / MessagePack at all),
+``UnknownFrameType`` (a known shape with an unknown ``type``) or
+``InvalidField`` (schema violation), each carrying a stable error code.
+"""
+
+from typing import Generic, TypeVar
+
+import msgspec
+
+from protocol import limits
+from protocol.errors import (
+    FrameTooLarge,
+    InvalidField,
+    MalformedFrame,
+    ProtocolError,
+    UnknownFrameType,
+)
+from protocol.frames import ClientFrame, ServerFrame
+from protocol.version import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
+
+F = TypeVar("F")
+
+_TAG_ERRORS = ("- at `$.type`", "Object missing required field `type`")
+
+
+def _translate(error: msgspec.MsgspecError) -> ProtocolError:
+    """Map a msgspec error to our family; the text says where, never what."""
+    text = str(error)
+    if isinstance(error, msgspec.ValidationError):
+        if text.endswith(_TAG_ERRORS):
+            return UnknownFrameType(text)
+        return InvalidField(text)
+    return MalformedFrame(text)
+
+
+class Codec(Generic[F]):
+    """Decodes one direction's frames and encodes the other's.
+
+    ``binary`` says which WebSocket frame kind carries this codec: the
+    server sends bytes for MessagePack and str for JSON.
+    """
+
+    def __init__(self, subprotocol: str, incoming: type[F] | object) -> None:
+        self.subprotocol = subprotocol
+        self.binary = subprotocol == MSGPACK_SUBPROTOCOL
+        if self.binary:
+            self._msgpack: msgspec.msgpack.Decoder[F] = msgspec.msgpack.Decoder(incoming)
+            self._encode = msgspec.msgpack.Encoder().encode
+        elif subprotocol == JSON_SUBPROTOCOL:
+            self._json: msgspec.json.Decoder[F] = msgspec.json.Decoder(incoming)
+            self._encode = msgspec.json.Encoder().encode
+        else:
+            raise ValueError(f"unsupported subprotocol {subprotocol!r}")
+
+    def decode(self, data: bytes | str) -> F:
+        """Decode one WebSocket message into a frame, or raise ProtocolError."""
+        if len(data) > limits.MAX_FRAME_BYTES:
+            raise FrameTooLarge(f"frame of {len(data)} bytes exceeds {limits.MAX_FRAME_BYTES}")
+        try:
+            if not self.binary:
+                return self._json.decode(data)
+            if isinstance(data, str):
+                raise MalformedFrame("text frame on a MessagePack connection")
+            return self._msgpack.decode(data)
+        except msgspec.MsgspecError as error:
+            raise _translate(error) from None
+
+    def encode(self, frame: object) -> bytes | str:
+        """Encode a frame as the WebSocket message to send."""
+        data = self._encode(frame)
+        return data if self.binary else data.decode()
+
+
+def server_codec(subprotocol: str) -> Codec[ClientFrame]:
+    """The server's codec: decodes client frames, encodes server frames."""
+    return Codec(subprotocol, ClientFrame)
+
+
+def client_codec(subprotocol: str) -> Codec[ServerFrame]:
+    """A client's codec: decodes server frames, encodes client frames."""
+    return Codec(subprotocol, ServerFrame)
+
+
