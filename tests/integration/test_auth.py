@@ -1,0 +1,181 @@
+"""Enrolment and authentication: what must be refused is refused."""
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from crypto.identity import IdentityKeyPair
+from gchat.app import App
+from gchat.client.sdk import Client, ClientError
+from gchat.client.state import DeviceState
+from gchat.server_keys import ServerKeys
+from gchat.tokens import TokenIssuer
+from protocol import frames as f
+
+from .conftest import World, node_config, url_of
+
+
+async def fresh_client(world: World) -> Client:
+    client = Client(DeviceState(url=world.url, identity_seed=IdentityKeyPair.generate().seed))
+    await client.connect()
+    world.clients.append(client)
+    return client
+
+
+async def expect_error(code: str, call) -> ClientError:  # noqa: ANN001
+    with pytest.raises(ClientError) as caught:
+        await call
+    assert caught.value.code == code, caught.value
+    return caught.value
+
+
+async def test_consumed_code_cannot_enrol_again(world: World) -> None:
+    official = await world.new_official("alice")
+    code = await world.new_code(official)
+    await world.enroll(code)
+    late = await fresh_client(world)
+    await expect_error("enrolment_code_invalid", late.enroll(code, "second"))
+
+
+async def test_expired_and_unknown_codes_are_refused_alike(world: World) -> None:
+    official = await world.new_official("alice")
+    code = await world.new_code(official)
+    assert world.app.db is not None
+    await world.app.db.pool.execute("UPDATE enrolment_codes SET expires_at = now()")
+    client = await fresh_client(world)
+    await expect_error("enrolment_code_invalid", client.enroll(code, "late"))
+    await expect_error("enrolment_code_invalid", client.enroll("AAAAA-BBBBB-CCCCC-DDDDD", "x"))
+
+
+async def test_bad_prekey_signature_refused_without_burning_the_code(world: World) -> None:
+    official = await world.new_official("alice")
+    code = await world.new_code(official)
+    client = await fresh_client(world)
+    good = client._new_signed_prekey()
+    forged = f.SignedPrekey(key_id=good.key_id, public_key=good.public_key, signature=b"\1" * 64)
+    assert client.challenge is not None
+    await expect_error(
+        "signature_invalid",
+        client.request(
+            f.Enroll,
+            code=code,
+            identity_key=client.identity.public_key,
+            signature=client._sign_challenge(),
+            signed_prekey=forged,
+            one_time_prekeys=[],
+            device_name="x",
+            platform="cli",
+        ),
+    )
+    await client.enroll(code, "retry")  # the code still works
+    assert client.state.device_id is not None
+
+
+async def test_wrong_signature_and_impersonation_fail(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    mallory = Client(DeviceState(url=world.url, identity_seed=alice.state.identity_seed))
+    mallory.state.device_id = bob.state.device_id  # claim bob's device with alice's key
+    await mallory.connect()
+    world.clients.append(mallory)
+    await expect_error("auth_failed", mallory.authenticate(use_token=False))
+    mallory.state.device_id = uuid.uuid4()  # a device that does not exist
+    await expect_error("auth_failed", mallory.authenticate(use_token=False))
+    # A failed attempt leaves the connection usable: alice's own device id works.
+    mallory.state.device_id = alice.state.device_id
+    reply = await mallory.authenticate(use_token=False)
+    assert reply.device_id == alice.state.device_id
+
+
+def _forge(header: dict, claims: dict, signature: bytes = b"") -> str:
+    def enc(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    return ".".join(
+        [enc(json.dumps(header).encode()), enc(json.dumps(claims).encode()), enc(signature)]
+    )
+
+
+async def test_bad_tokens_are_refused(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    assert alice.state.device_id and alice.state.official_id
+    keys = ServerKeys.load_or_create(world.app.config.key_directory)
+    server = world.app.config.server_id
+    expired, _ = TokenIssuer(keys.token, server, ttl_seconds=-60).issue(
+        alice.state.device_id, alice.state.official_id
+    )
+    other, _ = TokenIssuer(IdentityKeyPair.generate(), server, 600).issue(
+        alice.state.device_id, alice.state.official_id
+    )
+    real = TokenIssuer(keys.token, server, 600)
+    now = int(time.time())
+    claims = {
+        "iss": server, "aud": "gchat-ws", "sub": str(alice.state.official_id),
+        "did": str(alice.state.device_id), "iat": now, "nbf": now, "exp": now + 600, "jti": "x",
+    }
+    alg_none = _forge({"alg": "none", "kid": real.kid}, claims)
+    hs256 = _forge({"alg": "HS256", "kid": real.kid}, claims, b"\0" * 32)
+    for token in (expired, other, alg_none, hs256, "not-a-jwt"):
+        client = await fresh_client(world)
+        await expect_error("token_invalid", client.request(f.AuthToken, token=token))
+
+
+async def test_revoked_device_token_fails(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    assert world.app.db is not None
+    await world.app.db.pool.execute(
+        "UPDATE devices SET status = 'revoked' WHERE id = $1", alice.state.device_id
+    )
+    client = Client(alice.state)
+    await client.connect()
+    world.clients.append(client)
+    await expect_error("token_invalid", client.request(f.AuthToken, token=alice.state.token))
+    await expect_error("auth_failed", client.authenticate(use_token=False))
+
+
+async def test_second_connection_displaces_the_first_with_4409(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    await world.reconnect(alice)
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(alice.ws.wait_closed(), 5)
+        await alice.ws.recv()
+    assert alice.ws.close_code == 4409
+
+
+async def test_frames_before_auth_are_refused_but_connection_lives(world: World) -> None:
+    client = await fresh_client(world)
+    await expect_error(
+        "not_authenticated",
+        client.request(f.GetBundle, official_id=uuid.uuid4()),
+    )
+    official = await world.new_official("late")
+    await client.enroll(await world.new_code(official), "still-here")
+
+
+async def test_auth_timeout_closes_with_4001(database_url: str, tmp_path) -> None:  # noqa: ANN001
+    app = App(node_config(database_url, tmp_path, auth_timeout_seconds=0.3))
+    await app.start()
+    try:
+        client = Client(DeviceState(url=url_of(app), identity_seed=b"\1" * 32))
+        await client.connect()
+        await asyncio.wait_for(client.ws.wait_closed(), 5)
+        assert client.ws.close_code == 4001
+    finally:
+        await app.stop()
+
+
+async def test_enrolment_attempts_are_rate_limited(world: World) -> None:
+    client = await fresh_client(world)
+    codes = []
+    for _ in range(12):
+        try:
+            await client.enroll("AAAAA-AAAAA-AAAAA-AAAAA", "guess")
+        except ClientError as error:
+            codes.append(error.code)
+    assert codes[:9] == ["enrolment_code_invalid"] * 9  # the admin used one attempt
+    assert codes[-1] == "rate_limited"

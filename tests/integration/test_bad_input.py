@@ -1,0 +1,77 @@
+"""Bad input gets its documented code; other connections carry on meanwhile."""
+
+import asyncio
+import json
+
+import msgspec
+from websockets.asyncio.client import connect
+
+from protocol import frames as f
+from protocol.limits import MAX_FRAME_BYTES
+
+from .conftest import World
+from .test_messaging import drain
+
+
+async def test_each_bad_frame_gets_its_code_while_others_keep_working(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    traffic_ok = asyncio.Event()
+
+    async def steady_traffic() -> None:
+        assert bob.state.official_id is not None
+        for i in range(20):
+            await alice.send_message(bob.state.official_id, f"t{i}".encode(), f"t{i}")
+            await asyncio.sleep(0.01)
+        delivered = await drain(bob, 20)
+        assert [bob.open(d).plaintext for d in delivered] == [f"t{i}".encode() for i in range(20)]
+        traffic_ok.set()
+
+    traffic = asyncio.create_task(steady_traffic())
+    async with connect(world.url, subprotocols=["gchat.v1+json"], compression=None) as raw:  # type: ignore[list-item]
+        challenge = json.loads(await raw.recv())
+        assert challenge["type"] == "challenge"
+        cases = [
+            ("{not json", "malformed_frame"),
+            ('{"type": "teleport", "rid": 1}', "unknown_frame_type"),
+            ('{"rid": 1}', "unknown_frame_type"),
+            ('{"type": "get_bundle", "rid": 1, "official_id": 42}', "invalid_field"),
+            ('{"type": "ack", "positions": "all"}', "invalid_field"),
+            ('{"type": "ack", "positions": [1], "extra": true}', "invalid_field"),
+            ('{"type": "ack", "positions": [1]}', "not_authenticated"),
+        ]
+        for text, code in cases:
+            await raw.send(text)
+            reply = json.loads(await raw.recv())
+            assert reply["type"] == "error" and reply["code"] == code, (text, reply)
+        await raw.send("x" * (MAX_FRAME_BYTES + 1))
+        await asyncio.wait_for(raw.wait_closed(), 5)
+        assert raw.close_code == 1009
+    await asyncio.wait_for(traffic, 30)
+    assert traffic_ok.is_set()
+
+
+async def test_authenticated_bad_frames_keep_the_session(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    await alice.ws.send(msgspec.msgpack.encode({"type": "send", "rid": 9, "bogus": 1}))
+    await alice.ws.send(b"\xc1\xc1\xc1")  # never valid MessagePack
+    await alice.ws.send("text on a binary connection")
+    await asyncio.sleep(0.2)
+    errors = [x for x in list(alice.pushed._queue) if isinstance(x, f.Error)]  # type: ignore[attr-defined]
+    assert [e.code for e in errors] == ["invalid_field", "malformed_frame", "malformed_frame"]
+    accepted = await alice.send_message(bob.state.official_id, b"still fine", "after-errors")
+    [delivered] = await drain(bob, 1)
+    assert delivered.message_id == accepted.message_id
+
+
+async def test_missing_subprotocol_is_refused_at_handshake(world: World) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        async with connect(world.url, compression=None):
+            raise AssertionError("handshake without subprotocol accepted")
+    except InvalidStatus as error:
+        assert error.response.status_code == 400

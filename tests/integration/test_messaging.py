@@ -1,0 +1,245 @@
+"""Pairwise send, durable inbox, delivery and acks against a real node."""
+
+import asyncio
+
+import asyncpg
+
+from gchat.client.sdk import Client, ClientError
+from protocol import frames as f
+
+from .conftest import World
+
+
+async def drain(client: Client, count: int, wait: float = 5.0) -> list[f.Deliver]:
+    """Collect ``count`` deliveries (acking each), skipping other pushes."""
+    got: list[f.Deliver] = []
+    while len(got) < count:
+        frame = await client.receive(wait)
+        if isinstance(frame, f.Deliver):
+            got.append(frame)
+            await client.ack([frame.position])
+    return got
+
+
+async def eventually(pool: asyncpg.Pool, query: str, wait: float = 5.0) -> None:
+    """Poll until ``query`` is true (acks are processed asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while not await pool.fetchval(query):
+        assert asyncio.get_running_loop().time() < deadline, f"never true: {query}"
+        await asyncio.sleep(0.02)
+
+
+async def next_of(client: Client, kind: type, wait: float = 5.0) -> object:
+    while True:
+        frame = await client.receive(wait)
+        if isinstance(frame, kind):
+            return frame
+
+
+async def test_offline_recipient_gets_each_message_once_in_order(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    await bob.close()  # bob goes offline
+    for i in range(5):
+        await alice.send_message(bob.state.official_id, f"m{i}".encode(), f"cid-{i}")
+
+    bob2 = await world.reconnect(bob)
+    delivered = await drain(bob2, 5)
+    assert [bob2.open(d).plaintext for d in delivered] == [f"m{i}".encode() for i in range(5)]
+    positions = [d.position for d in delivered]
+    assert positions == sorted(positions)
+    assert isinstance(await next_of(bob2, f.QueueEmpty), f.QueueEmpty)
+    await bob2.close()
+    assert world.app.db is not None
+    await eventually(world.app.db.pool, "SELECT count(*) = 0 FROM inbox")
+
+    bob3 = await world.reconnect(bob)  # acked envelopes are gone for good
+    assert isinstance(await bob3.receive(5), f.QueueEmpty)
+    assert bob3.pushed.empty()
+
+
+async def test_online_recipient_is_pushed_and_queue_empty_comes_first(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert isinstance(await next_of(bob, f.QueueEmpty), f.QueueEmpty)
+    assert bob.state.official_id is not None
+    await alice.send_message(bob.state.official_id, b"live", "live-1")
+    [delivered] = await drain(bob, 1)
+    received = bob.open(delivered)
+    assert received.plaintext == b"live"
+    assert received.sender_official == alice.state.official_id
+    assert received.sender_device == alice.state.device_id
+
+
+async def test_retry_with_same_client_id_stores_nothing_twice(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    first = await alice.send_message(bob.state.official_id, b"once", "retry-me")
+    await alice.close()  # the connection drops before the client saw... anything
+    alice2 = await world.reconnect(alice)
+    again = await alice2.send_message(bob.state.official_id, b"once", "retry-me")
+    assert again.message_id == first.message_id
+    assert again.server_time == first.server_time
+    assert world.app.db is not None
+    count = await world.app.db.pool.fetchval(
+        "SELECT count(*) FROM inbox WHERE message_id = $1", first.message_id
+    )
+    assert count == 1
+    delivered = await drain(bob, 1)
+    await asyncio.sleep(0.2)
+    assert [d.message_id for d in delivered] == [first.message_id]
+    assert not any(isinstance(x, f.Deliver) for x in list(bob.pushed._queue))  # type: ignore[attr-defined]
+
+
+async def test_concurrent_retries_in_one_batch_store_once(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    targets = await alice.device_keys(bob.state.official_id)
+    envelopes = [
+        f.Envelope(device_id=d, ciphertext=alice._seal(k, b"x")) for d, k in targets.items()
+    ]
+    second = await world.reconnect(alice)
+    replies = await asyncio.gather(
+        *(
+            c.request(f.Send, client_message_id="same", recipient=bob.state.official_id,
+                      envelopes=envelopes)
+            for c in (alice, second)
+        ),
+        return_exceptions=True,
+    )
+    accepted = [r for r in replies if isinstance(r, f.Accepted)]
+    assert accepted and len({a.message_id for a in accepted}) == 1
+    assert world.app.db is not None
+    assert await world.app.db.pool.fetchval("SELECT count(*) FROM messages") == 1
+
+
+async def test_stale_or_incomplete_device_list_is_refused_and_nothing_stored(
+    world: World,
+) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    bob_official = bob.state.official_id
+    assert bob_official is not None
+    bob_second = await world.enroll(await world.new_code(bob_official), "bob-tablet")
+    keys = await alice.device_keys(bob_official)
+    only_first = [
+        f.Envelope(device_id=bob.state.device_id, ciphertext=b"c")  # type: ignore[arg-type]
+    ]
+    bogus = alice.state.agency_id  # a UUID that is no device
+    try:
+        await alice.request(
+            f.Send,
+            client_message_id="mismatch",
+            recipient=bob_official,
+            envelopes=[*only_first, f.Envelope(device_id=bogus, ciphertext=b"c")],  # type: ignore[arg-type]
+        )
+        raise AssertionError("accepted a mismatched device list")
+    except ClientError as error:
+        assert error.code == "device_mismatch"
+        assert error.frame.missing == [bob_second.state.device_id]
+        assert error.frame.stale == [bogus]
+    assert set(keys) == {bob.state.device_id, bob_second.state.device_id}
+    assert world.app.db is not None
+    assert await world.app.db.pool.fetchval("SELECT count(*) FROM messages") == 0
+    assert await world.app.db.pool.fetchval("SELECT count(*) FROM inbox") == 0
+
+
+async def test_sender_own_other_devices_get_a_copy(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    assert alice.state.official_id is not None
+    alice_laptop = await world.enroll(await world.new_code(alice.state.official_id), "laptop")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    await alice.send_message(bob.state.official_id, b"to bob", "sync-1")
+    [mine] = await drain(alice_laptop, 1)
+    assert alice_laptop.open(mine).plaintext == b"to bob"
+    [theirs] = await drain(bob, 1)
+    assert theirs.message_id == mine.message_id
+
+
+async def test_window_bounds_unacked_envelopes(database_url: str, tmp_path) -> None:  # noqa: ANN001
+    from gchat.app import App
+
+    from .conftest import World, node_config
+
+    app = App(node_config(database_url, tmp_path, max_unacked=3))
+    await app.start()
+    world = World(app)
+    try:
+        await world.start()
+        alice = await world.official_with_device("alice")
+        bob = await world.official_with_device("bob")
+        assert bob.state.official_id is not None
+        for i in range(6):
+            await alice.send_message(bob.state.official_id, b"w", f"w{i}")
+        await asyncio.sleep(0.5)
+        pushed = [x for x in list(bob.pushed._queue) if isinstance(x, f.Deliver)]  # type: ignore[attr-defined]
+        assert len(pushed) == 3  # nothing more until an ack makes room
+        await drain(bob, 6)
+    finally:
+        await world.close()
+        await app.stop()
+
+
+async def test_ack_cannot_delete_another_devices_envelopes(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    carol = await world.official_with_device("carol")
+    assert bob.state.official_id is not None
+    await alice.send_message(bob.state.official_id, b"for bob", "a1")
+    assert world.app.db is not None
+    position = await world.app.db.pool.fetchval(
+        "SELECT position FROM inbox WHERE device_id = $1", bob.state.device_id
+    )
+    await carol.ack([position])
+    await asyncio.sleep(0.2)
+    assert await world.app.db.pool.fetchval(
+        "SELECT count(*) FROM inbox WHERE device_id = $1", bob.state.device_id
+    ) == 1
+
+
+async def test_expired_envelopes_are_not_delivered_and_are_removed(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None and world.app.db is not None
+    await bob.close()
+    await alice.send_message(bob.state.official_id, b"old", "old-1")
+    await world.app.db.pool.execute("UPDATE inbox SET expires_at = now() - interval '1 second'")
+    from datetime import UTC, datetime
+
+    from gchat.store import messages
+
+    removed, _ = await messages.expire(world.app.db.pool, datetime.now(UTC))
+    assert removed == 1
+    bob2 = await world.reconnect(bob)
+    assert isinstance(await bob2.receive(5), f.QueueEmpty)
+
+
+async def test_database_holds_only_ciphertext(world: World, database_url: str) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    secret = "ลับมาก top-secret budget figures 8472".encode()
+    await alice.send_message(bob.state.official_id, secret, "secret-1")
+    await drain(bob, 0)  # leave it queued: the ciphertext is in the database
+    conn = await asyncpg.connect(database_url)
+    try:
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
+        stored_rows = 0
+        for table in tables:
+            rows = await conn.fetch(f'SELECT t::text AS row FROM "{table["tablename"]}" t')  # noqa: S608
+            for row in rows:
+                stored_rows += 1
+                text = row["row"]
+                assert secret.decode() not in text
+                assert secret.hex() not in text  # bytea renders as hex
+        assert stored_rows > 0
+        ciphertexts = await conn.fetch("SELECT ciphertext FROM inbox")
+        assert ciphertexts and all(secret not in bytes(c["ciphertext"]) for c in ciphertexts)
+    finally:
+        await conn.close()

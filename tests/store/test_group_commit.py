@@ -1,0 +1,63 @@
+"""Group commit: concurrent sends share transactions, each answered after commit."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from gchat.committer import GroupCommitter
+from gchat.store import directory, migrations
+from gchat.store.database import Database
+from gchat.store.messages import NewMessage
+
+
+async def seed(pool: asyncpg.Pool) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
+    agency, official = uuid.uuid4(), uuid.uuid4()
+    await directory.create_agency(pool, agency, "A", "Agency")
+    await directory.create_official(pool, official, agency, "Sender")
+    devices = [uuid.uuid4() for _ in range(3)]
+    for i, device in enumerate(devices):
+        await pool.execute(
+            """INSERT INTO devices (id, official_id, identity_key, certificate, name, platform)
+               VALUES ($1, $2, $3, '\\x00', 'd', 'p')""",
+            device, official, bytes([i]) * 32,
+        )
+    return official, devices[0], devices[1:]
+
+
+async def test_concurrent_sends_commit_in_few_batches_with_contiguous_positions(
+    database_url: str,
+) -> None:
+    db = await Database.connect(database_url)
+    async with db.pool.acquire() as conn:
+        await migrations.migrate(conn)
+    official, sender, recipients = await seed(db.pool)
+    woken: list[set[uuid.UUID]] = []
+
+    async def after(batch: list[NewMessage]) -> None:
+        woken.append({d for m in batch for d, _ in m.envelopes})
+
+    committer = GroupCommitter(db, 0.02, 64, timedelta(days=1), after)
+    committer.start()
+    try:
+        sends = [
+            NewMessage(uuid.uuid4(), sender, official, official, f"c{i}",
+                       datetime.now(UTC), [(d, b"ct%d" % i) for d in recipients])
+            for i in range(100)
+        ]
+        results = await asyncio.gather(*(committer.submit(m) for m in sends))
+        assert [r.message_id for r in results] == [m.message_id for m in sends]
+        assert committer.batches < 10  # far fewer transactions than sends
+        assert woken and set().union(*woken) == set(recipients)
+        for device in recipients:
+            positions = [
+                r["position"]
+                for r in await db.pool.fetch(
+                    "SELECT position FROM inbox WHERE device_id = $1 ORDER BY position", device
+                )
+            ]
+            assert positions == list(range(1, 101))
+    finally:
+        await committer.stop()
+        await db.close()

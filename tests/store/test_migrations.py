@@ -1,0 +1,68 @@
+"""The migration runner against a real database."""
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from gchat.store import migrations
+
+
+async def test_applies_once_and_records_every_file(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        applied = await migrations.migrate(conn)
+        assert applied == [m.name for m in migrations.discover()]
+        assert await migrations.migrate(conn) == []
+        assert await migrations.pending(conn) == 0
+        assert await conn.fetchval("SELECT to_regclass('inbox') IS NOT NULL")
+    finally:
+        await conn.close()
+
+
+async def test_nodes_starting_together_apply_each_file_once(database_url: str) -> None:
+    conns = [await asyncpg.connect(database_url) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(migrations.migrate(c) for c in conns))
+        assert sorted(len(r) for r in results) == [0, 0, 0, len(migrations.discover())]
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def test_an_edited_applied_file_stops_startup(database_url: str, tmp_path: Path) -> None:
+    (tmp_path / "0001_first.sql").write_text("CREATE TABLE t (id int);")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrations.migrate(conn, tmp_path)
+        (tmp_path / "0001_first.sql").write_text("CREATE TABLE t (id bigint);")
+        with pytest.raises(migrations.MigrationError, match="edited"):
+            await migrations.migrate(conn, tmp_path)
+    finally:
+        await conn.close()
+
+
+async def test_a_failing_file_applies_nothing_of_itself(database_url: str, tmp_path: Path) -> None:
+    (tmp_path / "0001_ok.sql").write_text("CREATE TABLE a (id int);")
+    (tmp_path / "0002_bad.sql").write_text("CREATE TABLE b (id int); SELECT broken syntax here;")
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(asyncpg.PostgresSyntaxError):
+            await migrations.migrate(conn, tmp_path)
+        assert await conn.fetchval("SELECT to_regclass('a') IS NOT NULL")
+        assert await conn.fetchval("SELECT to_regclass('b') IS NULL")
+        assert await migrations.pending(conn, tmp_path) == 1
+    finally:
+        await conn.close()
+
+
+def test_numbering_gaps_and_bad_names_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.sql").write_text("")
+    (tmp_path / "0003_c.sql").write_text("")
+    with pytest.raises(migrations.MigrationError, match="0002"):
+        migrations.discover(tmp_path)
+    (tmp_path / "0003_c.sql").unlink()
+    (tmp_path / "2_Bad-Name.sql").write_text("")
+    with pytest.raises(migrations.MigrationError, match="badly named"):
+        migrations.discover(tmp_path)
