@@ -25,6 +25,7 @@ from gchat.connection import Services, handler
 from gchat.directory import Directory
 from gchat.embedded_postgres import EmbeddedPostgres
 from gchat.enrolment import Enrolment
+from gchat.handlers import RequestHandlers
 from gchat.http import routes
 from gchat.keys import KeyDirectory
 from gchat.messaging import Messaging
@@ -91,6 +92,9 @@ class App:
             after_commit=wake_recipients,
         )
         self._committer.start()
+        keys_directory = KeyDirectory(
+            db, limiter, config.max_prekeys_per_device, config.prekey_low_threshold, prekeys_low
+        )
         services = Services(
             db=db,
             broker=broker,
@@ -103,20 +107,17 @@ class App:
             enrolment=Enrolment(
                 db, keys.directory, limiter, config.server_id, config.max_devices_per_official
             ),
-            directory=Directory(db, config.enrolment_code_ttl_seconds),
-            keys=KeyDirectory(
-                db,
-                limiter,
-                config.max_prekeys_per_device,
-                config.prekey_low_threshold,
-                prekeys_low,
-            ),
-            messaging=Messaging(
-                db,
-                self._committer,
-                limiter,
-                config.max_ciphertext_bytes,
-                config.max_recipient_devices,
+            keys=keys_directory,
+            requests=RequestHandlers(
+                Directory(db, config.enrolment_code_ttl_seconds),
+                keys_directory,
+                Messaging(
+                    db,
+                    self._committer,
+                    limiter,
+                    config.max_ciphertext_bytes,
+                    config.max_recipient_devices,
+                ),
             ),
             server_id=config.server_id,
             node_id=self.node_id,

@@ -21,11 +21,10 @@ from websockets.exceptions import ConnectionClosed
 from gchat.auth import Authenticator
 from gchat.broker import InProcessBroker, Signal, SignalKind
 from gchat.delivery import DeliveryStream
-from gchat.directory import Directory
 from gchat.enrolment import Enrolment
 from gchat.errors import ServiceError
+from gchat.handlers import RequestHandlers
 from gchat.keys import KeyDirectory
-from gchat.messaging import Messaging
 from gchat.principal import Principal
 from gchat.store.database import Database
 from protocol import frames as f
@@ -46,17 +45,12 @@ class Services:
     broker: InProcessBroker
     auth: Authenticator
     enrolment: Enrolment
-    directory: Directory
     keys: KeyDirectory
-    messaging: Messaging
+    requests: RequestHandlers
     server_id: str
     node_id: str
     max_unacked: int
     auth_timeout: float
-
-
-def _ms(moment: Any) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 class Connection:
@@ -75,11 +69,6 @@ class Connection:
             f.Auth: self._on_auth,
             f.AuthToken: self._on_auth_token,
             f.Enroll: self._on_enroll,
-            f.CreateOfficial: self._on_create_official,
-            f.IssueCode: self._on_issue_code,
-            f.UploadPrekeys: self._on_upload_prekeys,
-            f.GetBundle: self._on_get_bundle,
-            f.Send: self._on_send,
             f.Ack: self._on_ack,
         }
 
@@ -126,7 +115,12 @@ class Connection:
             frame = self._codec.decode(message)
             rid = getattr(frame, "rid", None)
             self._session.check(frame)
-            await self._handlers[type(frame)](frame)
+            session_handler = self._handlers.get(type(frame))
+            if session_handler is not None:
+                await session_handler(frame)
+            else:
+                assert self._principal is not None  # the session checked authentication
+                await self.send(await self._s.requests.table[type(frame)](self._principal, frame))
         except ProtocolError as error:
             await self._error(rid, error.code, error.detail)
         except ServiceError as error:
@@ -227,66 +221,6 @@ class Connection:
             self._close_soon(CloseCode.REVOKED, "device revoked")
         elif signal.kind is SignalKind.PREKEYS_LOW and isinstance(signal.value, int):
             self._tasks.append(asyncio.create_task(self.send(f.PrekeysLow(available=signal.value))))
-
-    @property
-    def principal(self) -> Principal:
-        assert self._principal is not None  # the session checked authentication
-        return self._principal
-
-    async def _on_create_official(self, frame: f.CreateOfficial) -> None:
-        official_id, agency_id = await self._s.directory.create_official(
-            self.principal, frame.name, frame.agency_id
-        )
-        await self.send(
-            f.OfficialCreated(rid=frame.rid, official_id=official_id, agency_id=agency_id)
-        )
-
-    async def _on_issue_code(self, frame: f.IssueCode) -> None:
-        code, expires = await self._s.directory.issue_code(self.principal, frame.official_id)
-        await self.send(
-            f.CodeIssued(
-                rid=frame.rid, official_id=frame.official_id, code=code, expires_at=_ms(expires)
-            )
-        )
-
-    async def _on_upload_prekeys(self, frame: f.UploadPrekeys) -> None:
-        available = await self._s.keys.upload(self.principal, frame)
-        await self.send(f.PrekeysStored(rid=frame.rid, available=available))
-
-    async def _on_get_bundle(self, frame: f.GetBundle) -> None:
-        bundles = await self._s.keys.bundles(self.principal, frame.official_id)
-        await self.send(
-            f.Bundle(
-                rid=frame.rid,
-                official_id=frame.official_id,
-                devices=[
-                    f.DeviceBundle(
-                        device_id=b.device_id,
-                        certificate=b.certificate,
-                        signed_prekey=f.SignedPrekey(
-                            key_id=b.signed_prekey.key_id,
-                            public_key=b.signed_prekey.public_key,
-                            signature=b.signed_prekey.signature,
-                        ),
-                        one_time_prekey=(
-                            f.Prekey(
-                                key_id=b.one_time_prekey.key_id,
-                                public_key=b.one_time_prekey.public_key,
-                            )
-                            if b.one_time_prekey
-                            else None
-                        ),
-                    )
-                    for b in bundles
-                ],
-            )
-        )
-
-    async def _on_send(self, frame: f.Send) -> None:
-        stored = await self._s.messaging.send(self.principal, frame)
-        await self.send(
-            f.Accepted(rid=frame.rid, message_id=stored.message_id, server_time=_ms(stored.sent_at))
-        )
 
     async def _on_ack(self, frame: f.Ack) -> None:
         assert self._stream is not None

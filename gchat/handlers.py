@@ -1,0 +1,81 @@
+"""Request handlers: an authenticated request frame, one service call, one reply.
+
+This is the protocol's API surface (Synapse's REST layer, without HTTP):
+each entry maps a request frame type to a coroutine that calls a service as
+the authenticated principal and returns the reply frame. The connection
+looks handlers up by frame type, so adding an operation touches this table
+and its service, never the transport. Session-level frames (auth, enroll,
+ack) stay in ``gchat.connection``.
+"""
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from gchat.directory import Directory
+from gchat.keys import KeyDirectory
+from gchat.messaging import Messaging
+from gchat.principal import Principal
+from gchat.store.prekeys import BundleRow
+from protocol import frames as f
+
+Handler = Callable[[Principal, Any], Awaitable[Any]]
+
+
+def ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, as every timestamp on the wire."""
+    return int(moment.timestamp() * 1000)
+
+
+def _bundle(row: BundleRow) -> f.DeviceBundle:
+    spk, otk = row.signed_prekey, row.one_time_prekey
+    return f.DeviceBundle(
+        device_id=row.device_id,
+        certificate=row.certificate,
+        signed_prekey=f.SignedPrekey(
+            key_id=spk.key_id, public_key=spk.public_key, signature=spk.signature
+        ),
+        one_time_prekey=f.Prekey(key_id=otk.key_id, public_key=otk.public_key) if otk else None,
+    )
+
+
+class RequestHandlers:
+    def __init__(self, directory: Directory, keys: KeyDirectory, messaging: Messaging) -> None:
+        self._directory = directory
+        self._keys = keys
+        self._messaging = messaging
+        self.table: dict[type, Handler] = {
+            f.CreateOfficial: self.create_official,
+            f.IssueCode: self.issue_code,
+            f.UploadPrekeys: self.upload_prekeys,
+            f.GetBundle: self.get_bundle,
+            f.Send: self.send,
+        }
+
+    async def create_official(self, actor: Principal, frame: f.CreateOfficial) -> f.OfficialCreated:
+        official_id, agency_id = await self._directory.create_official(
+            actor, frame.name, frame.agency_id
+        )
+        return f.OfficialCreated(rid=frame.rid, official_id=official_id, agency_id=agency_id)
+
+    async def issue_code(self, actor: Principal, frame: f.IssueCode) -> f.CodeIssued:
+        code, expires = await self._directory.issue_code(actor, frame.official_id)
+        return f.CodeIssued(
+            rid=frame.rid, official_id=frame.official_id, code=code, expires_at=ms(expires)
+        )
+
+    async def upload_prekeys(self, actor: Principal, frame: f.UploadPrekeys) -> f.PrekeysStored:
+        available = await self._keys.upload(actor, frame)
+        return f.PrekeysStored(rid=frame.rid, available=available)
+
+    async def get_bundle(self, actor: Principal, frame: f.GetBundle) -> f.Bundle:
+        bundles = await self._keys.bundles(actor, frame.official_id)
+        return f.Bundle(
+            rid=frame.rid, official_id=frame.official_id, devices=[_bundle(b) for b in bundles]
+        )
+
+    async def send(self, actor: Principal, frame: f.Send) -> f.Accepted:
+        stored = await self._messaging.send(actor, frame)
+        return f.Accepted(
+            rid=frame.rid, message_id=stored.message_id, server_time=ms(stored.sent_at)
+        )
