@@ -1,0 +1,225 @@
+"""Sender keys for group messages (encrypt once, sign, fan out).
+
+Each member of a group owns one :class:`SenderKeyState`: a symmetric chain
+key (ratcheted forward with the same KDF_CK as the Double Ratchet) and an
+Ed25519 signing key. The member sends a *distribution message* to every
+other member's device over the pairwise sessions; afterwards each group
+message is encrypted once with the next message key and signed, so the
+server stores one ciphertext for the whole group.
+
+Properties, and their limits (see docs/E2E.md):
+
+* forward secrecy along the chain (old message keys are deleted);
+* no post-compromise security within one key id: when membership changes
+  (or periodically) the sender *rotates*: a new key id, chain key and
+  signing key, distributed only to the current members;
+* the signature stops a member (who knows the chain key) from forging
+  messages in another member's name.
+
+Wire formats (all integers big-endian):
+
+* distribution ``0x04 | u32 key_id | u32 iteration | chain_key(32) |
+  signing_public_key(32)`` = 73 bytes;
+* group message ``0x03 | u32 key_id | u32 iteration | nonce(24) | ct+tag |
+  signature(64)``; AEAD AD = the first 9 bytes; the signature covers
+  everything before it.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import nacl.utils as _nu
+
+from crypto.aead import open_, seal
+from crypto.errors import (
+    CryptoError,
+    DecryptionFailed,
+    InvalidMessage,
+    InvalidState,
+    ReplayedMessage,
+    TooManySkippedMessages,
+)
+from crypto.identity import IdentityKeyPair, verify_signature
+from crypto.kdf import chain_kdf
+from crypto.prekeys import check_key_id
+
+__all__ = [
+    "DISTRIBUTION_SIZE",
+    "MAX_SKIP",
+    "TYPE_DISTRIBUTION",
+    "TYPE_GROUP_MESSAGE",
+    "SenderKeyState",
+]
+
+TYPE_GROUP_MESSAGE = 0x03
+TYPE_DISTRIBUTION = 0x04
+DISTRIBUTION_SIZE = 73
+MAX_SKIP = 1000
+MAX_STORED_SKIPPED = 2000
+_HEADER = 9
+_SIG = 64
+_U32 = 2**32
+_STATE_VERSION = 1
+
+
+@dataclass
+class _State:
+    key_id: int
+    iteration: int
+    chain_key: bytes
+    signing_public: bytes
+    signing_seed: bytes | None
+    skipped: dict[int, bytes] = field(default_factory=dict)
+
+
+class SenderKeyState:
+    """One sender's key for one group: the owner's copy or a receiver's copy."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    @classmethod
+    def generate(cls, key_id: int | None = None) -> SenderKeyState:
+        """A new sending state (random chain key and signing key)."""
+        kid = int.from_bytes(_nu.random(4), "big") if key_id is None else check_key_id(key_id)
+        signer = IdentityKeyPair.generate()
+        return cls(_State(kid, 0, _nu.random(32), signer.public_key, signer.seed))
+
+    @classmethod
+    def from_distribution(cls, data: bytes) -> SenderKeyState:
+        """A receiving state from a distribution message (received pairwise)."""
+        if len(data) != DISTRIBUTION_SIZE or data[0] != TYPE_DISTRIBUTION:
+            raise InvalidMessage("malformed sender key distribution message")
+        return cls(_State(int.from_bytes(data[1:5], "big"), int.from_bytes(data[5:9], "big"),
+                          bytes(data[9:41]), bytes(data[41:73]), None))
+
+    @property
+    def key_id(self) -> int:
+        """The u32 id naming this chain; changes on rotation."""
+        return self._s.key_id
+
+    @property
+    def iteration(self) -> int:
+        """Index of the next message key of the chain."""
+        return self._s.iteration
+
+    @property
+    def signing_public_key(self) -> bytes:
+        """The Ed25519 key group messages of this chain are signed with."""
+        return self._s.signing_public
+
+    @property
+    def can_send(self) -> bool:
+        """True for the owner's state (it holds the signing key)."""
+        return self._s.signing_seed is not None
+
+    def distribution_message(self) -> bytes:
+        """Distribution message starting at the current iteration.
+
+        A member who joins later gets no key for earlier messages.
+        """
+        s = self._s
+        return (bytes([TYPE_DISTRIBUTION]) + s.key_id.to_bytes(4, "big")
+                + s.iteration.to_bytes(4, "big") + s.chain_key + s.signing_public)
+
+    def rotate(self) -> SenderKeyState:
+        """A fresh sending state with the next key id (old one is unaffected)."""
+        if not self.can_send:
+            raise InvalidState("only the owner can rotate a sender key")
+        return SenderKeyState.generate((self._s.key_id + 1) % _U32)
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        """Encrypt and sign one group message."""
+        s = self._s
+        if s.signing_seed is None:
+            raise InvalidState("receiving sender key state cannot encrypt")
+        if s.iteration >= _U32 - 1:
+            raise InvalidState("sender key chain exhausted; rotate")
+        mk, s.chain_key = chain_kdf(s.chain_key)
+        header = (bytes([TYPE_GROUP_MESSAGE]) + s.key_id.to_bytes(4, "big")
+                  + s.iteration.to_bytes(4, "big"))
+        s.iteration += 1
+        body = header + seal(mk, plaintext, header)
+        return body + IdentityKeyPair.from_seed(s.signing_seed).sign(body)
+
+    def decrypt(self, message: bytes) -> bytes:
+        """Verify and decrypt; the state changes only on success."""
+        if len(message) < _HEADER + 40 + _SIG or message[0] != TYPE_GROUP_MESSAGE:
+            raise InvalidMessage("malformed group message")
+        body, sig = bytes(message[:-_SIG]), bytes(message[-_SIG:])
+        s = copy.deepcopy(self._s)
+        key_id = int.from_bytes(body[1:5], "big")
+        n = int.from_bytes(body[5:9], "big")
+        if key_id != s.key_id:
+            raise DecryptionFailed("group message for another sender key id")
+        verify_signature(s.signing_public, body, sig)  # raises InvalidSignature
+        mk = s.skipped.pop(n, None)
+        if mk is None:
+            if n < s.iteration:
+                raise ReplayedMessage("group message key already used")
+            if n - s.iteration > MAX_SKIP:
+                raise TooManySkippedMessages(f"more than {MAX_SKIP} skipped messages")
+            while s.iteration < n:
+                skipped_mk, s.chain_key = chain_kdf(s.chain_key)
+                s.skipped[s.iteration] = skipped_mk
+                s.iteration += 1
+            while len(s.skipped) > MAX_STORED_SKIPPED:
+                del s.skipped[next(iter(s.skipped))]
+            mk, s.chain_key = chain_kdf(s.chain_key)
+            s.iteration += 1
+        plaintext = open_(mk, body[_HEADER:], body[:_HEADER])
+        self._s = s
+        return plaintext
+
+    def to_bytes(self) -> bytes:
+        """Serialise to UTF-8 JSON (versioned, base64 bytes, sorted keys)."""
+        s = self._s
+        obj = {
+            "v": _STATE_VERSION,
+            "key_id": s.key_id,
+            "iteration": s.iteration,
+            "chain_key": _b64(s.chain_key),
+            "signing_public": _b64(s.signing_public),
+            "signing_seed": None if s.signing_seed is None else _b64(s.signing_seed),
+            "skipped": [[n, _b64(mk)] for n, mk in s.skipped.items()],
+        }
+        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SenderKeyState:
+        """Inverse of :meth:`to_bytes`; InvalidState if malformed."""
+        try:
+            obj = json.loads(data)
+            if not isinstance(obj, dict) or obj.get("v") != _STATE_VERSION:
+                raise InvalidState("unknown sender key state version")
+            seed = obj["signing_seed"]
+            state = _State(
+                key_id=check_key_id(obj["key_id"]),
+                iteration=int(obj["iteration"]),
+                chain_key=_unb64(obj["chain_key"]),
+                signing_public=_unb64(obj["signing_public"]),
+                signing_seed=None if seed is None else _unb64(seed),
+                skipped={int(n): _unb64(mk) for n, mk in obj["skipped"]},
+            )
+        except InvalidState:
+            raise
+        except (CryptoError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise InvalidState("malformed sender key state") from exc
+        return cls(state)
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def _unb64(s: Any) -> bytes:
+    if not isinstance(s, str):
+        raise InvalidState("expected base64 string")
+    return base64.b64decode(s.encode("ascii"), validate=True)
