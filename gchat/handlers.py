@@ -69,7 +69,7 @@ class RequestHandlers:
         return f.PrekeysStored(rid=frame.rid, available=available)
 
     async def get_bundle(self, actor: Principal, frame: f.GetBundle) -> f.Bundle:
-        bundles = await self._keys.bundles(actor, frame.official_id)
+        bundles = await self._keys.bundles(actor, frame.official_id, frame.device_ids)
         return f.Bundle(
             rid=frame.rid, official_id=frame.official_id, devices=[_bundle(b) for b in bundles]
         )

@@ -12,7 +12,7 @@ from crypto.errors import CryptoError
 from crypto.prekeys import check_x25519_public, verify_signed_prekey
 from gchat.errors import ServiceError
 from gchat.principal import Principal
-from gchat.ratelimit import Limits, LocalRateLimiter
+from gchat.ratelimit import Limits, RateLimiter
 from gchat.store import devices, directory, prekeys
 from gchat.store.database import Database
 from protocol.errors import ErrorCode
@@ -25,7 +25,7 @@ class KeyDirectory:
     def __init__(
         self,
         db: Database,
-        limiter: LocalRateLimiter,
+        limiter: RateLimiter,
         max_per_device: int,
         low_threshold: int,
         notify_low: LowStockNotifier,
@@ -69,14 +69,16 @@ class KeyDirectory:
             )
             return await prekeys.count_one_time(conn, principal.device_id)
 
-    async def bundles(self, principal: Principal, official_id: UUID) -> list[prekeys.BundleRow]:
-        """Claim one bundle per active device of ``official_id``."""
-        self._limiter.check(Limits.BUNDLE_FETCHES, str(principal.device_id))
+    async def bundles(
+        self, principal: Principal, official_id: UUID, device_ids: list[UUID] | None = None
+    ) -> list[prekeys.BundleRow]:
+        """Claim one bundle per active device of ``official_id`` (or of ``device_ids``)."""
+        await self._limiter.check(Limits.BUNDLE_FETCHES, str(principal.device_id))
         official = await directory.get_official(self._db.pool, official_id)
         if official is None or official.status != "active":
             raise ServiceError(ErrorCode.NOT_FOUND, "no such active official")
         async with self._db.transaction() as conn:
-            bundles = await prekeys.claim_bundles(conn, official_id)
+            bundles = await prekeys.claim_bundles(conn, official_id, device_ids)
         for bundle in bundles:
             if bundle.one_time_prekey is not None:
                 left = await prekeys.count_one_time(self._db.pool, bundle.device_id)

@@ -132,10 +132,17 @@ class UploadPrekeys(_Frame, tag="upload_prekeys"):
 
 
 class GetBundle(_Frame, tag="get_bundle"):
-    """Fetch key bundles for every active device of an official."""
+    """Fetch key bundles for an official's active devices (or only ``device_ids``).
+
+    Each bundle claims one of that device's one-time prekeys, so a client asks
+    only for the devices it has no session with.
+    """
 
     rid: RequestId
     official_id: UUID
+    device_ids: Annotated[
+        list[UUID], msgspec.Meta(max_length=limits.MAX_RECIPIENT_DEVICES)
+    ] | None = None
 
 
 class Send(_Frame, tag="send"):

@@ -60,7 +60,9 @@ async def count_one_time(db: Executor, device_id: UUID) -> int:
     )
 
 
-async def claim_bundles(db: Executor, official_id: UUID) -> list[BundleRow]:
+async def claim_bundles(
+    db: Executor, official_id: UUID, device_ids: list[UUID] | None = None
+) -> list[BundleRow]:
     """One bundle per active device, each taking (deleting) one one-time key.
 
     ``FOR UPDATE SKIP LOCKED`` lets concurrent claimers take different keys
@@ -70,7 +72,8 @@ async def claim_bundles(db: Executor, official_id: UUID) -> list[BundleRow]:
     rows = await db.fetch(
         """WITH active AS (
                SELECT d.id, d.certificate FROM devices d
-               WHERE d.official_id = $1 AND d.status = 'active'),
+               WHERE d.official_id = $1 AND d.status = 'active'
+                 AND ($2::uuid[] IS NULL OR d.id = ANY($2::uuid[]))),
            picked AS (
                SELECT k.device_id, k.key_id FROM active a
                CROSS JOIN LATERAL (
@@ -89,6 +92,7 @@ async def claim_bundles(db: Executor, official_id: UUID) -> list[BundleRow]:
            LEFT JOIN claimed c ON c.device_id = a.id
            ORDER BY a.id""",
         official_id,
+        device_ids,
     )
     return [
         BundleRow(

@@ -58,5 +58,9 @@ async def test_bundle_carries_a_verifiable_certificate(world: World) -> None:
     bob = await world.official_with_device("bob")
     alice = await world.official_with_device("alice")
     assert bob.state.official_id is not None
-    keys = await alice.device_keys(bob.state.official_id)
-    assert keys == {bob.state.device_id: bob.identity.public_key}
+    bundles = await alice.device_keys(bob.state.official_id)
+    assert set(bundles) == {bob.state.device_id}
+    [bundle] = bundles.values()
+    assert bob.state.device_id is not None
+    certified = alice._verified(bundle.certificate, bob.state.official_id, bob.state.device_id)
+    assert certified == bob.identity.public_key

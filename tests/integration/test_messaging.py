@@ -97,9 +97,10 @@ async def test_concurrent_retries_in_one_batch_store_once(world: World) -> None:
     alice = await world.official_with_device("alice")
     bob = await world.official_with_device("bob")
     assert bob.state.official_id is not None
-    targets = await alice.device_keys(bob.state.official_id)
+    await alice.establish(bob.state.official_id)
     envelopes = [
-        f.Envelope(device_id=d, ciphertext=alice._seal(k, b"x")) for d, k in targets.items()
+        f.Envelope(device_id=d, ciphertext=alice._encrypt_for(d, b"x"))
+        for d in alice.state.devices_of(bob.state.official_id)
     ]
     second = await world.reconnect(alice)
     replies = await asyncio.gather(
