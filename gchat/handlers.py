@@ -3,12 +3,14 @@
 This is the protocol's API surface (Synapse's REST layer, without HTTP):
 each entry maps a request frame type to a coroutine that calls a service as
 the authenticated principal and returns the reply frame. The connection
-looks handlers up by frame type, so adding an operation touches this table
-and its service, never the transport. Session-level frames (auth, enroll,
-ack) stay in ``gchat.connection``.
+looks handlers up by frame type, so adding an operation touches a table and
+its service, never the transport. Feature areas keep their own table in
+their own module (directory administration, audit, groups) and
+``gchat.app`` passes them in as ``extra``. Session-level frames (auth,
+enroll, ack) stay in ``gchat.connection``.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +42,13 @@ def _bundle(row: BundleRow) -> f.DeviceBundle:
 
 
 class RequestHandlers:
-    def __init__(self, directory: Directory, keys: KeyDirectory, messaging: Messaging) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        keys: KeyDirectory,
+        messaging: Messaging,
+        extra: Iterable[Mapping[type, Handler]] = (),
+    ) -> None:
         self._directory = directory
         self._keys = keys
         self._messaging = messaging
@@ -51,6 +59,11 @@ class RequestHandlers:
             f.GetBundle: self.get_bundle,
             f.Send: self.send,
         }
+        for table in extra:
+            clash = self.table.keys() & table.keys()
+            if clash:
+                raise ValueError(f"two handlers for {sorted(t.__name__ for t in clash)}")
+            self.table.update(table)
 
     async def create_official(self, actor: Principal, frame: f.CreateOfficial) -> f.OfficialCreated:
         official_id, agency_id = await self._directory.create_official(
