@@ -83,5 +83,5 @@ class TokenIssuer:
                 token_id=str(claims["jti"]),
                 expires_at=int(claims["exp"]),
             )
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError) as error:
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError) as error:
             raise TokenError(str(error)) from None

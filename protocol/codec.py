@@ -36,6 +36,13 @@ def _translate(error: msgspec.MsgspecError) -> ProtocolError:
     return MalformedFrame(text)
 
 
+def _byte_size(data: bytes | str) -> int:
+    """Size on the wire; text is only encoded when it might be too big."""
+    if isinstance(data, bytes) or len(data) * 4 <= limits.MAX_FRAME_BYTES:
+        return len(data)
+    return len(data.encode(errors="surrogatepass"))
+
+
 class Codec(Generic[F]):
     """Decodes one direction's frames and encodes the other's.
 
@@ -57,8 +64,8 @@ class Codec(Generic[F]):
 
     def decode(self, data: bytes | str) -> F:
         """Decode one WebSocket message into a frame, or raise ProtocolError."""
-        if len(data) > limits.MAX_FRAME_BYTES:
-            raise FrameTooLarge(f"frame of {len(data)} bytes exceeds {limits.MAX_FRAME_BYTES}")
+        if _byte_size(data) > limits.MAX_FRAME_BYTES:
+            raise FrameTooLarge(f"frame exceeds {limits.MAX_FRAME_BYTES} bytes")
         try:
             if not self.binary:
                 return self._json.decode(data)
@@ -67,6 +74,10 @@ class Codec(Generic[F]):
             return self._msgpack.decode(data)
         except msgspec.MsgspecError as error:
             raise _translate(error) from None
+        except RecursionError:
+            raise MalformedFrame("frame nested too deeply") from None
+        except UnicodeError:
+            raise MalformedFrame("frame is not valid UTF-8") from None
 
     def encode(self, frame: object) -> bytes | str:
         """Encode a frame as the WebSocket message to send."""

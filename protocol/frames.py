@@ -25,7 +25,7 @@ Text = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_TEXT)]
 ClientMessageId = Annotated[
     str,
     msgspec.Meta(
-        min_length=1, max_length=limits.MAX_CLIENT_MESSAGE_ID, pattern=r"^[A-Za-z0-9_.:-]+$"
+        min_length=1, max_length=limits.MAX_CLIENT_MESSAGE_ID, pattern=r"^[A-Za-z0-9_.:-]+\Z"
     ),
 ]
 Ciphertext = Annotated[

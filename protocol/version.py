@@ -17,7 +17,10 @@ SUBPROTOCOLS: Final = (MSGPACK_SUBPROTOCOL, JSON_SUBPROTOCOL)
 
 
 def negotiate(offered: Sequence[str]) -> str | None:
-    """Return the first subprotocol the client offered that we speak."""
+    """Return the first subprotocol the client offered that we speak.
+
+    The client's order wins: it knows which codec it handles best.
+    """
     for name in offered:
         if name in SUBPROTOCOLS:
             return name

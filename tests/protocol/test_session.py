@@ -1,0 +1,184 @@
+"""The server session state machine: the transition table and ``check``."""
+
+from __future__ import annotations
+
+import itertools
+from uuid import UUID
+
+import pytest
+
+from protocol import frames as f
+from protocol.errors import (
+    AlreadyAuthenticated,
+    ErrorCode,
+    InvalidState,
+    NotAuthenticated,
+    ProtocolError,
+)
+from protocol.session import AUTH_FRAMES, TRANSITIONS, Event, ServerSession, State
+
+ID = UUID("00000000-0000-4000-8000-0000000000aa")
+KEY = bytes(32)
+SIG = bytes(64)
+
+#: One valid instance of every client frame type.
+SAMPLES: dict[type, f.ClientFrame] = {
+    f.Auth: f.Auth(rid=1, device_id=ID, signature=SIG),
+    f.AuthToken: f.AuthToken(rid=1, token="t"),
+    f.Enroll: f.Enroll(
+        rid=1,
+        code="ABCDE-FGHJK-MNPQR-STVWX",
+        identity_key=KEY,
+        signature=SIG,
+        signed_prekey=f.SignedPrekey(key_id=1, public_key=KEY, signature=SIG),
+        one_time_prekeys=[],
+        device_name="phone",
+        platform="ios",
+    ),
+    f.CreateOfficial: f.CreateOfficial(rid=1, name="Somchai"),
+    f.IssueCode: f.IssueCode(rid=1, official_id=ID),
+    f.UploadPrekeys: f.UploadPrekeys(rid=1, one_time_prekeys=[]),
+    f.GetBundle: f.GetBundle(rid=1, official_id=ID),
+    f.Send: f.Send(
+        rid=1,
+        client_message_id="m",
+        recipient=ID,
+        envelopes=[f.Envelope(device_id=ID, ciphertext=b"x")],
+    ),
+    f.Ack: f.Ack(positions=[1]),
+}
+OPENING = [SAMPLES[t] for t in AUTH_FRAMES]
+OTHERS = [frame for t, frame in SAMPLES.items() if t not in AUTH_FRAMES]
+
+
+def session_in(state: State) -> ServerSession:
+    session = ServerSession()
+    session.state = state
+    return session
+
+
+def frame_id(frame: object) -> str:
+    return type(frame).__name__
+
+
+def test_samples_cover_every_client_frame() -> None:
+    assert set(SAMPLES) == set(f.CLIENT_FRAME_TYPES)
+    assert set(AUTH_FRAMES) == {f.Auth, f.AuthToken, f.Enroll}
+
+
+def test_a_new_session_is_unauthenticated() -> None:
+    session = ServerSession()
+    assert session.state is State.UNAUTHENTICATED
+    assert not session.authenticated
+
+
+# --- the transition table ----------------------------------------------------------
+
+EXPECTED = {
+    (State.UNAUTHENTICATED, Event.AUTHENTICATED): State.AUTHENTICATED,
+    (State.UNAUTHENTICATED, Event.CLOSE): State.CLOSING,
+    (State.UNAUTHENTICATED, Event.CLOSED): State.CLOSED,
+    (State.AUTHENTICATED, Event.CLOSE): State.CLOSING,
+    (State.AUTHENTICATED, Event.CLOSED): State.CLOSED,
+    (State.CLOSING, Event.CLOSE): State.CLOSING,
+    (State.CLOSING, Event.CLOSED): State.CLOSED,
+    (State.CLOSED, Event.CLOSE): State.CLOSED,
+    (State.CLOSED, Event.CLOSED): State.CLOSED,
+}
+ALL_PAIRS = list(itertools.product(State, Event))
+
+
+def test_the_table_is_the_documented_one() -> None:
+    assert TRANSITIONS == EXPECTED
+
+
+@pytest.mark.parametrize(("state", "event"), ALL_PAIRS, ids=lambda x: x.value)
+def test_every_state_event_pair(state: State, event: Event) -> None:
+    session = session_in(state)
+    if (state, event) in TRANSITIONS:
+        assert session.handle(event) is TRANSITIONS[(state, event)]
+        assert session.state is TRANSITIONS[(state, event)]
+    else:
+        with pytest.raises(InvalidState):
+            session.handle(event)
+        assert session.state is state  # a refused event changes nothing
+
+
+def test_absent_pairs_are_exactly_the_impossible_ones() -> None:
+    absent = {pair for pair in ALL_PAIRS if pair not in TRANSITIONS}
+    assert absent == {
+        (State.AUTHENTICATED, Event.AUTHENTICATED),  # authenticating twice
+        (State.CLOSING, Event.AUTHENTICATED),  # auth finishing after a close began
+        (State.CLOSED, Event.AUTHENTICATED),
+    }
+
+
+def test_invalid_state_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        session_in(State.CLOSED).handle(Event.AUTHENTICATED)
+
+
+def test_closed_is_terminal() -> None:
+    for event in Event:
+        session = session_in(State.CLOSED)
+        try:
+            session.handle(event)
+        except InvalidState:
+            pass
+        assert session.state is State.CLOSED
+
+
+def test_a_whole_life() -> None:
+    session = ServerSession()
+    assert session.handle(Event.AUTHENTICATED) is State.AUTHENTICATED
+    assert session.authenticated
+    assert session.handle(Event.CLOSE) is State.CLOSING
+    assert not session.authenticated
+    assert session.handle(Event.CLOSE) is State.CLOSING  # close is idempotent
+    assert session.handle(Event.CLOSED) is State.CLOSED
+
+
+# --- check(): which frames in which state ------------------------------------------
+
+
+@pytest.mark.parametrize("frame", OPENING, ids=frame_id)
+def test_auth_frames_are_allowed_unauthenticated(frame: f.ClientFrame) -> None:
+    session_in(State.UNAUTHENTICATED).check(frame)
+
+
+@pytest.mark.parametrize("frame", OPENING, ids=frame_id)
+def test_auth_frames_are_refused_when_authenticated(frame: f.ClientFrame) -> None:
+    with pytest.raises(AlreadyAuthenticated) as caught:
+        session_in(State.AUTHENTICATED).check(frame)
+    assert caught.value.code == ErrorCode.ALREADY_AUTHENTICATED
+
+
+@pytest.mark.parametrize("frame", OTHERS, ids=frame_id)
+def test_other_frames_need_authentication(frame: f.ClientFrame) -> None:
+    with pytest.raises(NotAuthenticated) as caught:
+        session_in(State.UNAUTHENTICATED).check(frame)
+    assert caught.value.code == ErrorCode.NOT_AUTHENTICATED
+
+
+@pytest.mark.parametrize("frame", OTHERS, ids=frame_id)
+def test_other_frames_are_allowed_authenticated(frame: f.ClientFrame) -> None:
+    session_in(State.AUTHENTICATED).check(frame)
+
+
+@pytest.mark.parametrize("state", [State.CLOSING, State.CLOSED], ids=lambda s: s.value)
+@pytest.mark.parametrize("frame", list(SAMPLES.values()), ids=frame_id)
+def test_nothing_is_allowed_while_closing_or_closed(state: State, frame: f.ClientFrame) -> None:
+    with pytest.raises(InvalidState) as caught:
+        session_in(state).check(frame)
+    assert not isinstance(caught.value, AlreadyAuthenticated)
+
+
+def test_check_never_changes_the_state() -> None:
+    for state in State:
+        for frame in SAMPLES.values():
+            session = session_in(state)
+            try:
+                session.check(frame)
+            except InvalidState:
+                pass
+            assert session.state is state
