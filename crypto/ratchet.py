@@ -18,7 +18,6 @@ Choices (see docs/E2E.md for the byte formats):
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from crypto.errors import (
 )
 from crypto.kdf import chain_kdf, root_kdf
 from crypto.prekeys import PrekeyPair, x25519
+from crypto.state_encoding import b64, unb64
 
 __all__ = [
     "HEADER_SIZE",
@@ -89,22 +89,12 @@ class _State:
     previous_remote: list[bytes] = field(default_factory=list)
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
-
-
-def _unb64(s: Any) -> bytes:
-    if not isinstance(s, str):
-        raise InvalidState("expected base64 string")
-    return base64.b64decode(s.encode("ascii"), validate=True)
-
-
 def _opt(b: bytes | None) -> str | None:
-    return None if b is None else _b64(b)
+    return None if b is None else b64(b)
 
 
 def _unopt(s: Any) -> bytes | None:
-    return None if s is None else _unb64(s)
+    return None if s is None else unb64(s)
 
 
 class RatchetSession:
@@ -202,18 +192,18 @@ class RatchetSession:
         s = self._s
         obj = {
             "v": _STATE_VERSION,
-            "dhs_private": _b64(s.dhs_private),
-            "dhs_public": _b64(s.dhs_public),
+            "dhs_private": b64(s.dhs_private),
+            "dhs_public": b64(s.dhs_public),
             "dhr": _opt(s.dhr),
-            "rk": _b64(s.rk),
+            "rk": b64(s.rk),
             "cks": _opt(s.cks),
             "ckr": _opt(s.ckr),
             "ns": s.ns,
             "nr": s.nr,
             "pn": s.pn,
-            "ad": _b64(s.ad),
-            "skipped": [[_b64(k[0]), k[1], _b64(v)] for k, v in s.skipped.items()],
-            "previous_remote": [_b64(k) for k in s.previous_remote],
+            "ad": b64(s.ad),
+            "skipped": [[b64(k[0]), k[1], b64(v)] for k, v in s.skipped.items()],
+            "previous_remote": [b64(k) for k in s.previous_remote],
         }
         return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
@@ -234,23 +224,23 @@ class RatchetSession:
 def _state_from_obj(obj: dict[str, Any]) -> _State:
     skipped: dict[tuple[bytes, int], bytes] = {}
     for dh, n, mk in obj["skipped"]:
-        skipped[(_unb64(dh), int(n))] = _unb64(mk)
+        skipped[(unb64(dh), int(n))] = unb64(mk)
     ints = [obj["ns"], obj["nr"], obj["pn"]]
     if not all(isinstance(i, int) and 0 <= i < _U32 for i in ints):
         raise InvalidState("bad counters")
     return _State(
-        dhs_private=_unb64(obj["dhs_private"]),
-        dhs_public=_unb64(obj["dhs_public"]),
+        dhs_private=unb64(obj["dhs_private"]),
+        dhs_public=unb64(obj["dhs_public"]),
         dhr=_unopt(obj["dhr"]),
-        rk=_unb64(obj["rk"]),
+        rk=unb64(obj["rk"]),
         cks=_unopt(obj["cks"]),
         ckr=_unopt(obj["ckr"]),
         ns=ints[0],
         nr=ints[1],
         pn=ints[2],
-        ad=_unb64(obj["ad"]),
+        ad=unb64(obj["ad"]),
         skipped=skipped,
-        previous_remote=[_unb64(k) for k in obj["previous_remote"]],
+        previous_remote=[unb64(k) for k in obj["previous_remote"]],
     )
 
 

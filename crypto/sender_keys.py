@@ -27,11 +27,9 @@ Wire formats (all integers big-endian):
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import nacl.utils as _nu
 
@@ -47,6 +45,7 @@ from crypto.errors import (
 from crypto.identity import IdentityKeyPair, verify_signature
 from crypto.kdf import chain_kdf
 from crypto.prekeys import check_key_id
+from crypto.state_encoding import b64, unb64
 
 __all__ = [
     "DISTRIBUTION_SIZE",
@@ -185,10 +184,10 @@ class SenderKeyState:
             "v": _STATE_VERSION,
             "key_id": s.key_id,
             "iteration": s.iteration,
-            "chain_key": _b64(s.chain_key),
-            "signing_public": _b64(s.signing_public),
-            "signing_seed": None if s.signing_seed is None else _b64(s.signing_seed),
-            "skipped": [[n, _b64(mk)] for n, mk in s.skipped.items()],
+            "chain_key": b64(s.chain_key),
+            "signing_public": b64(s.signing_public),
+            "signing_seed": None if s.signing_seed is None else b64(s.signing_seed),
+            "skipped": [[n, b64(mk)] for n, mk in s.skipped.items()],
         }
         return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
@@ -203,10 +202,10 @@ class SenderKeyState:
             state = _State(
                 key_id=check_key_id(obj["key_id"]),
                 iteration=int(obj["iteration"]),
-                chain_key=_unb64(obj["chain_key"]),
-                signing_public=_unb64(obj["signing_public"]),
-                signing_seed=None if seed is None else _unb64(seed),
-                skipped={int(n): _unb64(mk) for n, mk in obj["skipped"]},
+                chain_key=unb64(obj["chain_key"]),
+                signing_public=unb64(obj["signing_public"]),
+                signing_seed=None if seed is None else unb64(seed),
+                skipped={int(n): unb64(mk) for n, mk in obj["skipped"]},
             )
         except InvalidState:
             raise
@@ -215,11 +214,3 @@ class SenderKeyState:
         return cls(state)
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
-
-
-def _unb64(s: Any) -> bytes:
-    if not isinstance(s, str):
-        raise InvalidState("expected base64 string")
-    return base64.b64decode(s.encode("ascii"), validate=True)

@@ -15,7 +15,6 @@ and deletes the one-time prekey after a successful :meth:`Session.accept`.
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from crypto.errors import CryptoError, InvalidMessage, InvalidState
 from crypto.identity import IdentityKeyPair
 from crypto.prekeys import PrekeyPair
 from crypto.ratchet import RatchetSession
+from crypto.state_encoding import b64, unb64
 from crypto.x3dh import PrekeyBundle, X3DHHeader, x3dh_initiate, x3dh_respond
 
 __all__ = [
@@ -143,10 +143,10 @@ class Session:
         """Serialise to UTF-8 JSON; see docs/E2E.md."""
         obj = {
             "v": _STATE_VERSION,
-            "local_identity": _b64(self._local_identity),
-            "remote_identity": _b64(self._remote_identity),
-            "pending": None if self._pending is None else _b64(self._pending.to_bytes()),
-            "accepted": None if self._accepted is None else _b64(self._accepted.to_bytes()),
+            "local_identity": b64(self._local_identity),
+            "remote_identity": b64(self._remote_identity),
+            "pending": None if self._pending is None else b64(self._pending.to_bytes()),
+            "accepted": None if self._accepted is None else b64(self._accepted.to_bytes()),
             "ratchet": json.loads(self._ratchet.to_bytes()),
         }
         return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -159,7 +159,7 @@ class Session:
             if not isinstance(obj, dict) or obj.get("v") != _STATE_VERSION:
                 raise InvalidState("unknown session state version")
             ratchet = RatchetSession.from_bytes(json.dumps(obj["ratchet"]).encode("utf-8"))
-            return cls(ratchet, _unb64(obj["local_identity"]), _unb64(obj["remote_identity"]),
+            return cls(ratchet, unb64(obj["local_identity"]), unb64(obj["remote_identity"]),
                        pending=_header_or_none(obj["pending"]),
                        accepted=_header_or_none(obj["accepted"]))
         except InvalidState:
@@ -168,18 +168,8 @@ class Session:
             raise InvalidState("malformed session state") from exc
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
-
-
-def _unb64(s: Any) -> bytes:
-    if not isinstance(s, str):
-        raise InvalidState("expected base64 string")
-    return base64.b64decode(s.encode("ascii"), validate=True)
-
-
 def _header_or_none(s: Any) -> X3DHHeader | None:
     if s is None:
         return None
-    header, _ = X3DHHeader.parse(_unb64(s))
+    header, _ = X3DHHeader.parse(unb64(s))
     return header
