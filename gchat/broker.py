@@ -2,8 +2,8 @@
 
 The broker carries hints, never messages: PostgreSQL holds the envelopes,
 and a lost signal only delays delivery until the next one (or reconnect).
-``InProcessBroker`` serves a single node; the Redis broker for many nodes
-implements the same interface.
+``InProcessBroker`` serves a single node; ``gchat.redis_broker.RedisBroker``
+serves many nodes. Both implement ``Broker``.
 """
 
 import logging
@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 from uuid import UUID
 
 log = logging.getLogger("gchat.broker")
@@ -32,11 +33,43 @@ class Signal:
 Listener = Callable[[Signal], None]
 
 
+class Broker(Protocol):
+    """Where connections listen for their device's signals, and who may send them.
+
+    ``subscribe``/``unsubscribe`` are synchronous (a connection registers a
+    listener; any network subscription happens behind it). ``publish``
+    reaches every listener of those devices on whichever node they are.
+    ``healthy`` is False while signals from other nodes may be lost (Redis
+    down): the broker then wakes its local listeners on its own so they
+    re-read their inbox from PostgreSQL.
+    """
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    def subscribe(self, device_id: UUID, listener: Listener) -> None: ...
+
+    def unsubscribe(self, device_id: UUID, listener: Listener) -> None: ...
+
+    async def publish(self, device_ids: Iterable[UUID], signal: Signal) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class InProcessBroker:
     """Delivers signals to listeners in this process, synchronously."""
 
     def __init__(self) -> None:
         self._listeners: defaultdict[UUID, set[Listener]] = defaultdict(set)
+
+    @property
+    def healthy(self) -> bool:
+        return True  # nothing between the publisher and the listeners can fail
+
+    async def start(self) -> None:
+        return None
 
     def subscribe(self, device_id: UUID, listener: Listener) -> None:
         self._listeners[device_id].add(listener)
@@ -48,13 +81,24 @@ class InProcessBroker:
             if not listeners:
                 del self._listeners[device_id]
 
-    async def publish(self, device_ids: Iterable[UUID], signal: Signal) -> None:
+    def has_listeners(self, device_id: UUID) -> bool:
+        return device_id in self._listeners
+
+    def devices(self) -> list[UUID]:
+        """The devices with a listener here (a snapshot)."""
+        return list(self._listeners)
+
+    def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
+        """Call the listeners of these devices now; a failing listener is logged."""
         for device_id in device_ids:
             for listener in list(self._listeners.get(device_id, ())):
                 try:
                     listener(signal)
                 except Exception:
                     log.exception("listener failed device=%s signal=%s", device_id, signal.kind)
+
+    async def publish(self, device_ids: Iterable[UUID], signal: Signal) -> None:
+        self.deliver(device_ids, signal)
 
     async def close(self) -> None:
         self._listeners.clear()

@@ -18,7 +18,8 @@ from gchat.store.database import Database
 
 log = logging.getLogger("gchat.http")
 
-MetricsSource = Callable[[], dict[str, float]]
+#: Renders the node's metrics as Prometheus text (``NodeMetrics.render``).
+MetricsSource = Callable[[], str]
 
 
 def _text(connection: ServerConnection, status: http.HTTPStatus, body: str) -> Response:
@@ -47,8 +48,10 @@ def routes(
                 return _text(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, body)
             return _text(connection, http.HTTPStatus.OK, "ready\n")
         if path == "/metrics":
-            lines = [f"gchat_{name} {value}" for name, value in sorted(metrics().items())]
-            return _text(connection, http.HTTPStatus.OK, "\n".join(lines) + "\n")
+            response = _text(connection, http.HTTPStatus.OK, metrics())
+            del response.headers["Content-Type"]  # Headers.__setitem__ appends
+            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            return response
         return None
 
     return process_request

@@ -1,0 +1,217 @@
+"""The Redis broker in one process: two brokers stand for two nodes.
+
+Real Redis: the shared one (isolated by ``redis_prefix``) for the normal
+paths, a private redis-server for the outage (killed and restarted).
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from gchat.broker import Signal, SignalKind
+from gchat.metrics import NodeMetrics
+from gchat.redis_broker import RedisBroker, connect_redis
+from tests.cluster.support import PrivateRedis, eventually
+
+
+class Recorder:
+    def __init__(self, broker: RedisBroker | None = None) -> None:
+        self.signals: list[Signal] = []
+        self.event = asyncio.Event()
+        self.broker = broker
+        self.healthy_wakes = 0  # wake-ups received while the broker was healthy
+
+    def __call__(self, signal: Signal) -> None:
+        self.signals.append(signal)
+        if signal.kind is SignalKind.WAKE and self.broker is not None and self.broker.healthy:
+            self.healthy_wakes += 1
+        self.event.set()
+
+    def kinds(self) -> list[SignalKind]:
+        return [s.kind for s in self.signals]
+
+    async def until(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
+        async with asyncio.timeout(within):
+            while not predicate():
+                self.event.clear()
+                await self.event.wait()
+
+
+async def make_broker(url: str, prefix: str, node: str, **kw: float) -> RedisBroker:
+    broker = RedisBroker(connect_redis(url, timeout=0.5), prefix, node, NodeMetrics(), **kw)
+    await broker.start(wait=5)
+    return broker
+
+
+async def close(broker: RedisBroker) -> None:
+    await broker.close()
+    await broker._redis.aclose()
+
+
+@pytest.fixture
+async def two_nodes(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[RedisBroker, ...]]:
+    a = await make_broker(redis_url, redis_prefix, "node-a")
+    b = await make_broker(redis_url, redis_prefix, "node-b")
+    try:
+        yield a, b
+    finally:
+        await close(a)
+        await close(b)
+
+
+async def subscribed(broker: RedisBroker, device: uuid.UUID, listener: Recorder) -> None:
+    """Subscribe and wait for the confirmation (which wakes the listener)."""
+    broker.subscribe(device, listener)
+    await listener.until(lambda: SignalKind.WAKE in listener.kinds())
+    listener.signals.clear()
+
+
+async def test_signal_reaches_the_node_holding_the_device(two_nodes) -> None:  # noqa: ANN001
+    a, b = two_nodes
+    assert a.healthy and b.healthy
+    device, other = uuid.uuid4(), uuid.uuid4()
+    on_b = Recorder()
+    await subscribed(b, device, on_b)
+    await a.publish([device, other], Signal(SignalKind.PREKEYS_LOW, 7))
+    await on_b.until(lambda: bool(on_b.signals))
+    assert on_b.signals == [Signal(SignalKind.PREKEYS_LOW, 7)]
+    await a.publish([device], Signal(SignalKind.CONNECTED, "node-a:1"))
+    await on_b.until(lambda: len(on_b.signals) == 2)
+    assert on_b.signals[1] == Signal(SignalKind.CONNECTED, "node-a:1")
+
+
+async def test_local_listeners_are_called_once_without_a_redis_hop(two_nodes) -> None:  # noqa: ANN001
+    a, _ = two_nodes
+    device = uuid.uuid4()
+    here = Recorder()
+    await subscribed(a, device, here)
+    await a.publish([device], Signal(SignalKind.REVOKED))
+    assert here.kinds() == [SignalKind.REVOKED]  # synchronously, before any round trip
+    await asyncio.sleep(0.3)  # its own message comes back from Redis and is ignored
+    assert here.kinds() == [SignalKind.REVOKED]
+
+
+async def test_unsubscribed_device_hears_nothing(two_nodes) -> None:  # noqa: ANN001
+    a, b = two_nodes
+    device = uuid.uuid4()
+    on_b = Recorder()
+    await subscribed(b, device, on_b)
+    b.unsubscribe(device, on_b)
+    await asyncio.sleep(0.2)
+    await a.publish([device], Signal(SignalKind.WAKE))
+    await asyncio.sleep(0.3)
+    assert on_b.signals == []
+
+
+async def test_publishes_of_a_batch_share_a_pipeline(two_nodes) -> None:  # noqa: ANN001
+    a, b = two_nodes
+    devices = [uuid.uuid4() for _ in range(300)]
+    recorders = [Recorder() for _ in devices]
+    for device, recorder in zip(devices, recorders, strict=True):
+        b.subscribe(device, recorder)
+    await recorders[-1].until(lambda: bool(recorders[-1].signals))
+    await asyncio.sleep(0.2)
+    for recorder in recorders:
+        recorder.signals.clear()
+    await a.publish(devices, Signal(SignalKind.WAKE))
+    for recorder in recorders:
+        await recorder.until(lambda r=recorder: bool(r.signals))  # type: ignore[misc]
+    await asyncio.sleep(0.1)  # the pipeline's replies may come after the messages
+    assert a._metrics.broker_published.value() == 300
+    assert b._metrics.broker_received.value() == 300
+
+
+async def test_redis_outage_polls_then_resubscribes_and_resyncs(redis_prefix: str) -> None:
+    redis = PrivateRedis()
+    redis.start()
+    a = b = None
+    try:
+        fast = {"poll_interval": 0.1, "backoff_min": 0.05, "backoff_max": 0.3,
+                "ping_interval": 0.3}
+        a = await make_broker(redis.url, redis_prefix, "node-a", **fast)
+        b = await make_broker(redis.url, redis_prefix, "node-b", **fast)
+        device = uuid.uuid4()
+        on_b = Recorder(b)
+        await subscribed(b, device, on_b)
+
+        redis.kill()
+        await on_b.until(lambda: not b.healthy, within=5)
+        # Degraded: node b wakes its devices itself so they read PostgreSQL.
+        await on_b.until(lambda: on_b.kinds().count(SignalKind.WAKE) >= 3, within=3)
+        assert b._metrics.degraded_polls.value() >= 3
+        await a.publish([device], Signal(SignalKind.PREKEYS_LOW, 1))  # lost: Redis is down
+        assert a._metrics.broker_publish_failures.value() >= 1
+
+        on_b.healthy_wakes = 0
+        redis.start()
+        await eventually(lambda: a.healthy and b.healthy, within=10)
+        # Back: b resubscribed, and the confirmation woke the device (its
+        # poller only wakes while degraded), so whatever was missed is read.
+        await eventually(lambda: on_b.healthy_wakes >= 1, within=3, what="wake after resubscribe")
+        await asyncio.sleep(0.3)
+        polls = b._metrics.degraded_polls.value()
+        await asyncio.sleep(0.4)
+        assert b._metrics.degraded_polls.value() == polls  # polling stopped
+        assert b._metrics.redis_reconnects.value() == 1
+        on_b.signals.clear()
+        await a.publish([device], Signal(SignalKind.REVOKED))
+        await on_b.until(lambda: SignalKind.REVOKED in on_b.kinds(), within=3)
+    finally:
+        for broker in (a, b):
+            if broker is not None:
+                await close(broker)
+        redis.kill()
+
+
+async def test_node_that_lost_publishes_asks_every_node_to_resync(two_nodes) -> None:  # noqa: ANN001
+    a, b = two_nodes
+    device = uuid.uuid4()
+    on_b = Recorder(b)
+    await subscribed(b, device, on_b)
+    received = b._metrics.broker_received.value()
+    a._missed = True  # as after a failed pipeline
+    a._recycle.set()  # which also makes it reconnect
+    await eventually(lambda: b._metrics.broker_received.value() > received, what="resync")
+    await on_b.until(lambda: SignalKind.WAKE in on_b.kinds())
+    assert a.healthy and not a._missed
+
+
+async def test_a_node_falling_silent_makes_the_others_wake_their_devices(
+    redis_url: str, redis_prefix: str
+) -> None:
+    fast = {"ping_interval": 0.2}
+    a = await make_broker(redis_url, redis_prefix, "node-a", **fast)
+    b = await make_broker(redis_url, redis_prefix, "node-b", **fast)
+    try:
+        device = uuid.uuid4()
+        on_b = Recorder(b)
+        await subscribed(b, device, on_b)
+        await eventually(lambda: "node-a" in b._peers, what="heartbeat")
+        a._closing = True  # a goes quiet without a word, as if killed
+        for task in a._tasks:
+            task.cancel()
+        await on_b.until(lambda: SignalKind.WAKE in on_b.kinds(), within=3)
+        assert "node-a" not in b._peers
+    finally:
+        await close(a)
+        await close(b)
+
+
+async def test_node_starts_degraded_when_redis_is_down(redis_prefix: str) -> None:
+    redis = PrivateRedis()  # a free port with nothing listening yet
+    broker = RedisBroker(connect_redis(redis.url, timeout=0.3), redis_prefix, "n",
+                         poll_interval=0.05, backoff_min=0.05, backoff_max=0.2)
+    try:
+        await broker.start(wait=0.3)
+        assert not broker.healthy
+        device = uuid.uuid4()
+        listener = Recorder()
+        broker.subscribe(device, listener)
+        await listener.until(lambda: len(listener.signals) >= 2, within=2)  # polled
+        redis.start()
+        await eventually(lambda: broker.healthy, within=10)
+    finally:
+        await close(broker)
+        redis.kill()
