@@ -1,0 +1,288 @@
+"""The audit tables: events, the Merkle log's leaves, signed tree heads.
+
+Append-only by construction: nothing here updates or deletes (the tables'
+triggers would refuse it), so the application's role needs only SELECT and
+INSERT on them.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from gchat.store.database import Executor
+
+# One statement for any number of events: the arrays are zipped by unnest.
+# ``agencies`` gets the agencies of every involved official, looked up here
+# so callers need not know them; an auditor's scope is checked against it.
+_INSERT = """
+INSERT INTO audit_events (kind, created_at, actor_official, actor_device,
+                          subject_official, subject_device, officials, devices,
+                          agencies, entry)
+SELECT e.kind, e.at, e.ao, e.ad, e.so, e.sd, e.offs, e.devs,
+       ARRAY(SELECT x.a FROM (SELECT o.agency_id AS a FROM officials o WHERE o.id = ANY(e.offs)
+                              UNION SELECT e.ag) x WHERE x.a IS NOT NULL),
+       e.entry
+FROM (SELECT t.kind, t.at, t.ao, t.ad, t.so, t.sd, t.ag, t.entry,
+             ARRAY(SELECT jsonb_array_elements_text(t.offs::jsonb)::uuid) AS offs,
+             ARRAY(SELECT jsonb_array_elements_text(t.devs::jsonb)::uuid) AS devs
+      FROM unnest($1::text[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[],
+                  $6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::bytea[])
+           AS t(kind, at, ao, ad, so, sd, ag, offs, devs, entry)) e
+"""
+
+
+async def insert_events(conn: Executor, columns: Sequence[Sequence[Any]]) -> None:
+    """Insert events given column-wise (see ``_INSERT`` for the order)."""
+    await conn.execute(_INSERT, *columns)
+
+
+# --- the sequencer ------------------------------------------------------------
+
+
+async def snapshot_xmin(conn: Executor) -> str:
+    """Every transaction with an id below this has finished (as text: xid8)."""
+    return str(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
+
+
+async def unsequenced(conn: Executor, low_xid: str, limit: int) -> list[tuple[int, bytes]]:
+    """Visible events with ``xid >= low_xid`` that have no leaf yet, by id."""
+    rows = await conn.fetch(
+        """SELECT e.id, e.entry FROM audit_events e
+           WHERE e.xid >= $1::text::xid8
+             AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)
+           ORDER BY e.id LIMIT $2""",
+        low_xid,
+        limit,
+    )
+    return [(row["id"], bytes(row["entry"])) for row in rows]
+
+
+async def append_leaves(
+    conn: Executor, first_index: int, event_ids: list[int], hashes: list[bytes], low_xid: str
+) -> None:
+    await conn.execute(
+        """INSERT INTO audit_log (leaf_index, event_id, leaf_hash, low_xid)
+           SELECT $1 + o - 1, e, h, $4::text::xid8
+           FROM unnest($2::bigint[], $3::bytea[]) WITH ORDINALITY AS t(e, h, o)""",
+        first_index,
+        event_ids,
+        hashes,
+        low_xid,
+    )
+
+
+async def log_state(conn: Executor) -> tuple[int, str]:
+    """(tree size, low xid of the last leaf's pass); (0, '0') when empty."""
+    row = await conn.fetchrow(
+        "SELECT leaf_index, low_xid::text AS low FROM audit_log ORDER BY leaf_index DESC LIMIT 1"
+    )
+    return (0, "0") if row is None else (row["leaf_index"] + 1, row["low"])
+
+
+async def leaf_hashes(conn: Executor, from_index: int, limit: int = 100_000) -> list[bytes]:
+    """Leaf hashes from ``from_index`` on, in index order (stops at a gap)."""
+    rows = await conn.fetch(
+        """SELECT leaf_index, leaf_hash FROM audit_log
+           WHERE leaf_index >= $1 ORDER BY leaf_index LIMIT $2""",
+        from_index,
+        limit,
+    )
+    out = []
+    for expected, row in enumerate(rows, start=from_index):
+        if row["leaf_index"] != expected:
+            break
+        out.append(bytes(row["leaf_hash"]))
+    return out
+
+
+@dataclass(frozen=True)
+class TreeHeadRow:
+    tree_size: int
+    timestamp_ms: int
+    root_hash: bytes
+    signature: bytes
+    key_id: bytes
+
+
+async def insert_tree_head(conn: Executor, head: TreeHeadRow) -> None:
+    await conn.execute(
+        """INSERT INTO audit_tree_heads (tree_size, timestamp_ms, root_hash, signature, key_id)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+        head.tree_size,
+        head.timestamp_ms,
+        head.root_hash,
+        head.signature,
+        head.key_id,
+    )
+
+
+def _head(row: Any) -> TreeHeadRow:
+    return TreeHeadRow(
+        row["tree_size"],
+        row["timestamp_ms"],
+        bytes(row["root_hash"]),
+        bytes(row["signature"]),
+        bytes(row["key_id"]),
+    )
+
+
+async def latest_tree_head(conn: Executor) -> TreeHeadRow | None:
+    row = await conn.fetchrow(
+        """SELECT tree_size, timestamp_ms, root_hash, signature, key_id FROM audit_tree_heads
+            ORDER BY timestamp_ms DESC, tree_size DESC LIMIT 1"""
+    )
+    return None if row is None else _head(row)
+
+
+async def tree_head_of_size(conn: Executor, size: int) -> TreeHeadRow | None:
+    row = await conn.fetchrow(
+        """SELECT tree_size, timestamp_ms, root_hash, signature, key_id
+            FROM audit_tree_heads WHERE tree_size = $1 ORDER BY timestamp_ms DESC LIMIT 1""",
+        size,
+    )
+    return None if row is None else _head(row)
+
+
+async def tree_heads_between(
+    conn: Executor, low: int, high: int, limit: int
+) -> list[TreeHeadRow]:
+    """The newest signed head of each size in [low, high], up to ``limit`` sizes."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (tree_size) tree_size, timestamp_ms, root_hash, signature, key_id
+            FROM audit_tree_heads
+            WHERE tree_size BETWEEN $1 AND $2
+            ORDER BY tree_size DESC, timestamp_ms DESC LIMIT $3""",
+        low,
+        high,
+        limit,
+    )
+    return sorted((_head(r) for r in rows), key=lambda h: h.tree_size)
+
+
+# --- queries --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    leaf_index: int | None
+    kind: str
+    created_at: datetime
+    officials: list[UUID]
+    entry: bytes
+    in_scope: bool = True
+
+
+async def agency_subtree(conn: Executor, root: UUID) -> list[UUID]:
+    """``root`` and every agency below it."""
+    rows = await conn.fetch(
+        """WITH RECURSIVE down AS (
+               SELECT id FROM agencies WHERE id = $1
+               UNION ALL
+               SELECT a.id FROM agencies a JOIN down ON a.parent_id = down.id)
+           SELECT id FROM down""",
+        root,
+    )
+    return [row["id"] for row in rows]
+
+
+def _event(row: Any, in_scope: bool = True) -> EventRow:
+    return EventRow(
+        row["id"],
+        row["leaf_index"],
+        row["kind"],
+        row["created_at"],
+        list(row["officials"]),
+        bytes(row["entry"]),
+        in_scope,
+    )
+
+
+async def query_events(
+    conn: Executor,
+    *,
+    scope: list[UUID] | None,
+    official: UUID | None,
+    device: UUID | None,
+    agencies: list[UUID] | None,
+    kinds: list[str] | None,
+    since: datetime | None,
+    until: datetime | None,
+    after_id: int,
+    limit: int,
+) -> list[EventRow]:
+    """Events matching every given filter, by id, after ``after_id``.
+
+    ``scope`` None means everything; otherwise an event must involve an
+    agency in ``scope``.  ``agencies`` matches events involving any of them.
+    """
+    rows = await conn.fetch(
+        """SELECT e.id, l.leaf_index, e.kind, e.created_at, e.officials, e.entry
+           FROM audit_events e LEFT JOIN audit_log l ON l.event_id = e.id
+           WHERE e.id > $1
+             AND ($2::uuid[] IS NULL OR e.agencies && $2::uuid[])
+             AND ($3::uuid IS NULL OR e.officials @> ARRAY[$3::uuid])
+             AND ($4::uuid IS NULL OR e.devices @> ARRAY[$4::uuid])
+             AND ($5::uuid[] IS NULL OR e.agencies && $5::uuid[])
+             AND ($6::text[] IS NULL OR e.kind = ANY($6::text[]))
+             AND ($7::timestamptz IS NULL OR e.created_at >= $7)
+             AND ($8::timestamptz IS NULL OR e.created_at < $8)
+           ORDER BY e.id LIMIT $9""",
+        after_id,
+        scope,
+        official,
+        device,
+        agencies,
+        kinds,
+        since,
+        until,
+        limit,
+    )
+    return [_event(row) for row in rows]
+
+
+async def event_at(conn: Executor, leaf_index: int, scope: list[UUID] | None) -> EventRow | None:
+    rows = await entries_range(conn, leaf_index, leaf_index + 1, scope)
+    return rows[0] if rows else None
+
+
+async def entries_range(
+    conn: Executor, start: int, end: int, scope: list[UUID] | None
+) -> list[EventRow]:
+    """Leaves [start, end) with their entries, in index order.
+
+    ``in_scope`` tells whether the caller's scope covers the entry (the
+    caller then withholds the entry bytes and keeps only the leaf hash).
+    """
+    rows = await conn.fetch(
+        """SELECT e.id, l.leaf_index, e.kind, e.created_at, e.officials, e.entry,
+                  ($3::uuid[] IS NULL OR e.agencies && $3::uuid[]) AS in_scope
+           FROM audit_log l JOIN audit_events e ON e.id = l.event_id
+           WHERE l.leaf_index >= $1 AND l.leaf_index < $2
+           ORDER BY l.leaf_index""",
+        start,
+        end,
+        scope,
+    )
+    return [_event(row, row["in_scope"]) for row in rows]
+
+
+async def audit_queries_about(
+    conn: Executor, official: UUID, before: datetime, after_id: int, limit: int
+) -> list[EventRow]:
+    """Auditor queries that concerned ``official``, made before ``before``."""
+    rows = await conn.fetch(
+        """SELECT e.id, l.leaf_index, e.kind, e.created_at, e.officials, e.entry
+           FROM audit_events e LEFT JOIN audit_log l ON l.event_id = e.id
+           WHERE e.kind LIKE 'audit.%' AND e.officials @> ARRAY[$1::uuid]
+             AND e.actor_official IS DISTINCT FROM $1
+             AND e.created_at < $2 AND e.id > $3
+           ORDER BY e.id LIMIT $4""",
+        official,
+        before,
+        after_id,
+        limit,
+    )
+    return [_event(row) for row in rows]

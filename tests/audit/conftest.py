@@ -1,0 +1,78 @@
+"""Audit tests run against real PostgreSQL; the integration helpers are reused."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+
+from gchat.audit import AuditEvent, AuditLog, AuditService
+from gchat.audit_sequencer import Sequencer
+from gchat.principal import Principal
+from gchat.server_keys import ServerKeys
+from gchat.store import migrations
+from gchat.store.database import Database
+from gchat.store.directory import Role
+from tests.integration.conftest import World, node, node_config, url_of, world
+
+__all__ = ["World", "node", "node_config", "url_of", "world"]
+
+
+def auditor(scope: UUID | None = None, official: UUID | None = None) -> Principal:
+    """A principal with the auditor role (for service-level tests)."""
+    return Principal(uuid4(), official or uuid4(), uuid4(), (Role("auditor", scope),))
+
+
+class LogBench:
+    """A database with the audit schema, a sequencer and an auditor service."""
+
+    def __init__(self, db: Database, keys: ServerKeys) -> None:
+        self.db = db
+        self.keys = keys
+        self.log = AuditLog()
+        self.sequencer = Sequencer(db, keys.audit, sign_interval=3600, poll_interval=0.02,
+                                   retry_seconds=0.05)
+
+    def service(self) -> AuditService:
+        """A fresh service (a restarted node: no cached tree)."""
+        return AuditService(self.db, self.log, self.keys.audit.public_key, 0,
+                            fresh_head_timeout=2.0)
+
+    async def add(self, n: int, kind: str = "test.event") -> None:
+        async with self.db.transaction() as conn:
+            await self.log.record(
+                conn, *(AuditEvent(kind, actor_official=uuid4(), details={"n": i})
+                        for i in range(n))
+            )
+
+    async def settle(self) -> int:
+        """Wait until every committed event has a leaf; returns the tree size."""
+        import asyncio
+
+        for _ in range(500):
+            events = await self.db.pool.fetchval("SELECT count(*) FROM audit_events")
+            leaves = await self.db.pool.fetchval("SELECT count(*) FROM audit_log")
+            if events == leaves:
+                return int(leaves)
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"sequencer did not catch up: {events} events, {leaves} leaves")
+
+    async def sign(self) -> int:
+        """Have the sequencer sign a head now; returns its size."""
+        head = await self.service().latest_head(fresh=True)
+        assert head is not None
+        return head.tree_size
+
+
+@pytest.fixture
+async def bench(database_url: str, tmp_path: Path) -> AsyncIterator[LogBench]:
+    db = await Database.connect(database_url, min_size=1, max_size=5)
+    async with db.pool.acquire() as conn:
+        await migrations.migrate(conn)
+    b = LogBench(db, ServerKeys.load_or_create(tmp_path / "keys"))
+    b.sequencer.start()
+    try:
+        yield b
+    finally:
+        await b.sequencer.stop()
+        await db.close()

@@ -1,0 +1,70 @@
+"""The application needs only SELECT and INSERT on the log tables: run the
+recorder and the sequencer as a role without UPDATE, DELETE or TRUNCATE."""
+
+import asyncio
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from gchat.audit import AuditEvent, AuditLog, AuditService
+from gchat.audit_sequencer import Sequencer
+from gchat.server_keys import ServerKeys
+from gchat.store import migrations
+from gchat.store.database import Database
+from tests.audit.conftest import auditor
+
+GRANTS = """
+GRANT SELECT, INSERT ON audit_events, audit_log, audit_tree_heads TO {role};
+GRANT USAGE ON SEQUENCE audit_events_id_seq TO {role};
+GRANT SELECT ON officials, agencies TO {role};
+"""
+
+
+async def test_recorder_and_sequencer_need_only_select_and_insert(
+    database_url: str, tmp_path: Path
+) -> None:
+    role = f"gchat_t_app_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await migrations.migrate(admin)
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(GRANTS.format(role=role))
+        parts = urlsplit(database_url)
+        dsn = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+        try:
+            db = await Database.connect(dsn, min_size=1, max_size=3)
+        except (asyncpg.PostgresError, OSError) as error:
+            pytest.skip(f"cannot log in as a fresh role here: {error}")
+        keys = ServerKeys.load_or_create(tmp_path / "keys")
+        sequencer = Sequencer(db, keys.audit, sign_interval=3600, poll_interval=0.02)
+        sequencer.start()
+        try:
+            log = AuditLog()
+            async with db.transaction() as conn:
+                await log.record(conn, *(AuditEvent("test.event") for _ in range(5)))
+            service = AuditService(db, log, keys.audit.public_key, 0, fresh_head_timeout=3)
+            head = await service.tree_head(auditor())
+            assert head.tree_size >= 5
+            for sql in ("UPDATE audit_events SET kind = 'x'", "DELETE FROM audit_log",
+                        "TRUNCATE audit_tree_heads"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await db.pool.execute(sql)
+        finally:
+            await sequencer.stop()
+            await db.close()
+    finally:
+        await admin.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+        await admin.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}")
+        await admin.close()
+        await asyncio.sleep(0)
+        drop = await asyncpg.connect(database_url)
+        try:
+            await drop.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
+            )
+            await drop.execute(f"DROP ROLE IF EXISTS {role}")
+        finally:
+            await drop.close()

@@ -1,0 +1,96 @@
+"""The sequencer: contiguous leaves in commit order, one leader, fail-over."""
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg
+
+from gchat.app import App
+from gchat.audit import AuditEvent
+from gchat.audit_sequencer import LOCK_KEY
+from tests.audit.conftest import LogBench, node_config
+
+
+async def _leaves(pool: asyncpg.Pool) -> list[tuple[int, int]]:
+    rows = await pool.fetch("SELECT leaf_index, event_id FROM audit_log ORDER BY leaf_index")
+    return [(r[0], r[1]) for r in rows]
+
+
+def _assert_contiguous(leaves: list[tuple[int, int]], events: int) -> None:
+    assert [i for i, _ in leaves] == list(range(len(leaves)))
+    assert len({e for _, e in leaves}) == len(leaves) == events
+
+
+async def test_late_commits_get_later_leaves_and_nothing_is_lost(bench: LogBench) -> None:
+    """An event whose transaction commits after a newer one is sequenced later."""
+    async with bench.db.pool.acquire() as slow:
+        tx = slow.transaction()
+        await tx.start()
+        await bench.log.record(slow, AuditEvent("test.slow"))  # smaller id, not committed
+        await bench.add(5)
+        await bench.settle()  # the 5 are sequenced while the slow one is in flight
+        assert len(await _leaves(bench.db.pool)) == 5
+        await tx.commit()
+    await bench.add(3)
+    size = await bench.settle()
+    leaves = await _leaves(bench.db.pool)
+    _assert_contiguous(leaves, 9)
+    slow_id = await bench.db.pool.fetchval("SELECT id FROM audit_events WHERE kind='test.slow'")
+    assert slow_id == 1 and dict((e, i) for i, e in leaves)[slow_id] >= 5
+    assert size == 9
+
+
+async def test_many_concurrent_writers(bench: LogBench) -> None:
+    await asyncio.gather(*(bench.add(7) for _ in range(20)))
+    await bench.settle()
+    _assert_contiguous(await _leaves(bench.db.pool), 140)
+
+
+async def test_fail_over_between_two_nodes(database_url: str, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"  # both nodes share the audit key, as a deployment does
+    first = App(replace(node_config(database_url, tmp_path / "a", keys_dir=keys), node_id="a"))
+    second = App(replace(node_config(database_url, tmp_path / "b", keys_dir=keys), node_id="b"))
+    await first.start()
+    await second.start()
+    apps = [first, second]
+    try:
+        assert first.db is not None
+        pool = first.db.pool
+        for _ in range(100):
+            if any(a.sequencer and a.sequencer.leading for a in apps):
+                break
+            await asyncio.sleep(0.02)
+        leader = next(a for a in apps if a.sequencer and a.sequencer.leading)
+        other = second if leader is first else first
+        assert other.sequencer is not None and not other.sequencer.leading
+
+        async def write(app: App, n: int) -> None:
+            assert app.db is not None
+            for _ in range(n):
+                async with app.db.transaction() as conn:
+                    await app.audit.record(conn, AuditEvent("test.event"))
+
+        await asyncio.gather(write(leader, 20), write(other, 20))
+        # Kill the leader's session outright (as if its process died): the
+        # lock goes with it and the other node takes over.
+        await pool.execute(
+            """SELECT pg_terminate_backend(pid) FROM pg_locks
+               WHERE locktype = 'advisory' AND objid = $1 AND granted""",
+            LOCK_KEY & 0xFFFFFFFF,
+        )
+        await leader.stop()
+        apps.remove(leader)
+        await write(other, 20)
+        for _ in range(300):
+            count = await other.db.pool.fetchval("SELECT count(*) FROM audit_log")  # type: ignore[union-attr]
+            total = await other.db.pool.fetchval("SELECT count(*) FROM audit_events")  # type: ignore[union-attr]
+            if count == total:
+                break
+            await asyncio.sleep(0.02)
+        assert other.sequencer.leading
+        _assert_contiguous(await _leaves(other.db.pool), int(total))  # type: ignore[union-attr]
+        assert total >= 60
+    finally:
+        for app in apps:
+            await app.stop()
