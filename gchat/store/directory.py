@@ -1,10 +1,21 @@
-"""Agencies, officials, roles and enrolment codes."""
+"""Agencies, officials, roles, enrolment codes, and the directory's search terms.
 
-from dataclasses import dataclass
+Agencies and officials carry a Thai and an English name (at least one);
+``name`` is a generated column, the Thai name when there is one, else the
+English one. Every write that changes a name, position or agency code also
+rewrites that row's search terms (see ``gchat.store.terms``), in the same
+transaction, so search never sees a half-updated row.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
+from gchat.store import policies
 from gchat.store.database import Executor
+from gchat.store.terms import has_thai, prefix_range, terms_of
 
 
 @dataclass(frozen=True)
@@ -21,21 +32,158 @@ class Role:
     scope_agency_id: UUID | None
 
 
+@dataclass(frozen=True)
+class Agency:
+    id: UUID
+    parent_id: UUID | None
+    code: str
+    name_th: str | None
+    name_en: str | None
+    depth: int = 0
+
+
+@dataclass(frozen=True)
+class OfficialRecord:
+    """Everything the directory holds about an official (admin view)."""
+
+    id: UUID
+    agency_id: UUID
+    agency_code: str
+    name_th: str | None
+    name_en: str | None
+    position: str | None
+    email: str | None
+    phone: str | None
+    employee_id: str | None
+    status: str
+    roles: tuple[Role, ...] = ()
+
+
+@dataclass(frozen=True)
+class OfficialCard:
+    """What a search result shows: enough to start a conversation."""
+
+    id: UUID
+    name_th: str | None
+    name_en: str | None
+    position: str | None
+    agency_id: UUID
+    agency_code: str
+    agency_name_th: str | None
+    agency_name_en: str | None
+    active_devices: int
+
+
+@dataclass(frozen=True)
+class NewOfficial:
+    id: UUID
+    agency_id: UUID
+    name_th: str | None
+    name_en: str | None
+    position: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    employee_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CodeRow:
+    id: UUID
+    official_id: UUID
+    issued_by: UUID | None
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    cancelled_at: datetime | None
+    device_id: UUID | None
+
+    def state(self, now: datetime) -> str:
+        if self.used_at is not None:
+            return "used"
+        if self.cancelled_at is not None:
+            return "cancelled"
+        if self.expires_at <= now:
+            return "expired"
+        return "pending"
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    id: UUID
+    official_id: UUID
+    name: str
+    platform: str
+    status: str
+    enrolled_at: datetime
+    last_seen_at: datetime | None
+    revoked_at: datetime | None
+
+
+def split_name(name: str | None) -> tuple[str | None, str | None]:
+    """(Thai, English) of a name given in one language: Thai if it has Thai script."""
+    if not name:
+        return None, None
+    return (name, None) if has_thai(name) else (None, name)
+
+
+# --- agencies -------------------------------------------------------------------
+
+
 async def create_agency(
-    db: Executor, agency_id: UUID, code: str, name: str, parent_id: UUID | None = None
+    db: Executor,
+    agency_id: UUID,
+    code: str,
+    name: str | None = None,
+    parent_id: UUID | None = None,
+    *,
+    name_th: str | None = None,
+    name_en: str | None = None,
 ) -> None:
+    """Add an agency. ``name`` fills the Thai or English name by its script."""
+    guess_th, guess_en = split_name(name)
+    name_th, name_en = name_th or guess_th, name_en or guess_en
     await db.execute(
-        "INSERT INTO agencies (id, parent_id, code, name) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO agencies (id, parent_id, code, name_th, name_en) VALUES ($1, $2, $3, $4, $5)",
         agency_id,
         parent_id,
         code,
-        name,
+        name_th,
+        name_en,
     )
+    await _set_agency_terms(db, agency_id, (code, name_th, name_en))
+
+
+async def _set_agency_terms(db: Executor, agency_id: UUID, texts: Iterable[str | None]) -> None:
+    await db.execute("DELETE FROM agency_terms WHERE agency_id = $1", agency_id)
+    await db.execute(
+        """INSERT INTO agency_terms (term, agency_id)
+           SELECT t, $2 FROM unnest($1::text[]) AS t""",
+        sorted(terms_of(texts)),
+        agency_id,
+    )
+
+
+_AGENCY = "SELECT id, parent_id, code, name_th, name_en FROM agencies"
+
+
+async def get_agency(db: Executor, agency_id: UUID) -> Agency | None:
+    row = await db.fetchrow(_AGENCY + " WHERE id = $1", agency_id)
+    return Agency(**row) if row else None
+
+
+async def agencies_by_code(db: Executor, codes: Sequence[str]) -> dict[str, Agency]:
+    rows = await db.fetch(_AGENCY + " WHERE code = ANY($1::text[])", list(codes))
+    return {row["code"]: Agency(**row) for row in rows}
 
 
 async def agency_exists(db: Executor, agency_id: UUID) -> bool:
     query = "SELECT EXISTS (SELECT 1 FROM agencies WHERE id = $1)"
     return bool(await db.fetchval(query, agency_id))
+
+
+async def code_taken(db: Executor, code: str, other_than: UUID | None = None) -> bool:
+    query = "SELECT EXISTS (SELECT 1 FROM agencies WHERE code = $1 AND id IS DISTINCT FROM $2)"
+    return bool(await db.fetchval(query, code, other_than))
 
 
 async def is_within(db: Executor, agency_id: UUID, root_id: UUID) -> bool:
@@ -53,14 +201,115 @@ async def is_within(db: Executor, agency_id: UUID, root_id: UUID) -> bool:
     )
 
 
-async def create_official(db: Executor, official_id: UUID, agency_id: UUID, name: str) -> None:
-    await db.execute(
-        "INSERT INTO officials (id, agency_id, name) VALUES ($1, $2, $3)",
-        official_id,
-        agency_id,
-        name,
+async def list_agencies(db: Executor, root_id: UUID | None) -> list[Agency]:
+    """The subtree under ``root_id`` (every tree if None), parents before children."""
+    rows = await db.fetch(
+        """WITH RECURSIVE down AS (
+               SELECT id, parent_id, code, name_th, name_en, 0 AS depth, ARRAY[code] AS path
+               FROM agencies
+               WHERE CASE WHEN $1::uuid IS NULL THEN parent_id IS NULL ELSE id = $1 END
+               UNION ALL
+               SELECT a.id, a.parent_id, a.code, a.name_th, a.name_en, d.depth + 1, d.path || a.code
+               FROM agencies a JOIN down d ON a.parent_id = d.id)
+           SELECT id, parent_id, code, name_th, name_en, depth FROM down ORDER BY path""",
+        root_id,
     )
-    await grant_role(db, official_id, "official", None)
+    return [Agency(**row) for row in rows]
+
+
+async def update_agency(
+    db: Executor, agency_id: UUID, code: str, name_th: str | None, name_en: str | None
+) -> None:
+    await db.execute(
+        """UPDATE agencies SET code = $2, name_th = $3, name_en = $4, updated_at = now()
+           WHERE id = $1""",
+        agency_id,
+        code,
+        name_th,
+        name_en,
+    )
+    await _set_agency_terms(db, agency_id, (code, name_th, name_en))
+
+
+async def lock_tree(db: Executor) -> None:
+    """Serialise moves of agencies (two crossing moves could make a cycle)."""
+    await db.execute("SELECT pg_advisory_xact_lock(7163686174)")
+
+
+async def move_agency(db: Executor, agency_id: UUID, parent_id: UUID | None) -> None:
+    await db.execute(
+        "UPDATE agencies SET parent_id = $2, updated_at = now() WHERE id = $1", agency_id, parent_id
+    )
+
+
+# --- officials ------------------------------------------------------------------
+
+
+async def create_official(
+    db: Executor,
+    official_id: UUID,
+    agency_id: UUID,
+    name: str | None = None,
+    **fields: Any,
+) -> None:
+    """Add one official with the ``official`` role.
+
+    ``name`` fills the Thai or English name by its script; ``fields`` are the
+    other columns of NewOfficial (name_th, name_en, position, ...).
+    """
+    guess_th, guess_en = split_name(name)
+    fields.setdefault("name_th", None)
+    fields.setdefault("name_en", None)
+    fields["name_th"] = fields["name_th"] or guess_th
+    fields["name_en"] = fields["name_en"] or guess_en
+    await create_officials(db, [NewOfficial(id=official_id, agency_id=agency_id, **fields)])
+
+
+async def create_officials(db: Executor, new: Sequence[NewOfficial]) -> None:
+    """Add officials with the ``official`` role: three statements for any number."""
+    await db.execute(
+        """INSERT INTO officials (id, agency_id, name_th, name_en, position, email, phone,
+                                  employee_id)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::text[], $8::text[])""",
+        [o.id for o in new],
+        [o.agency_id for o in new],
+        [o.name_th for o in new],
+        [o.name_en for o in new],
+        [o.position for o in new],
+        [o.email for o in new],
+        [o.phone for o in new],
+        [o.employee_id for o in new],
+    )
+    await db.execute(
+        """INSERT INTO official_roles (official_id, role)
+           SELECT id, 'official' FROM unnest($1::uuid[]) AS id""",
+        [o.id for o in new],
+    )
+    await _insert_official_terms(db, new)
+
+
+async def _insert_official_terms(
+    db: Executor, officials: Sequence[NewOfficial], active: bool = True
+) -> None:
+    """Index the officials' words; each row also carries what search filters
+    and sorts by (agency, display name, active), so a search reads only the
+    few dense pages of matching terms, not every matching official's row."""
+    rows = sorted(
+        (term, o.id, o.agency_id, o.name_th or o.name_en or "")
+        for o in officials
+        for term in terms_of((o.name_th, o.name_en, o.position))
+    )  # in index order: fewer btree pages touched at random
+    await db.execute(
+        """INSERT INTO official_terms (term, official_id, agency_id, name, active)
+           SELECT t, i, a, n, $5 FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[])
+                AS u(t, i, a, n)""",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        active,
+    )
 
 
 async def get_official(db: Executor, official_id: UUID) -> Official | None:
@@ -70,15 +319,137 @@ async def get_official(db: Executor, official_id: UUID) -> Official | None:
     return Official(**row) if row else None
 
 
+_RECORD = """
+SELECT o.id, o.agency_id, a.code AS agency_code, o.name_th, o.name_en, o.position, o.email,
+       o.phone, o.employee_id, o.status,
+       ARRAY(SELECT r.role || ':' || coalesce(r.scope_agency_id::text, '')
+             FROM official_roles r WHERE r.official_id = o.id ORDER BY r.role) AS roles
+FROM officials o JOIN agencies a ON a.id = o.agency_id
+"""
+
+
+def _record(row: Any) -> OfficialRecord:
+    roles = []
+    for text in row["roles"]:
+        role, _, scope = text.partition(":")
+        roles.append(Role(role, UUID(scope) if scope else None))
+    values = dict(row)
+    values["roles"] = tuple(roles)
+    return OfficialRecord(**values)
+
+
+async def get_official_record(db: Executor, official_id: UUID) -> OfficialRecord | None:
+    row = await db.fetchrow(_RECORD + " WHERE o.id = $1", official_id)
+    return _record(row) if row else None
+
+
+async def list_officials(
+    db: Executor,
+    root_id: UUID | None,
+    status: str | None,
+    offset: int,
+    limit: int,
+) -> list[OfficialRecord]:
+    """Officials of the subtree under ``root_id`` (all if None), by name."""
+    sql = f"""WITH RECURSIVE down AS (
+                 SELECT id FROM agencies WHERE $1::uuid IS NULL OR id = $1
+                 UNION
+                 SELECT a.id FROM agencies a JOIN down d ON a.parent_id = d.id)
+              {_RECORD}
+              WHERE o.agency_id IN (SELECT id FROM down)
+                AND ($2::text IS NULL OR o.status = $2)
+              ORDER BY o.name, o.id OFFSET $3 LIMIT $4"""  # noqa: S608
+    rows = await db.fetch(
+        sql,
+        root_id,
+        status,
+        offset,
+        limit,
+    )
+    return [_record(row) for row in rows]
+
+
+async def update_official(db: Executor, record: OfficialRecord) -> None:
+    """Write names, position and contact (not agency or status) and the terms."""
+    await db.execute(
+        """UPDATE officials SET name_th = $2, name_en = $3, position = $4, email = $5,
+                  phone = $6, employee_id = $7, updated_at = now()
+           WHERE id = $1""",
+        record.id,
+        record.name_th,
+        record.name_en,
+        record.position,
+        record.email,
+        record.phone,
+        record.employee_id,
+    )
+    await db.execute("DELETE FROM official_terms WHERE official_id = $1", record.id)
+    await _insert_official_terms(
+        db,
+        [NewOfficial(record.id, record.agency_id, record.name_th, record.name_en,
+                     record.position)],
+        active=record.status == "active",
+    )
+
+
+async def move_official(db: Executor, official_id: UUID, agency_id: UUID) -> None:
+    await db.execute(
+        "UPDATE officials SET agency_id = $2, updated_at = now() WHERE id = $1",
+        official_id,
+        agency_id,
+    )
+    await db.execute(
+        "UPDATE official_terms SET agency_id = $2 WHERE official_id = $1", official_id, agency_id
+    )
+
+
+async def set_status(db: Executor, official_id: UUID, status: str) -> None:
+    await db.execute(
+        """UPDATE officials SET status = $2, status_changed_at = now(), updated_at = now()
+           WHERE id = $1""",
+        official_id,
+        status,
+    )
+    await db.execute(
+        "UPDATE official_terms SET active = ($2 = 'active') WHERE official_id = $1",
+        official_id,
+        status,
+    )
+
+
+async def existing_employee_ids(db: Executor, employee_ids: Sequence[str]) -> set[str]:
+    rows = await db.fetch(
+        "SELECT employee_id FROM officials WHERE employee_id = ANY($1::text[])",
+        list(employee_ids),
+    )
+    return {row["employee_id"] for row in rows}
+
+
+async def employee_id_taken(db: Executor, employee_id: str, other_than: UUID | None) -> bool:
+    query = """SELECT EXISTS (SELECT 1 FROM officials
+                              WHERE employee_id = $1 AND id IS DISTINCT FROM $2)"""
+    return bool(await db.fetchval(query, employee_id, other_than))
+
+
+# --- roles ------------------------------------------------------------------------
+
+
 async def grant_role(db: Executor, official_id: UUID, role: str, scope: UUID | None) -> None:
     await db.execute(
         """INSERT INTO official_roles (official_id, role, scope_agency_id) VALUES ($1, $2, $3)
            ON CONFLICT (official_id, role)
-           DO UPDATE SET scope_agency_id = EXCLUDED.scope_agency_id""",
+           DO UPDATE SET scope_agency_id = EXCLUDED.scope_agency_id, granted_at = now()""",
         official_id,
         role,
         scope,
     )
+
+
+async def revoke_role(db: Executor, official_id: UUID, role: str) -> bool:
+    result = await db.execute(
+        "DELETE FROM official_roles WHERE official_id = $1 AND role = $2", official_id, role
+    )
+    return str(result).endswith(" 1")
 
 
 async def roles_of(db: Executor, official_id: UUID) -> list[Role]:
@@ -89,12 +460,24 @@ async def roles_of(db: Executor, official_id: UUID) -> list[Role]:
     return [Role(row["role"], row["scope_agency_id"]) for row in rows]
 
 
+async def active_superadmins(db: Executor) -> int:
+    """How many active officials hold ``superadmin`` (locks their role rows)."""
+    rows = await db.fetch(
+        """SELECT r.official_id FROM official_roles r JOIN officials o ON o.id = r.official_id
+           WHERE r.role = 'superadmin' AND o.status = 'active' FOR UPDATE OF r"""
+    )
+    return len(rows)
+
+
+# --- enrolment codes --------------------------------------------------------------
+
+
 async def insert_code(
     db: Executor, code_hash: bytes, official_id: UUID, issued_by: UUID | None, expires_at: datetime
-) -> None:
-    await db.execute(
+) -> UUID:
+    return await db.fetchval(  # type: ignore[no-any-return]
         """INSERT INTO enrolment_codes (code_hash, official_id, issued_by, expires_at)
-           VALUES ($1, $2, $3, $4)""",
+           VALUES ($1, $2, $3, $4) RETURNING id""",
         code_hash,
         official_id,
         issued_by,
@@ -103,15 +486,166 @@ async def insert_code(
 
 
 async def claim_code(db: Executor, code_hash: bytes, device_id: UUID) -> UUID | None:
-    """Consume an unused, unexpired code atomically; returns its official.
+    """Consume an unused, uncancelled, unexpired code atomically; returns its official.
 
     The single UPDATE is the whole check, so two devices racing with one code
     cannot both win.
     """
     return await db.fetchval(  # type: ignore[no-any-return]
         """UPDATE enrolment_codes SET used_at = now(), device_id = $2
-           WHERE code_hash = $1 AND used_at IS NULL AND expires_at > now()
+           WHERE code_hash = $1 AND used_at IS NULL AND cancelled_at IS NULL
+             AND expires_at > now()
            RETURNING official_id""",
         code_hash,
         device_id,
     )
+
+
+_CODE = """SELECT id, official_id, issued_by, created_at, expires_at, used_at, cancelled_at,
+                  device_id FROM enrolment_codes"""
+
+
+async def list_codes(db: Executor, official_id: UUID) -> list[CodeRow]:
+    rows = await db.fetch(_CODE + " WHERE official_id = $1 ORDER BY created_at", official_id)
+    return [CodeRow(**row) for row in rows]
+
+
+async def get_code(db: Executor, code_id: UUID) -> CodeRow | None:
+    row = await db.fetchrow(_CODE + " WHERE id = $1", code_id)
+    return CodeRow(**row) if row else None
+
+
+async def cancel_codes(db: Executor, official_id: UUID, by: UUID | None,
+                       code_id: UUID | None = None) -> int:
+    """Cancel the official's pending codes (or only ``code_id``); returns how many."""
+    result = await db.execute(
+        """UPDATE enrolment_codes SET cancelled_at = now(), cancelled_by = $2
+           WHERE official_id = $1 AND ($3::uuid IS NULL OR id = $3)
+             AND used_at IS NULL AND cancelled_at IS NULL AND expires_at > now()""",
+        official_id,
+        by,
+        code_id,
+    )
+    return int(str(result).split()[-1])
+
+
+# --- devices (admin view) ----------------------------------------------------------
+
+
+async def list_devices(db: Executor, official_id: UUID) -> list[DeviceRow]:
+    rows = await db.fetch(
+        """SELECT id, official_id, name, platform, status, enrolled_at, last_seen_at, revoked_at
+           FROM devices WHERE official_id = $1 ORDER BY enrolled_at""",
+        official_id,
+    )
+    return [DeviceRow(**row) for row in rows]
+
+
+async def get_device(db: Executor, device_id: UUID) -> DeviceRow | None:
+    row = await db.fetchrow(
+        """SELECT id, official_id, name, platform, status, enrolled_at, last_seen_at, revoked_at
+           FROM devices WHERE id = $1""",
+        device_id,
+    )
+    return DeviceRow(**row) if row else None
+
+
+async def revoke_devices(
+    db: Executor, official_id: UUID, device_id: UUID | None = None
+) -> list[UUID]:
+    """Revoke the official's active devices (or only ``device_id``); returns their ids.
+
+    Their one-time prekeys go too: nobody may start a session with them.
+    """
+    rows = await db.fetch(
+        """UPDATE devices SET status = 'revoked', revoked_at = now()
+           WHERE official_id = $1 AND ($2::uuid IS NULL OR id = $2) AND status = 'active'
+           RETURNING id""",
+        official_id,
+        device_id,
+    )
+    ids = [row["id"] for row in rows]
+    if ids:
+        await db.execute("DELETE FROM one_time_prekeys WHERE device_id = ANY($1::uuid[])", ids)
+    return ids
+
+
+# --- search -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    words: list[str] = field(default_factory=list)
+    agency_root: UUID | None = None
+    offset: int = 0
+    limit: int = 20
+
+
+def _word_matches(low: int, high: int) -> str:
+    """(id, agency_id, name) of active officials with a term, or in an agency
+    with a term, in [low, high)."""
+    return f"""SELECT official_id AS id, agency_id, name FROM official_terms
+               WHERE term >= ${low} AND term < ${high} AND active
+               UNION
+               SELECT o.id, o.agency_id, o.name
+               FROM agency_terms t JOIN officials o ON o.agency_id = t.agency_id
+               WHERE t.term >= ${low} AND t.term < ${high} AND o.status = 'active'"""  # noqa: S608
+
+
+async def search_officials(
+    db: Executor, viewer_official: UUID, query: SearchQuery
+) -> list[OfficialCard]:
+    """Active officials matching every word (a prefix of a term of theirs or of
+    their agency), whom the viewer may message under the policy, by name.
+
+    Each word is one index range scan over the terms (of officials, and of
+    agencies, whose officials then match); the word sets are intersected, so
+    the cost follows the number of matches, not the directory's size.
+    Returns up to ``limit + 1`` cards (one more tells the caller there is a
+    next page).
+    """
+    sql, args = search_sql(viewer_official, query)
+    rows = await db.fetch(sql, *args)
+    return [OfficialCard(**row) for row in rows]
+
+
+def search_sql(viewer_official: UUID, query: SearchQuery) -> tuple[str, list[Any]]:
+    """The search statement and its arguments (also for EXPLAIN in tests and benchmarks)."""
+    args: list[Any] = [viewer_official, query.offset, query.limit + 1, query.agency_root]
+    sets = []
+    for word in query.words:
+        args.extend(prefix_range(word))
+        sets.append(f"({_word_matches(len(args) - 1, len(args))})")
+    if sets:
+        # Each word's set comes from one index range scan; the sets are
+        # intersected by hashing, so a query costs what its matches cost.
+        candidates = " INTERSECT ".join(sets)
+    else:
+        candidates = """SELECT o.id, o.agency_id, o.name FROM officials o
+                        WHERE o.agency_id IN (SELECT id FROM subtree) AND o.status = 'active'"""
+    sql = f"""
+        WITH RECURSIVE {policies.EFFECTIVE_CTE},
+        viewer AS (
+            SELECT e.id, e.root_id, e.scope_rank FROM officials me JOIN effective e
+            ON e.id = me.agency_id WHERE me.id = $1 AND me.status = 'active'),
+        subtree AS (
+            SELECT id FROM agencies WHERE id = $4 OR ($4::uuid IS NULL AND parent_id IS NULL)
+            UNION
+            SELECT a.id FROM agencies a JOIN subtree s ON a.parent_id = s.id),
+        candidates AS MATERIALIZED ({candidates}),
+        found AS (
+            SELECT c.id, c.name FROM candidates c
+            JOIN effective e ON e.id = c.agency_id
+            CROSS JOIN viewer v
+            WHERE ($4::uuid IS NULL OR c.agency_id IN (SELECT id FROM subtree))
+              AND {policies.MAY_MESSAGE.format(a="v", b="e", a_agency="v.id",
+                                               b_agency="c.agency_id")}
+            ORDER BY c.name, c.id OFFSET $2 LIMIT $3)
+        SELECT o.id, o.name_th, o.name_en, o.position, o.agency_id, a.code AS agency_code,
+               a.name_th AS agency_name_th, a.name_en AS agency_name_en,
+               (SELECT count(*) FROM devices d
+                WHERE d.official_id = o.id AND d.status = 'active') AS active_devices
+        FROM found f JOIN officials o ON o.id = f.id JOIN agencies a ON a.id = o.agency_id
+        WHERE o.status = 'active'
+        ORDER BY f.name, f.id"""  # noqa: S608
+    return sql, args

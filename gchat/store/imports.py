@@ -1,0 +1,88 @@
+"""Staging of bulk imports: rows arrive chunk by chunk, are applied at once."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from gchat.store.database import Executor
+
+STALE_AFTER = "1 day"
+
+
+@dataclass(frozen=True)
+class StagedRow:
+    line: int
+    employee_id: str | None
+    name_th: str | None
+    name_en: str | None
+    position: str | None
+    agency_code: str | None
+    email: str | None
+    phone: str | None
+
+
+async def begin(db: Executor, import_id: UUID, actor: UUID) -> None:
+    """Start an import (and sweep stale ones: staged rows are personal data)."""
+    await db.execute(
+        f"DELETE FROM directory_imports WHERE created_at < now() - interval '{STALE_AFTER}'"  # noqa: S608
+    )
+    await db.execute(
+        "INSERT INTO directory_imports (id, actor_official) VALUES ($1, $2)", import_id, actor
+    )
+
+
+async def owner(db: Executor, import_id: UUID) -> UUID | None:
+    return await db.fetchval(  # type: ignore[no-any-return]
+        "SELECT actor_official FROM directory_imports WHERE id = $1 FOR UPDATE", import_id
+    )
+
+
+async def stage(db: Executor, import_id: UUID, rows: Sequence[StagedRow]) -> None:
+    """Stage rows; a line staged again replaces the earlier one."""
+    await db.execute(
+        """INSERT INTO directory_import_rows
+               (import_id, line, employee_id, name_th, name_en, position, agency_code, email,
+                phone)
+           SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                    $7::text[], $8::text[], $9::text[])
+           ON CONFLICT (import_id, line) DO UPDATE SET
+               employee_id = EXCLUDED.employee_id, name_th = EXCLUDED.name_th,
+               name_en = EXCLUDED.name_en, position = EXCLUDED.position,
+               agency_code = EXCLUDED.agency_code, email = EXCLUDED.email,
+               phone = EXCLUDED.phone""",
+        import_id,
+        [r.line for r in rows],
+        [r.employee_id for r in rows],
+        [r.name_th for r in rows],
+        [r.name_en for r in rows],
+        [r.position for r in rows],
+        [r.agency_code for r in rows],
+        [r.email for r in rows],
+        [r.phone for r in rows],
+    )
+
+
+async def staged(db: Executor, import_id: UUID) -> list[StagedRow]:
+    rows = await db.fetch(
+        """SELECT line, employee_id, name_th, name_en, position, agency_code, email, phone
+           FROM directory_import_rows WHERE import_id = $1 ORDER BY line""",
+        import_id,
+    )
+    return [StagedRow(**row) for row in rows]
+
+
+async def staged_employee_lines(
+    db: Executor, import_id: UUID, employee_ids: Sequence[str]
+) -> dict[str, int]:
+    """First staged line of each of these employee ids in the import."""
+    rows = await db.fetch(
+        """SELECT employee_id, min(line) AS line FROM directory_import_rows
+           WHERE import_id = $1 AND employee_id = ANY($2::text[]) GROUP BY employee_id""",
+        import_id,
+        list(employee_ids),
+    )
+    return {row["employee_id"]: row["line"] for row in rows}
+
+
+async def discard(db: Executor, import_id: UUID) -> None:
+    await db.execute("DELETE FROM directory_imports WHERE id = $1", import_id)

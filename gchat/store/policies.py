@@ -1,0 +1,230 @@
+"""Directory policy rows and the effective policy of agencies.
+
+A policy row belongs to an agency (or, with ``agency_id`` NULL, is the
+global row). NULL fields inherit. The effective value for an agency is the
+strictest along its path to the root, starting from the global row (or the
+node's configured default where the global row is silent); the node's
+configured retention is also a ceiling, because envelopes are stored with
+an expiry computed from it. Message scopes are ranked, strictest first:
+agency (1) < ministry (2) < all (3).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from gchat.store.database import Executor
+
+SCOPES = ("agency", "ministry", "all")
+
+
+def _rank(column: str) -> str:
+    return (
+        f"(CASE {column} WHEN 'agency' THEN 1 WHEN 'ministry' THEN 2 "
+        "WHEN 'all' THEN 3 END)"
+    )
+
+
+_GLOBAL = "(SELECT * FROM directory_policies WHERE agency_id IS NULL)"
+
+#: A recursive CTE named ``effective(id, root_id, scope_rank)`` over every
+#: agency (scope_rank NULL = no restriction, i.e. 'all'). Use after
+#: ``WITH RECURSIVE``.
+EFFECTIVE_CTE = f"""effective(id, root_id, scope_rank) AS (
+    SELECT a.id, a.id, least({_rank("g.message_scope")}, {_rank("p.message_scope")})
+    FROM agencies a
+    LEFT JOIN directory_policies p ON p.agency_id = a.id
+    LEFT JOIN {_GLOBAL} g ON true
+    WHERE a.parent_id IS NULL
+  UNION ALL
+    SELECT a.id, e.root_id, least(e.scope_rank, {_rank("p.message_scope")})
+    FROM agencies a
+    JOIN effective e ON a.parent_id = e.id
+    LEFT JOIN directory_policies p ON p.agency_id = a.id)"""  # noqa: S608
+
+#: A boolean SQL expression: may officials of agencies ``a_agency`` and
+#: ``b_agency`` message each other, given rows ``a`` and ``b`` of
+#: ``effective``? Both sides' policies must allow it (the stricter wins), so
+#: the relation is symmetric: whoever may write to you, you may answer.
+MAY_MESSAGE = """(CASE least(coalesce({a}.scope_rank, 3), coalesce({b}.scope_rank, 3))
+       WHEN 3 THEN true
+       WHEN 2 THEN {a}.root_id = {b}.root_id
+       ELSE {a_agency} = {b_agency} END)"""
+
+
+@dataclass(frozen=True)
+class PolicyRow:
+    agency_id: UUID | None
+    message_scope: str | None
+    max_devices: int | None
+    retention_seconds: int | None
+    updated_at: datetime | None = None
+    updated_by: UUID | None = None
+
+
+@dataclass(frozen=True)
+class Effective:
+    agency_id: UUID
+    root_id: UUID
+    message_scope: str
+    max_devices: int
+    retention_seconds: int
+
+
+async def get(db: Executor, agency_id: UUID | None) -> PolicyRow | None:
+    row = await db.fetchrow(
+        """SELECT agency_id, message_scope, max_devices, retention_seconds, updated_at, updated_by
+           FROM directory_policies WHERE agency_id IS NOT DISTINCT FROM $1""",
+        agency_id,
+    )
+    return PolicyRow(**row) if row else None
+
+
+async def put(db: Executor, row: PolicyRow, by: UUID | None) -> None:
+    """Replace the agency's (or the global) row; all-NULL fields delete it."""
+    if row.message_scope is None and row.max_devices is None and row.retention_seconds is None:
+        await db.execute(
+            "DELETE FROM directory_policies WHERE agency_id IS NOT DISTINCT FROM $1",
+            row.agency_id,
+        )
+        return
+    await db.execute(
+        """INSERT INTO directory_policies
+               (agency_id, message_scope, max_devices, retention_seconds, updated_by)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (agency_id) DO UPDATE SET
+               message_scope = EXCLUDED.message_scope, max_devices = EXCLUDED.max_devices,
+               retention_seconds = EXCLUDED.retention_seconds, updated_at = now(),
+               updated_by = EXCLUDED.updated_by""",
+        row.agency_id,
+        row.message_scope,
+        row.max_devices,
+        row.retention_seconds,
+        by,
+    )
+
+
+_UP = f"""
+WITH RECURSIVE up(start, id, parent_id, scope_rank, max_devices, retention) AS (
+    SELECT a.id, a.id, a.parent_id, {_rank("p.message_scope")}, p.max_devices,
+           p.retention_seconds
+    FROM agencies a LEFT JOIN directory_policies p ON p.agency_id = a.id
+    WHERE a.id = ANY($1::uuid[])
+  UNION ALL
+    SELECT up.start, a.id, a.parent_id, {_rank("p.message_scope")}, p.max_devices,
+           p.retention_seconds
+    FROM up JOIN agencies a ON a.id = up.parent_id
+    LEFT JOIN directory_policies p ON p.agency_id = a.id),
+chain AS (
+    SELECT start, min(scope_rank) AS scope_rank, min(max_devices) AS max_devices,
+           min(retention) AS retention,
+           (array_agg(id) FILTER (WHERE parent_id IS NULL))[1] AS root_id
+    FROM up GROUP BY start)
+SELECT c.start AS agency_id, c.root_id,
+       least({_rank("g.message_scope")}, c.scope_rank) AS scope_rank,
+       least(coalesce(g.max_devices, $2), c.max_devices) AS max_devices,
+       least($3, g.retention_seconds, c.retention) AS retention_seconds
+FROM chain c LEFT JOIN {_GLOBAL} g ON true
+"""  # noqa: S608 (constant SQL fragments, values are $n parameters)
+
+
+def _effective(row: Any) -> Effective:
+    rank = row["scope_rank"] or 3
+    return Effective(
+        agency_id=row["agency_id"],
+        root_id=row["root_id"],
+        message_scope=SCOPES[rank - 1],
+        max_devices=row["max_devices"],
+        retention_seconds=row["retention_seconds"],
+    )
+
+
+async def effective(
+    db: Executor, agency_ids: list[UUID], default_max_devices: int, default_retention: int
+) -> dict[UUID, Effective]:
+    """The effective policy of each agency (walking up from each, a few index lookups)."""
+    rows = await db.fetch(_UP, agency_ids, default_max_devices, default_retention)
+    return {row["agency_id"]: _effective(row) for row in rows}
+
+
+@dataclass(frozen=True)
+class Party:
+    """One side of a send, as the policy check sees it."""
+
+    official_id: UUID
+    agency_id: UUID
+    status: str
+    root_id: UUID
+    scope_rank: int
+
+
+async def parties(db: Executor, official_ids: list[UUID]) -> dict[UUID, Party]:
+    """Status, agency and effective message scope of these officials: one query."""
+    rows = await db.fetch(
+        f"""WITH RECURSIVE o AS (
+                SELECT id, agency_id, status FROM officials WHERE id = ANY($1::uuid[])),
+            up(start, id, parent_id, scope_rank) AS (
+                SELECT a.id, a.id, a.parent_id, {_rank("p.message_scope")}
+                FROM agencies a LEFT JOIN directory_policies p ON p.agency_id = a.id
+                WHERE a.id IN (SELECT agency_id FROM o)
+              UNION ALL
+                SELECT up.start, a.id, a.parent_id, {_rank("p.message_scope")}
+                FROM up JOIN agencies a ON a.id = up.parent_id
+                LEFT JOIN directory_policies p ON p.agency_id = a.id),
+            chain AS (
+                SELECT start, min(scope_rank) AS scope_rank,
+                       (array_agg(id) FILTER (WHERE parent_id IS NULL))[1] AS root_id
+                FROM up GROUP BY start)
+            SELECT o.id, o.agency_id, o.status, c.root_id,
+                   coalesce(least({_rank("g.message_scope")}, c.scope_rank), 3) AS scope_rank
+            FROM o JOIN chain c ON c.start = o.agency_id LEFT JOIN {_GLOBAL} g ON true""",  # noqa: S608
+        official_ids,
+    )
+    return {
+        row["id"]: Party(row["id"], row["agency_id"], row["status"], row["root_id"],
+                         row["scope_rank"])
+        for row in rows
+    }
+
+
+def may_message(a: Party, b: Party) -> bool:
+    """The same rule as MAY_MESSAGE, for two parties already loaded."""
+    rank = min(a.scope_rank, b.scope_rank)
+    if rank >= 3:
+        return True
+    if rank == 2:
+        return a.root_id == b.root_id
+    return a.agency_id == b.agency_id
+
+
+async def expire_by_policy(db: Executor, default_retention: int) -> int:
+    """Delete undelivered envelopes older than their recipient's effective retention.
+
+    Only agencies whose retention is shorter than the node's matter (the
+    node's own expiry handles the rest), so with no such policy this is one
+    cheap query.
+    """
+    if not await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM directory_policies WHERE retention_seconds < $1)",
+        default_retention,
+    ):
+        return 0
+    result = await db.execute(
+        f"""WITH RECURSIVE eff(id, retention) AS (
+                SELECT a.id, least(g.retention_seconds, p.retention_seconds)
+                FROM agencies a LEFT JOIN directory_policies p ON p.agency_id = a.id
+                LEFT JOIN {_GLOBAL} g ON true
+                WHERE a.parent_id IS NULL
+              UNION ALL
+                SELECT a.id, least(e.retention, p.retention_seconds)
+                FROM agencies a JOIN eff e ON a.parent_id = e.id
+                LEFT JOIN directory_policies p ON p.agency_id = a.id)
+            DELETE FROM inbox i
+            USING devices d, officials o, eff e, messages m
+            WHERE d.id = i.device_id AND o.id = d.official_id AND e.id = o.agency_id
+              AND m.id = i.message_id AND e.retention < $1
+              AND m.sent_at < now() - make_interval(secs => e.retention)""",  # noqa: S608
+        default_retention,
+    )
+    return int(str(result).split()[-1])
