@@ -1,0 +1,231 @@
+"""Simulated devices: enrolment through the reference SDK, a lean hot path.
+
+Enrolment uses ``gchat.client.sdk.Client`` unchanged except for one thing:
+each simulated device connects from its own loopback address (127.x.y.z), as
+real devices come from their own addresses, because the server limits
+enrolment attempts per remote address (10 per hour).
+
+The hot loop does not go through the SDK (its per-message futures, queue
+and per-send sealing would cost the generator more CPU than the server
+spends): ``GChatConn`` speaks the same protocol with ``protocol.codec`` over
+a websockets connection. Ciphertext is still real: libsodium sealed boxes to
+the recipient's identity key, taken from its directory-signed certificate
+after ``crypto.certificate.verify_certificate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from nacl.public import PrivateKey, PublicKey, SealedBox
+from websockets.asyncio.client import ClientConnection, connect
+
+from crypto.certificate import verify_certificate
+from crypto.identity import IdentityKeyPair, auth_message, dh_public_from_identity
+from gchat.client.sdk import Client
+from gchat.client.state import DeviceState
+from protocol import frames as f
+from protocol import limits
+from protocol.codec import Codec, client_codec
+from protocol.version import MSGPACK_SUBPROTOCOL
+
+#: Plaintext size of a simulated message; the sealed box adds 48 bytes.
+PLAINTEXT_BYTES = 300
+
+
+def local_ip(index: int) -> str:
+    """A loopback source address of its own for simulated device ``index``."""
+    n = index + 1
+    return f"127.{10 + (n >> 16) % 200}.{(n >> 8) & 255}.{n & 255 or 1}"
+
+
+@dataclass(frozen=True)
+class Dev:
+    """An enrolled simulated device: what the generator needs to use it."""
+
+    index: int
+    seed: bytes
+    device_id: UUID
+    official_id: UUID
+    certificate: bytes
+    directory_key: bytes
+    token: str
+    token_expires_at: int  # ms
+
+    @property
+    def ip(self) -> str:
+        return local_ip(self.index)
+
+    def identity_key(self) -> bytes:
+        """This device's identity key as a peer sees it: from its verified certificate."""
+        cert = verify_certificate(self.certificate, self.directory_key)
+        if cert.device_id != self.device_id or cert.official_id != self.official_id:
+            raise ValueError("certificate does not match the device")
+        return cert.identity_key
+
+
+class LoadClient(Client):
+    """The reference client, connecting from a given local address."""
+
+    def __init__(self, state: DeviceState, local_address: str) -> None:
+        super().__init__(state)
+        self._local_address = local_address
+
+    async def connect(self) -> None:
+        self._ws = await connect(
+            self.state.url,
+            subprotocols=[self._subprotocol],  # type: ignore[list-item]
+            compression=None,
+            max_size=None,
+            open_timeout=30,
+            local_addr=(self._local_address, 0),
+        )
+        first = self._codec.decode(await self._ws.recv())
+        if not isinstance(first, f.Challenge):
+            raise ConnectionError(f"expected a challenge, got {type(first).__name__}")
+        self.challenge = first
+        self._reader = asyncio.create_task(self._read())
+
+
+async def enroll_device(url: str, index: int, code: str) -> Dev:
+    """Enrol one simulated device with the reference client; return its record."""
+    state = DeviceState(url=url, identity_seed=IdentityKeyPair.generate().seed)
+    client = LoadClient(state, local_ip(index))
+    await client.connect()
+    try:
+        reply = await client.enroll(code, f"load-{index}", "loadtest")
+    finally:
+        await client.close()
+    return Dev(
+        index=index,
+        seed=state.identity_seed,
+        device_id=reply.device_id,
+        official_id=reply.official_id,
+        certificate=reply.certificate,
+        directory_key=reply.directory_key,
+        token=reply.token,
+        token_expires_at=reply.token_expires_at,
+    )
+
+
+def seal_pool(identity_key: bytes, count: int, size: int = PLAINTEXT_BYTES) -> list[bytes]:
+    """``count`` distinct sealed-box ciphertexts of ``size``-byte plaintexts."""
+    box = SealedBox(PublicKey(dh_public_from_identity(identity_key)))
+    return [bytes(box.encrypt(os.urandom(size))) for _ in range(count)]
+
+
+def opener(dev: Dev) -> SealedBox[Any]:
+    return SealedBox(PrivateKey(IdentityKeyPair.from_seed(dev.seed).dh_private()))
+
+
+# --- G-Chat, lean ------------------------------------------------------------------
+
+
+class AuthFailed(Exception):
+    pass
+
+
+class GChatConn:
+    """One device's authenticated connection, frames in and out, nothing else."""
+
+    def __init__(self, dev: Dev, ws: ClientConnection, codec: Codec[f.ServerFrame]) -> None:
+        self.dev = dev
+        self.ws = ws
+        self.codec = codec
+        self.encode = codec.encode
+        self.decode = codec.decode
+
+    @classmethod
+    async def open(cls, url: str, dev: Dev, use_token: bool = True) -> GChatConn:
+        ws = await connect(
+            url,
+            subprotocols=[MSGPACK_SUBPROTOCOL],  # type: ignore[list-item]
+            compression=None,
+            max_size=limits.MAX_FRAME_BYTES,
+            open_timeout=60,
+            ping_interval=None,
+            close_timeout=2,
+            local_addr=(dev.ip, 0),
+        )
+        codec = client_codec(MSGPACK_SUBPROTOCOL)
+        conn = cls(dev, ws, codec)
+        try:
+            await conn._authenticate(use_token)
+        except BaseException:
+            await ws.close()
+            raise
+        return conn
+
+    async def _authenticate(self, use_token: bool) -> None:
+        challenge = self.decode(await self.ws.recv())
+        if not isinstance(challenge, f.Challenge):
+            raise AuthFailed(f"expected a challenge, got {type(challenge).__name__}")
+        fresh = self.dev.token_expires_at > (time.time() + 30) * 1000
+        if use_token and fresh:
+            frame: Any = f.AuthToken(rid=1, token=self.dev.token)
+        else:
+            identity = IdentityKeyPair.from_seed(self.dev.seed)
+            signature = identity.sign(auth_message(challenge.server_id, challenge.nonce))
+            frame = f.Auth(rid=1, device_id=self.dev.device_id, signature=signature)
+        await self.ws.send(self.encode(frame))
+        while True:
+            reply = self.decode(await self.ws.recv())
+            if isinstance(reply, f.Authenticated):
+                return
+            if isinstance(reply, f.Error):
+                if reply.code == "token_invalid" and use_token:
+                    raise AuthFailed("token_invalid")
+                raise AuthFailed(f"{reply.code}: {reply.message}")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+# --- raw relay ------------------------------------------------------------------------
+
+
+class RawMsg(msgspec.Struct, omit_defaults=True):
+    t: str
+    to: str = ""
+    sender: str = msgspec.field(default="", name="from")
+    rid: int = 0
+    body: bytes = b""
+
+
+raw_encode = msgspec.msgpack.Encoder().encode
+raw_decode = msgspec.msgpack.Decoder(RawMsg).decode
+
+
+class RawConn:
+    """One simulated device on the raw relay (``hello`` instead of auth)."""
+
+    def __init__(self, name: str, ws: ClientConnection) -> None:
+        self.name = name
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, url: str, name: str, ip: str) -> RawConn:
+        ws = await connect(
+            url,
+            subprotocols=[MSGPACK_SUBPROTOCOL],  # type: ignore[list-item]
+            compression=None,
+            max_size=limits.MAX_FRAME_BYTES,
+            open_timeout=60,
+            ping_interval=None,
+            close_timeout=2,
+            local_addr=(ip, 0),
+        )
+        await ws.send(msgspec.msgpack.encode({"t": "hello", "id": name}))
+        reply = raw_decode(await ws.recv())  # type: ignore[arg-type]
+        if reply.t != "ok":
+            raise ConnectionError(f"raw relay said {reply.t}")
+        return cls(name, ws)
+
+    async def close(self) -> None:
+        await self.ws.close()

@@ -1,0 +1,21 @@
+"""Smoke test of the load generator: a few devices for a few seconds through a
+real node (``python -m gchat serve`` on this test's database).
+
+Only the bookkeeping is checked (every message sent was accepted, delivered
+and acknowledged, and the inbox is empty afterwards), never timing: the
+figures belong to ``python -m loadtests`` (docs/PERFORMANCE.md), not to CI.
+"""
+
+from loadtests.scenarios import smoke_relay
+
+
+async def test_relay_smoke_counts_add_up(database_url: str) -> None:
+    summary = await smoke_relay(database_url, pairs=4, seconds=3.0, log=lambda _: None)
+
+    assert summary["pairs"] == 4
+    assert summary["sent"] > 0
+    assert summary["rejected"] == {}
+    assert summary["outstanding_at_end"] == 0
+    assert summary["sent"] == summary["accepted"] == summary["delivered"] == summary["acked"]
+    assert summary["verified_decryptions"] >= 1 and summary["bad_plaintext"] == 0
+    assert summary["left_in_inbox"] == 0
