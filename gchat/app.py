@@ -5,6 +5,11 @@ for a global. ``App.start`` brings a node up (database, migrations, keys,
 services, listener) and ``App.stop`` takes it down gracefully: stop
 accepting, close connections with 1001 so clients reconnect to another
 node, commit what is in flight, release the database.
+
+The broker is chosen here: with ``redis_url`` empty the in-process broker
+and local rate-limit buckets serve a single node; with it set, the Redis
+broker (``gchat.redis_broker``) carries wake-ups, displacements and
+revocations between nodes and the limits live in Redis, shared by all.
 """
 
 import asyncio
@@ -13,30 +18,45 @@ import logging
 import signal
 import socket
 import ssl
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from websockets.asyncio.server import Server, serve
+from redis.asyncio import Redis
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import NegotiationError
+from websockets.typing import Subprotocol
 
+from gchat import admin_handlers, group_handlers, policy
+from gchat.administration import Administration
+from gchat.audit import AuditLog, AuditService
+from gchat.audit_handlers import AuditHandlers
+from gchat.audit_sequencer import Sequencer
 from gchat.auth import Authenticator
-from gchat.broker import InProcessBroker, Signal, SignalKind
+from gchat.broker import Broker, InProcessBroker, Signal, SignalKind
 from gchat.committer import GroupCommitter
 from gchat.config import Config
 from gchat.connection import Services, handler
+from gchat.conversations import AgencyTreePolicy, Conversations
 from gchat.directory import Directory
+from gchat.directory_import import DirectoryImport
 from gchat.embedded_postgres import EmbeddedPostgres
 from gchat.enrolment import Enrolment
 from gchat.handlers import RequestHandlers
 from gchat.http import routes
 from gchat.keys import KeyDirectory
 from gchat.messaging import Messaging
-from gchat.ratelimit import LocalRateLimiter
+from gchat.metrics import NodeMetrics
+from gchat.policy import DirectoryPolicy
+from gchat.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from gchat.redis_broker import RedisBroker, connect_redis
+from gchat.revocation import Revocations
 from gchat.server_keys import ServerKeys
 from gchat.store import messages, migrations
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage
 from gchat.tokens import TokenIssuer
 from protocol import limits
-from protocol.version import SUBPROTOCOLS
+from protocol.version import SUBPROTOCOLS, negotiate
 
 log = logging.getLogger("gchat.app")
 
@@ -57,6 +77,16 @@ async def open_database(config: Config) -> tuple[Database, EmbeddedPostgres | No
     return db, embedded
 
 
+def _select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol:
+    """The client's first supported subprotocol; none is a 400 at the handshake."""
+    chosen = negotiate(offered)
+    if chosen is None:
+        raise NegotiationError(f"expected one of {', '.join(SUBPROTOCOLS)}")
+    return Subprotocol(chosen)
+
+
 class App:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -66,7 +96,32 @@ class App:
         self._server: Server | None = None
         self._committer: GroupCommitter | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._redis: Redis | None = None
         self.port: int | None = None
+        self.metrics = NodeMetrics()
+        self.broker: Broker = InProcessBroker()
+        self.limiter: RateLimiter = LocalRateLimiter()
+        #: Closes revoked devices' connections on every node (for admin operations).
+        self.revocations: Revocations | None = None
+        #: The audit log every service records into (pass it to new services).
+        self.audit = AuditLog(enabled=config.audit_enabled)
+        self.audit_service: AuditService | None = None
+        self.sequencer: Sequencer | None = None
+
+    async def _start_broker(self) -> None:
+        """The in-process broker alone, or Redis shared by every node."""
+        config = self.config
+        if config.redis_url:
+            self._redis = connect_redis(config.redis_url)
+            self.broker = RedisBroker(
+                self._redis, config.redis_prefix, self.node_id, self.metrics
+            )
+            self.limiter = RedisRateLimiter(
+                self._redis, config.redis_prefix, LocalRateLimiter(), self.metrics
+            )
+        await self.broker.start()
+        broker = self.broker
+        self.metrics.broker_healthy.sample(lambda: 1.0 if broker.healthy else 0.0)
 
     async def start(self) -> None:
         config = self.config
@@ -74,11 +129,14 @@ class App:
         self.db, self._embedded = await open_database(config)
         db = self.db
         keys = ServerKeys.load_or_create(config.key_directory)
-        broker = InProcessBroker()
-        limiter = LocalRateLimiter()
+        await self._start_broker()
+        broker = self.broker
+        limiter = self.limiter
+        self.revocations = Revocations(db, broker)
 
         async def wake_recipients(batch: list[NewMessage]) -> None:
             devices = {device for m in batch for device, _ in m.envelopes}
+            devices.update(device for m in batch for device in m.fanned_out)  # group sends
             await broker.publish(devices, Signal(SignalKind.WAKE))
 
         async def prekeys_low(device_id: object, left: int) -> None:
@@ -90,10 +148,47 @@ class App:
             max_batch=config.commit_max_batch,
             retention=timedelta(seconds=config.retention_seconds),
             after_commit=wake_recipients,
+            metrics=self.metrics,
+            audit=self.audit,
         )
         self._committer.start()
+        self.sequencer = Sequencer(
+            db, keys.audit, config.audit_sign_interval_seconds, node_id=self.node_id
+        )
+        self.sequencer.start()
+        self.audit_service = AuditService(
+            db, self.audit, keys.audit.public_key, config.audit_transparency_delay_seconds
+        )
         keys_directory = KeyDirectory(
-            db, limiter, config.max_prekeys_per_device, config.prekey_low_threshold, prekeys_low
+            db,
+            limiter,
+            config.max_prekeys_per_device,
+            config.prekey_low_threshold,
+            prekeys_low,
+            audit=self.audit,
+        )
+        # Conversations and groups (membership events signed with the directory key).
+        conversations = Conversations(
+            db,
+            keys.directory,
+            broker,
+            self.audit,
+            Directory(db, config.enrolment_code_ttl_seconds, self.audit),
+            DirectoryPolicy(db, also=AgencyTreePolicy(db, config.allow_cross_agency_groups)),
+            self._committer,
+            limiter,
+            max_members=config.max_group_members,
+            max_ciphertext=config.max_ciphertext_bytes,
+            retention=timedelta(seconds=config.retention_seconds),
+        )
+        # Directory administration (admin operations, import, search).
+        administration = Administration(
+            db,
+            self.audit,
+            self.revocations,
+            config.enrolment_code_ttl_seconds,
+            config.max_devices_per_official,
+            config.retention_seconds,
         )
         services = Services(
             db=db,
@@ -103,13 +198,19 @@ class App:
                 TokenIssuer(keys.token, config.server_id, config.token_ttl_seconds),
                 limiter,
                 config.server_id,
+                audit=self.audit,
             ),
             enrolment=Enrolment(
-                db, keys.directory, limiter, config.server_id, config.max_devices_per_official
+                db,
+                keys.directory,
+                limiter,
+                config.server_id,
+                config.max_devices_per_official,
+                audit=self.audit,
             ),
             keys=keys_directory,
             requests=RequestHandlers(
-                Directory(db, config.enrolment_code_ttl_seconds),
+                Directory(db, config.enrolment_code_ttl_seconds, self.audit),
                 keys_directory,
                 Messaging(
                     db,
@@ -118,18 +219,30 @@ class App:
                     config.max_ciphertext_bytes,
                     config.max_recipient_devices,
                 ),
+                extra=[
+                    group_handlers.table(conversations),
+                    admin_handlers.table(
+                        administration,
+                        DirectoryImport(db, self.audit, administration),
+                        Directory(db, config.enrolment_code_ttl_seconds, self.audit),
+                    ),
+                    AuditHandlers(self.audit_service).table,
+                ],
             ),
             server_id=config.server_id,
             node_id=self.node_id,
             max_unacked=config.max_unacked,
             auth_timeout=config.auth_timeout_seconds,
+            metrics=self.metrics,
+            audit=self.audit,
         )
         self._server = await serve(
             handler(services),
             config.host,
             config.port,
             subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
-            process_request=routes(db, self._metrics),
+            select_subprotocol=_select_subprotocol,
+            process_request=routes(db, self.metrics.render),
             compression=None,  # ciphertext does not compress; no CRIME-style side channel
             server_header=None,  # do not advertise versions
             max_size=limits.MAX_FRAME_BYTES,
@@ -153,14 +266,6 @@ class App:
         context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return context
 
-    def _metrics(self) -> dict[str, float]:
-        committer = self._committer
-        return {
-            "connections": float(len(self._server.connections)) if self._server else 0.0,
-            "commit_batches_total": float(committer.batches if committer else 0),
-            "messages_committed_total": float(committer.committed if committer else 0),
-        }
-
     async def _expire_forever(self) -> None:
         assert self.db is not None
         while True:
@@ -170,6 +275,12 @@ class App:
                 envelopes, metadata = await messages.expire(self.db.pool, cutoff)
                 if envelopes or metadata:
                     log.info("expired envelopes=%d messages=%d", envelopes, metadata)
+                # Agencies whose policy keeps undelivered envelopes for less.
+                by_policy = await policy.expire_undelivered(
+                    self.db.pool, self.config.retention_seconds
+                )
+                if by_policy:
+                    log.info("expired by directory policy envelopes=%d", by_policy)
             except Exception:
                 log.exception("expiry failed; will retry")
 
@@ -179,6 +290,12 @@ class App:
             await self._server.wait_closed()
         if self._committer is not None:
             await self._committer.stop()
+        if self.sequencer is not None:
+            await self.sequencer.stop()
+        await self.broker.close()  # after the committer: its last wake-ups go out
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

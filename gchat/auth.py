@@ -12,9 +12,10 @@ from uuid import UUID
 
 from crypto.errors import CryptoError
 from crypto.identity import auth_message, verify_signature
+from gchat.audit import AuditEvent, AuditLog
 from gchat.errors import ServiceError
 from gchat.principal import Principal
-from gchat.ratelimit import Limits, LocalRateLimiter
+from gchat.ratelimit import Limits, RateLimiter
 from gchat.store import devices, directory
 from gchat.store.database import Database
 from gchat.tokens import TokenError, TokenIssuer
@@ -25,9 +26,15 @@ log = logging.getLogger("gchat.auth")
 
 class Authenticator:
     def __init__(
-        self, db: Database, tokens: TokenIssuer, limiter: LocalRateLimiter, server_id: str
+        self,
+        db: Database,
+        tokens: TokenIssuer,
+        limiter: RateLimiter,
+        server_id: str,
+        audit: AuditLog | None = None,
     ) -> None:
         self._db = db
+        self._audit = audit if audit is not None else AuditLog(enabled=False)
         self._tokens = tokens
         self._limiter = limiter
         self.server_id = server_id
@@ -36,7 +43,7 @@ class Authenticator:
         self, device_id: UUID, nonce: bytes, signature: bytes, remote: str
     ) -> Principal:
         """Authenticate a device that signed this connection's challenge."""
-        self._limiter.check(Limits.AUTH_FAILURES, remote, cost=0)
+        await self._limiter.check(Limits.AUTH_FAILURES, remote, cost=0)
         device = await devices.get(self._db.pool, device_id)
         try:
             if device is None or not device.usable:
@@ -47,11 +54,11 @@ class Authenticator:
         except CryptoError:
             await self._failed(remote, "signature", device_id)
             raise ServiceError(ErrorCode.AUTH_FAILED, "authentication failed") from None
-        return await self._principal(device_id)
+        return await self._principal(device_id, "signature", remote)
 
     async def by_token(self, token: str, remote: str) -> Principal:
         """Authenticate a device presenting an access token we issued."""
-        self._limiter.check(Limits.AUTH_FAILURES, remote, cost=0)
+        await self._limiter.check(Limits.AUTH_FAILURES, remote, cost=0)
         try:
             claims = self._tokens.verify(token)
         except TokenError as error:
@@ -61,22 +68,42 @@ class Authenticator:
         if device is None or not device.usable or device.official_id != claims.official_id:
             await self._failed(remote, "token for inactive device", claims.device_id)
             raise ServiceError(ErrorCode.TOKEN_INVALID, "token invalid or expired")
-        return await self._principal(claims.device_id)
+        return await self._principal(claims.device_id, "token", remote)
 
     def issue_token(self, principal: Principal) -> tuple[str, int]:
         return self._tokens.issue(principal.device_id, principal.official_id)
 
-    async def _principal(self, device_id: UUID) -> Principal:
+    async def _principal(self, device_id: UUID, method: str, remote: str) -> Principal:
         device = await devices.get(self._db.pool, device_id)
         if device is None:
             raise ServiceError(ErrorCode.AUTH_FAILED, "authentication failed")
         roles = await directory.roles_of(self._db.pool, device.official_id)
-        await devices.touch(self._db.pool, device_id)
+        async with self._db.transaction() as conn:
+            await devices.touch(conn, device_id)
+            await self._audit.record(
+                conn,
+                AuditEvent(
+                    "auth.succeeded",
+                    actor_official=device.official_id,
+                    actor_device=device_id,
+                    agency_id=device.agency_id,
+                    details={"method": method, "remote": remote},
+                ),
+            )
         return Principal(device.id, device.official_id, device.agency_id, tuple(roles))
 
     async def _failed(self, remote: str, why: str, device_id: UUID | None) -> None:
         log.warning("auth failed remote=%s device=%s reason=%s", remote, device_id, why)
+        # No transaction to join: the failure changes nothing else.
+        await self._audit.record(
+            self._db.pool,
+            AuditEvent(
+                "auth.failed",
+                subject_device=device_id,
+                details={"reason": why.split(" (")[0], "remote": remote},
+            ),
+        )
         try:
-            self._limiter.check(Limits.AUTH_FAILURES, remote)
+            await self._limiter.check(Limits.AUTH_FAILURES, remote)
         except ServiceError:
             pass  # the next attempt is refused by the zero-cost check above

@@ -5,6 +5,8 @@
     gchat admin bootstrap --agency-code C --agency-name N --name ADMIN
     gchat admin add-official --state FILE --name NAME [--agency ID]
     gchat admin issue-code --state FILE --official ID
+    gchat admin agency|official|role|device|code|policy ...  (see gchat.client.admin_cli)
+    gchat admin search|import|export ...
     gchat client enroll --url ws://H:P --code CODE --state FILE [--name DEVICE]
     gchat client send --state FILE --to OFFICIAL_ID --message TEXT [--id CLIENT_ID]
     gchat client listen --state FILE [--count N] [--idle SECONDS]
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gchat import app, config
+from gchat.audit import AuditLog
 from gchat.directory import Directory
 from gchat.embedded_postgres import EmbeddedPostgres
 
@@ -71,7 +74,9 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     cfg = _config(args)
 
     async def work(db: Any) -> None:
-        directory = Directory(db, cfg.enrolment_code_ttl_seconds)
+        directory = Directory(
+            db, cfg.enrolment_code_ttl_seconds, AuditLog(enabled=cfg.audit_enabled)
+        )
         agency, official, code = await directory.bootstrap(
             args.agency_code, args.agency_name, args.name
         )
@@ -108,6 +113,12 @@ def parser() -> argparse.ArgumentParser:
     from gchat.client import cli as client_cli
 
     client_cli.register(commands, admin)
+    from gchat.client import audit_cli
+
+    audit_cli.register(commands)
+    from gchat.client import admin_cli  # directory administration (as an admin device)
+
+    admin_cli.register(admin)
     return top
 
 

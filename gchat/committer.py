@@ -13,6 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from gchat.audit import AuditLog, accepted_events
+from gchat.metrics import NodeMetrics
 from gchat.store import messages
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage, StoredMessage
@@ -30,8 +32,12 @@ class GroupCommitter:
         max_batch: int,
         retention: timedelta,
         after_commit: AfterCommit,
+        metrics: NodeMetrics | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._db = db
+        self._audit = audit if audit is not None else AuditLog(enabled=False)
+        self._metrics = metrics
         self._window = window_seconds
         self._max_batch = max_batch
         self._retention = retention
@@ -84,10 +90,15 @@ class GroupCommitter:
     ) -> None:
         sends = [message for message, _ in batch]
         expires = datetime.now(UTC) + self._retention
+        started = asyncio.get_running_loop().time()
         try:
             async with self._db.transaction() as conn:
                 results = await messages.store_batch(conn, sends, expires)
+                # One multi-row insert for the batch's "message.accepted" events.
+                await self._audit.record(conn, *accepted_events(sends, results))
         except Exception as error:
+            if self._metrics is not None:
+                self._metrics.commit_failures.inc()
             log.exception("batch of %d failed", len(batch))
             for _, future in batch:
                 if not future.done():
@@ -95,6 +106,11 @@ class GroupCommitter:
             return
         self.batches += 1
         self.committed += len(batch)
+        if self._metrics is not None:
+            self._metrics.commit_batches.inc()
+            self._metrics.messages_committed.inc(len(batch))
+            self._metrics.commit_batch_size.observe(len(batch))
+            self._metrics.commit_latency.observe(asyncio.get_running_loop().time() - started)
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

@@ -23,6 +23,8 @@ class Config:
     database_url: str = ""
     #: Redis URL; empty means the in-process broker (single node).
     redis_url: str = ""
+    #: Prefix of every Redis key and channel (several deployments, or tests, may share a Redis).
+    redis_prefix: str = "gchat:"
     #: Names this deployment in the signed auth message (domain separation).
     server_id: str = "gchat"
     #: Names this process in logs and metrics.
@@ -43,7 +45,18 @@ class Config:
     max_ciphertext_bytes: int = limits.MAX_CIPHERTEXT_BYTES
     max_recipient_devices: int = limits.MAX_RECIPIENT_DEVICES
     expiry_interval_seconds: float = 60.0
-    db_pool_size: int = 10
+    db_pool_size: int = 20
+    #: Record audit events (turn off only to measure auditing's cost).
+    audit_enabled: bool = True
+    #: The audit sequencer signs a tree head this often when the log grew.
+    audit_sign_interval_seconds: float = 5.0
+    #: Officials see auditors' queries about them only after this delay.
+    audit_transparency_delay_seconds: int = 7 * 24 * 3600
+    #: Largest group conversation (members), at most the protocol limit.
+    max_group_members: int = limits.MAX_GROUP_MEMBERS
+    #: May a group (or direct conversation) join officials of different
+    #: top-level agencies? (Until directory policy decides: see gchat.conversations.)
+    allow_cross_agency_groups: bool = True
 
     @property
     def key_directory(self) -> Path:
@@ -60,6 +73,15 @@ def _coerce(name: str, value: Any) -> Any:
         return Path(value) if value not in ("", None) else None
     if kind is Path:
         return Path(value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{name} must be a boolean, not {value!r}")
     if kind in (int, float):
         return kind(value)
     return str(value)
@@ -93,4 +115,6 @@ def load(
         raise ValueError("max_ciphertext_bytes cannot exceed the protocol limit")
     if config.max_recipient_devices > limits.MAX_RECIPIENT_DEVICES:
         raise ValueError("max_recipient_devices cannot exceed the protocol limit")
+    if config.max_group_members > limits.MAX_GROUP_MEMBERS:
+        raise ValueError("max_group_members cannot exceed the protocol limit")
     return config

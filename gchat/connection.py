@@ -12,20 +12,23 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from gchat.audit import AuditLog
 from gchat.auth import Authenticator
-from gchat.broker import InProcessBroker, Signal, SignalKind
+from gchat.broker import Broker, Signal, SignalKind
 from gchat.delivery import DeliveryStream
 from gchat.enrolment import Enrolment
 from gchat.errors import ServiceError
 from gchat.handlers import RequestHandlers
 from gchat.keys import KeyDirectory
+from gchat.metrics import NodeMetrics
 from gchat.principal import Principal
+from gchat.store import devices
 from gchat.store.database import Database
 from protocol import frames as f
 from protocol.codec import Codec, server_codec
@@ -42,7 +45,7 @@ class Services:
     """What a connection needs, wired once by gchat.app."""
 
     db: Database
-    broker: InProcessBroker
+    broker: Broker
     auth: Authenticator
     enrolment: Enrolment
     keys: KeyDirectory
@@ -51,6 +54,8 @@ class Services:
     node_id: str
     max_unacked: int
     auth_timeout: float
+    metrics: NodeMetrics = field(default_factory=NodeMetrics)
+    audit: AuditLog | None = None
 
 
 class Connection:
@@ -78,6 +83,7 @@ class Connection:
         deadline = asyncio.get_running_loop().call_later(
             self._s.auth_timeout, self._auth_deadline_passed
         )
+        self._s.metrics.connections.inc()
         try:
             await self.send(f.Challenge(server_id=self._s.server_id, nonce=self._nonce))
             async for message in self._ws:
@@ -87,6 +93,7 @@ class Connection:
         finally:
             deadline.cancel()
             self._session.handle(Event.CLOSED)
+            self._s.metrics.connections.dec()
             await self._teardown()
 
     def _auth_deadline_passed(self) -> None:
@@ -99,6 +106,7 @@ class Connection:
 
     async def _teardown(self) -> None:
         if self._principal is not None:
+            self._s.metrics.authenticated.dec()
             self._s.broker.unsubscribe(self._principal.device_id, self._on_signal)
         for task in self._tasks:
             task.cancel()
@@ -106,11 +114,14 @@ class Connection:
 
     async def send(self, frame: object) -> None:
         await self._ws.send(self._codec.encode(frame))
+        self._s.metrics.frames_out.inc()
 
     # --- frames -------------------------------------------------------------
 
     async def _receive(self, message: bytes | str) -> None:
         rid = None
+        frame: object = None
+        self._s.metrics.frames_in.inc()
         try:
             frame = self._codec.decode(message)
             rid = getattr(frame, "rid", None)
@@ -120,10 +131,18 @@ class Connection:
                 await session_handler(frame)
             else:
                 assert self._principal is not None  # the session checked authentication
-                await self.send(await self._s.requests.table[type(frame)](self._principal, frame))
+                reply = await self._s.requests.table[type(frame)](self._principal, frame)
+                if type(frame) is f.Send:
+                    self._s.metrics.sends_accepted.inc()
+                await self.send(reply)
         except ProtocolError as error:
+            if type(frame) is f.Send:
+                self._s.metrics.sends_refused.inc(code=error.code.value)
             await self._error(rid, error.code, error.detail)
         except ServiceError as error:
+            self._s.metrics.errors.inc(code=error.code.value)
+            if type(frame) is f.Send:
+                self._s.metrics.sends_refused.inc(code=error.code.value)
             await self.send(
                 f.Error(
                     rid=rid,
@@ -138,9 +157,12 @@ class Connection:
             raise
         except Exception:
             log.exception("frame failed connection=%s", self._id)
+            if type(frame) is f.Send:
+                self._s.metrics.sends_refused.inc(code=ErrorCode.INTERNAL_ERROR.value)
             await self._error(rid, ErrorCode.INTERNAL_ERROR, "internal error")
 
     async def _error(self, rid: int | None, code: ErrorCode, message: str) -> None:
+        self._s.metrics.errors.inc(code=code.value)
         await self.send(f.Error(rid=rid, code=code.value, message=message))
 
     async def _on_auth(self, frame: f.Auth) -> None:
@@ -190,12 +212,25 @@ class Connection:
         """Take over the device's signals (displacing any older connection)."""
         self._session.handle(Event.AUTHENTICATED)
         self._principal = principal
+        self._s.metrics.authenticated.inc()
         await self._s.broker.publish(
             [principal.device_id], Signal(SignalKind.CONNECTED, self._id)
         )
         self._s.broker.subscribe(principal.device_id, self._on_signal)
+        # A revocation published between the auth check and the subscription
+        # above reached no listener of ours: look at the status once more.
+        device = await devices.get(self._s.db.pool, principal.device_id)
+        if device is None or not device.usable:
+            self._close_soon(CloseCode.REVOKED, "device revoked")
+            return
         self._stream = DeliveryStream(
-            self._s.db, principal.device_id, self.send, self._s.max_unacked
+            self._s.db,
+            principal.device_id,
+            self.send,
+            self._s.max_unacked,
+            self._s.metrics,
+            audit=self._s.audit,
+            official_id=principal.official_id,
         )
         self._tasks.append(asyncio.create_task(self._deliver(self._stream)))
         low = await self._s.keys.stock_is_low(principal.device_id)

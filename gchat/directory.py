@@ -1,9 +1,10 @@
 """The agency directory: officials, roles, enrolment codes, who administers whom.
 
-Issue-2 minimum: an admin (``agency_admin`` over a subtree, or
-``superadmin``) can add officials to agencies in their scope and issue
-enrolment codes for them. ``bootstrap`` makes the first superadmin on the
-server host, where whoever can run it already owns the database.
+``bootstrap`` makes the first superadmin on the server host, where whoever
+can run it already owns the database; ``may_administer`` answers whether an
+actor administers an agency (for other services); ``search`` is the
+directory look-up every official may use, filtered by messaging policy.
+The admin operations themselves are in ``gchat.administration``.
 """
 
 import uuid
@@ -11,16 +12,22 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from gchat import codes
+from gchat.audit import AuditEvent, AuditLog
 from gchat.errors import ServiceError
 from gchat.principal import Principal
-from gchat.store import directory
+from gchat.store import directory, terms
 from gchat.store.database import Database, Executor
+from gchat.store.directory import OfficialCard, SearchQuery
+from protocol import limits
 from protocol.errors import ErrorCode
 
 
 class Directory:
-    def __init__(self, db: Database, code_ttl_seconds: int) -> None:
+    def __init__(
+        self, db: Database, code_ttl_seconds: int, audit: AuditLog | None = None
+    ) -> None:
         self._db = db
+        self._audit = audit if audit is not None else AuditLog(enabled=False)
         self._code_ttl = timedelta(seconds=code_ttl_seconds)
 
     async def bootstrap(
@@ -33,41 +40,47 @@ class Directory:
             await directory.create_official(conn, official_id, agency_id, admin_name)
             await directory.grant_role(conn, official_id, "superadmin", None)
             code = await self._new_code(conn, official_id, None)
+            await self._audit.record(
+                conn,
+                AuditEvent(
+                    "admin.bootstrap",
+                    subject_official=official_id,
+                    agency_id=agency_id,
+                    details={"agency_code": agency_code, "role": "superadmin", "via": "host"},
+                ),
+            )
         return agency_id, official_id, code
 
     async def may_administer(self, actor: Principal, agency_id: UUID) -> bool:
-        """Superadmins administer everything, agency admins their subtree."""
-        if actor.role("superadmin"):
+        """Superadmins administer everything, agency admins their subtree.
+
+        Roles are read again: the principal's may predate a revoked role.
+        """
+        roles = {r.role: r for r in await directory.roles_of(self._db.pool, actor.official_id)}
+        if "superadmin" in roles:
             return True
-        admin = actor.role("agency_admin")
+        admin = roles.get("agency_admin")
         if admin is None:
             return False
         if admin.scope_agency_id is None:
             return True
         return await directory.is_within(self._db.pool, agency_id, admin.scope_agency_id)
 
-    async def create_official(
-        self, actor: Principal, name: str, agency_id: UUID | None
-    ) -> tuple[UUID, UUID]:
-        agency = agency_id or actor.agency_id
-        if not await directory.agency_exists(self._db.pool, agency):
-            raise ServiceError(ErrorCode.NOT_FOUND, "no such agency")
-        if not await self.may_administer(actor, agency):
-            raise ServiceError(ErrorCode.FORBIDDEN, "not an admin of that agency")
-        official_id = uuid.uuid4()
-        async with self._db.transaction() as conn:
-            await directory.create_official(conn, official_id, agency, name)
-        return official_id, agency
-
-    async def issue_code(self, actor: Principal, official_id: UUID) -> tuple[str, datetime]:
-        official = await directory.get_official(self._db.pool, official_id)
-        if official is None or not await self.may_administer(actor, official.agency_id):
-            # One answer for "absent" and "not yours": scope is not an oracle.
-            raise ServiceError(ErrorCode.FORBIDDEN, "not an admin of that official")
-        if official.status != "active":
-            raise ServiceError(ErrorCode.FORBIDDEN, "official is not active")
-        code = await self._new_code(self._db.pool, official_id, actor.official_id)
-        return code, datetime.now(UTC) + self._code_ttl
+    async def search(
+        self, actor: Principal, query: str, agency_id: UUID | None, offset: int, limit: int
+    ) -> tuple[list[OfficialCard], int | None]:
+        """Officials the actor may message whose names, position or agency start
+        with every word of ``query``; (page, next offset or None)."""
+        words = terms.words(query)
+        if len(words) > limits.MAX_SEARCH_WORDS:
+            raise ServiceError(
+                ErrorCode.INVALID_FIELD, f"at most {limits.MAX_SEARCH_WORDS} words"
+            )
+        cards = await directory.search_officials(
+            self._db.pool, actor.official_id, SearchQuery(words, agency_id, offset, limit)
+        )
+        more = len(cards) > limit
+        return cards[:limit], (offset + limit if more else None)
 
     async def _new_code(self, conn: Executor, official_id: UUID, issued_by: UUID | None) -> str:
         code = codes.generate()

@@ -7,6 +7,7 @@ certificate and its prekeys. Attempts are rate-limited per remote address,
 and every wrong, used or expired code gets the same answer.
 """
 
+import contextlib
 import logging
 import time
 import uuid
@@ -15,10 +16,11 @@ from crypto.certificate import issue_certificate
 from crypto.errors import CryptoError
 from crypto.identity import IdentityKeyPair, auth_message, verify_signature
 from crypto.prekeys import check_x25519_public, verify_signed_prekey
-from gchat import codes
+from gchat import codes, policy
+from gchat.audit import AuditEvent, AuditLog
 from gchat.errors import ServiceError
 from gchat.principal import Principal
-from gchat.ratelimit import Limits, LocalRateLimiter
+from gchat.ratelimit import Limits, RateLimiter
 from gchat.store import devices, directory, prekeys
 from gchat.store.database import Database
 from protocol.errors import ErrorCode
@@ -32,11 +34,13 @@ class Enrolment:
         self,
         db: Database,
         directory_key: IdentityKeyPair,
-        limiter: LocalRateLimiter,
+        limiter: RateLimiter,
         server_id: str,
         max_devices: int,
+        audit: AuditLog | None = None,
     ) -> None:
         self._db = db
+        self._audit = audit if audit is not None else AuditLog(enabled=False)
         self._directory_key = directory_key
         self._limiter = limiter
         self._server_id = server_id
@@ -49,7 +53,9 @@ class Enrolment:
 
     async def enroll(self, frame: Enroll, nonce: bytes, remote: str) -> tuple[Principal, bytes]:
         """Create the device; returns its principal and certificate bytes."""
-        self._limiter.check(Limits.ENROLMENT_ATTEMPTS, remote)
+        # Only wrong codes cost a token (below): an office behind one address
+        # enrolling many phones is not throttled, a guesser is.
+        await self._limiter.check(Limits.ENROLMENT_ATTEMPTS, remote, cost=0)
         try:
             verify_signature(
                 frame.identity_key, auth_message(self._server_id, nonce), frame.signature
@@ -65,6 +71,13 @@ class Enrolment:
             official_id = await directory.claim_code(conn, codes.code_hash(frame.code), device_id)
             if official_id is None:
                 log.warning("enrolment refused remote=%s reason=code", remote)
+                with contextlib.suppress(ServiceError):  # refused next time, not now
+                    await self._limiter.check(Limits.ENROLMENT_ATTEMPTS, remote)
+                await self._audit.record(
+                    self._db.pool,
+                    AuditEvent("device.enrolment_refused", details={"reason": "code",
+                                                                    "remote": remote}),
+                )
                 raise ServiceError(
                     ErrorCode.ENROLMENT_CODE_INVALID, "enrolment code invalid, used or expired"
                 )
@@ -72,7 +85,8 @@ class Enrolment:
             official = await directory.get_official(conn, official_id)
             if official is None or official.status != "active":
                 raise ServiceError(ErrorCode.FORBIDDEN, "official is not active")
-            if await devices.count_active(conn, official_id) >= self._max_devices:
+            limit = await policy.max_devices(conn, official.agency_id, self._max_devices)
+            if await devices.count_active(conn, official_id) >= limit:
                 raise ServiceError(ErrorCode.DEVICE_LIMIT, "official has too many devices")
             certificate = issue_certificate(
                 self._directory_key,
@@ -109,6 +123,23 @@ class Enrolment:
                 [prekeys.PrekeyRow(k.key_id, k.public_key) for k in frame.one_time_prekeys],
             )
             roles = await directory.roles_of(conn, official_id)
+            await self._audit.record(
+                conn,
+                AuditEvent(
+                    "device.enrolled",
+                    actor_official=official_id,
+                    actor_device=device_id,
+                    subject_official=official_id,
+                    subject_device=device_id,
+                    agency_id=official.agency_id,
+                    details={
+                        "device_name": frame.device_name,
+                        "platform": frame.platform,
+                        "one_time_prekeys": len(frame.one_time_prekeys),
+                        "remote": remote,
+                    },
+                ),
+            )
         log.info("device enrolled device=%s official=%s", device_id, official_id)
         principal = Principal(device_id, official_id, official.agency_id, tuple(roles))
         return principal, certificate

@@ -52,9 +52,8 @@ class RequestHandlers:
         self._directory = directory
         self._keys = keys
         self._messaging = messaging
+        # create_official and issue_code live in gchat.admin_handlers (directory admin).
         self.table: dict[type, Handler] = {
-            f.CreateOfficial: self.create_official,
-            f.IssueCode: self.issue_code,
             f.UploadPrekeys: self.upload_prekeys,
             f.GetBundle: self.get_bundle,
             f.Send: self.send,
@@ -64,18 +63,6 @@ class RequestHandlers:
             if clash:
                 raise ValueError(f"two handlers for {sorted(t.__name__ for t in clash)}")
             self.table.update(table)
-
-    async def create_official(self, actor: Principal, frame: f.CreateOfficial) -> f.OfficialCreated:
-        official_id, agency_id = await self._directory.create_official(
-            actor, frame.name, frame.agency_id
-        )
-        return f.OfficialCreated(rid=frame.rid, official_id=official_id, agency_id=agency_id)
-
-    async def issue_code(self, actor: Principal, frame: f.IssueCode) -> f.CodeIssued:
-        code, expires = await self._directory.issue_code(actor, frame.official_id)
-        return f.CodeIssued(
-            rid=frame.rid, official_id=frame.official_id, code=code, expires_at=ms(expires)
-        )
 
     async def upload_prekeys(self, actor: Principal, frame: f.UploadPrekeys) -> f.PrekeysStored:
         available = await self._keys.upload(actor, frame)

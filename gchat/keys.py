@@ -10,6 +10,7 @@ from uuid import UUID
 
 from crypto.errors import CryptoError
 from crypto.prekeys import check_x25519_public, verify_signed_prekey
+from gchat.audit import AuditEvent, AuditLog
 from gchat.errors import ServiceError
 from gchat.principal import Principal
 from gchat.ratelimit import Limits, RateLimiter
@@ -29,8 +30,10 @@ class KeyDirectory:
         max_per_device: int,
         low_threshold: int,
         notify_low: LowStockNotifier,
+        audit: AuditLog | None = None,
     ) -> None:
         self._db = db
+        self._audit = audit if audit is not None else AuditLog(enabled=False)
         self._limiter = limiter
         self._max = max_per_device
         self._low = low_threshold
@@ -79,6 +82,22 @@ class KeyDirectory:
             raise ServiceError(ErrorCode.NOT_FOUND, "no such active official")
         async with self._db.transaction() as conn:
             bundles = await prekeys.claim_bundles(conn, official_id, device_ids)
+            await self._audit.record(
+                conn,
+                AuditEvent(
+                    "keys.bundle_fetched",
+                    actor_official=principal.official_id,
+                    actor_device=principal.device_id,
+                    subject_official=official_id,
+                    agency_id=official.agency_id,
+                    details={
+                        "bundle_devices": [b.device_id for b in bundles],
+                        "one_time_prekeys_claimed": sum(
+                            b.one_time_prekey is not None for b in bundles
+                        ),
+                    },
+                ),
+            )
         for bundle in bundles:
             if bundle.one_time_prekey is not None:
                 left = await prekeys.count_one_time(self._db.pool, bundle.device_id)

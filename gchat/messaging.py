@@ -9,11 +9,12 @@ after it is committed (durable then acknowledged).
 import uuid
 from datetime import UTC, datetime
 
+from gchat import policy
 from gchat.committer import GroupCommitter
 from gchat.errors import ServiceError
 from gchat.principal import Principal
-from gchat.ratelimit import Limits, LocalRateLimiter
-from gchat.store import devices, directory, messages
+from gchat.ratelimit import Limits, RateLimiter
+from gchat.store import devices, messages
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage, StoredMessage
 from protocol.errors import ErrorCode
@@ -25,7 +26,7 @@ class Messaging:
         self,
         db: Database,
         committer: GroupCommitter,
-        limiter: LocalRateLimiter,
+        limiter: RateLimiter,
         max_ciphertext: int,
         max_recipient_devices: int,
     ) -> None:
@@ -36,14 +37,13 @@ class Messaging:
         self._max_devices = max_recipient_devices
 
     async def send(self, sender: Principal, frame: Send) -> StoredMessage:
-        self._limiter.check(Limits.MESSAGES, str(sender.device_id))
+        await self._limiter.check(Limits.MESSAGES, str(sender.device_id))
         if len(frame.envelopes) > self._max_devices:
             raise ServiceError(ErrorCode.INVALID_FIELD, "too many recipient devices")
         if any(len(e.ciphertext) > self._max_ciphertext for e in frame.envelopes):
             raise ServiceError(ErrorCode.INVALID_FIELD, "ciphertext too large")
-        recipient = await directory.get_official(self._db.pool, frame.recipient)
-        if recipient is None or recipient.status != "active":
-            raise ServiceError(ErrorCode.NOT_FOUND, "no such active official")
+        # Both active, and directory policy lets them talk (gchat.policy): one query.
+        await policy.check_send(self._db.pool, sender.official_id, frame.recipient)
         active = await devices.active_ids(
             self._db.pool, [frame.recipient, sender.official_id]
         )

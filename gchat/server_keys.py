@@ -1,7 +1,8 @@
 """The server's long-term signing keys, kept in files readable only by it.
 
 Three Ed25519 keys with separate jobs, so one leaking does not forge the
-others' statements: the directory key signs device certificates, the token
+others' statements: the directory key signs device certificates (and,
+under its own label, group membership events), the token
 key signs access tokens, the audit key signs audit tree heads. None of them
 can decrypt anything: message keys live only on devices.
 """

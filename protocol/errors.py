@@ -38,6 +38,14 @@ class ErrorCode(StrEnum):
     DEVICE_MISMATCH = "device_mismatch"
     RATE_LIMITED = "rate_limited"
     INTERNAL_ERROR = "internal_error"
+    # conversations and groups
+    NOT_A_MEMBER = "not_a_member"  # the actor is not a member of that conversation
+    ANNOUNCEMENT_ONLY = "announcement_only"  # only group admins may post now
+    GROUP_FULL = "group_full"  # the change would exceed the group size limit
+    POLICY_REFUSED = "policy_refused"  # directory policy forbids these officials together
+    STALE_MEMBERSHIP = "stale_membership"  # membership changed since the given seq
+    # directory administration
+    CONFLICT = "conflict"  # the name, code or id is already taken, or the state forbids it
 
 
 class CloseCode(IntEnum):

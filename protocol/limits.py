@@ -31,3 +31,12 @@ MAX_TOKEN: Final = 2048
 MAX_CODE: Final = 64
 #: Largest request id (fits a signed 32-bit integer in every language).
 MAX_REQUEST_ID: Final = 2**31 - 1
+#: Most rows in one ``import_rows`` frame (the CLI also keeps frames small).
+MAX_IMPORT_ROWS: Final = 500
+#: Longest text in an imported row (the server refuses more than MAX_TEXT
+#: per field with a row error; the schema bound only stops garbage).
+MAX_IMPORT_TEXT: Final = 1000
+#: Largest page of a listing or a search.
+MAX_PAGE: Final = 500
+#: Most words in a directory search query.
+MAX_SEARCH_WORDS: Final = 8

@@ -11,6 +11,7 @@ The server sees opaque ciphertext and nothing else.
 """
 
 import asyncio
+import hashlib
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -23,8 +24,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from crypto.certificate import verify_certificate
 from crypto.errors import CryptoError
-from crypto.identity import IdentityKeyPair, auth_message
+from crypto.identity import IdentityKeyPair, auth_message, verify_signature
 from crypto.prekeys import PrekeyPair, sign_prekey
+from crypto.sender_keys import SenderKeyState
 from crypto.session import TYPE_PREKEY, PrekeyMessage, Session, message_type
 from crypto.x3dh import PrekeyBundle
 from gchat.client.state import DeviceState, StateFile
@@ -37,19 +39,38 @@ SIGNED_PREKEY_MAX_AGE = 7 * 24 * 3600
 OLD_SIGNED_PREKEYS_KEPT = 2
 
 
-class Content(msgspec.Struct, forbid_unknown_fields=True):
+class Content(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """What is inside every pairwise ciphertext (MessagePack; see E2E.md).
 
     The sender's certificate rides along so that a recipient can check who
-    started a session without asking the server.
+    started a session without asking the server. A sender-key distribution
+    for a group travels the same way, with ``sender_key`` and
+    ``conversation_id`` set (absent from ordinary messages, which are
+    unchanged on the wire).
     """
 
     body: bytes
     certificate: bytes
+    sender_key: bytes | None = None  # a crypto.sender_keys distribution message
+    conversation_id: UUID | None = None
 
 
 _content_encoder = msgspec.msgpack.Encoder()
 _content_decoder = msgspec.msgpack.Decoder(Content)
+_signed_event_decoder = msgspec.msgpack.Decoder(f.SignedMembershipEvent)
+_event_decoder = msgspec.msgpack.Decoder(f.MembershipEvent)
+_event_encoder = msgspec.msgpack.Encoder()
+
+
+def _apply_change(members: list[f.GroupMember], event: f.MembershipEvent) -> list[f.GroupMember]:
+    """The membership after ``event``'s change (its ``subjects``) to ``members``."""
+    by_id = {m.official_id: m for m in members}
+    for subject in event.subjects:
+        if event.action in ("removed", "left"):
+            by_id.pop(subject.official_id, None)
+        elif event.action in ("added", "promoted", "demoted", "created"):
+            by_id[subject.official_id] = subject
+    return list(by_id.values())
 
 
 class ClientError(Exception):
@@ -71,6 +92,8 @@ class Received:
     sender_device: UUID
     sent_at: int
     plaintext: bytes
+    #: Set for a group message (its conversation).
+    conversation_id: UUID | None = None
 
 
 class Client:
@@ -89,6 +112,8 @@ class Client:
         self.challenge: f.Challenge | None = None
         self.identity = IdentityKeyPair.from_seed(state.identity_seed)
         self.undecryptable: list[UUID] = []
+        #: Verified membership events received (see the group section).
+        self.membership_events: list[f.MembershipEvent] = []
 
     # --- connection -----------------------------------------------------------
 
@@ -147,7 +172,12 @@ class Client:
         rid = next(self._rids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
-        await self.send_frame(make(rid=rid, **fields))
+        try:
+            await self.send_frame(make(rid=rid, **fields))
+        except BaseException:
+            self._pending.pop(rid, None)
+            future.cancel()
+            raise
         reply = await future
         if isinstance(reply, f.Error):
             raise ClientError(reply)
@@ -181,7 +211,15 @@ class Client:
         )
 
     def _sign_challenge(self) -> bytes:
+        """Sign the challenge, but only for the deployment we enrolled with.
+
+        Otherwise a rogue endpoint could relay another deployment's
+        challenge and have us sign ourselves in there.
+        """
         assert self.challenge is not None
+        pinned = self.state.server_id
+        if pinned is not None and pinned != self.challenge.server_id:
+            raise CryptoError(f"server id {self.challenge.server_id!r} is not {pinned!r}")
         return self.identity.sign(auth_message(self.challenge.server_id, self.challenge.nonce))
 
     async def enroll(self, code: str, device_name: str, platform: str = "cli") -> f.Enrolled:
@@ -202,6 +240,8 @@ class Client:
         s.device_id, s.official_id = reply.device_id, reply.official_id
         s.agency_id = reply.agency_id
         s.directory_key, s.certificate = reply.directory_key, reply.certificate
+        assert self.challenge is not None
+        s.server_id = self.challenge.server_id
         s.token, s.token_expires_at = reply.token, reply.token_expires_at
         return reply
 
@@ -294,7 +334,12 @@ class Client:
         return ciphertext
 
     async def send_message(
-        self, recipient: UUID, plaintext: bytes, client_message_id: str
+        self,
+        recipient: UUID,
+        plaintext: bytes,
+        client_message_id: str,
+        *,
+        sender_key: tuple[UUID, bytes] | None = None,
     ) -> f.Accepted:
         """Encrypt for every device of the recipient and our own other devices.
 
@@ -306,7 +351,12 @@ class Client:
         own, me = self.state.official_id, self.state.device_id
         assert own is not None and me is not None and self.state.certificate is not None
         content = _content_encoder.encode(
-            Content(body=plaintext, certificate=self.state.certificate)
+            Content(
+                body=plaintext,
+                certificate=self.state.certificate,
+                conversation_id=sender_key[0] if sender_key else None,
+                sender_key=sender_key[1] if sender_key else None,
+            )
         )
         if not self.state.devices_of(recipient):
             await self.establish(recipient)
@@ -341,7 +391,9 @@ class Client:
                     await self.establish(own, sorted(missing))
         raise AssertionError("unreachable")
 
-    def _decrypt(self, sender_official: UUID, sender_device: UUID, ciphertext: bytes) -> bytes:
+    def _decrypt(
+        self, sender_official: UUID, sender_device: UUID, ciphertext: bytes
+    ) -> bytes | None:
         """Decrypt with a session of that device, or accept the session it starts."""
         stored = self.state.sessions.get(sender_device, [])
         for index, raw in enumerate(stored):
@@ -352,7 +404,9 @@ class Client:
                 continue  # a failed decrypt changed nothing; try an older session
             del stored[index]
             self.state.remember_session(sender_device, session.to_bytes(), sender_official)
-            return _content_decoder.decode(plaintext).body
+            return self._accept_content(
+                _content_decoder.decode(plaintext), sender_official, sender_device
+            )
         if message_type(ciphertext) != TYPE_PREKEY:
             raise CryptoError("no session with that device can decrypt this")
         header = PrekeyMessage.from_bytes(ciphertext).header
@@ -371,7 +425,7 @@ class Client:
         if header.one_time_prekey_id is not None:
             del self.state.one_time_prekeys[header.one_time_prekey_id]
         self.state.remember_session(sender_device, session.to_bytes(), sender_official)
-        return content.body
+        return self._accept_content(content, sender_official, sender_device)
 
     def _signed_prekey(self, key_id: int) -> PrekeyPair:
         current = self.state.signed_prekey
@@ -385,15 +439,32 @@ class Client:
         """The next frame the server pushed (deliver, queue_empty, prekeys_low...)."""
         return await asyncio.wait_for(self.pushed.get(), wait)
 
-    def open(self, frame: f.Deliver) -> Received:
-        """Decrypt a delivery (raises CryptoError if it cannot be read)."""
+    def open(self, frame: f.Deliver) -> Received | None:
+        """Decrypt a delivery (raises CryptoError if it cannot be read).
+
+        None for what carries no message for the user: a membership event or
+        a sender-key distribution (both are applied to the state here).
+        """
+        if frame.kind == "membership":
+            self.membership_events.append(self._apply_event(frame.ciphertext, frame))
+            return None
+        if frame.kind == "group":
+            assert frame.conversation_id is not None
+            plaintext: bytes | None = self.decrypt_group(
+                frame.conversation_id, frame.sender_device, frame.ciphertext
+            )
+        else:
+            plaintext = self._decrypt(frame.sender_official, frame.sender_device, frame.ciphertext)
+        if plaintext is None:
+            return None
         return Received(
             frame.message_id,
             frame.position,
             frame.sender_official,
             frame.sender_device,
             frame.sent_at,
-            self._decrypt(frame.sender_official, frame.sender_device, frame.ciphertext),
+            plaintext,
+            frame.conversation_id,
         )
 
     async def ack(self, positions: list[int]) -> None:
@@ -428,3 +499,470 @@ class Client:
                     yield received
             elif isinstance(frame, f.PrekeysLow):
                 await self.refill_prekeys()
+
+    # --- groups: sender keys over pairwise sessions -----------------------------
+    # (Group conversations issue; see docs/E2E.md section 7a and PROTOCOL.md.)
+    #
+    # Membership comes from server-signed events (verified against the pinned
+    # directory key), applied in sequence order; the last one applied is the
+    # device's view of the conversation. Our sender key for a conversation is
+    # sent, as a pairwise message whose Content carries ``sender_key``, to every
+    # member official (and so to all their devices and our own other ones)
+    # before our next group message: after a member joins it gets the chain at
+    # its current iteration (no earlier messages), and after anyone leaves or
+    # is removed (or a gap in the sequence) the key is rotated first and the
+    # new one goes only to the members then.
+
+    def _verified_event(self, signed: bytes) -> tuple[f.MembershipEvent, bytes]:
+        """Check a SignedMembershipEvent against the directory key; event and its bytes."""
+        assert self.state.directory_key is not None, "device is not enrolled"
+        try:
+            outer = _signed_event_decoder.decode(signed)
+            verify_signature(
+                self.state.directory_key,
+                f.MEMBERSHIP_SIGNATURE_LABEL + outer.event,
+                outer.signature,
+            )
+            return _event_decoder.decode(outer.event), outer.event
+        except msgspec.DecodeError as error:
+            raise CryptoError(f"malformed membership event: {error}") from error
+
+    def conversation(self, conversation_id: UUID) -> f.MembershipEvent | None:
+        """Our view of a conversation: the last membership event applied."""
+        raw = self.state.conversations.get(conversation_id)
+        return _event_decoder.decode(raw) if raw is not None else None
+
+    def _apply_event(self, signed: bytes, frame: f.Deliver | None = None) -> f.MembershipEvent:
+        """Verify an event (or a snapshot) and move our view forward with it.
+
+        Our view (``conversation()``) is the latest event applied, with the
+        membership we hold (applied change by change, checked against each
+        event's digest, or taken whole from a snapshot). A change that cannot
+        be applied (a gap, or a digest that does not match) leaves the view
+        where it was, and the next ``send_group`` resyncs from a snapshot
+        (the server answers ``stale_membership``); it also forces a rotation,
+        as does any member's departure.
+        """
+        event, _ = self._verified_event(signed)
+        cid = event.conversation_id
+        if frame is not None and frame.conversation_id != cid:
+            raise CryptoError("membership event for another conversation")
+        view = self.conversation(cid)
+        known = view.seq if view is not None else 0
+        if event.seq <= known:
+            return event  # already applied (a snapshot got there first)
+        s = self.state
+        gap = list(range(known + 1, event.seq)) if view is not None else []
+        if frame is not None and gap:
+            missed = s.missed_events.setdefault(cid, [])
+            missed.extend(q for q in gap if q not in missed)
+        members: list[f.GroupMember] | None = None
+        if event.members is not None:
+            members = list(event.members)
+        elif view is not None and not gap:
+            members = _apply_change(view.members or [], event)
+        if members is not None and f.members_digest(members) != event.members_digest:
+            members = None  # not the membership the server signed: resync
+        me = s.official_id
+        if (
+            event.action in ("removed", "left")
+            and any(m.official_id == me for m in event.subjects)
+        ) or (members is not None and all(m.official_id != me for m in members)):
+            # We are out: nothing of this conversation may be read or sent any more.
+            for keys in (s.sender_keys, s.group_keys, s.key_holders):
+                keys.pop(cid, None)
+            if cid in s.rotate_keys:
+                s.rotate_keys.remove(cid)
+            view_members = members if members is not None else []
+            s.conversations[cid] = _event_encoder.encode(
+                msgspec.structs.replace(event, members=view_members)
+            )
+            return event
+        if members is None:  # a change we could not follow: someone may have left
+            if cid in s.sender_keys and cid not in s.rotate_keys:
+                s.rotate_keys.append(cid)
+            return event
+        ids = {m.official_id for m in members}
+        if view is not None:
+            departed = {m.official_id for m in view.members or []} - ids
+            if departed and cid in s.sender_keys and cid not in s.rotate_keys:
+                s.rotate_keys.append(cid)
+            senders = s.group_keys.get(cid, {})
+            for device in [d for d in senders if s.peers.get(d) in departed]:
+                del senders[device]
+        holders = s.key_holders.get(cid)
+        if holders is not None:
+            s.key_holders[cid] = [o for o in holders if o in ids]
+        s.conversations[cid] = _event_encoder.encode(
+            msgspec.structs.replace(event, members=members)
+        )
+        return event
+
+    def _apply_reply(self, reply: f.ConversationState) -> f.MembershipEvent:
+        event = self._apply_event(reply.event)
+        if event.conversation_id != reply.conversation_id:
+            raise CryptoError("conversation reply for another conversation")
+        self.save()
+        return self.conversation(event.conversation_id) or event
+
+    async def refresh_conversation(self, conversation_id: UUID) -> f.MembershipEvent:
+        """Fetch the conversation's latest signed event and apply it."""
+        return self._apply_reply(
+            await self.request(f.GetConversation, conversation_id=conversation_id)
+        )
+
+    async def open_direct(self, official_id: UUID) -> f.MembershipEvent:
+        return self._apply_reply(await self.request(f.OpenDirect, official_id=official_id))
+
+    async def create_group(
+        self, title: str, members: list[UUID], announcement_only: bool = False
+    ) -> f.MembershipEvent:
+        """A new group with us as its admin; returns its first event (with its id)."""
+        return self._apply_reply(
+            await self.request(
+                f.CreateGroup, title=title, members=members, announcement_only=announcement_only
+            )
+        )
+
+    async def add_members(self, conversation_id: UUID, officials: list[UUID]) -> f.MembershipEvent:
+        return self._apply_reply(
+            await self.request(f.AddMembers, conversation_id=conversation_id, officials=officials)
+        )
+
+    async def remove_members(
+        self, conversation_id: UUID, officials: list[UUID]
+    ) -> f.MembershipEvent:
+        return self._apply_reply(
+            await self.request(
+                f.RemoveMembers, conversation_id=conversation_id, officials=officials
+            )
+        )
+
+    async def leave_group(self, conversation_id: UUID) -> f.MembershipEvent:
+        return self._apply_reply(await self.request(f.LeaveGroup, conversation_id=conversation_id))
+
+    async def set_group_admin(
+        self, conversation_id: UUID, official_id: UUID, admin: bool
+    ) -> f.MembershipEvent:
+        return self._apply_reply(
+            await self.request(
+                f.SetGroupAdmin, conversation_id=conversation_id, official_id=official_id,
+                admin=admin,
+            )
+        )
+
+    async def rename_group(self, conversation_id: UUID, title: str) -> f.MembershipEvent:
+        return self._apply_reply(
+            await self.request(f.RenameGroup, conversation_id=conversation_id, title=title)
+        )
+
+    async def set_announcement_only(
+        self, conversation_id: UUID, announcement_only: bool
+    ) -> f.MembershipEvent:
+        return self._apply_reply(
+            await self.request(
+                f.SetAnnouncementOnly, conversation_id=conversation_id,
+                announcement_only=announcement_only,
+            )
+        )
+
+    async def _distribute_sender_key(self, conversation_id: UUID) -> None:
+        """Rotate if due, then send our sender key to every member who lacks it."""
+        s = self.state
+        current = s.sender_keys.get(conversation_id)
+        if current is None or conversation_id in s.rotate_keys:
+            key = (
+                SenderKeyState.from_bytes(current).rotate()
+                if current is not None
+                else SenderKeyState.generate()
+            )
+            s.sender_keys[conversation_id] = key.to_bytes()
+            s.key_holders[conversation_id] = []
+            if conversation_id in s.rotate_keys:
+                s.rotate_keys.remove(conversation_id)
+            self.save()
+        view = self.conversation(conversation_id)
+        assert view is not None
+        key = SenderKeyState.from_bytes(s.sender_keys[conversation_id])
+        distribution = key.distribution_message()
+        holders = s.key_holders.setdefault(conversation_id, [])
+        for member in view.members or []:
+            official = member.official_id
+            if official in holders:
+                continue
+            digest = hashlib.sha256(
+                f"{conversation_id}|{key.key_id}|{official}".encode()
+            ).hexdigest()[:40]
+            try:
+                await self.send_message(
+                    official, b"", f"sk-{digest}", sender_key=(conversation_id, distribution)
+                )
+            except ClientError as error:
+                # Our own official with no other device, or a member with none
+                # enrolled: nobody to give the key to (yet).
+                if error.code != "no_devices":
+                    raise
+            holders.append(official)
+            self.save()
+
+    async def send_group(
+        self, conversation_id: UUID, plaintext: bytes, client_message_id: str
+    ) -> f.Accepted:
+        """Encrypt once with our sender key; the server fans it out to member devices.
+
+        On ``stale_membership`` we fetch the signed state, rekey as it
+        requires, and retry with the same client message id.
+        """
+        if self.conversation(conversation_id) is None:
+            await self.refresh_conversation(conversation_id)
+        for attempt in range(4):
+            await self._distribute_sender_key(conversation_id)
+            view = self.conversation(conversation_id)
+            assert view is not None
+            key = SenderKeyState.from_bytes(self.state.sender_keys[conversation_id])
+            ciphertext = key.encrypt(plaintext)
+            self.state.sender_keys[conversation_id] = key.to_bytes()  # never reuse a key
+            self.save()
+            try:
+                accepted: f.Accepted = await self.request(
+                    f.SendGroup,
+                    client_message_id=client_message_id,
+                    conversation_id=conversation_id,
+                    seq=view.seq,
+                    ciphertext=ciphertext,
+                )
+                return accepted
+            except ClientError as error:
+                if error.code != "stale_membership" or attempt == 3:
+                    raise
+                await self.refresh_conversation(conversation_id)
+        raise AssertionError("unreachable")
+
+    def decrypt_group(self, conversation_id: UUID, sender_device: UUID, ciphertext: bytes) -> bytes:
+        """Decrypt a group message with that device's sender key (CryptoError if we lack it)."""
+        stored = self.state.group_keys.get(conversation_id, {}).get(sender_device)
+        if stored is None:
+            raise CryptoError("no sender key of that device for this conversation")
+        key = SenderKeyState.from_bytes(stored)
+        plaintext = key.decrypt(ciphertext)
+        self.state.group_keys[conversation_id][sender_device] = key.to_bytes()
+        return plaintext
+
+    def _accept_content(
+        self, content: Content, sender_official: UUID, sender_device: UUID
+    ) -> bytes | None:
+        """The message body, or None after storing a sender-key distribution."""
+        if content.sender_key is None:
+            return content.body
+        cid = content.conversation_id
+        if cid is None:
+            raise CryptoError("sender key without a conversation")
+        view = self.conversation(cid)
+        if view is not None:
+            members = {m.official_id for m in view.members or []}
+            if sender_official not in members or self.state.official_id not in members:
+                return None  # not from a member (in our view), or we are out: ignore
+        key = SenderKeyState.from_distribution(content.sender_key)
+        self.state.group_keys.setdefault(cid, {})[sender_device] = key.to_bytes()
+        return None
+
+
+# --- failover: stay connected across node failures ---------------------------
+# (Cluster issue; kept apart from the client above so both can evolve alone.)
+
+import contextlib  # noqa: E402
+import random  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from typing import TypeVar  # noqa: E402
+
+from websockets.exceptions import ConnectionClosed, WebSocketException  # noqa: E402
+
+_T = TypeVar("_T")
+
+#: Close codes after which reconnecting is wrong: the device was revoked
+#: (4403), or another connection of the same device took over (4409).
+FINAL_CLOSE_CODES = frozenset({4403, 4409})
+
+
+class Reconnecting:
+    """One device kept online across node failures: reconnect, re-authenticate, resume.
+
+    Connects to ``urls`` in turn, starting with the first (its home node).
+    When the connection drops (the node stopped with 1001, was killed, or is
+    unreachable) it waits a jittered exponential backoff ("full jitter":
+    uniform(0, min(cap, base * 2**attempt)), so a node's clients do not all
+    come back in the same instant) and connects to the next URL, presenting
+    its token (``Client.authenticate`` falls back to a signature). The
+    server then pushes every envelope not yet acknowledged, in order; one
+    already seen (same message id) is acked and dropped, so ``received``
+    yields each message once. 4403 and 4409 stop it for good
+    (``final_close_code``), as does a refused authentication (``error``).
+
+    ``call`` runs a request on whatever connection is current and runs it
+    again on the next one if the connection drops before the answer: only
+    for idempotent requests, such as ``send_message`` with a fixed client
+    message id (the server answers a retry with the original message id).
+    """
+
+    def __init__(
+        self,
+        state: DeviceState,
+        urls: list[str],
+        *,
+        json: bool = False,
+        store: StateFile | None = None,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 2.0,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one URL")
+        self.state = state
+        self.urls = list(urls)
+        self._json = json
+        self._store = store
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self.client: Client | None = None
+        self.received: asyncio.Queue[Received] = asyncio.Queue()
+        self.close_codes: list[int | None] = []  # one per connection that ended
+        self.connected_to: list[str] = []  # one per successful connection
+        self.redelivered: list[UUID] = []  # already-seen messages pushed again
+        self.undecryptable: list[UUID] = []
+        self.final_close_code: int | None = None
+        self.error: BaseException | None = None
+        self._online = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reconnecting-client")
+
+    async def close(self) -> None:
+        self._closing = True
+        client = self.client
+        if client is not None:
+            await client.close()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    async def online(self, within: float = 30.0) -> Client:
+        """The current connection, waiting up to ``within`` seconds for one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            if self.client is not None:
+                return self.client
+            if self.done:
+                raise ConnectionError(f"gave up: close code {self.final_close_code} {self.error}")
+            self._changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError("not connected")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+
+    async def call(self, request: Callable[[Client], Awaitable[_T]], within: float = 30.0) -> _T:
+        """``request(client)`` on the current connection, retried on the next if it drops."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            client = await self.online(max(0.0, deadline - loop.time()))
+            try:
+                return await request(client)
+            except (ConnectionError, ConnectionClosed):
+                while self.client is client and loop.time() < deadline:
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), 0.5)
+                if loop.time() >= deadline:
+                    raise
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self._backoff_cap, self._backoff_base * 2**attempt))  # noqa: S311
+
+    async def _run(self) -> None:
+        attempt = 0
+        index = 0
+        try:
+            while not self._closing:
+                url = self.urls[index % len(self.urls)]
+                self.state.url = url
+                client = Client(self.state, json=self._json, store=self._store)
+                try:
+                    await client.connect()
+                    await client.authenticate()
+                except ClientError as error:
+                    self.error = error  # refused (revoked, suspended): not a network problem
+                    await client.close()
+                    return
+                except (OSError, ConnectionError, WebSocketException, TimeoutError):
+                    await client.close()
+                    index += 1
+                    await asyncio.sleep(self._backoff(attempt))
+                    attempt += 1
+                    continue
+                attempt = 0
+                self.connected_to.append(url)
+                self.client = client
+                self._changed.set()
+                try:
+                    await self._pump(client)
+                finally:
+                    self.client = None
+                    self._changed.set()
+                code = client.ws.close_code
+                self.close_codes.append(code)
+                if code in FINAL_CLOSE_CODES:
+                    self.final_close_code = code
+                    return
+                index += 1
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+        finally:
+            self._changed.set()
+
+    async def _pump(self, client: Client) -> None:
+        """Handle pushed frames until the connection is gone."""
+        reader = client._reader
+        assert reader is not None
+        while True:
+            getter = asyncio.ensure_future(client.pushed.get())
+            await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                if client.pushed.empty():
+                    break  # closed, and every frame it had read is handled
+                continue
+            try:
+                await self._handle(client, getter.result())
+            except (ConnectionError, ConnectionClosed):
+                await asyncio.wait({reader})
+                break
+        if not reader.cancelled():
+            reader.exception()  # a dropped connection is expected here, not an error
+
+    async def _handle(self, client: Client, frame: f.ServerFrame) -> None:
+        if isinstance(frame, f.Deliver):
+            if self.state.seen(frame.message_id):
+                self.redelivered.append(frame.message_id)
+                await client.ack([frame.position])
+                return
+            try:
+                received: Received | None = client.open(frame)
+            except CryptoError:
+                received = None
+                self.undecryptable.append(frame.message_id)
+            self.state.mark_seen(frame.message_id)
+            client.save()
+            await client.ack([frame.position])
+            if received is not None:
+                await self.received.put(received)
+        elif isinstance(frame, f.PrekeysLow):
+            await client.refill_prekeys()
+

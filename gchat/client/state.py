@@ -41,6 +41,8 @@ class DeviceState:
     directory_key: bytes | None = None
     certificate: bytes | None = None
     token: str | None = None
+    #: The deployment this device enrolled with; challenges naming another are refused.
+    server_id: str | None = None
     token_expires_at: int = 0
     #: Current signed prekey: (key id, private key, created at, unix seconds).
     signed_prekey: tuple[int, bytes, int] | None = None
@@ -53,6 +55,19 @@ class DeviceState:
     #: Peer device -> its official (from its verified certificate).
     peers: dict[UUID, UUID] = field(default_factory=dict)
     seen_messages: list[str] = field(default_factory=list)
+    # --- groups (sender keys; see gchat.client.sdk's group section) ---
+    #: Conversation -> our own sender key (SenderKeyState bytes).
+    sender_keys: dict[UUID, bytes] = field(default_factory=dict)
+    #: Conversation -> sender device -> that device's sender key (receiving copy).
+    group_keys: dict[UUID, dict[UUID, bytes]] = field(default_factory=dict)
+    #: Conversation -> the last verified membership event applied (MessagePack).
+    conversations: dict[UUID, bytes] = field(default_factory=dict)
+    #: Conversation -> officials whose devices were sent our current sender key.
+    key_holders: dict[UUID, list[UUID]] = field(default_factory=dict)
+    #: Conversations whose sender key must rotate before our next send.
+    rotate_keys: list[UUID] = field(default_factory=list)
+    #: Conversation -> membership sequence numbers we never saw (gaps).
+    missed_events: dict[UUID, list[int]] = field(default_factory=dict)
 
     def devices_of(self, official_id: UUID) -> set[UUID]:
         return {device for device, official in self.peers.items() if official == official_id}
@@ -82,6 +97,7 @@ class DeviceState:
         data: dict[str, Any] = {
             "url": self.url,
             "token": self.token,
+            "server_id": self.server_id,
             "token_expires_at": self.token_expires_at,
             "next_prekey_id": self.next_prekey_id,
             "seen_messages": self.seen_messages,
@@ -94,6 +110,15 @@ class DeviceState:
             "one_time_prekeys": {str(k): b64(v) for k, v in self.one_time_prekeys.items()},
             "sessions": {str(d): [b64(s) for s in ss] for d, ss in self.sessions.items()},
             "peers": {str(d): str(o) for d, o in self.peers.items()},
+            "sender_keys": {str(c): b64(k) for c, k in self.sender_keys.items()},
+            "group_keys": {
+                str(c): {str(d): b64(k) for d, k in keys.items()}
+                for c, keys in self.group_keys.items()
+            },
+            "conversations": {str(c): b64(e) for c, e in self.conversations.items()},
+            "key_holders": {str(c): [str(o) for o in os] for c, os in self.key_holders.items()},
+            "rotate_keys": [str(c) for c in self.rotate_keys],
+            "missed_events": {str(c): seqs for c, seqs in self.missed_events.items()},
         }
         for key in _BYTES:
             value = getattr(self, key)
@@ -120,6 +145,24 @@ class DeviceState:
         data["one_time_prekeys"] = {int(k): unb64(v) for k, v in data["one_time_prekeys"].items()}
         data["sessions"] = {UUID(d): [unb64(s) for s in ss] for d, ss in data["sessions"].items()}
         data["peers"] = {UUID(d): UUID(o) for d, o in data["peers"].items()}
+        # Group state (absent from files written before groups existed).
+        data["sender_keys"] = {
+            UUID(c): unb64(k) for c, k in data.get("sender_keys", {}).items()
+        }
+        data["group_keys"] = {
+            UUID(c): {UUID(d): unb64(k) for d, k in keys.items()}
+            for c, keys in data.get("group_keys", {}).items()
+        }
+        data["conversations"] = {
+            UUID(c): unb64(e) for c, e in data.get("conversations", {}).items()
+        }
+        data["key_holders"] = {
+            UUID(c): [UUID(o) for o in os] for c, os in data.get("key_holders", {}).items()
+        }
+        data["rotate_keys"] = [UUID(c) for c in data.get("rotate_keys", [])]
+        data["missed_events"] = {
+            UUID(c): list(seqs) for c, seqs in data.get("missed_events", {}).items()
+        }
         return cls(**data)
 
 

@@ -64,7 +64,7 @@ async def count_active(db: Executor, official_id: UUID) -> int:
 
 async def lock_official(db: Executor, official_id: UUID) -> None:
     """Serialise enrolments of one official so the device limit holds."""
-    await db.execute("SELECT 1 FROM officials WHERE id = $1 FOR UPDATE", official_id)
+    await db.execute("SELECT 1 FROM officials WHERE id = $1 FOR NO KEY UPDATE", official_id)
 
 
 async def active_ids(db: Executor, official_ids: list[UUID]) -> dict[UUID, set[UUID]]:

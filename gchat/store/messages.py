@@ -9,9 +9,14 @@ later finds a smaller one appear.
 """
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
+
+import asyncpg
 
 from gchat.store.database import Executor
 
@@ -23,10 +28,22 @@ class NewMessage:
     message_id: UUID
     sender_device: UUID
     sender_official: UUID
-    recipient_official: UUID
+    recipient_official: UUID | None
     client_message_id: str
     sent_at: datetime
-    envelopes: list[tuple[UUID, bytes]]  # (device id, ciphertext)
+    #: (device id, ciphertext); a None ciphertext means "this message's body".
+    envelopes: list[tuple[UUID, bytes | None]]
+    # --- conversations (0004_groups.sql) ---
+    #: "pairwise", "group" (a sender-key send) or "membership" (a signed event).
+    kind: str = "pairwise"
+    #: With a conversation, every active device of its members gets an inbox
+    #: row pointing at ``body`` (expanded in SQL at commit time); a "group"
+    #: send skips the sending device and needs the sender still a member.
+    conversation_id: UUID | None = None
+    #: Stored once in message_bodies (group sends, membership events).
+    body: bytes | None = None
+    #: Filled by store_batch: the member devices the conversation expanded to.
+    fanned_out: list[UUID] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,8 @@ class InboxEntry:
     sender_device: UUID
     sent_at: datetime
     ciphertext: bytes
+    kind: str = "pairwise"
+    conversation_id: UUID | None = None
 
 
 async def store_batch(
@@ -61,11 +80,21 @@ async def store_batch(
     for message in batch:
         first.setdefault((message.sender_device, message.client_message_id), message)
     unique = list(first.values())
+    conversations = sorted({m.conversation_id for m in unique if m.conversation_id})
+    if conversations:
+        # Membership stays as it is until this batch commits (a change waits
+        # for it, or it waits for the change): lock order conversations, then
+        # devices, as in every membership transaction.
+        await conn.execute(
+            """SELECT id FROM conversations WHERE id = ANY($1::uuid[])
+               ORDER BY id FOR SHARE""",
+            conversations,
+        )
     inserted = await conn.fetch(
         """INSERT INTO messages (id, sender_device, sender_official, recipient_official,
-                                 client_message_id, sent_at)
+                                 client_message_id, sent_at, kind, conversation_id)
            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
-                                $5::text[], $6::timestamptz[])
+                                $5::text[], $6::timestamptz[], $7::text[], $8::uuid[])
            ON CONFLICT (sender_device, client_message_id) DO NOTHING
            RETURNING id""",
         [m.message_id for m in unique],
@@ -74,6 +103,8 @@ async def store_batch(
         [m.recipient_official for m in unique],
         [m.client_message_id for m in unique],
         [m.sent_at for m in unique],
+        [m.kind for m in unique],
+        [m.conversation_id for m in unique],
     )
     new_ids = {row["id"] for row in inserted}
     fresh = [m for m in unique if m.message_id in new_ids]
@@ -95,7 +126,18 @@ async def store_batch(
             key = (row["sender_device"], row["client_message_id"])
             stored[key] = StoredMessage(row["id"], row["sent_at"], True)
     if fresh:
-        await _enqueue(conn, fresh, expires_at)
+        bodies = [m for m in fresh if m.body is not None]
+        if bodies:
+            await conn.execute(
+                """INSERT INTO message_bodies (message_id, body)
+                   SELECT * FROM unnest($1::uuid[], $2::bytea[])""",
+                [m.message_id for m in bodies],
+                [m.body for m in bodies],
+            )
+        if any(m.conversation_id for m in fresh):
+            await _enqueue_with_conversations(conn, fresh, expires_at)
+        else:
+            await _enqueue(conn, fresh, expires_at)
     results = []
     for message in batch:
         original = stored[(message.sender_device, message.client_message_id)]
@@ -112,7 +154,7 @@ async def _enqueue(conn: Executor, messages: list[NewMessage], expires_at: datet
     devices = sorted(per_device)
     rows = await conn.fetch(
         """WITH locked AS (
-               SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE)
+               SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE)
            UPDATE devices d SET inbox_head = d.inbox_head + c.n
            FROM unnest($1::uuid[], $2::bigint[]) AS c(id, n), locked l
            WHERE d.id = c.id AND l.id = c.id
@@ -143,15 +185,87 @@ async def _enqueue(conn: Executor, messages: list[NewMessage], expires_at: datet
     )
 
 
+# One statement fans a whole batch out: the pairwise envelopes as given, and
+# every conversation message expanded to its members' active devices (minus
+# the sending device for a group send, whose sender must still be a member).
+# Device rows are locked in id order and their inbox heads bumped, exactly
+# as ``_enqueue`` does, so positions stay contiguous and in commit order.
+_FAN_OUT = """
+WITH targets AS MATERIALIZED (
+    SELECT e.d AS device_id, e.m AS message_id, e.c AS ciphertext, e.o AS ord
+    FROM unnest($1::uuid[], $2::uuid[], $3::bytea[], $4::int[]) AS e(d, m, c, o)
+    UNION ALL
+    SELECT dv.id, g.m, NULL::bytea, g.o
+    FROM unnest($5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[], $9::boolean[], $10::int[])
+         AS g(m, conv, sender_device, sender_official, is_group, o)
+    JOIN conversation_members cm ON cm.conversation_id = g.conv
+    JOIN devices dv ON dv.official_id = cm.official_id AND dv.status = 'active'
+    WHERE NOT g.is_group
+       OR (dv.id <> g.sender_device
+           AND EXISTS (SELECT 1 FROM conversation_members s
+                       WHERE s.conversation_id = g.conv AND s.official_id = g.sender_official))
+),
+per_device AS (
+    SELECT device_id, count(*) AS n,
+           array_agg(message_id ORDER BY ord) AS mids,
+           array_agg(ciphertext ORDER BY ord) AS cts
+    FROM targets GROUP BY device_id),
+locked AS (
+    SELECT d.id, p.n, p.mids, p.cts FROM per_device p JOIN devices d ON d.id = p.device_id
+    ORDER BY d.id FOR UPDATE OF d),
+bumped AS (
+    UPDATE devices d SET inbox_head = d.inbox_head + l.n
+    FROM locked l WHERE d.id = l.id
+    RETURNING d.id, d.inbox_head - l.n AS base, l.mids, l.cts)
+INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
+SELECT b.id, b.base + u.k, u.m, u.c, $11
+FROM bumped b, unnest(b.mids, b.cts) WITH ORDINALITY AS u(m, c, k)
+RETURNING device_id, message_id
+"""
+
+
+async def _enqueue_with_conversations(
+    conn: Executor, messages: list[NewMessage], expires_at: datetime
+) -> None:
+    """Like ``_enqueue``, with conversation messages expanded in the same statement."""
+    pairwise = [
+        (device, m.message_id, ciphertext, order)
+        for order, m in enumerate(messages)
+        for device, ciphertext in m.envelopes
+    ]
+    shared = [(order, m) for order, m in enumerate(messages) if m.conversation_id]
+    rows = await conn.fetch(
+        _FAN_OUT,
+        [p[0] for p in pairwise],
+        [p[1] for p in pairwise],
+        [p[2] for p in pairwise],
+        [p[3] for p in pairwise],
+        [m.message_id for _, m in shared],
+        [m.conversation_id for _, m in shared],
+        [m.sender_device for _, m in shared],
+        [m.sender_official for _, m in shared],
+        [m.kind == "group" for _, m in shared],
+        [order for order, _ in shared],
+        expires_at,
+    )
+    by_id = {m.message_id: m for _, m in shared}
+    for row in rows:
+        message = by_id.get(row["message_id"])
+        if message is not None:
+            message.fanned_out.append(row["device_id"])
+
+
 async def fetch_inbox(
     db: Executor, device_id: UUID, after: int, limit: int
 ) -> list[InboxEntry]:
     """The device's envelopes after ``after``, in position order."""
     rows = await db.fetch(
         """SELECT i.position, i.message_id, m.sender_official, m.sender_device, m.sent_at,
-                  i.ciphertext
+                  COALESCE(i.ciphertext, b.body) AS ciphertext, m.kind, m.conversation_id
            FROM inbox i JOIN messages m ON m.id = i.message_id
+           LEFT JOIN message_bodies b ON i.ciphertext IS NULL AND b.message_id = i.message_id
            WHERE i.device_id = $1 AND i.position > $2 AND i.expires_at > now()
+             AND (i.ciphertext IS NOT NULL OR b.body IS NOT NULL)
            ORDER BY i.position LIMIT $3""",
         device_id,
         after,
@@ -160,19 +274,61 @@ async def fetch_inbox(
     return [InboxEntry(**row) for row in rows]
 
 
-async def delete_acked(db: Executor, device_id: UUID, positions: list[int]) -> int:
-    """Delete this device's envelopes at ``positions``; others' are untouchable."""
-    result = await db.execute(
-        "DELETE FROM inbox WHERE device_id = $1 AND position = ANY($2::bigint[])",
-        device_id,
-        positions,
-    )
-    return int(result.split()[-1])
+#: Called with the deleting transaction's connection and the deleted rows
+#: (message_id, position, sender_official, sender_device): the audit log's
+#: "message.delivered" events are written in the same transaction.
+OnDeleted = Callable[[Executor, list[Any]], Awaitable[None]]
+
+
+async def delete_acked(
+    db: Executor, device_id: UUID, positions: list[int], on_deleted: OnDeleted | None = None
+) -> int:
+    """Delete this device's envelopes at ``positions``; others' are untouchable.
+
+    A shared body (group send, membership event) goes with its last inbox row.
+    Call it outside a transaction (with the pool): the body check is its own
+    statement after the delete committed, so of two devices acking the last
+    two rows at once, the later check sees both deletes and drops the body.
+    """
+    delete = """DELETE FROM inbox i USING messages m
+                WHERE i.device_id = $1 AND i.position = ANY($2::bigint[]) AND m.id = i.message_id
+                RETURNING i.message_id, i.position, i.ciphertext IS NULL AS shared,
+                          m.sender_official, m.sender_device"""
+    if on_deleted is None:
+        rows = await db.fetch(delete, device_id, positions)
+    else:
+        async with _transaction(db) as conn:
+            rows = await conn.fetch(delete, device_id, positions)
+            if rows:
+                await on_deleted(conn, rows)
+    shared = list({row["message_id"] for row in rows if row["shared"]})
+    if shared:
+        await db.execute(
+            """DELETE FROM message_bodies b WHERE b.message_id = ANY($1::uuid[])
+               AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.message_id = b.message_id)""",
+            shared,
+        )
+    return len(rows)
+
+
+@asynccontextmanager
+async def _transaction(db: Executor) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on ``db``: a pool's connection, or the given connection."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db
 
 
 async def expire(db: Executor, retention_cutoff: datetime) -> tuple[int, int]:
     """Drop undelivered envelopes past their expiry and old message metadata."""
     envelopes = await db.execute("DELETE FROM inbox WHERE expires_at <= now()")
+    await db.execute(  # shared bodies whose last delivery expired (or never had one)
+        """DELETE FROM message_bodies b
+           WHERE NOT EXISTS (SELECT 1 FROM inbox i WHERE i.message_id = b.message_id)"""
+    )
     messages = await db.execute(
         """DELETE FROM messages m WHERE m.sent_at < $1
            AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.message_id = m.id)""",

@@ -62,7 +62,7 @@ class World:
 
     async def start(self) -> None:
         assert self.app.db is not None
-        directory = Directory(self.app.db, 3600)
+        directory = Directory(self.app.db, 3600, self.app.audit)
         _, _, code = await directory.bootstrap("MIN", "Ministry", "Admin")
         self.admin = await self.enroll(code, "admin-phone")
 

@@ -177,5 +177,18 @@ async def test_enrolment_attempts_are_rate_limited(world: World) -> None:
             await client.enroll("AAAAA-AAAAA-AAAAA-AAAAA", "guess")
         except ClientError as error:
             codes.append(error.code)
-    assert codes[:9] == ["enrolment_code_invalid"] * 9  # the admin used one attempt
-    assert codes[-1] == "rate_limited"
+    # Successful enrolments (the admin's) cost nothing; wrong codes do.
+    assert codes == ["enrolment_code_invalid"] * 10 + ["rate_limited"] * 2
+
+
+async def test_client_refuses_to_sign_another_deployments_challenge(world: World) -> None:
+    from crypto.errors import CryptoError
+
+    alice = await world.official_with_device("alice")
+    assert alice.state.server_id == world.app.config.server_id
+    alice.state.server_id = "another-deployment"  # as if this node were not ours
+    client = Client(alice.state)
+    await client.connect()
+    world.clients.append(client)
+    with pytest.raises(CryptoError):
+        await client.authenticate(use_token=False)

@@ -75,3 +75,9 @@ async def test_missing_subprotocol_is_refused_at_handshake(world: World) -> None
             raise AssertionError("handshake without subprotocol accepted")
     except InvalidStatus as error:
         assert error.response.status_code == 400
+
+
+async def test_server_honours_the_clients_subprotocol_order(world: World) -> None:
+    for offered in (["gchat.v1+json", "gchat.v1+msgpack"], ["gchat.v1+msgpack", "gchat.v1+json"]):
+        async with connect(world.url, subprotocols=offered, compression=None) as ws:  # type: ignore[arg-type]
+            assert ws.subprotocol == offered[0]

@@ -82,6 +82,10 @@ def strategy_for(t: mi.Type) -> st.SearchStrategy[Any]:
         return st.lists(strategy_for(t.item_type), min_size=lo, max_size=hi)
     if isinstance(t, mi.UUIDType):
         return st.uuids()
+    if isinstance(t, mi.BoolType):
+        return st.booleans()
+    if isinstance(t, mi.LiteralType):
+        return st.sampled_from(t.values)
     if isinstance(t, mi.NoneType):
         return st.none()
     if isinstance(t, mi.UnionType):

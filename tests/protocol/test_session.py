@@ -46,6 +46,51 @@ SAMPLES: dict[type, f.ClientFrame] = {
         envelopes=[f.Envelope(device_id=ID, ciphertext=b"x")],
     ),
     f.Ack: f.Ack(positions=[1]),
+    # audit operations
+    f.AuditQuery: f.AuditQuery(rid=1, official_id=ID),
+    f.AuditGetTreeHead: f.AuditGetTreeHead(rid=1),
+    f.AuditGetInclusion: f.AuditGetInclusion(rid=1, leaf_index=0, tree_size=1),
+    f.AuditGetConsistency: f.AuditGetConsistency(rid=1, old_size=1, new_size=2),
+    f.AuditExport: f.AuditExport(rid=1),
+    f.AuditListAccesses: f.AuditListAccesses(rid=1),
+    # conversations and groups
+    f.OpenDirect: f.OpenDirect(rid=1, official_id=ID),
+    f.CreateGroup: f.CreateGroup(rid=1, title="desk", members=[ID]),
+    f.AddMembers: f.AddMembers(rid=1, conversation_id=ID, officials=[ID]),
+    f.RemoveMembers: f.RemoveMembers(rid=1, conversation_id=ID, officials=[ID]),
+    f.LeaveGroup: f.LeaveGroup(rid=1, conversation_id=ID),
+    f.SetGroupAdmin: f.SetGroupAdmin(rid=1, conversation_id=ID, official_id=ID, admin=True),
+    f.RenameGroup: f.RenameGroup(rid=1, conversation_id=ID, title="t"),
+    f.SetAnnouncementOnly: f.SetAnnouncementOnly(
+        rid=1, conversation_id=ID, announcement_only=True
+    ),
+    f.GetConversation: f.GetConversation(rid=1, conversation_id=ID),
+    f.SendGroup: f.SendGroup(
+        rid=1, client_message_id="g", conversation_id=ID, seq=1, ciphertext=b"x"
+    ),
+    # directory administration
+    f.CreateAgency: f.CreateAgency(rid=1, code="MOI", name_en="Interior"),
+    f.UpdateAgency: f.UpdateAgency(rid=1, agency_id=ID, name_th="มหาดไทย"),
+    f.MoveAgency: f.MoveAgency(rid=1, agency_id=ID, parent_id=None),
+    f.ListAgencies: f.ListAgencies(rid=1),
+    f.UpdateOfficial: f.UpdateOfficial(rid=1, official_id=ID, position=""),
+    f.MoveOfficial: f.MoveOfficial(rid=1, official_id=ID, agency_id=ID),
+    f.SetOfficialStatus: f.SetOfficialStatus(rid=1, official_id=ID, status="suspended"),
+    f.GetOfficial: f.GetOfficial(rid=1, official_id=ID),
+    f.ListOfficials: f.ListOfficials(rid=1),
+    f.GrantRole: f.GrantRole(rid=1, official_id=ID, role="auditor", scope_agency_id=ID),
+    f.RevokeRole: f.RevokeRole(rid=1, official_id=ID, role="auditor"),
+    f.ListDevices: f.ListDevices(rid=1, official_id=ID),
+    f.RevokeDevice: f.RevokeDevice(rid=1, device_id=ID),
+    f.ListCodes: f.ListCodes(rid=1, official_id=ID),
+    f.CancelCode: f.CancelCode(rid=1, code_id=ID),
+    f.SetPolicy: f.SetPolicy(rid=1, policy=f.PolicyInfo(message_scope="agency")),
+    f.GetPolicy: f.GetPolicy(rid=1),
+    f.SearchOfficials: f.SearchOfficials(rid=1, query="สมชาย"),
+    f.ImportBegin: f.ImportBegin(rid=1),
+    f.ImportRows: f.ImportRows(rid=1, import_id=ID, rows=[f.ImportRow(line=2)]),
+    f.ImportApply: f.ImportApply(rid=1, import_id=ID),
+    f.ImportDiscard: f.ImportDiscard(rid=1, import_id=ID),
 }
 OPENING = [SAMPLES[t] for t in AUTH_FRAMES]
 OTHERS = [frame for t, frame in SAMPLES.items() if t not in AUTH_FRAMES]
