@@ -26,7 +26,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import NegotiationError
 from websockets.typing import Subprotocol
 
-from gchat import admin_handlers, group_handlers, policy
+from gchat import admin_handlers, group_handlers, messaging, policy
 from gchat.administration import Administration
 from gchat.audit import AuditLog, AuditService
 from gchat.audit_handlers import AuditHandlers
@@ -37,6 +37,7 @@ from gchat.committer import GroupCommitter
 from gchat.config import Config
 from gchat.connection import Services, handler
 from gchat.conversations import AgencyTreePolicy, Conversations
+from gchat.delivery import Inbox
 from gchat.directory import Directory
 from gchat.directory_import import DirectoryImport
 from gchat.embedded_postgres import EmbeddedPostgres
@@ -47,7 +48,7 @@ from gchat.keys import KeyDirectory
 from gchat.messaging import Messaging
 from gchat.metrics import NodeMetrics
 from gchat.policy import DirectoryPolicy
-from gchat.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from gchat.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, parse_overrides
 from gchat.redis_broker import RedisBroker, connect_redis
 from gchat.revocation import Revocations
 from gchat.server_keys import ServerKeys
@@ -95,12 +96,13 @@ class App:
         self._embedded: EmbeddedPostgres | None = None
         self._server: Server | None = None
         self._committer: GroupCommitter | None = None
+        self._inbox: Inbox | None = None
         self._background: list[asyncio.Task[None]] = []
         self._redis: Redis | None = None
         self.port: int | None = None
         self.metrics = NodeMetrics()
         self.broker: Broker = InProcessBroker()
-        self.limiter: RateLimiter = LocalRateLimiter()
+        self.limiter: RateLimiter = LocalRateLimiter(table=parse_overrides(config.rate_limits))
         #: Closes revoked devices' connections on every node (for admin operations).
         self.revocations: Revocations | None = None
         #: The audit log every service records into (pass it to new services).
@@ -117,7 +119,11 @@ class App:
                 self._redis, config.redis_prefix, self.node_id, self.metrics
             )
             self.limiter = RedisRateLimiter(
-                self._redis, config.redis_prefix, LocalRateLimiter(), self.metrics
+                self._redis,
+                config.redis_prefix,
+                LocalRateLimiter(table=parse_overrides(config.rate_limits)),
+                self.metrics,
+                table=parse_overrides(config.rate_limits),
             )
         await self.broker.start()
         broker = self.broker
@@ -144,12 +150,12 @@ class App:
 
         self._committer = GroupCommitter(
             db,
-            window_seconds=config.commit_window_ms / 1000,
             max_batch=config.commit_max_batch,
             retention=timedelta(seconds=config.retention_seconds),
             after_commit=wake_recipients,
             metrics=self.metrics,
             audit=self.audit,
+            prepare=messaging.check_batch,
         )
         self._committer.start()
         self.sequencer = Sequencer(
@@ -190,8 +196,11 @@ class App:
             config.max_devices_per_official,
             config.retention_seconds,
         )
+        self._inbox = Inbox(db, self.audit)
+        self._inbox.start()
         services = Services(
             db=db,
+            inbox=self._inbox,
             broker=broker,
             auth=Authenticator(
                 db,
@@ -213,7 +222,6 @@ class App:
                 Directory(db, config.enrolment_code_ttl_seconds, self.audit),
                 keys_directory,
                 Messaging(
-                    db,
                     self._committer,
                     limiter,
                     config.max_ciphertext_bytes,
@@ -234,7 +242,6 @@ class App:
             max_unacked=config.max_unacked,
             auth_timeout=config.auth_timeout_seconds,
             metrics=self.metrics,
-            audit=self.audit,
         )
         self._server = await serve(
             handler(services),
@@ -290,6 +297,8 @@ class App:
             await self._server.wait_closed()
         if self._committer is not None:
             await self._committer.stop()
+        if self._inbox is not None:
+            await self._inbox.stop()
         if self.sequencer is not None:
             await self.sequencer.stop()
         await self.broker.close()  # after the committer: its last wake-ups go out

@@ -118,7 +118,8 @@ class Sequencer:
         log.info("audit sequencer elected node=%s tree_size=%d", self._node_id, tree.size)
         latest = await store.latest_tree_head(conn)
         signed_size = latest.tree_size if latest else -1
-        last_sign = 0.0
+        # The interval counts from election (monotonic time has no meaningful zero).
+        last_sign = time.monotonic()
         await conn.add_listener(SIGN_CHANNEL, self._on_notify)
         try:
             while True:

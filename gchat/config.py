@@ -39,13 +39,14 @@ class Config:
     max_prekeys_per_device: int = 500
     prekey_low_threshold: int = 20
     max_unacked: int = 64
-    commit_window_ms: float = 2.0
     commit_max_batch: int = 256
     auth_timeout_seconds: float = 30.0
     max_ciphertext_bytes: int = limits.MAX_CIPHERTEXT_BYTES
     max_recipient_devices: int = limits.MAX_RECIPIENT_DEVICES
     expiry_interval_seconds: float = 60.0
     db_pool_size: int = 20
+    #: Overrides of the rate-limit table, e.g. "messages=2000/500" (gchat.ratelimit).
+    rate_limits: str = ""
     #: Record audit events (turn off only to measure auditing's cost).
     audit_enabled: bool = True
     #: The audit sequencer signs a tree head this often when the log grew.

@@ -18,13 +18,12 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from gchat.audit import AuditLog
 from gchat.auth import Authenticator
 from gchat.broker import Broker, Signal, SignalKind
-from gchat.delivery import DeliveryStream
+from gchat.delivery import DeliveryStream, Inbox
 from gchat.enrolment import Enrolment
 from gchat.errors import ServiceError
-from gchat.handlers import RequestHandlers
+from gchat.handlers import Later, RequestHandlers
 from gchat.keys import KeyDirectory
 from gchat.metrics import NodeMetrics
 from gchat.principal import Principal
@@ -38,6 +37,9 @@ from protocol.session import Event, ServerSession
 log = logging.getLogger("gchat.connection")
 
 _connection_ids = itertools.count(1)
+#: Requests answered later (sends awaiting their commit) one connection may
+#: have waiting before the server stops reading its frames.
+_MAX_IN_FLIGHT = 64
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Services:
     """What a connection needs, wired once by gchat.app."""
 
     db: Database
+    inbox: Inbox
     broker: Broker
     auth: Authenticator
     enrolment: Enrolment
@@ -55,7 +58,6 @@ class Services:
     max_unacked: int
     auth_timeout: float
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
-    audit: AuditLog | None = None
 
 
 class Connection:
@@ -70,6 +72,8 @@ class Connection:
         self._principal: Principal | None = None
         self._stream: DeliveryStream | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._replies: set[asyncio.Task[None]] = set()
+        self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             f.Auth: self._on_auth,
             f.AuthToken: self._on_auth_token,
@@ -108,9 +112,12 @@ class Connection:
         if self._principal is not None:
             self._s.metrics.authenticated.dec()
             self._s.broker.unsubscribe(self._principal.device_id, self._on_signal)
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._replies]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._stream is not None:
+            await self._stream.flush_acks()
 
     async def send(self, frame: object) -> None:
         await self._ws.send(self._codec.encode(frame))
@@ -119,30 +126,53 @@ class Connection:
     # --- frames -------------------------------------------------------------
 
     async def _receive(self, message: bytes | str) -> None:
-        rid = None
-        frame: object = None
         self._s.metrics.frames_in.inc()
         try:
             frame = self._codec.decode(message)
-            rid = getattr(frame, "rid", None)
-            self._session.check(frame)
-            session_handler = self._handlers.get(type(frame))
-            if session_handler is not None:
-                await session_handler(frame)
-            else:
-                assert self._principal is not None  # the session checked authentication
-                reply = await self._s.requests.table[type(frame)](self._principal, frame)
-                if type(frame) is f.Send:
-                    self._s.metrics.sends_accepted.inc()
-                await self.send(reply)
         except ProtocolError as error:
-            if type(frame) is f.Send:
+            await self._error(None, error.code, error.detail)
+            return
+        await self._answer(frame, self._dispatch(frame))
+
+    async def _dispatch(self, frame: f.ClientFrame) -> object:
+        """Run the frame's handler; returns its reply (None, a frame or a Later)."""
+        self._session.check(frame)
+        session_handler = self._handlers.get(type(frame))
+        if session_handler is not None:
+            await session_handler(frame)
+            return None
+        assert self._principal is not None  # the session checked authentication
+        return await self._s.requests.table[type(frame)](self._principal, frame)
+
+    async def _answer(self, frame: f.ClientFrame, work: Awaitable[object]) -> None:
+        """Send what ``work`` replies, or the error it raised, for ``frame``.
+
+        A ``Later`` reply is sent from a task when it is ready, while the
+        connection reads on; at most ``_MAX_IN_FLIGHT`` wait at once, after
+        which reading pauses (backpressure on a client that pipelines).
+        """
+        rid = getattr(frame, "rid", None)
+        is_send = type(frame) is f.Send
+        try:
+            reply = await work
+            if isinstance(reply, Later):
+                await self._in_flight.acquire()
+                task = asyncio.create_task(self._answer(frame, reply.reply))
+                self._replies.add(task)
+                task.add_done_callback(self._replies.discard)
+                task.add_done_callback(lambda _: self._in_flight.release())
+                return
+            if reply is not None:
+                await self.send(reply)
+                if is_send:
+                    self._s.metrics.sends_accepted.inc()
+        except (ProtocolError, ServiceError) as error:
+            if is_send:
                 self._s.metrics.sends_refused.inc(code=error.code.value)
-            await self._error(rid, error.code, error.detail)
-        except ServiceError as error:
+            if isinstance(error, ProtocolError):
+                await self._error(rid, error.code, error.detail)
+                return
             self._s.metrics.errors.inc(code=error.code.value)
-            if type(frame) is f.Send:
-                self._s.metrics.sends_refused.inc(code=error.code.value)
             await self.send(
                 f.Error(
                     rid=rid,
@@ -157,7 +187,7 @@ class Connection:
             raise
         except Exception:
             log.exception("frame failed connection=%s", self._id)
-            if type(frame) is f.Send:
+            if is_send:
                 self._s.metrics.sends_refused.inc(code=ErrorCode.INTERNAL_ERROR.value)
             await self._error(rid, ErrorCode.INTERNAL_ERROR, "internal error")
 
@@ -224,13 +254,12 @@ class Connection:
             self._close_soon(CloseCode.REVOKED, "device revoked")
             return
         self._stream = DeliveryStream(
-            self._s.db,
+            self._s.inbox,
             principal.device_id,
+            principal.official_id,
             self.send,
             self._s.max_unacked,
             self._s.metrics,
-            audit=self._s.audit,
-            official_id=principal.official_id,
         )
         self._tasks.append(asyncio.create_task(self._deliver(self._stream)))
         low = await self._s.keys.stock_is_low(principal.device_id)
@@ -258,8 +287,8 @@ class Connection:
             self._tasks.append(asyncio.create_task(self.send(f.PrekeysLow(available=signal.value))))
 
     async def _on_ack(self, frame: f.Ack) -> None:
-        assert self._stream is not None
-        await self._stream.ack(frame.positions)
+        if self._stream is not None:  # None only while a revoked device is being closed
+            self._stream.ack(frame.positions)
 
 
 def handler(services: Services) -> Callable[[ServerConnection], Awaitable[None]]:

@@ -10,7 +10,8 @@ their own module (directory administration, audit, groups) and
 enroll, ack) stay in ``gchat.connection``.
 """
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,17 @@ from gchat.store.prekeys import BundleRow
 from protocol import frames as f
 
 Handler = Callable[[Principal, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Later:
+    """A reply that comes when ``reply`` finishes (a send waiting for its commit).
+
+    The connection goes on reading frames meanwhile, so one device can have
+    many sends in flight while their order is kept by the queue they joined.
+    """
+
+    reply: Coroutine[Any, Any, Any]
 
 
 def ms(moment: datetime) -> int:
@@ -74,8 +86,14 @@ class RequestHandlers:
             rid=frame.rid, official_id=frame.official_id, devices=[_bundle(b) for b in bundles]
         )
 
-    async def send(self, actor: Principal, frame: f.Send) -> f.Accepted:
-        stored = await self._messaging.send(actor, frame)
-        return f.Accepted(
-            rid=frame.rid, message_id=stored.message_id, server_time=ms(stored.sent_at)
-        )
+    async def send(self, actor: Principal, frame: f.Send) -> "Later":
+        """Queued in arrival order now; answered when its batch commits."""
+        committed = await self._messaging.send(actor, frame)
+
+        async def accepted() -> f.Accepted:
+            stored = await committed
+            return f.Accepted(
+                rid=frame.rid, message_id=stored.message_id, server_time=ms(stored.sent_at)
+            )
+
+        return Later(accepted())

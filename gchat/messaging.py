@@ -4,18 +4,26 @@ The device list must be exactly the recipient's active devices plus the
 sender's own other active devices; otherwise the sender is told which are
 missing and which are stale, and nothing is stored. A send is answered only
 after it is committed (durable then acknowledged).
+
+The checks that need the database run per batch, inside the commit
+transaction (``check_batch``, the committer's prepare hook): a few
+statements for a whole batch of sends, and no window between the check and
+the write for a device to be enrolled or revoked in.
 """
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from uuid import UUID
 
-from gchat import policy
 from gchat.committer import GroupCommitter
 from gchat.errors import ServiceError
+from gchat.policy import send_refusal
 from gchat.principal import Principal
 from gchat.ratelimit import Limits, RateLimiter
-from gchat.store import devices, messages
-from gchat.store.database import Database
+from gchat.store import devices, messages, policies
+from gchat.store.database import Executor
 from gchat.store.messages import NewMessage, StoredMessage
 from protocol.errors import ErrorCode
 from protocol.frames import Send
@@ -24,46 +32,31 @@ from protocol.frames import Send
 class Messaging:
     def __init__(
         self,
-        db: Database,
         committer: GroupCommitter,
         limiter: RateLimiter,
         max_ciphertext: int,
         max_recipient_devices: int,
     ) -> None:
-        self._db = db
         self._committer = committer
         self._limiter = limiter
         self._max_ciphertext = max_ciphertext
         self._max_devices = max_recipient_devices
 
-    async def send(self, sender: Principal, frame: Send) -> StoredMessage:
+    async def send(self, sender: Principal, frame: Send) -> "asyncio.Future[StoredMessage]":
+        """Check what needs no database and queue the send; await the result for the answer.
+
+        Queued in the order sends arrive, so one device's sends commit (and
+        reach each recipient) in the order it sent them.
+        """
         await self._limiter.check(Limits.MESSAGES, str(sender.device_id))
         if len(frame.envelopes) > self._max_devices:
             raise ServiceError(ErrorCode.INVALID_FIELD, "too many recipient devices")
         if any(len(e.ciphertext) > self._max_ciphertext for e in frame.envelopes):
             raise ServiceError(ErrorCode.INVALID_FIELD, "ciphertext too large")
-        # Both active, and directory policy lets them talk (gchat.policy): one query.
-        await policy.check_send(self._db.pool, sender.official_id, frame.recipient)
-        active = await devices.active_ids(
-            self._db.pool, [frame.recipient, sender.official_id]
-        )
-        expected = (active[frame.recipient] | active[sender.official_id]) - {sender.device_id}
         given = [e.device_id for e in frame.envelopes]
         if len(set(given)) != len(given):
             raise ServiceError(ErrorCode.INVALID_FIELD, "a device appears twice")
-        if set(given) != expected:
-            earlier = await messages.find_sent(
-                self._db.pool, sender.device_id, frame.client_message_id
-            )
-            if earlier is not None:  # a retry after the device list changed
-                return earlier
-            raise ServiceError(
-                ErrorCode.DEVICE_MISMATCH,
-                "device list does not match the active devices",
-                missing=sorted(expected - set(given)),
-                stale=sorted(set(given) - expected),
-            )
-        return await self._committer.submit(
+        return self._committer.enqueue(
             NewMessage(
                 message_id=uuid.uuid4(),
                 sender_device=sender.device_id,
@@ -74,3 +67,47 @@ class Messaging:
                 envelopes=[(e.device_id, e.ciphertext) for e in frame.envelopes],
             )
         )
+
+
+async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[object]:
+    """The committer's prepare hook: policy and device lists for a batch's pairwise sends.
+
+    Per send: None (store it), an earlier StoredMessage (a retry of a send
+    already stored, answered the same way even if devices changed since), or
+    a ServiceError (refused; nothing stored).
+    """
+    verdicts: list[object] = [None] * len(sends)
+    pairwise = [i for i, m in enumerate(sends) if m.kind == "pairwise"]
+    if not pairwise:
+        return verdicts
+    officials: set[UUID] = set()
+    for i in pairwise:
+        officials.add(sends[i].sender_official)
+        recipient = sends[i].recipient_official
+        if recipient is not None:
+            officials.add(recipient)
+    parties = await policies.parties(conn, sorted(officials))
+    active = await devices.active_ids(conn, sorted(officials))
+    for i in pairwise:
+        message = sends[i]
+        recipient = message.recipient_official
+        assert recipient is not None  # pairwise sends always name one
+        refusal = send_refusal(parties, message.sender_official, recipient)
+        if refusal is not None:
+            verdicts[i] = refusal
+            continue
+        expected = (active[recipient] | active[message.sender_official]) - {
+            message.sender_device
+        }
+        given = {device for device, _ in message.envelopes}
+        if given != expected:
+            earlier = await messages.find_sent(
+                conn, message.sender_device, message.client_message_id
+            )
+            verdicts[i] = earlier or ServiceError(
+                ErrorCode.DEVICE_MISMATCH,
+                "device list does not match the active devices",
+                missing=sorted(expected - given),
+                stale=sorted(given - expected),
+            )
+    return verdicts

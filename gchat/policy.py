@@ -26,17 +26,27 @@ from protocol.errors import ErrorCode
 async def check_send(db: Executor, sender_official: UUID, recipient_official: UUID) -> None:
     """Raise unless the sender may message the recipient now."""
     found = await policies.parties(db, [sender_official, recipient_official])
-    sender, recipient = found.get(sender_official), found.get(recipient_official)
+    refusal = send_refusal(found, sender_official, recipient_official)
+    if refusal is not None:
+        raise refusal
+
+
+def send_refusal(
+    parties: dict[UUID, policies.Party], sender_official: UUID, recipient_official: UUID
+) -> ServiceError | None:
+    """Why the sender may not message the recipient (None: they may), from loaded parties."""
+    sender, recipient = parties.get(sender_official), parties.get(recipient_official)
     if sender is None or sender.status != "active":
-        raise ServiceError(ErrorCode.FORBIDDEN, "your official account is not active")
+        return ServiceError(ErrorCode.FORBIDDEN, "your official account is not active")
     if recipient is None or recipient.status != "active":
-        raise ServiceError(ErrorCode.NOT_FOUND, "no such active official")
+        return ServiceError(ErrorCode.NOT_FOUND, "no such active official")
     if not policies.may_message(sender, recipient):
-        raise ServiceError(
+        return ServiceError(
             ErrorCode.POLICY_REFUSED,
             f"directory policy does not allow messaging this official "
             f"(scope {policies.SCOPES[min(sender.scope_rank, recipient.scope_rank) - 1]})",
         )
+    return None
 
 
 async def max_devices(db: Executor, agency_id: UUID, default: int) -> int:

@@ -19,7 +19,7 @@ all?" before spending a token only on failure).
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -46,6 +46,26 @@ class Limits(Enum):
     BUNDLE_FETCHES = Limit(100, 2)  # per device
 
 
+LimitTable = Mapping[Limits, Limit]
+
+
+def parse_overrides(text: str) -> dict[Limits, Limit]:
+    """Read ``"messages=2000/500, bundle_fetches=300/5"`` (capacity/refill per second).
+
+    For deployments whose officials legitimately need other limits, and for
+    load tests, which must measure the server rather than its throttles.
+    """
+    table = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, spec = part.partition("=")
+        capacity, _, rate = spec.partition("/")
+        try:
+            table[Limits[name.strip().upper()]] = Limit(float(capacity), float(rate))
+        except (KeyError, ValueError):
+            raise ValueError(f"bad rate limit {part!r}: want NAME=CAPACITY/PER_SECOND") from None
+    return table
+
+
 class RateLimiter(Protocol):
     async def check(self, limit: Limits, key: str, cost: float = 1.0) -> None:
         """Take ``cost`` tokens or raise ``rate_limited`` with a retry-after."""
@@ -60,9 +80,13 @@ class LocalRateLimiter:
     """In-process buckets; the clock is injectable for tests."""
 
     def __init__(
-        self, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+        table: LimitTable | None = None,
     ) -> None:
         self._clock = clock
+        self._table = dict(table or {})
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._max_keys = max_keys
 
@@ -73,7 +97,7 @@ class LocalRateLimiter:
     def check_now(self, limit: Limits, key: str, cost: float = 1.0) -> None:
         """``check`` without the coroutine (it never waits)."""
         now = self._clock()
-        spec = limit.value
+        spec = self._table.get(limit, limit.value)
         tokens, last = self._buckets.get((limit.name, key), (spec.capacity, now))
         tokens = min(spec.capacity, tokens + max(0.0, now - last) * spec.rate)
         need = cost if cost > 0 else 1.0
@@ -92,7 +116,7 @@ class LocalRateLimiter:
         """
         live = {}
         for (name, key), (tokens, last) in self._buckets.items():
-            spec = Limits[name].value
+            spec = self._table.get(Limits[name], Limits[name].value)
             if tokens + (now - last) * spec.rate < spec.capacity:
                 live[(name, key)] = (tokens, last)
         if len(live) >= self._max_keys:
@@ -141,8 +165,10 @@ class RedisRateLimiter:
         metrics: NodeMetrics | None = None,
         retry_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        table: LimitTable | None = None,
     ) -> None:
         self._script = redis.register_script(_TAKE)
+        self._table = dict(table or {})
         self._prefix = f"{prefix}rl:"
         self._fallback = fallback or LocalRateLimiter()
         self._metrics = metrics
@@ -159,7 +185,7 @@ class RedisRateLimiter:
     async def check(self, limit: Limits, key: str, cost: float = 1.0) -> None:
         if self._down and self._clock() < self._down_until:
             return self._local(limit, key, cost)
-        spec = limit.value
+        spec = self._table.get(limit, limit.value)
         try:
             taken, retry = await self._script(
                 keys=[f"{self._prefix}{limit.name}:{key}"],

@@ -66,7 +66,7 @@ async def _round(
         return None
 
     committer = GroupCommitter(
-        db, 0.002, 256, timedelta(days=1), nothing, audit=AuditLog(enabled=audit)
+        db, 256, timedelta(days=1), nothing, audit=AuditLog(enabled=audit)
     )
     committer.start()
     sequencer = Sequencer(db, keys.audit, sign_interval=5.0) if audit else None

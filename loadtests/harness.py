@@ -260,6 +260,8 @@ def node_env(database_url: str, data_dir: Path, port: int, **extra: str) -> dict
         "GCHAT_DATA_DIR": str(data_dir),
         "GCHAT_PORT": str(port),
         "GCHAT_HOST": "127.0.0.1",
+        # Measure the server, not its per-device throttles (50 sends/s by default).
+        "GCHAT_RATE_LIMITS": "messages=1000000/1000000,bundle_fetches=1000000/1000000",
         "PYTHONUNBUFFERED": "1",
     }
     env |= extra

@@ -253,3 +253,18 @@ async def test_async_check_takes_and_refuses(limiter: LocalRateLimiter) -> None:
         await limiter.check(Limits.ENROLMENT_ATTEMPTS, "10.0.0.9")
     assert caught.value.code == ErrorCode.RATE_LIMITED
     assert caught.value.retry_after == pytest.approx(360.0)
+
+
+def test_limit_overrides_parse_and_apply(clock: FakeClock) -> None:
+    from gchat.ratelimit import Limit, parse_overrides
+
+    table = parse_overrides("messages=3/1, BUNDLE_FETCHES = 1/0.5")
+    assert table == {Limits.MESSAGES: Limit(3, 1), Limits.BUNDLE_FETCHES: Limit(1, 0.5)}
+    limiter = LocalRateLimiter(clock=clock, table=table)
+    for _ in range(3):
+        limiter.check_now(Limits.MESSAGES, "d")
+    assert refused(limiter, Limits.MESSAGES, "d") == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="NAME=CAPACITY/PER_SECOND"):
+        parse_overrides("messages=lots")
+    with pytest.raises(ValueError):
+        parse_overrides("teleports=1/1")

@@ -54,7 +54,7 @@ def test_toml_file(tmp_path: Path) -> None:
         data_dir = "/var/lib/gchat"
         max_unacked = 16
         auth_timeout_seconds = 5
-        commit_window_ms = 1.5
+        commit_max_batch = 64
         """,
     )
     config = load(environ={}, toml_path=path)
@@ -66,7 +66,7 @@ def test_toml_file(tmp_path: Path) -> None:
     assert config.max_unacked == 16
     assert config.auth_timeout_seconds == 5.0
     assert isinstance(config.auth_timeout_seconds, float)
-    assert config.commit_window_ms == 1.5
+    assert config.commit_max_batch == 64
     assert config.token_ttl_seconds == 600  # untouched keys keep their defaults
 
 

@@ -9,7 +9,7 @@ later finds a smaller one appear.
 """
 
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -255,50 +255,74 @@ async def _enqueue_with_conversations(
             message.fanned_out.append(row["device_id"])
 
 
-async def fetch_inbox(
-    db: Executor, device_id: UUID, after: int, limit: int
-) -> list[InboxEntry]:
-    """The device's envelopes after ``after``, in position order."""
+async def fetch_inboxes(
+    db: Executor, requests: Sequence[tuple[UUID, int, int]]
+) -> list[list[InboxEntry]]:
+    """For each (device, after, limit): its envelopes after ``after``, in order.
+
+    One statement for any number of devices: a node reads the inboxes of
+    every device a commit batch woke at once.
+    """
     rows = await db.fetch(
-        """SELECT i.position, i.message_id, m.sender_official, m.sender_device, m.sent_at,
-                  COALESCE(i.ciphertext, b.body) AS ciphertext, m.kind, m.conversation_id
-           FROM inbox i JOIN messages m ON m.id = i.message_id
-           LEFT JOIN message_bodies b ON i.ciphertext IS NULL AND b.message_id = i.message_id
-           WHERE i.device_id = $1 AND i.position > $2 AND i.expires_at > now()
-             AND (i.ciphertext IS NOT NULL OR b.body IS NOT NULL)
-           ORDER BY i.position LIMIT $3""",
-        device_id,
-        after,
-        limit,
+        """SELECT r.n, e.* FROM unnest($1::uuid[], $2::bigint[], $3::int[])
+                WITH ORDINALITY AS r(device_id, after, lim, n)
+           CROSS JOIN LATERAL (
+               SELECT i.position, i.message_id, m.sender_official, m.sender_device, m.sent_at,
+                      COALESCE(i.ciphertext, b.body) AS ciphertext, m.kind, m.conversation_id
+               FROM inbox i JOIN messages m ON m.id = i.message_id
+               LEFT JOIN message_bodies b
+                 ON i.ciphertext IS NULL AND b.message_id = i.message_id
+               WHERE i.device_id = r.device_id AND i.position > r.after
+                 AND i.expires_at > now()
+                 AND (i.ciphertext IS NOT NULL OR b.body IS NOT NULL)
+               ORDER BY i.position LIMIT r.lim) e
+           ORDER BY r.n, e.position""",
+        [device for device, _, _ in requests],
+        [after for _, after, _ in requests],
+        [limit for _, _, limit in requests],
     )
-    return [InboxEntry(**row) for row in rows]
+    found: list[list[InboxEntry]] = [[] for _ in requests]
+    for row in rows:
+        entry = dict(row)
+        found[entry.pop("n") - 1].append(InboxEntry(**entry))
+    return found
+
+
+async def fetch_inbox(db: Executor, device_id: UUID, after: int, limit: int) -> list[InboxEntry]:
+    """One device's envelopes after ``after``, in position order."""
+    return (await fetch_inboxes(db, [(device_id, after, limit)]))[0]
 
 
 #: Called with the deleting transaction's connection and the deleted rows
-#: (message_id, position, sender_official, sender_device): the audit log's
-#: "message.delivered" events are written in the same transaction.
+#: (device_id, message_id, position, sender_official, sender_device): the
+#: audit log's "message.delivered" events are written in the same transaction.
 OnDeleted = Callable[[Executor, list[Any]], Awaitable[None]]
 
 
-async def delete_acked(
-    db: Executor, device_id: UUID, positions: list[int], on_deleted: OnDeleted | None = None
-) -> int:
-    """Delete this device's envelopes at ``positions``; others' are untouchable.
+async def delete_acked_many(
+    db: Executor, acks: Sequence[tuple[UUID, int]], on_deleted: OnDeleted | None = None
+) -> list[Any]:
+    """Delete the (device, position) envelopes in one statement; returns the rows deleted.
 
-    A shared body (group send, membership event) goes with its last inbox row.
-    Call it outside a transaction (with the pool): the body check is its own
-    statement after the delete committed, so of two devices acking the last
-    two rows at once, the later check sees both deletes and drops the body.
+    Each pair names the acking device's own envelope, so no device can
+    delete another's. A shared body (group send, membership event) goes
+    with its last inbox row. Call it outside a transaction (with the pool):
+    the body check is its own statement after the delete committed, so of
+    two devices acking the last two rows at once, the later check sees both
+    deletes and drops the body.
     """
-    delete = """DELETE FROM inbox i USING messages m
-                WHERE i.device_id = $1 AND i.position = ANY($2::bigint[]) AND m.id = i.message_id
-                RETURNING i.message_id, i.position, i.ciphertext IS NULL AS shared,
+    delete = """DELETE FROM inbox i
+                USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position), messages m
+                WHERE i.device_id = a.device_id AND i.position = a.position
+                  AND m.id = i.message_id
+                RETURNING i.device_id, i.message_id, i.position, i.ciphertext IS NULL AS shared,
                           m.sender_official, m.sender_device"""
+    args = ([device for device, _ in acks], [position for _, position in acks])
     if on_deleted is None:
-        rows = await db.fetch(delete, device_id, positions)
+        rows = await db.fetch(delete, *args)
     else:
         async with _transaction(db) as conn:
-            rows = await conn.fetch(delete, device_id, positions)
+            rows = await conn.fetch(delete, *args)
             if rows:
                 await on_deleted(conn, rows)
     shared = list({row["message_id"] for row in rows if row["shared"]})
@@ -308,7 +332,14 @@ async def delete_acked(
                AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.message_id = b.message_id)""",
             shared,
         )
-    return len(rows)
+    return list(rows)
+
+
+async def delete_acked(
+    db: Executor, device_id: UUID, positions: list[int], on_deleted: OnDeleted | None = None
+) -> int:
+    """Delete one device's envelopes at ``positions``; returns how many."""
+    return len(await delete_acked_many(db, [(device_id, p) for p in positions], on_deleted))
 
 
 @asynccontextmanager

@@ -28,7 +28,6 @@ def node_config(database_url: str, data_dir: Path, **overrides: object) -> Confi
         data_dir=data_dir,
         database_url=database_url,
         node_id="test-node",
-        commit_window_ms=1.0,
         db_pool_size=5,
         **overrides,  # type: ignore[arg-type]
     )

@@ -38,7 +38,7 @@ async def test_concurrent_sends_commit_in_few_batches_with_contiguous_positions(
     async def after(batch: list[NewMessage]) -> None:
         woken.append({d for m in batch for d, _ in m.envelopes})
 
-    committer = GroupCommitter(db, 0.02, 64, timedelta(days=1), after)
+    committer = GroupCommitter(db, 64, timedelta(days=1), after)
     committer.start()
     try:
         sends = [
