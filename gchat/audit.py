@@ -129,8 +129,15 @@ class AuditLog:
             return
         at = datetime.now(UTC)
         columns: list[list[Any]] = [[] for _ in range(10)]
-        for event in events:
-            officials, devices = involved(event)
+        parties = [involved(event) for event in events]
+        # One look-up of every involved official's agency for the whole batch
+        # (an auditor's scope is checked against the agencies of an event).
+        agency_of = await store.agencies_of(conn, sorted({o for os, _ in parties for o in os}))
+        for event, (officials, devices) in zip(events, parties, strict=True):
+            agencies = sorted(
+                {agency_of[o] for o in officials if o in agency_of}
+                | ({str(event.agency_id)} if event.agency_id else set())
+            )
             row = (
                 event.kind,
                 at,
@@ -138,9 +145,9 @@ class AuditLog:
                 event.actor_device,
                 event.subject_official,
                 event.subject_device,
-                event.agency_id,
                 msgspec.json.encode(officials).decode(),
                 msgspec.json.encode(devices).decode(),
+                msgspec.json.encode(agencies).decode(),
                 encode_entry(event, at),
             )
             for column, value in zip(columns, row, strict=True):

@@ -29,8 +29,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = "python -m loadtests " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"{command}: results in {out}", flush=True)
     node_env = dict(item.split("=", 1) for item in args.node_env)
+    overrides = {k: v for k, v in (("pairs", args.pairs), ("window", args.window)) if v}
     run = Run(short=args.short, workers_count=args.workers, out_dir=out,
-              log=lambda line: print(line, flush=True), node_env=node_env)
+              log=lambda line: print(line, flush=True), node_env=node_env,
+              overrides=overrides)
     try:
         import uvloop
 
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("scenario", choices=(*SCENARIOS, "all"))
     run.add_argument("--short", action="store_true", help="small and quick (CI, make bench)")
     run.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    run.add_argument("--pairs", type=int, help="relay: sender/recipient pairs")
+    run.add_argument("--window", type=int,
+                     help="relay closed loop: messages each pair keeps in flight")
     run.add_argument("--results", type=Path, default=REPO / "results")
     run.add_argument("--node-env", action="append", default=[], metavar="GCHAT_X=VALUE",
                      help="server setting for the node(s), e.g. GCHAT_DB_POOL_SIZE=20")

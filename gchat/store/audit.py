@@ -13,24 +13,33 @@ from uuid import UUID
 
 from gchat.store.database import Executor
 
-# One statement for any number of events: the arrays are zipped by unnest.
-# ``agencies`` gets the agencies of every involved official, looked up here
-# so callers need not know them; an auditor's scope is checked against it.
+# One statement for any number of events: the arrays are zipped by unnest
+# (the per-event id lists travel as JSON arrays, since SQL arrays of arrays
+# must be rectangular).
 _INSERT = """
 INSERT INTO audit_events (kind, created_at, actor_official, actor_device,
                           subject_official, subject_device, officials, devices,
                           agencies, entry)
-SELECT e.kind, e.at, e.ao, e.ad, e.so, e.sd, e.offs, e.devs,
-       ARRAY(SELECT x.a FROM (SELECT o.agency_id AS a FROM officials o WHERE o.id = ANY(e.offs)
-                              UNION SELECT e.ag) x WHERE x.a IS NOT NULL),
-       e.entry
-FROM (SELECT t.kind, t.at, t.ao, t.ad, t.so, t.sd, t.ag, t.entry,
-             ARRAY(SELECT jsonb_array_elements_text(t.offs::jsonb)::uuid) AS offs,
-             ARRAY(SELECT jsonb_array_elements_text(t.devs::jsonb)::uuid) AS devs
-      FROM unnest($1::text[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[],
-                  $6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::bytea[])
-           AS t(kind, at, ao, ad, so, sd, ag, offs, devs, entry)) e
+SELECT t.kind, t.at, t.ao, t.ad, t.so, t.sd,
+       ARRAY(SELECT jsonb_array_elements_text(t.offs::jsonb)::uuid),
+       ARRAY(SELECT jsonb_array_elements_text(t.devs::jsonb)::uuid),
+       ARRAY(SELECT jsonb_array_elements_text(t.ags::jsonb)::uuid),
+       t.entry
+FROM unnest($1::text[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[],
+            $6::uuid[], $7::text[], $8::text[], $9::text[], $10::bytea[])
+     AS t(kind, at, ao, ad, so, sd, offs, devs, ags, entry)
 """
+
+
+async def agencies_of(conn: Executor, official_ids: Sequence[str]) -> dict[str, str]:
+    """Each official's agency (as strings, the form events list them in)."""
+    if not official_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT id::text, agency_id::text FROM officials WHERE id = ANY($1::text[]::uuid[])",
+        list(official_ids),
+    )
+    return {row["id"]: row["agency_id"] for row in rows}
 
 
 async def insert_events(conn: Executor, columns: Sequence[Sequence[Any]]) -> None:

@@ -212,7 +212,7 @@ per_device AS (
     FROM targets GROUP BY device_id),
 locked AS (
     SELECT d.id, p.n, p.mids, p.cts FROM per_device p JOIN devices d ON d.id = p.device_id
-    ORDER BY d.id FOR UPDATE OF d),
+    ORDER BY d.id FOR NO KEY UPDATE OF d),
 bumped AS (
     UPDATE devices d SET inbox_head = d.inbox_head + l.n
     FROM locked l WHERE d.id = l.id
