@@ -260,6 +260,7 @@ class App:
             open_timeout=10,
             close_timeout=5,
             ssl=self._tls(),
+            backlog=1024,  # a reconnect storm overflows asyncio's default of 100
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._background.append(asyncio.create_task(self._expire_forever()))
@@ -335,6 +336,8 @@ def main(config: Config) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # Two INFO lines per connection from websockets (we log our own, with ids).
+    logging.getLogger("websockets.server").setLevel(logging.WARNING)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS

@@ -38,7 +38,7 @@ class Config:
     max_devices_per_official: int = 5
     max_prekeys_per_device: int = 500
     prekey_low_threshold: int = 20
-    max_unacked: int = 64
+    max_unacked: int = 256
     commit_max_batch: int = 256
     auth_timeout_seconds: float = 30.0
     max_ciphertext_bytes: int = limits.MAX_CIPHERTEXT_BYTES

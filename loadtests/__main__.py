@@ -46,8 +46,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     note = report.chart(results, out / "latency.png")
     print()
     print(report.table(results))
-    print(f"\n(fanout* is a stand-in: pairwise sends to N officials, group sends do not exist "
-          f"yet)\ntotal {results['elapsed_s']:.0f}s; wrote {out / 'report.json'}"
+    print("\n(fanout* sends pairwise to N officials; group fan-out with one sender-key body: "
+          "python -m loadtests.group_fanout)")
+    print(f"total {results['elapsed_s']:.0f}s; wrote {out / 'report.json'}"
           + ("" if note or not (out / "latency.png").exists() else f" and {out / 'latency.png'}"))
     if note:
         print(note)

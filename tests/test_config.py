@@ -33,7 +33,7 @@ def test_defaults() -> None:
     assert config.max_devices_per_official == 5
     assert config.max_prekeys_per_device == 500
     assert config.prekey_low_threshold == 20
-    assert config.max_unacked == 64
+    assert config.max_unacked == 256
     assert config.auth_timeout_seconds == 30.0
     assert config.max_ciphertext_bytes == limits.MAX_CIPHERTEXT_BYTES
     assert config.max_recipient_devices == limits.MAX_RECIPIENT_DEVICES
