@@ -2,7 +2,7 @@
 
 A client pins the directory public key and verifies the certificate of every
 peer device before encrypting to it. The format is fixed-size binary so it
-can be parsed identically in any language (see docs/E2E.md):
+can be parsed identically in any language (see docs/PROTOCOL.md, Part II):
 
 ``0x01 | official_id(16) | agency_id(16) | device_id(16) | identity_key(32)
 | issued_at u64be | signature(64)`` = 153 bytes; the signature is over

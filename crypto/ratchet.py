@@ -1,6 +1,6 @@
 """Double Ratchet (Signal spec rev. 1) with header in AD.
 
-Choices (see docs/E2E.md for the byte formats):
+Choices (see docs/PROTOCOL.md, Part II for the byte formats):
 
 * KDF_RK / KDF_CK from :mod:`crypto.kdf`; ENCRYPT = XChaCha20-Poly1305 with
   a random 24-byte nonce and ``AD = x3dh_ad || header``.

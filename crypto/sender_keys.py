@@ -7,7 +7,7 @@ other member's device over the pairwise sessions; afterwards each group
 message is encrypted once with the next message key and signed, so the
 server stores one ciphertext for the whole group.
 
-Properties, and their limits (see docs/E2E.md):
+Properties, and their limits (see docs/PROTOCOL.md, Part II):
 
 * forward secrecy along the chain (old message keys are deleted);
 * no post-compromise security within one key id: when membership changes

@@ -140,7 +140,7 @@ class Session:
         return self._ratchet.decrypt(pm.ratchet_message)
 
     def to_bytes(self) -> bytes:
-        """Serialise to UTF-8 JSON; see docs/E2E.md."""
+        """Serialise to UTF-8 JSON; see docs/PROTOCOL.md, Part II."""
         obj = {
             "v": _STATE_VERSION,
             "local_identity": b64(self._local_identity),

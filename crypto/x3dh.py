@@ -1,6 +1,6 @@
 """X3DH key agreement (Signal spec rev. 1) on Ed25519 identity keys.
 
-Differences from the spec, all deliberate and documented in docs/E2E.md:
+Differences from the spec, all deliberate and documented in docs/PROTOCOL.md, Part II:
 identity keys are Ed25519 (signing used directly; the DH legs convert them
 to X25519 with libsodium) instead of XEdDSA, and ``Encode(IK)`` is the raw
 32-byte Ed25519 public key.

@@ -51,7 +51,7 @@ class Prekey(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class SignedPrekey(msgspec.Struct, forbid_unknown_fields=True):
-    """An X25519 prekey signed by the device's identity key (see E2E.md)."""
+    """An X25519 prekey signed by the device's identity key (see docs/PROTOCOL.md, Part II)."""
 
     key_id: KeyId
     public_key: Key32

@@ -40,7 +40,7 @@ OLD_SIGNED_PREKEYS_KEPT = 2
 
 
 class Content(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """What is inside every pairwise ciphertext (MessagePack; see E2E.md).
+    """What is inside every pairwise ciphertext (MessagePack; see docs/PROTOCOL.md, Part II).
 
     The sender's certificate rides along so that a recipient can check who
     started a session without asking the server. A sender-key distribution
@@ -501,7 +501,7 @@ class Client:
                 await self.refill_prekeys()
 
     # --- groups: sender keys over pairwise sessions -----------------------------
-    # (Group conversations issue; see docs/E2E.md section 7a and PROTOCOL.md.)
+    # (Group conversations issue; see docs/PROTOCOL.md §E7a.)
     #
     # Membership comes from server-signed events (verified against the pinned
     # directory key), applied in sequence order; the last one applied is the
