@@ -264,6 +264,7 @@ class App:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._background.append(asyncio.create_task(self._expire_forever()))
+        self._background.append(asyncio.create_task(self._watch_inbox()))
         log.info("listening host=%s port=%s node=%s", config.host, self.port, self.node_id)
 
     def _tls(self) -> ssl.SSLContext | None:
@@ -273,6 +274,16 @@ class App:
         context.minimum_version = ssl.TLSVersion.TLSv1_3
         context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return context
+
+    async def _watch_inbox(self, interval: float = 15.0) -> None:
+        """Keep the inbox-depth gauge fresh (a growing inbox means stuck devices)."""
+        assert self.db is not None
+        while True:
+            with contextlib.suppress(Exception):
+                self.metrics.inbox_envelopes.set(
+                    await messages.inbox_size_estimate(self.db.pool)
+                )
+            await asyncio.sleep(interval)
 
     async def _expire_forever(self) -> None:
         assert self.db is not None

@@ -214,6 +214,10 @@ class NodeMetrics:
             "gchat_commit_latency_seconds", "time to write one group commit", _LATENCY_BUCKETS
         )
         self.deliveries = r.counter("gchat_deliveries_total", "envelopes pushed to devices")
+        self.inbox_envelopes = r.gauge(
+            "gchat_inbox_envelopes",
+            "envelopes waiting in all inboxes (PostgreSQL's live-row estimate, every 15 s)",
+        )
         self.acks = r.counter("gchat_acks_total", "envelope positions acknowledged by devices")
         self.broker_published = r.counter(
             "gchat_broker_published_total", "signals published to other nodes"

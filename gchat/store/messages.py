@@ -368,6 +368,14 @@ async def expire(db: Executor, retention_cutoff: datetime) -> tuple[int, int]:
     return int(envelopes.split()[-1]), int(messages.split()[-1])
 
 
+async def inbox_size_estimate(db: Executor) -> int:
+    """Envelopes in all inboxes, from PostgreSQL's statistics (no table scan)."""
+    value = await db.fetchval(
+        "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'inbox'"
+    )
+    return int(value or 0)
+
+
 async def inbox_depth(db: Executor, device_id: UUID) -> int:
     return int(await db.fetchval("SELECT count(*) FROM inbox WHERE device_id = $1", device_id))
 

@@ -244,3 +244,28 @@ async def test_database_holds_only_ciphertext(world: World, database_url: str) -
         assert ciphertexts and all(secret not in bytes(c["ciphertext"]) for c in ciphertexts)
     finally:
         await conn.close()
+
+
+async def test_inbox_depth_is_exposed_for_monitoring(world: World) -> None:
+    import urllib.request
+
+    from gchat.store import messages
+
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None and world.app.db is not None
+    await bob.close()
+    for i in range(3):
+        await alice.send_message(bob.state.official_id, b"queued", f"q{i}")
+    deadline = asyncio.get_running_loop().time() + 10
+    while await messages.inbox_size_estimate(world.app.db.pool) != 3:
+        assert asyncio.get_running_loop().time() < deadline, "statistics never caught up"
+        await asyncio.sleep(0.2)
+    url = f"http://127.0.0.1:{world.app.port}/metrics"
+
+    def scrape() -> str:
+        with urllib.request.urlopen(url) as response:  # noqa: S310
+            return str(response.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    assert "# TYPE gchat_inbox_envelopes gauge" in text
