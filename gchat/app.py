@@ -20,6 +20,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from redis.asyncio import Redis
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -76,6 +77,21 @@ async def open_database(config: Config) -> tuple[Database, EmbeddedPostgres | No
     if applied:
         log.info("migrations applied: %s", ", ".join(applied))
     return db, embedded
+
+
+#: How every connection is run (the load tests' raw relay uses the same, so
+#: that it differs from a node only in what it does with a frame).
+WEBSOCKET_SETTINGS: dict[str, Any] = {
+    "compression": None,  # ciphertext does not compress; no CRIME-style side channel
+    "server_header": None,  # do not advertise versions
+    "max_size": limits.MAX_FRAME_BYTES,
+    "max_queue": 32,
+    "write_limit": 64 * 1024,
+    "ping_interval": 20,
+    "ping_timeout": 20,
+    "open_timeout": 10,
+    "close_timeout": 5,
+}
 
 
 def _select_subprotocol(
@@ -250,17 +266,9 @@ class App:
             subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
             select_subprotocol=_select_subprotocol,
             process_request=routes(db, self.metrics.render),
-            compression=None,  # ciphertext does not compress; no CRIME-style side channel
-            server_header=None,  # do not advertise versions
-            max_size=limits.MAX_FRAME_BYTES,
-            max_queue=32,
-            write_limit=64 * 1024,
-            ping_interval=20,
-            ping_timeout=20,
-            open_timeout=10,
-            close_timeout=5,
             ssl=self._tls(),
             backlog=1024,  # a reconnect storm overflows asyncio's default of 100
+            **WEBSOCKET_SETTINGS,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._background.append(asyncio.create_task(self._expire_forever()))

@@ -31,7 +31,7 @@ import msgspec
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from protocol import limits
+from gchat.app import WEBSOCKET_SETTINGS
 from protocol.version import MSGPACK_SUBPROTOCOL
 
 SUBPROTOCOL = MSGPACK_SUBPROTOCOL
@@ -85,15 +85,7 @@ async def run(host: str, port: int) -> None:
         host,
         port,
         subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-        compression=None,
-        server_header=None,
-        max_size=limits.MAX_FRAME_BYTES,
-        max_queue=32,
-        write_limit=64 * 1024,
-        ping_interval=20,
-        ping_timeout=20,
-        open_timeout=10,
-        close_timeout=5,
+        **WEBSOCKET_SETTINGS,
     ) as server:
         bound = server.sockets[0].getsockname()
         print(f"raw relay listening on {bound[0]}:{bound[1]}", flush=True)
