@@ -189,13 +189,14 @@ class App:
             prekeys_low,
             audit=self.audit,
         )
+        directory = Directory(db, config.enrolment_code_ttl_seconds, self.audit)
         # Conversations and groups (membership events signed with the directory key).
         conversations = Conversations(
             db,
             keys.directory,
             broker,
             self.audit,
-            Directory(db, config.enrolment_code_ttl_seconds, self.audit),
+            directory,
             DirectoryPolicy(db, also=AgencyTreePolicy(db, config.allow_cross_agency_groups)),
             self._committer,
             limiter,
@@ -235,7 +236,6 @@ class App:
             ),
             keys=keys_directory,
             requests=RequestHandlers(
-                Directory(db, config.enrolment_code_ttl_seconds, self.audit),
                 keys_directory,
                 Messaging(
                     self._committer,
@@ -248,7 +248,7 @@ class App:
                     admin_handlers.table(
                         administration,
                         DirectoryImport(db, self.audit, administration),
-                        Directory(db, config.enrolment_code_ttl_seconds, self.audit),
+                        directory,
                     ),
                     AuditHandlers(self.audit_service).table,
                 ],

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gchat.directory import Directory
 from gchat.keys import KeyDirectory
 from gchat.messaging import Messaging
 from gchat.principal import Principal
@@ -56,15 +55,12 @@ def _bundle(row: BundleRow) -> f.DeviceBundle:
 class RequestHandlers:
     def __init__(
         self,
-        directory: Directory,
         keys: KeyDirectory,
         messaging: Messaging,
         extra: Iterable[Mapping[type, Handler]] = (),
     ) -> None:
-        self._directory = directory
         self._keys = keys
         self._messaging = messaging
-        # create_official and issue_code live in gchat.admin_handlers (directory admin).
         self.table: dict[type, Handler] = {
             f.UploadPrekeys: self.upload_prekeys,
             f.GetBundle: self.get_bundle,
