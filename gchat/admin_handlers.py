@@ -23,7 +23,7 @@ Handler = Callable[[Principal, Any], Awaitable[Any]]
 
 
 def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1000)
+    return None if moment is None else f.wire_time(moment)
 
 
 def agency_info(agency: Agency) -> f.AgencyInfo:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from gchat.audit import AuditService, EventFilter, SignedHead
-from gchat.handlers import Handler, ms
+from gchat.handlers import Handler
 from gchat.principal import Principal
 from gchat.store.audit import EventRow
 from protocol import frames as f
@@ -26,7 +26,7 @@ def _info(row: EventRow) -> f.AuditEventInfo:
         id=row.id,
         leaf_index=row.leaf_index,
         kind=row.kind,
-        time=ms(row.created_at),
+        time=f.wire_time(row.created_at),
         entry=row.entry.decode(),
     )
 

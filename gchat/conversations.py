@@ -105,8 +105,7 @@ class Change:
     before: dict[UUID, Member] = field(default_factory=dict)
 
 
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+_ms = f.wire_time
 
 
 class Conversations:

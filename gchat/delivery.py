@@ -28,7 +28,7 @@ from gchat.metrics import NodeMetrics
 from gchat.store import messages
 from gchat.store.database import Database, Executor
 from gchat.store.messages import InboxEntry
-from protocol.frames import Deliver, QueueEmpty
+from protocol.frames import Deliver, QueueEmpty, wire_time
 
 log = logging.getLogger("gchat.delivery")
 
@@ -182,7 +182,7 @@ class DeliveryStream:
                         message_id=entry.message_id,
                         sender_official=entry.sender_official,
                         sender_device=entry.sender_device,
-                        sent_at=int(entry.sent_at.timestamp() * 1000),
+                        sent_at=wire_time(entry.sent_at),
                         ciphertext=entry.ciphertext,
                         kind=entry.kind,  # type: ignore[arg-type]  # the schema's CHECK
                         conversation_id=entry.conversation_id,

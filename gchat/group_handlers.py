@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gchat.conversations import Conversations
-from gchat.handlers import Handler, ms
+from gchat.handlers import Handler
 from gchat.principal import Principal
 from protocol import frames as f
 
@@ -36,7 +36,7 @@ def table(conversations: Conversations) -> dict[type, Handler]:
     async def send_group(actor: Principal, frame: f.SendGroup) -> f.Accepted:
         stored = await c.send(actor, frame)
         return f.Accepted(
-            rid=frame.rid, message_id=stored.message_id, server_time=ms(stored.sent_at)
+            rid=frame.rid, message_id=stored.message_id, server_time=f.wire_time(stored.sent_at)
         )
 
     return {

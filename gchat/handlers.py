@@ -12,7 +12,6 @@ enroll, ack) stay in ``gchat.connection``.
 
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from gchat.keys import KeyDirectory
@@ -33,11 +32,6 @@ class Later:
     """
 
     reply: Coroutine[Any, Any, Any]
-
-
-def ms(moment: datetime) -> int:
-    """Milliseconds since the epoch, as every timestamp on the wire."""
-    return int(moment.timestamp() * 1000)
 
 
 def _bundle(row: BundleRow) -> f.DeviceBundle:
@@ -89,7 +83,7 @@ class RequestHandlers:
         async def accepted() -> f.Accepted:
             stored = await committed
             return f.Accepted(
-                rid=frame.rid, message_id=stored.message_id, server_time=ms(stored.sent_at)
+                rid=frame.rid, message_id=stored.message_id, server_time=f.wire_time(stored.sent_at)
             )
 
         return Later(accepted())

@@ -11,6 +11,7 @@ Unknown fields are refused, so a typo is an error, not a silent no-op.
 """
 
 import hashlib
+from datetime import datetime
 from typing import Annotated, Literal, get_args
 from uuid import UUID
 
@@ -34,6 +35,12 @@ Ciphertext = Annotated[
 ]
 Position = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 Timestamp = Annotated[int, msgspec.Meta(ge=0)]  # milliseconds since the Unix epoch
+
+
+def wire_time(moment: datetime) -> int:
+    """A timezone-aware time as the wire carries it: whole ms since the epoch."""
+    return int(moment.timestamp() * 1000)
+
 
 
 class _Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
