@@ -30,6 +30,8 @@ from gchat.errors import ServiceError
 from gchat.merkle import MerkleTree
 from gchat.principal import Principal
 from gchat.store import audit as store
+from gchat.store import devices
+from gchat.store import directory as directory_store
 from gchat.store.database import Database, Executor
 from gchat.store.messages import NewMessage, StoredMessage
 from protocol.errors import ErrorCode
@@ -269,9 +271,16 @@ class AuditService:
         self.trees = AuditTrees()
 
     async def _scope(self, actor: Principal) -> list[UUID] | None:
-        """None for a global auditor, else the agencies of the auditor's subtree."""
-        role = actor.role("auditor")
-        if role is None:
+        """None for a global auditor, else the agencies of the auditor's subtree.
+
+        Read from the database on every request, not from the roles the
+        connection authenticated with: a revoked or narrowed auditor role,
+        or a suspended official, takes effect on open connections too.
+        """
+        device = await devices.get(self._db.pool, actor.device_id)
+        roles = await directory_store.roles_of(self._db.pool, actor.official_id)
+        role = next((r for r in roles if r.role == "auditor"), None)
+        if device is None or not device.usable or role is None:
             raise ServiceError(ErrorCode.FORBIDDEN, "auditor role required")
         if role.scope_agency_id is None:
             return None

@@ -288,7 +288,7 @@ class Connection:
 
     async def _on_ack(self, frame: f.Ack) -> None:
         if self._stream is not None:  # None only while a revoked device is being closed
-            self._stream.ack(frame.positions)
+            await self._stream.ack(frame.positions)
 
 
 def handler(services: Services) -> Callable[[ServerConnection], Awaitable[None]]:

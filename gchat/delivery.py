@@ -36,6 +36,8 @@ Push = Callable[[Deliver | QueueEmpty], Awaitable[None]]
 
 #: Most devices read, or acks deleted, in one statement.
 _MAX_BATCH = 512
+#: Ack deletes one connection may have queued before it waits for one.
+_MAX_PENDING_ACKS = 4
 
 
 @dataclass(frozen=True)
@@ -149,12 +151,23 @@ class DeliveryStream:
         """New envelopes may be waiting (called from broker signals)."""
         self._wake.set()
 
-    def ack(self, positions: list[int]) -> None:
-        """Free window room now; the envelopes are deleted in the next ack batch."""
+    async def ack(self, positions: list[int]) -> None:
+        """Free window room now; the envelopes are deleted in the next ack batch.
+
+        Only positions this connection pushed and has not yet seen acked
+        count, so a client cannot queue deletes for arbitrary positions; and
+        a connection with ``_MAX_PENDING_ACKS`` deletes queued waits (stops
+        reading) until one is done, so no client can grow the node's queue.
+        """
+        positions = [p for p in dict.fromkeys(positions) if p in self._unacked]
+        if not positions:
+            return
         self._unacked.difference_update(positions)
+        self._pending_acks = [f for f in self._pending_acks if not f.done()]
+        if len(self._pending_acks) >= _MAX_PENDING_ACKS:
+            await asyncio.wait(self._pending_acks, return_when=asyncio.FIRST_COMPLETED)
         future = self._inbox.ack(self.device_id, self._official_id, positions)
         future.add_done_callback(_log_failure)
-        self._pending_acks = [f for f in self._pending_acks if not f.done()]
         self._pending_acks.append(future)
         if self._metrics is not None:
             self._metrics.acks.inc(len(positions))

@@ -11,16 +11,39 @@ from gchat.audit_sequencer import Sequencer
 from gchat.principal import Principal
 from gchat.server_keys import ServerKeys
 from gchat.store import migrations
-from gchat.store.database import Database
+from gchat.store.database import Database, Executor
 from gchat.store.directory import Role
 from tests.integration.conftest import World, node, node_config, url_of, world
 
 __all__ = ["World", "node", "node_config", "url_of", "world"]
 
 
-def auditor(scope: UUID | None = None, official: UUID | None = None) -> Principal:
-    """A principal with the auditor role (for service-level tests)."""
-    return Principal(uuid4(), official or uuid4(), uuid4(), (Role("auditor", scope),))
+async def registered_auditor(db: Executor, scope: UUID | None = None) -> Principal:
+    """An auditor that exists in the directory, with an active device.
+
+    The audit service re-reads roles and device status on every request, so
+    a service-level test needs the rows, not just a Principal.
+    """
+    agency, official, device = uuid4(), uuid4(), uuid4()
+    await db.execute(
+        "INSERT INTO agencies (id, code, name_en) VALUES ($1, $2, 'Audit office')",
+        agency, f"AUD-{agency.hex[:8]}",
+    )
+    await db.execute(
+        "INSERT INTO officials (id, agency_id, name_en) VALUES ($1, $2, 'Auditor')",
+        official, agency,
+    )
+    await db.execute(
+        """INSERT INTO official_roles (official_id, role, scope_agency_id)
+           VALUES ($1, 'auditor', $2)""",
+        official, scope,
+    )
+    await db.execute(
+        """INSERT INTO devices (id, official_id, identity_key, certificate, name, platform)
+           VALUES ($1, $2, $3, '\\x00', 'phone', 'test')""",
+        device, official, device.bytes * 2,
+    )
+    return Principal(device, official, agency, (Role("auditor", scope),))
 
 
 class LogBench:

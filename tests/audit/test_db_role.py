@@ -14,12 +14,12 @@ from gchat.audit_sequencer import Sequencer
 from gchat.server_keys import ServerKeys
 from gchat.store import migrations
 from gchat.store.database import Database
-from tests.audit.conftest import auditor
+from tests.audit.conftest import registered_auditor
 
 GRANTS = """
 GRANT SELECT, INSERT ON audit_events, audit_log, audit_tree_heads TO {role};
 GRANT USAGE ON SEQUENCE audit_events_id_seq TO {role};
-GRANT SELECT ON officials, agencies TO {role};
+GRANT SELECT ON officials, agencies, devices, official_roles TO {role};
 """
 
 
@@ -32,6 +32,7 @@ async def test_recorder_and_sequencer_need_only_select_and_insert(
         await migrations.migrate(admin)
         await admin.execute(f"CREATE ROLE {role} LOGIN")
         await admin.execute(GRANTS.format(role=role))
+        who = await registered_auditor(admin)
         parts = urlsplit(database_url)
         dsn = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
         try:
@@ -46,7 +47,7 @@ async def test_recorder_and_sequencer_need_only_select_and_insert(
             async with db.transaction() as conn:
                 await log.record(conn, *(AuditEvent("test.event") for _ in range(5)))
             service = AuditService(db, log, keys.audit.public_key, 0, fresh_head_timeout=3)
-            head = await service.tree_head(auditor())
+            head = await service.tree_head(who)
             assert head.tree_size >= 5
             for sql in ("UPDATE audit_events SET kind = 'x'", "DELETE FROM audit_log",
                         "TRUNCATE audit_tree_heads"):

@@ -211,3 +211,21 @@ async def test_auditor_operations(world: World) -> None:
     assert all(json.loads(e.entry)["actor_official"] == str(auditor.state.official_id)
                or json.loads(e.entry)["actor_official"] == str(scoped.state.official_id)
                for e in seen.events)
+
+
+async def test_revoking_the_auditor_role_takes_effect_on_the_open_connection(
+    world: World,
+) -> None:
+    from gchat.client.sdk import ClientError
+
+    auditor = await _auditor(world)
+    assert auditor.state.official_id is not None and world.admin is not None
+    await auditor.request(f.AuditQuery)  # allowed while the role stands
+    await world.admin.request(
+        f.RevokeRole, official_id=auditor.state.official_id, role="auditor"
+    )
+    try:
+        await auditor.request(f.AuditQuery)
+        raise AssertionError("a revoked auditor could still query")
+    except ClientError as error:
+        assert error.code == "forbidden"

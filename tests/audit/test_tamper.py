@@ -9,12 +9,12 @@ import asyncpg
 from crypto.identity import IdentityKeyPair
 from gchat.audit_verify import key_id, verify_export
 from gchat.merkle import MerkleTree, TreeHead
-from tests.audit.conftest import LogBench, auditor
+from tests.audit.conftest import LogBench, registered_auditor
 
 
 async def _export(bench: LogBench, tree_size: int | None = None) -> list[str]:
     service = bench.service()
-    who = auditor()
+    who = await registered_auditor(bench.db.pool)
     lines, cursor, size = await service.export(who, 0, None, tree_size, None)
     while cursor is not None:
         more, cursor, _ = await service.export(who, 0, None, size, cursor)
