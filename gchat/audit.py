@@ -30,7 +30,7 @@ from gchat.errors import ServiceError
 from gchat.merkle import MerkleTree
 from gchat.principal import Principal
 from gchat.store import audit as store
-from gchat.store import devices
+from gchat.store import devices as device_store
 from gchat.store import directory as directory_store
 from gchat.store.database import Database, Executor
 from gchat.store.messages import NewMessage, StoredMessage
@@ -277,7 +277,7 @@ class AuditService:
         connection authenticated with: a revoked or narrowed auditor role,
         or a suspended official, takes effect on open connections too.
         """
-        device = await devices.get(self._db.pool, actor.device_id)
+        device = await device_store.get(self._db.pool, actor.device_id)
         roles = await directory_store.roles_of(self._db.pool, actor.official_id)
         role = next((r for r in roles if r.role == "auditor"), None)
         if device is None or not device.usable or role is None:

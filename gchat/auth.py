@@ -2,9 +2,10 @@
 
 Both paths end in the same check against the database (device active,
 official active), so a revoked device or a suspended official is refused
-even with an unexpired token. Failures are counted per remote address and
-answered with one code per path, so an attacker learns nothing about which
-device ids exist.
+even with an unexpired token. Failures are counted per remote address, after
+the credentials are checked (so bad attempts never lock out a valid login
+from the same address), and answered with one code per path, so an
+attacker learns nothing about which device ids exist.
 """
 
 import logging
@@ -43,7 +44,6 @@ class Authenticator:
         self, device_id: UUID, nonce: bytes, signature: bytes, remote: str
     ) -> Principal:
         """Authenticate a device that signed this connection's challenge."""
-        await self._limiter.check(Limits.AUTH_FAILURES, remote, cost=0)
         device = await devices.get(self._db.pool, device_id)
         try:
             if device is None or not device.usable:
@@ -58,7 +58,6 @@ class Authenticator:
 
     async def by_token(self, token: str, remote: str) -> Principal:
         """Authenticate a device presenting an access token we issued."""
-        await self._limiter.check(Limits.AUTH_FAILURES, remote, cost=0)
         try:
             claims = self._tokens.verify(token)
         except TokenError as error:
@@ -103,7 +102,8 @@ class Authenticator:
                 details={"reason": why.split(" (")[0], "remote": remote},
             ),
         )
-        try:
-            await self._limiter.check(Limits.AUTH_FAILURES, remote)
-        except ServiceError:
-            pass  # the next attempt is refused by the zero-cost check above
+        # Credentials are checked before the limit, so a flood of bad attempts
+        # from one address (an office's NAT, a load balancer) never locks out
+        # a valid signature or token from it; past the limit, failures are
+        # answered rate_limited, telling a guesser to slow down.
+        await self._limiter.check(Limits.AUTH_FAILURES, remote)

@@ -7,7 +7,6 @@ certificate and its prekeys. Attempts are rate-limited per remote address,
 and every wrong, used or expired code gets the same answer.
 """
 
-import contextlib
 import logging
 import time
 import uuid
@@ -53,9 +52,6 @@ class Enrolment:
 
     async def enroll(self, frame: Enroll, nonce: bytes, remote: str) -> tuple[Principal, bytes]:
         """Create the device; returns its principal and certificate bytes."""
-        # Only wrong codes cost a token (below): an office behind one address
-        # enrolling many phones is not throttled, a guesser is.
-        await self._limiter.check(Limits.ENROLMENT_ATTEMPTS, remote, cost=0)
         try:
             verify_signature(
                 frame.identity_key, auth_message(self._server_id, nonce), frame.signature
@@ -71,13 +67,16 @@ class Enrolment:
             official_id = await directory.claim_code(conn, codes.code_hash(frame.code), device_id)
             if official_id is None:
                 log.warning("enrolment refused remote=%s reason=code", remote)
-                with contextlib.suppress(ServiceError):  # refused next time, not now
-                    await self._limiter.check(Limits.ENROLMENT_ATTEMPTS, remote)
                 await self._audit.record(
                     self._db.pool,
                     AuditEvent("device.enrolment_refused", details={"reason": "code",
                                                                     "remote": remote}),
                 )
+                # Only wrong codes cost a token, and only after the lookup: an
+                # office behind one address enrolling many phones, or one
+                # with a right code after a guesser's wrong ones, is not
+                # throttled; the guesser is told rate_limited.
+                await self._limiter.check(Limits.ENROLMENT_ATTEMPTS, remote)
                 raise ServiceError(
                     ErrorCode.ENROLMENT_CODE_INVALID, "enrolment code invalid, used or expired"
                 )

@@ -192,3 +192,24 @@ async def test_client_refuses_to_sign_another_deployments_challenge(world: World
     world.clients.append(client)
     with pytest.raises(CryptoError):
         await client.authenticate(use_token=False)
+
+
+async def test_bad_attempts_never_lock_out_a_valid_login_from_the_same_address(
+    world: World,
+) -> None:
+    alice = await world.official_with_device("alice")
+    stranger = await fresh_client(world)
+    codes = []
+    for _ in range(25):  # past the AUTH_FAILURES bucket of this address
+        try:
+            await stranger.request(f.AuthToken, token="forged")
+        except ClientError as error:
+            codes.append(error.code)
+    assert codes[0] == "token_invalid" and codes[-1] == "rate_limited"
+    again = Client(alice.state)
+    await again.connect()
+    world.clients.append(again)
+    reply = await again.authenticate(use_token=False)  # same address, valid signature
+    assert reply.device_id == alice.state.device_id
+    official = await world.new_official("late")
+    await (await fresh_client(world)).enroll(await world.new_code(official), "ok")
