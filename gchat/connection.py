@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +71,7 @@ class Connection:
         self._remote = str(ws.remote_address[0]) if ws.remote_address else "?"
         self._principal: Principal | None = None
         self._stream: DeliveryStream | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._replies: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
@@ -106,7 +106,13 @@ class Connection:
 
     def _close_soon(self, code: CloseCode, reason: str) -> None:
         self._session.handle(Event.CLOSE)
-        self._tasks.append(asyncio.create_task(self._ws.close(code, reason)))
+        self._spawn(self._ws.close(code, reason))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` alongside; it is forgotten when done, cancelled at teardown."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _teardown(self) -> None:
         if self._principal is not None:
@@ -261,7 +267,7 @@ class Connection:
             self._s.max_unacked,
             self._s.metrics,
         )
-        self._tasks.append(asyncio.create_task(self._deliver(self._stream)))
+        self._spawn(self._deliver(self._stream))
         low = await self._s.keys.stock_is_low(principal.device_id)
         if low is not None:
             await self.send(f.PrekeysLow(available=low))
@@ -284,7 +290,7 @@ class Connection:
         elif signal.kind is SignalKind.REVOKED:
             self._close_soon(CloseCode.REVOKED, "device revoked")
         elif signal.kind is SignalKind.PREKEYS_LOW and isinstance(signal.value, int):
-            self._tasks.append(asyncio.create_task(self.send(f.PrekeysLow(available=signal.value))))
+            self._spawn(self.send(f.PrekeysLow(available=signal.value)))
 
     async def _on_ack(self, frame: f.Ack) -> None:
         if self._stream is not None:  # None only while a revoked device is being closed

@@ -10,11 +10,12 @@ from uuid import UUID
 
 from crypto.errors import CryptoError
 from crypto.prekeys import check_x25519_public, verify_signed_prekey
+from gchat import policy
 from gchat.audit import AuditEvent, AuditLog
 from gchat.errors import ServiceError
 from gchat.principal import Principal
 from gchat.ratelimit import Limits, RateLimiter
-from gchat.store import devices, directory, prekeys
+from gchat.store import devices, prekeys
 from gchat.store.database import Database
 from protocol.errors import ErrorCode
 from protocol.frames import UploadPrekeys
@@ -75,11 +76,14 @@ class KeyDirectory:
     async def bundles(
         self, principal: Principal, official_id: UUID, device_ids: list[UUID] | None = None
     ) -> list[prekeys.BundleRow]:
-        """Claim one bundle per active device of ``official_id`` (or of ``device_ids``)."""
+        """Claim one bundle per active device of ``official_id`` (or of ``device_ids``).
+
+        Only for someone the requester may message (directory policy): a
+        bundle reveals devices and spends one-time prekeys, so those the
+        policy hides cannot be probed or drained through it.
+        """
         await self._limiter.check(Limits.BUNDLE_FETCHES, str(principal.device_id))
-        official = await directory.get_official(self._db.pool, official_id)
-        if official is None or official.status != "active":
-            raise ServiceError(ErrorCode.NOT_FOUND, "no such active official")
+        await policy.check_send(self._db.pool, principal.official_id, official_id)
         async with self._db.transaction() as conn:
             bundles = await prekeys.claim_bundles(conn, official_id, device_ids)
             await self._audit.record(
@@ -89,7 +93,6 @@ class KeyDirectory:
                     actor_official=principal.official_id,
                     actor_device=principal.device_id,
                     subject_official=official_id,
-                    agency_id=official.agency_id,
                     details={
                         "bundle_devices": [b.device_id for b in bundles],
                         "one_time_prekeys_claimed": sum(

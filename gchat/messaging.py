@@ -70,28 +70,40 @@ class Messaging:
 
 
 async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[object]:
-    """The committer's prepare hook: policy and device lists for a batch's pairwise sends.
+    """The committer's prepare hook: who may send what, for a whole batch at once.
+
+    Every client send (pairwise or group) needs its sending device still
+    active: a device revoked while its connection stays open (its close
+    signal lost in a Redis outage) sends nothing more. A pairwise send also
+    needs directory policy to allow it and exactly the active devices.
 
     Per send: None (store it), an earlier StoredMessage (a retry of a send
     already stored, answered the same way even if devices changed since), or
     a ServiceError (refused; nothing stored).
     """
     verdicts: list[object] = [None] * len(sends)
-    pairwise = [i for i, m in enumerate(sends) if m.kind == "pairwise"]
-    if not pairwise:
+    checked = [i for i, m in enumerate(sends) if m.kind in ("pairwise", "group")]
+    if not checked:
         return verdicts
     officials: set[UUID] = set()
-    for i in pairwise:
+    for i in checked:
         officials.add(sends[i].sender_official)
         recipient = sends[i].recipient_official
         if recipient is not None:
             officials.add(recipient)
     parties = await policies.parties(conn, sorted(officials))
     active = await devices.active_ids(conn, sorted(officials))
-    for i in pairwise:
+    for i in checked:
         message = sends[i]
+        sender = parties.get(message.sender_official)
+        if sender is None or sender.status != "active" or (
+            message.sender_device not in active[message.sender_official]
+        ):
+            verdicts[i] = ServiceError(ErrorCode.FORBIDDEN, "this device may no longer send")
+            continue
         recipient = message.recipient_official
-        assert recipient is not None  # pairwise sends always name one
+        if message.kind == "group" or recipient is None:
+            continue  # membership was checked under the conversation's lock
         refusal = send_refusal(parties, message.sender_official, recipient)
         if refusal is not None:
             verdicts[i] = refusal

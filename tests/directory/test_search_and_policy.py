@@ -99,6 +99,9 @@ async def test_sends_follow_policy(tree: Tree) -> None:
     with pytest.raises(ClientError) as refused:  # symmetric: no way in either
         await there.send_message(me.state.official_id, b"in", "m3")
     assert refused.value.code == "policy_refused"
+    with pytest.raises(ClientError) as refused:  # nor its devices' keys, nor prekeys
+        await there.request(f.GetBundle, official_id=me.state.official_id)
+    assert refused.value.code == "policy_refused"
     await me.send_message(colleague.state.official_id, b"same agency", "m4")
 
 

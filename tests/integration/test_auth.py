@@ -213,3 +213,18 @@ async def test_bad_attempts_never_lock_out_a_valid_login_from_the_same_address(
     assert reply.device_id == alice.state.device_id
     official = await world.new_official("late")
     await (await fresh_client(world)).enroll(await world.new_code(official), "ok")
+
+
+async def test_a_revoked_device_whose_close_signal_was_lost_cannot_send(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None and world.app.db is not None
+    await alice.send_message(bob.state.official_id, b"before", "before")
+    # Revoked in the database only: no REVOKED signal, the connection stays open.
+    await world.app.db.pool.execute(
+        "UPDATE devices SET status = 'revoked' WHERE id = $1", alice.state.device_id
+    )
+    await expect_error("forbidden", alice.send_message(bob.state.official_id, b"after", "after"))
+    assert await world.app.db.pool.fetchval(
+        "SELECT count(*) FROM messages WHERE client_message_id = 'after'"
+    ) == 0
