@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -492,12 +492,22 @@ class AuditService:
         """Access transparency: auditors' queries that concerned the caller's metadata.
 
         Only queries older than the configured delay are shown, so an
-        investigation is not tipped off while it runs.
+        investigation is not tipped off while it runs; and each is shown as
+        who asked, what and when, without the other officials it concerned
+        (their metadata is theirs, not the caller's).
         """
         before = datetime.now(UTC) - self._delay
-        return await store.audit_queries_about(
+        rows = await store.audit_queries_about(
             self._db.pool, actor.official_id, before, after_id, max(1, min(limit, MAX_PAGE))
         )
+        return [replace(row, entry=_redacted(row.entry), officials=[]) for row in rows]
+
+
+def _redacted(entry: bytes) -> bytes:
+    """An auditor-query entry reduced to the auditor, the kind of request and the time."""
+    full = json.loads(entry)
+    keep = ("v", "kind", "time", "actor_official", "actor_device")
+    return _encoder.encode({k: full[k] for k in keep if k in full})
 
 
 def _line(data: Mapping[str, object]) -> str:

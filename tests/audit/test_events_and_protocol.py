@@ -211,6 +211,10 @@ async def test_auditor_operations(world: World) -> None:
     assert all(json.loads(e.entry)["actor_official"] == str(auditor.state.official_id)
                or json.loads(e.entry)["actor_official"] == str(scoped.state.official_id)
                for e in seen.events)
+    # ...as who asked, what and when: not whom else the query concerned
+    assert all(set(json.loads(e.entry)) <= {"v", "kind", "time", "actor_official",
+                                            "actor_device"} for e in seen.events)
+    assert all(str(alice.state.official_id) not in e.entry for e in seen.events)
 
 
 async def test_revoking_the_auditor_role_takes_effect_on_the_open_connection(
