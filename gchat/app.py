@@ -273,6 +273,7 @@ class App:
         self.port = self._server.sockets[0].getsockname()[1]
         self._background.append(asyncio.create_task(self._expire_forever()))
         self._background.append(asyncio.create_task(self._watch_inbox()))
+        self._background.append(asyncio.create_task(self._sweep_revocations()))
         log.info("listening host=%s port=%s node=%s", config.host, self.port, self.node_id)
 
     def _tls(self) -> ssl.SSLContext | None:
@@ -282,6 +283,16 @@ class App:
         context.minimum_version = ssl.TLSVersion.TLSv1_3
         context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return context
+
+    async def _sweep_revocations(self) -> None:
+        """Close connections of devices revoked while their signal was lost."""
+        assert self.revocations is not None
+        while True:
+            await asyncio.sleep(self.config.revocation_sweep_seconds)
+            try:
+                await self.revocations.sweep()
+            except Exception:
+                log.exception("revocation sweep failed; will retry")
 
     async def _watch_inbox(self, interval: float = 15.0) -> None:
         """Keep the inbox-depth gauge fresh (a growing inbox means stuck devices)."""

@@ -55,6 +55,14 @@ class Broker(Protocol):
 
     async def publish(self, device_ids: Iterable[UUID], signal: Signal) -> None: ...
 
+    def devices(self) -> list[UUID]:
+        """The devices with a listener on this node."""
+        ...
+
+    def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
+        """Signal this node's listeners of these devices only."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -44,6 +44,9 @@ class Config:
     max_ciphertext_bytes: int = limits.MAX_CIPHERTEXT_BYTES
     max_recipient_devices: int = limits.MAX_RECIPIENT_DEVICES
     expiry_interval_seconds: float = 60.0
+    #: How often a node re-checks the status of the devices connected to it
+    #: (revocation signals are hints and can be lost).
+    revocation_sweep_seconds: float = 30.0
     db_pool_size: int = 20
     #: Overrides of the rate-limit table, e.g. "messages=2000/500" (gchat.ratelimit).
     rate_limits: str = ""

@@ -402,6 +402,12 @@ class RedisBroker:
             return
         self._local.deliver([device], signal)
 
+    def devices(self) -> list[UUID]:
+        return self._local.devices()
+
+    def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
+        self._local.deliver(device_ids, signal)
+
     # --- health -------------------------------------------------------------
 
     def _set_healthy(self, up: bool, reason: str = "") -> None:

@@ -37,6 +37,22 @@ class Revocations:
             await self._broker.publish(ids, Signal(SignalKind.REVOKED))
             log.info("revocation broadcast devices=%s", ",".join(map(str, ids)))
 
+    async def sweep(self) -> list[UUID]:
+        """Close this node's connections of devices no longer usable; returns them.
+
+        The broadcast is a hint and can be lost (Redis down when it was
+        published, a node cut off): every node also compares, now and then,
+        the devices connected to it with their status in PostgreSQL.
+        """
+        connected = self._broker.devices()
+        if not connected:
+            return []
+        stale = await devices.unusable(self._db.pool, connected)
+        if stale:
+            self._broker.deliver(stale, Signal(SignalKind.REVOKED))
+            log.warning("revocation sweep closed devices=%s", ",".join(map(str, stale)))
+        return stale
+
     async def official_suspended(self, official_id: UUID) -> None:
         """Close the connections of every device of a suspended official."""
         active = await devices.active_ids(self._db.pool, [official_id])

@@ -80,5 +80,16 @@ async def active_ids(db: Executor, official_ids: list[UUID]) -> dict[UUID, set[U
     return result
 
 
+async def unusable(db: Executor, device_ids: list[UUID]) -> list[UUID]:
+    """Those of ``device_ids`` that are revoked, unknown, or whose official is not active."""
+    rows = await db.fetch(
+        """SELECT d.id FROM devices d JOIN officials o ON o.id = d.official_id
+           WHERE d.id = ANY($1::uuid[]) AND d.status = 'active' AND o.status = 'active'""",
+        device_ids,
+    )
+    usable = {row["id"] for row in rows}
+    return [device for device in device_ids if device not in usable]
+
+
 async def touch(db: Executor, device_id: UUID) -> None:
     await db.execute("UPDATE devices SET last_seen_at = now() WHERE id = $1", device_id)

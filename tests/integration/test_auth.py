@@ -228,3 +228,26 @@ async def test_a_revoked_device_whose_close_signal_was_lost_cannot_send(world: W
     assert await world.app.db.pool.fetchval(
         "SELECT count(*) FROM messages WHERE client_message_id = 'after'"
     ) == 0
+
+
+async def test_the_revocation_sweep_closes_devices_whose_signal_was_lost(
+    database_url: str, tmp_path  # noqa: ANN001
+) -> None:
+    app = App(node_config(database_url, tmp_path, revocation_sweep_seconds=0.2))
+    await app.start()
+    world = World(app)
+    try:
+        await world.start()
+        alice = await world.official_with_device("alice")
+        bob = await world.official_with_device("bob")
+        assert app.db is not None
+        # Revoked in the database only, as if the broadcast had been lost.
+        await app.db.pool.execute(
+            "UPDATE devices SET status = 'revoked' WHERE id = $1", alice.state.device_id
+        )
+        await asyncio.wait_for(alice.ws.wait_closed(), 5)
+        assert alice.ws.close_code == 4403
+        assert bob.ws.close_code is None  # everyone else stays connected
+    finally:
+        await world.close()
+        await app.stop()
