@@ -174,9 +174,11 @@ class Client:
         self._pending[rid] = future
         try:
             await self.send_frame(make(rid=rid, **fields))
-        except BaseException:
+        except BaseException as error:
             self._pending.pop(rid, None)
             future.cancel()
+            if isinstance(error, ConnectionClosed):  # one error for "the connection went"
+                raise ConnectionError(f"connection closed: {error}") from error
             raise
         reply = await future
         if isinstance(reply, f.Error):
