@@ -203,30 +203,26 @@ def test_every_frame_type_has_a_strategy() -> None:
     assert set(SERVER_STRATEGIES) == set(SERVER_FRAME_TYPES)
 
 
-@BOTH
-@pytest.mark.parametrize("frame_type", CLIENT_FRAME_TYPES, ids=lambda c: c.__name__)
-def test_client_frames_round_trip(subprotocol: str, frame_type: type) -> None:
-    encoder, decoder = client_codec(subprotocol), server_codec(subprotocol)
-
-    @ROUND_TRIP
-    @given(frame=CLIENT_STRATEGIES[frame_type])
-    def check(frame: Any) -> None:
-        data = encoder.encode(frame)
-        assert isinstance(data, bytes if subprotocol == MSGPACK_SUBPROTOCOL else str)
-        decoded = decoder.decode(data)
-        assert type(decoded) is frame_type
-        assert decoded == frame
-
-    check()
+DIRECTIONS = [
+    *((t, client_codec, server_codec, CLIENT_STRATEGIES) for t in CLIENT_FRAME_TYPES),
+    *((t, server_codec, client_codec, SERVER_STRATEGIES) for t in SERVER_FRAME_TYPES),
+]
 
 
 @BOTH
-@pytest.mark.parametrize("frame_type", SERVER_FRAME_TYPES, ids=lambda c: c.__name__)
-def test_server_frames_round_trip(subprotocol: str, frame_type: type) -> None:
-    encoder, decoder = server_codec(subprotocol), client_codec(subprotocol)
+@pytest.mark.parametrize(
+    ("frame_type", "encoding", "decoding", "strategies"),
+    DIRECTIONS,
+    ids=[d[0].__name__ for d in DIRECTIONS],
+)
+def test_frames_round_trip(
+    subprotocol: str, frame_type: type, encoding: Any, decoding: Any, strategies: Any
+) -> None:
+    """Client frames client->server and server frames server->client, in both codecs."""
+    encoder, decoder = encoding(subprotocol), decoding(subprotocol)
 
     @ROUND_TRIP
-    @given(frame=SERVER_STRATEGIES[frame_type])
+    @given(frame=strategies[frame_type])
     def check(frame: Any) -> None:
         data = encoder.encode(frame)
         assert isinstance(data, bytes if subprotocol == MSGPACK_SUBPROTOCOL else str)
