@@ -22,7 +22,7 @@ from gchat.errors import ServiceError
 from gchat.policy import send_refusal
 from gchat.principal import Principal
 from gchat.ratelimit import Limits, RateLimiter
-from gchat.store import devices, messages, policies
+from gchat.store import conversations, devices, messages, policies
 from gchat.store.database import Executor
 from gchat.store.messages import NewMessage, StoredMessage
 from protocol.errors import ErrorCode
@@ -93,6 +93,14 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[objec
             officials.add(recipient)
     parties = await policies.parties(conn, sorted(officials))
     active = await devices.active_ids(conn, sorted(officials))
+    posting = await conversations.lock_for_posting(
+        conn,
+        [
+            (m.conversation_id, m.sender_official)
+            for m in (sends[i] for i in checked)
+            if m.kind == "group" and m.conversation_id is not None
+        ],
+    )
     for i in checked:
         message = sends[i]
         sender = parties.get(message.sender_official)
@@ -101,9 +109,22 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[objec
         ):
             verdicts[i] = ServiceError(ErrorCode.FORBIDDEN, "this device may no longer send")
             continue
+        if message.kind == "group":
+            # Checked before queueing too; again here, under the lock, so a
+            # sender removed (or an announcement mode set) meanwhile is refused
+            # rather than accepted and delivered to nobody.
+            assert message.conversation_id is not None
+            standing = posting[(message.conversation_id, message.sender_official)]
+            if standing is None:
+                verdicts[i] = ServiceError(ErrorCode.NOT_A_MEMBER, "not a member any more")
+            elif standing[0] and not standing[1]:
+                verdicts[i] = ServiceError(
+                    ErrorCode.ANNOUNCEMENT_ONLY, "only group admins may post in this group"
+                )
+            continue
         recipient = message.recipient_official
-        if message.kind == "group" or recipient is None:
-            continue  # membership was checked under the conversation's lock
+        if recipient is None:
+            continue
         refusal = send_refusal(parties, message.sender_official, recipient)
         if refusal is not None:
             verdicts[i] = refusal

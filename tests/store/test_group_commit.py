@@ -61,3 +61,42 @@ async def test_concurrent_sends_commit_in_few_batches_with_contiguous_positions(
     finally:
         await committer.stop()
         await db.close()
+
+
+async def test_a_group_send_is_rechecked_under_the_conversations_lock(database_url: str) -> None:
+    from gchat import messaging
+
+    db = await Database.connect(database_url)
+    try:
+        async with db.pool.acquire() as conn:
+            await migrations.migrate(conn)
+        official, sender, _ = await seed(db.pool)
+        agency = await db.pool.fetchval("SELECT agency_id FROM officials WHERE id = $1", official)
+        group = uuid.uuid4()
+        await db.pool.execute(
+            """INSERT INTO conversations (id, kind, agency_id, created_by)
+               VALUES ($1, 'group', $2, $3)""", group, agency, official)
+
+        def post(cid: str) -> NewMessage:
+            return NewMessage(uuid.uuid4(), sender, official, None, cid, datetime.now(UTC), [],
+                              kind="group", conversation_id=group, body=b"sender-key ct")
+
+        async def verdict(cid: str) -> object:
+            async with db.transaction() as conn:
+                return (await messaging.check_batch(conn, [post(cid)]))[0]
+
+        refused = await verdict("not-yet-a-member")
+        assert getattr(refused, "code", None) == "not_a_member"
+        await db.pool.execute(
+            """INSERT INTO conversation_members (conversation_id, official_id, admin, joined_seq)
+               VALUES ($1, $2, false, 1)""", group, official)
+        assert await verdict("member") is None
+        await db.pool.execute(
+            "UPDATE conversations SET announcement_only = true WHERE id = $1", group)
+        refused = await verdict("announcement")
+        assert getattr(refused, "code", None) == "announcement_only"
+        await db.pool.execute(
+            "UPDATE conversation_members SET admin = true WHERE official_id = $1", official)
+        assert await verdict("admin") is None
+    finally:
+        await db.close()
