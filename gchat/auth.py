@@ -54,7 +54,7 @@ class Authenticator:
         except CryptoError:
             await self._failed(remote, "signature", device_id)
             raise ServiceError(ErrorCode.AUTH_FAILED, "authentication failed") from None
-        return await self._principal(device_id, "signature", remote)
+        return await self._principal(device, "signature", remote)
 
     async def by_token(self, token: str, remote: str) -> Principal:
         """Authenticate a device presenting an access token we issued."""
@@ -67,24 +67,22 @@ class Authenticator:
         if device is None or not device.usable or device.official_id != claims.official_id:
             await self._failed(remote, "token for inactive device", claims.device_id)
             raise ServiceError(ErrorCode.TOKEN_INVALID, "token invalid or expired")
-        return await self._principal(claims.device_id, "token", remote)
+        return await self._principal(device, "token", remote)
 
     def issue_token(self, principal: Principal) -> tuple[str, int]:
         return self._tokens.issue(principal.device_id, principal.official_id)
 
-    async def _principal(self, device_id: UUID, method: str, remote: str) -> Principal:
-        device = await devices.get(self._db.pool, device_id)
-        if device is None:
-            raise ServiceError(ErrorCode.AUTH_FAILED, "authentication failed")
+    async def _principal(self, device: devices.Device, method: str, remote: str) -> Principal:
+        """The principal of a device just checked usable; records the success."""
         roles = await directory.roles_of(self._db.pool, device.official_id)
         async with self._db.transaction() as conn:
-            await devices.touch(conn, device_id)
+            await devices.touch(conn, device.id)
             await self._audit.record(
                 conn,
                 AuditEvent(
                     "auth.succeeded",
                     actor_official=device.official_id,
-                    actor_device=device_id,
+                    actor_device=device.id,
                     agency_id=device.agency_id,
                     details={"method": method, "remote": remote},
                 ),

@@ -105,7 +105,6 @@ class Change:
     before: dict[UUID, Member] = field(default_factory=dict)
 
 
-_ms = f.wire_time
 
 
 class Conversations:
@@ -333,28 +332,8 @@ class Conversations:
         await self._limiter.check(Limits.MESSAGES, str(sender.device_id))
         if len(frame.ciphertext) > self._max_ciphertext:
             raise ServiceError(ErrorCode.INVALID_FIELD, "ciphertext too large")
-        pool = self._db.pool
-        conversation = await store.get(pool, frame.conversation_id)
-        if conversation is None:
-            raise ServiceError(ErrorCode.NOT_FOUND, "no such conversation")
-        member = await store.member(pool, frame.conversation_id, sender.official_id)
-        refusal = None
-        if member is None:
-            refusal = ServiceError(ErrorCode.NOT_A_MEMBER, "not a member of that conversation")
-        elif conversation.announcement_only and not member.admin:
-            refusal = ServiceError(
-                ErrorCode.ANNOUNCEMENT_ONLY, "only group admins may post in this group"
-            )
-        elif frame.seq != conversation.seq:
-            refusal = ServiceError(
-                ErrorCode.STALE_MEMBERSHIP,
-                f"membership is at seq {conversation.seq}; rekey for it and retry",
-            )
-        if refusal is not None:
-            earlier = await messages.find_sent(pool, sender.device_id, frame.client_message_id)
-            if earlier is not None:  # a retry of a send accepted before the change
-                return earlier
-            raise refusal
+        # Membership, announcement mode and seq are decided in the commit
+        # batch, under the conversation's lock (gchat.messaging.check_batch).
         return await self._committer.submit(
             NewMessage(
                 message_id=uuid.uuid4(),
@@ -367,6 +346,7 @@ class Conversations:
                 kind="group",
                 conversation_id=frame.conversation_id,
                 body=frame.ciphertext,
+                conversation_seq=frame.seq,
             )
         )
 
@@ -490,7 +470,7 @@ class Conversations:
             announcement_only=conversation.announcement_only,
             member_count=len(members),
             members_digest=f.members_digest(members),
-            at=_ms(now),
+            at=f.wire_time(now),
         )
         # The snapshot (kept, and returned to requests) names every member; the
         # event queued to every device carries only the change (and its digest),

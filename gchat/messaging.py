@@ -69,13 +69,33 @@ class Messaging:
         )
 
 
+def _post_refusal(standing: conversations.Standing | None, seq: int | None) -> ServiceError | None:
+    """Why a group post may not go now (None: it may)."""
+    if standing is None:
+        return ServiceError(ErrorCode.NOT_FOUND, "no such conversation")
+    if not standing.member:
+        return ServiceError(ErrorCode.NOT_A_MEMBER, "not a member of that conversation")
+    if standing.announcement_only and not standing.admin:
+        return ServiceError(ErrorCode.ANNOUNCEMENT_ONLY, "only group admins may post in this group")
+    if seq != standing.seq:
+        return ServiceError(
+            ErrorCode.STALE_MEMBERSHIP,
+            f"membership is at seq {standing.seq}; rekey for it and retry",
+        )
+    return None
+
+
 async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[object]:
     """The committer's prepare hook: who may send what, for a whole batch at once.
 
     Every client send (pairwise or group) needs its sending device still
     active: a device revoked while its connection stays open (its close
     signal lost in a Redis outage) sends nothing more. A pairwise send also
-    needs directory policy to allow it and exactly the active devices.
+    needs directory policy to allow it and exactly the active devices; a
+    group post needs its sender a member (an admin in announcement mode) at
+    the membership seq it encrypted for, checked under the conversation's
+    lock, so no change between queueing and commit lets it through to
+    nobody. This is the only place those rules are decided.
 
     Per send: None (store it), an earlier StoredMessage (a retry of a send
     already stored, answered the same way even if devices changed since), or
@@ -110,17 +130,16 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[objec
             verdicts[i] = ServiceError(ErrorCode.FORBIDDEN, "this device may no longer send")
             continue
         if message.kind == "group":
-            # Checked before queueing too; again here, under the lock, so a
-            # sender removed (or an announcement mode set) meanwhile is refused
-            # rather than accepted and delivered to nobody.
             assert message.conversation_id is not None
-            standing = posting[(message.conversation_id, message.sender_official)]
-            if standing is None:
-                verdicts[i] = ServiceError(ErrorCode.NOT_A_MEMBER, "not a member any more")
-            elif standing[0] and not standing[1]:
-                verdicts[i] = ServiceError(
-                    ErrorCode.ANNOUNCEMENT_ONLY, "only group admins may post in this group"
+            refusal = _post_refusal(
+                posting[(message.conversation_id, message.sender_official)],
+                message.conversation_seq,
+            )
+            if refusal is not None:  # a retry of a post accepted before the change: same answer
+                earlier = await messages.find_sent(
+                    conn, message.sender_device, message.client_message_id
                 )
+                verdicts[i] = earlier or refusal
             continue
         recipient = message.recipient_official
         if recipient is None:

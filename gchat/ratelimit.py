@@ -66,6 +66,11 @@ def parse_overrides(text: str) -> dict[Limits, Limit]:
     return table
 
 
+def _spec(table: LimitTable, limit: Limits) -> Limit:
+    """The limit in force: the deployment's override, else the built-in value."""
+    return table.get(limit, limit.value)
+
+
 class RateLimiter(Protocol):
     async def check(self, limit: Limits, key: str, cost: float = 1.0) -> None:
         """Take ``cost`` tokens or raise ``rate_limited`` with a retry-after."""
@@ -97,7 +102,7 @@ class LocalRateLimiter:
     def check_now(self, limit: Limits, key: str, cost: float = 1.0) -> None:
         """``check`` without the coroutine (it never waits)."""
         now = self._clock()
-        spec = self._table.get(limit, limit.value)
+        spec = _spec(self._table, limit)
         tokens, last = self._buckets.get((limit.name, key), (spec.capacity, now))
         tokens = min(spec.capacity, tokens + max(0.0, now - last) * spec.rate)
         need = cost if cost > 0 else 1.0
@@ -116,7 +121,7 @@ class LocalRateLimiter:
         """
         live = {}
         for (name, key), (tokens, last) in self._buckets.items():
-            spec = self._table.get(Limits[name], Limits[name].value)
+            spec = _spec(self._table, Limits[name])
             if tokens + (now - last) * spec.rate < spec.capacity:
                 live[(name, key)] = (tokens, last)
         if len(live) >= self._max_keys:
@@ -185,7 +190,7 @@ class RedisRateLimiter:
     async def check(self, limit: Limits, key: str, cost: float = 1.0) -> None:
         if self._down and self._clock() < self._down_until:
             return self._local(limit, key, cost)
-        spec = self._table.get(limit, limit.value)
+        spec = _spec(self._table, limit)
         try:
             taken, retry = await self._script(
                 keys=[f"{self._prefix}{limit.name}:{key}"],

@@ -135,33 +135,47 @@ async def member(db: Executor, conversation_id: UUID, official_id: UUID) -> Memb
     return Member(**row) if row else None
 
 
+@dataclass(frozen=True)
+class Standing:
+    """What decides whether an official may post to a conversation now."""
+
+    seq: int
+    announcement_only: bool
+    member: bool
+    admin: bool
+
+
 async def lock_for_posting(
     conn: Executor, posts: list[tuple[UUID, UUID]]
-) -> dict[tuple[UUID, UUID], tuple[bool, bool] | None]:
-    """For each (conversation, official): (announcement only, poster is admin), or None.
+) -> dict[tuple[UUID, UUID], Standing | None]:
+    """Each (conversation, official)'s standing; None if there is no such conversation.
 
-    None means the official is not a member (or the conversation is gone).
-    The conversations are locked FOR SHARE in id order, as a commit batch
-    does, so no membership change can slip in before the batch commits.
+    The conversations are locked FOR SHARE in id order, as membership changes
+    lock them, so no change can slip in before the calling batch commits.
     """
     if not posts:
         return {}
-    conversations = sorted({c for c, _ in posts})
     rows = await conn.fetch(
-        """SELECT c.id, c.announcement_only, m.official_id, m.admin
+        """SELECT c.id, c.seq, c.announcement_only, m.official_id, m.admin
            FROM conversations c
            LEFT JOIN conversation_members m
              ON m.conversation_id = c.id AND m.official_id = ANY($2::uuid[])
            WHERE c.id = ANY($1::uuid[]) ORDER BY c.id FOR SHARE OF c""",
-        conversations,
+        sorted({c for c, _ in posts}),
         sorted({o for _, o in posts}),
     )
-    found = {
-        (row["id"], row["official_id"]): (row["announcement_only"], row["admin"])
+    found = {row["id"]: (row["seq"], row["announcement_only"]) for row in rows}
+    admins = {
+        (row["id"], row["official_id"]): row["admin"]
         for row in rows
         if row["official_id"] is not None
     }
-    return {post: found.get(post) for post in posts}
+    return {
+        post: Standing(*found[post[0]], post in admins, admins.get(post, False))
+        if post[0] in found
+        else None
+        for post in posts
+    }
 
 
 async def add_members(

@@ -42,6 +42,8 @@ class NewMessage:
     conversation_id: UUID | None = None
     #: Stored once in message_bodies (group sends, membership events).
     body: bytes | None = None
+    #: A group send: the membership seq the sender encrypted its sender key for.
+    conversation_seq: int | None = None
     #: Filled by store_batch: the member devices the conversation expanded to.
     fanned_out: list[UUID] = field(default_factory=list)
 

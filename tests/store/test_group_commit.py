@@ -79,7 +79,8 @@ async def test_a_group_send_is_rechecked_under_the_conversations_lock(database_u
 
         def post(cid: str) -> NewMessage:
             return NewMessage(uuid.uuid4(), sender, official, None, cid, datetime.now(UTC), [],
-                              kind="group", conversation_id=group, body=b"sender-key ct")
+                              kind="group", conversation_id=group, body=b"sender-key ct",
+                              conversation_seq=0)
 
         async def verdict(cid: str) -> object:
             async with db.transaction() as conn:
