@@ -281,7 +281,7 @@ class RedisBroker:
                 reason = _describe(error)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             if self._closing:
                 break
             if self._healthy:
