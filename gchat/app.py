@@ -8,7 +8,7 @@ node, commit what is in flight, release the database.
 
 The broker is chosen here: with ``redis_url`` empty the in-process broker
 and local rate-limit buckets serve a single node; with it set, the Redis
-broker (``gchat.redis_broker``) carries wake-ups, displacements and
+broker (``gchat.runtime.redis_broker``) carries wake-ups, displacements and
 revocations between nodes and the limits live in Redis, shared by all.
 """
 
@@ -27,36 +27,39 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import NegotiationError
 from websockets.typing import Subprotocol
 
-from gchat import admin_handlers, group_handlers, messaging, policy
-from gchat.administration import Administration
-from gchat.audit import AuditLog, AuditService
-from gchat.audit_handlers import AuditHandlers
-from gchat.audit_sequencer import Sequencer
-from gchat.auth import Authenticator
-from gchat.broker import Broker, InProcessBroker, Signal, SignalKind
-from gchat.committer import GroupCommitter
+from gchat.audit.handlers import AuditHandlers
+from gchat.audit.log import AuditLog, AuditService
+from gchat.audit.sequencer import Sequencer
 from gchat.config import Config
-from gchat.connection import Services, handler
-from gchat.conversations import AgencyTreePolicy, Conversations
-from gchat.delivery import Inbox
-from gchat.directory import Directory
-from gchat.directory_import import DirectoryImport
-from gchat.embedded_postgres import EmbeddedPostgres
-from gchat.enrolment import Enrolment
-from gchat.handlers import RequestHandlers
-from gchat.http import routes
-from gchat.keys import KeyDirectory
-from gchat.messaging import Messaging
-from gchat.metrics import NodeMetrics
-from gchat.policy import DirectoryPolicy
-from gchat.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, parse_overrides
-from gchat.redis_broker import RedisBroker, connect_redis
-from gchat.revocation import Revocations
-from gchat.server_keys import ServerKeys
+from gchat.conversations import handlers as group_handlers
+from gchat.conversations.service import AgencyTreePolicy, Conversations
+from gchat.directory import handlers as admin_handlers
+from gchat.directory import policy
+from gchat.directory.administration import Administration
+from gchat.directory.importer import DirectoryImport
+from gchat.directory.policy import DirectoryPolicy
+from gchat.directory.service import Directory
+from gchat.identity.auth import Authenticator
+from gchat.identity.enrolment import Enrolment
+from gchat.identity.prekeys import KeyDirectory
+from gchat.identity.revocation import Revocations
+from gchat.identity.tokens import TokenIssuer
+from gchat.messaging import service as messaging
+from gchat.messaging.committer import GroupCommitter
+from gchat.messaging.delivery import Inbox
+from gchat.messaging.service import Messaging
+from gchat.runtime.broker import Broker, InProcessBroker, Signal, SignalKind
+from gchat.runtime.embedded_postgres import EmbeddedPostgres
+from gchat.runtime.metrics import NodeMetrics
+from gchat.runtime.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, parse_overrides
+from gchat.runtime.redis_broker import RedisBroker, connect_redis
+from gchat.runtime.server_keys import ServerKeys
 from gchat.store import messages, migrations
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage
-from gchat.tokens import TokenIssuer
+from gchat.transport.connection import Services, handler
+from gchat.transport.handlers import RequestHandlers
+from gchat.transport.http import routes
 from protocol import limits
 from protocol.version import SUBPROTOCOLS, negotiate
 

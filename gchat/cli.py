@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from gchat import app, config
-from gchat.audit import AuditLog
-from gchat.directory import Directory
-from gchat.embedded_postgres import EmbeddedPostgres
+from gchat.audit.log import AuditLog
+from gchat.directory.service import Directory
+from gchat.runtime.embedded_postgres import EmbeddedPostgres
 
 
 def _config(args: argparse.Namespace) -> config.Config:

@@ -48,7 +48,7 @@ class Config:
     #: (revocation signals are hints and can be lost).
     revocation_sweep_seconds: float = 30.0
     db_pool_size: int = 20
-    #: Overrides of the rate-limit table, e.g. "messages=2000/500" (gchat.ratelimit).
+    #: Overrides of the rate-limit table, e.g. "messages=2000/500" (gchat.runtime.ratelimit).
     rate_limits: str = ""
     #: Record audit events (turn off only to measure auditing's cost).
     audit_enabled: bool = True
@@ -59,7 +59,7 @@ class Config:
     #: Largest group conversation (members), at most the protocol limit.
     max_group_members: int = limits.MAX_GROUP_MEMBERS
     #: May a group (or direct conversation) join officials of different
-    #: top-level agencies? (Until directory policy decides: see gchat.conversations.)
+    #: top-level agencies? (Until directory policy decides: see gchat.conversations.service.)
     allow_cross_agency_groups: bool = True
 
     @property

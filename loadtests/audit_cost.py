@@ -26,10 +26,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from gchat.audit import AuditLog
-from gchat.audit_sequencer import Sequencer
-from gchat.committer import GroupCommitter
-from gchat.server_keys import ServerKeys
+from gchat.audit.log import AuditLog
+from gchat.audit.sequencer import Sequencer
+from gchat.messaging.committer import GroupCommitter
+from gchat.runtime.server_keys import ServerKeys
 from gchat.store import devices, directory, migrations
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage

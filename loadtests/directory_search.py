@@ -31,8 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from gchat.directory import Directory
-from gchat.principal import Principal
+from gchat.directory.service import Directory
+from gchat.identity.principal import Principal
 from gchat.store import directory as store
 from gchat.store import migrations, policies, terms
 from gchat.store.database import Database

@@ -19,7 +19,7 @@ then in this process:
    and one body-less inbox row per recipient device; after the acks, that the
    body is gone. Every recipient then decrypts what it got with the sender's
    distribution (handed over in-process here: the pairwise distribution is
-   the client's business and is covered by tests/groups).
+   the client's business and is covered by tests/conversations).
 
 It prints the figures and a JSON line (and writes it with ``--out``).
 """

@@ -319,7 +319,7 @@ def redis_available(url: str) -> bool:
 
 
 def redis_broker_available() -> bool:
-    return (REPO / "gchat" / "redis_broker.py").exists()
+    return (REPO / "gchat" / "runtime" / "redis_broker.py").exists()
 
 
 class Workspace:

@@ -32,7 +32,7 @@ from protocol.frames import CreateOfficial, IssueCode
 
 SCENARIOS = ("relay", "backlog", "idle", "fanout", "storm", "cluster")
 
-#: Per-device message limit of the server (gchat.ratelimit.Limits.MESSAGES):
+#: Per-device message limit of the server (gchat.runtime.ratelimit.Limits.MESSAGES):
 #: a sender device may not exceed this sustained rate.
 DEVICE_MESSAGE_RATE = 50.0
 
@@ -458,7 +458,7 @@ class Run:
 
     async def scenario_cluster(self) -> dict[str, Any]:
         if not harness.redis_broker_available():
-            self.log("cluster: skipped: redis broker not available (no gchat/redis_broker.py)")
+            self.log("cluster: skipped: redis broker not available")
             return {"status": "skipped: redis broker not available", "rows": []}
         redis_url = os.environ.get("GCHAT_LOADTEST_REDIS_URL", harness.DEFAULT_REDIS_URL)
         if not harness.redis_available(redis_url):

@@ -15,8 +15,7 @@ Rules:
    client SDK or its private keys).  LAZY_CLIENT_IMPORT_ALLOWED can name
    modules (say gchat.cli) allowed to import it inside functions only; it is
    empty, so the rule is strict.
-6. Only gchat/connection.py, gchat/app.py, gchat/http.py and gchat/client/
-   import websockets.
+6. Only gchat/transport/, gchat/app.py and gchat/client/ import websockets.
 """
 
 from __future__ import annotations
@@ -33,19 +32,17 @@ SCANNED_ROOTS = ("protocol", "crypto", "gchat")
 
 IO_MODULES = ("asyncio", "websockets", "asyncpg", "redis", "socket", "uvloop", "selectors")
 SERVICE_AND_TRANSPORT_MODULES = (
-    "gchat.auth",
-    "gchat.delivery",
+    "gchat.transport",
+    "gchat.runtime",
+    "gchat.identity",
     "gchat.messaging",
-    "gchat.keys",
+    "gchat.conversations",
     "gchat.directory",
     "gchat.audit",
-    "gchat.connection",
-    "gchat.broker",
     "gchat.app",
-    "gchat.http",
     "gchat.client",
 )
-WEBSOCKETS_ALLOWED = ("gchat.connection", "gchat.app", "gchat.http", "gchat.client")
+WEBSOCKETS_ALLOWED = ("gchat.transport", "gchat.app", "gchat.client")
 
 
 #: Modules outside gchat/client/ that may import gchat.client *inside a
@@ -158,7 +155,7 @@ def check_source(
                 SERVICE_AND_TRANSPORT_MODULES,
                 "gchat/store/ imports no service, transport or broker",
             )
-        if _within(module, "gchat.broker"):
+        if _within(module, "gchat.runtime.broker") or _within(module, "gchat.runtime.redis_broker"):
             forbid(imp, ["gchat.store"], "the broker imports no store")
         if (
             _within(module, "gchat")
@@ -170,7 +167,7 @@ def check_source(
             forbid(
                 imp,
                 ["websockets"],
-                "only connection.py, app.py, http.py and client/ touch websockets",
+                "only transport/, app.py and client/ touch websockets",
             )
     return problems
 
@@ -208,22 +205,22 @@ def test_source_tree_follows_layering_rules() -> None:
         ("crypto/x3dh.py", "from protocol.frames import Frame"),
         ("crypto/x3dh.py", "from ..protocol import frames"),
         ("crypto/__init__.py", "import importlib\nimportlib.import_module('gchat.app')"),
-        ("gchat/store/users.py", "from gchat.auth import verify"),
-        ("gchat/store/users.py", "from .. import delivery"),
-        ("gchat/store/users.py", "from ..broker import Broker"),
-        ("gchat/store/__init__.py", "from gchat import connection"),
+        ("gchat/store/users.py", "from gchat.identity.auth import verify"),
+        ("gchat/store/users.py", "from ..messaging import delivery"),
+        ("gchat/store/users.py", "from ..runtime.broker import Broker"),
+        ("gchat/store/__init__.py", "from gchat.transport import connection"),
         (
             "gchat/store/users.py",
-            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import gchat.messaging",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import gchat.audit.log",
         ),
-        ("gchat/broker.py", "from gchat.store.inbox import Inbox"),
-        ("gchat/broker.py", "from .store import inbox"),
-        ("gchat/broker/redis.py", "from ..store import inbox"),
-        ("gchat/messaging.py", "from gchat import client"),
+        ("gchat/runtime/broker.py", "from gchat.store.inbox import Inbox"),
+        ("gchat/runtime/broker.py", "from ..store import inbox"),
+        ("gchat/runtime/redis_broker.py", "from ..store import inbox"),
+        ("gchat/messaging/service.py", "from gchat import client"),
         ("gchat/app.py", "import gchat.client.sdk"),
         ("gchat/cli.py", "from .client.cli import main"),
-        ("gchat/auth.py", "import websockets"),
-        ("gchat/delivery.py", "from websockets.asyncio.server import ServerConnection"),
+        ("gchat/identity/auth.py", "import websockets"),
+        ("gchat/messaging/delivery.py", "from websockets.asyncio.server import ServerConnection"),
         ("gchat/store/users.py", "def f():\n    import websockets\n"),
     ],
 )
@@ -239,12 +236,18 @@ def test_checker_flags_violation(rel_path: str, source: str) -> None:
         ("crypto/x3dh.py", "import nacl.bindings\nfrom .kdf import hkdf"),
         ("gchat/store/users.py", "import asyncpg\nfrom protocol.frames import Frame"),
         ("gchat/store/users.py", "from . import inbox\nfrom gchat.store.base import Executor"),
-        ("gchat/store/users.py", "from gchat.authority import x  # not gchat.auth"),
-        ("gchat/messaging.py", "from gchat.store import messages\nfrom gchat.broker import B"),
-        ("gchat/broker.py", "import redis.asyncio"),
-        ("gchat/connection.py", "import websockets\nfrom gchat.auth import Auth"),
+        ("gchat/store/users.py", "from gchat.authority import x  # not gchat.identity.auth"),
+        (
+            "gchat/messaging/service.py",
+            "from gchat.store import messages\nfrom gchat.runtime.broker import B",
+        ),
+        ("gchat/runtime/broker.py", "import redis.asyncio"),
+        (
+            "gchat/transport/connection.py",
+            "import websockets\nfrom gchat.identity.auth import Auth",
+        ),
         ("gchat/app.py", "from websockets.asyncio.server import serve"),
-        ("gchat/http.py", "import websockets.datastructures"),
+        ("gchat/transport/http.py", "import websockets.datastructures"),
         ("gchat/client/sdk.py", "import websockets\nfrom gchat.client.keys import Keystore"),
         ("gchat/client/cli.py", "from . import sdk\nfrom ..client import keys"),
     ],

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gchat.audit_verify import verify_export
+from gchat.audit.verify import verify_export
 from gchat.client.cli import _as_device, _device_args, _print
 from gchat.client.sdk import Client
 from protocol import frames as f
@@ -80,8 +80,8 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def cmd_public_key(args: argparse.Namespace) -> None:
     """On the server host: print the audit public key auditors verify with."""
     from gchat import config
-    from gchat.audit_verify import key_id
-    from gchat.server_keys import ServerKeys
+    from gchat.audit.verify import key_id
+    from gchat.runtime.server_keys import ServerKeys
 
     cfg = config.load(toml_path=args.config)
     if args.keys_dir is not None:

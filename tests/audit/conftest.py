@@ -6,10 +6,10 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from gchat.audit import AuditEvent, AuditLog, AuditService
-from gchat.audit_sequencer import Sequencer
-from gchat.principal import Principal
-from gchat.server_keys import ServerKeys
+from gchat.audit.log import AuditEvent, AuditLog, AuditService
+from gchat.audit.sequencer import Sequencer
+from gchat.identity.principal import Principal
+from gchat.runtime.server_keys import ServerKeys
 from gchat.store import migrations
 from gchat.store.database import Database, Executor
 from gchat.store.directory import Role

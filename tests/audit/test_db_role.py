@@ -9,9 +9,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from gchat.audit import AuditEvent, AuditLog, AuditService
-from gchat.audit_sequencer import Sequencer
-from gchat.server_keys import ServerKeys
+from gchat.audit.log import AuditEvent, AuditLog, AuditService
+from gchat.audit.sequencer import Sequencer
+from gchat.runtime.server_keys import ServerKeys
 from gchat.store import migrations
 from gchat.store.database import Database
 from tests.audit.conftest import registered_auditor

@@ -14,10 +14,10 @@ import pytest
 
 from crypto.identity import verify_signature
 from gchat.app import App
-from gchat.audit_verify import verify_export
+from gchat.audit.merkle import TreeHead, leaf_hash, verify_consistency, verify_inclusion
+from gchat.audit.verify import verify_export
 from gchat.client.sdk import Client, ClientError
 from gchat.client.state import DeviceState
-from gchat.merkle import TreeHead, leaf_hash, verify_consistency, verify_inclusion
 from gchat.store import directory as store_directory
 from protocol import frames as f
 from tests.audit.conftest import World

@@ -7,8 +7,8 @@ from pathlib import Path
 import asyncpg
 
 from gchat.app import App
-from gchat.audit import AuditEvent
-from gchat.audit_sequencer import LOCK_KEY
+from gchat.audit.log import AuditEvent
+from gchat.audit.sequencer import LOCK_KEY
 from tests.audit.conftest import LogBench, node_config
 
 

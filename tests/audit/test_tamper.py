@@ -7,8 +7,8 @@ import time
 import asyncpg
 
 from crypto.identity import IdentityKeyPair
-from gchat.audit_verify import key_id, verify_export
-from gchat.merkle import MerkleTree, TreeHead
+from gchat.audit.merkle import MerkleTree, TreeHead
+from gchat.audit.verify import key_id, verify_export
 from tests.audit.conftest import LogBench, registered_auditor
 
 

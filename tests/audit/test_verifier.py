@@ -1,6 +1,6 @@
-"""``gchat.audit_verify`` against exports built with an independent RFC 9162
-reference (the literal recursive definitions, as in tests/test_merkle.py),
-not with gchat.merkle: the verifier must accept exactly the right ones."""
+"""``gchat.audit.verify`` against exports built with an independent RFC 9162
+reference (the literal recursive definitions, as in tests/audit/test_merkle.py),
+not with gchat.audit.merkle: the verifier must accept exactly the right ones."""
 
 import hashlib
 import json
@@ -9,8 +9,8 @@ from functools import cache
 import pytest
 
 from crypto.identity import IdentityKeyPair
-from gchat import audit_verify as v
-from gchat.merkle import TreeHead
+from gchat.audit import verify as v
+from gchat.audit.merkle import TreeHead
 
 KEY = IdentityKeyPair.from_seed(bytes(range(32)))
 ENTRIES = [

@@ -20,7 +20,7 @@ from uuid import UUID
 from crypto.identity import IdentityKeyPair
 from gchat.client.sdk import Client, Reconnecting
 from gchat.client.state import DeviceState
-from gchat.directory import Directory
+from gchat.directory.service import Directory
 from gchat.store.database import Database
 from protocol.frames import CreateOfficial, IssueCode
 from tests.conftest import free_port

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from gchat.broker import Signal, SignalKind
-from gchat.metrics import NodeMetrics
-from gchat.redis_broker import RedisBroker, connect_redis
+from gchat.runtime.broker import Signal, SignalKind
+from gchat.runtime.metrics import NodeMetrics
+from gchat.runtime.redis_broker import RedisBroker, connect_redis
 from tests.cluster.support import PrivateRedis, eventually
 
 

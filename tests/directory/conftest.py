@@ -15,14 +15,14 @@ from uuid import UUID
 
 import pytest
 
-from gchat.admin_handlers import table
-from gchat.administration import Administration
 from gchat.client.sdk import Client, ClientError
-from gchat.directory import Directory
-from gchat.directory_import import DirectoryImport
+from gchat.directory.administration import Administration
+from gchat.directory.handlers import table
+from gchat.directory.importer import DirectoryImport
+from gchat.directory.service import Directory
 from gchat.errors import ServiceError
-from gchat.principal import Principal
-from gchat.ratelimit import LocalRateLimiter
+from gchat.identity.principal import Principal
+from gchat.runtime.ratelimit import LocalRateLimiter
 from gchat.store import directory as store
 from protocol import frames as f
 from tests.integration.conftest import World, node, node_config, world  # noqa: F401

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from crypto.identity import IdentityKeyPair
-from gchat import policy
 from gchat.app import App
 from gchat.client.sdk import Client, ClientError
 from gchat.client.state import DeviceState
-from gchat.directory import Directory
+from gchat.directory import policy
+from gchat.directory.service import Directory
 from gchat.errors import ServiceError
 from protocol import frames as f
 from tests.directory.conftest import Tree

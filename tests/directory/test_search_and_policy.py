@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from gchat import policy
 from gchat.client.sdk import Client, ClientError
+from gchat.directory import policy
 from protocol import frames as f
 from tests.directory.conftest import Tree
 

@@ -17,7 +17,7 @@ from gchat.app import App
 from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
 from gchat.config import Config
-from gchat.directory import Directory
+from gchat.directory.service import Directory
 from protocol.frames import CreateOfficial, IssueCode
 
 

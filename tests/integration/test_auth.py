@@ -13,8 +13,8 @@ from crypto.identity import IdentityKeyPair
 from gchat.app import App
 from gchat.client.sdk import Client, ClientError
 from gchat.client.state import DeviceState
-from gchat.server_keys import ServerKeys
-from gchat.tokens import TokenIssuer
+from gchat.identity.tokens import TokenIssuer
+from gchat.runtime.server_keys import ServerKeys
 from protocol import frames as f
 
 from .conftest import World, node_config, url_of

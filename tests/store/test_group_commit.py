@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from gchat.committer import GroupCommitter
+from gchat.messaging.committer import GroupCommitter
 from gchat.store import directory, migrations
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage
@@ -64,7 +64,7 @@ async def test_concurrent_sends_commit_in_few_batches_with_contiguous_positions(
 
 
 async def test_a_group_send_is_rechecked_under_the_conversations_lock(database_url: str) -> None:
-    from gchat import messaging
+    from gchat.messaging import service as messaging
 
     db = await Database.connect(database_url)
     try:

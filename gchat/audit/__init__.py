@@ -1,0 +1,1 @@
+"""Audit: the tamper-evident metadata log, its sequencer, Merkle tree and verifier."""

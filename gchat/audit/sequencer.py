@@ -1,0 +1,168 @@
+"""The audit sequencer: gives committed events contiguous leaf indexes, signs heads.
+
+One node at a time is the sequencer: the holder of a PostgreSQL advisory
+lock (session-level, on a connection it keeps).  Every node runs this loop;
+the others retry the lock every ``retry_seconds``, so when the holder stops
+or dies (its session ends, the lock is released) another takes over and
+continues from the last leaf in ``audit_log``.
+
+Order: leaves are assigned in the order the sequencer *sees events commit*.
+Each pass runs in one REPEATABLE READ transaction: it notes the snapshot's
+xmin (every transaction with a smaller id has finished), takes the visible
+events that have no leaf yet and whose inserting transaction id is at least
+the previous pass's xmin, appends them in event-id order, and writes their
+leaves.  An event that commits late (smaller id, later commit) is simply
+picked up by a later pass, with a later index: nothing is skipped, nothing
+is sequenced twice (``audit_log.event_id`` is unique), and indexes stay
+contiguous (``leaf_index`` is the primary key, written from the in-memory
+tree size).  The xmin bound is stored with each leaf so a new sequencer
+resumes its search where the last one stood.
+
+Tree heads (size, root, timestamp) are signed with the audit key every
+``sign_interval`` seconds when the tree grew, and at once when any node asks
+(``NOTIFY gchat_audit_sign``, sent for an auditor's tree-head request).
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import asyncpg
+
+from crypto.identity import IdentityKeyPair
+from gchat.audit.log import SIGN_CHANNEL
+from gchat.audit.merkle import MerkleAccumulator, TreeHead, leaf_hash
+from gchat.audit.verify import key_id
+from gchat.store import audit as store
+from gchat.store.database import Database
+
+log = logging.getLogger("gchat.audit.sequencer")
+
+#: Advisory lock key of the sequencer ("gchat" + 0x0a); migrations use "gchat".
+LOCK_KEY = 0x67636861740A
+
+
+class Sequencer:
+    def __init__(
+        self,
+        db: Database,
+        key: IdentityKeyPair,
+        sign_interval: float = 5.0,
+        poll_interval: float = 0.1,
+        retry_seconds: float = 1.0,
+        batch: int = 5000,
+        node_id: str = "",
+    ) -> None:
+        self._db = db
+        self._key = key
+        self._key_id = key_id(key.public_key)
+        self._sign_interval = sign_interval
+        self._poll = poll_interval
+        self._retry = retry_seconds
+        self._batch = batch
+        self._node_id = node_id
+        self._task: asyncio.Task[None] | None = None
+        self._sign_now = asyncio.Event()
+        self._kick = asyncio.Event()
+        self.leading = False
+        self.sequenced = 0  # leaves this node appended (for tests and metrics)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-sequencer")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+        self.leading = False
+
+    def kick(self) -> None:
+        """Run a pass soon (new events may be waiting)."""
+        self._kick.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self._db.pool.acquire() as conn:
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+                        try:
+                            await self._lead(conn)
+                        finally:
+                            self.leading = False
+                            with contextlib.suppress(Exception):
+                                await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("audit sequencer failed; retrying")
+            await asyncio.sleep(self._retry)
+
+    def _on_notify(self, *_: Any) -> None:
+        self._sign_now.set()
+        self._kick.set()
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        size, low_xid = await store.log_state(conn)
+        tree = MerkleAccumulator()
+        while tree.size < size:
+            hashes = await store.leaf_hashes(conn, tree.size)
+            if not hashes:
+                raise RuntimeError(f"audit_log has a gap at leaf {tree.size}")
+            for h in hashes:
+                tree.append_leaf_hash(h)
+        self.leading = True
+        log.info("audit sequencer elected node=%s tree_size=%d", self._node_id, tree.size)
+        latest = await store.latest_tree_head(conn)
+        signed_size = latest.tree_size if latest else -1
+        # The interval counts from election (monotonic time has no meaningful zero).
+        last_sign = time.monotonic()
+        await conn.add_listener(SIGN_CHANNEL, self._on_notify)
+        try:
+            while True:
+                wanted = self._sign_now.is_set()
+                self._sign_now.clear()
+                self._kick.clear()
+                low_xid = await self._pass(conn, tree, low_xid)
+                now = time.monotonic()
+                if wanted or (tree.size != signed_size and now - last_sign >= self._sign_interval):
+                    await self._sign(conn, tree)
+                    signed_size, last_sign = tree.size, now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), self._poll)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(SIGN_CHANNEL, self._on_notify)
+
+    async def _pass(self, conn: asyncpg.Connection, tree: MerkleAccumulator, low_xid: str) -> str:
+        """Sequence everything committed so far; returns the new low xid bound."""
+        while True:
+            # On failure nothing was written; the exception ends this term
+            # (the lock is released) and the next term rebuilds the tree.
+            async with conn.transaction(isolation="repeatable_read"):
+                xmin = await store.snapshot_xmin(conn)
+                rows = await store.unsequenced(conn, low_xid, self._batch)
+                if rows:
+                    hashes = [leaf_hash(entry) for _, entry in rows]
+                    first = tree.size
+                    await store.append_leaves(
+                        conn, first, [event_id for event_id, _ in rows], hashes, low_xid
+                    )
+                    for h in hashes:
+                        tree.append_leaf_hash(h)
+            self.sequenced += len(rows)
+            if len(rows) < self._batch:
+                return xmin
+
+    async def _sign(self, conn: asyncpg.Connection, tree: MerkleAccumulator) -> None:
+        head = TreeHead(tree.size, tree.root(), int(time.time() * 1000))
+        signature = self._key.sign(head.signing_message())
+        await store.insert_tree_head(
+            conn,
+            store.TreeHeadRow(head.tree_size, head.timestamp_ms, head.root_hash, signature,
+                              self._key_id),
+        )
+        log.info("audit tree head signed size=%d", head.tree_size)

@@ -1,0 +1,1 @@
+"""Conversations: groups and their membership."""

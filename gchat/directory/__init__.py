@@ -1,0 +1,1 @@
+"""Directory: agencies, officials, roles, policies, administration and HR import."""

@@ -1,0 +1,715 @@
+"""Directory administration: agencies, officials, roles, devices, codes, policy.
+
+Every operation runs as the authenticated actor, whose status and roles are
+read again from the database at the start of the operation's transaction
+(a token or an open connection may be older than a suspension or a revoked
+role). The rules, one place for all of them:
+
+- ``superadmin`` administers everything.
+- ``agency_admin`` administers the agencies of its subtree, the officials in
+  them, their devices and codes, and the subtree's policy; it may act on an
+  official only if every role that official holds is within its own power
+  (so an agency admin cannot suspend a superadmin homed in its subtree, nor
+  an admin with a wider scope), and grants only roles no wider than its own.
+- ``auditor`` reads (lists, views, policy) within its scope; writes nothing.
+- ``official`` (everyone) has no admin operation; search is in
+  ``gchat.directory.service``.
+- Nobody changes their own status or roles, and the last active superadmin
+  cannot be suspended, retired or demoted.
+
+A refused operation changes nothing: every check happens before the first
+write, inside the transaction. Each successful write records one audit
+event (metadata: ids, codes, which fields changed; never names or contact
+details) in the same transaction. Suspending or retiring an official, or
+revoking a device, then closes the affected connections on every node
+(``gchat.identity.revocation``), after the commit.
+"""
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from gchat.audit.log import AuditEvent, AuditLog
+from gchat.errors import ServiceError
+from gchat.identity import codes
+from gchat.identity.principal import Principal
+from gchat.identity.revocation import Revocations
+from gchat.store import devices, policies
+from gchat.store import directory as store
+from gchat.store.database import Database, Executor
+from gchat.store.directory import (
+    Agency,
+    CodeRow,
+    DeviceRow,
+    NewOfficial,
+    OfficialRecord,
+    Role,
+)
+from gchat.store.policies import Effective, PolicyRow
+from gchat.store.terms import has_thai
+from protocol import limits
+from protocol.errors import ErrorCode
+
+ROLES = ("official", "agency_admin", "auditor", "superadmin")
+STATUSES = ("active", "suspended", "retired")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{2,31}$")
+_EMPLOYEE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")
+_AGENCY_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def forbidden(message: str = "not allowed for your role and scope") -> ServiceError:
+    return ServiceError(ErrorCode.FORBIDDEN, message)
+
+
+def invalid(message: str) -> ServiceError:
+    return ServiceError(ErrorCode.INVALID_FIELD, message)
+
+
+def check_text(field: str, value: str | None, *, thai: bool = False) -> str | None:
+    """Trimmed text or None; the reason it is unacceptable as a ValueError."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > limits.MAX_TEXT:
+        raise ValueError(f"{field} is longer than {limits.MAX_TEXT} characters")
+    if _CONTROL.search(value):
+        raise ValueError(f"{field} contains control characters")
+    if field == "email" and not _EMAIL.match(value):
+        raise ValueError("email is not an address")
+    if field == "phone" and not _PHONE.match(value):
+        raise ValueError("phone is not a phone number")
+    if field == "employee_id" and not _EMPLOYEE_ID.match(value):
+        raise ValueError("employee_id may hold only letters, digits and _ . / - (at most 64)")
+    if thai and not has_thai(value):
+        raise ValueError(f"{field} has no Thai characters")
+    return value
+
+
+def _checked(field: str, value: str | None, *, thai: bool = False) -> str | None:
+    try:
+        return check_text(field, value, thai=thai)
+    except ValueError as error:
+        raise invalid(str(error)) from None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The actor as the database sees it now."""
+
+    official_id: UUID
+    device_id: UUID
+    agency_id: UUID
+    roles: tuple[Role, ...]
+
+    def role(self, name: str) -> Role | None:
+        return next((r for r in self.roles if r.role == name), None)
+
+    @property
+    def superadmin(self) -> bool:
+        return self.role("superadmin") is not None
+
+
+class Scope:
+    """What an actor may administer and read, for one transaction."""
+
+    def __init__(self, conn: Executor, actor: Actor) -> None:
+        self.conn = conn
+        self.actor = actor
+
+    async def _within(self, agency_id: UUID, root: UUID | None) -> bool:
+        return root is None or await store.is_within(self.conn, agency_id, root)
+
+    async def administers(self, agency_id: UUID) -> bool:
+        if self.actor.superadmin:
+            return True
+        admin = self.actor.role("agency_admin")
+        return admin is not None and await self._within(agency_id, admin.scope_agency_id)
+
+    async def reads(self, agency_id: UUID) -> bool:
+        if await self.administers(agency_id):
+            return True
+        auditor = self.actor.role("auditor")
+        return auditor is not None and await self._within(agency_id, auditor.scope_agency_id)
+
+    async def administers_everywhere(self) -> bool:
+        if self.actor.superadmin:
+            return True
+        admin = self.actor.role("agency_admin")
+        return admin is not None and admin.scope_agency_id is None
+
+    async def read_root(self) -> UUID | None:
+        """The root of what the actor may read (None: everything)."""
+        if await self.administers_everywhere():
+            return None
+        for name in ("agency_admin", "auditor"):
+            role = self.actor.role(name)
+            if role is not None and role.scope_agency_id is None:
+                return None
+        admin = self.actor.role("agency_admin")
+        if admin is not None:
+            return admin.scope_agency_id
+        auditor = self.actor.role("auditor")
+        if auditor is not None:
+            return auditor.scope_agency_id
+        raise forbidden()
+
+    async def may_grant(self, role: str, scope: UUID | None) -> bool:
+        """May the actor hand out ``role`` over ``scope``: never wider than its own."""
+        if self.actor.superadmin:
+            return True
+        admin = self.actor.role("agency_admin")
+        if admin is None or role == "superadmin":
+            return False
+        if role == "official":
+            return True
+        if scope is None:  # a global role
+            return admin.scope_agency_id is None
+        return await self._within(scope, admin.scope_agency_id)
+
+    async def outranks(self, target: OfficialRecord) -> bool:
+        """Is every role the target holds within the actor's power?"""
+        if self.actor.superadmin:
+            return True
+        for role in target.roles:
+            if not await self.may_grant(role.role, role.scope_agency_id):
+                return False
+        return True
+
+
+def _diff(before: object, after: object, names: Sequence[str]) -> list[str]:
+    return [n for n in names if getattr(before, n) != getattr(after, n)]
+
+
+class Administration:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        revocations: Revocations,
+        code_ttl_seconds: int,
+        default_max_devices: int,
+        default_retention_seconds: int,
+    ) -> None:
+        self._db = db
+        self._audit = audit
+        self._revocations = revocations
+        self._code_ttl = timedelta(seconds=code_ttl_seconds)
+        self._default_max_devices = default_max_devices
+        self._default_retention = default_retention_seconds
+
+    # --- the actor ------------------------------------------------------------
+
+    async def scope(self, conn: Executor, principal: Principal) -> Scope:
+        """The actor's current standing; refuses a suspended actor or revoked device."""
+        device = await devices.get(conn, principal.device_id)
+        if device is None or not device.usable or device.official_id != principal.official_id:
+            raise forbidden("your device or official account is not active")
+        roles = await store.roles_of(conn, principal.official_id)
+        actor = Actor(principal.official_id, principal.device_id, device.agency_id, tuple(roles))
+        return Scope(conn, actor)
+
+    def _event(self, scope: Scope, kind: str, **fields: object) -> AuditEvent:
+        return AuditEvent(
+            kind,
+            actor_official=scope.actor.official_id,
+            actor_device=scope.actor.device_id,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    async def _target(self, scope: Scope, official_id: UUID, *, write: bool) -> OfficialRecord:
+        """The official, if the actor may administer (or read) them."""
+        record = await store.get_official_record(scope.conn, official_id)
+        if record is None:
+            if await scope.administers_everywhere():
+                raise ServiceError(ErrorCode.NOT_FOUND, "no such official")
+            raise forbidden("not an admin of that official")  # absence is no oracle
+        allowed = (
+            await scope.administers(record.agency_id) and await scope.outranks(record)
+            if write
+            else await scope.reads(record.agency_id)
+        )
+        if not allowed:
+            raise forbidden("not an admin of that official")
+        return record
+
+    async def _agency(self, scope: Scope, agency_id: UUID, *, write: bool) -> Agency:
+        agency = await store.get_agency(scope.conn, agency_id)
+        if agency is None:
+            if await scope.administers_everywhere():
+                raise ServiceError(ErrorCode.NOT_FOUND, "no such agency")
+            raise forbidden("not an admin of that agency")
+        allowed = (
+            await scope.administers(agency_id) if write else await scope.reads(agency_id)
+        )
+        if not allowed:
+            raise forbidden("not an admin of that agency")
+        return agency
+
+    # --- agencies ---------------------------------------------------------------
+
+    async def create_agency(
+        self,
+        principal: Principal,
+        code: str,
+        name_th: str | None,
+        name_en: str | None,
+        parent_id: UUID | None,
+    ) -> Agency:
+        name_th = _checked("name_th", name_th, thai=True)
+        name_en = _checked("name_en", name_en)
+        if not _AGENCY_CODE.match(code):
+            raise invalid("agency code: letters, digits and _ . - (at most 32)")
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            if parent_id is None:
+                if not await scope.administers_everywhere():
+                    raise forbidden("only a superadmin creates top-level agencies")
+            else:
+                await self._agency(scope, parent_id, write=True)
+            if name_th is None and name_en is None:
+                raise invalid("an agency needs a Thai or an English name")
+            if await store.code_taken(conn, code):
+                raise ServiceError(ErrorCode.CONFLICT, f"agency code {code} is taken")
+            agency_id = uuid.uuid4()
+            await store.create_agency(
+                conn, agency_id, code, None, parent_id, name_th=name_th, name_en=name_en
+            )
+            await self._audit.record(
+                conn,
+                self._event(
+                    scope, "admin.agency_created", agency_id=agency_id,
+                    details={"code": code, "parent_agency": parent_id},
+                ),
+            )
+            agency = await store.get_agency(conn, agency_id)
+        assert agency is not None
+        return agency
+
+    async def update_agency(
+        self,
+        principal: Principal,
+        agency_id: UUID,
+        code: str | None,
+        name_th: str | None,
+        name_en: str | None,
+    ) -> Agency:
+        if code is not None and not _AGENCY_CODE.match(code):
+            raise invalid("agency code: letters, digits and _ . - (at most 32)")
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            before = await self._agency(scope, agency_id, write=True)
+            after = replace(
+                before,
+                code=code if code is not None else before.code,
+                name_th=_checked("name_th", name_th, thai=True)
+                if name_th is not None
+                else before.name_th,
+                name_en=_checked("name_en", name_en) if name_en is not None else before.name_en,
+            )
+            if after.name_th is None and after.name_en is None:
+                raise invalid("an agency needs a Thai or an English name")
+            if after.code != before.code and await store.code_taken(conn, after.code, agency_id):
+                raise ServiceError(ErrorCode.CONFLICT, f"agency code {after.code} is taken")
+            changed = _diff(before, after, ("code", "name_th", "name_en"))
+            if changed:
+                await store.update_agency(conn, agency_id, after.code, after.name_th,
+                                          after.name_en)
+                await self._audit.record(
+                    conn,
+                    self._event(scope, "admin.agency_updated", agency_id=agency_id,
+                                details={"code": after.code, "fields": changed}),
+                )
+        return after
+
+    async def move_agency(
+        self, principal: Principal, agency_id: UUID, parent_id: UUID | None
+    ) -> Agency:
+        async with self._db.transaction() as conn:
+            await store.lock_tree(conn)
+            scope = await self.scope(conn, principal)
+            agency = await self._agency(scope, agency_id, write=True)
+            if parent_id is None:
+                if not await scope.administers_everywhere():
+                    raise forbidden("only a superadmin makes an agency top-level")
+            else:
+                await self._agency(scope, parent_id, write=True)
+                if await store.is_within(conn, parent_id, agency_id):
+                    raise invalid("an agency cannot move under itself or its own sub-agency")
+            admin = scope.actor.role("agency_admin")
+            if (
+                not scope.actor.superadmin
+                and admin is not None
+                and admin.scope_agency_id == agency_id
+            ):
+                raise forbidden("an agency admin cannot move the root of its own scope")
+            if agency.parent_id != parent_id:
+                await store.move_agency(conn, agency_id, parent_id)
+                await self._audit.record(
+                    conn,
+                    self._event(scope, "admin.agency_moved", agency_id=agency_id,
+                                details={"code": agency.code, "from_agency": agency.parent_id,
+                                         "to_agency": parent_id}),
+                )
+        return replace(agency, parent_id=parent_id)
+
+    async def list_agencies(self, principal: Principal, root_id: UUID | None) -> list[Agency]:
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            if root_id is None:
+                root_id = await scope.read_root()
+            else:
+                await self._agency(scope, root_id, write=False)
+            return await store.list_agencies(conn, root_id)
+
+    # --- officials ----------------------------------------------------------------
+
+    async def create_official(
+        self,
+        principal: Principal,
+        agency_id: UUID | None,
+        name: str | None,
+        *,
+        name_th: str | None = None,
+        name_en: str | None = None,
+        position: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        employee_id: str | None = None,
+    ) -> OfficialRecord:
+        guess_th, guess_en = store.split_name(name.strip() if name else None)
+        new = NewOfficial(
+            id=uuid.uuid4(),
+            agency_id=agency_id or principal.agency_id,  # re-read below
+            name_th=_checked("name_th", name_th or guess_th, thai=True),
+            name_en=_checked("name_en", name_en or guess_en),
+            position=_checked("position", position),
+            email=_checked("email", email),
+            phone=_checked("phone", phone),
+            employee_id=_checked("employee_id", employee_id),
+        )
+        if new.name_th is None and new.name_en is None:
+            raise invalid("an official needs a Thai or an English name")
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            if agency_id is None:  # the admin's own agency, as it is now
+                new = replace(new, agency_id=scope.actor.agency_id)
+            await self._agency(scope, new.agency_id, write=True)
+            if new.employee_id and await store.employee_id_taken(conn, new.employee_id, None):
+                raise ServiceError(ErrorCode.CONFLICT, "employee_id is already in the directory")
+            await store.create_officials(conn, [new])
+            await self._audit.record(
+                conn,
+                self._event(scope, "admin.official_created", subject_official=new.id,
+                            agency_id=new.agency_id),
+            )
+            record = await store.get_official_record(conn, new.id)
+        assert record is not None
+        return record
+
+    async def get_official(self, principal: Principal, official_id: UUID) -> OfficialRecord:
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            return await self._target(scope, official_id, write=False)
+
+    async def list_officials(
+        self,
+        principal: Principal,
+        agency_id: UUID | None,
+        status: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[OfficialRecord], int | None]:
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            if agency_id is None:
+                root = await scope.read_root()
+            else:
+                await self._agency(scope, agency_id, write=False)
+                root = agency_id
+            found = await store.list_officials(conn, root, status, offset, limit + 1)
+        more = len(found) > limit
+        return found[:limit], (offset + limit if more else None)
+
+    async def update_official(
+        self, principal: Principal, official_id: UUID, **fields: str | None
+    ) -> OfficialRecord:
+        """Change the given fields ("" clears one; a name cannot be cleared to none)."""
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            before = await self._target(scope, official_id, write=True)
+            values = {}
+            for name, value in fields.items():
+                if value is not None:
+                    values[name] = _checked(name, value, thai=name == "name_th")
+            after = replace(before, **values)  # type: ignore[arg-type]
+            if after.name_th is None and after.name_en is None:
+                raise invalid("an official needs a Thai or an English name")
+            if (
+                after.employee_id
+                and after.employee_id != before.employee_id
+                and await store.employee_id_taken(conn, after.employee_id, official_id)
+            ):
+                raise ServiceError(ErrorCode.CONFLICT, "employee_id is already in the directory")
+            changed = _diff(before, after, list(values))
+            if changed:
+                await store.update_official(conn, after)
+                await self._audit.record(
+                    conn,
+                    self._event(scope, "admin.official_updated", subject_official=official_id,
+                                agency_id=after.agency_id, details={"fields": changed}),
+                )
+        return after
+
+    async def move_official(
+        self, principal: Principal, official_id: UUID, agency_id: UUID
+    ) -> OfficialRecord:
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            before = await self._target(scope, official_id, write=True)
+            destination = await self._agency(scope, agency_id, write=True)
+            if before.agency_id != agency_id:
+                await store.move_official(conn, official_id, agency_id)
+                await self._audit.record(
+                    conn,
+                    self._event(scope, "admin.official_moved", subject_official=official_id,
+                                agency_id=agency_id,
+                                details={"from_agency": before.agency_id,
+                                         "to_agency": agency_id}),
+                )
+        return replace(before, agency_id=agency_id, agency_code=destination.code)
+
+    async def set_status(
+        self, principal: Principal, official_id: UUID, status: str
+    ) -> OfficialRecord:
+        """Suspend, reinstate or retire. Retired is final."""
+        if status not in STATUSES:
+            raise invalid("status must be active, suspended or retired")
+        closed: list[UUID] = []
+        async with self._db.transaction() as conn:
+            await devices.lock_official(conn, official_id)
+            scope = await self.scope(conn, principal)
+            before = await self._target(scope, official_id, write=True)
+            if official_id == scope.actor.official_id:
+                raise forbidden("you cannot change your own status")
+            if before.status == status:
+                return before
+            if before.status == "retired":
+                raise forbidden("a retired official cannot be reinstated; create a new one")
+            if (
+                status != "active"
+                and any(r.role == "superadmin" for r in before.roles)
+                and await store.active_superadmins(conn) <= 1
+            ):
+                raise forbidden("the last active superadmin cannot be suspended or retired")
+            await store.set_status(conn, official_id, status)
+            details: dict[str, object] = {"from_status": before.status}
+            if status == "retired":
+                closed = await store.revoke_devices(conn, official_id)
+                cancelled = await store.cancel_codes(conn, official_id, scope.actor.official_id)
+                details |= {"revoked_devices": closed, "cancelled_codes": cancelled}
+            elif status == "suspended":
+                closed = sorted((await devices.active_ids(conn, [official_id]))[official_id])
+                details |= {"closed_devices": closed}
+            kind = {"active": "admin.official_reinstated", "suspended": "admin.official_suspended",
+                    "retired": "admin.official_retired"}[status]
+            await self._audit.record(
+                conn,
+                self._event(scope, kind, subject_official=official_id,
+                            agency_id=before.agency_id, details=details),
+            )
+        await self._revocations.devices_revoked(closed)
+        return replace(before, status=status)
+
+    # --- roles ------------------------------------------------------------------------
+
+    async def grant_role(
+        self, principal: Principal, official_id: UUID, role: str, scope_agency_id: UUID | None
+    ) -> OfficialRecord:
+        if role not in ROLES:
+            raise invalid(f"role must be one of {', '.join(ROLES)}")
+        if role in ("official", "superadmin") and scope_agency_id is not None:
+            raise invalid(f"{role} has no scope")
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            target = await self._target(scope, official_id, write=True)
+            if official_id == scope.actor.official_id:
+                raise forbidden("you cannot change your own roles")
+            if scope_agency_id is not None and not await store.agency_exists(
+                conn, scope_agency_id
+            ):
+                raise ServiceError(ErrorCode.NOT_FOUND, "no such agency")
+            if not await scope.may_grant(role, scope_agency_id):
+                raise forbidden("you cannot grant a role wider than your own")
+            if target.status != "active":
+                raise forbidden("roles are granted to active officials only")
+            await store.grant_role(conn, official_id, role, scope_agency_id)
+            await self._audit.record(
+                conn,
+                self._event(scope, "admin.role_granted", subject_official=official_id,
+                            agency_id=target.agency_id,
+                            details={"role": role, "scope_agency": scope_agency_id}),
+            )
+            record = await store.get_official_record(conn, official_id)
+        assert record is not None
+        return record
+
+    async def revoke_role(
+        self, principal: Principal, official_id: UUID, role: str
+    ) -> OfficialRecord:
+        if role not in ROLES:
+            raise invalid(f"role must be one of {', '.join(ROLES)}")
+        if role == "official":
+            raise invalid("the official role is not revoked; suspend or retire instead")
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            target = await self._target(scope, official_id, write=True)
+            if official_id == scope.actor.official_id:
+                raise forbidden("you cannot change your own roles")
+            held = next((r for r in target.roles if r.role == role), None)
+            if held is None:
+                return target
+            if (
+                role == "superadmin"
+                and target.status == "active"
+                and await store.active_superadmins(conn) <= 1
+            ):
+                raise forbidden("the last active superadmin cannot be demoted")
+            await store.revoke_role(conn, official_id, role)
+            await self._audit.record(
+                conn,
+                self._event(scope, "admin.role_revoked", subject_official=official_id,
+                            agency_id=target.agency_id,
+                            details={"role": role, "scope_agency": held.scope_agency_id}),
+            )
+            record = await store.get_official_record(conn, official_id)
+        assert record is not None
+        return record
+
+    # --- devices --------------------------------------------------------------------------
+
+    async def list_devices(self, principal: Principal, official_id: UUID) -> list[DeviceRow]:
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            await self._target(scope, official_id, write=False)
+            return await store.list_devices(conn, official_id)
+
+    async def revoke_device(self, principal: Principal, device_id: UUID) -> None:
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            device = await store.get_device(conn, device_id)
+            if device is None:
+                if await scope.administers_everywhere():
+                    raise ServiceError(ErrorCode.NOT_FOUND, "no such device")
+                raise forbidden("not an admin of that device")
+            target = await self._target(scope, device.official_id, write=True)
+            if device.status != "active":
+                return
+            revoked = await store.revoke_devices(conn, device.official_id, device_id)
+            await self._audit.record(
+                conn,
+                self._event(scope, "admin.device_revoked", subject_official=device.official_id,
+                            subject_device=device_id, agency_id=target.agency_id),
+            )
+        await self._revocations.devices_revoked(revoked)
+
+    # --- enrolment codes ---------------------------------------------------------------------
+
+    async def issue_code(
+        self, principal: Principal, official_id: UUID
+    ) -> tuple[UUID, str, datetime]:
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            target = await self._target(scope, official_id, write=True)
+            if target.status != "active":
+                raise forbidden("official is not active")
+            code = codes.generate()
+            expires = datetime.now(UTC) + self._code_ttl
+            code_id = await store.insert_code(
+                conn, codes.code_hash(code), official_id, scope.actor.official_id, expires
+            )
+            await self._audit.record(
+                conn,
+                self._event(scope, "admin.code_issued", subject_official=official_id,
+                            agency_id=target.agency_id, details={"code_id": code_id}),
+            )
+        return code_id, code, expires
+
+    async def list_codes(self, principal: Principal, official_id: UUID) -> list[CodeRow]:
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            await self._target(scope, official_id, write=False)
+            return await store.list_codes(conn, official_id)
+
+    async def cancel_code(self, principal: Principal, code_id: UUID) -> None:
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            code = await store.get_code(conn, code_id)
+            if code is None:
+                if await scope.administers_everywhere():
+                    raise ServiceError(ErrorCode.NOT_FOUND, "no such code")
+                raise forbidden("not an admin of that code")
+            target = await self._target(scope, code.official_id, write=True)
+            if code.state(datetime.now(UTC)) != "pending":
+                raise ServiceError(ErrorCode.CONFLICT,
+                                   f"code is {code.state(datetime.now(UTC))}, not pending")
+            await store.cancel_codes(conn, code.official_id, scope.actor.official_id, code_id)
+            await self._audit.record(
+                conn,
+                self._event(scope, "admin.code_cancelled", subject_official=code.official_id,
+                            agency_id=target.agency_id, details={"code_id": code_id}),
+            )
+
+    # --- policy -------------------------------------------------------------------------------
+
+    async def set_policy(
+        self, principal: Principal, agency_id: UUID | None, row: PolicyRow
+    ) -> tuple[PolicyRow, Effective | None]:
+        if row.message_scope is not None and row.message_scope not in policies.SCOPES:
+            raise invalid("message_scope must be agency, ministry or all")
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            if agency_id is None:
+                if not scope.actor.superadmin:
+                    raise forbidden("only a superadmin sets the global policy")
+            else:
+                await self._agency(scope, agency_id, write=True)
+            row = replace(row, agency_id=agency_id)
+            await policies.put(conn, row, scope.actor.official_id)
+            await self._audit.record(
+                conn,
+                self._event(scope, "admin.policy_set", agency_id=agency_id,
+                            details={"global": agency_id is None,
+                                     "message_scope": row.message_scope,
+                                     "max_devices": row.max_devices,
+                                     "retention_seconds": row.retention_seconds}),
+            )
+            return await self._policy(conn, agency_id)
+
+    async def get_policy(
+        self, principal: Principal, agency_id: UUID | None
+    ) -> tuple[PolicyRow, Effective | None]:
+        async with self._db.transaction() as conn:
+            scope = await self.scope(conn, principal)
+            if agency_id is None:
+                await scope.read_root()  # any admin or auditor may read the global row
+            else:
+                await self._agency(scope, agency_id, write=False)
+            return await self._policy(conn, agency_id)
+
+    async def _policy(
+        self, conn: Executor, agency_id: UUID | None
+    ) -> tuple[PolicyRow, Effective | None]:
+        row = await policies.get(conn, agency_id) or PolicyRow(agency_id, None, None, None)
+        if agency_id is None:
+            return row, None
+        found = await policies.effective(
+            conn, [agency_id], self._default_max_devices, self._default_retention
+        )
+        return row, found.get(agency_id)

@@ -1,0 +1,300 @@
+"""Request handlers of directory administration and directory search.
+
+``table(...)`` maps each request frame to a coroutine that calls
+``gchat.directory.administration`` / ``gchat.directory.importer`` / ``gchat.directory.service`` as
+the authenticated principal and builds the reply frame; ``gchat.app`` passes
+it to ``RequestHandlers(..., extra=[...])``.
+"""
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gchat.directory.administration import Administration
+from gchat.directory.importer import DirectoryImport, RowProblem
+from gchat.directory.service import Directory
+from gchat.identity.principal import Principal
+from gchat.store.directory import Agency, CodeRow, DeviceRow, OfficialCard, OfficialRecord
+from gchat.store.imports import StagedRow
+from gchat.store.policies import Effective, PolicyRow
+from protocol import frames as f
+
+Handler = Callable[[Principal, Any], Awaitable[Any]]
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else f.wire_time(moment)
+
+
+def agency_info(agency: Agency) -> f.AgencyInfo:
+    return f.AgencyInfo(
+        id=agency.id,
+        parent_id=agency.parent_id,
+        code=agency.code,
+        name_th=agency.name_th,
+        name_en=agency.name_en,
+        depth=agency.depth,
+    )
+
+
+def official_info(record: OfficialRecord) -> f.OfficialInfo:
+    return f.OfficialInfo(
+        id=record.id,
+        agency_id=record.agency_id,
+        agency_code=record.agency_code,
+        name_th=record.name_th,
+        name_en=record.name_en,
+        position=record.position,
+        email=record.email,
+        phone=record.phone,
+        employee_id=record.employee_id,
+        status=record.status,  # type: ignore[arg-type]
+        roles=[f.RoleInfo(role=r.role, scope_agency_id=r.scope_agency_id)  # type: ignore[arg-type]
+               for r in record.roles],
+    )
+
+
+def _device(row: DeviceRow) -> f.DeviceInfo:
+    return f.DeviceInfo(
+        device_id=row.id,
+        name=row.name,
+        platform=row.platform,
+        status=row.status,  # type: ignore[arg-type]
+        enrolled_at=_ms(row.enrolled_at) or 0,
+        last_seen_at=_ms(row.last_seen_at),
+        revoked_at=_ms(row.revoked_at),
+    )
+
+
+def _code(row: CodeRow, now: datetime) -> f.CodeInfo:
+    return f.CodeInfo(
+        code_id=row.id,
+        state=row.state(now),  # type: ignore[arg-type]
+        issued_by=row.issued_by,
+        created_at=_ms(row.created_at) or 0,
+        expires_at=_ms(row.expires_at) or 0,
+        device_id=row.device_id,
+    )
+
+
+def _card(card: OfficialCard) -> f.OfficialCard:
+    return f.OfficialCard(
+        official_id=card.id,
+        name_th=card.name_th,
+        name_en=card.name_en,
+        position=card.position,
+        agency_id=card.agency_id,
+        agency_code=card.agency_code,
+        agency_name_th=card.agency_name_th,
+        agency_name_en=card.agency_name_en,
+        active_devices=card.active_devices,
+    )
+
+
+def _policy(row: PolicyRow | Effective) -> f.PolicyInfo:
+    return f.PolicyInfo(
+        message_scope=row.message_scope,  # type: ignore[arg-type]
+        max_devices=row.max_devices,
+        retention_seconds=row.retention_seconds,
+    )
+
+
+def _errors(problems: list[RowProblem]) -> list[f.RowError]:
+    return [f.RowError(line=p.line, field=p.field, reason=p.reason) for p in problems]
+
+
+def table(
+    admin: Administration, importer: DirectoryImport, directory: Directory
+) -> Mapping[type, Handler]:
+    """The handlers, by request frame type."""
+
+    async def create_agency(actor: Principal, frame: f.CreateAgency) -> f.AgencyReply:
+        agency = await admin.create_agency(
+            actor, frame.code, frame.name_th, frame.name_en, frame.parent_id
+        )
+        return f.AgencyReply(rid=frame.rid, agency=agency_info(agency))
+
+    async def update_agency(actor: Principal, frame: f.UpdateAgency) -> f.AgencyReply:
+        agency = await admin.update_agency(
+            actor, frame.agency_id, frame.code, frame.name_th, frame.name_en
+        )
+        return f.AgencyReply(rid=frame.rid, agency=agency_info(agency))
+
+    async def move_agency(actor: Principal, frame: f.MoveAgency) -> f.AgencyReply:
+        agency = await admin.move_agency(actor, frame.agency_id, frame.parent_id)
+        return f.AgencyReply(rid=frame.rid, agency=agency_info(agency))
+
+    async def list_agencies(actor: Principal, frame: f.ListAgencies) -> f.AgencyList:
+        found = await admin.list_agencies(actor, frame.root_id)
+        return f.AgencyList(rid=frame.rid, agencies=[agency_info(a) for a in found])
+
+    async def create_official(actor: Principal, frame: f.CreateOfficial) -> f.OfficialCreated:
+        record = await admin.create_official(
+            actor,
+            frame.agency_id,
+            frame.name,
+            name_th=frame.name_th,
+            name_en=frame.name_en,
+            position=frame.position,
+            email=frame.email,
+            phone=frame.phone,
+            employee_id=frame.employee_id,
+        )
+        return f.OfficialCreated(rid=frame.rid, official_id=record.id, agency_id=record.agency_id)
+
+    async def update_official(actor: Principal, frame: f.UpdateOfficial) -> f.OfficialReply:
+        record = await admin.update_official(
+            actor,
+            frame.official_id,
+            name_th=frame.name_th,
+            name_en=frame.name_en,
+            position=frame.position,
+            email=frame.email,
+            phone=frame.phone,
+            employee_id=frame.employee_id,
+        )
+        return f.OfficialReply(rid=frame.rid, official=official_info(record))
+
+    async def move_official(actor: Principal, frame: f.MoveOfficial) -> f.OfficialReply:
+        record = await admin.move_official(actor, frame.official_id, frame.agency_id)
+        return f.OfficialReply(rid=frame.rid, official=official_info(record))
+
+    async def set_status(actor: Principal, frame: f.SetOfficialStatus) -> f.OfficialReply:
+        record = await admin.set_status(actor, frame.official_id, frame.status)
+        return f.OfficialReply(rid=frame.rid, official=official_info(record))
+
+    async def get_official(actor: Principal, frame: f.GetOfficial) -> f.OfficialReply:
+        record = await admin.get_official(actor, frame.official_id)
+        return f.OfficialReply(rid=frame.rid, official=official_info(record))
+
+    async def list_officials(actor: Principal, frame: f.ListOfficials) -> f.OfficialList:
+        found, next_offset = await admin.list_officials(
+            actor, frame.agency_id, frame.status, frame.offset, frame.limit
+        )
+        return f.OfficialList(
+            rid=frame.rid, officials=[official_info(r) for r in found], next_offset=next_offset
+        )
+
+    async def grant_role(actor: Principal, frame: f.GrantRole) -> f.OfficialReply:
+        record = await admin.grant_role(actor, frame.official_id, frame.role, frame.scope_agency_id)
+        return f.OfficialReply(rid=frame.rid, official=official_info(record))
+
+    async def revoke_role(actor: Principal, frame: f.RevokeRole) -> f.OfficialReply:
+        record = await admin.revoke_role(actor, frame.official_id, frame.role)
+        return f.OfficialReply(rid=frame.rid, official=official_info(record))
+
+    async def list_devices(actor: Principal, frame: f.ListDevices) -> f.DeviceList:
+        found = await admin.list_devices(actor, frame.official_id)
+        return f.DeviceList(
+            rid=frame.rid, official_id=frame.official_id, devices=[_device(d) for d in found]
+        )
+
+    async def revoke_device(actor: Principal, frame: f.RevokeDevice) -> f.DeviceRevoked:
+        await admin.revoke_device(actor, frame.device_id)
+        return f.DeviceRevoked(rid=frame.rid, device_id=frame.device_id)
+
+    async def issue_code(actor: Principal, frame: f.IssueCode) -> f.CodeIssued:
+        _, code, expires = await admin.issue_code(actor, frame.official_id)
+        return f.CodeIssued(
+            rid=frame.rid, official_id=frame.official_id, code=code, expires_at=_ms(expires) or 0
+        )
+
+    async def list_codes(actor: Principal, frame: f.ListCodes) -> f.CodeList:
+        found = await admin.list_codes(actor, frame.official_id)
+        now = datetime.now(UTC)
+        return f.CodeList(
+            rid=frame.rid, official_id=frame.official_id, codes=[_code(c, now) for c in found]
+        )
+
+    async def cancel_code(actor: Principal, frame: f.CancelCode) -> f.CodeCancelled:
+        await admin.cancel_code(actor, frame.code_id)
+        return f.CodeCancelled(rid=frame.rid, code_id=frame.code_id)
+
+    async def set_policy(actor: Principal, frame: f.SetPolicy) -> f.PolicyReply:
+        p = frame.policy
+        row, effective = await admin.set_policy(
+            actor,
+            frame.agency_id,
+            PolicyRow(frame.agency_id, p.message_scope, p.max_devices, p.retention_seconds),
+        )
+        return f.PolicyReply(
+            rid=frame.rid,
+            agency_id=frame.agency_id,
+            policy=_policy(row),
+            effective=_policy(effective) if effective else None,
+        )
+
+    async def get_policy(actor: Principal, frame: f.GetPolicy) -> f.PolicyReply:
+        row, effective = await admin.get_policy(actor, frame.agency_id)
+        return f.PolicyReply(
+            rid=frame.rid,
+            agency_id=frame.agency_id,
+            policy=_policy(row),
+            effective=_policy(effective) if effective else None,
+        )
+
+    async def search(actor: Principal, frame: f.SearchOfficials) -> f.SearchResults:
+        cards, next_offset = await directory.search(
+            actor, frame.query, frame.agency_id, frame.offset, frame.limit
+        )
+        return f.SearchResults(
+            rid=frame.rid, results=[_card(c) for c in cards], next_offset=next_offset
+        )
+
+    async def import_begin(actor: Principal, frame: f.ImportBegin) -> f.ImportStarted:
+        return f.ImportStarted(rid=frame.rid, import_id=await importer.begin(actor))
+
+    async def import_rows(actor: Principal, frame: f.ImportRows) -> f.ImportChecked:
+        rows = [
+            StagedRow(r.line, r.employee_id, r.name_th, r.name_en, r.position, r.agency_code,
+                      r.email, r.phone)
+            for r in frame.rows
+        ]
+        problems = await importer.stage(actor, frame.import_id, rows)
+        return f.ImportChecked(
+            rid=frame.rid, import_id=frame.import_id, received=len(rows), errors=_errors(problems)
+        )
+
+    async def import_apply(actor: Principal, frame: f.ImportApply) -> f.ImportResult:
+        outcome = await importer.apply(actor, frame.import_id, frame.dry_run)
+        return f.ImportResult(
+            rid=frame.rid,
+            import_id=frame.import_id,
+            dry_run=frame.dry_run,
+            applied=outcome.applied,
+            rows=outcome.rows,
+            created=outcome.created,
+            error_count=outcome.error_count,
+            errors=_errors(outcome.problems),
+        )
+
+    async def import_discard(actor: Principal, frame: f.ImportDiscard) -> f.ImportDiscarded:
+        await importer.discard(actor, frame.import_id)
+        return f.ImportDiscarded(rid=frame.rid, import_id=frame.import_id)
+
+    return {
+        f.CreateAgency: create_agency,
+        f.UpdateAgency: update_agency,
+        f.MoveAgency: move_agency,
+        f.ListAgencies: list_agencies,
+        f.CreateOfficial: create_official,
+        f.UpdateOfficial: update_official,
+        f.MoveOfficial: move_official,
+        f.SetOfficialStatus: set_status,
+        f.GetOfficial: get_official,
+        f.ListOfficials: list_officials,
+        f.GrantRole: grant_role,
+        f.RevokeRole: revoke_role,
+        f.ListDevices: list_devices,
+        f.RevokeDevice: revoke_device,
+        f.IssueCode: issue_code,
+        f.ListCodes: list_codes,
+        f.CancelCode: cancel_code,
+        f.SetPolicy: set_policy,
+        f.GetPolicy: get_policy,
+        f.SearchOfficials: search,
+        f.ImportBegin: import_begin,
+        f.ImportRows: import_rows,
+        f.ImportApply: import_apply,
+        f.ImportDiscard: import_discard,
+    }

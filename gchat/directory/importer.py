@@ -1,0 +1,225 @@
+"""Bulk import of officials: stage chunk by chunk, check, then all or nothing.
+
+An import is the actor's own: ``begin`` opens it, ``stage`` adds rows (at
+most ``limits.MAX_IMPORT_ROWS`` a frame) and answers with the problems it can
+already see in them, and ``apply`` checks every staged row again against the
+directory as it is now. A dry run stops there and reports; a real apply
+creates every official in one transaction, with one INSERT per chunk of rows
+for each table, or, if any row is bad, changes nothing. Staged rows are
+deleted when the import is applied or discarded.
+
+Row rules: ``employee_id`` is required, well-formed and new (in the
+directory and in the file); a Thai or an English name (``name_th`` must be
+in Thai script); ``agency_code`` names an agency the actor administers;
+email and phone, when present, look like ones; nothing over 200 characters
+or holding control characters.
+"""
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from gchat.audit.log import AuditEvent, AuditLog
+from gchat.directory.administration import Administration, Scope, check_text, forbidden
+from gchat.errors import ServiceError
+from gchat.identity.principal import Principal
+from gchat.store import directory as store
+from gchat.store import imports
+from gchat.store.database import Database, Executor
+from gchat.store.directory import Agency, NewOfficial
+from gchat.store.imports import StagedRow
+from protocol.errors import ErrorCode
+
+#: Rows per INSERT when applying.
+APPLY_CHUNK = 2000
+#: Problems reported in full by ``apply`` (the count is always exact).
+MAX_REPORTED = 200
+_FIELDS = ("employee_id", "name_th", "name_en", "position", "agency_code", "email", "phone")
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    line: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rows: int
+    created: int
+    problems: list[RowProblem]
+    error_count: int
+    applied: bool
+
+
+class _Checker:
+    """The row rules, against a snapshot of the directory."""
+
+    def __init__(
+        self,
+        agencies: dict[str, Agency],
+        allowed: set[UUID] | None,
+        existing: set[str],
+        earlier: dict[str, int],
+    ) -> None:
+        self.agencies = agencies
+        self.allowed = allowed
+        self.existing = existing
+        self.earlier = earlier  # employee id -> first line that has it
+
+    def check(self, row: StagedRow) -> tuple[list[RowProblem], NewOfficial | None]:
+        problems: list[RowProblem] = []
+        values: dict[str, str | None] = {}
+        for name in _FIELDS:
+            try:
+                values[name] = check_text(name, getattr(row, name), thai=name == "name_th")
+            except ValueError as error:
+                problems.append(RowProblem(row.line, name, str(error)))
+                values[name] = None
+        employee_id = values["employee_id"]
+        if employee_id is None and not any(p.field == "employee_id" for p in problems):
+            problems.append(RowProblem(row.line, "employee_id", "employee_id is missing"))
+        if employee_id is not None:
+            first = self.earlier.setdefault(employee_id, row.line)
+            if first != row.line:
+                problems.append(RowProblem(row.line, "employee_id",
+                                           f"employee_id {employee_id} repeats line {first}"))
+            elif employee_id in self.existing:
+                problems.append(RowProblem(row.line, "employee_id",
+                                           f"employee_id {employee_id} is already in the "
+                                           "directory"))
+        if (
+            values["name_th"] is None
+            and values["name_en"] is None
+            and not any(p.field in ("name_th", "name_en") for p in problems)
+        ):
+            problems.append(RowProblem(row.line, "name_th", "neither a Thai nor an English name"))
+        agency = None
+        code = values["agency_code"]
+        if code is None:
+            if not any(p.field == "agency_code" for p in problems):
+                problems.append(RowProblem(row.line, "agency_code", "agency_code is missing"))
+        else:
+            agency = self.agencies.get(code)
+            if agency is None:
+                problems.append(RowProblem(row.line, "agency_code", f"no agency with code {code}"))
+            elif self.allowed is not None and agency.id not in self.allowed:
+                problems.append(RowProblem(row.line, "agency_code",
+                                           f"agency {code} is outside your scope"))
+        if problems or agency is None:
+            return problems, None
+        return [], NewOfficial(
+            id=uuid.uuid4(),
+            agency_id=agency.id,
+            name_th=values["name_th"],
+            name_en=values["name_en"],
+            position=values["position"],
+            email=values["email"],
+            phone=values["phone"],
+            employee_id=employee_id,
+        )
+
+
+class DirectoryImport:
+    def __init__(self, db: Database, audit: AuditLog, administration: Administration) -> None:
+        self._db = db
+        self._audit = audit
+        self._admin = administration
+
+    async def _importer(self, conn: Executor, principal: Principal) -> Scope:
+        scope = await self._admin.scope(conn, principal)
+        if not scope.actor.superadmin and scope.actor.role("agency_admin") is None:
+            raise forbidden("only admins import officials")
+        return scope
+
+    async def _own(self, conn: Executor, principal: Principal, import_id: UUID) -> Scope:
+        scope = await self._importer(conn, principal)
+        if await imports.owner(conn, import_id) != scope.actor.official_id:
+            raise ServiceError(ErrorCode.NOT_FOUND, "no such import of yours")
+        return scope
+
+    async def _checker(
+        self, scope: Scope, rows: Sequence[StagedRow], earlier: dict[str, int]
+    ) -> _Checker:
+        conn = scope.conn
+        codes = sorted({r.agency_code.strip() for r in rows if r.agency_code})
+        agencies = await store.agencies_by_code(conn, codes)
+        allowed: set[UUID] | None = None
+        if not await scope.administers_everywhere():
+            admin = scope.actor.role("agency_admin")
+            assert admin is not None and admin.scope_agency_id is not None
+            allowed = {a.id for a in await store.list_agencies(conn, admin.scope_agency_id)}
+        ids = sorted({r.employee_id.strip() for r in rows if r.employee_id})
+        existing = await store.existing_employee_ids(conn, ids)
+        return _Checker(agencies, allowed, existing, earlier)
+
+    async def begin(self, principal: Principal) -> UUID:
+        import_id = uuid.uuid4()
+        async with self._db.transaction() as conn:
+            scope = await self._importer(conn, principal)
+            await imports.begin(conn, import_id, scope.actor.official_id)
+        return import_id
+
+    async def stage(
+        self, principal: Principal, import_id: UUID, rows: Sequence[StagedRow]
+    ) -> list[RowProblem]:
+        """Stage rows; the problems visible so far (apply checks everything again)."""
+        if len({r.line for r in rows}) != len(rows):
+            raise ServiceError(ErrorCode.INVALID_FIELD, "a line number appears twice")
+        async with self._db.transaction() as conn:
+            scope = await self._own(conn, principal, import_id)
+            ids = sorted({r.employee_id.strip() for r in rows if r.employee_id})
+            earlier = await imports.staged_employee_lines(conn, import_id, ids)
+            checker = await self._checker(scope, rows, earlier)
+            problems: list[RowProblem] = []
+            for row in sorted(rows, key=lambda r: r.line):
+                problems.extend(checker.check(row)[0])
+            await imports.stage(conn, import_id, rows)
+        return problems
+
+    async def apply(self, principal: Principal, import_id: UUID, dry_run: bool) -> Outcome:
+        async with self._db.transaction() as conn:
+            scope = await self._own(conn, principal, import_id)
+            rows = await imports.staged(conn, import_id)
+            checker = await self._checker(scope, rows, {})
+            problems: list[RowProblem] = []
+            new: list[NewOfficial] = []
+            for row in rows:
+                found, official = checker.check(row)
+                problems.extend(found)
+                if official is not None:
+                    new.append(official)
+            if dry_run or problems:
+                return Outcome(len(rows), 0, problems[:MAX_REPORTED], len(problems), False)
+            try:
+                for start in range(0, len(new), APPLY_CHUNK):
+                    await store.create_officials(conn, new[start : start + APPLY_CHUNK])
+            except asyncpg.UniqueViolationError:
+                raise ServiceError(
+                    ErrorCode.CONFLICT, "the directory changed during the import; run it again"
+                ) from None
+            await self._audit.record(conn, *self._events(scope, import_id, new))
+            await imports.discard(conn, import_id)
+        return Outcome(len(rows), len(new), [], 0, True)
+
+    def _events(
+        self, scope: Scope, import_id: UUID, new: Iterable[NewOfficial]
+    ) -> list[AuditEvent]:
+        actor = {"actor_official": scope.actor.official_id, "actor_device": scope.actor.device_id}
+        events = [
+            AuditEvent("admin.official_created", subject_official=o.id, agency_id=o.agency_id,
+                       details={"import": import_id}, **actor)
+            for o in new
+        ]
+        events.append(AuditEvent("admin.officials_imported",
+                                 details={"import": import_id, "created": len(events)}, **actor))
+        return events
+
+    async def discard(self, principal: Principal, import_id: UUID) -> None:
+        async with self._db.transaction() as conn:
+            await self._own(conn, principal, import_id)
+            await imports.discard(conn, import_id)

@@ -1,0 +1,1 @@
+"""Identity: who a device is (authentication, tokens, enrolment, codes, revocation, prekeys)."""

@@ -1,0 +1,1 @@
+"""Messaging: accepting, committing and delivering envelopes."""

@@ -1,0 +1,4 @@
+"""Runtime: what a node runs on.
+
+Batching, brokers, rate limits, metrics, server keys, embedded PostgreSQL.
+"""

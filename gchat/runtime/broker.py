@@ -1,0 +1,112 @@
+"""Signals to devices wherever they are connected: wake-ups and notices.
+
+The broker carries hints, never messages: PostgreSQL holds the envelopes,
+and a lost signal only delays delivery until the next one (or reconnect).
+``InProcessBroker`` serves a single node; ``gchat.runtime.redis_broker.RedisBroker``
+serves many nodes. Both implement ``Broker``.
+"""
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+from uuid import UUID
+
+log = logging.getLogger("gchat.runtime.broker")
+
+
+class SignalKind(Enum):
+    WAKE = "wake"  # the device's inbox has new envelopes
+    PREKEYS_LOW = "prekeys_low"  # value: one-time prekeys left
+    CONNECTED = "connected"  # value: id of the newest connection (others yield)
+    REVOKED = "revoked"  # the device or its official may no longer connect
+
+
+@dataclass(frozen=True)
+class Signal:
+    kind: SignalKind
+    value: int | str | None = None
+
+
+Listener = Callable[[Signal], None]
+
+
+class Broker(Protocol):
+    """Where connections listen for their device's signals, and who may send them.
+
+    ``subscribe``/``unsubscribe`` are synchronous (a connection registers a
+    listener; any network subscription happens behind it). ``publish``
+    reaches every listener of those devices on whichever node they are.
+    ``healthy`` is False while signals from other nodes may be lost (Redis
+    down): the broker then wakes its local listeners on its own so they
+    re-read their inbox from PostgreSQL.
+    """
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    def subscribe(self, device_id: UUID, listener: Listener) -> None: ...
+
+    def unsubscribe(self, device_id: UUID, listener: Listener) -> None: ...
+
+    async def publish(self, device_ids: Iterable[UUID], signal: Signal) -> None: ...
+
+    def devices(self) -> list[UUID]:
+        """The devices with a listener on this node."""
+        ...
+
+    def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
+        """Signal this node's listeners of these devices only."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class InProcessBroker:
+    """Delivers signals to listeners in this process, synchronously."""
+
+    def __init__(self) -> None:
+        self._listeners: defaultdict[UUID, set[Listener]] = defaultdict(set)
+
+    @property
+    def healthy(self) -> bool:
+        return True  # nothing between the publisher and the listeners can fail
+
+    async def start(self) -> None:
+        return None
+
+    def subscribe(self, device_id: UUID, listener: Listener) -> None:
+        self._listeners[device_id].add(listener)
+
+    def unsubscribe(self, device_id: UUID, listener: Listener) -> None:
+        listeners = self._listeners.get(device_id)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[device_id]
+
+    def has_listeners(self, device_id: UUID) -> bool:
+        return device_id in self._listeners
+
+    def devices(self) -> list[UUID]:
+        """The devices with a listener here (a snapshot)."""
+        return list(self._listeners)
+
+    def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
+        """Call the listeners of these devices now; a failing listener is logged."""
+        for device_id in device_ids:
+            for listener in list(self._listeners.get(device_id, ())):
+                try:
+                    listener(signal)
+                except Exception:
+                    log.exception("listener failed device=%s signal=%s", device_id, signal.kind)
+
+    async def publish(self, device_ids: Iterable[UUID], signal: Signal) -> None:
+        self.deliver(device_ids, signal)
+
+    async def close(self) -> None:
+        self._listeners.clear()

@@ -1,0 +1,217 @@
+"""Named token-bucket limits, per node or shared by every node through Redis.
+
+A limit is a bucket per key (a device id, an address): ``capacity`` tokens,
+refilled at ``rate`` per second. An over-limit call gets a ServiceError with
+``retry_after`` so the client knows when to try again.
+
+``RateLimiter`` is what services depend on. ``LocalRateLimiter`` keeps the
+buckets in this process (a single node). ``RedisRateLimiter`` keeps them in
+Redis, updated by one Lua script (read, refill, take, write: atomic, and
+timed by the Redis server's clock so nodes' clocks need not agree), so a
+limit holds across all nodes; when Redis cannot be reached it answers from
+local buckets instead (each node then enforces the limit on its own) and
+tries Redis again a moment later.
+
+A ``cost`` of 0 is a peek: it takes nothing but is refused while the
+bucket holds less than one token (auth checks "may this address try at
+all?" before spending a token only on failure).
+"""
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from gchat.errors import ServiceError
+from gchat.runtime.metrics import NodeMetrics
+from protocol.errors import ErrorCode
+
+log = logging.getLogger("gchat.runtime.ratelimit")
+
+
+@dataclass(frozen=True)
+class Limit:
+    capacity: float
+    rate: float  # tokens per second
+
+
+class Limits(Enum):
+    """The table of limits; values are (capacity, refill per second)."""
+
+    ENROLMENT_ATTEMPTS = Limit(10, 10 / 3600)  # per remote address
+    AUTH_FAILURES = Limit(20, 20 / 600)  # per remote address
+    MESSAGES = Limit(200, 50)  # per device
+    BUNDLE_FETCHES = Limit(100, 2)  # per device
+
+
+LimitTable = Mapping[Limits, Limit]
+
+
+def parse_overrides(text: str) -> dict[Limits, Limit]:
+    """Read ``"messages=2000/500, bundle_fetches=300/5"`` (capacity/refill per second).
+
+    For deployments whose officials legitimately need other limits, and for
+    load tests, which must measure the server rather than its throttles.
+    """
+    table = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, spec = part.partition("=")
+        capacity, _, rate = spec.partition("/")
+        try:
+            table[Limits[name.strip().upper()]] = Limit(float(capacity), float(rate))
+        except (KeyError, ValueError):
+            raise ValueError(f"bad rate limit {part!r}: want NAME=CAPACITY/PER_SECOND") from None
+    return table
+
+
+def _spec(table: LimitTable, limit: Limits) -> Limit:
+    """The limit in force: the deployment's override, else the built-in value."""
+    return table.get(limit, limit.value)
+
+
+class RateLimiter(Protocol):
+    async def check(self, limit: Limits, key: str, cost: float = 1.0) -> None:
+        """Take ``cost`` tokens or raise ``rate_limited`` with a retry-after."""
+        ...
+
+
+def _refused(retry_after: float) -> ServiceError:
+    return ServiceError(ErrorCode.RATE_LIMITED, "too many requests", retry_after=retry_after)
+
+
+class LocalRateLimiter:
+    """In-process buckets; the clock is injectable for tests."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+        table: LimitTable | None = None,
+    ) -> None:
+        self._clock = clock
+        self._table = dict(table or {})
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self._max_keys = max_keys
+
+    async def check(self, limit: Limits, key: str, cost: float = 1.0) -> None:
+        """Take ``cost`` tokens or raise ``rate_limited`` with a retry-after."""
+        self.check_now(limit, key, cost)
+
+    def check_now(self, limit: Limits, key: str, cost: float = 1.0) -> None:
+        """``check`` without the coroutine (it never waits)."""
+        now = self._clock()
+        spec = _spec(self._table, limit)
+        tokens, last = self._buckets.get((limit.name, key), (spec.capacity, now))
+        tokens = min(spec.capacity, tokens + max(0.0, now - last) * spec.rate)
+        need = cost if cost > 0 else 1.0
+        if tokens < need:
+            raise _refused((need - tokens) / spec.rate)
+        if len(self._buckets) >= self._max_keys:
+            self._evict(now)
+        self._buckets[(limit.name, key)] = (tokens - cost, now)
+
+    def _evict(self, now: float) -> None:
+        """Bound memory under a flood of keys without forgiving anyone.
+
+        A bucket that has refilled is the same as no bucket, so those go
+        first; if live throttles alone fill the table, the least recently
+        touched half goes (they have refilled the most).
+        """
+        live = {}
+        for (name, key), (tokens, last) in self._buckets.items():
+            spec = _spec(self._table, Limits[name])
+            if tokens + (now - last) * spec.rate < spec.capacity:
+                live[(name, key)] = (tokens, last)
+        if len(live) >= self._max_keys:
+            newest = sorted(live.items(), key=lambda item: item[1][1])[len(live) // 2 :]
+            live = dict(newest)
+        self._buckets = live
+
+
+# KEYS[1]: the bucket. ARGV: capacity, rate per second, cost.
+# Returns {1, ""} when taken, {0, retry_after_seconds} when refused (a string:
+# Lua numbers become integers in Redis replies).
+_TAKE = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1])
+local at = tonumber(state[2])
+if tokens == nil or at == nil then
+  tokens = capacity
+  at = now
+end
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+local need = cost
+if need <= 0 then need = 1 end
+if tokens < need then
+  return {0, tostring((need - tokens) / rate)}
+end
+tokens = tokens - cost
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
+return {1, ''}
+"""
+
+
+class RedisRateLimiter:
+    """Buckets in Redis shared by every node; local buckets while Redis is down."""
+
+    def __init__(
+        self,
+        redis: Any,
+        prefix: str,
+        fallback: LocalRateLimiter | None = None,
+        metrics: NodeMetrics | None = None,
+        retry_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        table: LimitTable | None = None,
+    ) -> None:
+        self._script = redis.register_script(_TAKE)
+        self._table = dict(table or {})
+        self._prefix = f"{prefix}rl:"
+        self._fallback = fallback or LocalRateLimiter()
+        self._metrics = metrics
+        self._retry_interval = retry_interval
+        self._clock = clock
+        self._down_until = 0.0
+        self._down = False
+
+    @property
+    def shared(self) -> bool:
+        """True while the limits are enforced in Redis (across nodes)."""
+        return not self._down
+
+    async def check(self, limit: Limits, key: str, cost: float = 1.0) -> None:
+        if self._down and self._clock() < self._down_until:
+            return self._local(limit, key, cost)
+        spec = _spec(self._table, limit)
+        try:
+            taken, retry = await self._script(
+                keys=[f"{self._prefix}{limit.name}:{key}"],
+                args=[repr(float(spec.capacity)), repr(float(spec.rate)), repr(float(cost))],
+            )
+        except Exception as error:  # redis errors, timeouts, OSError: all mean "not now"
+            if not self._down:
+                log.warning(
+                    "rate limits fall back to local buckets: redis %s", type(error).__name__
+                )
+            self._down = True
+            self._down_until = self._clock() + self._retry_interval
+            return self._local(limit, key, cost)
+        if self._down:
+            self._down = False
+            log.warning("rate limits shared through redis again")
+        if not int(taken):
+            raise _refused(float(retry))
+        return None
+
+    def _local(self, limit: Limits, key: str, cost: float) -> None:
+        if self._metrics is not None:
+            self._metrics.ratelimit_fallbacks.inc()
+        self._fallback.check_now(limit, key, cost)

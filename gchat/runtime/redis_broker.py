@@ -1,0 +1,478 @@
+"""Signals between nodes over Redis pub/sub (redis.asyncio with hiredis).
+
+Design: **one channel per device**, ``<prefix>dev:<device id>``, and one
+pub/sub connection per node that is SUBSCRIBEd to exactly the devices
+connected to this node (plus the cluster channel ``<prefix>cluster``).
+
+Why per-device channels rather than one channel per node plus a
+device->node map:
+
+- Redis does the routing. A publisher needs to know nothing about where a
+  device is; there is no map to write on every connect and disconnect, to
+  expire when a node dies without cleaning up, or to get wrong during a
+  displacement (the same device briefly on two nodes: both are subscribed,
+  both hear CONNECTED, the older one yields).
+- A node that dies takes its subscriptions with its TCP connection: nothing
+  stale is left behind, and nothing has to be repaired when it comes back.
+- The cost is one SUBSCRIBE per connecting device and one PUBLISH per
+  recipient device per commit. Subscriptions are sent in batches from one
+  task (a connect storm becomes a few multi-channel SUBSCRIBEs), and the
+  PUBLISHes of a whole commit batch go out in one pipeline, not one round
+  trip each. Redis handles hundreds of thousands of channels and messages a
+  second, far beyond what one PostgreSQL primary commits. (With a device
+  map, a wake-up would cost a map lookup per device and still a publish per
+  node: no cheaper for 1:1 traffic.) With Redis Cluster, sharded pub/sub
+  (SSUBSCRIBE/SPUBLISH) keeps the same design scalable; not done here.
+
+Delivery guarantees, since Redis pub/sub is at-most-once: a signal is only
+a hint; envelopes are in PostgreSQL. Every way a wake-up can be lost is
+covered by a later inbox read:
+
+- listeners on this node are called directly by ``publish`` (no Redis hop;
+  this node's own messages coming back from Redis are ignored);
+- when a device channel's SUBSCRIBE is confirmed, its listeners are woken,
+  so anything committed before the subscription took effect is read;
+- while Redis is unreachable (``healthy`` False) every local listener is
+  woken every ``poll_interval`` (250 ms), so delivery goes on from
+  PostgreSQL; the node reconnects with jittered exponential backoff and
+  resubscribes (which wakes every device again, see above);
+- a node that could not publish (Redis down, or a failed pipeline) sends a
+  ``resync`` on the cluster channel once it is back, and every node then
+  wakes all of its devices;
+- every node says ``alive`` on the cluster channel each ``ping_interval``;
+  when a node falls silent (killed between a commit and its PUBLISH, say),
+  the others wake all of their devices once.
+
+Revocations (SignalKind.REVOKED) and displacements (CONNECTED) travel on
+the same device channels.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Iterable
+from uuid import UUID
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from gchat.runtime.broker import InProcessBroker, Listener, Signal, SignalKind
+from gchat.runtime.metrics import NodeMetrics
+
+log = logging.getLogger("gchat.runtime.redis_broker")
+
+_RESYNC = "resync"
+_ALIVE = "alive"
+#: Publishes waiting for the flusher beyond this are dropped (and a resync
+#: is sent later): memory stays bounded when Redis is slow.
+MAX_OUTBOX = 200_000
+
+
+def connect_redis(url: str, timeout: float = 1.0) -> Redis:
+    """A client for ``url`` that fails fast instead of retrying on its own.
+
+    The broker and the rate limiter each decide what to do when Redis is
+    unreachable (poll PostgreSQL, count locally), so a command must not
+    hang in redis-py's own retry loop meanwhile.
+    """
+    client: Redis = Redis.from_url(
+        url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=False,
+    )
+    return client
+
+
+def _chunks(items: list[bytes], size: int) -> Iterable[list[bytes]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class RedisBroker:
+    """The ``Broker`` for many nodes: per-device channels on one Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        node_id: str,
+        metrics: NodeMetrics | None = None,
+        *,
+        poll_interval: float = 0.25,
+        backoff_min: float = 0.1,
+        backoff_max: float = 2.0,
+        ping_interval: float = 1.0,
+        subscribe_chunk: int = 500,
+        publish_chunk: int = 1000,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._device_prefix = f"{prefix}dev:".encode()
+        self._cluster = f"{prefix}cluster".encode()
+        self._node = node_id
+        self._metrics = metrics if metrics is not None else NodeMetrics()
+        self._poll_interval = poll_interval
+        self._backoff_min = backoff_min
+        self._backoff_max = backoff_max
+        self._ping_interval = ping_interval
+        self._subscribe_chunk = subscribe_chunk
+        self._publish_chunk = publish_chunk
+        self._local = InProcessBroker()
+        self._dirty: set[UUID] = set()  # devices whose subscription may need changing
+        self._subscribed: set[UUID] = set()
+        self._changed = asyncio.Event()
+        self._outbox: list[tuple[bytes, bytes]] = []
+        self._outbox_ready = asyncio.Event()
+        self._recycle = asyncio.Event()
+        self._up = asyncio.Event()
+        self._healthy = False
+        self._missed = False  # a publish was lost: send a resync once back
+        self._closing = False
+        self._ever_up = False
+        self._last_heard = 0.0
+        self._peers: dict[str, float] = {}  # node id -> when it last said it is alive
+        self._dead_after = 3 * ping_interval + 0.5
+        self._tasks: list[asyncio.Task[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._metrics.redis_up.set(0)
+
+    # --- Broker -------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    async def start(self, wait: float = 3.0) -> None:
+        """Connect and subscribe; a node whose Redis is down starts degraded."""
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="redis-broker-supervisor"),
+            asyncio.create_task(self._poll_while_degraded(), name="redis-broker-poller"),
+        ]
+        self._flusher = asyncio.create_task(self._flush_forever(), name="redis-broker-flusher")
+        try:
+            await asyncio.wait_for(self._up.wait(), wait)
+        except TimeoutError:
+            log.warning(
+                "redis unreachable at start: node runs degraded, polling PostgreSQL "
+                "every %.0f ms until it connects",
+                self._poll_interval * 1000,
+            )
+
+    def subscribe(self, device_id: UUID, listener: Listener) -> None:
+        first = not self._local.has_listeners(device_id)
+        self._local.subscribe(device_id, listener)
+        if first:
+            self._dirty.add(device_id)
+            self._changed.set()
+
+    def unsubscribe(self, device_id: UUID, listener: Listener) -> None:
+        self._local.unsubscribe(device_id, listener)
+        if not self._local.has_listeners(device_id):
+            self._dirty.add(device_id)
+            self._changed.set()
+
+    async def publish(self, device_ids: Iterable[UUID], signal: Signal) -> None:
+        """Signal these devices here at once and on every other node soon.
+
+        Returns without waiting for Redis: the PUBLISHes are queued and
+        pipelined by one flusher task, so a commit never waits on Redis and
+        every publish of a busy moment shares a round trip.
+        """
+        ids = list(device_ids)
+        self._local.deliver(ids, signal)
+        if self._closing or not ids:
+            return
+        if not self._healthy or len(self._outbox) + len(ids) > MAX_OUTBOX:
+            self._missed = True
+            self._metrics.broker_publish_failures.inc(len(ids))
+            return
+        payload = json.dumps([self._node, signal.kind.value, signal.value]).encode()
+        self._outbox.extend((self._device_prefix + str(d).encode(), payload) for d in ids)
+        self._outbox_ready.set()
+
+    async def close(self) -> None:
+        """Send what is queued (briefly), then drop the connection."""
+        self._closing = True
+        self._outbox_ready.set()
+        if self._flusher is not None:
+            try:
+                await asyncio.wait_for(self._flusher, 2.0)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+            except Exception:
+                log.exception("flush at close failed")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._set_healthy(False, "closed")
+
+    # --- publishing -----------------------------------------------------------
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            batch, self._outbox = self._outbox, []
+            if batch:
+                await self._flush(batch)
+            if self._closing and not self._outbox:
+                return
+
+    async def _flush(self, batch: list[tuple[bytes, bytes]]) -> None:
+        if not self._healthy:
+            self._missed = True
+            self._metrics.broker_publish_failures.inc(len(batch))
+            return
+        sent = 0
+        try:
+            for start in range(0, len(batch), self._publish_chunk):
+                chunk = batch[start : start + self._publish_chunk]
+                try:
+                    await self._publish_chunk_once(chunk)
+                except Exception:
+                    # Once more on a fresh connection: after a Redis restart
+                    # the pool's idle connections are dead, and the first use
+                    # of each fails. (A repeated PUBLISH is a harmless hint.)
+                    await self._publish_chunk_once(chunk)
+                sent += len(chunk)
+                self._metrics.broker_published.inc(
+                    sum(1 for channel, _ in chunk if channel != self._cluster)
+                )
+        except Exception as error:
+            self._missed = True
+            self._metrics.broker_publish_failures.inc(len(batch) - sent)
+            log.warning("redis publish failed (%s): reconnecting", _describe(error))
+            self._set_healthy(False, f"publish failed: {_describe(error)}")
+            self._recycle.set()
+
+    async def _publish_chunk_once(self, chunk: list[tuple[bytes, bytes]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for channel, payload in chunk:
+                pipe.publish(channel, payload)
+            await pipe.execute()
+
+    # --- subscribing ------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Keep one pub/sub connection up: connect, subscribe, read; on failure back off."""
+        attempt = 0
+        while not self._closing:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=False)
+            reason = "connection lost"
+            try:
+                self._recycle.clear()
+                self._subscribed = set()
+                self._dirty = set(self._local.devices())
+                self._last_heard = asyncio.get_running_loop().time()
+                await pubsub.subscribe(self._cluster)
+                await self._sync(pubsub)
+                attempt = 0
+                await self._run_connected(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                reason = _describe(error)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            if self._closing:
+                break
+            if self._healthy:
+                log.warning("redis pub/sub lost (%s)", reason)
+            self._set_healthy(False, reason)
+            delay = min(self._backoff_max, self._backoff_min * 2**attempt)
+            attempt += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+            log.debug("redis reconnect attempt %d", attempt)
+
+    async def _run_connected(self, pubsub: PubSub) -> None:
+        reader = asyncio.create_task(self._read(pubsub))
+        manager = asyncio.create_task(self._manage(pubsub))
+        try:
+            done, _ = await asyncio.wait({reader, manager}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, manager):
+                task.cancel()
+            await asyncio.gather(reader, manager, return_exceptions=True)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
+        raise ConnectionError("pub/sub stopped")
+
+    async def _read(self, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            message = await pubsub.get_message(timeout=self._ping_interval)
+            if message is None:
+                continue
+            self._last_heard = loop.time()
+            kind = message["type"]
+            channel = message["channel"]
+            if kind == "message":
+                self._on_message(channel, message["data"])
+            elif kind == "subscribe":
+                if channel == self._cluster:
+                    self._set_healthy(True)
+                else:
+                    device = self._device_of(channel)
+                    if device is not None:
+                        # Anything committed before this subscription took
+                        # effect was published into the void: read it now.
+                        self._local.deliver([device], Signal(SignalKind.WAKE))
+
+    async def _manage(self, pubsub: PubSub) -> None:
+        """Apply subscription changes in batches; ping; notice a silent Redis."""
+        loop = asyncio.get_running_loop()
+        last_ping = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self._ping_interval)
+            if self._recycle.is_set():
+                raise ConnectionError("reconnect requested")
+            await self._sync(pubsub)
+            now = loop.time()
+            if now - last_ping >= self._ping_interval:
+                last_ping = now
+                await pubsub.ping()
+                self._enqueue(self._cluster, _ALIVE)
+            if now - self._last_heard > 3 * self._ping_interval + 1:
+                raise ConnectionError("redis stopped answering pings")
+
+    async def _sync(self, pubsub: PubSub) -> None:
+        self._changed.clear()
+        dirty, self._dirty = self._dirty, set()
+        add = [d for d in dirty if self._local.has_listeners(d) and d not in self._subscribed]
+        remove = [d for d in dirty if not self._local.has_listeners(d) and d in self._subscribed]
+        try:
+            for chunk in _chunks([self._device_prefix + str(d).encode() for d in add],
+                                 self._subscribe_chunk):
+                await pubsub.subscribe(*chunk)
+            self._subscribed.update(add)
+            for chunk in _chunks([self._device_prefix + str(d).encode() for d in remove],
+                                 self._subscribe_chunk):
+                await pubsub.unsubscribe(*chunk)
+            self._subscribed.difference_update(remove)
+        except BaseException:
+            self._dirty |= dirty  # retried on the next connection
+            raise
+
+    def _device_of(self, channel: bytes) -> UUID | None:
+        if not channel.startswith(self._device_prefix):
+            return None
+        try:
+            return UUID(channel[len(self._device_prefix) :].decode())
+        except ValueError:
+            return None
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        try:
+            origin, kind, value = json.loads(data)
+        except (ValueError, TypeError):
+            log.warning("malformed broker message on %r", channel)
+            return
+        if origin == self._node:
+            return  # our own: local listeners were called when it was published
+        if channel == self._cluster and kind == _ALIVE:
+            if origin not in self._peers:
+                log.info("node %s is alive", origin)
+            self._peers[origin] = asyncio.get_running_loop().time()
+            return
+        self._metrics.broker_received.inc()
+        if channel == self._cluster:
+            if kind == _RESYNC:
+                devices = self._local.devices()
+                log.info("resync from node=%s: waking %d devices", origin, len(devices))
+                self._local.deliver(devices, Signal(SignalKind.WAKE))
+            return
+        device = self._device_of(channel)
+        if device is None:
+            return
+        try:
+            signal = Signal(SignalKind(kind), value)
+        except ValueError:
+            log.warning("unknown signal kind %r on %r", kind, channel)
+            return
+        self._local.deliver([device], signal)
+
+    def devices(self) -> list[UUID]:
+        return self._local.devices()
+
+    def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
+        self._local.deliver(device_ids, signal)
+
+    # --- health -------------------------------------------------------------
+
+    def _set_healthy(self, up: bool, reason: str = "") -> None:
+        if up == self._healthy:
+            return
+        self._healthy = up
+        self._metrics.redis_up.set(1 if up else 0)
+        if up:
+            self._up.set()
+            if self._ever_up:
+                self._metrics.redis_reconnects.inc()
+                log.warning(
+                    "redis pub/sub back: resubscribed %d devices, leaving PostgreSQL polling",
+                    len(self._subscribed),
+                )
+            else:
+                log.info("redis pub/sub connected node=%s", self._node)
+            self._ever_up = True
+            if self._missed:
+                self._missed = False
+                self._enqueue(self._cluster, _RESYNC)
+        else:
+            self._up.clear()
+            self._peers.clear()  # we cannot hear them: not evidence that they died
+            if not self._closing:
+                log.warning(
+                    "redis pub/sub degraded (%s): polling PostgreSQL every %.0f ms",
+                    reason,
+                    self._poll_interval * 1000,
+                )
+
+    def _enqueue(self, channel: bytes, kind: str) -> None:
+        self._outbox.append((channel, json.dumps([self._node, kind, None]).encode()))
+        self._outbox_ready.set()
+
+    async def _poll_while_degraded(self) -> None:
+        """Wake every local device each poll interval while Redis is down;
+        wake them once when another node falls silent."""
+        wake = Signal(SignalKind.WAKE)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            if self._closing:
+                continue
+            if self._healthy:
+                now = loop.time()
+                silent = [n for n, t in self._peers.items() if now - t > self._dead_after]
+                for node in silent:
+                    del self._peers[node]
+                if silent:
+                    devices = self._local.devices()
+                    log.warning(
+                        "node %s went silent: waking %d devices in case its last wake-ups "
+                        "were lost",
+                        ",".join(silent),
+                        len(devices),
+                    )
+                    self._local.deliver(devices, wake)
+                continue
+            devices = self._local.devices()
+            if devices:
+                self._metrics.degraded_polls.inc()
+                self._local.deliver(devices, wake)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,1 @@
+"""Transport: the WebSocket connection, HTTP endpoints and request dispatch."""

@@ -1,0 +1,308 @@
+"""The only server module that touches websockets: one Connection per socket.
+
+It feeds decoded frames through the sans-I/O session (``protocol.session``)
+and dispatches them to the services, turning ServiceError and ProtocolError
+into ``error`` frames so that one bad frame never costs the connection, let
+alone the node. After authentication it subscribes to the device's signals
+and runs its DeliveryStream.
+"""
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from gchat.errors import ServiceError
+from gchat.identity.auth import Authenticator
+from gchat.identity.enrolment import Enrolment
+from gchat.identity.prekeys import KeyDirectory
+from gchat.identity.principal import Principal
+from gchat.messaging.delivery import DeliveryStream, Inbox
+from gchat.runtime.broker import Broker, Signal, SignalKind
+from gchat.runtime.metrics import NodeMetrics
+from gchat.store import devices
+from gchat.store.database import Database
+from gchat.transport.handlers import Later, RequestHandlers
+from protocol import frames as f
+from protocol.codec import Codec, server_codec
+from protocol.errors import CloseCode, ErrorCode, ProtocolError
+from protocol.session import Event, ServerSession
+
+log = logging.getLogger("gchat.transport.connection")
+
+_connection_ids = itertools.count(1)
+#: Requests answered later (sends awaiting their commit) one connection may
+#: have waiting before the server stops reading its frames.
+_MAX_IN_FLIGHT = 64
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a connection needs, wired once by gchat.app."""
+
+    db: Database
+    inbox: Inbox
+    broker: Broker
+    auth: Authenticator
+    enrolment: Enrolment
+    keys: KeyDirectory
+    requests: RequestHandlers
+    server_id: str
+    node_id: str
+    max_unacked: int
+    auth_timeout: float
+    metrics: NodeMetrics = field(default_factory=NodeMetrics)
+
+
+class Connection:
+    def __init__(self, ws: ServerConnection, services: Services) -> None:
+        self._ws = ws
+        self._s = services
+        self._codec: Codec[f.ClientFrame] = server_codec(ws.subprotocol or "")
+        self._session = ServerSession()
+        self._nonce = secrets.token_bytes(32)
+        self._id = f"{services.node_id}:{next(_connection_ids)}"
+        self._remote = str(ws.remote_address[0]) if ws.remote_address else "?"
+        self._principal: Principal | None = None
+        self._stream: DeliveryStream | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._replies: set[asyncio.Task[None]] = set()
+        self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
+            f.Auth: self._on_auth,
+            f.AuthToken: self._on_auth_token,
+            f.Enroll: self._on_enroll,
+            f.Ack: self._on_ack,
+        }
+
+    # --- life cycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        deadline = asyncio.get_running_loop().call_later(
+            self._s.auth_timeout, self._auth_deadline_passed
+        )
+        self._s.metrics.connections.inc()
+        try:
+            await self.send(f.Challenge(server_id=self._s.server_id, nonce=self._nonce))
+            async for message in self._ws:
+                await self._receive(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            deadline.cancel()
+            self._session.handle(Event.CLOSED)
+            self._s.metrics.connections.dec()
+            await self._teardown()
+
+    def _auth_deadline_passed(self) -> None:
+        if not self._session.authenticated:
+            self._close_soon(CloseCode.AUTH_TIMEOUT, "authentication timeout")
+
+    def _close_soon(self, code: CloseCode, reason: str) -> None:
+        self._session.handle(Event.CLOSE)
+        self._spawn(self._ws.close(code, reason))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` alongside; it is forgotten when done, cancelled at teardown."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _teardown(self) -> None:
+        if self._principal is not None:
+            self._s.metrics.authenticated.dec()
+            self._s.broker.unsubscribe(self._principal.device_id, self._on_signal)
+        tasks = [*self._tasks, *self._replies]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._stream is not None:
+            await self._stream.flush_acks()
+
+    async def send(self, frame: object) -> None:
+        await self._ws.send(self._codec.encode(frame))
+        self._s.metrics.frames_out.inc()
+
+    # --- frames -------------------------------------------------------------
+
+    async def _receive(self, message: bytes | str) -> None:
+        self._s.metrics.frames_in.inc()
+        try:
+            frame = self._codec.decode(message)
+        except ProtocolError as error:
+            await self._error(None, error.code, error.detail)
+            return
+        await self._answer(frame, self._dispatch(frame))
+
+    async def _dispatch(self, frame: f.ClientFrame) -> object:
+        """Run the frame's handler; returns its reply (None, a frame or a Later)."""
+        self._session.check(frame)
+        session_handler = self._handlers.get(type(frame))
+        if session_handler is not None:
+            await session_handler(frame)
+            return None
+        assert self._principal is not None  # the session checked authentication
+        return await self._s.requests.table[type(frame)](self._principal, frame)
+
+    async def _answer(self, frame: f.ClientFrame, work: Awaitable[object]) -> None:
+        """Send what ``work`` replies, or the error it raised, for ``frame``.
+
+        A ``Later`` reply is sent from a task when it is ready, while the
+        connection reads on; at most ``_MAX_IN_FLIGHT`` wait at once, after
+        which reading pauses (backpressure on a client that pipelines).
+        """
+        rid = getattr(frame, "rid", None)
+        is_send = type(frame) is f.Send
+        try:
+            reply = await work
+            if isinstance(reply, Later):
+                await self._in_flight.acquire()
+                task = asyncio.create_task(self._answer(frame, reply.reply))
+                self._replies.add(task)
+                task.add_done_callback(self._replies.discard)
+                task.add_done_callback(lambda _: self._in_flight.release())
+                return
+            if reply is not None:
+                await self.send(reply)
+                if is_send:
+                    self._s.metrics.sends_accepted.inc()
+        except (ProtocolError, ServiceError) as error:
+            if is_send:
+                self._s.metrics.sends_refused.inc(code=error.code.value)
+            if isinstance(error, ProtocolError):
+                await self._error(rid, error.code, error.detail)
+                return
+            self._s.metrics.errors.inc(code=error.code.value)
+            await self.send(
+                f.Error(
+                    rid=rid,
+                    code=error.code.value,
+                    message=error.message,
+                    missing=error.missing,
+                    stale=error.stale,
+                    retry_after=error.retry_after,
+                )
+            )
+        except ConnectionClosed:
+            raise
+        except Exception:
+            log.exception("frame failed connection=%s", self._id)
+            if is_send:
+                self._s.metrics.sends_refused.inc(code=ErrorCode.INTERNAL_ERROR.value)
+            await self._error(rid, ErrorCode.INTERNAL_ERROR, "internal error")
+
+    async def _error(self, rid: int | None, code: ErrorCode, message: str) -> None:
+        self._s.metrics.errors.inc(code=code.value)
+        await self.send(f.Error(rid=rid, code=code.value, message=message))
+
+    async def _on_auth(self, frame: f.Auth) -> None:
+        principal = await self._s.auth.by_signature(
+            frame.device_id, self._nonce, frame.signature, self._remote
+        )
+        await self._authenticated(frame.rid, principal)
+
+    async def _on_auth_token(self, frame: f.AuthToken) -> None:
+        principal = await self._s.auth.by_token(frame.token, self._remote)
+        await self._authenticated(frame.rid, principal)
+
+    async def _on_enroll(self, frame: f.Enroll) -> None:
+        principal, certificate = await self._s.enrolment.enroll(frame, self._nonce, self._remote)
+        token, expires = self._s.auth.issue_token(principal)
+        await self.send(
+            f.Enrolled(
+                rid=frame.rid,
+                device_id=principal.device_id,
+                official_id=principal.official_id,
+                agency_id=principal.agency_id,
+                roles=principal.role_names,
+                certificate=certificate,
+                directory_key=self._s.enrolment.directory_public_key,
+                token=token,
+                token_expires_at=expires,
+            )
+        )
+        await self._start_session(principal)
+
+    async def _authenticated(self, rid: int, principal: Principal) -> None:
+        token, expires = self._s.auth.issue_token(principal)
+        await self.send(
+            f.Authenticated(
+                rid=rid,
+                device_id=principal.device_id,
+                official_id=principal.official_id,
+                agency_id=principal.agency_id,
+                roles=principal.role_names,
+                token=token,
+                token_expires_at=expires,
+            )
+        )
+        await self._start_session(principal)
+
+    async def _start_session(self, principal: Principal) -> None:
+        """Take over the device's signals (displacing any older connection)."""
+        self._session.handle(Event.AUTHENTICATED)
+        self._principal = principal
+        self._s.metrics.authenticated.inc()
+        await self._s.broker.publish(
+            [principal.device_id], Signal(SignalKind.CONNECTED, self._id)
+        )
+        self._s.broker.subscribe(principal.device_id, self._on_signal)
+        # A revocation published between the auth check and the subscription
+        # above reached no listener of ours: look at the status once more.
+        device = await devices.get(self._s.db.pool, principal.device_id)
+        if device is None or not device.usable:
+            self._close_soon(CloseCode.REVOKED, "device revoked")
+            return
+        self._stream = DeliveryStream(
+            self._s.inbox,
+            principal.device_id,
+            principal.official_id,
+            self.send,
+            self._s.max_unacked,
+            self._s.metrics,
+        )
+        self._spawn(self._deliver(self._stream))
+        low = await self._s.keys.stock_is_low(principal.device_id)
+        if low is not None:
+            await self.send(f.PrekeysLow(available=low))
+        log.info("authenticated connection=%s device=%s", self._id, principal.device_id)
+
+    async def _deliver(self, stream: DeliveryStream) -> None:
+        try:
+            await stream.run()
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("delivery failed connection=%s", self._id)
+            self._close_soon(CloseCode.INTERNAL_ERROR, "delivery failed")
+
+    def _on_signal(self, signal: Signal) -> None:
+        if signal.kind is SignalKind.WAKE and self._stream is not None:
+            self._stream.wake()
+        elif signal.kind is SignalKind.CONNECTED and signal.value != self._id:
+            self._close_soon(CloseCode.DISPLACED, "device connected elsewhere")
+        elif signal.kind is SignalKind.REVOKED:
+            self._close_soon(CloseCode.REVOKED, "device revoked")
+        elif signal.kind is SignalKind.PREKEYS_LOW and isinstance(signal.value, int):
+            self._spawn(self.send(f.PrekeysLow(available=signal.value)))
+
+    async def _on_ack(self, frame: f.Ack) -> None:
+        if self._stream is not None:  # None only while a revoked device is being closed
+            await self._stream.ack(frame.positions)
+
+
+def handler(services: Services) -> Callable[[ServerConnection], Awaitable[None]]:
+    """The websockets connection handler for these services."""
+
+    async def handle(ws: ServerConnection) -> None:
+        await Connection(ws, services).run()
+
+    return handle
+
+

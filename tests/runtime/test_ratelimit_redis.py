@@ -1,0 +1,122 @@
+"""Rate limits: local buckets, and buckets in Redis shared by every node.
+
+Real Redis (the shared test instance, isolated by ``redis_prefix``; a
+private redis-server where Redis has to be down and come back).
+"""
+
+import asyncio
+import logging
+
+import pytest
+
+from gchat.errors import ServiceError
+from gchat.runtime.metrics import NodeMetrics
+from gchat.runtime.ratelimit import Limits, LocalRateLimiter, RedisRateLimiter
+from gchat.runtime.redis_broker import connect_redis
+from tests.cluster.support import PrivateRedis
+
+
+async def refused(check) -> float:  # noqa: ANN001
+    with pytest.raises(ServiceError) as caught:
+        await check
+    assert caught.value.code.value == "rate_limited"
+    assert caught.value.retry_after is not None and caught.value.retry_after > 0
+    return float(caught.value.retry_after)
+
+
+async def test_local_bucket_refills_and_answers_retry_after() -> None:
+    now = [0.0]
+    limiter = LocalRateLimiter(clock=lambda: now[0])
+    for _ in range(100):
+        await limiter.check(Limits.BUNDLE_FETCHES, "dev")
+    retry = await refused(limiter.check(Limits.BUNDLE_FETCHES, "dev"))
+    assert retry == pytest.approx(0.5)  # 2 tokens a second
+    now[0] += 0.5
+    await limiter.check(Limits.BUNDLE_FETCHES, "dev")
+    await limiter.check(Limits.BUNDLE_FETCHES, "other")  # buckets are per key
+
+
+async def test_zero_cost_peek_refuses_an_empty_bucket() -> None:
+    limiter = LocalRateLimiter(clock=lambda: 0.0)
+    for _ in range(20):
+        await limiter.check(Limits.AUTH_FAILURES, "10.0.0.1", cost=0)
+        await limiter.check(Limits.AUTH_FAILURES, "10.0.0.1")
+    await refused(limiter.check(Limits.AUTH_FAILURES, "10.0.0.1", cost=0))
+
+
+@pytest.fixture
+async def redis_client(redis_url: str):  # noqa: ANN201
+    client = connect_redis(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_redis_buckets_are_shared_between_nodes(redis_client, redis_prefix: str) -> None:  # noqa: ANN001
+    node_a = RedisRateLimiter(redis_client, redis_prefix)
+    node_b = RedisRateLimiter(redis_client, redis_prefix)
+    node_c = RedisRateLimiter(redis_client, redis_prefix)
+    for i in range(100):
+        await (node_a, node_b, node_c)[i % 3].check(Limits.BUNDLE_FETCHES, "dev")
+    for node in (node_a, node_b, node_c):
+        retry = await refused(node.check(Limits.BUNDLE_FETCHES, "dev"))
+        assert 0 < retry <= 0.5
+    await node_b.check(Limits.BUNDLE_FETCHES, "another-device")
+    assert node_a.shared
+    # The bucket lives under the configured prefix and expires on its own.
+    keys = [k async for k in redis_client.scan_iter(match=redis_prefix + "rl:*")]
+    assert sorted(keys) == [
+        f"{redis_prefix}rl:BUNDLE_FETCHES:another-device".encode(),
+        f"{redis_prefix}rl:BUNDLE_FETCHES:dev".encode(),
+    ]
+    assert 0 < await redis_client.pttl(keys[0]) <= 60_000
+
+
+async def test_redis_bucket_refills_on_the_redis_clock(redis_client, redis_prefix: str) -> None:  # noqa: ANN001
+    limiter = RedisRateLimiter(redis_client, redis_prefix)
+    taken = 0
+    with pytest.raises(ServiceError) as caught:  # 200 at once, then 50 a second
+        for taken in range(400):  # noqa: B007
+            await limiter.check(Limits.MESSAGES, "dev")
+    assert 200 <= taken < 400
+    retry = caught.value.retry_after
+    assert retry is not None and 0 < retry <= 1 / 50 + 1e-6
+    await asyncio.sleep(retry + 0.02)
+    await limiter.check(Limits.MESSAGES, "dev")
+
+
+async def test_zero_cost_peek_in_redis(redis_client, redis_prefix: str) -> None:  # noqa: ANN001
+    limiter = RedisRateLimiter(redis_client, redis_prefix)
+    for _ in range(20):
+        await limiter.check(Limits.AUTH_FAILURES, "10.0.0.2", cost=0)
+        await limiter.check(Limits.AUTH_FAILURES, "10.0.0.2")
+    retry = await refused(limiter.check(Limits.AUTH_FAILURES, "10.0.0.2", cost=0))
+    assert 25 < retry <= 30  # one token every 30 s
+
+
+async def test_falls_back_to_local_buckets_and_returns_to_redis(
+    redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = PrivateRedis()  # nothing listens on its port yet
+    client = connect_redis(redis.url, timeout=0.3)
+    metrics = NodeMetrics()
+    limiter = RedisRateLimiter(client, redis_prefix, metrics=metrics, retry_interval=0.1)
+    caplog.set_level(logging.WARNING, logger="gchat.runtime.ratelimit")
+    try:
+        for _ in range(100):
+            await limiter.check(Limits.BUNDLE_FETCHES, "dev")  # answered locally
+        await refused(limiter.check(Limits.BUNDLE_FETCHES, "dev"))  # and limited locally
+        assert not limiter.shared
+        assert metrics.ratelimit_fallbacks.value() == 101
+        assert sum("fall back to local" in r.message for r in caplog.records) == 1
+
+        redis.start()
+        await asyncio.sleep(0.15)
+        await limiter.check(Limits.BUNDLE_FETCHES, "dev")  # a fresh bucket in Redis
+        assert limiter.shared
+        assert any("shared through redis again" in r.message for r in caplog.records)
+        assert await client.exists(f"{redis_prefix}rl:BUNDLE_FETCHES:dev") == 1
+    finally:
+        await client.aclose()
+        redis.kill()
