@@ -2,11 +2,14 @@
 #
 #   make run        start the server (embedded PostgreSQL under ./data unless
 #                   GCHAT_DATABASE_URL / GCHAT_REDIS_URL point elsewhere)
-#   make test       everything CI runs: services, ruff, mypy, pytest
+#   make test       everything CI runs: services, ruff, mypy, the web app's
+#                   build, type check and unit tests, pytest (browser tests too)
+#   make web        build the officials' web app (web/dist) when it is stale
 #
 # Both set up what they need on a fresh machine: the virtualenv and its
 # packages (re-installed when pyproject.toml changes) and, for `make test`,
-# PostgreSQL and Redis (.ci/ensure-services).
+# PostgreSQL and Redis (.ci/ensure-services); Node.js/npm, and for the tests
+# chromium, come from .ci/ensure-web.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -22,11 +25,12 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: help venv run test services lint typecheck pytest bench clean distclean
+.PHONY: help venv run test services lint typecheck pytest bench clean distclean web web-test
 
 help:
 	@echo "make run        run the server ($(BIN)/gchat serve; GCHAT_* env vars pass through)"
-	@echo "make test       ensure PostgreSQL+Redis, then ruff, mypy and pytest (what CI runs)"
+	@echo "make test       ensure PostgreSQL+Redis, then ruff, mypy, web checks and pytest (what CI runs)"
+	@echo "make web        build the web app (web/dist) if missing or older than its sources"
 	@echo "make lint       ruff check ."
 	@echo "make typecheck  mypy protocol crypto gchat"
 	@echo "make pytest     pytest only (PYTEST_ARGS='-k name' to select)"
@@ -43,7 +47,25 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-run: $(STAMP)
+# The web app: npm ci when the lock file changed, a build when any source is
+# newer than the last one.  The node serves web/dist on its own port.
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/build.mjs web/package.json web/tsconfig.json
+web/node_modules/.package-lock.json: web/package-lock.json
+	bash .ci/ensure-web
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+web/dist/.stamp: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && node build.mjs
+
+web: web/dist/.stamp
+
+# The web app's type check and unit tests (node --test), with the vectors
+# the Python implementation produced (web/test/vectors.json).
+web-test: web/dist/.stamp
+	cd web && npx tsc --noEmit -p . && node --test test/*.test.mjs
+
+run: $(STAMP) web
 	$(BIN)/gchat serve
 
 services:
@@ -62,8 +84,10 @@ pytest: $(STAMP)
 # failure stops make with a non-zero status.
 test: $(STAMP)
 	bash .ci/ensure-services
+	bash .ci/ensure-web --browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy protocol crypto gchat
+	$(MAKE) --no-print-directory web-test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -73,10 +97,10 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtests run all --short
 
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info web/build web/dist
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Also removes the virtualenv and ./data (the embedded cluster and the
 # server's generated keys!), so it is not part of `clean`.
 distclean: clean
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data web/node_modules

@@ -60,6 +60,7 @@ from gchat.store.messages import NewMessage
 from gchat.transport.connection import Services, handler
 from gchat.transport.handlers import RequestHandlers
 from gchat.transport.http import routes
+from gchat.transport.webapp import DEFAULT_ROOT, WebApp
 from protocol import limits
 from protocol.version import SUBPROTOCOLS, negotiate
 
@@ -268,7 +269,7 @@ class App:
             config.port,
             subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
             select_subprotocol=_select_subprotocol,
-            process_request=routes(db, self.metrics.render),
+            process_request=routes(db, self.metrics.render, self._web_app()),
             ssl=self._tls(),
             backlog=1024,  # a reconnect storm overflows asyncio's default of 100
             **WEBSOCKET_SETTINGS,
@@ -278,6 +279,10 @@ class App:
         self._background.append(asyncio.create_task(self._watch_inbox()))
         self._background.append(asyncio.create_task(self._sweep_revocations()))
         log.info("listening host=%s port=%s node=%s", config.host, self.port, self.node_id)
+
+    def _web_app(self) -> WebApp:
+        origins = [o for o in self.config.web_origins.split(",") if o.strip()]
+        return WebApp.from_directory(self.config.web_dir or DEFAULT_ROOT, origins)
 
     def _tls(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:

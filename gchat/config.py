@@ -61,6 +61,10 @@ class Config:
     #: May a group (or direct conversation) join officials of different
     #: top-level agencies? (Until directory policy decides: see gchat.conversations.service.)
     allow_cross_agency_groups: bool = True
+    #: The built web app to serve on the node's port (None: web/dist of the source tree).
+    web_dir: Path | None = None
+    #: Origins besides the node's own allowed to open a WebSocket (comma-separated).
+    web_origins: str = ""
 
     @property
     def key_directory(self) -> Path:

@@ -11,10 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from gchat.store import migrations
 from gchat.store.database import Database
+from gchat.transport.webapp import WebApp
 
 log = logging.getLogger("gchat.transport.http")
 
@@ -30,9 +32,14 @@ def _text(connection: ServerConnection, status: http.HTTPStatus, body: str) -> R
 
 
 def routes(
-    db: Database, metrics: MetricsSource
+    db: Database, metrics: MetricsSource, web: WebApp | None = None
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        if web is not None and (answer := web.answer(request.path, request.headers.get_all)):
+            # The app's files, or a refused cross-site upgrade (gchat.transport.webapp).
+            headers = Headers(answer.headers)
+            headers["Content-Length"] = str(len(answer.body))
+            return Response(answer.status.value, answer.status.phrase, headers, answer.body)
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return _text(connection, http.HTTPStatus.OK, "ok\n")

@@ -1,0 +1,155 @@
+"""A real node for the browser tests, and Python devices that act beside the browsers.
+
+One node process (``python -m gchat serve``) and one fresh database per test
+module; the browsers reach it on its own port. ``PyDevice`` is the reference
+client (gchat.client.sdk) on its own event loop thread, so a sync Playwright
+test can use it as an admin, as a peer, or as a group member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+from crypto.identity import IdentityKeyPair
+from gchat.client.sdk import Client
+from gchat.client.state import DeviceState
+from tests.conftest import (
+    TEST_DB_PREFIX,
+    _create_database,
+    _drop_databases,
+    dsn_with_database,
+    free_port,
+    run_sync,
+)
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+WEB = REPO / "web"
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "Debian's chromium is missing: run .ci/ensure-web (make test does)"
+    return path
+
+
+class Node:
+    """A node process with its own database and data folder."""
+
+    def __init__(self, admin_dsn: str, tmp: Path, **env: str) -> None:
+        self.db_name = f"{TEST_DB_PREFIX}{secrets.token_hex(6)}"
+        self.admin_dsn = admin_dsn
+        run_sync(_create_database(admin_dsn, self.db_name))
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("GCHAT_")}
+        self.env |= {
+            "GCHAT_DATABASE_URL": dsn_with_database(admin_dsn, self.db_name),
+            "GCHAT_DATA_DIR": str(tmp / "data"),
+            "GCHAT_PORT": str(self.port),
+            "GCHAT_REVOCATION_SWEEP_SECONDS": "1",
+            **env,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gchat", "serve"], cwd=REPO, env=self.env,
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self._wait_ready()
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "node exited early"
+            try:
+                with urllib.request.urlopen(f"{self.http}/readyz", timeout=2) as r:  # noqa: S310
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("node never became ready")
+
+    def bootstrap(self) -> dict[str, str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "gchat", "admin", "bootstrap", "--agency-code", "MOI",
+             "--agency-name", "กระทรวงมหาดไทย", "--name", "ผู้ดูแลระบบ"],
+            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=60, check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        run_sync(_drop_databases(self.admin_dsn, [self.db_name], TEST_DB_PREFIX))
+
+
+class Loop:
+    """An asyncio loop on a daemon thread; ``run`` waits for a coroutine's result."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class PyDevice:
+    """The reference client, driven synchronously from a test."""
+
+    def __init__(self, loop: Loop, url: str) -> None:
+        self.loop = loop
+        self.client = Client(DeviceState(url=url, identity_seed=IdentityKeyPair.generate().seed))
+
+    def enroll(self, code: str, name: str = "cli") -> PyDevice:
+        async def go() -> None:
+            await self.client.connect()
+            await self.client.enroll(code, name)
+
+        self.loop.run(go())
+        return self
+
+    @property
+    def official_id(self) -> UUID:
+        assert self.client.state.official_id is not None
+        return self.client.state.official_id
+
+    def call(self, coro_fn: Any, *args: Any, **kw: Any) -> Any:
+        return self.loop.run(coro_fn(*args, **kw))
+
+    def request(self, frame: Any, **fields: Any) -> Any:
+        return self.loop.run(self.client.request(frame, **fields))
+
+    def close(self) -> None:
+        self.loop.run(self.client.close())

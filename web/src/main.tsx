@@ -1,0 +1,11 @@
+/** Entry point: load libsodium, then mount the app. */
+import "./styles.css";
+import { render } from "preact";
+import { App } from "./ui/app";
+
+const root = document.getElementById("app");
+if (root !== null) render(<App />, root);
+
+if ("serviceWorker" in navigator && location.protocol !== "file:") {
+  navigator.serviceWorker.register("/sw.js").catch(() => undefined);
+}
