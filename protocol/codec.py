@@ -3,7 +3,8 @@
 Decoding never raises anything but ``ProtocolError`` subclasses: msgspec's
 decode errors become ``MalformedFrame`` (not JSON / MessagePack at all),
 ``UnknownFrameType`` (a known shape with an unknown ``type``) or
-``InvalidField`` (schema violation), each carrying a stable error code.
+``InvalidField`` (schema violation, or on the server a string that breaks
+the text rule of ``protocol.text``), each carrying a stable error code.
 """
 
 from typing import Generic, TypeVar
@@ -19,6 +20,7 @@ from protocol.errors import (
     UnknownFrameType,
 )
 from protocol.frames import ClientFrame, ServerFrame
+from protocol.text import TextRule
 from protocol.version import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 
 F = TypeVar("F")
@@ -50,8 +52,11 @@ class Codec(Generic[F]):
     server sends bytes for MessagePack and str for JSON.
     """
 
-    def __init__(self, subprotocol: str, incoming: type[F] | object) -> None:
+    def __init__(
+        self, subprotocol: str, incoming: type[F] | object, text_rule: TextRule | None = None
+    ) -> None:
         self.subprotocol = subprotocol
+        self._text_rule = text_rule
         self.binary = subprotocol == MSGPACK_SUBPROTOCOL
         if self.binary:
             self._msgpack: msgspec.msgpack.Decoder[F] = msgspec.msgpack.Decoder(incoming)
@@ -68,16 +73,20 @@ class Codec(Generic[F]):
             raise FrameTooLarge(f"frame exceeds {limits.MAX_FRAME_BYTES} bytes")
         try:
             if not self.binary:
-                return self._json.decode(data)
-            if isinstance(data, str):
+                frame = self._json.decode(data)
+            elif isinstance(data, str):
                 raise MalformedFrame("text frame on a MessagePack connection")
-            return self._msgpack.decode(data)
+            else:
+                frame = self._msgpack.decode(data)
         except msgspec.MsgspecError as error:
             raise _translate(error) from None
         except RecursionError:
             raise MalformedFrame("frame nested too deeply") from None
         except UnicodeError:
             raise MalformedFrame("frame is not valid UTF-8") from None
+        if self._text_rule is not None:
+            frame = self._text_rule.apply(frame)
+        return frame
 
     def encode(self, frame: object) -> bytes | str:
         """Encode a frame as the WebSocket message to send."""
@@ -86,8 +95,8 @@ class Codec(Generic[F]):
 
 
 def server_codec(subprotocol: str) -> Codec[ClientFrame]:
-    """The server's codec: decodes client frames, encodes server frames."""
-    return Codec(subprotocol, ClientFrame)
+    """The server's codec: decodes client frames (held to the text rule), encodes server frames."""
+    return Codec(subprotocol, ClientFrame, TextRule())
 
 
 def client_codec(subprotocol: str) -> Codec[ServerFrame]:

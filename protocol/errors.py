@@ -67,9 +67,12 @@ class ProtocolError(Exception):
 
     code: ErrorCode = ErrorCode.MALFORMED_FRAME
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, rid: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        #: The request's id when the frame decoded far enough to have one
+        #: (a text-rule refusal), so the client can match the error to it.
+        self.rid = rid
 
 
 class MalformedFrame(ProtocolError):

@@ -23,7 +23,11 @@ RequestId = Annotated[int, msgspec.Meta(ge=0, le=limits.MAX_REQUEST_ID)]
 Key32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 KeyId = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_TEXT)]
+#: Display text (names, titles, device names): also held to the display rule
+#: of ``protocol.text`` (no bidi or zero-width characters; NFC).
+Text = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=limits.MAX_TEXT, extra={"text": "display"})
+]
 ClientMessageId = Annotated[
     str,
     msgspec.Meta(
@@ -590,7 +594,9 @@ OfficialStatus = Literal["active", "suspended", "retired"]
 MessageScope = Literal["agency", "ministry", "all"]
 AgencyCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
 #: Optional text in an update: absent/None keeps the value, "" clears it.
-EditText = Annotated[str, msgspec.Meta(max_length=limits.MAX_TEXT)]
+EditText = Annotated[
+    str, msgspec.Meta(max_length=limits.MAX_TEXT, extra={"text": "display"})
+]
 ImportText = Annotated[str, msgspec.Meta(max_length=limits.MAX_IMPORT_TEXT)]
 PageOffset = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_PAGE)]

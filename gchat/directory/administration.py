@@ -50,7 +50,7 @@ from gchat.store.directory import (
 )
 from gchat.store.policies import Effective, PolicyRow
 from gchat.store.terms import has_thai
-from protocol import limits
+from protocol import limits, text
 from protocol.errors import ErrorCode
 
 ROLES = ("official", "agency_admin", "auditor", "superadmin")
@@ -59,7 +59,6 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{2,31}$")
 _EMPLOYEE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")
 _AGENCY_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def forbidden(message: str = "not allowed for your role and scope") -> ServiceError:
@@ -79,8 +78,10 @@ def check_text(field: str, value: str | None, *, thai: bool = False) -> str | No
         return None
     if len(value) > limits.MAX_TEXT:
         raise ValueError(f"{field} is longer than {limits.MAX_TEXT} characters")
-    if _CONTROL.search(value):
-        raise ValueError(f"{field} contains control characters")
+    try:  # the protocol's one text rule (import rows reach here unchecked)
+        value = text.clean(value, display=True)
+    except ValueError as error:
+        raise ValueError(f"{field} {error}") from None
     if field == "email" and not _EMAIL.match(value):
         raise ValueError("email is not an address")
     if field == "phone" and not _PHONE.match(value):

@@ -136,7 +136,7 @@ class Connection:
         try:
             frame = self._codec.decode(message)
         except ProtocolError as error:
-            await self._error(None, error.code, error.detail)
+            await self._error(error.rid, error.code, error.detail)
             return
         await self._answer(frame, self._dispatch(frame))
 

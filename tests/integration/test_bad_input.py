@@ -6,6 +6,9 @@ import json
 import msgspec
 from websockets.asyncio.client import connect
 
+from crypto.identity import IdentityKeyPair
+from gchat.client.sdk import Client, ClientError
+from gchat.client.state import DeviceState
 from protocol import frames as f
 from protocol.limits import MAX_FRAME_BYTES
 
@@ -81,3 +84,48 @@ async def test_server_honours_the_clients_subprotocol_order(world: World) -> Non
     for offered in (["gchat.v1+json", "gchat.v1+msgpack"], ["gchat.v1+msgpack", "gchat.v1+json"]):
         async with connect(world.url, subprotocols=offered, compression=None) as ws:  # type: ignore[arg-type]
             assert ws.subprotocol == offered[0]
+
+
+async def test_nul_and_bidi_in_text_fields_are_invalid_field_never_internal_error(
+    world: World,
+) -> None:
+    """The fields a hostile client used to crash into asyncpg with U+0000."""
+    alice = await world.official_with_device("alice")
+    group = await alice.request(f.CreateGroup, title="Budget", members=[])
+    for bad in ("\x00", "\u202e", "\u200b", "\ufeff", "\x85", "\x9b"):
+        attempts = [
+            (f.CreateGroup, {"title": f"x{bad}y", "members": []}, "title"),
+            (f.RenameGroup, {"conversation_id": group.conversation_id, "title": f"x{bad}"},
+             "title"),
+            (f.CreateOfficial, {"name": f"Eve{bad}"}, "name"),
+        ]
+        if bad in ("\x00", "\x85", "\x9b"):  # a query may hold invisible characters
+            attempts.append((f.SearchOfficials, {"query": f"al{bad}"}, "query"))
+        requester = {f.CreateOfficial: world.admin}
+        for make, fields, name in attempts:
+            client = requester.get(make, alice)
+            assert client is not None
+            try:
+                await client.request(make, **fields)
+            except ClientError as error:
+                assert error.code == "invalid_field", (make, bad, error)
+                assert f"`$.{name}`" in error.frame.message
+            else:
+                raise AssertionError(f"{make.__name__} accepted {bad!r}")
+    assert world.admin is not None and alice.state.official_id is not None
+    code = await world.new_code(await world.new_official("carol"))
+    for field_name in ("device_name", "platform"):
+        fresh = Client(DeviceState(url=world.url, identity_seed=IdentityKeyPair.generate().seed))
+        await fresh.connect()
+        world.clients.append(fresh)
+        kwargs = {"device_name": "phone", "platform": "cli"}
+        kwargs[field_name] = "p\x00"
+        try:
+            await fresh.enroll(code, **kwargs)
+        except ClientError as error:
+            assert error.code == "invalid_field" and f"`$.{field_name}`" in error.frame.message
+        else:
+            raise AssertionError(f"enrolled with NUL in {field_name}")
+    # The code was not burnt by the refused attempts: it still enrols.
+    carol = await world.enroll(code, "carol-phone")
+    assert carol.state.device_id is not None

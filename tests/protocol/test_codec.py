@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import unicodedata
 from typing import Any
 from uuid import UUID
 
@@ -61,8 +62,16 @@ def _bounded(low: int | None, high: int | None, cap: int) -> tuple[int, int]:
     return lo, min(hi, lo + cap)
 
 
-def strategy_for(t: mi.Type) -> st.SearchStrategy[Any]:
+#: Text the server accepts (protocol.text): no control characters anywhere;
+#: display text (names, titles) also no format characters or separators, NFC.
+PLAIN_TEXT = st.characters(exclude_categories=("Cc", "Cs"))
+DISPLAY_TEXT = st.characters(exclude_categories=("Cc", "Cs", "Cf", "Zl", "Zp"))
+
+
+def strategy_for(t: mi.Type, display: bool = False) -> st.SearchStrategy[Any]:
     """A strategy for values of one msgspec type that satisfy its constraints."""
+    if isinstance(t, mi.Metadata):
+        return strategy_for(t.type, display or (t.extra or {}).get("text") == "display")
     if isinstance(t, mi.IntType):
         lo = t.ge if t.ge is not None else (t.gt + 1 if t.gt is not None else INT64[0])
         hi = t.le if t.le is not None else (t.lt - 1 if t.lt is not None else INT64[1])
@@ -73,13 +82,18 @@ def strategy_for(t: mi.Type) -> st.SearchStrategy[Any]:
         lo, hi = _bounded(t.min_length, t.max_length, 40)
         if t.pattern is not None:
             return st.from_regex(t.pattern, fullmatch=True).filter(lambda s: lo <= len(s) <= hi)
-        return st.text(min_size=lo, max_size=hi)
+        if display:
+            nfc = st.text(DISPLAY_TEXT, min_size=lo, max_size=hi).map(
+                lambda s: unicodedata.normalize("NFC", s)
+            )
+            return nfc.filter(lambda s: lo <= len(s) <= hi)
+        return st.text(PLAIN_TEXT, min_size=lo, max_size=hi)
     if isinstance(t, mi.BytesType):
         lo, hi = _bounded(t.min_length, t.max_length, 48)
         return st.binary(min_size=lo, max_size=hi)
     if isinstance(t, mi.ListType):
         lo, hi = _bounded(t.min_length, t.max_length, SMALL)
-        return st.lists(strategy_for(t.item_type), min_size=lo, max_size=hi)
+        return st.lists(strategy_for(t.item_type, display), min_size=lo, max_size=hi)
     if isinstance(t, mi.UUIDType):
         return st.uuids()
     if isinstance(t, mi.BoolType):
@@ -89,7 +103,7 @@ def strategy_for(t: mi.Type) -> st.SearchStrategy[Any]:
     if isinstance(t, mi.NoneType):
         return st.none()
     if isinstance(t, mi.UnionType):
-        return st.one_of(*(strategy_for(member) for member in t.types))
+        return st.one_of(*(strategy_for(member, display) for member in t.types))
     if isinstance(t, mi.StructType):
         return st.builds(t.cls, **{f.name: strategy_for(f.type) for f in t.fields})
     raise TypeError(f"no strategy for {t!r}: extend strategy_for")

@@ -181,8 +181,9 @@ def test_meta_constraints_are_the_limits() -> None:
     ]
     for text_owner, name in texts:
         text = field_type(text_owner, name)
-        assert isinstance(text, mi.StrType)
-        assert (text.min_length, text.max_length) == (1, limits.MAX_TEXT)
+        assert isinstance(text, mi.Metadata) and text.extra == {"text": "display"}
+        assert isinstance(text.type, mi.StrType)
+        assert (text.type.min_length, text.type.max_length) == (1, limits.MAX_TEXT)
     for frame_type in f.CLIENT_FRAME_TYPES:
         if "rid" in frame_type.__struct_fields__:
             rid = field_type(frame_type, "rid")
