@@ -31,22 +31,25 @@ from gchat.audit.handlers import AuditHandlers
 from gchat.audit.log import AuditLog, AuditService
 from gchat.audit.sequencer import Sequencer
 from gchat.config import Config
-from gchat.conversations import handlers as group_handlers
+from gchat.conversations.handlers import ConversationHandlers
 from gchat.conversations.service import AgencyTreePolicy, Conversations
-from gchat.directory import handlers as admin_handlers
 from gchat.directory import policy
 from gchat.directory.administration import Administration
+from gchat.directory.handlers import DirectoryHandlers
 from gchat.directory.importer import DirectoryImport
 from gchat.directory.policy import DirectoryPolicy
 from gchat.directory.service import Directory
+from gchat.handling import request_table
 from gchat.identity.auth import Authenticator
 from gchat.identity.enrolment import Enrolment
+from gchat.identity.handlers import IdentityHandlers
 from gchat.identity.prekeys import KeyDirectory
 from gchat.identity.revocation import Revocations
 from gchat.identity.tokens import TokenIssuer
 from gchat.messaging import service as messaging
 from gchat.messaging.committer import GroupCommitter
 from gchat.messaging.delivery import Inbox
+from gchat.messaging.handlers import MessagingHandlers
 from gchat.messaging.service import Messaging
 from gchat.runtime.broker import Broker, InProcessBroker, Signal, SignalKind
 from gchat.runtime.embedded_postgres import EmbeddedPostgres
@@ -57,8 +60,7 @@ from gchat.runtime.server_keys import ServerKeys
 from gchat.store import messages, migrations
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage
-from gchat.transport.connection import Services, handler
-from gchat.transport.handlers import RequestHandlers
+from gchat.transport.connection import SESSION_FRAMES, Services, handler
 from gchat.transport.http import routes
 from gchat.transport.webapp import DEFAULT_ROOT, WebApp
 from protocol import limits
@@ -239,23 +241,26 @@ class App:
                 audit=self.audit,
             ),
             keys=keys_directory,
-            requests=RequestHandlers(
-                keys_directory,
-                Messaging(
-                    self._committer,
-                    limiter,
-                    config.max_ciphertext_bytes,
-                    config.max_recipient_devices,
-                ),
-                extra=[
-                    group_handlers.table(conversations),
-                    admin_handlers.table(
+            requests=request_table(
+                [
+                    IdentityHandlers(keys_directory),
+                    MessagingHandlers(
+                        Messaging(
+                            self._committer,
+                            limiter,
+                            config.max_ciphertext_bytes,
+                            config.max_recipient_devices,
+                        )
+                    ),
+                    ConversationHandlers(conversations),
+                    DirectoryHandlers(
                         administration,
                         DirectoryImport(db, self.audit, administration),
                         directory,
                     ),
-                    AuditHandlers(self.audit_service).table,
+                    AuditHandlers(self.audit_service),
                 ],
+                SESSION_FRAMES,
             ),
             server_id=config.server_id,
             node_id=self.node_id,

@@ -1,4 +1,4 @@
-"""Request handlers of the audit operations (passed to RequestHandlers as ``extra``).
+"""Request handlers of the audit operations.
 
 Auditors (role ``auditor``, within its scope) query events, fetch signed
 tree heads, inclusion and consistency proofs, and export ranges; any
@@ -7,13 +7,12 @@ transparency).  The service (``gchat.audit.log.AuditService``) checks roles and
 records every request in the audit log.
 """
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from gchat.audit.log import AuditService, EventFilter, SignedHead
+from gchat.handling import handles
 from gchat.identity.principal import Principal
 from gchat.store.audit import EventRow
-from gchat.transport.handlers import Handler
 from protocol import frames as f
 
 
@@ -46,15 +45,8 @@ def _head(head: SignedHead | None) -> f.SignedTreeHead | None:
 class AuditHandlers:
     def __init__(self, service: AuditService) -> None:
         self._audit = service
-        self.table: Mapping[type, Handler] = {
-            f.AuditQuery: self.query,
-            f.AuditGetTreeHead: self.tree_head,
-            f.AuditGetInclusion: self.inclusion,
-            f.AuditGetConsistency: self.consistency,
-            f.AuditExport: self.export,
-            f.AuditListAccesses: self.accesses,
-        }
 
+    @handles(f.AuditQuery)
     async def query(self, actor: Principal, frame: f.AuditQuery) -> f.AuditEvents:
         flt = EventFilter(
             official=frame.official_id,
@@ -71,11 +63,13 @@ class AuditHandlers:
             next_after=rows[-1].id if len(rows) == frame.limit else None,
         )
 
+    @handles(f.AuditGetTreeHead)
     async def tree_head(self, actor: Principal, frame: f.AuditGetTreeHead) -> f.AuditTreeHead:
         head = _head(await self._audit.tree_head(actor, frame.fresh))
         assert head is not None
         return f.AuditTreeHead(rid=frame.rid, head=head)
 
+    @handles(f.AuditGetInclusion)
     async def inclusion(self, actor: Principal, frame: f.AuditGetInclusion) -> f.AuditInclusion:
         row, hash_, proof, head = await self._audit.inclusion(
             actor, frame.leaf_index, frame.tree_size
@@ -90,6 +84,7 @@ class AuditHandlers:
             head=_head(head),
         )
 
+    @handles(f.AuditGetConsistency)
     async def consistency(
         self, actor: Principal, frame: f.AuditGetConsistency
     ) -> f.AuditConsistency:
@@ -103,12 +98,14 @@ class AuditHandlers:
             new_head=_head(new),
         )
 
+    @handles(f.AuditExport)
     async def export(self, actor: Principal, frame: f.AuditExport) -> f.AuditExportPage:
         lines, cursor, size = await self._audit.export(
             actor, frame.start, frame.end, frame.tree_size, frame.cursor
         )
         return f.AuditExportPage(rid=frame.rid, tree_size=size, lines=lines, cursor=cursor)
 
+    @handles(f.AuditListAccesses)
     async def accesses(self, actor: Principal, frame: f.AuditListAccesses) -> f.AuditEvents:
         rows = await self._audit.accesses(actor, frame.after, frame.limit)
         return f.AuditEvents(

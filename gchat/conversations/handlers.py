@@ -1,61 +1,92 @@
-"""Request handlers for conversations and groups (passed to RequestHandlers as ``extra``).
+"""Request handlers of conversations and groups.
 
 Every membership request is answered with ``conversation``: the latest
 server-signed membership event, which carries the whole membership. A group
-send is answered with ``accepted`` once committed, like a pairwise send.
+send is queued now and answered with ``accepted`` once committed, like a
+pairwise send (the connection reads on meanwhile).
 """
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 from gchat.conversations.service import Conversations
+from gchat.handling import Later, handles
 from gchat.identity.principal import Principal
-from gchat.transport.handlers import Handler
+from gchat.store.conversations import Conversation
 from protocol import frames as f
 
 
-def table(conversations: Conversations) -> dict[type, Handler]:
-    """The handler table of the conversation requests, bound to ``conversations``."""
+def _state(rid: int, conversation: Conversation) -> f.ConversationState:
+    assert conversation.last_event is not None  # every conversation has its created event
+    return f.ConversationState(
+        rid=rid,
+        conversation_id=conversation.id,
+        seq=conversation.seq,
+        event=conversation.last_event,
+    )
 
-    def replying(
-        call: Callable[[Principal, Any], Awaitable[f.ConversationState]],
-    ) -> Handler:
-        async def handle(actor: Principal, frame: Any) -> f.ConversationState:
-            state = await call(actor, frame)
-            return f.ConversationState(
-                rid=frame.rid,
-                conversation_id=state.conversation_id,
-                seq=state.seq,
-                event=state.event,
+
+class ConversationHandlers:
+    def __init__(self, conversations: Conversations) -> None:
+        self._c = conversations
+
+    @handles(f.OpenDirect)
+    async def open_direct(self, actor: Principal, frame: f.OpenDirect) -> f.ConversationState:
+        return _state(frame.rid, await self._c.open_direct(actor, frame.official_id))
+
+    @handles(f.CreateGroup)
+    async def create_group(self, actor: Principal, frame: f.CreateGroup) -> f.ConversationState:
+        created = await self._c.create_group(
+            actor, frame.title, frame.members, frame.announcement_only
+        )
+        return _state(frame.rid, created)
+
+    @handles(f.AddMembers)
+    async def add_members(self, actor: Principal, frame: f.AddMembers) -> f.ConversationState:
+        changed = await self._c.add_members(actor, frame.conversation_id, frame.officials)
+        return _state(frame.rid, changed)
+
+    @handles(f.RemoveMembers)
+    async def remove_members(
+        self, actor: Principal, frame: f.RemoveMembers
+    ) -> f.ConversationState:
+        changed = await self._c.remove_members(actor, frame.conversation_id, frame.officials)
+        return _state(frame.rid, changed)
+
+    @handles(f.LeaveGroup)
+    async def leave(self, actor: Principal, frame: f.LeaveGroup) -> f.ConversationState:
+        return _state(frame.rid, await self._c.leave(actor, frame.conversation_id))
+
+    @handles(f.SetGroupAdmin)
+    async def set_admin(self, actor: Principal, frame: f.SetGroupAdmin) -> f.ConversationState:
+        changed = await self._c.set_admin(
+            actor, frame.conversation_id, frame.official_id, frame.admin
+        )
+        return _state(frame.rid, changed)
+
+    @handles(f.RenameGroup)
+    async def rename(self, actor: Principal, frame: f.RenameGroup) -> f.ConversationState:
+        return _state(frame.rid, await self._c.rename(actor, frame.conversation_id, frame.title))
+
+    @handles(f.SetAnnouncementOnly)
+    async def set_announcement_only(
+        self, actor: Principal, frame: f.SetAnnouncementOnly
+    ) -> f.ConversationState:
+        changed = await self._c.set_announcement_only(
+            actor, frame.conversation_id, frame.announcement_only
+        )
+        return _state(frame.rid, changed)
+
+    @handles(f.GetConversation)
+    async def get(self, actor: Principal, frame: f.GetConversation) -> f.ConversationState:
+        return _state(frame.rid, await self._c.state(actor, frame.conversation_id))
+
+    @handles(f.SendGroup)
+    async def send(self, actor: Principal, frame: f.SendGroup) -> Later:
+        """Queued in arrival order now; answered when its batch commits."""
+        committed = await self._c.send(actor, frame)
+
+        async def accepted() -> f.Accepted:
+            stored = await committed
+            return f.Accepted(
+                rid=frame.rid, message_id=stored.message_id, server_time=f.wire_time(stored.sent_at)
             )
 
-        return handle
-
-    c = conversations
-
-    async def send_group(actor: Principal, frame: f.SendGroup) -> f.Accepted:
-        stored = await c.send(actor, frame)
-        return f.Accepted(
-            rid=frame.rid, message_id=stored.message_id, server_time=f.wire_time(stored.sent_at)
-        )
-
-    return {
-        f.OpenDirect: replying(lambda a, fr: c.open_direct(a, fr.official_id)),
-        f.CreateGroup: replying(
-            lambda a, fr: c.create_group(a, fr.title, fr.members, fr.announcement_only)
-        ),
-        f.AddMembers: replying(lambda a, fr: c.add_members(a, fr.conversation_id, fr.officials)),
-        f.RemoveMembers: replying(
-            lambda a, fr: c.remove_members(a, fr.conversation_id, fr.officials)
-        ),
-        f.LeaveGroup: replying(lambda a, fr: c.leave(a, fr.conversation_id)),
-        f.SetGroupAdmin: replying(
-            lambda a, fr: c.set_admin(a, fr.conversation_id, fr.official_id, fr.admin)
-        ),
-        f.RenameGroup: replying(lambda a, fr: c.rename(a, fr.conversation_id, fr.title)),
-        f.SetAnnouncementOnly: replying(
-            lambda a, fr: c.set_announcement_only(a, fr.conversation_id, fr.announcement_only)
-        ),
-        f.GetConversation: replying(lambda a, fr: c.state(a, fr.conversation_id)),
-        f.SendGroup: send_group,
-    }
+        return Later(accepted())

@@ -24,6 +24,7 @@ config flag ``allow_cross_agency_groups``: when false, every member must
 belong to the same top-level agency (ministry) tree.
 """
 
+import asyncio
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -137,7 +138,7 @@ class Conversations:
 
     # --- reading -------------------------------------------------------------
 
-    async def state(self, actor: Principal, conversation_id: UUID) -> f.ConversationState:
+    async def state(self, actor: Principal, conversation_id: UUID) -> Conversation:
         conversation = await store.get(self._db.pool, conversation_id)
         if conversation is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "no such conversation")
@@ -146,26 +147,16 @@ class Conversations:
             actor, conversation.agency_id
         ):
             raise ServiceError(ErrorCode.NOT_A_MEMBER, "not a member of that conversation")
-        return self._reply(conversation)
-
-    @staticmethod
-    def _reply(conversation: Conversation, rid: int = 0) -> f.ConversationState:
-        assert conversation.last_event is not None
-        return f.ConversationState(
-            rid=rid,
-            conversation_id=conversation.id,
-            seq=conversation.seq,
-            event=conversation.last_event,
-        )
+        return conversation
 
     # --- creating ------------------------------------------------------------
 
-    async def open_direct(self, actor: Principal, other: UUID) -> f.ConversationState:
+    async def open_direct(self, actor: Principal, other: UUID) -> Conversation:
         if other == actor.official_id:
             raise ServiceError(ErrorCode.INVALID_FIELD, "a direct conversation needs two officials")
         existing = await store.find_direct(self._db.pool, actor.official_id, other)
         if existing is not None:
-            return self._reply(existing)
+            return existing
         parties = await self._active_parties([actor.official_id, other])
         await self._check_policy([], parties)
         conversation_id = uuid.uuid4()
@@ -177,7 +168,7 @@ class Conversations:
             if not created:  # the other official opened it at the same moment
                 conversation = await store.find_direct(conn, actor.official_id, other)
                 assert conversation is not None
-                return self._reply(conversation)
+                return conversation
             locked = await store.lock(conn, conversation_id)
             assert locked is not None
             await store.add_members(conn, conversation_id, [actor.official_id, other], set(), 1)
@@ -186,11 +177,11 @@ class Conversations:
                 Change("created", [actor.official_id, other], "conversation.direct_created", []),
             )
         await self._wake(woken)
-        return self._reply(conversation)
+        return conversation
 
     async def create_group(
         self, actor: Principal, title: str, members: list[UUID], announcement_only: bool
-    ) -> f.ConversationState:
+    ) -> Conversation:
         wanted = [actor.official_id, *dict.fromkeys(m for m in members if m != actor.official_id)]
         if len(wanted) > self._max_members:
             raise ServiceError(
@@ -212,20 +203,20 @@ class Conversations:
                 Change("created", wanted, "conversation.group_created", []),
             )
         await self._wake(woken)
-        return self._reply(conversation)
+        return conversation
 
     # --- changing membership ---------------------------------------------------
 
     async def add_members(
         self, actor: Principal, conversation_id: UUID, officials: list[UUID]
-    ) -> f.ConversationState:
+    ) -> Conversation:
         async with self._db.transaction() as conn:
             conversation, members = await self._locked_group(conn, conversation_id)
             await self._authorize_admin(actor, conversation, members)
             present = {m.official_id for m in members}
             new = [o for o in dict.fromkeys(officials) if o not in present]
             if not new:
-                return self._reply(conversation)
+                return conversation
             if len(present) + len(new) > self._max_members:
                 raise ServiceError(
                     ErrorCode.GROUP_FULL,
@@ -239,11 +230,11 @@ class Conversations:
                 conn, actor, conversation, Change("added", new, "conversation.members_added", [])
             )
         await self._wake(woken)
-        return self._reply(conversation)
+        return conversation
 
     async def remove_members(
         self, actor: Principal, conversation_id: UUID, officials: list[UUID]
-    ) -> f.ConversationState:
+    ) -> Conversation:
         async with self._db.transaction() as conn:
             conversation, members = await self._locked_group(conn, conversation_id)
             by_id = {m.official_id: m for m in members}
@@ -251,7 +242,7 @@ class Conversations:
             if gone != [actor.official_id]:  # removing only oneself is leaving
                 await self._authorize_removal(actor, conversation, members, gone, by_id)
             if not gone:
-                return self._reply(conversation)
+                return conversation
             action: f.MembershipAction = "left" if gone == [actor.official_id] else "removed"
             await store.remove_members(conn, conversation_id, gone)
             conversation, woken = await self._commit_change(
@@ -260,9 +251,9 @@ class Conversations:
             )
             conversation, more = await self._keep_an_admin(conn, actor, conversation)
         await self._wake(woken + more)
-        return self._reply(conversation)
+        return conversation
 
-    async def leave(self, actor: Principal, conversation_id: UUID) -> f.ConversationState:
+    async def leave(self, actor: Principal, conversation_id: UUID) -> Conversation:
         if await store.member(self._db.pool, conversation_id, actor.official_id) is None:
             if await store.get(self._db.pool, conversation_id) is None:
                 raise ServiceError(ErrorCode.NOT_FOUND, "no such conversation")
@@ -271,7 +262,7 @@ class Conversations:
 
     async def set_admin(
         self, actor: Principal, conversation_id: UUID, official_id: UUID, admin: bool
-    ) -> f.ConversationState:
+    ) -> Conversation:
         async with self._db.transaction() as conn:
             conversation, members = await self._locked_group(conn, conversation_id)
             await self._authorize_admin(actor, conversation, members)
@@ -279,7 +270,7 @@ class Conversations:
             if target is None:
                 raise ServiceError(ErrorCode.NOT_FOUND, "that official is not a member")
             if target.admin == admin:
-                return self._reply(conversation)
+                return conversation
             if not admin and sum(m.admin for m in members) == 1:
                 raise ServiceError(ErrorCode.FORBIDDEN, "a group keeps at least one admin")
             await store.set_admin(conn, conversation_id, official_id, admin)
@@ -289,16 +280,16 @@ class Conversations:
                 Change(action, [official_id], f"conversation.admin_{action}", []),
             )
         await self._wake(woken)
-        return self._reply(conversation)
+        return conversation
 
     async def rename(
         self, actor: Principal, conversation_id: UUID, title: str
-    ) -> f.ConversationState:
+    ) -> Conversation:
         return await self._set(actor, conversation_id, title=title)
 
     async def set_announcement_only(
         self, actor: Principal, conversation_id: UUID, announcement_only: bool
-    ) -> f.ConversationState:
+    ) -> Conversation:
         return await self._set(actor, conversation_id, announcement_only=announcement_only)
 
     async def _set(
@@ -307,7 +298,7 @@ class Conversations:
         conversation_id: UUID,
         title: str | None = None,
         announcement_only: bool | None = None,
-    ) -> f.ConversationState:
+    ) -> Conversation:
         async with self._db.transaction() as conn:
             conversation, members = await self._locked_group(conn, conversation_id)
             await self._authorize_admin(actor, conversation, members)
@@ -321,20 +312,27 @@ class Conversations:
                 change = Change("announcement", [], "conversation.announcement_set", [])
                 conversation = _replace(conversation, announcement_only=announcement_only)
             else:
-                return self._reply(conversation)
+                return conversation
             conversation, woken = await self._commit_change(conn, actor, conversation, change)
         await self._wake(woken)
-        return self._reply(conversation)
+        return conversation
 
     # --- sending -----------------------------------------------------------------
 
-    async def send(self, sender: Principal, frame: f.SendGroup) -> StoredMessage:
+    async def send(
+        self, sender: Principal, frame: f.SendGroup
+    ) -> "asyncio.Future[StoredMessage]":
+        """Check what needs no database and queue the post; await the result for the answer.
+
+        Queued in arrival order, like a pairwise send, so the connection
+        reads on while it waits for its commit.
+        """
         await self._limiter.check(Limits.MESSAGES, str(sender.device_id))
         if len(frame.ciphertext) > self._max_ciphertext:
             raise ServiceError(ErrorCode.INVALID_FIELD, "ciphertext too large")
         # Membership, announcement mode and seq are decided in the commit
         # batch, under the conversation's lock (gchat.messaging.service.check_batch).
-        return await self._committer.submit(
+        return self._committer.enqueue(
             NewMessage(
                 message_id=uuid.uuid4(),
                 sender_device=sender.device_id,

@@ -1,25 +1,21 @@
-"""Request handlers of directory administration and directory search.
+"""Request handlers of directory administration, import and search.
 
-``table(...)`` maps each request frame to a coroutine that calls
-``gchat.directory.administration`` / ``gchat.directory.importer`` / ``gchat.directory.service`` as
-the authenticated principal and builds the reply frame; ``gchat.app`` passes
-it to ``RequestHandlers(..., extra=[...])``.
+Each calls ``gchat.directory.administration``, ``gchat.directory.importer``
+or ``gchat.directory.service`` as the authenticated principal and builds the
+reply frame.
 """
 
-from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from gchat.directory.administration import Administration
 from gchat.directory.importer import DirectoryImport, RowProblem
 from gchat.directory.service import Directory
+from gchat.handling import handles
 from gchat.identity.principal import Principal
 from gchat.store.directory import Agency, CodeRow, DeviceRow, OfficialCard, OfficialRecord
 from gchat.store.imports import StagedRow
 from gchat.store.policies import Effective, PolicyRow
 from protocol import frames as f
-
-Handler = Callable[[Principal, Any], Awaitable[Any]]
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -103,33 +99,41 @@ def _errors(problems: list[RowProblem]) -> list[f.RowError]:
     return [f.RowError(line=p.line, field=p.field, reason=p.reason) for p in problems]
 
 
-def table(
-    admin: Administration, importer: DirectoryImport, directory: Directory
-) -> Mapping[type, Handler]:
-    """The handlers, by request frame type."""
+class DirectoryHandlers:
+    def __init__(
+        self, admin: Administration, importer: DirectoryImport, directory: Directory
+    ) -> None:
+        self._admin = admin
+        self._importer = importer
+        self._directory = directory
 
-    async def create_agency(actor: Principal, frame: f.CreateAgency) -> f.AgencyReply:
-        agency = await admin.create_agency(
+    @handles(f.CreateAgency)
+    async def create_agency(self, actor: Principal, frame: f.CreateAgency) -> f.AgencyReply:
+        agency = await self._admin.create_agency(
             actor, frame.code, frame.name_th, frame.name_en, frame.parent_id
         )
         return f.AgencyReply(rid=frame.rid, agency=agency_info(agency))
 
-    async def update_agency(actor: Principal, frame: f.UpdateAgency) -> f.AgencyReply:
-        agency = await admin.update_agency(
+    @handles(f.UpdateAgency)
+    async def update_agency(self, actor: Principal, frame: f.UpdateAgency) -> f.AgencyReply:
+        agency = await self._admin.update_agency(
             actor, frame.agency_id, frame.code, frame.name_th, frame.name_en
         )
         return f.AgencyReply(rid=frame.rid, agency=agency_info(agency))
 
-    async def move_agency(actor: Principal, frame: f.MoveAgency) -> f.AgencyReply:
-        agency = await admin.move_agency(actor, frame.agency_id, frame.parent_id)
+    @handles(f.MoveAgency)
+    async def move_agency(self, actor: Principal, frame: f.MoveAgency) -> f.AgencyReply:
+        agency = await self._admin.move_agency(actor, frame.agency_id, frame.parent_id)
         return f.AgencyReply(rid=frame.rid, agency=agency_info(agency))
 
-    async def list_agencies(actor: Principal, frame: f.ListAgencies) -> f.AgencyList:
-        found = await admin.list_agencies(actor, frame.root_id)
+    @handles(f.ListAgencies)
+    async def list_agencies(self, actor: Principal, frame: f.ListAgencies) -> f.AgencyList:
+        found = await self._admin.list_agencies(actor, frame.root_id)
         return f.AgencyList(rid=frame.rid, agencies=[agency_info(a) for a in found])
 
-    async def create_official(actor: Principal, frame: f.CreateOfficial) -> f.OfficialCreated:
-        record = await admin.create_official(
+    @handles(f.CreateOfficial)
+    async def create_official(self, actor: Principal, frame: f.CreateOfficial) -> f.OfficialCreated:
+        record = await self._admin.create_official(
             actor,
             frame.agency_id,
             frame.name,
@@ -142,8 +146,9 @@ def table(
         )
         return f.OfficialCreated(rid=frame.rid, official_id=record.id, agency_id=record.agency_id)
 
-    async def update_official(actor: Principal, frame: f.UpdateOfficial) -> f.OfficialReply:
-        record = await admin.update_official(
+    @handles(f.UpdateOfficial)
+    async def update_official(self, actor: Principal, frame: f.UpdateOfficial) -> f.OfficialReply:
+        record = await self._admin.update_official(
             actor,
             frame.official_id,
             name_th=frame.name_th,
@@ -155,64 +160,78 @@ def table(
         )
         return f.OfficialReply(rid=frame.rid, official=official_info(record))
 
-    async def move_official(actor: Principal, frame: f.MoveOfficial) -> f.OfficialReply:
-        record = await admin.move_official(actor, frame.official_id, frame.agency_id)
+    @handles(f.MoveOfficial)
+    async def move_official(self, actor: Principal, frame: f.MoveOfficial) -> f.OfficialReply:
+        record = await self._admin.move_official(actor, frame.official_id, frame.agency_id)
         return f.OfficialReply(rid=frame.rid, official=official_info(record))
 
-    async def set_status(actor: Principal, frame: f.SetOfficialStatus) -> f.OfficialReply:
-        record = await admin.set_status(actor, frame.official_id, frame.status)
+    @handles(f.SetOfficialStatus)
+    async def set_status(self, actor: Principal, frame: f.SetOfficialStatus) -> f.OfficialReply:
+        record = await self._admin.set_status(actor, frame.official_id, frame.status)
         return f.OfficialReply(rid=frame.rid, official=official_info(record))
 
-    async def get_official(actor: Principal, frame: f.GetOfficial) -> f.OfficialReply:
-        record = await admin.get_official(actor, frame.official_id)
+    @handles(f.GetOfficial)
+    async def get_official(self, actor: Principal, frame: f.GetOfficial) -> f.OfficialReply:
+        record = await self._admin.get_official(actor, frame.official_id)
         return f.OfficialReply(rid=frame.rid, official=official_info(record))
 
-    async def list_officials(actor: Principal, frame: f.ListOfficials) -> f.OfficialList:
-        found, next_offset = await admin.list_officials(
+    @handles(f.ListOfficials)
+    async def list_officials(self, actor: Principal, frame: f.ListOfficials) -> f.OfficialList:
+        found, next_offset = await self._admin.list_officials(
             actor, frame.agency_id, frame.status, frame.offset, frame.limit
         )
         return f.OfficialList(
             rid=frame.rid, officials=[official_info(r) for r in found], next_offset=next_offset
         )
 
-    async def grant_role(actor: Principal, frame: f.GrantRole) -> f.OfficialReply:
-        record = await admin.grant_role(actor, frame.official_id, frame.role, frame.scope_agency_id)
+    @handles(f.GrantRole)
+    async def grant_role(self, actor: Principal, frame: f.GrantRole) -> f.OfficialReply:
+        record = await self._admin.grant_role(
+            actor, frame.official_id, frame.role, frame.scope_agency_id
+        )
         return f.OfficialReply(rid=frame.rid, official=official_info(record))
 
-    async def revoke_role(actor: Principal, frame: f.RevokeRole) -> f.OfficialReply:
-        record = await admin.revoke_role(actor, frame.official_id, frame.role)
+    @handles(f.RevokeRole)
+    async def revoke_role(self, actor: Principal, frame: f.RevokeRole) -> f.OfficialReply:
+        record = await self._admin.revoke_role(actor, frame.official_id, frame.role)
         return f.OfficialReply(rid=frame.rid, official=official_info(record))
 
-    async def list_devices(actor: Principal, frame: f.ListDevices) -> f.DeviceList:
-        found = await admin.list_devices(actor, frame.official_id)
+    @handles(f.ListDevices)
+    async def list_devices(self, actor: Principal, frame: f.ListDevices) -> f.DeviceList:
+        found = await self._admin.list_devices(actor, frame.official_id)
         return f.DeviceList(
             rid=frame.rid, official_id=frame.official_id, devices=[_device(d) for d in found]
         )
 
-    async def revoke_device(actor: Principal, frame: f.RevokeDevice) -> f.DeviceRevoked:
-        await admin.revoke_device(actor, frame.device_id)
+    @handles(f.RevokeDevice)
+    async def revoke_device(self, actor: Principal, frame: f.RevokeDevice) -> f.DeviceRevoked:
+        await self._admin.revoke_device(actor, frame.device_id)
         return f.DeviceRevoked(rid=frame.rid, device_id=frame.device_id)
 
-    async def issue_code(actor: Principal, frame: f.IssueCode) -> f.CodeIssued:
-        _, code, expires = await admin.issue_code(actor, frame.official_id)
+    @handles(f.IssueCode)
+    async def issue_code(self, actor: Principal, frame: f.IssueCode) -> f.CodeIssued:
+        _, code, expires = await self._admin.issue_code(actor, frame.official_id)
         return f.CodeIssued(
             rid=frame.rid, official_id=frame.official_id, code=code, expires_at=_ms(expires) or 0
         )
 
-    async def list_codes(actor: Principal, frame: f.ListCodes) -> f.CodeList:
-        found = await admin.list_codes(actor, frame.official_id)
+    @handles(f.ListCodes)
+    async def list_codes(self, actor: Principal, frame: f.ListCodes) -> f.CodeList:
+        found = await self._admin.list_codes(actor, frame.official_id)
         now = datetime.now(UTC)
         return f.CodeList(
             rid=frame.rid, official_id=frame.official_id, codes=[_code(c, now) for c in found]
         )
 
-    async def cancel_code(actor: Principal, frame: f.CancelCode) -> f.CodeCancelled:
-        await admin.cancel_code(actor, frame.code_id)
+    @handles(f.CancelCode)
+    async def cancel_code(self, actor: Principal, frame: f.CancelCode) -> f.CodeCancelled:
+        await self._admin.cancel_code(actor, frame.code_id)
         return f.CodeCancelled(rid=frame.rid, code_id=frame.code_id)
 
-    async def set_policy(actor: Principal, frame: f.SetPolicy) -> f.PolicyReply:
+    @handles(f.SetPolicy)
+    async def set_policy(self, actor: Principal, frame: f.SetPolicy) -> f.PolicyReply:
         p = frame.policy
-        row, effective = await admin.set_policy(
+        row, effective = await self._admin.set_policy(
             actor,
             frame.agency_id,
             PolicyRow(frame.agency_id, p.message_scope, p.max_devices, p.retention_seconds),
@@ -224,8 +243,9 @@ def table(
             effective=_policy(effective) if effective else None,
         )
 
-    async def get_policy(actor: Principal, frame: f.GetPolicy) -> f.PolicyReply:
-        row, effective = await admin.get_policy(actor, frame.agency_id)
+    @handles(f.GetPolicy)
+    async def get_policy(self, actor: Principal, frame: f.GetPolicy) -> f.PolicyReply:
+        row, effective = await self._admin.get_policy(actor, frame.agency_id)
         return f.PolicyReply(
             rid=frame.rid,
             agency_id=frame.agency_id,
@@ -233,30 +253,34 @@ def table(
             effective=_policy(effective) if effective else None,
         )
 
-    async def search(actor: Principal, frame: f.SearchOfficials) -> f.SearchResults:
-        cards, next_offset = await directory.search(
+    @handles(f.SearchOfficials)
+    async def search(self, actor: Principal, frame: f.SearchOfficials) -> f.SearchResults:
+        cards, next_offset = await self._directory.search(
             actor, frame.query, frame.agency_id, frame.offset, frame.limit
         )
         return f.SearchResults(
             rid=frame.rid, results=[_card(c) for c in cards], next_offset=next_offset
         )
 
-    async def import_begin(actor: Principal, frame: f.ImportBegin) -> f.ImportStarted:
-        return f.ImportStarted(rid=frame.rid, import_id=await importer.begin(actor))
+    @handles(f.ImportBegin)
+    async def import_begin(self, actor: Principal, frame: f.ImportBegin) -> f.ImportStarted:
+        return f.ImportStarted(rid=frame.rid, import_id=await self._importer.begin(actor))
 
-    async def import_rows(actor: Principal, frame: f.ImportRows) -> f.ImportChecked:
+    @handles(f.ImportRows)
+    async def import_rows(self, actor: Principal, frame: f.ImportRows) -> f.ImportChecked:
         rows = [
             StagedRow(r.line, r.employee_id, r.name_th, r.name_en, r.position, r.agency_code,
                       r.email, r.phone)
             for r in frame.rows
         ]
-        problems = await importer.stage(actor, frame.import_id, rows)
+        problems = await self._importer.stage(actor, frame.import_id, rows)
         return f.ImportChecked(
             rid=frame.rid, import_id=frame.import_id, received=len(rows), errors=_errors(problems)
         )
 
-    async def import_apply(actor: Principal, frame: f.ImportApply) -> f.ImportResult:
-        outcome = await importer.apply(actor, frame.import_id, frame.dry_run)
+    @handles(f.ImportApply)
+    async def import_apply(self, actor: Principal, frame: f.ImportApply) -> f.ImportResult:
+        outcome = await self._importer.apply(actor, frame.import_id, frame.dry_run)
         return f.ImportResult(
             rid=frame.rid,
             import_id=frame.import_id,
@@ -268,33 +292,7 @@ def table(
             errors=_errors(outcome.problems),
         )
 
-    async def import_discard(actor: Principal, frame: f.ImportDiscard) -> f.ImportDiscarded:
-        await importer.discard(actor, frame.import_id)
+    @handles(f.ImportDiscard)
+    async def import_discard(self, actor: Principal, frame: f.ImportDiscard) -> f.ImportDiscarded:
+        await self._importer.discard(actor, frame.import_id)
         return f.ImportDiscarded(rid=frame.rid, import_id=frame.import_id)
-
-    return {
-        f.CreateAgency: create_agency,
-        f.UpdateAgency: update_agency,
-        f.MoveAgency: move_agency,
-        f.ListAgencies: list_agencies,
-        f.CreateOfficial: create_official,
-        f.UpdateOfficial: update_official,
-        f.MoveOfficial: move_official,
-        f.SetOfficialStatus: set_status,
-        f.GetOfficial: get_official,
-        f.ListOfficials: list_officials,
-        f.GrantRole: grant_role,
-        f.RevokeRole: revoke_role,
-        f.ListDevices: list_devices,
-        f.RevokeDevice: revoke_device,
-        f.IssueCode: issue_code,
-        f.ListCodes: list_codes,
-        f.CancelCode: cancel_code,
-        f.SetPolicy: set_policy,
-        f.GetPolicy: get_policy,
-        f.SearchOfficials: search,
-        f.ImportBegin: import_begin,
-        f.ImportRows: import_rows,
-        f.ImportApply: import_apply,
-        f.ImportDiscard: import_discard,
-    }

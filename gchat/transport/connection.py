@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from gchat.errors import ServiceError
+from gchat.handling import Handler, Later
 from gchat.identity.auth import Authenticator
 from gchat.identity.enrolment import Enrolment
 from gchat.identity.prekeys import KeyDirectory
@@ -28,7 +29,6 @@ from gchat.runtime.broker import Broker, Signal, SignalKind
 from gchat.runtime.metrics import NodeMetrics
 from gchat.store import devices
 from gchat.store.database import Database
-from gchat.transport.handlers import Later, RequestHandlers
 from protocol import frames as f
 from protocol.codec import Codec, server_codec
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
@@ -40,6 +40,9 @@ _connection_ids = itertools.count(1)
 #: Requests answered later (sends awaiting their commit) one connection may
 #: have waiting before the server stops reading its frames.
 _MAX_IN_FLIGHT = 64
+#: The frames a connection answers itself; every other client frame goes to
+#: a feature's handler.
+SESSION_FRAMES: frozenset[type] = frozenset({f.Auth, f.AuthToken, f.Enroll, f.Ack})
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class Services:
     auth: Authenticator
     enrolment: Enrolment
     keys: KeyDirectory
-    requests: RequestHandlers
+    #: The feature handlers by frame type (``gchat.handling.request_table``).
+    requests: Mapping[type, Handler]
     server_id: str
     node_id: str
     max_unacked: int
@@ -80,6 +84,7 @@ class Connection:
             f.Enroll: self._on_enroll,
             f.Ack: self._on_ack,
         }
+        assert self._handlers.keys() == SESSION_FRAMES
 
     # --- life cycle ---------------------------------------------------------
 
@@ -148,7 +153,7 @@ class Connection:
             await session_handler(frame)
             return None
         assert self._principal is not None  # the session checked authentication
-        return await self._s.requests.table[type(frame)](self._principal, frame)
+        return await self._s.requests[type(frame)](self._principal, frame)
 
     async def _answer(self, frame: f.ClientFrame, work: Awaitable[object]) -> None:
         """Send what ``work`` replies, or the error it raised, for ``frame``.

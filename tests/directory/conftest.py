@@ -17,10 +17,11 @@ import pytest
 
 from gchat.client.sdk import Client, ClientError
 from gchat.directory.administration import Administration
-from gchat.directory.handlers import table
+from gchat.directory.handlers import DirectoryHandlers
 from gchat.directory.importer import DirectoryImport
 from gchat.directory.service import Directory
 from gchat.errors import ServiceError
+from gchat.handling import handlers_of
 from gchat.identity.principal import Principal
 from gchat.runtime.ratelimit import LocalRateLimiter
 from gchat.store import directory as store
@@ -120,8 +121,8 @@ class Tree:
         config = app.config
         admin = Administration(app.db, app.audit, app.revocations, 3600,
                                config.max_devices_per_official, config.retention_seconds)
-        return table(admin, DirectoryImport(app.db, app.audit, admin),
-                     Directory(app.db, 3600, app.audit))
+        return handlers_of(DirectoryHandlers(admin, DirectoryImport(app.db, app.audit, admin),
+                                             Directory(app.db, 3600, app.audit)))
 
 
 async def call_as(caller: Client | tuple[Any, Principal], make: Any, **fields: Any) -> Any:
