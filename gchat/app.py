@@ -14,11 +14,13 @@ revocations between nodes and the limits live in Redis, shared by all.
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import os
 import signal
-import socket
 import ssl
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,12 +53,14 @@ from gchat.messaging.committer import GroupCommitter
 from gchat.messaging.delivery import Inbox
 from gchat.messaging.handlers import MessagingHandlers
 from gchat.messaging.service import Messaging
+from gchat.runtime import logs, node_id, samplers
 from gchat.runtime.broker import Broker, InProcessBroker, Signal, SignalKind
 from gchat.runtime.embedded_postgres import EmbeddedPostgres
-from gchat.runtime.metrics import NodeMetrics
+from gchat.runtime.metrics import CONTENT_TYPE, NodeMetrics, bearer_access, serve_separately
 from gchat.runtime.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, parse_overrides
 from gchat.runtime.redis_broker import RedisBroker, connect_redis
 from gchat.runtime.server_keys import ServerKeys
+from gchat.runtime.version import version
 from gchat.store import messages, migrations
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage
@@ -113,7 +117,7 @@ def _select_subprotocol(
 class App:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.node_id = config.node_id or f"{socket.gethostname()}-{id(self):x}"
+        self.node_id = node_id.load_or_create(config.data_dir, config.node_id)
         self.db: Database | None = None
         self._embedded: EmbeddedPostgres | None = None
         self._server: Server | None = None
@@ -122,7 +126,8 @@ class App:
         self._background: list[asyncio.Task[None]] = []
         self._redis: Redis | None = None
         self.port: int | None = None
-        self.metrics = NodeMetrics()
+        self.metrics = NodeMetrics(version(), self.node_id)
+        self._metrics_server: Any = None
         self.broker: Broker = InProcessBroker()
         self.limiter: RateLimiter = LocalRateLimiter(table=parse_overrides(config.rate_limits))
         #: Closes revoked devices' connections on every node (for admin operations).
@@ -149,7 +154,7 @@ class App:
             )
         await self.broker.start()
         broker = self.broker
-        self.metrics.broker_healthy.sample(lambda: 1.0 if broker.healthy else 0.0)
+        self.metrics.broker_healthy.set_function(lambda: 1.0 if broker.healthy else 0.0)
 
     async def start(self) -> None:
         config = self.config
@@ -274,16 +279,75 @@ class App:
             config.port,
             subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
             select_subprotocol=_select_subprotocol,
-            process_request=routes(db, self.metrics.render, self._web_app()),
+            process_request=routes(
+                db,
+                None if config.metrics_port else self.metrics.render,
+                self._web_app(),
+                content_type=CONTENT_TYPE,
+                allowed=bearer_access(config.metrics_token_sha256),
+            ),
             ssl=self._tls(),
             backlog=1024,  # a reconnect storm overflows asyncio's default of 100
             **WEBSOCKET_SETTINGS,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._background.append(asyncio.create_task(self._expire_forever()))
-        self._background.append(asyncio.create_task(self._watch_inbox()))
+        self._background.append(asyncio.create_task(samplers.event_loop_lag(self.metrics)))
+        self._background.append(asyncio.create_task(samplers.database_gauges(db, self.metrics)))
+        sequencer = self.sequencer
+        self.metrics.audit_sequencer_leading.set_function(lambda: float(sequencer.leading))
+        if config.metrics_port:
+            self._metrics_server = serve_separately(
+                self.metrics, config.metrics_host, config.metrics_port
+            )
         self._background.append(asyncio.create_task(self._sweep_revocations()))
         log.info("listening host=%s port=%s node=%s", config.host, self.port, self.node_id)
+        if config.tls_cert:
+            log.info("tls on: TLS 1.3 only, certificate %s", config.tls_cert)
+        elif not _is_loopback(config.host):
+            log.warning(
+                "tls off on non-loopback address %s: clients talk plain WebSocket (ws://), "
+                "readable on the network; set tls_cert and tls_key, or terminate TLS in a "
+                "reverse proxy and listen on 127.0.0.1",
+                config.host,
+            )
+        else:
+            log.info("tls off: plain WebSocket on a loopback address")
+
+    @property
+    def url(self) -> str:
+        """The address clients connect to (as bound: the real port when 0 was asked)."""
+        scheme = "wss" if self.config.tls_cert else "ws"
+        host = self.config.host
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    def banner(self) -> str:
+        """What an operator needs at start: where it listens, its files, how to stop it."""
+        config = self.config
+        tls = f"TLS 1.3, {config.tls_cert}" if config.tls_cert else "TLS off"
+        if config.metrics_port:
+            metrics = f"http://{config.metrics_host}:{config.metrics_port}/metrics"
+        else:
+            metrics = f"{self.url.replace('ws', 'http', 1)}/metrics"
+            if config.metrics_token_sha256:
+                metrics += " (bearer token)"
+        database = (
+            f"embedded PostgreSQL under {(config.data_dir / 'postgres').resolve()}"
+            if self._embedded is not None
+            else "external PostgreSQL (database_url)"
+        )
+        return "\n".join(
+            [
+                f"G-Chat {version()} node {self.node_id}",
+                f"  listening  {self.url} ({tls})",
+                f"  metrics    {metrics}",
+                f"  data       {config.data_dir.resolve()}",
+                f"  keys       {config.key_directory.resolve()}",
+                f"  database   {database}",
+                f"  logs       stderr ({config.log_format})",
+                f"  stop       Ctrl-C, or kill -TERM {os.getpid()}",
+            ]
+        )
 
     def _web_app(self) -> WebApp:
         origins = [o for o in self.config.web_origins.split(",") if o.strip()]
@@ -307,16 +371,6 @@ class App:
             except Exception:
                 log.exception("revocation sweep failed; will retry")
 
-    async def _watch_inbox(self, interval: float = 15.0) -> None:
-        """Keep the inbox-depth gauge fresh (a growing inbox means stuck devices)."""
-        assert self.db is not None
-        while True:
-            with contextlib.suppress(Exception):
-                self.metrics.inbox_envelopes.set(
-                    await messages.inbox_size_estimate(self.db.pool)
-                )
-            await asyncio.sleep(interval)
-
     async def _expire_forever(self) -> None:
         assert self.db is not None
         while True:
@@ -336,6 +390,9 @@ class App:
                 log.exception("expiry failed; will retry")
 
     async def stop(self) -> None:
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server.server_close()
         if self._server is not None:
             self._server.close(close_connections=True)  # 1001 going away
             await self._server.wait_closed()
@@ -368,19 +425,25 @@ async def run(config: Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stopping.set)
-    print(f"gchat node listening on {config.host}:{app.port}", flush=True)
+    print(app.banner(), flush=True)
     try:
         await stopping.wait()
     finally:
         await app.stop()
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: assume it is reachable from elsewhere
+        return False
+
+
 def main(config: Config) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # Two INFO lines per connection from websockets (we log our own, with ids).
-    logging.getLogger("websockets.server").setLevel(logging.WARNING)
+    config = replace(config, node_id=node_id.load_or_create(config.data_dir, config.node_id))
+    logs.configure(config.log_format, config.node_id)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS

@@ -28,6 +28,7 @@ from gchat import app, config
 from gchat.audit.log import AuditLog
 from gchat.directory.service import Directory
 from gchat.runtime.embedded_postgres import EmbeddedPostgres
+from gchat.runtime.version import version
 
 
 def _config(args: argparse.Namespace) -> config.Config:
@@ -88,6 +89,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="gchat", description="G-Chat secure messaging server")
     top.add_argument("--config", type=Path, help="TOML configuration file")
+    top.add_argument("--version", action="version", version=f"gchat {version()}")
     commands = top.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run a node")

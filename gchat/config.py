@@ -65,6 +65,13 @@ class Config:
     web_dir: Path | None = None
     #: Origins besides the node's own allowed to open a WebSocket (comma-separated).
     web_origins: str = ""
+    #: ``text`` or ``json`` (one JSON object per line, for log shippers).
+    log_format: str = "text"
+    #: Serve /metrics on this separate address instead of the client port (0: client port).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    #: SHA-256 (hex) of a bearer token /metrics on the client port then requires.
+    metrics_token_sha256: str = ""
 
     @property
     def key_directory(self) -> Path:
@@ -123,6 +130,8 @@ def load(
         raise ValueError("max_ciphertext_bytes cannot exceed the protocol limit")
     if config.max_recipient_devices > limits.MAX_RECIPIENT_DEVICES:
         raise ValueError("max_recipient_devices cannot exceed the protocol limit")
+    if config.log_format not in ("text", "json"):
+        raise ValueError("log_format must be text or json")
     if config.max_group_members > limits.MAX_GROUP_MEMBERS:
         raise ValueError("max_group_members cannot exceed the protocol limit")
     return config

@@ -1,248 +1,201 @@
-"""A small metrics registry rendered as Prometheus text (exposition format 0.0.4).
+"""The metrics one node exposes on /metrics, through ``prometheus_client``.
 
-No client library and no globals: ``gchat.app`` builds one ``NodeMetrics``
-per node and passes it by constructor to whatever counts something. The
-registry knows three kinds:
+Each node owns a private ``CollectorRegistry`` (never the library's global
+``REGISTRY``): ``gchat.app`` builds one ``NodeMetrics`` per node and passes
+it by constructor to whatever counts something, so two nodes in one process
+(the tests run several) never share a counter.
 
-- ``Counter``: only goes up (``inc``), optionally with labels;
-- ``Gauge``: set, moved up and down, or sampled from a callback at scrape
-  time (``Gauge.sample``), which is how live state (Redis up, connections)
-  is shown without bookkeeping on the hot path;
-- ``Histogram``: cumulative buckets plus ``_sum`` and ``_count``.
-
-Updates are plain attribute arithmetic on the event loop's thread: cheap
-enough for the per-frame counters.
+Besides the application's own counters the registry carries the library's
+process collector (CPU seconds, resident memory, open file descriptors,
+start time), its platform collector (Python version) and a build-info
+metric; the runtime samplers (``gchat.runtime.samplers``) keep the
+event-loop lag, inbox depth and audit-sequencer lag gauges fresh.
 """
 
-import logging
-import math
-from collections.abc import Callable, Sequence
+import hashlib
+import hmac
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIServer
 
-log = logging.getLogger("gchat.runtime.metrics")
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 
-LabelValues = tuple[str, ...]
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _format(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-def _labels(names: Sequence[str], values: LabelValues, extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-class _Metric:
-    kind = ""
-
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
-        self.name = name
-        self.help = help_text
-        self.labelnames = tuple(labelnames)
-
-    def _key(self, labels: dict[str, str]) -> LabelValues:
-        if set(labels) != set(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {tuple(labels)}")
-        return tuple(str(labels[n]) for n in self.labelnames)
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-
-    def samples(self) -> list[str]:
-        raise NotImplementedError
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labelnames)
-        self._values: dict[LabelValues, float] = {} if labelnames else {(): 0.0}
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = self._key(labels) if labels or self.labelnames else ()
-        self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels) if labels or self.labelnames else (), 0.0)
-
-    def samples(self) -> list[str]:
-        return [
-            f"{self.name}{_labels(self.labelnames, key)} {_format(v)}"
-            for key, v in sorted(self._values.items())
-        ]
-
-
-class Gauge(_Metric):
-    kind = "gauge"
-
-    def __init__(self, name: str, help_text: str) -> None:
-        super().__init__(name, help_text)
-        self._value = 0.0
-        self._sample: Callable[[], float] | None = None
-
-    def set(self, value: float) -> None:
-        self._value = value
-
-    def inc(self, amount: float = 1.0) -> None:
-        self._value += amount
-
-    def dec(self, amount: float = 1.0) -> None:
-        self._value -= amount
-
-    def sample(self, source: Callable[[], float]) -> None:
-        """Read the value from ``source`` at every scrape instead."""
-        self._sample = source
-
-    @property
-    def value(self) -> float:
-        return float(self._sample()) if self._sample is not None else self._value
-
-    def samples(self) -> list[str]:
-        return [f"{self.name} {_format(self.value)}"]
-
-
-class Histogram(_Metric):
-    kind = "histogram"
-
-    def __init__(self, name: str, help_text: str, buckets: Sequence[float]) -> None:
-        super().__init__(name, help_text)
-        self.buckets = tuple(sorted(buckets))
-        self._counts = [0] * len(self.buckets)
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.count += 1
-        self.sum += value
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self._counts[i] += 1
-                break
-
-    def samples(self) -> list[str]:
-        lines = []
-        cumulative = 0
-        for bound, count in zip(self.buckets, self._counts, strict=True):
-            cumulative += count
-            lines.append(f'{self.name}_bucket{{le="{_format(bound)}"}} {cumulative}')
-        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{self.name}_sum {_format(self.sum)}")
-        lines.append(f"{self.name}_count {self.count}")
-        return lines
-
-
-class Registry:
-    def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
-
-    def _add(self, metric: _Metric) -> None:
-        if metric.name in self._metrics:
-            raise ValueError(f"metric {metric.name} registered twice")
-        self._metrics[metric.name] = metric
-
-    def counter(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Counter:
-        metric = Counter(name, help_text, labelnames)
-        self._add(metric)
-        return metric
-
-    def gauge(self, name: str, help_text: str) -> Gauge:
-        metric = Gauge(name, help_text)
-        self._add(metric)
-        return metric
-
-    def histogram(self, name: str, help_text: str, buckets: Sequence[float]) -> Histogram:
-        metric = Histogram(name, help_text, buckets)
-        self._add(metric)
-        return metric
-
-    def render(self) -> str:
-        """Every metric in Prometheus text format, ending with a newline."""
-        lines: list[str] = []
-        for metric in self._metrics.values():
-            try:
-                samples = metric.samples()
-            except Exception:  # a failing sampler must not take /metrics down
-                log.exception("metric %s failed to sample", metric.name)
-                continue
-            lines.extend(metric.header())
-            lines.extend(samples)
-        return "\n".join(lines) + "\n"
-
+#: The Content-Type of ``NodeMetrics.render``'s output.
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class NodeMetrics:
-    """The metrics one node exposes on /metrics (names prefixed ``gchat_``)."""
+    """The node's metrics (names prefixed ``gchat_``) in its own registry."""
 
-    def __init__(self) -> None:
-        r = self.registry = Registry()
-        self.connections = r.gauge("gchat_connections", "open WebSocket connections")
-        self.authenticated = r.gauge(
-            "gchat_authenticated_connections", "connections with an authenticated device"
+    def __init__(self, version: str = "", node_id: str = "") -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        Info("gchat_build", "the running G-Chat version", registry=r).info(
+            {"version": version or "unknown", "node": node_id}
         )
-        self.frames_in = r.counter("gchat_frames_in_total", "frames received from clients")
-        self.frames_out = r.counter("gchat_frames_out_total", "frames sent to clients")
-        self.sends_accepted = r.counter(
-            "gchat_sends_accepted_total", "send requests answered accepted"
+        self.connections = Gauge("gchat_connections", "open WebSocket connections", registry=r)
+        self.authenticated = Gauge(
+            "gchat_authenticated_connections",
+            "connections with an authenticated device",
+            registry=r,
         )
-        self.sends_refused = r.counter(
-            "gchat_sends_refused_total", "send requests answered with an error", ["code"]
+        self.frames_in = Counter(
+            "gchat_frames_in_total", "frames received from clients", registry=r
         )
-        self.errors = r.counter("gchat_errors_total", "error frames sent, by code", ["code"])
-        self.commit_batches = r.counter("gchat_commit_batches_total", "group commits")
-        self.commit_failures = r.counter("gchat_commit_failures_total", "failed group commits")
-        self.messages_committed = r.counter(
-            "gchat_messages_committed_total", "sends committed (including idempotent repeats)"
+        self.frames_out = Counter("gchat_frames_out_total", "frames sent to clients", registry=r)
+        self.sends_accepted = Counter(
+            "gchat_sends_accepted_total", "send requests answered accepted", registry=r
         )
-        self.commit_batch_size = r.histogram(
-            "gchat_commit_batch_size", "sends per group commit", _BATCH_BUCKETS
+        self.sends_refused = Counter(
+            "gchat_sends_refused_total",
+            "send requests answered with an error",
+            ["code"],
+            registry=r,
         )
-        self.commit_latency = r.histogram(
-            "gchat_commit_latency_seconds", "time to write one group commit", _LATENCY_BUCKETS
+        self.errors = Counter(
+            "gchat_errors_total", "error frames sent, by code", ["code"], registry=r
         )
-        self.deliveries = r.counter("gchat_deliveries_total", "envelopes pushed to devices")
-        self.inbox_envelopes = r.gauge(
+        self.commit_batches = Counter("gchat_commit_batches_total", "group commits", registry=r)
+        self.commit_failures = Counter(
+            "gchat_commit_failures_total", "failed group commits", registry=r
+        )
+        self.messages_committed = Counter(
+            "gchat_messages_committed_total",
+            "sends committed (including idempotent repeats)",
+            registry=r,
+        )
+        self.commit_batch_size = Histogram(
+            "gchat_commit_batch_size", "sends per group commit", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.commit_latency = Histogram(
+            "gchat_commit_latency_seconds",
+            "time to write one group commit",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "gchat_deliveries_total", "envelopes pushed to devices", registry=r
+        )
+        self.inbox_envelopes = Gauge(
             "gchat_inbox_envelopes",
             "envelopes waiting in all inboxes (PostgreSQL's live-row estimate, every 15 s)",
+            registry=r,
         )
-        self.acks = r.counter("gchat_acks_total", "envelope positions acknowledged by devices")
-        self.broker_published = r.counter(
-            "gchat_broker_published_total", "signals published to other nodes"
+        self.acks = Counter(
+            "gchat_acks_total", "envelope positions acknowledged by devices", registry=r
         )
-        self.broker_received = r.counter(
-            "gchat_broker_received_total", "signals received from other nodes"
+        self.broker_published = Counter(
+            "gchat_broker_published_total", "signals published to other nodes", registry=r
         )
-        self.broker_publish_failures = r.counter(
-            "gchat_broker_publish_failures_total", "signals that could not be published"
+        self.broker_received = Counter(
+            "gchat_broker_received_total", "signals received from other nodes", registry=r
         )
-        self.broker_healthy = r.gauge(
-            "gchat_broker_healthy", "1 when signals flow between nodes (Redis up or single node)"
+        self.broker_publish_failures = Counter(
+            "gchat_broker_publish_failures_total",
+            "signals that could not be published",
+            registry=r,
         )
-        self.redis_up = r.gauge(
-            "gchat_redis_up", "1 when the Redis pub/sub connection is up, 0 when degraded"
+        self.broker_healthy = Gauge(
+            "gchat_broker_healthy",
+            "1 when signals flow between nodes (Redis up or single node)",
+            registry=r,
         )
-        self.redis_reconnects = r.counter(
-            "gchat_redis_reconnects_total", "times the Redis pub/sub connection was re-established"
+        self.redis_up = Gauge(
+            "gchat_redis_up",
+            "1 when the Redis pub/sub connection is up, 0 when degraded",
+            registry=r,
         )
-        self.degraded_polls = r.counter(
-            "gchat_broker_degraded_polls_total", "PostgreSQL polling rounds while Redis is down"
+        self.redis_reconnects = Counter(
+            "gchat_redis_reconnects_total",
+            "times the Redis pub/sub connection was re-established",
+            registry=r,
         )
-        self.ratelimit_fallbacks = r.counter(
-            "gchat_ratelimit_local_fallbacks_total", "rate checks answered locally, Redis down"
+        self.degraded_polls = Counter(
+            "gchat_broker_degraded_polls_total",
+            "PostgreSQL polling rounds while Redis is down",
+            registry=r,
+        )
+        self.ratelimit_fallbacks = Counter(
+            "gchat_ratelimit_local_fallbacks_total",
+            "rate checks answered locally, Redis down",
+            registry=r,
+        )
+        # Runtime (gchat.runtime.samplers).
+        self.event_loop_lag = Gauge(
+            "gchat_event_loop_lag_seconds",
+            "how late the event loop ran a timer, last sample (a busy or blocked loop)",
+            registry=r,
+        )
+        self.event_loop_lag_histogram = Histogram(
+            "gchat_event_loop_delay_seconds",
+            "how late the event loop ran a timer, every sample",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.audit_unsequenced = Gauge(
+            "gchat_audit_unsequenced_events",
+            "audit events committed but not yet given a leaf in the audit log",
+            registry=r,
+        )
+        self.audit_sequencer_lag = Gauge(
+            "gchat_audit_sequencer_lag_seconds",
+            "age of the oldest audit event without a leaf (0 when none waits)",
+            registry=r,
+        )
+        self.audit_sequencer_leading = Gauge(
+            "gchat_audit_sequencer_leading",
+            "1 on the node that currently sequences and signs the audit log",
+            registry=r,
         )
 
-    def render(self) -> str:
-        return self.registry.render()
+    def render(self) -> bytes:
+        """Every metric in Prometheus text format (``CONTENT_TYPE``)."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, **labels: str) -> float:
+        """The current value of one sample (0 when it has none yet), for tests and checks."""
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found
+
+
+def bearer_access(token_sha256: str) -> Callable[[str | None], bool]:
+    """Who may read /metrics on the client port: anyone, or holders of one token.
+
+    The node keeps only the token's SHA-256 (``metrics_token_sha256``), so the
+    configuration file does not hold the secret; the presented token is
+    hashed and compared in constant time.
+    """
+    if not token_sha256:
+        return lambda _header: True
+    expected = bytes.fromhex(token_sha256)
+    if len(expected) != hashlib.sha256().digest_size:
+        raise ValueError("metrics_token_sha256 must be 64 hex digits (sha256sum of the token)")
+
+    def allowed(header: str | None) -> bool:
+        scheme, _, token = (header or "").partition(" ")
+        presented = hashlib.sha256(token.strip().encode()).digest()
+        return scheme.lower() == "bearer" and hmac.compare_digest(presented, expected)
+
+    return allowed
+
+
+def serve_separately(metrics: NodeMetrics, host: str, port: int) -> WSGIServer:
+    """Serve /metrics on its own address (a thread of the library's WSGI server).
+
+    For a scrape network apart from the clients' one; ``shutdown()`` stops it.
+    """
+    server, _thread = start_http_server(port, host, registry=metrics.registry)
+    return server

@@ -90,6 +90,24 @@ async def log_state(conn: Executor) -> tuple[int, str]:
     return (0, "0") if row is None else (row["leaf_index"] + 1, row["low"])
 
 
+async def sequencing_backlog(conn: Executor) -> tuple[int, float]:
+    """(events without a leaf, age in seconds of the oldest of them; 0 when none).
+
+    Searches from the last pass's low xid bound, as the sequencer does, so
+    the cost follows the backlog rather than the size of the log.
+    """
+    row = await conn.fetchrow(
+        """SELECT count(*) AS waiting,
+                  coalesce(extract(epoch FROM now() - min(e.created_at)), 0) AS age
+           FROM audit_events e
+           WHERE e.xid >= coalesce(
+                   (SELECT low_xid FROM audit_log ORDER BY leaf_index DESC LIMIT 1), '0'::xid8)
+             AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)"""
+    )
+    assert row is not None
+    return int(row["waiting"]), max(0.0, float(row["age"]))
+
+
 async def leaf_hashes(conn: Executor, from_index: int, limit: int = 100_000) -> list[bytes]:
     """Leaf hashes from ``from_index`` on, in index order (stops at a gap)."""
     rows = await conn.fetch(

@@ -179,11 +179,11 @@ class Connection:
                     self._s.metrics.sends_accepted.inc()
         except (ProtocolError, ServiceError) as error:
             if is_send:
-                self._s.metrics.sends_refused.inc(code=error.code.value)
+                self._s.metrics.sends_refused.labels(code=error.code.value).inc()
             if isinstance(error, ProtocolError):
                 await self._error(rid, error.code, error.detail)
                 return
-            self._s.metrics.errors.inc(code=error.code.value)
+            self._s.metrics.errors.labels(code=error.code.value).inc()
             await self.send(
                 f.Error(
                     rid=rid,
@@ -199,11 +199,11 @@ class Connection:
         except Exception:
             log.exception("frame failed connection=%s", self._id)
             if is_send:
-                self._s.metrics.sends_refused.inc(code=ErrorCode.INTERNAL_ERROR.value)
+                self._s.metrics.sends_refused.labels(code=ErrorCode.INTERNAL_ERROR.value).inc()
             await self._error(rid, ErrorCode.INTERNAL_ERROR, "internal error")
 
     async def _error(self, rid: int | None, code: ErrorCode, message: str) -> None:
-        self._s.metrics.errors.inc(code=code.value)
+        self._s.metrics.errors.labels(code=code.value).inc()
         await self.send(f.Error(rid=rid, code=code.value, message=message))
 
     async def _on_auth(self, frame: f.Auth) -> None:

@@ -3,9 +3,13 @@
 websockets hands us every request before the upgrade; these paths are
 answered here and never reach the protocol. /healthz says the process is
 serving; /readyz that the database answers and the schema is current (what
-a load balancer should route on); /metrics is Prometheus text.
+a load balancer should route on); /metrics is Prometheus text
+(``gchat.runtime.metrics``), unless the node serves it on a separate
+listen address only (``metrics=None``: not here), and behind a bearer
+token when one is configured (``gchat.runtime.metrics.bearer_access``).
 """
 
+import email.utils
 import http
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,18 +25,23 @@ from gchat.transport.webapp import WebApp
 log = logging.getLogger("gchat.transport.http")
 
 #: Renders the node's metrics as Prometheus text (``NodeMetrics.render``).
-MetricsSource = Callable[[], str]
+MetricsSource = Callable[[], bytes]
+#: Whether a request's ``Authorization`` header may read /metrics.
+MetricsAccess = Callable[[str | None], bool]
 
 
 def _text(connection: ServerConnection, status: http.HTTPStatus, body: str) -> Response:
-    response = connection.respond(status, body)
-    response.headers["Content-Type"] = "text/plain; charset=utf-8"
+    response = connection.respond(status, body)  # text/plain; charset=utf-8
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 def routes(
-    db: Database, metrics: MetricsSource, web: WebApp | None = None
+    db: Database,
+    metrics: MetricsSource | None,
+    web: WebApp | None = None,
+    content_type: str = "text/plain; version=0.0.4; charset=utf-8",
+    allowed: MetricsAccess = lambda _: True,
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
         if web is not None and (answer := web.answer(request.path, request.headers.get_all)):
@@ -54,11 +63,22 @@ def routes(
                 body = f"{pending} migrations pending\n"
                 return _text(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, body)
             return _text(connection, http.HTTPStatus.OK, "ready\n")
-        if path == "/metrics":
-            response = _text(connection, http.HTTPStatus.OK, metrics())
-            del response.headers["Content-Type"]  # Headers.__setitem__ appends
-            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
-            return response
+        if path == "/metrics" and metrics is not None:
+            if not allowed(request.headers.get("Authorization")):
+                response = _text(connection, http.HTTPStatus.UNAUTHORIZED, "bearer token needed\n")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+                return response
+            exposition = metrics()
+            headers = Headers(
+                [
+                    ("Date", email.utils.formatdate(usegmt=True)),
+                    ("Connection", "close"),
+                    ("Content-Type", content_type),
+                    ("Content-Length", str(len(exposition))),
+                    ("Cache-Control", "no-store"),
+                ]
+            )
+            return Response(http.HTTPStatus.OK, "OK", headers, exposition)
         return None
 
     return process_request

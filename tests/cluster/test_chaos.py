@@ -182,7 +182,7 @@ async def test_node_killed_and_redis_restarted_under_load_lose_nothing(
                 line.rsplit(" ", 1) for line in node.http("/metrics")[1].splitlines()
                 if line and not line.startswith("#")
             )
-            assert metrics["gchat_redis_up"] == "1"
+            assert float(metrics["gchat_redis_up"]) == 1
             assert float(metrics["gchat_redis_reconnects_total"]) >= 1
             assert float(metrics["gchat_broker_degraded_polls_total"]) >= 1
     finally:

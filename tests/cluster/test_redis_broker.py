@@ -119,8 +119,8 @@ async def test_publishes_of_a_batch_share_a_pipeline(two_nodes) -> None:  # noqa
     for recorder in recorders:
         await recorder.until(lambda r=recorder: bool(r.signals))  # type: ignore[misc]
     await asyncio.sleep(0.1)  # the pipeline's replies may come after the messages
-    assert a._metrics.broker_published.value() == 300
-    assert b._metrics.broker_received.value() == 300
+    assert a._metrics.value("gchat_broker_published_total") == 300
+    assert b._metrics.value("gchat_broker_received_total") == 300
 
 
 async def test_redis_outage_polls_then_resubscribes_and_resyncs(redis_prefix: str) -> None:
@@ -140,9 +140,9 @@ async def test_redis_outage_polls_then_resubscribes_and_resyncs(redis_prefix: st
         await on_b.until(lambda: not b.healthy, within=5)
         # Degraded: node b wakes its devices itself so they read PostgreSQL.
         await on_b.until(lambda: on_b.kinds().count(SignalKind.WAKE) >= 3, within=3)
-        assert b._metrics.degraded_polls.value() >= 3
+        assert b._metrics.value("gchat_broker_degraded_polls_total") >= 3
         await a.publish([device], Signal(SignalKind.PREKEYS_LOW, 1))  # lost: Redis is down
-        assert a._metrics.broker_publish_failures.value() >= 1
+        assert a._metrics.value("gchat_broker_publish_failures_total") >= 1
 
         on_b.healthy_wakes = 0
         redis.start()
@@ -151,10 +151,10 @@ async def test_redis_outage_polls_then_resubscribes_and_resyncs(redis_prefix: st
         # poller only wakes while degraded), so whatever was missed is read.
         await eventually(lambda: on_b.healthy_wakes >= 1, within=3, what="wake after resubscribe")
         await asyncio.sleep(0.3)
-        polls = b._metrics.degraded_polls.value()
+        polls = b._metrics.value("gchat_broker_degraded_polls_total")
         await asyncio.sleep(0.4)
-        assert b._metrics.degraded_polls.value() == polls  # polling stopped
-        assert b._metrics.redis_reconnects.value() == 1
+        assert b._metrics.value("gchat_broker_degraded_polls_total") == polls  # polling stopped
+        assert b._metrics.value("gchat_redis_reconnects_total") == 1
         on_b.signals.clear()
         await a.publish([device], Signal(SignalKind.REVOKED))
         await on_b.until(lambda: SignalKind.REVOKED in on_b.kinds(), within=3)
@@ -170,10 +170,12 @@ async def test_node_that_lost_publishes_asks_every_node_to_resync(two_nodes) -> 
     device = uuid.uuid4()
     on_b = Recorder(b)
     await subscribed(b, device, on_b)
-    received = b._metrics.broker_received.value()
+    received = b._metrics.value("gchat_broker_received_total")
     a._missed = True  # as after a failed pipeline
     a._recycle.set()  # which also makes it reconnect
-    await eventually(lambda: b._metrics.broker_received.value() > received, what="resync")
+    await eventually(
+        lambda: b._metrics.value("gchat_broker_received_total") > received, what="resync"
+    )
     await on_b.until(lambda: SignalKind.WAKE in on_b.kinds())
     assert a.healthy and not a._missed
 

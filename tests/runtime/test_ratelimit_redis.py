@@ -108,7 +108,7 @@ async def test_falls_back_to_local_buckets_and_returns_to_redis(
             await limiter.check(Limits.BUNDLE_FETCHES, "dev")  # answered locally
         await refused(limiter.check(Limits.BUNDLE_FETCHES, "dev"))  # and limited locally
         assert not limiter.shared
-        assert metrics.ratelimit_fallbacks.value() == 101
+        assert metrics.value("gchat_ratelimit_local_fallbacks_total") == 101
         assert sum("fall back to local" in r.message for r in caplog.records) == 1
 
         redis.start()

@@ -1,0 +1,44 @@
+"""Background samplers that keep the node's runtime gauges fresh.
+
+Some health signals cannot be counted where things happen: how late the
+event loop runs (a blocked or saturated loop delays every connection), how
+many envelopes wait in inboxes, and how far the audit sequencer is behind
+the events being committed. Each sampler is a plain coroutine that loops
+until cancelled; ``gchat.app`` starts them with the node and cancels them
+when it stops. A failed sample is logged and retried: a metric must never
+take the node down.
+"""
+
+import asyncio
+import logging
+
+from gchat.runtime.metrics import NodeMetrics
+from gchat.store import audit, messages
+from gchat.store.database import Database
+
+log = logging.getLogger("gchat.runtime.samplers")
+
+
+async def event_loop_lag(metrics: NodeMetrics, interval: float = 0.5) -> None:
+    """Sleep ``interval`` again and again; how much later than asked we wake is the lag."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval)
+        lag = max(0.0, loop.time() - started - interval)
+        metrics.event_loop_lag.set(lag)
+        metrics.event_loop_lag_histogram.observe(lag)
+
+
+async def database_gauges(db: Database, metrics: NodeMetrics, interval: float = 15.0) -> None:
+    """Inbox depth (a growing inbox means stuck devices) and audit-sequencer lag."""
+    while True:
+        try:
+            async with db.pool.acquire() as conn:
+                metrics.inbox_envelopes.set(await messages.inbox_size_estimate(conn))
+                waiting, age = await audit.sequencing_backlog(conn)
+            metrics.audit_unsequenced.set(waiting)
+            metrics.audit_sequencer_lag.set(age)
+        except Exception as error:  # the database may be restarting: try again later
+            log.warning("database gauges not sampled: %s", type(error).__name__)
+        await asyncio.sleep(interval)
