@@ -9,6 +9,7 @@ test can use it as an admin, as a peer, or as a group member.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -115,11 +116,23 @@ class Loop:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        #: Reference clients on this loop, closed with it.
+        self.clients: list[Client] = []
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
+        async def cancel_all() -> None:
+            for client in self.clients:
+                with contextlib.suppress(Exception):
+                    await client.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
@@ -131,6 +144,7 @@ class PyDevice:
     def __init__(self, loop: Loop, url: str) -> None:
         self.loop = loop
         self.client = Client(DeviceState(url=url, identity_seed=IdentityKeyPair.generate().seed))
+        loop.clients.append(self.client)
 
     def enroll(self, code: str, name: str = "cli") -> PyDevice:
         async def go() -> None:
@@ -153,3 +167,16 @@ class PyDevice:
 
     def close(self) -> None:
         self.loop.run(self.client.close())
+
+
+def admin_device(node: Node, loop: Loop) -> PyDevice:
+    """The deployment's first superadmin, enrolled with the bootstrap code."""
+    return PyDevice(loop, node.ws).enroll(node.bootstrap()["code"], "admin-cli")
+
+
+def new_official(admin: PyDevice, name: str, position: str = "นักวิเคราะห์นโยบาย") -> tuple[UUID, str]:
+    """An official created by the admin, and a one-time enrolment code for it."""
+    from protocol.frames import CreateOfficial, IssueCode
+
+    official = UUID(str(admin.request(CreateOfficial, name=name, position=position).official_id))
+    return official, str(admin.request(IssueCode, official_id=official).code)

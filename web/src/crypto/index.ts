@@ -7,3 +7,4 @@ export * from "./safety";
 export * from "./senderkeys";
 export * from "./session";
 export { loadSodium } from "./sodium";
+export * from "./content";

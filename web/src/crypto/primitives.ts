@@ -117,3 +117,5 @@ export function open(key: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Uint8
 export const randomBytes = (n: number): Uint8Array => na().randombytes_buf(n);
 export const sha256 = (m: Uint8Array): Uint8Array => na().crypto_hash_sha256(m);
 export const sha512 = (m: Uint8Array): Uint8Array => na().crypto_hash_sha512(m);
+
+export const x25519Public = (privateKey: Uint8Array): Uint8Array => na().crypto_scalarmult_base(privateKey);

@@ -1,35 +1,417 @@
-/** The app's screens (skeleton: enrolment form while the client is wired in). */
-import { useEffect, useState } from "preact/hooks";
+/** The app's screens. State lives in the Device; screens re-render on its changes. */
+import { useEffect, useRef, useState } from "preact/hooks";
+import qrcode from "qrcode-generator";
+import { BlockedError, Device, type Chat, type Msg } from "../client";
 import { loadSodium } from "../crypto/sodium";
-import { translate, type Key, type Lang } from "../i18n";
+import { formatTime, translate, type Key, type Lang } from "../i18n";
+import { ServerError, type Frame } from "../net/wire";
+import { Vault } from "../store/vault";
+
+type T = (k: Key, v?: Record<string, string | number>) => string;
+type Screen =
+  | { name: "home" }
+  | { name: "search" }
+  | { name: "chat"; chatId: string }
+  | { name: "safety"; official: string; back: string }
+  | { name: "newGroup" }
+  | { name: "groupInfo"; chatId: string }
+  | { name: "settings" };
+
+const PAGE = 50;
+
+function initialLang(): Lang {
+  const saved = sessionStorage.getItem("lang"); // a UI preference, never a secret
+  return saved === "en" || saved === "th" ? saved : "th";
+}
 
 export function App() {
-  const [lang, setLang] = useState<Lang>("th");
-  const [ready, setReady] = useState(false);
-  const t = (k: Key, v?: Record<string, string | number>) => translate(lang, k, v);
+  const [lang, setLang] = useState<Lang>(initialLang);
+  const [vault, setVault] = useState<Vault | null>(null);
+  const [device, setDevice] = useState<Device | null>(null);
+  const [loaded, setLoaded] = useState(false);
+  const [ended, setEnded] = useState<"revoked" | "signedOut" | null>(null);
+  const [, setTick] = useState(0);
+  const t: T = (k, v) => translate(lang, k, v);
+
   useEffect(() => {
-    void loadSodium().then(() => setReady(true));
+    void (async () => {
+      await loadSodium();
+      const v = await Vault.open();
+      const d = await Device.load(v);
+      setVault(v);
+      setDevice(d);
+      setLoaded(true);
+      d?.start();
+    })();
   }, []);
   useEffect(() => {
     document.documentElement.lang = lang;
     document.title = t("appName");
+    sessionStorage.setItem("lang", lang);
   }, [lang]);
+  useEffect(() => {
+    if (device === null) return undefined;
+    const off = device.subscribe(() => {
+      if (device.status === "revoked") setEnded("revoked");
+      setTick((n) => n + 1);
+    });
+    return () => { off(); };
+  }, [device]);
+
+  const bar = (
+    <button type="button" class="lang" aria-label={t("languageLabel")} onClick={() => setLang(lang === "th" ? "en" : "th")}>{t("language")}</button>
+  );
+  let body;
+  if (!loaded) body = <main><p class="loading">{t("loading")}</p></main>;
+  else if (ended === "revoked") body = <main><p role="alert" class="error" data-testid="revoked">{t("revoked")}</p></main>;
+  else if (device === null) {
+    body = <Enrol t={t} onEnrolled={async (code, name) => {
+      const v = vault ?? (await Vault.open());
+      const d = await Device.enrol(v, code, name);
+      setDevice(d);
+      d.start();
+    }} />;
+    if (ended === "signedOut") body = <>{body}</>;
+  } else body = <Home t={t} lang={lang} device={device} onSignedOut={async () => {
+    await device.signOut();
+    setDevice(null);
+    setVault(await Vault.open());
+    setEnded("signedOut");
+  }} />;
   return (
     <>
-      <header class="bar">
-        <h1>{t("appName")}</h1>
-        <button type="button" aria-label={t("languageLabel")} onClick={() => setLang(lang === "th" ? "en" : "th")}>{t("language")}</button>
-      </header>
-      <main>
-        {!ready ? <p class="loading">{t("loading")}</p> : (
-          <form class="stack" onSubmit={(e) => e.preventDefault()}>
-            <h2>{t("enrolTitle")}</h2>
-            <p>{t("enrolHelp")}</p>
-            <label>{t("enrolCode")}<input type="text" name="code" autocomplete="off" /></label>
-            <button type="submit">{t("enrol")}</button>
-          </form>
-        )}
-      </main>
+      <header class="bar"><h1>{t("appName")}</h1>{device !== null && ended === null ? <StatusLine t={t} device={device} /> : null}{bar}</header>
+      {body}
     </>
+  );
+}
+
+function StatusLine({ t, device }: { t: T; device: Device }) {
+  const key: Key = device.status === "online" ? "online" : device.status === "offline" ? "offline" : device.status === "displaced" ? "displaced" : "connecting";
+  return <span class="status-pill" role="status" aria-live="polite" data-status={device.status}>{t(key)}</span>;
+}
+
+function Enrol({ t, onEnrolled }: { t: T; onEnrolled: (code: string, name: string) => Promise<void> }) {
+  const [code, setCode] = useState("");
+  const [name, setName] = useState(t("deviceNameDefault"));
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const [scanning, setScanning] = useState(false);
+  const video = useRef<HTMLVideoElement>(null);
+  const canScan = "BarcodeDetector" in window && !!navigator.mediaDevices;
+
+  useEffect(() => {
+    if (!scanning) return undefined;
+    let stream: MediaStream | null = null;
+    let stop = false;
+    void (async () => {
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+        if (video.current === null) return;
+        video.current.srcObject = stream;
+        await video.current.play();
+        const detector = new (window as unknown as { BarcodeDetector: new (o: unknown) => { detect: (v: HTMLVideoElement) => Promise<{ rawValue: string }[]> } }).BarcodeDetector({ formats: ["qr_code"] });
+        while (!stop) {
+          const found = await detector.detect(video.current);
+          if (found[0] !== undefined) { setCode(found[0].rawValue.trim()); setScanning(false); break; }
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      } catch {
+        setScanning(false);
+      }
+    })();
+    return () => { stop = true; stream?.getTracks().forEach((tr) => tr.stop()); };
+  }, [scanning]);
+
+  return (
+    <main>
+      <form class="stack" onSubmit={async (e) => {
+        e.preventDefault();
+        setBusy(true);
+        setError(null);
+        try {
+          await onEnrolled(code, name.trim() || t("deviceNameDefault"));
+        } catch (err) {
+          const c = err instanceof ServerError ? err.code : "";
+          setError(t(c === "enrolment_code_invalid" ? "errorCode" : c === "device_limit" ? "errorDeviceLimit" : c === "rate_limited" ? "errorRate" : "errorGeneric"));
+          setBusy(false);
+        }
+      }}>
+        <h2>{t("enrolTitle")}</h2>
+        <p id="enrol-help">{t("enrolHelp")}</p>
+        <label>{t("enrolCode")}<input type="text" name="code" autocomplete="one-time-code" autocapitalize="characters" spellcheck={false} required aria-describedby="enrol-help" value={code} onInput={(e) => setCode(e.currentTarget.value)} /></label>
+        <label>{t("deviceName")}<input type="text" name="device" maxLength={200} value={name} onInput={(e) => setName(e.currentTarget.value)} /></label>
+        {canScan ? <button type="button" class="secondary" onClick={() => setScanning(!scanning)}>{scanning ? t("stopScan") : t("scanQr")}</button> : null}
+        {scanning ? <video ref={video} muted playsInline aria-label={t("scanQr")} /> : null}
+        {error !== null ? <p role="alert" class="error">{error}</p> : null}
+        <button type="submit" disabled={busy}>{busy ? t("enrolling") : t("enrol")}</button>
+      </form>
+    </main>
+  );
+}
+
+function Home({ t, lang, device, onSignedOut }: { t: T; lang: Lang; device: Device; onSignedOut: () => Promise<void> }) {
+  const [screen, setScreen] = useState<Screen>({ name: "home" });
+  const home = () => setScreen({ name: "home" });
+  if (device.status === "displaced") return <main><p role="alert">{t("displaced")}</p><button type="button" onClick={() => location.reload()}>{t("reconnect")}</button></main>;
+  switch (screen.name) {
+    case "search":
+      return <Search t={t} device={device} onBack={home} onPick={async (id, name) => setScreen({ name: "chat", chatId: await device.openDirect(id, name) })} />;
+    case "chat":
+      return <ChatView key={screen.chatId} t={t} lang={lang} device={device} chatId={screen.chatId} onBack={home}
+        onSafety={(official) => setScreen({ name: "safety", official, back: screen.chatId })}
+        onInfo={() => setScreen({ name: "groupInfo", chatId: screen.chatId })} />;
+    case "safety":
+      return <Safety t={t} device={device} official={screen.official} onBack={() => setScreen({ name: "chat", chatId: screen.back })} />;
+    case "newGroup":
+      return <NewGroup t={t} device={device} onBack={home} onCreated={(chatId) => setScreen({ name: "chat", chatId })} />;
+    case "groupInfo":
+      return <GroupInfo t={t} device={device} chatId={screen.chatId} onBack={() => setScreen({ name: "chat", chatId: screen.chatId })} />;
+    case "settings":
+      return <Settings t={t} device={device} onBack={home} onSignedOut={onSignedOut} />;
+    default:
+      return <ChatList t={t} lang={lang} device={device} onOpen={(chatId) => setScreen({ name: "chat", chatId })}
+        onSearch={() => setScreen({ name: "search" })} onNewGroup={() => setScreen({ name: "newGroup" })} onSettings={() => setScreen({ name: "settings" })} />;
+  }
+}
+
+function ChangedBanners({ t, device, officials }: { t: T; device: Device; officials: string[] }) {
+  const changed = officials.filter((o) => device.peer(o)?.changed);
+  return <>{changed.map((o) => (
+    <div class="banner" role="alert" data-testid="device-change-banner" key={o}>
+      <span>{t("devicesChanged", { name: device.nameOf(o) })}{device.peer(o)?.verified ? ` ${t("verifiedChangedBlock")}` : ""}</span>
+      <button type="button" class="secondary" onClick={() => void device.acceptChange(o)}>{t("acceptChange")}</button>
+    </div>
+  ))}</>;
+}
+
+function ChatList({ t, lang, device, onOpen, onSearch, onNewGroup, onSettings }: { t: T; lang: Lang; device: Device; onOpen: (id: string) => void; onSearch: () => void; onNewGroup: () => void; onSettings: () => void }) {
+  const chats = Object.values(device.chats).sort((a, b) => b.lastAt - a.lastAt);
+  const peers = chats.filter((c) => c.kind === "direct" && c.peer).map((c) => c.peer!);
+  return (
+    <main>
+      <ChangedBanners t={t} device={device} officials={peers} />
+      <div class="actions">
+        <button type="button" onClick={onSearch}>{t("newChat")}</button>
+        <button type="button" class="secondary" onClick={onNewGroup}>{t("newGroup")}</button>
+        <button type="button" class="secondary" onClick={onSettings}>{t("settings")}</button>
+      </div>
+      <h2>{t("conversations")}</h2>
+      {chats.length === 0 ? <p>{t("noConversations")}</p> : (
+        <ul class="list" aria-label={t("conversations")}>
+          {chats.map((c: Chat) => (
+            <li key={c.id}>
+              <button type="button" class="row" onClick={() => onOpen(c.id)} data-testid="chat-row">
+                <span class="name">{chatTitle(t, device, c)}<span class="last">{c.last}</span></span>
+                <span class="status">{c.lastAt ? formatTime(lang, c.lastAt) : ""}</span>
+                {c.unread > 0 ? <span class="badge" aria-label={t("unread", { n: c.unread })}>{c.unread}</span> : null}
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+    </main>
+  );
+}
+
+function chatTitle(t: T, device: Device, c: Chat): string {
+  if (c.kind === "group") return c.title || t("group");
+  if (c.peer === device.officialId) return t("myDevices");
+  return c.title || device.nameOf(c.peer ?? "");
+}
+
+function Search({ t, device, onBack, onPick, pickLabel }: { t: T; device: Device; onBack: () => void; onPick: (id: string, name: string) => void; pickLabel?: string }) {
+  const [query, setQuery] = useState("");
+  const [results, setResults] = useState<Frame[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  return (
+    <main>
+      <button type="button" class="secondary" onClick={onBack}>{t("back")}</button>
+      <form role="search" class="actions" onSubmit={async (e) => {
+        e.preventDefault();
+        try { setResults(await device.search(query)); setError(null); } catch { setError(t("errorGeneric")); }
+      }}>
+        <label class="grow">{t("search")}<input type="search" name="q" placeholder={t("searchPlaceholder")} value={query} onInput={(e) => setQuery(e.currentTarget.value)} /></label>
+        <button type="submit">{t("search")}</button>
+      </form>
+      {error !== null ? <p role="alert" class="error">{error}</p> : null}
+      {results !== null && results.length === 0 ? <p>{t("noResults")}</p> : null}
+      <ul class="list">
+        {(results ?? []).map((r) => {
+          const name = String(r["name_th"] ?? r["name_en"] ?? "");
+          return (
+            <li key={String(r["official_id"])}>
+              <button type="button" class="row" onClick={() => onPick(String(r["official_id"]), name)} aria-label={pickLabel ? `${pickLabel}: ${name}` : name}>
+                <span class="name">{name}<span class="last">{String(r["position"] ?? "")} {String(r["agency_name_th"] ?? r["agency_code"] ?? "")}</span></span>
+              </button>
+            </li>
+          );
+        })}
+      </ul>
+    </main>
+  );
+}
+
+function MessageRow({ t, lang, device, m, chatId, group }: { t: T; lang: Lang; device: Device; m: Msg; chatId: string; group: boolean }) {
+  const mine = m.from === device.officialId && m.state !== "received";
+  const stateText = m.state === "sending" ? t("sending") : m.state === "sent" ? t("sent") : m.state === "failed" ? t("failed") : "";
+  if (m.state === "unreadable") {
+    return <div class="msg undecryptable" data-testid="message">{t("undecryptable", { reason: m.reason ?? "" })}</div>;
+  }
+  return (
+    <div class={mine ? "msg mine" : "msg"} data-testid="message" data-state={m.state}>
+      {group && !mine ? <span class="meta">{device.nameOf(m.from) || t("you")}</span> : null}
+      <span class="text">{m.text}</span>
+      <span class="meta">{formatTime(lang, m.at)}{stateText ? ` · ${stateText}` : ""}
+        {m.state === "failed" ? <> <button type="button" class="secondary" onClick={() => void device.retry(chatId, m.id)}>{t("retry")}</button></> : null}
+      </span>
+    </div>
+  );
+}
+
+function ChatView({ t, lang, device, chatId, onBack, onSafety, onInfo }: { t: T; lang: Lang; device: Device; chatId: string; onBack: () => void; onSafety: (o: string) => void; onInfo: () => void }) {
+  const [msgs, setMsgs] = useState<Msg[]>([]);
+  const [shown, setShown] = useState(PAGE);
+  const [text, setText] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const chat = device.chats[chatId];
+  const end = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    let live = true;
+    const refresh = () => void device.messages(chatId).then((list) => { if (live) { setMsgs([...list]); void device.markRead(chatId); } });
+    refresh();
+    const off = device.subscribe(refresh);
+    return () => { live = false; off(); };
+  }, [chatId]);
+  useEffect(() => { end.current?.scrollIntoView?.({ block: "end" }); }, [msgs.length]);
+  if (chat === undefined) return <main><button type="button" onClick={onBack}>{t("back")}</button></main>;
+  const group = chat.kind === "group";
+  const cid = chatId.slice(2);
+  const canPost = !group || device.canPost(cid);
+  const peer = chat.peer;
+  const page = msgs.slice(Math.max(0, msgs.length - shown));
+  return (
+    <main class="chat">
+      <div class="actions">
+        <button type="button" class="secondary" onClick={onBack}>{t("back")}</button>
+        <h2 class="grow tight" data-testid="chat-title">{chatTitle(t, device, chat)}
+          {peer && device.isVerified(peer) ? <span class="verified-mark"> ✓ {t("verified")}</span> : null}</h2>
+        {!group && peer && peer !== device.officialId ? <button type="button" class="secondary" onClick={() => onSafety(peer)}>{t("safetyNumber")}</button> : null}
+        {group ? <button type="button" class="secondary" onClick={onInfo}>{t("members")}</button> : null}
+      </div>
+      {peer ? <ChangedBanners t={t} device={device} officials={[peer]} /> : null}
+      <section class="messages" aria-label={t("message")} aria-live="polite">
+        {msgs.length > shown ? <button type="button" class="secondary" onClick={() => setShown(shown + PAGE)}>{t("olderMessages")}</button> : null}
+        {page.map((m) => <MessageRow key={m.id} t={t} lang={lang} device={device} m={m} chatId={chatId} group={group} />)}
+        <div ref={end} />
+      </section>
+      {error !== null ? <p role="alert" class="error">{error}</p> : null}
+      {canPost ? (
+        <form class="compose" onSubmit={async (e) => {
+          e.preventDefault();
+          const body = text.trim();
+          if (!body) return;
+          setText("");
+          try { await device.sendText(chatId, body); setError(null); } catch (err) { setError(err instanceof BlockedError ? t("verifiedChangedBlock") : t("errorGeneric")); }
+        }}>
+          <label class="visually-hidden" for="compose">{t("typeMessage")}</label>
+          <input id="compose" type="text" name="message" placeholder={t("typeMessage")} autocomplete="off" value={text} onInput={(e) => setText(e.currentTarget.value)} />
+          <button type="submit">{t("send")}</button>
+        </form>
+      ) : <p class="status">{t("announcementBlocked")}</p>}
+    </main>
+  );
+}
+
+function Safety({ t, device, official, onBack }: { t: T; device: Device; official: string; onBack: () => void }) {
+  const [digits, setDigits] = useState<string | null>(null);
+  useEffect(() => { void device.safetyNumberWith(official).then(setDigits); }, [official]);
+  const svg = digits === null ? "" : (() => { const q = qrcode(0, "M"); q.addData(digits.replace(/ /g, "")); q.make(); return q.createSvgTag({ cellSize: 4, margin: 2, scalable: true }); })();
+  return (
+    <main>
+      <button type="button" class="secondary" onClick={onBack}>{t("back")}</button>
+      <h2>{t("safetyNumber")}: {device.nameOf(official)}</h2>
+      <p>{t("safetyHelp")}</p>
+      {digits === null ? <p>{t("loading")}</p> : <>
+        <p class="digits" data-testid="safety-number">{digits}</p>
+        <div class="qr" role="img" aria-label={`QR ${t("safetyNumber")}`} dangerouslySetInnerHTML={{ __html: svg }} />
+        <p>{device.isVerified(official) ? <span class="verified-mark">✓ {t("verified")}</span> : t("notVerified")}</p>
+        <button type="button" onClick={() => void device.markVerified(official)}>{t("markVerified")}</button>
+      </>}
+    </main>
+  );
+}
+
+function NewGroup({ t, device, onBack, onCreated }: { t: T; device: Device; onBack: () => void; onCreated: (chatId: string) => void }) {
+  const [title, setTitle] = useState("");
+  const [members, setMembers] = useState<{ id: string; name: string }[]>([]);
+  const [announcement, setAnnouncement] = useState(false);
+  const [adding, setAdding] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  if (adding) return <Search t={t} device={device} pickLabel={t("addMember")} onBack={() => setAdding(false)} onPick={(id, name) => { device.state.names[id] = name; setMembers([...members.filter((m) => m.id !== id), { id, name }]); setAdding(false); }} />;
+  return (
+    <main>
+      <button type="button" class="secondary" onClick={onBack}>{t("back")}</button>
+      <form class="stack" onSubmit={async (e) => {
+        e.preventDefault();
+        try { onCreated(await device.createGroup(title.trim(), members.map((m) => m.id), announcement)); } catch { setError(t("errorGeneric")); }
+      }}>
+        <h2>{t("newGroup")}</h2>
+        <label>{t("groupTitle")}<input type="text" name="title" required maxLength={200} value={title} onInput={(e) => setTitle(e.currentTarget.value)} /></label>
+        <h3>{t("members")}</h3>
+        <ul class="list">{members.map((m) => <li key={m.id}>{m.name}</li>)}</ul>
+        <button type="button" class="secondary" onClick={() => setAdding(true)}>{t("addMember")}</button>
+        <label class="inline"><input type="checkbox" checked={announcement} onChange={(e) => setAnnouncement(e.currentTarget.checked)} />{t("announcementOnly")}</label>
+        {error !== null ? <p role="alert" class="error">{error}</p> : null}
+        <button type="submit">{t("create")}</button>
+      </form>
+    </main>
+  );
+}
+
+function GroupInfo({ t, device, chatId, onBack }: { t: T; device: Device; chatId: string; onBack: () => void }) {
+  const cid = chatId.slice(2);
+  const view = device.conversation(cid);
+  const [adding, setAdding] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  if (view === undefined) return <main><button type="button" onClick={onBack}>{t("back")}</button></main>;
+  const amAdmin = view.members.some((m) => m.official_id === device.officialId && m.admin);
+  if (adding) return <Search t={t} device={device} pickLabel={t("addMember")} onBack={() => setAdding(false)} onPick={async (id, name) => {
+    device.state.names[id] = name;
+    try { await device.addMembers(cid, [id]); } catch { setError(t("errorGeneric")); }
+    setAdding(false);
+  }} />;
+  return (
+    <main>
+      <button type="button" class="secondary" onClick={onBack}>{t("back")}</button>
+      <h2>{view.title}</h2>
+      {view.announcementOnly ? <p class="status">{t("announcementOnly")}</p> : null}
+      <h3>{t("members")}</h3>
+      <ul class="list">
+        {view.members.map((m) => (
+          <li key={m.official_id} class="actions spread">
+            <span>{m.official_id === device.officialId ? t("you") : device.nameOf(m.official_id)}{m.admin ? ` (${t("admin")})` : ""}</span>
+            {amAdmin && m.official_id !== device.officialId ? <button type="button" class="secondary" aria-label={`${t("remove")}: ${device.nameOf(m.official_id)}`} onClick={async () => {
+              try { await device.removeMembers(cid, [m.official_id]); } catch { setError(t("errorGeneric")); }
+            }}>{t("remove")}</button> : null}
+          </li>
+        ))}
+      </ul>
+      {amAdmin ? <button type="button" onClick={() => setAdding(true)}>{t("addMember")}</button> : null}
+      {error !== null ? <p role="alert" class="error">{error}</p> : null}
+    </main>
+  );
+}
+
+function Settings({ t, device, onBack, onSignedOut }: { t: T; device: Device; onBack: () => void; onSignedOut: () => Promise<void> }) {
+  return (
+    <main>
+      <button type="button" class="secondary" onClick={onBack}>{t("back")}</button>
+      <h2>{t("myDevices")}</h2>
+      <ul class="list">
+        {device.ownDevices().map((d) => <li key={d.deviceId} class="pad">{d.current ? `${t("thisDevice")}: ${device.state.deviceName}` : `…${d.deviceId.slice(-6)}`}</li>)}
+      </ul>
+      <button type="button" onClick={async () => { if (confirm(t("signOutConfirm"))) await onSignedOut(); }}>{t("signOut")}</button>
+    </main>
   );
 }

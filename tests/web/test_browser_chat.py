@@ -1,0 +1,132 @@
+"""Two officials chat in Thai from two browsers (one a phone), end-to-end encrypted.
+
+Real node, real PostgreSQL, Debian's chromium. The admin (the reference
+Python client) creates the officials and issues their enrolment codes; each
+official enrols in the browser with the code, finds the other in the
+directory and they write both ways. Then the recipient's browser is closed
+while messages are sent; reopened, it receives each of them once, keeps its
+history and sessions across a reload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, BrowserType, Page, expect
+
+from tests.web import ui
+from tests.web.harness import Loop, Node, PyDevice, admin_device, chromium_path, new_official
+
+
+class People:
+    def __init__(self, node: Node, loop: Loop) -> None:
+        self.admin: PyDevice = admin_device(node, loop)
+        self.somchai, self.somchai_code = new_official(self.admin, "สมชาย ใจดี")
+        self.somying, self.somying_code = new_official(self.admin, "สมหญิง รักชาติ")
+
+
+@pytest.fixture(scope="module")
+def people(node: Node, loop: Loop) -> People:
+    return People(node, loop)
+
+
+@pytest.fixture(scope="module")
+def phone(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=ui.PHONE, locale="th-TH", is_mobile=True, has_touch=True)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+class Desktop:
+    """Somying's desktop browser: a persistent profile, so it can be closed and reopened."""
+
+    def __init__(self, browser_type: BrowserType, profile: Path) -> None:
+        self.browser_type = browser_type
+        self.profile = profile
+        self.context: BrowserContext | None = None
+
+    def open(self) -> Page:
+        self.context = self.browser_type.launch_persistent_context(
+            str(self.profile), executable_path=chromium_path(), viewport=ui.DESKTOP,
+            locale="th-TH", headless=True,
+        )
+        return self.context.pages[0] if self.context.pages else self.context.new_page()
+
+    def close(self) -> None:
+        if self.context is not None:
+            self.context.close()
+            self.context = None
+
+
+@pytest.fixture(scope="module")
+def desktop(
+    browser_type: BrowserType, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Desktop]:
+    d = Desktop(browser_type, tmp_path_factory.mktemp("somying-profile"))
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def test_two_officials_enrol_and_chat_both_ways_in_thai(
+    node: Node, people: People, phone: Page, desktop: Desktop
+) -> None:
+    ui.enrol(phone, node.http, people.somchai_code, "โทรศัพท์สมชาย")
+    ui.shot(phone, "phone-conversations-empty")
+    page = desktop.open()
+    ui.enrol(page, node.http, people.somying_code, "คอมพิวเตอร์สมหญิง")
+
+    ui.open_chat_by_search(phone, "สมหญิง", "สมหญิง รักชาติ")
+    ui.send(phone, "สวัสดีครับ คุณสมหญิง ประชุมบ่ายนี้ 14:00 น.")
+
+    row = page.get_by_test_id("chat-row")
+    expect(row).to_contain_text("สวัสดีครับ คุณสมหญิง", timeout=15_000)
+    expect(row.locator(".badge")).to_have_text("1")
+    ui.open_first_chat(page)
+    expect(page.get_by_text("สวัสดีครับ คุณสมหญิง ประชุมบ่ายนี้ 14:00 น.")).to_be_visible()
+    ui.send(page, "รับทราบค่ะ แล้วพบกันค่ะ")
+    expect(phone.get_by_text("รับทราบค่ะ แล้วพบกันค่ะ")).to_be_visible(timeout=15_000)
+    ui.shot(phone, "phone-chat")
+    ui.shot(page, "desktop-chat")
+
+
+def test_closed_browser_receives_each_message_once_on_reopen(
+    node: Node, people: People, phone: Page, desktop: Desktop
+) -> None:
+    desktop.close()
+    texts = [f"ข้อความขณะออฟไลน์ {i}" for i in range(3)]
+    for text in texts:
+        ui.send(phone, text)
+    page = desktop.open()
+    page.goto(node.http)
+    row = page.get_by_test_id("chat-row")
+    expect(row).to_contain_text(texts[-1], timeout=20_000)
+    ui.open_first_chat(page)
+    for text in texts:
+        expect(page.get_by_text(text, exact=True)).to_have_count(1)
+    # A reload keeps history and sessions: the same messages once, and the session still works.
+    page.reload()
+    ui.open_first_chat(page)
+    for text in [*texts, "สวัสดีครับ คุณสมหญิง ประชุมบ่ายนี้ 14:00 น."]:
+        expect(page.get_by_text(text, exact=True)).to_have_count(1)
+    ui.send(page, "กลับมาออนไลน์แล้วค่ะ")
+    expect(phone.get_by_text("กลับมาออนไลน์แล้วค่ะ")).to_be_visible(timeout=15_000)
+
+
+def test_outbox_survives_going_offline(
+    node: Node, people: People, phone: Page, desktop: Desktop
+) -> None:
+    phone.context.set_offline(True)
+    phone.get_by_label("พิมพ์ข้อความ").fill("ส่งตอนกลับมาออนไลน์")
+    phone.get_by_role("button", name="ส่ง", exact=True).click()
+    expect(phone.locator("[data-testid=message][data-state=sending]")).to_have_count(1)
+    phone.context.set_offline(False)
+    sent = phone.locator("[data-testid=message][data-state=sent]", has_text="ส่งตอนกลับมาออนไลน์")
+    expect(sent).to_be_visible(timeout=40_000)
+    page = desktop.context.pages[0] if desktop.context else desktop.open()
+    expect(page.get_by_text("ส่งตอนกลับมาออนไลน์", exact=True)).to_have_count(1, timeout=15_000)

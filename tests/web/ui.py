@@ -1,0 +1,52 @@
+"""What an official does in the app, as Playwright steps (shared by the browser tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+PHONE = {"width": 375, "height": 812}
+PHONE_LARGE = {"width": 412, "height": 915}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def enrol(page: Page, url: str, code: str, device_name: str = "โทรศัพท์") -> None:
+    page.goto(url)
+    page.get_by_label("รหัสลงทะเบียน").fill(code)
+    page.get_by_label("ชื่ออุปกรณ์").fill(device_name)
+    page.get_by_role("button", name="ลงทะเบียน").click()
+    expect(page.get_by_role("heading", name="การสนทนา")).to_be_visible(timeout=20_000)
+    expect(page.locator("[data-status=online]")).to_be_visible()
+
+
+def open_chat_by_search(page: Page, query: str, name: str) -> None:
+    page.get_by_role("button", name="แชตใหม่").click()
+    page.get_by_label("ค้นหาเจ้าหน้าที่").fill(query)
+    page.get_by_role("button", name="ค้นหาเจ้าหน้าที่").click()
+    page.get_by_role("button", name=name).click()
+    expect(page.get_by_test_id("chat-title")).to_contain_text(name)
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_label("พิมพ์ข้อความ").fill(text)
+    page.get_by_role("button", name="ส่ง", exact=True).click()
+    expect(page.locator("[data-testid=message][data-state=sent]", has_text=text)).to_be_visible(
+        timeout=15_000
+    )
+
+
+def open_first_chat(page: Page) -> None:
+    page.get_by_test_id("chat-row").first.click()
+
+
+def back_home(page: Page) -> None:
+    page.get_by_role("button", name="กลับ").first.click()
+    expect(page.get_by_role("heading", name="การสนทนา")).to_be_visible()
+
+
+def shot(page: Page, name: str) -> None:
+    """A screenshot for README/docs (made by the tests, so it shows what really runs)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))

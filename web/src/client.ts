@@ -1,0 +1,807 @@
+/**
+ * The device: enrolment, connection, end-to-end encryption and the client
+ * trust rules (PROTOCOL.md Part II §E6a, §E7a), the browser twin of
+ * gchat/client/sdk.py.
+ *
+ * Trust comes only from what this device verified: a device is bound to an
+ * official by a directory certificate checked against the key pinned at
+ * enrolment, never by a frame's label; a prekey message is accepted once
+ * (replay cache); a sender key only moves forward; every new or removed
+ * device of a peer is noticed, and a verified peer whose devices changed
+ * blocks sending until the user accepts or re-verifies.
+ *
+ * Per delivery: decrypt, save the state, then ack (nothing can be lost); a
+ * message that fails after decryption is recorded as unreadable and acked
+ * so one bad message never stops the queue.
+ */
+import { decode } from "@msgpack/msgpack";
+import { b64, equal, readU32, unb64, utf8, fromUtf8 } from "./crypto/bytes";
+import { decodeContent, encodeContent, membersDigest, type Content, type Member } from "./crypto/content";
+import { CryptoError, InvalidMessage, ReplayedMessage } from "./crypto/errors";
+import { authMessage, certificateFor, signedPrekeyMessage, verifyCertificate, verifyMembership } from "./crypto/formats";
+import { ed25519FromSeed, ed25519Generate, randomBytes, sha256, sign, x25519Pair, type Ed25519Pair } from "./crypto/primitives";
+import { formatSafetyNumber, safetyNumber } from "./crypto/safety";
+import {
+  distributionMessage, fromDistribution, generateSenderKey, groupDecrypt, groupEncrypt, rotateSenderKey, type SenderKeyState,
+} from "./crypto/senderkeys";
+import { accept, initiate, parsePrekeyMessage, sessionDecrypt, sessionEncrypt, type SessionState } from "./crypto/session";
+import { nodeUrl, ServerError, Wire, type Frame } from "./net/wire";
+import type { Vault } from "./store/vault";
+
+const PREKEY_BATCH = 50;
+const MAX_SESSIONS = 5;
+const REPLAY_CACHE = 5000;
+const SEEN_CACHE = 5000;
+/** Rotate our sender key after this many group messages (and on every departure). */
+const SENDER_KEY_MAX_MESSAGES = 500;
+
+interface Prekey { id: number; priv: string; pub: string }
+export interface ConvView { id: string; seq: number; kind: string; title: string; announcementOnly: boolean; members: Member[] }
+interface Binding { official: string; identityKey: string; certificate: string }
+export interface PeerInfo { keys: Record<string, string>; verified: string[] | null; changed: boolean }
+
+interface DeviceRecord {
+  v: 1;
+  serverId: string;
+  directoryKey: string;
+  identitySeed: string;
+  deviceId: string;
+  officialId: string;
+  agencyId: string;
+  certificate: string;
+  deviceName: string;
+  token: string | null;
+  tokenExpiresAt: number;
+  spk: Prekey;
+  oldSpks: Prekey[];
+  opks: Record<string, string>;
+  nextOpkId: number;
+  sessions: Record<string, SessionState[]>;
+  bindings: Record<string, Binding>;
+  peers: Record<string, PeerInfo>;
+  replay: string[];
+  ownSenderKeys: Record<string, SenderKeyState & { sent?: number }>;
+  keyHolders: Record<string, string[]>;
+  rotate: string[];
+  groupKeys: Record<string, Record<string, SenderKeyState>>;
+  convs: Record<string, ConvView>;
+  names: Record<string, string>;
+}
+
+export type MsgState = "sending" | "sent" | "failed" | "received" | "unreadable";
+export interface Msg { id: string; from: string; text: string; at: number; state: MsgState; reason?: string }
+export interface Chat { id: string; kind: "direct" | "group"; peer?: string; title: string; last: string; lastAt: number; unread: number }
+interface OutboxItem { chatId: string; cmid: string; text: string }
+export type Status = "connecting" | "online" | "offline" | "revoked" | "displaced";
+
+export class BlockedError extends Error {}
+export type { Member };
+
+const newPrekeys = (first: number, n: number): Prekey[] =>
+  Array.from({ length: n }, (_, i) => { const p = x25519Pair(); return { id: (first + i) % 2 ** 32, priv: b64(p.privateKey), pub: b64(p.publicKey) }; });
+
+const randomId = (): string => b64(randomBytes(12)).replace(/[+/=]/g, (c) => (c === "+" ? "-" : c === "/" ? "_" : "")); // [A-Za-z0-9_-]
+
+export class Device {
+  status: Status = "connecting";
+  chats: Record<string, Chat> = {};
+  private outbox: OutboxItem[] = [];
+  private seen: string[] = [];
+  private readonly history = new Map<string, Msg[]>();
+  private wire: Wire | null = null;
+  private attempt = 0;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private stopped = false;
+  private readonly identity: Ed25519Pair;
+  private readonly listeners = new Set<() => void>();
+
+  private constructor(private readonly vault: Vault, readonly state: DeviceRecord) {
+    this.identity = ed25519FromSeed(unb64(state.identitySeed));
+  }
+
+  // --- lifecycle ---------------------------------------------------------------
+
+  static async load(vault: Vault): Promise<Device | null> {
+    const state = await vault.get<DeviceRecord>("device");
+    if (state === undefined) return null;
+    const device = new Device(vault, state);
+    device.chats = (await vault.get<Record<string, Chat>>("chats")) ?? {};
+    device.outbox = (await vault.get<OutboxItem[]>("outbox")) ?? [];
+    device.seen = (await vault.get<string[]>("seen")) ?? [];
+    return device;
+  }
+
+  /** Enrol with a one-time code; the returned device is connected and authenticated. */
+  static async enrol(vault: Vault, code: string, deviceName: string): Promise<Device> {
+    const wire = await Wire.connect(nodeUrl());
+    try {
+      const identity = ed25519Generate();
+      const [spk] = newPrekeys(readU32(randomBytes(4), 0) >>> 1, 1) as [Prekey];
+      const firstOpk = readU32(randomBytes(4), 0) >>> 1;
+      const opks = newPrekeys(firstOpk, PREKEY_BATCH);
+      const reply = await wire.request({
+        type: "enroll", code: code.trim(), identity_key: identity.publicKey,
+        signature: sign(identity, authMessage(wire.challenge.serverId, wire.challenge.nonce)),
+        signed_prekey: { key_id: spk.id, public_key: unb64(spk.pub), signature: sign(identity, signedPrekeyMessage(spk.id, unb64(spk.pub))) },
+        one_time_prekeys: opks.map((p) => ({ key_id: p.id, public_key: unb64(p.pub) })),
+        device_name: deviceName, platform: "web",
+      });
+      const directoryKey = reply["directory_key"] as Uint8Array;
+      const cert = certificateFor(reply["certificate"] as Uint8Array, directoryKey, String(reply["official_id"]), String(reply["device_id"]), identity.publicKey);
+      const state: DeviceRecord = {
+        v: 1, serverId: wire.challenge.serverId, directoryKey: b64(directoryKey), identitySeed: b64(identity.seed),
+        deviceId: cert.deviceId, officialId: cert.officialId, agencyId: cert.agencyId, certificate: b64(cert.raw), deviceName,
+        token: String(reply["token"]), tokenExpiresAt: Number(reply["token_expires_at"]),
+        spk, oldSpks: [], opks: Object.fromEntries(opks.map((p) => [String(p.id), p.priv])), nextOpkId: (firstOpk + PREKEY_BATCH) % 2 ** 32,
+        sessions: {}, bindings: {}, peers: {}, replay: [], ownSenderKeys: {}, keyHolders: {}, rotate: [], groupKeys: {}, convs: {}, names: {},
+      };
+      state.peers[state.officialId] = { keys: { [state.deviceId]: b64(identity.publicKey) }, verified: null, changed: false };
+      await vault.put("device", state);
+      const device = new Device(vault, state);
+      device.adopt(wire);
+      return device;
+    } catch (e) {
+      wire.close();
+      throw e;
+    }
+  }
+
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private emit(): void {
+    for (const fn of this.listeners) fn();
+  }
+
+  get officialId(): string { return this.state.officialId; }
+  get deviceId(): string { return this.state.deviceId; }
+
+  start(): void {
+    this.stopped = false;
+    addEventListener("online", this.reconnectNow);
+    void this.connect();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    removeEventListener("online", this.reconnectNow);
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.wire?.close();
+    this.wire = null;
+  }
+
+  private readonly reconnectNow = (): void => {
+    if (this.status === "offline" && !this.stopped) {
+      if (this.timer !== null) clearTimeout(this.timer);
+      void this.connect();
+    }
+  };
+
+  private setStatus(s: Status): void {
+    this.status = s;
+    this.emit();
+  }
+
+  private async connect(): Promise<void> {
+    this.timer = null;
+    this.setStatus("connecting");
+    let wire: Wire;
+    try {
+      wire = await Wire.connect(nodeUrl());
+      if (wire.challenge.serverId !== this.state.serverId) {
+        wire.close();
+        throw new Error("another deployment answered: refusing to sign its challenge");
+      }
+      await this.authenticate(wire);
+    } catch (e) {
+      const code = (e as { code?: number }).code;
+      if (e instanceof ServerError && e.code === "auth_failed") return this.closed(4403);
+      if (code !== undefined && (code === 4403 || code === 4409)) return this.closed(code);
+      return this.closed(1006);
+    }
+    this.adopt(wire);
+  }
+
+  private async authenticate(wire: Wire): Promise<void> {
+    let reply: Frame | null = null;
+    if (this.state.token !== null && this.state.tokenExpiresAt > Date.now() + 5000) {
+      try {
+        reply = await wire.request({ type: "auth_token", token: this.state.token });
+      } catch (e) {
+        if (!(e instanceof ServerError) || e.code !== "token_invalid") throw e;
+      }
+    }
+    reply ??= await wire.request({
+      type: "auth", device_id: this.state.deviceId,
+      signature: sign(this.identity, authMessage(wire.challenge.serverId, wire.challenge.nonce)),
+    });
+    this.state.token = String(reply["token"]);
+    this.state.tokenExpiresAt = Number(reply["token_expires_at"]);
+  }
+
+  private adopt(wire: Wire): void {
+    this.wire = wire;
+    this.attempt = 0;
+    wire.onPush = (frame) => { this.serial(() => this.onPush(frame)); };
+    wire.onClose = (code) => { if (this.wire === wire) { this.wire = null; this.closed(code); } };
+    this.setStatus("online");
+    this.serial(() => this.flushOutbox());
+  }
+
+  private closed(code: number): void {
+    if (code === 4403) {
+      this.stopped = true;
+      this.setStatus("revoked");
+      void this.vault.wipe(); // a revoked device keeps nothing
+      return;
+    }
+    if (code === 4409) {
+      this.stopped = true;
+      this.setStatus("displaced");
+      return;
+    }
+    this.setStatus("offline");
+    if (this.stopped) return;
+    // Jittered exponential backoff: 0.5 s x 2^n, +-50 %, at most 30 s.
+    const base = Math.min(30_000, 500 * 2 ** this.attempt++);
+    this.timer = setTimeout(() => void this.connect(), base * (0.5 + Math.random()));
+  }
+
+  /** Run state-changing work one piece at a time, in arrival order. */
+  private serial<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(work, work);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async request(frame: Frame): Promise<Frame> {
+    if (this.wire === null || !this.wire.open) throw new Error("offline");
+    return this.wire.request(frame);
+  }
+
+  private async save(): Promise<void> {
+    await this.vault.put("device", this.state);
+  }
+
+  async signOut(): Promise<void> {
+    this.stop();
+    await this.vault.wipe();
+  }
+
+  // --- history -------------------------------------------------------------------
+
+  async messages(chatId: string): Promise<Msg[]> {
+    let list = this.history.get(chatId);
+    if (list === undefined) {
+      list = (await this.vault.get<Msg[]>(`h:${chatId}`)) ?? [];
+      this.history.set(chatId, list);
+    }
+    return list;
+  }
+
+  private async record(chatId: string, msg: Msg, chat: Omit<Chat, "last" | "lastAt" | "unread">, unread: boolean): Promise<void> {
+    const list = await this.messages(chatId);
+    const i = list.findIndex((m) => m.id === msg.id);
+    if (i >= 0) list[i] = msg;
+    else list.push(msg);
+    const old = this.chats[chatId];
+    this.chats[chatId] = { ...chat, title: old?.title && chat.kind === "direct" ? old.title : chat.title, last: msg.text, lastAt: msg.at, unread: (old?.unread ?? 0) + (unread ? 1 : 0) };
+    await this.vault.put(`h:${chatId}`, list);
+    await this.vault.put("chats", this.chats);
+  }
+
+  async markRead(chatId: string): Promise<void> {
+    const chat = this.chats[chatId];
+    if (chat !== undefined && chat.unread > 0) {
+      chat.unread = 0;
+      await this.vault.put("chats", this.chats);
+      this.emit();
+    }
+  }
+
+  nameOf(official: string): string {
+    if (official === this.state.officialId) return "";
+    return this.state.names[official] ?? `…${official.slice(-6)}`;
+  }
+
+  async openDirect(official: string, name: string): Promise<string> {
+    this.state.names[official] = name;
+    const id = `d:${official}`;
+    this.chats[id] ??= { id, kind: "direct", peer: official, title: name, last: "", lastAt: Date.now(), unread: 0 };
+    this.chats[id]!.title = name;
+    await this.vault.put("chats", this.chats);
+    await this.save();
+    this.emit();
+    return id;
+  }
+
+  // --- sending ---------------------------------------------------------------------
+
+  /** Queue a message; it is sent now if online, else when back online (the outbox survives reloads). */
+  async sendText(chatId: string, text: string): Promise<void> {
+    const chat = this.chats[chatId];
+    if (chat === undefined) throw new Error("no such chat");
+    const item = { chatId, cmid: `w-${randomId()}`, text };
+    this.outbox.push(item);
+    await this.vault.put("outbox", this.outbox);
+    await this.record(chatId, { id: item.cmid, from: this.state.officialId, text, at: Date.now(), state: "sending" }, chat, false);
+    this.emit();
+    void this.serial(() => this.flushOutbox());
+  }
+
+  /** Retry a failed message with the same client message id (the server never stores it twice). */
+  async retry(chatId: string, cmid: string): Promise<void> {
+    const msg = (await this.messages(chatId)).find((m) => m.id === cmid);
+    if (msg === undefined || msg.state !== "failed") return;
+    msg.state = "sending";
+    this.outbox.push({ chatId, cmid, text: msg.text });
+    await this.vault.put("outbox", this.outbox);
+    this.emit();
+    void this.serial(() => this.flushOutbox());
+  }
+
+  private async flushOutbox(): Promise<void> {
+    while (this.outbox.length > 0 && this.wire !== null) {
+      const item = this.outbox[0]!;
+      const chat = this.chats[item.chatId];
+      let state: MsgState = "sent";
+      let reason: string | undefined;
+      try {
+        if (chat === undefined) throw new Error("chat gone");
+        if (chat.kind === "direct") {
+          await this.sendPairwise(chat.peer!, { body: utf8(item.text), certificate: unb64(this.state.certificate) }, item.cmid);
+        } else {
+          await this.sendGroup(chat.id.slice(2), utf8(item.text), item.cmid);
+        }
+      } catch (e) {
+        if (this.wire === null || (e instanceof Error && /closed|offline|timeout/.test(e.message))) return; // stays queued
+        state = "failed";
+        reason = e instanceof ServerError ? e.code : e instanceof BlockedError ? "blocked" : (e as Error).message;
+      }
+      this.outbox.shift();
+      await this.vault.put("outbox", this.outbox);
+      const list = await this.messages(item.chatId);
+      const msg = list.find((m) => m.id === item.cmid);
+      if (msg !== undefined) {
+        msg.state = state;
+        if (reason !== undefined) msg.reason = reason;
+        await this.vault.put(`h:${item.chatId}`, list);
+      }
+      this.emit();
+    }
+  }
+
+  private devicesOf(official: string): string[] {
+    return Object.entries(this.state.bindings)
+      .filter(([device, b]) => b.official === official && (this.state.sessions[device]?.length ?? 0) > 0)
+      .map(([device]) => device);
+  }
+
+  /** Sessions with an official's devices (all, or the named ones), from verified bundles only. */
+  private async establish(official: string, deviceIds: string[] | null): Promise<Set<string>> {
+    const reply = await this.request({ type: "get_bundle", official_id: official, ...(deviceIds ? { device_ids: deviceIds } : {}) });
+    const started = new Set<string>();
+    for (const d of reply["devices"] as Frame[]) {
+      const deviceId = String(d["device_id"]);
+      if (deviceId === this.state.deviceId) continue;
+      const cert = certificateFor(d["certificate"] as Uint8Array, unb64(this.state.directoryKey), official, deviceId);
+      const spk = d["signed_prekey"] as Frame;
+      const otk = d["one_time_prekey"] as Frame | null;
+      const session = initiate(this.identity, {
+        identityKey: cert.identityKey, signedPrekeyId: Number(spk["key_id"]), signedPrekey: spk["public_key"] as Uint8Array,
+        signedPrekeySignature: spk["signature"] as Uint8Array,
+        oneTimePrekeyId: otk ? Number(otk["key_id"]) : null, oneTimePrekey: otk ? (otk["public_key"] as Uint8Array) : null,
+      });
+      this.bind(deviceId, official, cert.identityKey, cert.raw);
+      this.state.sessions[deviceId] = [session, ...(this.state.sessions[deviceId] ?? [])].slice(0, MAX_SESSIONS);
+      started.add(deviceId);
+    }
+    return started;
+  }
+
+  /** Bind a device to an official from a verified certificate; note device changes. */
+  private bind(device: string, official: string, identityKey: Uint8Array, certificate: Uint8Array): void {
+    const old = this.state.bindings[device];
+    if (old !== undefined && old.official !== official) throw new CryptoError("a device cannot move to another official");
+    this.state.bindings[device] = { official, identityKey: b64(identityKey), certificate: b64(certificate) };
+    const peer = (this.state.peers[official] ??= { keys: {}, verified: null, changed: false });
+    if (peer.keys[device] !== b64(identityKey)) {
+      if (Object.keys(peer.keys).length > 0) peer.changed = true;
+      peer.keys[device] = b64(identityKey);
+    }
+  }
+
+  private forgetDevice(device: string): void {
+    const b = this.state.bindings[device];
+    delete this.state.sessions[device];
+    if (b !== undefined) {
+      const peer = this.state.peers[b.official];
+      if (peer !== undefined && device in peer.keys) {
+        delete peer.keys[device];
+        peer.changed = true;
+      }
+    }
+  }
+
+  private async sendPairwise(recipient: string, content: Content, cmid: string): Promise<void> {
+    const own = this.state.officialId;
+    const peer = this.state.peers[recipient];
+    if (peer !== undefined && peer.verified !== null && peer.changed) throw new BlockedError("verified peer's devices changed");
+    const raw = encodeContent(content);
+    if (this.devicesOf(recipient).length === 0) await this.establish(recipient, null);
+    for (let attempt = 0; ; attempt++) {
+      const targets = [...new Set([...this.devicesOf(recipient), ...this.devicesOf(own)])].filter((d) => d !== this.state.deviceId).sort();
+      if (targets.length === 0) throw new Error("no_devices");
+      const envelopes = targets.map((device) => {
+        const s = this.state.sessions[device]![0]!;
+        return { device_id: device, ciphertext: sessionEncrypt(s, raw) };
+      });
+      try {
+        await this.request({ type: "send", client_message_id: cmid, recipient, envelopes });
+        await this.save();
+        return;
+      } catch (e) {
+        if (!(e instanceof ServerError) || e.code !== "device_mismatch" || attempt === 3) throw e;
+        for (const device of e.frame["stale"] as string[]) this.forgetDevice(device);
+        let missing = (e.frame["missing"] as string[]).filter((d) => d !== this.state.deviceId);
+        if (missing.length > 0) {
+          const got = await this.establish(recipient, missing);
+          missing = missing.filter((d) => !got.has(d));
+        }
+        if (missing.length > 0 && own !== recipient) await this.establish(own, missing);
+        await this.save();
+        this.emit();
+      }
+    }
+  }
+
+  // --- receiving -------------------------------------------------------------------
+
+  private async onPush(frame: Frame): Promise<void> {
+    if (frame.type === "prekeys_low") return this.refillPrekeys();
+    if (frame.type !== "deliver") return;
+    const messageId = String(frame["message_id"]);
+    const position = Number(frame["position"]);
+    if (!this.seen.includes(messageId)) {
+      try {
+        await this.openDelivery(frame);
+      } catch (e) {
+        await this.unreadable(frame, e instanceof Error ? `${e.name}: ${e.message}` : "error");
+      }
+      this.seen.push(messageId);
+      if (this.seen.length > SEEN_CACHE) this.seen.splice(0, this.seen.length - SEEN_CACHE);
+      await this.save();
+      await this.vault.put("seen", this.seen);
+      this.emit();
+    }
+    this.wire?.send({ type: "ack", positions: [position] });
+  }
+
+  private async unreadable(frame: Frame, reason: string): Promise<void> {
+    const kind = frame["kind"];
+    if (kind === "membership") return; // a bad event is simply not applied
+    const device = String(frame["sender_device"]);
+    const bound = this.state.bindings[device]?.official;
+    const from = bound ?? String(frame["sender_official"]);
+    const at = Number(frame["sent_at"]);
+    const id = String(frame["message_id"]);
+    if (kind === "group") {
+      const cid = String(frame["conversation_id"]);
+      if (this.state.convs[cid] === undefined) return;
+      await this.record(`g:${cid}`, { id, from, text: "", at, state: "unreadable", reason }, this.groupChat(cid), true);
+    } else {
+      await this.record(`d:${from}`, { id, from, text: "", at, state: "unreadable", reason }, this.directChat(from), true);
+    }
+  }
+
+  private directChat(official: string): Omit<Chat, "last" | "lastAt" | "unread"> {
+    return { id: `d:${official}`, kind: "direct", peer: official, title: this.nameOf(official) };
+  }
+
+  private groupChat(cid: string): Omit<Chat, "last" | "lastAt" | "unread"> {
+    return { id: `g:${cid}`, kind: "group", title: this.state.convs[cid]?.title ?? "" };
+  }
+
+  private async openDelivery(frame: Frame): Promise<void> {
+    const kind = frame["kind"];
+    const ct = frame["ciphertext"] as Uint8Array;
+    const device = String(frame["sender_device"]);
+    const official = String(frame["sender_official"]);
+    const id = String(frame["message_id"]);
+    const at = Number(frame["sent_at"]);
+    if (kind === "membership") {
+      await this.applyEvent(ct, String(frame["conversation_id"]));
+      return;
+    }
+    if (kind === "group") {
+      const cid = String(frame["conversation_id"]);
+      const binding = this.state.bindings[device];
+      const key = this.state.groupKeys[cid]?.[device];
+      if (binding === undefined || key === undefined) throw new CryptoError("no sender key of that device");
+      if (binding.official !== official) throw new CryptoError("sender does not match the certificate");
+      const [pt, next] = groupDecrypt(key, ct);
+      this.state.groupKeys[cid]![device] = next;
+      await this.record(`g:${cid}`, { id, from: binding.official, text: fromUtf8(pt), at, state: "received" }, this.groupChat(cid), true);
+      return;
+    }
+    const content = this.decryptPairwise(official, device, ct);
+    const from = this.state.bindings[device]!.official;
+    if (content.sender_key !== undefined) {
+      await this.takeDistribution(from, device, content);
+      return;
+    }
+    const text = fromUtf8(content.body);
+    // A copy of our own message from another of our devices: shown in our own notes.
+    await this.record(`d:${from}`, { id, from, text, at, state: "received" }, this.directChat(from), from !== this.state.officialId);
+  }
+
+  private spkById(id: number): Prekey | undefined {
+    return [this.state.spk, ...this.state.oldSpks].find((p) => p.id === id);
+  }
+
+  private decryptPairwise(official: string, device: string, ct: Uint8Array): Content {
+    const stored = this.state.sessions[device] ?? [];
+    for (let i = 0; i < stored.length; i++) {
+      let pt: Uint8Array, next: SessionState;
+      try {
+        [pt, next] = sessionDecrypt(stored[i]!, ct);
+      } catch {
+        continue; // a failed decrypt changed nothing; try an older session
+      }
+      const binding = this.state.bindings[device];
+      if (binding === undefined || binding.official !== official) throw new CryptoError("sender does not match the certificate");
+      const content = decodeContent(pt);
+      stored.splice(i, 1);
+      stored.unshift(next); // the session the peer uses now is the one we answer on
+      return content;
+    }
+    const pm = parsePrekeyMessage(ct);
+    const seenKey = b64(pm.headerRaw);
+    if (this.state.replay.includes(seenKey)) throw new ReplayedMessage("prekey message accepted before");
+    const spk = this.spkById(pm.header.signedPrekeyId);
+    if (spk === undefined) throw new CryptoError("unknown signed prekey");
+    let opk = null;
+    if (pm.header.oneTimePrekeyId !== null) {
+      const priv = this.state.opks[String(pm.header.oneTimePrekeyId)];
+      if (priv === undefined) throw new CryptoError("one-time prekey already used or unknown");
+      const p = unb64(priv);
+      opk = { privateKey: p, publicKey: new Uint8Array(0) };
+    }
+    const [session, pt] = accept(this.identity, { privateKey: unb64(spk.priv), publicKey: unb64(spk.pub) }, opk, pm);
+    const content = decodeContent(pt);
+    certificateFor(content.certificate, unb64(this.state.directoryKey), official, device, pm.header.identityKey);
+    if (pm.header.oneTimePrekeyId !== null) delete this.state.opks[String(pm.header.oneTimePrekeyId)];
+    this.state.replay.push(seenKey);
+    if (this.state.replay.length > REPLAY_CACHE) this.state.replay.splice(0, this.state.replay.length - REPLAY_CACHE);
+    this.bind(device, official, pm.header.identityKey, content.certificate);
+    // A new inbound session does not displace one the peer already answered on.
+    const keep = stored.length > 0 && stored[0]!.heardFrom && stored[0]!.pending === null;
+    const list = keep ? [stored[0]!, session, ...stored.slice(1)] : [session, ...stored];
+    this.state.sessions[device] = list.slice(0, MAX_SESSIONS);
+    return content;
+  }
+
+  private async refillPrekeys(): Promise<void> {
+    const fresh = newPrekeys(this.state.nextOpkId, PREKEY_BATCH);
+    this.state.nextOpkId = (this.state.nextOpkId + PREKEY_BATCH) % 2 ** 32;
+    for (const p of fresh) this.state.opks[String(p.id)] = p.priv;
+    await this.save();
+    await this.request({ type: "upload_prekeys", one_time_prekeys: fresh.map((p) => ({ key_id: p.id, public_key: unb64(p.pub) })) });
+  }
+
+  // --- trust: safety numbers and device changes ------------------------------------
+
+  peer(official: string): PeerInfo | undefined {
+    return this.state.peers[official];
+  }
+
+  private keysOf(official: string): Uint8Array[] {
+    return Object.values(this.state.peers[official]?.keys ?? {}).map(unb64);
+  }
+
+  /** Our safety number with an official, from the device keys we verified certificates for. */
+  async safetyNumberWith(official: string): Promise<string> {
+    if (this.keysOf(official).length === 0) {
+      await this.serial(async () => { await this.establish(official, null); await this.save(); });
+    }
+    return formatSafetyNumber(safetyNumber(this.state.officialId, this.keysOf(this.state.officialId), official, this.keysOf(official)));
+  }
+
+  async markVerified(official: string): Promise<void> {
+    const peer = this.state.peers[official];
+    if (peer === undefined) return;
+    peer.verified = Object.values(peer.keys).sort();
+    peer.changed = false;
+    await this.save();
+    this.emit();
+  }
+
+  async acceptChange(official: string): Promise<void> {
+    const peer = this.state.peers[official];
+    if (peer === undefined) return;
+    peer.changed = false;
+    if (peer.verified !== null) peer.verified = null; // accepted, not verified: the mark goes
+    await this.save();
+    this.emit();
+    void this.serial(() => this.flushOutbox());
+  }
+
+  isVerified(official: string): boolean {
+    const peer = this.state.peers[official];
+    return peer?.verified != null && !peer.changed;
+  }
+
+  ownDevices(): { deviceId: string; current: boolean }[] {
+    return Object.keys(this.state.peers[this.state.officialId]?.keys ?? {}).map((d) => ({ deviceId: d, current: d === this.state.deviceId }));
+  }
+
+  // --- directory -------------------------------------------------------------------
+
+  async search(query: string): Promise<Frame[]> {
+    const reply = await this.request({ type: "search_officials", query, limit: 20 });
+    return (reply["results"] as Frame[]).filter((r) => r["official_id"] !== this.state.officialId);
+  }
+
+  // --- groups (§E7, §E7a) ------------------------------------------------------------
+
+  conversation(cid: string): ConvView | undefined {
+    return this.state.convs[cid];
+  }
+
+  private async applyEvent(signed: Uint8Array, frameCid: string | null): Promise<ConvView | undefined> {
+    const outer = decode(signed) as { event: Uint8Array; signature: Uint8Array };
+    if (!(outer?.event instanceof Uint8Array) || !(outer.signature instanceof Uint8Array)) throw new InvalidMessage("bad membership event");
+    verifyMembership(outer.event, outer.signature, unb64(this.state.directoryKey));
+    const ev = decode(outer.event) as Record<string, unknown>;
+    const cid = String(ev["conversation_id"]);
+    if (frameCid !== null && frameCid !== cid) throw new CryptoError("membership event for another conversation");
+    const view = this.state.convs[cid];
+    const seq = Number(ev["seq"]);
+    if (view !== undefined && seq <= view.seq) return view;
+    const subjects = (ev["subjects"] as Member[]) ?? [];
+    const action = String(ev["action"]);
+    let members: Member[] | null = null;
+    const gap = view !== undefined && seq > view.seq + 1;
+    if (Array.isArray(ev["members"])) members = ev["members"] as Member[];
+    else if (view !== undefined && !gap) {
+      const ids = new Set(subjects.map((m) => m.official_id));
+      if (action === "added") members = [...view.members, ...subjects];
+      else if (action === "removed" || action === "left") members = view.members.filter((m) => !ids.has(m.official_id));
+      else if (action === "promoted" || action === "demoted") members = view.members.map((m) => subjects.find((s) => s.official_id === m.official_id) ?? m);
+      else members = view.members;
+    }
+    if (members !== null && !equal(membersDigest(members), ev["members_digest"] as Uint8Array)) members = null;
+    const me = this.state.officialId;
+    const out = (action === "removed" || action === "left") && subjects.some((m) => m.official_id === me);
+    const s = this.state;
+    if (out || (members !== null && !members.some((m) => m.official_id === me))) {
+      delete s.ownSenderKeys[cid];
+      delete s.groupKeys[cid];
+      delete s.keyHolders[cid];
+      s.convs[cid] = { id: cid, seq, kind: String(ev["kind"]), title: String(ev["title"]), announcementOnly: Boolean(ev["announcement_only"]), members: members ?? [] };
+      return s.convs[cid];
+    }
+    if (members === null) {
+      if (!s.rotate.includes(cid)) s.rotate.push(cid); // a change we could not follow: someone may have left
+      return view;
+    }
+    const ids = new Set(members.map((m) => m.official_id));
+    if (view !== undefined) {
+      const departed = view.members.filter((m) => !ids.has(m.official_id)).map((m) => m.official_id);
+      if (departed.length > 0 && !s.rotate.includes(cid)) s.rotate.push(cid);
+      const senders = s.groupKeys[cid] ?? {};
+      for (const d of Object.keys(senders)) if (departed.includes(s.bindings[d]?.official ?? "")) delete senders[d];
+    }
+    if (s.keyHolders[cid] !== undefined) s.keyHolders[cid] = s.keyHolders[cid]!.filter((o) => ids.has(o));
+    s.convs[cid] = { id: cid, seq, kind: String(ev["kind"]), title: String(ev["title"]), announcementOnly: Boolean(ev["announcement_only"]), members };
+    if (String(ev["kind"]) === "group") {
+      const chat = this.chats[`g:${cid}`];
+      this.chats[`g:${cid}`] = { ...(chat ?? { last: "", lastAt: Number(ev["at"]), unread: 0 }), id: `g:${cid}`, kind: "group", title: String(ev["title"]) };
+      await this.vault.put("chats", this.chats);
+    }
+    return s.convs[cid];
+  }
+
+  private async conversationReply(reply: Frame): Promise<ConvView> {
+    const view = await this.applyEvent(reply["event"] as Uint8Array, String(reply["conversation_id"]));
+    await this.save();
+    this.emit();
+    if (view === undefined) throw new CryptoError("conversation state did not verify");
+    return view;
+  }
+
+  async createGroup(title: string, members: string[], announcementOnly: boolean): Promise<string> {
+    return this.serial(async () => {
+      const view = await this.conversationReply(await this.request({ type: "create_group", title, members, announcement_only: announcementOnly }));
+      return `g:${view.id}`;
+    });
+  }
+
+  async addMembers(cid: string, officials: string[]): Promise<void> {
+    await this.serial(async () => { await this.conversationReply(await this.request({ type: "add_members", conversation_id: cid, officials })); });
+  }
+
+  async removeMembers(cid: string, officials: string[]): Promise<void> {
+    await this.serial(async () => { await this.conversationReply(await this.request({ type: "remove_members", conversation_id: cid, officials })); });
+  }
+
+  private async refreshConversation(cid: string): Promise<ConvView> {
+    return this.conversationReply(await this.request({ type: "get_conversation", conversation_id: cid }));
+  }
+
+  private async takeDistribution(from: string, device: string, content: Content): Promise<void> {
+    const cid = content.conversation_id;
+    if (cid === undefined) throw new CryptoError("sender key without a conversation");
+    let view = this.state.convs[cid];
+    if (view === undefined) view = await this.refreshConversation(cid); // a conversation we do not know yet: fetch the signed view
+    const members = new Set(view.members.map((m) => m.official_id));
+    if (!members.has(from) || !members.has(this.state.officialId)) return; // not from a member, or we are out
+    const incoming = fromDistribution(content.sender_key!);
+    const keys = (this.state.groupKeys[cid] ??= {});
+    const current = keys[device];
+    // Sender keys only move forward: an older key id is refused; for the same
+    // key id the state we hold already derives every later key (and keeps its skipped ones).
+    if (current !== undefined) {
+      const ahead = (incoming.keyId - current.keyId + 2 ** 32) % 2 ** 32;
+      if (ahead === 0 || ahead > 2 ** 31) return;
+    }
+    keys[device] = incoming;
+  }
+
+  private async distribute(cid: string): Promise<void> {
+    const s = this.state;
+    let key = s.ownSenderKeys[cid];
+    if (key === undefined || s.rotate.includes(cid) || (key.sent ?? 0) >= SENDER_KEY_MAX_MESSAGES) {
+      key = key !== undefined ? rotateSenderKey(key) : generateSenderKey();
+      s.ownSenderKeys[cid] = key;
+      s.keyHolders[cid] = [];
+      s.rotate = s.rotate.filter((c) => c !== cid);
+      await this.save();
+    }
+    const view = s.convs[cid]!;
+    const holders = (s.keyHolders[cid] ??= []);
+    const distribution = distributionMessage(key);
+    for (const m of view.members) {
+      if (holders.includes(m.official_id)) continue;
+      const cmid = `sk-${b64(sha256(utf8(`${cid}|${key.keyId}|${m.official_id}`))).replace(/[+/=]/g, "").slice(0, 40)}`;
+      try {
+        await this.sendPairwise(m.official_id, { body: new Uint8Array(0), certificate: unb64(s.certificate), sender_key: distribution, conversation_id: cid }, cmid);
+      } catch (e) {
+        if (!(e instanceof Error) || e.message !== "no_devices") throw e; // nobody to give it to (yet)
+      }
+      holders.push(m.official_id);
+      await this.save();
+    }
+  }
+
+  private async sendGroup(cid: string, body: Uint8Array, cmid: string): Promise<void> {
+    if (this.state.convs[cid] === undefined) await this.refreshConversation(cid);
+    for (let attempt = 0; ; attempt++) {
+      await this.distribute(cid);
+      const view = this.state.convs[cid]!;
+      const key = this.state.ownSenderKeys[cid]!;
+      const ciphertext = groupEncrypt(key, body);
+      key.sent = (key.sent ?? 0) + 1;
+      await this.save(); // never reuse a message key
+      try {
+        await this.request({ type: "send_group", client_message_id: cmid, conversation_id: cid, seq: view.seq, ciphertext });
+        return;
+      } catch (e) {
+        if (!(e instanceof ServerError) || e.code !== "stale_membership" || attempt === 3) throw e;
+        await this.refreshConversation(cid);
+      }
+    }
+  }
+
+  canPost(cid: string): boolean {
+    const view = this.state.convs[cid];
+    if (view === undefined) return false;
+    const me = view.members.find((m) => m.official_id === this.state.officialId);
+    return me !== undefined && (!view.announcementOnly || me.admin);
+  }
+}
+
+export { verifyCertificate };
