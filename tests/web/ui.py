@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -47,6 +48,11 @@ def back_home(page: Page) -> None:
 
 
 def shot(page: Page, name: str) -> None:
-    """A screenshot for README/docs (made by the tests, so it shows what really runs)."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    """A screenshot for README/docs (made by the tests, so it shows what really runs).
+
+    Written to docs/screenshots only with GCHAT_WEB_SCREENSHOTS=1 (so that
+    an ordinary test run leaves the work tree clean).
+    """
+    if os.environ.get("GCHAT_WEB_SCREENSHOTS") == "1":
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"))
