@@ -19,6 +19,7 @@ from typing import Any
 from crypto.identity import IdentityKeyPair
 from gchat.client.sdk import Client
 from gchat.client.state import DeviceState, StateFile
+from gchat.client.tls import client_context
 from protocol.frames import CreateOfficial, IssueCode
 
 
@@ -37,7 +38,7 @@ def _as_device(args: argparse.Namespace, work: Callable[[Client], Awaitable[Any]
     store = _store(args)
 
     async def run() -> None:
-        client = Client(store.load(), store=store)
+        client = Client(store.load(), store=store, tls=client_context(args.ca))
         async with client:
             await client.authenticate()
             try:
@@ -59,7 +60,7 @@ def cmd_enroll(args: argparse.Namespace) -> None:
     state = DeviceState(url=args.url, identity_seed=IdentityKeyPair.generate().seed)
 
     async def run() -> None:
-        async with Client(state, store=store) as client:
+        async with Client(state, store=store, tls=client_context(args.ca)) as client:
             reply = await client.enroll(args.code, args.name)
         store.save(state)
         _print({"device_id": str(reply.device_id), "official_id": str(reply.official_id)})
@@ -118,6 +119,7 @@ def _device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", type=Path, required=True, help="the device's state file")
     parser.add_argument("--key-file", type=Path, help="key sealing the state (default STATE.key)")
     parser.add_argument("--passphrase-env", help="seal the state with the passphrase in $VAR")
+    parser.add_argument("--ca", type=Path, help="trust only this CA (PEM) for wss:// URLs")
 
 
 def register(commands: Any, admin: Any) -> None:

@@ -13,6 +13,7 @@ The server sees opaque ciphertext and nothing else.
 import asyncio
 import hashlib
 import itertools
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -98,10 +99,17 @@ class Received:
 
 class Client:
     def __init__(
-        self, state: DeviceState, *, json: bool = False, store: StateFile | None = None
+        self,
+        state: DeviceState,
+        *,
+        json: bool = False,
+        store: StateFile | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.state = state
         self.store = store
+        #: Trust for wss:// (``gchat.client.tls``); None: the system's CAs.
+        self._tls = tls
         self._subprotocol = JSON_SUBPROTOCOL if json else MSGPACK_SUBPROTOCOL
         self._codec: Codec[f.ServerFrame] = client_codec(self._subprotocol)
         self._ws: ClientConnection | None = None
@@ -124,12 +132,17 @@ class Client:
             compression=None,
             max_size=None,
             open_timeout=10,
+            **self._tls_options(),
         )
         first = self._codec.decode(await self._ws.recv())
         if not isinstance(first, f.Challenge):
             raise ConnectionError(f"expected a challenge, got {type(first).__name__}")
         self.challenge = first
         self._reader = asyncio.create_task(self._read())
+
+    def _tls_options(self) -> dict[str, Any]:
+        """websockets refuses an ``ssl`` argument for a ws:// URL."""
+        return {"ssl": self._tls} if self._tls and self.state.url.startswith("wss:") else {}
 
     async def close(self) -> None:
         if self._ws is not None:
