@@ -129,6 +129,11 @@ class RatchetSession:
         return self._s.cks is not None
 
     @property
+    def has_received(self) -> bool:
+        """True once a message from the peer decrypted (a receiving chain exists)."""
+        return self._s.ckr is not None
+
+    @property
     def associated_data(self) -> bytes:
         """The X3DH AD bound into every message of this session."""
         return self._s.ad

@@ -28,6 +28,7 @@ Wire formats (all integers big-endian):
 from __future__ import annotations
 
 import copy
+import hmac
 import json
 from dataclasses import dataclass, field
 
@@ -86,8 +87,13 @@ class SenderKeyState:
 
     @classmethod
     def generate(cls, key_id: int | None = None) -> SenderKeyState:
-        """A new sending state (random chain key and signing key)."""
-        kid = int.from_bytes(_nu.random(4), "big") if key_id is None else check_key_id(key_id)
+        """A new sending state (random chain key and signing key).
+
+        The first key id is random below 2**31 so that rotations (each +1)
+        never wrap in practice and receivers can refuse any older key id.
+        """
+        kid = (int.from_bytes(_nu.random(4), "big") >> 1 if key_id is None
+               else check_key_id(key_id))
         signer = IdentityKeyPair.generate()
         return cls(_State(kid, 0, _nu.random(32), signer.public_key, signer.seed))
 
@@ -127,6 +133,46 @@ class SenderKeyState:
         s = self._s
         return (bytes([TYPE_DISTRIBUTION]) + s.key_id.to_bytes(4, "big")
                 + s.iteration.to_bytes(4, "big") + s.chain_key + s.signing_public)
+
+    def accept_distribution(self, data: bytes) -> SenderKeyState:
+        """This receiving copy updated by another distribution from the same sender.
+
+        Only forward, never back:
+
+        * a newer key id replaces the chain (the sender rotated);
+        * an older key id raises ReplayedMessage;
+        * the same key id must carry the same signing key and belong to the
+          same chain: one at or behind our iteration is a duplicate (a copy
+          per member reaches the sender's own devices) and changes nothing,
+          so a distribution held back by the server cannot make messages
+          already read readable again; one ahead moves the chain there,
+          keeping the keys skipped on the way. A distribution that is not
+          on our chain raises InvalidMessage.
+        """
+        incoming = SenderKeyState.from_distribution(data)
+        s = self._s
+        if incoming.key_id < s.key_id:
+            raise ReplayedMessage("distribution for an older sender key id")
+        if incoming.key_id > s.key_id:
+            return incoming
+        if incoming.signing_public_key != s.signing_public:
+            raise InvalidMessage("same sender key id with another signing key")
+        behind, ahead = (incoming._s, s) if incoming.iteration <= s.iteration else (s, incoming._s)
+        if ahead.iteration - behind.iteration > MAX_SKIP:
+            raise TooManySkippedMessages(f"distribution more than {MAX_SKIP} messages away")
+        moved = copy.deepcopy(s)
+        chain = behind.chain_key
+        for n in range(behind.iteration, ahead.iteration):
+            mk, chain = chain_kdf(chain)
+            if behind is s:
+                moved.skipped[n] = mk
+        if not hmac.compare_digest(chain, ahead.chain_key):
+            raise InvalidMessage("distribution is not on the chain held for this key id")
+        if behind is s:
+            moved.chain_key, moved.iteration = chain, ahead.iteration
+            while len(moved.skipped) > MAX_STORED_SKIPPED:
+                del moved.skipped[next(iter(moved.skipped))]
+        return SenderKeyState(moved)
 
     def rotate(self) -> SenderKeyState:
         """A fresh sending state with the next key id (old one is unaffected)."""

@@ -112,6 +112,11 @@ class Session:
         return self._local_identity
 
     @property
+    def has_received(self) -> bool:
+        """True once the peer's messages decrypt on this session (it is in use both ways)."""
+        return self._ratchet.has_received
+
+    @property
     def remote_identity_key(self) -> bytes:
         """The peer's Ed25519 identity public key (check it is certified)."""
         return self._remote_identity

@@ -8,6 +8,13 @@ device whose directory certificate verifies against the pinned directory
 key, and a session a peer starts with us is only kept if the certificate
 inside its first message verifies and names the identity key it used.
 The server sees opaque ciphertext and nothing else.
+
+Trust rules (docs/PROTOCOL.md §E6a): a device is bound to an official only
+by a verified certificate, and never moved; who sent a message is what the
+binding says, never the ``deliver`` frame's labels (a frame that disagrees
+is refused); a prekey message is accepted once; a verified peer whose
+devices change cannot be sent to until the user accepts the change; and a
+message that fails any check is acked and reported, never a reason to stop.
 """
 
 import asyncio
@@ -27,10 +34,11 @@ from crypto.certificate import verify_certificate
 from crypto.errors import CryptoError
 from crypto.identity import IdentityKeyPair, auth_message, verify_signature
 from crypto.prekeys import PrekeyPair, sign_prekey
+from crypto.safety_number import format_safety_number, safety_number
 from crypto.sender_keys import SenderKeyState
 from crypto.session import TYPE_PREKEY, PrekeyMessage, Session, message_type
 from crypto.x3dh import PrekeyBundle
-from gchat.client.state import DeviceState, StateFile
+from gchat.client.state import DeviceState, StateFile, prekey_message_digest
 from protocol import frames as f
 from protocol.codec import Codec, client_codec
 from protocol.version import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
@@ -38,6 +46,10 @@ from protocol.version import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 PREKEY_BATCH = 50
 SIGNED_PREKEY_MAX_AGE = 7 * 24 * 3600
 OLD_SIGNED_PREKEYS_KEPT = 2
+#: Our sender key for a conversation rotates after this many messages...
+SENDER_KEY_MAX_MESSAGES = 1000
+#: ... or once it is this old (seconds), whichever comes first (§E7).
+SENDER_KEY_MAX_AGE = 7 * 24 * 3600
 
 
 class Content(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -83,6 +95,42 @@ class ClientError(Exception):
         self.frame = frame
 
 
+class TrustError(CryptoError):
+    """A message refused by the trust rules: labels that disagree with the
+    binding, a replayed prekey message, a sender key from a non-member,
+    undecodable content."""
+
+
+class DeviceChangeBlocked(Exception):
+    """A verified official's devices changed; sending waits for the user."""
+
+    def __init__(self, official_id: UUID, new_keys: set[bytes]) -> None:
+        super().__init__(
+            f"the devices of official {official_id} changed since you verified them;"
+            f" compare safety numbers again (gchat client safety-number --with {official_id})"
+            " and run 'gchat client verify' or 'gchat client accept-devices'"
+        )
+        self.official_id = official_id
+        self.new_keys = new_keys
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """Something the user must be told about (``listen`` prints these).
+
+    ``kind`` is one of: ``undecryptable`` (a delivery refused; ``detail``
+    says why), ``new_device`` (a peer official has a device we had not seen),
+    ``no_one_time_prekey`` (a session was set up without one: weaker
+    protection of its first messages).
+    """
+
+    kind: str
+    detail: str
+    message_id: UUID | None = None
+    official_id: UUID | None = None
+    device_id: UUID | None = None
+
+
 @dataclass(frozen=True)
 class Received:
     """A delivered, decrypted message."""
@@ -96,6 +144,18 @@ class Received:
     #: Set for a group message (its conversation).
     conversation_id: UUID | None = None
 
+    @property
+    def kind(self) -> str:
+        """"group" or "pairwise"."""
+        return "group" if self.conversation_id is not None else "pairwise"
+
+
+def _decode_content(plaintext: bytes) -> Content:
+    try:
+        return _content_decoder.decode(plaintext)
+    except msgspec.MsgspecError as error:
+        raise TrustError(f"undecodable content: {error}") from error
+
 
 class Client:
     def __init__(
@@ -105,6 +165,7 @@ class Client:
         json: bool = False,
         store: StateFile | None = None,
         tls: ssl.SSLContext | None = None,
+        events: list[ClientEvent] | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -119,9 +180,21 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self.challenge: f.Challenge | None = None
         self.identity = IdentityKeyPair.from_seed(state.identity_seed)
-        self.undecryptable: list[UUID] = []
+        #: What the user must be told (shared with a Reconnecting owner).
+        self.events: list[ClientEvent] = events if events is not None else []
         #: Verified membership events received (see the group section).
         self.membership_events: list[f.MembershipEvent] = []
+
+    @property
+    def undecryptable(self) -> list[UUID]:
+        """Ids of the deliveries refused so far (see ``events`` for why)."""
+        return [e.message_id for e in self.events if e.kind == "undecryptable" and e.message_id]
+
+    def _event(
+        self, kind: str, detail: str, message_id: UUID | None = None,
+        official_id: UUID | None = None, device_id: UUID | None = None,
+    ) -> None:
+        self.events.append(ClientEvent(kind, detail, message_id, official_id, device_id))
 
     # --- connection -----------------------------------------------------------
 
@@ -218,6 +291,8 @@ class Client:
             self.state.old_signed_prekeys[old_id] = old_private
             for key_id in sorted(self.state.old_signed_prekeys)[:-OLD_SIGNED_PREKEYS_KEPT]:
                 del self.state.old_signed_prekeys[key_id]
+                # No prekey message under it can be accepted any more.
+                self.state.accepted_prekey_messages.pop(key_id, None)
         self.state.signed_prekey = (pair.key_id, pair.private_key, int(time.time()))
         return f.SignedPrekey(
             key_id=pair.key_id,
@@ -321,11 +396,24 @@ class Client:
             self._verified(device.certificate, official_id, device.device_id)
         return {device.device_id: device for device in bundle.devices}
 
+    def _bind(self, official_id: UUID, device_id: UUID, identity_key: bytes) -> None:
+        """Bind a device from its verified certificate; report a new device of a known peer."""
+        known = bool(self.state.devices_of(official_id)) or official_id in self.state.verified
+        if self.state.bind(device_id, official_id, identity_key) and known:
+            self._event(
+                "new_device",
+                f"official {official_id} has a new device {device_id}",
+                official_id=official_id, device_id=device_id,
+            )
+
     async def establish(self, official_id: UUID, device_ids: list[UUID] | None = None) -> set[UUID]:
         """Start sessions with an official's devices (all, or ``device_ids``)."""
         started = set()
         for device_id, device in (await self.device_keys(official_id, device_ids)).items():
+            if device_id == self.state.device_id:
+                continue
             identity_key = self._verified(device.certificate, official_id, device_id)
+            self._bind(official_id, device_id, identity_key)
             spk, otk = device.signed_prekey, device.one_time_prekey
             session = Session.initiate(
                 self.identity,
@@ -338,9 +426,64 @@ class Client:
                     one_time_prekey=otk.public_key if otk else None,
                 ),
             )
-            self.state.remember_session(device_id, session.to_bytes(), official_id)
+            self.state.remember_session(device_id, session.to_bytes())
+            if otk is None:
+                self._event(
+                    "no_one_time_prekey",
+                    f"session with device {device_id} set up without a one-time prekey",
+                    official_id=official_id, device_id=device_id,
+                )
             started.add(device_id)
         return started
+
+    async def sync_devices(self, official_id: UUID) -> dict[UUID, bytes]:
+        """The official's active devices and certified keys, as the directory lists them.
+
+        New devices are bound (and get a session, so the one-time prekey
+        the fetch spent is not wasted); bound devices no longer listed
+        (revoked) are forgotten. Our own device is left out.
+        """
+        bundles = await self.device_keys(official_id)
+        listed = set(bundles) - {self.state.device_id}
+        for gone in self.state.devices_of(official_id) - listed:
+            self.state.forget_device(gone)
+        new = sorted(listed - self.state.devices_of(official_id))
+        if new:
+            await self.establish(official_id, new)
+        self.save()
+        return {d: self.state.peer_keys[d] for d in listed if d in self.state.peer_keys}
+
+    async def safety_number(self, official_id: UUID) -> str:
+        """The 60-digit safety number with ``official_id`` over all active devices of both.
+
+        Both sides compute it from the directory's current device lists, so
+        a device the server shows to one side only makes the numbers differ.
+        """
+        own = self.state.official_id
+        assert own is not None, "device is not enrolled"
+        theirs = await self.sync_devices(official_id)
+        mine = {self.identity.public_key}
+        if official_id != own:
+            mine |= set((await self.sync_devices(own)).values())
+        if not theirs:
+            raise ClientError(f.Error(rid=None, code="no_devices", message="no active devices"))
+        return safety_number(own, sorted(mine), official_id, sorted(theirs.values()))
+
+    async def verify(self, official_id: UUID) -> str:
+        """Mark the official's current devices verified (after comparing numbers)."""
+        number = await self.safety_number(official_id)
+        self.state.verified[official_id] = sorted(self.state.keys_of(official_id))
+        self.save()
+        return format_safety_number(number)
+
+    def accept_devices(self, official_id: UUID) -> set[bytes]:
+        """Accept a verified official's changed devices; returns the keys newly accepted."""
+        if official_id not in self.state.verified:
+            raise ValueError(f"official {official_id} is not verified; use verify instead")
+        new = self.state.blocked_keys(official_id)
+        self.state.verified[official_id] = sorted(self.state.keys_of(official_id))
+        self.save()
+        return new
 
     def _encrypt_for(self, device_id: UUID, content: bytes) -> bytes:
         session = Session.from_bytes(self.state.sessions[device_id][0])
@@ -376,6 +519,10 @@ class Client:
         if not self.state.devices_of(recipient):
             await self.establish(recipient)
         for attempt in range(4):
+            blocked = self.state.blocked_keys(recipient)
+            if blocked:
+                self.save()
+                raise DeviceChangeBlocked(recipient, blocked)
             targets = (self.state.devices_of(recipient) | self.state.devices_of(own)) - {me}
             if not targets:
                 raise ClientError(
@@ -406,25 +553,44 @@ class Client:
                     await self.establish(own, sorted(missing))
         raise AssertionError("unreachable")
 
-    def _decrypt(
-        self, sender_official: UUID, sender_device: UUID, ciphertext: bytes
-    ) -> bytes | None:
-        """Decrypt with a session of that device, or accept the session it starts."""
-        stored = self.state.sessions.get(sender_device, [])
+    def _bound_official(self, frame: f.Deliver) -> UUID | None:
+        """The official the sending device is bound to; TrustError if the frame disagrees."""
+        bound = self.state.peers.get(frame.sender_device)
+        if bound is not None and bound != frame.sender_official:
+            raise TrustError(
+                f"deliver names official {frame.sender_official} but device"
+                f" {frame.sender_device} is certified for official {bound}"
+            )
+        return bound
+
+    def _decrypt(self, frame: f.Deliver) -> tuple[Content, UUID]:
+        """Decrypt with a session of that device, or accept the session it starts.
+
+        Returns the content and the sending official *from the binding*.
+        """
+        device, ciphertext = frame.sender_device, frame.ciphertext
+        bound = self._bound_official(frame)
+        stored = self.state.sessions.get(device, [])
         for index, raw in enumerate(stored):
             session = Session.from_bytes(raw)
+            if bound is None or session.remote_identity_key != self.state.peer_keys.get(device):
+                continue  # not a session with the certified key: never use it
             try:
                 plaintext = session.decrypt(ciphertext)
             except CryptoError:
                 continue  # a failed decrypt changed nothing; try an older session
-            del stored[index]
-            self.state.remember_session(sender_device, session.to_bytes(), sender_official)
-            return self._accept_content(
-                _content_decoder.decode(plaintext), sender_official, sender_device
-            )
+            # The message key is spent whatever the content is: keep the step.
+            self.state.used_session(device, index, session.to_bytes())
+            return _decode_content(plaintext), bound
         if message_type(ciphertext) != TYPE_PREKEY:
             raise CryptoError("no session with that device can decrypt this")
         header = PrekeyMessage.from_bytes(ciphertext).header
+        digest = prekey_message_digest(
+            header.identity_key, header.ephemeral_key, header.signed_prekey_id,
+            header.one_time_prekey_id,
+        )
+        if self.state.prekey_message_seen(header.signed_prekey_id, digest):
+            raise TrustError("replayed prekey message (this session was set up already)")
         signed = self._signed_prekey(header.signed_prekey_id)
         one_time = None
         if header.one_time_prekey_id is not None:
@@ -433,14 +599,25 @@ class Client:
                 raise CryptoError("one-time prekey already used or unknown")
             one_time = PrekeyPair(header.one_time_prekey_id, private)
         session, plaintext = Session.accept(self.identity, signed, one_time, ciphertext)
-        content = _content_decoder.decode(plaintext)
-        certified = self._verified(content.certificate, sender_official, sender_device)
+        content = _decode_content(plaintext)
+        certified = self._verified(content.certificate, frame.sender_official, device)
         if certified != session.remote_identity_key:
             raise CryptoError("session started with an uncertified identity key")
+        self._bind(frame.sender_official, device, certified)  # BindingConflict if moved
         if header.one_time_prekey_id is not None:
             del self.state.one_time_prekeys[header.one_time_prekey_id]
-        self.state.remember_session(sender_device, session.to_bytes(), sender_official)
-        return self._accept_content(content, sender_official, sender_device)
+        else:
+            self._event(
+                "no_one_time_prekey",
+                f"device {device} set up a session without a one-time prekey",
+                frame.message_id, frame.sender_official, device,
+            )
+        self.state.remember_prekey_message(header.signed_prekey_id, digest)
+        working = False
+        if stored:
+            working = Session.from_bytes(stored[0]).has_received
+        self.state.add_inbound_session(device, session.to_bytes(), working)
+        return content, frame.sender_official
 
     def _signed_prekey(self, key_id: int) -> PrekeyPair:
         current = self.state.signed_prekey
@@ -454,8 +631,8 @@ class Client:
         """The next frame the server pushed (deliver, queue_empty, prekeys_low...)."""
         return await asyncio.wait_for(self.pushed.get(), wait)
 
-    def open(self, frame: f.Deliver) -> Received | None:
-        """Decrypt a delivery (raises CryptoError if it cannot be read).
+    async def open(self, frame: f.Deliver) -> Received | None:
+        """Decrypt a delivery (raises CryptoError if it cannot be read or is refused).
 
         None for what carries no message for the user: a membership event or
         a sender-key distribution (both are applied to the state here).
@@ -464,26 +641,52 @@ class Client:
             self.membership_events.append(self._apply_event(frame.ciphertext, frame))
             return None
         if frame.kind == "group":
-            assert frame.conversation_id is not None
-            plaintext: bytes | None = self.decrypt_group(
+            if frame.conversation_id is None:
+                raise TrustError("group message without a conversation")
+            official = self._bound_official(frame)
+            if official is None:
+                raise TrustError("group message from a device with no verified binding")
+            plaintext = self.decrypt_group(
                 frame.conversation_id, frame.sender_device, frame.ciphertext
             )
         else:
-            plaintext = self._decrypt(frame.sender_official, frame.sender_device, frame.ciphertext)
-        if plaintext is None:
-            return None
+            content, official = self._decrypt(frame)
+            if content.sender_key is not None:
+                await self._accept_sender_key(content, official, frame.sender_device)
+                return None
+            plaintext = content.body
         return Received(
             frame.message_id,
             frame.position,
-            frame.sender_official,
+            official,
             frame.sender_device,
             frame.sent_at,
             plaintext,
-            frame.conversation_id,
+            frame.conversation_id if frame.kind == "group" else None,
         )
 
     async def ack(self, positions: list[int]) -> None:
         await self.send_frame(f.Ack(positions=positions))
+
+    async def process(self, frame: f.Deliver) -> Received | None:
+        """Open a delivery and record it as seen; a refusal becomes an event.
+
+        Whatever fails (a wrong binding, a replay, undecodable content, a
+        bad signature) is recorded as ``undecryptable`` with the reason; the
+        caller acks either way, so one bad message never stops the loop.
+        """
+        try:
+            received = await self.open(frame)
+        except (CryptoError, msgspec.MsgspecError, ValueError) as error:
+            received = None
+            self._event(
+                "undecryptable", f"{type(error).__name__}: {error}",
+                frame.message_id, frame.sender_official, frame.sender_device,
+            )
+        self.state.mark_seen(frame.message_id)
+        self.state.expire_sessions(time.time())
+        self.save()
+        return received
 
     async def messages(self, idle_timeout: float | None = None) -> AsyncIterator[Received]:
         """Yield each new message once, in order; refill prekeys when told.
@@ -491,7 +694,7 @@ class Client:
         Per delivery: decrypt, save the advanced state, then ack, so a crash
         can lose neither the message nor the ratchet step. A redelivered
         message (same id) is acked and skipped; one that cannot be decrypted
-        is acked and reported in ``undecryptable`` (it never will be).
+        or is refused is acked and reported in ``events`` (it never will be).
         """
         while True:
             try:
@@ -502,13 +705,7 @@ class Client:
                 if self.state.seen(frame.message_id):
                     await self.ack([frame.position])
                     continue
-                try:
-                    received: Received | None = self.open(frame)
-                except CryptoError:
-                    received = None
-                    self.undecryptable.append(frame.message_id)
-                self.state.mark_seen(frame.message_id)
-                self.save()
+                received = await self.process(frame)
                 await self.ack([frame.position])
                 if received is not None:
                     yield received
@@ -685,6 +882,12 @@ class Client:
         """Rotate if due, then send our sender key to every member who lacks it."""
         s = self.state
         current = s.sender_keys.get(conversation_id)
+        created = s.sender_key_created.get(conversation_id, 0)
+        if current is not None and (
+            SenderKeyState.from_bytes(current).iteration >= SENDER_KEY_MAX_MESSAGES
+            or time.time() - created >= SENDER_KEY_MAX_AGE
+        ) and conversation_id not in s.rotate_keys:
+            s.rotate_keys.append(conversation_id)  # periodic rotation (§E7)
         if current is None or conversation_id in s.rotate_keys:
             key = (
                 SenderKeyState.from_bytes(current).rotate()
@@ -692,6 +895,7 @@ class Client:
                 else SenderKeyState.generate()
             )
             s.sender_keys[conversation_id] = key.to_bytes()
+            s.sender_key_created[conversation_id] = int(time.time())
             s.key_holders[conversation_id] = []
             if conversation_id in s.rotate_keys:
                 s.rotate_keys.remove(conversation_id)
@@ -763,23 +967,43 @@ class Client:
         self.state.group_keys[conversation_id][sender_device] = key.to_bytes()
         return plaintext
 
-    def _accept_content(
-        self, content: Content, sender_official: UUID, sender_device: UUID
-    ) -> bytes | None:
-        """The message body, or None after storing a sender-key distribution."""
-        if content.sender_key is None:
-            return content.body
+    async def _accept_sender_key(self, content: Content, official: UUID, device: UUID) -> None:
+        """Store a sender-key distribution, only moving forward, only from a member.
+
+        ``official`` comes from the binding. When our view does not show
+        the sender as a member (we have none yet, or it is behind), we fetch
+        the signed state first. A distribution for the same key id must be
+        ahead of what we hold (skipped keys are kept); an older key id is
+        refused (crypto.sender_keys ``accept_distribution``).
+        """
         cid = content.conversation_id
+        assert content.sender_key is not None
         if cid is None:
-            raise CryptoError("sender key without a conversation")
+            raise TrustError("sender key without a conversation")
+        me = self.state.official_id
         view = self.conversation(cid)
-        if view is not None:
-            members = {m.official_id for m in view.members or []}
-            if sender_official not in members or self.state.official_id not in members:
-                return None  # not from a member (in our view), or we are out: ignore
-        key = SenderKeyState.from_distribution(content.sender_key)
-        self.state.group_keys.setdefault(cid, {})[sender_device] = key.to_bytes()
-        return None
+
+        def members(event: f.MembershipEvent | None) -> set[UUID]:
+            return {m.official_id for m in (event.members or [])} if event else set()
+
+        if official not in members(view) or me not in members(view):
+            try:
+                view = await self.refresh_conversation(cid)
+            except ClientError as error:
+                raise TrustError(f"sender key for a conversation we cannot see: {error}") from None
+        if official not in members(view) or me not in members(view):
+            raise TrustError("sender key from an official who is not a member (or we are not)")
+        keys = self.state.group_keys.setdefault(cid, {})
+        incoming = SenderKeyState.from_distribution(content.sender_key)
+        for other, raw in keys.items():
+            if other != device and (
+                SenderKeyState.from_bytes(raw).signing_public_key == incoming.signing_public_key
+            ):
+                raise TrustError("sender key already held by another device")
+        existing = keys.get(device)
+        if existing is not None:
+            incoming = SenderKeyState.from_bytes(existing).accept_distribution(content.sender_key)
+        keys[device] = incoming.to_bytes()
 
 
 # --- failover: stay connected across node failures ---------------------------
@@ -842,13 +1066,19 @@ class Reconnecting:
         self.close_codes: list[int | None] = []  # one per connection that ended
         self.connected_to: list[str] = []  # one per successful connection
         self.redelivered: list[UUID] = []  # already-seen messages pushed again
-        self.undecryptable: list[UUID] = []
+        #: What the user must be told, across every connection.
+        self.events: list[ClientEvent] = []
         self.final_close_code: int | None = None
         self.error: BaseException | None = None
         self._online = asyncio.Event()
         self._changed = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def undecryptable(self) -> list[UUID]:
+        """Ids of the deliveries refused so far (see ``events`` for why)."""
+        return [e.message_id for e in self.events if e.kind == "undecryptable" and e.message_id]
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="reconnecting-client")
@@ -908,7 +1138,7 @@ class Reconnecting:
             while not self._closing:
                 url = self.urls[index % len(self.urls)]
                 self.state.url = url
-                client = Client(self.state, json=self._json, store=self._store)
+                client = Client(self.state, json=self._json, store=self._store, events=self.events)
                 try:
                     await client.connect()
                     await client.authenticate()
@@ -968,13 +1198,7 @@ class Reconnecting:
                 self.redelivered.append(frame.message_id)
                 await client.ack([frame.position])
                 return
-            try:
-                received: Received | None = client.open(frame)
-            except CryptoError:
-                received = None
-                self.undecryptable.append(frame.message_id)
-            self.state.mark_seen(frame.message_id)
-            client.save()
+            received = await client.process(frame)
             await client.ack([frame.position])
             if received is not None:
                 await self.received.put(received)

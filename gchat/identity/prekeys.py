@@ -83,6 +83,9 @@ class KeyDirectory:
         policy hides cannot be probed or drained through it.
         """
         await self._limiter.check(Limits.BUNDLE_FETCHES, str(principal.device_id))
+        await self._limiter.check(
+            Limits.BUNDLE_FETCHES_PER_TARGET, f"{principal.official_id}:{official_id}"
+        )
         await policy.check_send(self._db.pool, principal.official_id, official_id)
         async with self._db.transaction() as conn:
             bundles = await prekeys.claim_bundles(conn, official_id, device_ids)

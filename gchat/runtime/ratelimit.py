@@ -44,6 +44,10 @@ class Limits(Enum):
     AUTH_FAILURES = Limit(20, 20 / 600)  # per remote address
     MESSAGES = Limit(200, 50)  # per device
     BUNDLE_FETCHES = Limit(100, 2)  # per device
+    # Per (requester official, target official): each fetch may spend one of
+    # the target's one-time prekeys, so one official cannot empty another's
+    # stock (50) however many fetches the per-device limit would allow.
+    BUNDLE_FETCHES_PER_TARGET = Limit(20, 1 / 120)
 
 
 LimitTable = Mapping[Limits, Limit]

@@ -108,7 +108,7 @@ async def test_three_officials_two_devices_each_every_device_reads_every_message
                 if reader is not sender:
                     assert await read(reader, 1) == [text]
     for client in everyone:
-        assert client.undecryptable == []
+        assert client.undecryptable == [], [e.detail for e in client.events]
     # The body goes with its last delivery (every device has acked by now).
     query = "SELECT count(*) FROM message_bodies WHERE message_id = ANY($1)"
     await until(lambda: _zero(pool, query, sent_ids))
@@ -343,7 +343,7 @@ async def test_a_missed_event_is_detected_and_forces_a_rotation(world: World) ->
             break
     delivers = [fr for fr in frames if isinstance(fr, f.Deliver)]
     assert [fr.kind for fr in delivers] == ["membership", "membership"]
-    b1.open(delivers[1])  # seq 3 without seq 2
+    await b1.open(delivers[1])  # seq 3 without seq 2
     assert b1.state.missed_events == {cid: [2]}
     assert cid in b1.state.rotate_keys
     await b1.send_group(cid, b"after the gap", "h2")

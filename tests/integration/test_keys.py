@@ -44,8 +44,10 @@ async def test_low_stock_notice_and_refill(world: World) -> None:
     alice = await world.official_with_device("alice")
     assert bob.state.official_id is not None
     threshold = world.app.config.prekey_low_threshold
-    for _ in range(50 - threshold + 1):
-        await alice.request(f.GetBundle, official_id=bob.state.official_id)
+    # Several officials: one alone may take only 20 of bob's bundles.
+    fetchers = [alice, *[await world.official_with_device(f"f{i}") for i in range(2)]]
+    for i in range(50 - threshold + 1):
+        await fetchers[i % 3].request(f.GetBundle, official_id=bob.state.official_id)
     while True:
         frame = await bob.receive(5)
         if isinstance(frame, f.PrekeysLow):
@@ -64,3 +66,33 @@ async def test_bundle_carries_a_verifiable_certificate(world: World) -> None:
     assert bob.state.device_id is not None
     certified = alice._verified(bundle.certificate, bob.state.official_id, bob.state.device_id)
     assert certified == bob.identity.public_key
+
+
+async def test_one_official_cannot_empty_another_officials_one_time_prekeys(
+    world: World,
+) -> None:
+    """The attack: fetch a target's bundle in a loop to leave it no one-time prekeys."""
+    bob = await world.official_with_device("bob")
+    carol = await world.official_with_device("carol")
+    mallory = await world.official_with_device("mallory")
+    # Mallory enrols a second device: the limit is per official, not per device.
+    assert mallory.state.official_id is not None
+    mallory2 = await world.enroll(await world.new_code(mallory.state.official_id), "m2")
+    claimed = 0
+    refused = 0
+    for i in range(50):
+        try:
+            bundle = await (mallory, mallory2)[i % 2].request(
+                f.GetBundle, official_id=bob.state.official_id
+            )
+        except Exception as error:  # noqa: BLE001
+            assert getattr(error, "code", None) == "rate_limited"
+            refused += 1
+            continue
+        claimed += bundle.devices[0].one_time_prekey is not None
+    assert claimed == 20 and refused == 30
+    # Bob keeps most of his stock, and Mallory may still reach someone else.
+    other = await mallory.request(f.GetBundle, official_id=carol.state.official_id)
+    assert other.devices[0].one_time_prekey is not None
+    honest = await carol.request(f.GetBundle, official_id=bob.state.official_id)
+    assert honest.devices[0].one_time_prekey is not None

@@ -46,7 +46,8 @@ async def test_offline_recipient_gets_each_message_once_in_order(world: World) -
 
     bob2 = await world.reconnect(bob)
     delivered = await drain(bob2, 5)
-    assert [bob2.open(d).plaintext for d in delivered] == [f"m{i}".encode() for i in range(5)]
+    opened = [(await bob2.open(d)).plaintext for d in delivered]  # type: ignore[union-attr]
+    assert opened == [f"m{i}".encode() for i in range(5)]
     positions = [d.position for d in delivered]
     assert positions == sorted(positions)
     assert isinstance(await next_of(bob2, f.QueueEmpty), f.QueueEmpty)
@@ -66,7 +67,7 @@ async def test_online_recipient_is_pushed_and_queue_empty_comes_first(world: Wor
     assert bob.state.official_id is not None
     await alice.send_message(bob.state.official_id, b"live", "live-1")
     [delivered] = await drain(bob, 1)
-    received = bob.open(delivered)
+    received = await bob.open(delivered)
     assert received.plaintext == b"live"
     assert received.sender_official == alice.state.official_id
     assert received.sender_device == alice.state.device_id
@@ -156,7 +157,7 @@ async def test_sender_own_other_devices_get_a_copy(world: World) -> None:
     assert bob.state.official_id is not None
     await alice.send_message(bob.state.official_id, b"to bob", "sync-1")
     [mine] = await drain(alice_laptop, 1)
-    assert alice_laptop.open(mine).plaintext == b"to bob"
+    assert (await alice_laptop.open(mine)).plaintext == b"to bob"
     [theirs] = await drain(bob, 1)
     assert theirs.message_id == mine.message_id
 
