@@ -113,6 +113,9 @@ class Cluster:
             "GCHAT_KEYS_DIR": str(keys),
             "GCHAT_COMMIT_WINDOW_MS": "1",
             "GCHAT_DB_POOL_SIZE": "6",
+            # The cross-node test drains one target's bundles to measure the
+            # per-device limit; the per-target one is tested on one node.
+            "GCHAT_RATE_LIMITS": "bundle_fetches_per_target=1000/1000",
             "PYTHONUNBUFFERED": "1",
         }
         base |= settings
