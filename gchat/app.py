@@ -29,6 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import NegotiationError
 from websockets.typing import Subprotocol
 
+from gchat.audit.failures import FailureAudit
 from gchat.audit.handlers import AuditHandlers
 from gchat.audit.log import AuditLog, AuditService
 from gchat.audit.sequencer import Sequencer
@@ -136,6 +137,8 @@ class App:
         self.audit = AuditLog(enabled=config.audit_enabled)
         self.audit_service: AuditService | None = None
         self.sequencer: Sequencer | None = None
+        #: Refused auth/enrolment attempts, audited per address and window.
+        self.failures: FailureAudit | None = None
 
     async def _start_broker(self) -> None:
         """The in-process broker alone, or Redis shared by every node."""
@@ -226,6 +229,8 @@ class App:
         )
         self._inbox = Inbox(db, self.audit)
         self._inbox.start()
+        self.failures = FailureAudit(db, self.audit, config.failure_audit_seconds)
+        self.failures.start()
         services = Services(
             db=db,
             inbox=self._inbox,
@@ -236,6 +241,7 @@ class App:
                 limiter,
                 config.server_id,
                 audit=self.audit,
+                failures=self.failures,
             ),
             enrolment=Enrolment(
                 db,
@@ -244,6 +250,7 @@ class App:
                 config.server_id,
                 config.max_devices_per_official,
                 audit=self.audit,
+                failures=self.failures,
             ),
             keys=keys_directory,
             requests=request_table(
@@ -400,6 +407,8 @@ class App:
             await self._committer.stop()
         if self._inbox is not None:
             await self._inbox.stop()
+        if self.failures is not None:
+            await self.failures.stop()
         if self.sequencer is not None:
             await self.sequencer.stop()
         await self.broker.close()  # after the committer: its last wake-ups go out

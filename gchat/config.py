@@ -50,6 +50,9 @@ class Config:
     db_pool_size: int = 20
     #: Overrides of the rate-limit table, e.g. "messages=2000/500" (gchat.runtime.ratelimit).
     rate_limits: str = ""
+    #: Refused auth and enrolment attempts are audited as one event per
+    #: address and this window (gchat.audit.failures), never one per attempt.
+    failure_audit_seconds: float = 60.0
     #: Record audit events (turn off only to measure auditing's cost).
     audit_enabled: bool = True
     #: The audit sequencer signs a tree head this often when the log grew.

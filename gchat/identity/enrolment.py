@@ -3,8 +3,17 @@
 Every signature is checked before the code is touched, so a malformed
 request cannot burn an official's code; then one transaction consumes the
 code, checks the device limit, stores the device with its directory-signed
-certificate and its prekeys. Attempts are rate-limited per remote address,
-and every wrong, used or expired code gets the same answer.
+certificate and its prekeys. Every wrong, used or expired code gets the
+same answer.
+
+Wrong codes are counted per remote address, and the limit is looked at
+first: a throttled address is answered ``rate_limited`` before any
+signature check, lookup or write, even when its code is right (so a
+guesser who finds a code while throttled learns nothing). Successful
+enrolments do not spend the address's tokens: they consumed a code an
+admin issued, so they are not guessing, and an office enrolling its phones
+behind one NAT must not lock itself out. Refusals reach the audit log
+aggregated per address and window (``gchat.audit.failures``).
 """
 
 import logging
@@ -15,6 +24,7 @@ from crypto.certificate import issue_certificate
 from crypto.errors import CryptoError
 from crypto.identity import IdentityKeyPair, auth_message, verify_signature
 from crypto.prekeys import check_x25519_public, verify_signed_prekey
+from gchat.audit.failures import ENROLMENT_REFUSED, FailureAudit
 from gchat.audit.log import AuditEvent, AuditLog
 from gchat.directory import policy
 from gchat.errors import ServiceError
@@ -38,9 +48,11 @@ class Enrolment:
         server_id: str,
         max_devices: int,
         audit: AuditLog | None = None,
+        failures: FailureAudit | None = None,
     ) -> None:
         self._db = db
         self._audit = audit if audit is not None else AuditLog(enabled=False)
+        self._failures = failures if failures is not None else FailureAudit(db, self._audit)
         self._directory_key = directory_key
         self._limiter = limiter
         self._server_id = server_id
@@ -54,6 +66,11 @@ class Enrolment:
     async def enroll(self, frame: Enroll, nonce: bytes, remote: str) -> tuple[Principal, bytes]:
         """Create the device; returns its principal and certificate bytes."""
         try:
+            await self._limiter.check(Limits.ENROLMENT_ATTEMPTS, remote, cost=0)
+        except ServiceError:
+            self._failures.note(ENROLMENT_REFUSED, remote, "throttled")
+            raise
+        try:
             verify_signature(
                 frame.identity_key, auth_message(self._server_id, nonce), frame.signature
             )
@@ -62,21 +79,16 @@ class Enrolment:
             for key in frame.one_time_prekeys:
                 check_x25519_public(key.public_key)
         except CryptoError as error:
+            self._failures.note(ENROLMENT_REFUSED, remote, "signature")
+            await self._limiter.check(Limits.ENROLMENT_ATTEMPTS, remote)
             raise ServiceError(ErrorCode.SIGNATURE_INVALID, f"enrolment refused: {error}") from None
         device_id = uuid.uuid4()
         async with self._db.transaction() as conn:
             official_id = await directory.claim_code(conn, codes.code_hash(frame.code), device_id)
             if official_id is None:
-                log.warning("enrolment refused remote=%s reason=code", remote)
-                await self._audit.record(
-                    self._db.pool,
-                    AuditEvent("device.enrolment_refused", details={"reason": "code",
-                                                                    "remote": remote}),
-                )
-                # Only wrong codes cost a token, and only after the lookup: an
-                # office behind one address enrolling many phones, or one
-                # with a right code after a guesser's wrong ones, is not
-                # throttled; the guesser is told rate_limited.
+                self._failures.note(ENROLMENT_REFUSED, remote, "code")
+                # Only wrong codes spend a token (see the module docstring);
+                # the one that empties the bucket is answered rate_limited.
                 await self._limiter.check(Limits.ENROLMENT_ATTEMPTS, remote)
                 raise ServiceError(
                     ErrorCode.ENROLMENT_CODE_INVALID, "enrolment code invalid, used or expired"

@@ -93,6 +93,8 @@ async def test_every_event_kind_and_no_content(world: World) -> None:
     await world.admin.request(f.SetOfficialStatus, official_id=carol.state.official_id,
                               status="suspended")
 
+    assert app.failures is not None
+    await app.failures.flush()  # refused attempts are written per address and window
     kinds = await _kinds(app)
     expected = {
         "admin.device_revoked", "admin.official_suspended",

@@ -194,25 +194,89 @@ async def test_client_refuses_to_sign_another_deployments_challenge(world: World
         await client.authenticate(use_token=False)
 
 
-async def test_bad_attempts_never_lock_out_a_valid_login_from_the_same_address(
+async def _audit_rows(world: World, kind: str) -> int:
+    assert world.app.db is not None
+    return int(await world.app.db.pool.fetchval(
+        "SELECT count(*) FROM audit_events WHERE kind = $1", kind
+    ))
+
+
+async def test_an_auth_flood_adds_one_audit_row_per_address_and_window(world: World) -> None:
+    """200 random device ids and 100 junk tokens from one connection, as an attacker would."""
+    assert world.app.failures is not None
+    await world.app.failures.flush()
+    before = await _audit_rows(world, "auth.failed")
+    stranger = await fresh_client(world)
+    replies: list[str] = []
+    for i in range(300):
+        try:
+            if i % 3 == 2:
+                await stranger.request(f.AuthToken, token=f"junk-{i}")
+            else:
+                await stranger.request(
+                    f.Auth, device_id=uuid.uuid4(), signature=bytes(64)
+                )
+        except ClientError as error:
+            replies.append(error.code)
+    # Failures spend the address's 20 tokens; after that nothing is looked at.
+    assert replies[:20] == [("token_invalid" if i % 3 == 2 else "auth_failed") for i in range(20)]
+    assert set(replies[21:]) == {"rate_limited"}
+    assert await _audit_rows(world, "auth.failed") == before  # nothing written per frame
+    assert world.app.failures.pending == 300
+    await world.app.failures.flush()
+    assert await _audit_rows(world, "auth.failed") == before + 1
+    assert world.app.db is not None
+    entry = json.loads(bytes(await world.app.db.pool.fetchval(
+        "SELECT entry FROM audit_events WHERE kind = 'auth.failed' ORDER BY id DESC LIMIT 1"
+    )))
+    details = entry["details"]
+    assert details["remote"] == "127.0.0.1" and details["count"] == 300
+    assert sum(details["reasons"].values()) == 300
+    assert details["reasons"]["signature_throttled"] > 150
+    assert len(details["claimed_devices"]) <= 10  # random ids cannot grow the event
+
+
+async def test_a_throttled_address_is_refused_before_its_credentials_are_looked_at(
     world: World,
 ) -> None:
     alice = await world.official_with_device("alice")
     stranger = await fresh_client(world)
-    codes = []
-    for _ in range(25):  # past the AUTH_FAILURES bucket of this address
-        try:
+    for _ in range(21):  # past the AUTH_FAILURES bucket of this address
+        with pytest.raises(ClientError):
             await stranger.request(f.AuthToken, token="forged")
-        except ClientError as error:
-            codes.append(error.code)
-    assert codes[0] == "token_invalid" and codes[-1] == "rate_limited"
     again = Client(alice.state)
     await again.connect()
     world.clients.append(again)
-    reply = await again.authenticate(use_token=False)  # same address, valid signature
-    assert reply.device_id == alice.state.device_id
+    # Even a valid signature gets rate_limited, with a retry_after that says when.
+    error = await expect_error("rate_limited", again.authenticate(use_token=False))
+    assert error.frame.retry_after is not None and 0 < error.frame.retry_after <= 31
+    # The enrolment bucket is separate: a valid code from here still enrols.
     official = await world.new_official("late")
     await (await fresh_client(world)).enroll(await world.new_code(official), "ok")
+
+
+async def test_a_throttled_address_cannot_enrol_even_with_a_valid_code(world: World) -> None:
+    official = await world.new_official("carol")
+    code = await world.new_code(official)
+    client = await fresh_client(world)
+    replies = []
+    for i in range(60):
+        try:
+            await client.enroll(f"AAAAA-AAAAA-AAAAA-{i:05d}", "guess")
+        except ClientError as error:
+            replies.append(error.code)
+    assert replies == ["enrolment_code_invalid"] * 10 + ["rate_limited"] * 50
+    await expect_error("rate_limited", client.enroll(code, "right-code-too-late"))
+    assert world.app.db is not None
+    # The right code was not even looked up: it is still unused.
+    assert await world.app.db.pool.fetchval(
+        "SELECT count(*) FROM enrolment_codes WHERE official_id = $1 AND used_at IS NULL",
+        official,
+    ) == 1
+    assert world.app.failures is not None
+    before = await _audit_rows(world, "device.enrolment_refused")
+    await world.app.failures.flush()
+    assert await _audit_rows(world, "device.enrolment_refused") == before + 1
 
 
 async def test_a_revoked_device_whose_close_signal_was_lost_cannot_send(world: World) -> None:
