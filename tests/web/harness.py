@@ -180,3 +180,30 @@ def new_official(admin: PyDevice, name: str, position: str = "นักวิเ
 
     official = UUID(str(admin.request(CreateOfficial, name=name, position=position).official_id))
     return official, str(admin.request(IssueCode, official_id=official).code)
+
+
+def wait_for_text(device: PyDevice, text: str, timeout: float = 20) -> Any:
+    """The reference client reads its inbox until a message with this text arrives."""
+
+    async def go() -> Any:
+        async for received in device.client.messages(idle_timeout=timeout):
+            if received.plaintext == text.encode():
+                return received
+        raise AssertionError(f"{text!r} never reached the Python client")
+
+    return device.loop.run(go(), timeout * 3)
+
+
+def python_safety_number(device: PyDevice, peer_official: UUID) -> str:
+    """The safety number as the Python implementation computes it from this client's view."""
+    from crypto.safety_number import format_safety_number, safety_number
+    from crypto.session import Session
+
+    state = device.client.state
+    peer_keys = [
+        Session.from_bytes(state.sessions[d][0]).remote_identity_key
+        for d in state.devices_of(peer_official)
+    ]
+    assert state.official_id is not None
+    own = [device.client.identity.public_key]
+    return format_safety_number(safety_number(state.official_id, own, peer_official, peer_keys))

@@ -454,6 +454,10 @@ export class Device {
         if (missing.length > 0 && own !== recipient) await this.establish(own, missing);
         await this.save();
         this.emit();
+        for (const official of [recipient, own]) {
+          const p = this.state.peers[official];
+          if (official !== own && p !== undefined && p.verified !== null && p.changed) throw new BlockedError("verified peer's devices changed");
+        }
       }
     }
   }

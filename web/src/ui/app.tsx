@@ -59,7 +59,7 @@ export function App() {
   }, [device]);
 
   const bar = (
-    <button type="button" class="lang" aria-label={t("languageLabel")} onClick={() => setLang(lang === "th" ? "en" : "th")}>{t("language")}</button>
+    <button type="button" class="lang" aria-label={`${t("languageLabel")}: ${t("language")}`} onClick={() => setLang(lang === "th" ? "en" : "th")}><span lang={lang === "th" ? "en" : "th"}>{t("language")}</span></button>
   );
   let body;
   if (!loaded) body = <main><p class="loading">{t("loading")}</p></main>;

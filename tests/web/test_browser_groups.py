@@ -1,0 +1,166 @@
+"""Groups with the Python client as a member, safety numbers, device changes, revocation, a11y.
+
+A group of three: two officials in browsers and one with the reference
+Python client; messages flow every way. The safety number the browser shows
+equals the one the Python implementation computes. A verified peer's new
+device raises the banner and blocks sending until accepted. A device the
+admin revokes is signed out with a clear message and wiped. The main
+screens pass an axe-core check with no serious or critical violations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from protocol.frames import IssueCode, ListDevices, RevokeDevice
+from tests.web import ui
+from tests.web.harness import (
+    Loop,
+    Node,
+    PyDevice,
+    admin_device,
+    new_official,
+    python_safety_number,
+    wait_for_text,
+)
+
+AXE = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def axe_problems(page: Page) -> list[str]:
+    """Serious or critical axe-core violations on the page as it is now."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text() + "\n;undefined")
+    result = page.evaluate(
+        "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations"
+        ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+        ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', ')))"
+    )
+    return list(result)
+
+
+class Team:
+    def __init__(self, node: Node, loop: Loop) -> None:
+        self.admin = admin_device(node, loop)
+        self.anong, self.anong_code = new_official(self.admin, "อนงค์ ศรีสุข", "ผู้อำนวยการกอง")
+        self.boon, self.boon_code = new_official(self.admin, "บุญมี มั่นคง")
+        self.chai, chai_code = new_official(self.admin, "ชัยวัฒน์ พึ่งธรรม")
+        self.cli = PyDevice(loop, node.ws).enroll(chai_code, "chai-cli")
+        self.loop = loop
+        self.node = node
+
+
+@pytest.fixture(scope="module")
+def team(node: Node, loop: Loop) -> Team:
+    return Team(node, loop)
+
+
+@pytest.fixture(scope="module")
+def anong(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=ui.PHONE_LARGE, locale="th-TH", is_mobile=True)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def boon(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=ui.DESKTOP, locale="th-TH")
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def test_enrol_screen_is_accessible(node: Node, anong: Page) -> None:
+    anong.goto(node.http)
+    expect(anong.get_by_role("heading", name="ลงทะเบียนอุปกรณ์นี้")).to_be_visible()
+    assert axe_problems(anong) == []
+
+
+def test_group_of_three_with_the_python_client(
+    node: Node, team: Team, anong: Page, boon: Page
+) -> None:
+    ui.enrol(anong, node.http, team.anong_code, "โทรศัพท์อนงค์")
+    ui.enrol(boon, node.http, team.boon_code, "คอมพิวเตอร์บุญมี")
+    anong.get_by_role("button", name="กลุ่มใหม่").click()
+    anong.get_by_label("ชื่อกลุ่ม").fill("คณะทำงานงบประมาณ")
+    for query, name in (("บุญมี", "บุญมี มั่นคง"), ("ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")):
+        anong.get_by_role("button", name="เพิ่มสมาชิก").click()
+        anong.get_by_label("ค้นหาเจ้าหน้าที่").fill(query)
+        anong.get_by_role("button", name="ค้นหาเจ้าหน้าที่").click()
+        anong.get_by_role("button", name=f"เพิ่มสมาชิก: {name}").click()
+    anong.get_by_role("button", name="สร้าง").click()
+    expect(anong.get_by_test_id("chat-title")).to_contain_text("คณะทำงานงบประมาณ")
+    ui.send(anong, "เริ่มประชุมกลุ่มครับ")
+
+    got = wait_for_text(team.cli, "เริ่มประชุมกลุ่มครับ")
+    assert got.conversation_id is not None and got.sender_official == team.anong
+    expect(boon.get_by_test_id("chat-row")).to_contain_text("เริ่มประชุมกลุ่มครับ", timeout=15_000)
+    ui.open_first_chat(boon)
+    ui.send(boon, "บุญมีรับทราบ")
+    wait_for_text(team.cli, "บุญมีรับทราบ")
+
+    cid = got.conversation_id
+    team.cli.call(team.cli.client.send_group, cid, "ชัยวัฒน์จาก CLI".encode(), "cli-g1")
+    expect(anong.get_by_text("ชัยวัฒน์จาก CLI", exact=True)).to_be_visible(timeout=15_000)
+    expect(boon.get_by_text("ชัยวัฒน์จาก CLI", exact=True)).to_be_visible(timeout=15_000)
+    assert axe_problems(anong) == []
+    ui.shot(anong, "phone-group")
+
+
+def test_safety_number_equals_python_and_new_device_banner(
+    node: Node, team: Team, anong: Page
+) -> None:
+    ui.back_home(anong)
+    assert axe_problems(anong) == []
+    ui.open_chat_by_search(anong, "ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")
+    ui.send(anong, "ขอเทียบรหัสความปลอดภัยครับ")
+    wait_for_text(team.cli, "ขอเทียบรหัสความปลอดภัยครับ")
+    anong.get_by_role("button", name="รหัสความปลอดภัย").click()
+    shown = anong.get_by_test_id("safety-number")
+    expect(shown).to_have_text(python_safety_number(team.cli, team.anong), timeout=15_000)
+    assert len(shown.inner_text().split(" ")) == 12
+    assert axe_problems(anong) == []
+    ui.shot(anong, "phone-safety-number")
+    anong.get_by_role("button", name="ยืนยันว่าตรงกัน").click()
+    expect(anong.get_by_text("✓ ยืนยันแล้ว")).to_be_visible()
+    anong.get_by_role("button", name="กลับ").click()
+
+    # Chai enrols a second device: Anong's next message finds it, warns and holds back.
+    code = str(team.admin.request(IssueCode, official_id=team.chai).code)
+    second = PyDevice(team.loop, node.ws).enroll(code, "chai-tablet")
+    anong.get_by_label("พิมพ์ข้อความ").fill("ถึงอุปกรณ์ใหม่")
+    anong.get_by_role("button", name="ส่ง", exact=True).click()
+    banner = anong.get_by_test_id("device-change-banner")
+    expect(banner).to_be_visible(timeout=15_000)
+    expect(banner).to_contain_text("ชัยวัฒน์ พึ่งธรรม")
+    expect(anong.locator("[data-testid=message][data-state=failed]")).to_have_count(1)
+    ui.shot(anong, "phone-device-change")
+    banner.get_by_role("button", name="รับทราบ").click()
+    expect(banner).to_have_count(0)
+    anong.get_by_role("button", name="ส่งอีกครั้ง").click()
+    sent = anong.locator("[data-testid=message][data-state=sent]", has_text="ถึงอุปกรณ์ใหม่")
+    expect(sent).to_be_visible(timeout=15_000)
+    wait_for_text(second, "ถึงอุปกรณ์ใหม่")
+    # The number changed with the new device, and the verified mark is gone.
+    anong.get_by_role("button", name="รหัสความปลอดภัย").click()
+    expect(anong.get_by_text("ยังไม่ยืนยัน")).to_be_visible()
+
+
+def test_revoked_device_is_signed_out_and_wiped(node: Node, team: Team, boon: Page) -> None:
+    devices = team.admin.request(ListDevices, official_id=team.boon).devices
+    (device,) = [d for d in devices if d.status == "active"]
+    team.admin.request(RevokeDevice, device_id=device.device_id)
+    expect(boon.get_by_test_id("revoked")).to_be_visible(timeout=15_000)
+    expect(boon.get_by_test_id("revoked")).to_contain_text("เพิกถอน")
+    boon.reload()
+    # Nothing is left: the app starts at enrolment again.
+    expect(boon.get_by_role("heading", name="ลงทะเบียนอุปกรณ์นี้")).to_be_visible()
+    assert UUID(str(device.device_id))
