@@ -428,7 +428,13 @@ class App:
 async def run(config: Config) -> None:
     """Run a node until SIGTERM or SIGINT, then stop it gracefully."""
     app = App(config)
-    await app.start()
+    try:
+        await app.start()
+    except BaseException:
+        # A failed start (say, the port is taken) must not leave the embedded
+        # PostgreSQL or the pools it already opened behind.
+        await app.stop()
+        raise
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

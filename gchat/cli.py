@@ -23,23 +23,44 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
 
 from gchat import app, config
 from gchat.audit.log import AuditLog
 from gchat.directory.service import Directory
 from gchat.runtime.embedded_postgres import EmbeddedPostgres
 from gchat.runtime.version import version
+from gchat.store import directory as store
 
 
 def _config(args: argparse.Namespace) -> config.Config:
-    return config.load(
-        toml_path=args.config,
-        overrides={
-            "host": getattr(args, "host", None),
-            "port": getattr(args, "port", None),
-            "data_dir": getattr(args, "data_dir", None),
-        },
-    )
+    from gchat.client.cli_errors import UserError
+
+    try:
+        return config.load(
+            toml_path=args.config,
+            overrides={
+                "host": getattr(args, "host", None),
+                "port": getattr(args, "port", None),
+                "data_dir": getattr(args, "data_dir", None),
+            },
+        )
+    except ValueError as error:
+        raise UserError(f"bad configuration: {error}") from None
+    except OSError as error:
+        raise UserError(f"cannot read the configuration file {error.filename}: "
+                        f"{error.strerror}") from None
+
+
+def _database_name(cfg: config.Config) -> str:
+    """Where a host-side command's data is, for the person running it (no password)."""
+    if not cfg.database_url:
+        return f"the embedded PostgreSQL under {cfg.data_dir.resolve() / 'postgres'}"
+    parts = urlsplit(cfg.database_url)
+    host = parts.hostname or "localhost"
+    return f"PostgreSQL database {parts.path.lstrip('/') or '(default)'} on {host}"
 
 
 async def _with_database(
@@ -49,9 +70,14 @@ async def _with_database(
 
     An embedded cluster that a running node already started is left running.
     """
+    from gchat.client.cli_errors import UserError
+
     pgdata = EmbeddedPostgres(cfg.data_dir / "postgres").pgdata
     embedded_running = not cfg.database_url and (pgdata / "postmaster.pid").exists()
-    db, embedded = await app.open_database(cfg)
+    try:
+        db, embedded = await app.open_database(cfg)
+    except (OSError, asyncpg.PostgresError) as error:
+        raise UserError(f"cannot open {_database_name(cfg)}: {error}") from None
     try:
         await work(db)
     finally:
@@ -72,16 +98,50 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> None:
+    """Create the first agency and superadmin, once, in the node's own database.
+
+    Why so careful: run from another folder it would start a second embedded
+    database whose code the running node rejects, and run twice it would make
+    a second top-level agency with its own all-powerful superadmin.
+    """
+    from gchat.client.cli_errors import UserError
+
     cfg = _config(args)
+    pgdata = EmbeddedPostgres(cfg.data_dir / "postgres").pgdata
+    if not cfg.database_url and not pgdata.exists() and not args.new_data_dir:
+        raise UserError(
+            f"no node has run with the data folder {cfg.data_dir.resolve()}: run this where "
+            "the node runs, or give its --data-dir (or GCHAT_DATA_DIR / "
+            "GCHAT_DATABASE_URL); --new-data-dir creates a new one"
+        )
 
     async def work(db: Any) -> None:
+        if await store.code_taken(db.pool, args.agency_code):
+            raise UserError(f"an agency with the code {args.agency_code} exists already: "
+                            "choose another --agency-code")
+        existing = await store.list_agencies(db.pool, None)
+        if existing and not args.force:
+            raise UserError(
+                f"{_database_name(cfg)} is bootstrapped already ({len(existing)} agencies): "
+                "its superadmin adds agencies and officials with gchat admin; "
+                "--force creates another top-level agency and superadmin"
+            )
         directory = Directory(
             db, cfg.enrolment_code_ttl_seconds, AuditLog(enabled=cfg.audit_enabled)
         )
         agency, official, code = await directory.bootstrap(
             args.agency_code, args.agency_name, args.name
         )
-        print(json.dumps({"agency_id": str(agency), "official_id": str(official), "code": code}))
+        print(f"bootstrap: used {_database_name(cfg)} (data folder {cfg.data_dir.resolve()})",
+              file=sys.stderr)
+        if args.json:
+            print(json.dumps({"agency_id": str(agency), "official_id": str(official),
+                              "code": code}))
+            return
+        print(f"created agency {args.agency_code} and its superadmin {args.name}")
+        print(f"enrolment code for {args.name}: {code}")
+        print("enrol the superadmin's device with: gchat client enroll --url ws://HOST:PORT "
+              f"--code {code} --state admin.state")
 
     asyncio.run(_with_database(cfg, work))
 
@@ -90,6 +150,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="gchat", description="G-Chat secure messaging server")
     top.add_argument("--config", type=Path, help="TOML configuration file")
     top.add_argument("--version", action="version", version=f"gchat {version()}")
+    top.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = top.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run a node")
@@ -110,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
     boot.add_argument("--agency-name", required=True)
     boot.add_argument("--name", required=True, help="the superadmin's name")
     boot.add_argument("--data-dir", type=Path)
+    boot.add_argument("--new-data-dir", action="store_true",
+                      help="allow a data folder no node has used yet")
+    boot.add_argument("--force", action="store_true",
+                      help="bootstrap again: another top-level agency and superadmin")
+    boot.add_argument("--json", action="store_true", help="print JSON")
     boot.set_defaults(func=cmd_bootstrap)
     # The client commands live with the client; only they load its code.
     from gchat.client import cli as client_cli
@@ -125,13 +191,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Parse and run; a person's mistake ends in one line (``--debug``: a traceback)."""
     args = parser().parse_args(argv)
-    try:
-        args.func(args)
-    except Exception as error:
-        if type(error).__name__ != "ClientError":
-            raise
-        sys.exit(f"error: {error}")
+    from gchat.client import cli_errors
+
+    cli_errors.run(lambda: args.func(args), debug=args.debug,
+                   url=lambda: getattr(args, "url", None))
 
 
 if __name__ == "__main__":

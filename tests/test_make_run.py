@@ -64,7 +64,7 @@ def test_make_run_then_cli_enrol_send_listen(data_dir: Path) -> None:
         url = f"ws://127.0.0.1:{port}"
         states = data_dir.parent
         boot = cli("admin", "bootstrap", "--agency-code", "MOI", "--agency-name",
-                   "Ministry of Interior", "--name", "Somchai", env=env)
+                   "Ministry of Interior", "--name", "Somchai", "--json", env=env)
         cli("client", "enroll", "--url", url, "--code", boot["code"],
             "--state", str(states / "admin.json"), env=env)
         assert (states / "admin.json").stat().st_mode & 0o777 == 0o600

@@ -25,16 +25,17 @@ import io
 import json
 import sys
 import time
-import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
 
 from gchat.client.cli import _as_device, _device_args
+from gchat.client.cli_errors import UserError
+from gchat.client.lookup import agency_codes, agency_id
+from gchat.client.output import table, when
 from gchat.client.sdk import Client, ClientError
 from protocol import frames as f
 from protocol import limits
@@ -51,37 +52,8 @@ CHUNK_BYTES = 160 * 1024
 # --- output ---------------------------------------------------------------------
 
 
-def width(text: str) -> int:
-    """Display width: Thai vowel and tone marks take no column, wide CJK two."""
-    total = 0
-    for ch in text:
-        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
-            continue
-        total += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-    return total
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]], out: TextIO) -> None:
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [width(h) for h in headers]
-    for row in cells:
-        widths = [max(w, width(c)) for w, c in zip(widths, row, strict=True)]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v + " " * (w - width(v)) for v, w in zip(values, widths, strict=True))
-
-    print(line(headers).rstrip(), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for row in cells:
-        print(line(row).rstrip(), file=out)
-    if not cells:
-        print("(none)", file=out)
-
-
 def _when(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    return when(ms)
 
 
 def _emit(args: argparse.Namespace, data: Any) -> None:
@@ -115,29 +87,6 @@ def _officials(args: argparse.Namespace, found: Sequence[f.OfficialInfo],
 
 
 # --- helpers -----------------------------------------------------------------------
-
-
-async def agency_codes(client: Client) -> dict[uuid.UUID, str]:
-    try:
-        reply: f.AgencyList = await client.request(f.ListAgencies)
-    except ClientError:
-        return {}
-    return {a.id: a.code for a in reply.agencies}
-
-
-async def agency_id(client: Client, text: str | None) -> uuid.UUID | None:
-    """An agency named by id or code."""
-    if text is None:
-        return None
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        pass
-    reply: f.AgencyList = await client.request(f.ListAgencies)
-    for agency in reply.agencies:
-        if agency.code == text:
-            return agency.id
-    raise ClientError(f.Error(rid=None, code="not_found", message=f"no agency with code {text}"))
 
 
 def _run(args: argparse.Namespace, work: Any) -> None:
@@ -212,7 +161,7 @@ def cmd_official_add(args: argparse.Namespace) -> None:
         fields = _official_fields(args)
         name = fields["name_th"] or fields["name_en"]
         if not name:
-            sys.exit("error: give --name-th or --name-en")
+            raise UserError("give the official's name: --name-th and/or --name-en")
         reply: f.OfficialCreated = await client.request(
             f.CreateOfficial, name=name, agency_id=await agency_id(client, args.agency),
             **fields,
@@ -540,7 +489,7 @@ def cmd_import(args: argparse.Namespace) -> None:
     try:
         rows, ignored = read_import(args.file)
     except (ImportFileError, OSError, UnicodeDecodeError, csv.Error) as error:
-        sys.exit(f"error: {error}")
+        raise UserError(str(error)) from None
     if ignored:
         print(f"note: ignoring columns {', '.join(ignored)}", file=sys.stderr)
 

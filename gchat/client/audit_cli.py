@@ -1,9 +1,9 @@
 """``gchat audit ...``: auditors' commands, and the offline verifier.
 
-    gchat audit verify --export FILE --key HEX|FILE [--known-head FILE ...]
-    gchat audit public-key [--keys-dir DIR]      (on the server host)
-    gchat audit query --state FILE [--official ID] [--device ID] [--agency ID]
-                      [--kind K ...] [--since ISO] [--until ISO] [--limit N] [--all]
+    gchat audit public-key [--keys-dir DIR] [--json] > audit.pub   (server host)
+    gchat audit verify --export FILE --key audit.pub|HEX [--known-head FILE ...]
+    gchat audit query --state FILE [--official ID] [--device ID] [--agency CODE|ID]
+                      [--kind K ...] [--since WHEN] [--until WHEN] [--limit N] [--all]
     gchat audit tree-head --state FILE [--cached]
     gchat audit inclusion --state FILE --index I --size N
     gchat audit consistency --state FILE --old M --new N
@@ -11,30 +11,60 @@
     gchat audit accesses --state FILE        (any official: who audited me)
 
 ``verify`` needs no server: it reads an export (JSON Lines) and the audit
-public key (hex, or a file holding it) and exits 0 only if everything
-verifies; otherwise it names the first failing entry and why (exit 1).
-The other commands run as an enrolled device (see ``gchat client``) whose
-official has the ``auditor`` role, and print JSON.
+public key (what ``public-key`` wrote, or its hex) and exits 0 only if
+everything verifies; otherwise it names the first failing entry and why
+(exit 1). The other commands run as an enrolled device (see ``gchat
+client``) whose official has the ``auditor`` role. ``query`` and
+``accesses`` print a table with names and local times; ``--json`` prints
+JSON lines (ids, epoch milliseconds) for scripts. WHEN is a date
+(2026-11-01), a date and time, an age (24h, 7d), today or yesterday.
 """
 
 import argparse
 import json
+import re
 import sys
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from crypto.identity import IdentityKeyPair
 from gchat.audit.verify import verify_export
-from gchat.client.cli import _as_device, _device_args, _print
+from gchat.client.cli import _as_device, _device_args
+from gchat.client.cli_errors import UserError
+from gchat.client.lookup import Names, agency_codes, agency_id, parse_uuid
+from gchat.client.output import emit_json, table, when
 from gchat.client.sdk import Client
+from gchat.client.times import parse_time
 from protocol import frames as f
 
+#: Event kinds the server records (docs/AUDIT.md has what each means);
+#: ``tests/cli`` checks every kind in the server's code is here.
+KINDS = (
+    "admin.agency_created", "admin.agency_moved", "admin.agency_updated", "admin.bootstrap",
+    "admin.code_cancelled", "admin.code_issued", "admin.device_revoked",
+    "admin.official_created", "admin.official_moved", "admin.official_reinstated",
+    "admin.official_retired", "admin.official_suspended", "admin.official_updated",
+    "admin.officials_imported", "admin.policy_set", "admin.role_granted", "admin.role_revoked",
+    "audit.consistency_proof", "audit.export", "audit.inclusion_proof", "audit.query",
+    "audit.tree_head", "auth.failed", "auth.succeeded",
+    "conversation.admin_demoted", "conversation.admin_promoted",
+    "conversation.announcement_set", "conversation.direct_created",
+    "conversation.group_created", "conversation.members_added", "conversation.members_left",
+    "conversation.members_removed", "conversation.renamed",
+    "device.enrolled", "device.enrolment_refused", "keys.bundle_fetched",
+    "message.accepted", "message.delivered",
+)
+_HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
 
-def _ms(text: str | None) -> int | None:
-    if text is None:
-        return None
-    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+def _kinds(given: list[str] | None) -> list[str]:
+    unknown = [k for k in given or [] if k not in KINDS]
+    if unknown:
+        families = sorted({k.split(".")[0] + ".*" for k in KINDS})
+        raise UserError(f"unknown event kind {unknown[0]!r}: kinds are named like "
+                        f"message.accepted ({', '.join(families)}; gchat audit kinds lists them)")
+    return list(given or [])
 
 
 def _head(head: f.SignedTreeHead | None) -> dict[str, Any] | None:
@@ -61,57 +91,129 @@ def _event(event: f.AuditEventInfo) -> dict[str, Any]:
 
 
 def _public_key(value: str) -> bytes:
+    """The audit public key: hex, or a file holding what ``public-key`` writes
+    (its hex, or its ``--json`` output)."""
     path = Path(value)
-    text = path.read_text().strip() if path.exists() else value.strip()
-    key = bytes.fromhex(text)
-    if len(key) != 32:
-        sys.exit("the audit public key must be 32 bytes, in hex")
-    return key
+    if path.is_file():
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        if text.startswith("{"):
+            try:
+                text = str(json.loads(text).get("audit_public_key", ""))
+            except (ValueError, AttributeError):
+                text = ""
+        source = f"the file {value}"
+    elif _HEX_KEY.match(value.strip()):
+        text, source = value.strip(), "--key"
+    else:
+        raise UserError(f"{value} is neither a file nor an audit public key in hex: "
+                        "write the key with gchat audit public-key > audit.pub on the "
+                        "server host and pass --key audit.pub")
+    if not _HEX_KEY.match(text):
+        raise UserError(f"{source} does not hold an audit public key (64 hex digits, "
+                        "as gchat audit public-key writes it)")
+    return bytes.fromhex(text)
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    known = [json.loads(Path(p).read_text()) for p in args.known_head or []]
+    known = []
+    for name in args.known_head or []:
+        try:
+            known.append(json.loads(Path(name).read_text()))
+        except ValueError:
+            raise UserError(f"{name} is not a saved tree head (JSON from gchat audit "
+                            "tree-head --json)") from None
+    key = _public_key(args.key)
     with Path(args.export).open("rb") as file:
-        report = verify_export(file, _public_key(args.key), known)
+        report = verify_export(file, key, known)
     print(report.summary())
     sys.exit(0 if report.ok else 1)
 
 
 def cmd_public_key(args: argparse.Namespace) -> None:
-    """On the server host: print the audit public key auditors verify with."""
+    """On the server host: print the audit public key auditors verify with.
+
+    Only reads the key: on a folder without one it says so rather than
+    making a new key that nothing was ever signed with.
+    """
     from gchat import config
     from gchat.audit.verify import key_id
-    from gchat.runtime.server_keys import ServerKeys
 
-    cfg = config.load(toml_path=args.config)
-    if args.keys_dir is not None:
-        keys_dir = args.keys_dir
+    try:
+        cfg = config.load(toml_path=args.config)
+    except ValueError as error:
+        raise UserError(f"bad configuration: {error}") from None
+    keys_dir = args.keys_dir if args.keys_dir is not None else cfg.key_directory
+    path = keys_dir / "audit.key"
+    if not path.exists():
+        raise UserError(f"no audit key at {path}: run this on the node's host, with its "
+                        "--keys-dir (or GCHAT_DATA_DIR / GCHAT_KEYS_DIR)")
+    try:
+        seed = bytes.fromhex(path.read_text().strip())
+        public = IdentityKeyPair.from_seed(seed).public_key
+    except ValueError:
+        raise UserError(f"{path} does not hold a key (damaged?)") from None
+    if args.json:
+        emit_json({"audit_public_key": public.hex(), "key_id": key_id(public).hex()})
     else:
-        keys_dir = cfg.key_directory
-    public = ServerKeys.load_or_create(keys_dir).audit.public_key
-    _print({"audit_public_key": public.hex(), "key_id": key_id(public).hex()})
+        print(public.hex())
+        print(f"key id {key_id(public).hex()}; auditors verify with: "
+              "gchat audit verify --export FILE --key audit.pub", file=sys.stderr)
+
+
+def cmd_kinds(args: argparse.Namespace) -> None:
+    for kind in KINDS:
+        print(kind)
+
+
+async def _events_out(args: argparse.Namespace, client: Client,
+                      events: list[f.AuditEventInfo]) -> None:
+    if args.json:
+        for event in events:
+            emit_json(_event(event))
+        return
+    names = Names(client)
+    codes = await agency_codes(client)
+    rows = []
+    for event in events:
+        entry = json.loads(event.entry)
+        agency = entry.get("agency")
+        agency_text = codes.get(uuid.UUID(agency), agency) if agency else ""
+        skip = {"v", "kind", "time", "actor_official", "actor_device", "subject_official",
+                "subject_device", "agency"}
+        details = dict(entry.get("details") or {})
+        details.update({k: v for k, v in entry.items() if k not in skip and k != "details"})
+        rows.append((
+            when(event.time), event.kind,
+            await names.official(entry.get("actor_official")),
+            await names.official(entry.get("subject_official")),
+            agency_text,
+            " ".join(f"{k}={v}" for k, v in sorted(details.items())),
+        ))
+    table(("time", "kind", "by", "about", "agency", "details"), rows)
 
 
 def cmd_query(args: argparse.Namespace) -> None:
+    kinds = _kinds(args.kind)
+    since = None if args.since is None else parse_time(args.since)
+    until = None if args.until is None else parse_time(args.until)
+    official = None if args.official is None else parse_uuid(args.official, "an official")
+    device = None if args.device is None else parse_uuid(args.device, "a device")
+
     async def work(client: Client) -> None:
+        agency = await agency_id(client, args.agency)
         after = 0
         while True:
             page = await client.request(
-                f.AuditQuery,
-                official_id=args.official,
-                device_id=args.device,
-                agency_id=args.agency,
-                kinds=args.kind or [],
-                since=_ms(args.since),
-                until=_ms(args.until),
-                after=after,
-                limit=args.limit,
+                f.AuditQuery, official_id=official, device_id=device, agency_id=agency,
+                kinds=kinds, since=since, until=until, after=after, limit=args.limit,
             )
-            for event in page.events:
-                _print(_event(event))
+            await _events_out(args, client, page.events)
             if page.next_after is None or not args.all:
                 if page.next_after is not None:
-                    _print({"next_after": page.next_after})
+                    if args.json:
+                        emit_json({"next_after": page.next_after})
+                    else:
+                        print("(more: --all, or narrow with --since/--kind)", file=sys.stderr)
                 return
             after = page.next_after
 
@@ -121,7 +223,7 @@ def cmd_query(args: argparse.Namespace) -> None:
 def cmd_tree_head(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
         reply = await client.request(f.AuditGetTreeHead, fresh=not args.cached)
-        _print(_head(reply.head) or {})
+        emit_json(_head(reply.head) or {})
 
     _as_device(args, work)
 
@@ -129,7 +231,7 @@ def cmd_tree_head(args: argparse.Namespace) -> None:
 def cmd_inclusion(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
         r = await client.request(f.AuditGetInclusion, leaf_index=args.index, tree_size=args.size)
-        _print(
+        emit_json(
             {
                 "leaf_index": r.leaf_index,
                 "tree_size": r.tree_size,
@@ -146,7 +248,7 @@ def cmd_inclusion(args: argparse.Namespace) -> None:
 def cmd_consistency(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
         r = await client.request(f.AuditGetConsistency, old_size=args.old, new_size=args.new)
-        _print(
+        emit_json(
             {
                 "old_size": r.old_size,
                 "new_size": r.new_size,
@@ -183,14 +285,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     sizes: list[int] = []
     _as_device(args, work)
     Path(args.out).write_text("".join(line + "\n" for line in result), encoding="utf-8")
-    _print({"out": str(args.out), "lines": len(result), "tree_size": sizes[-1]})
+    emit_json({"out": str(args.out), "lines": len(result), "tree_size": sizes[-1]})
 
 
 def cmd_accesses(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
         page = await client.request(f.AuditListAccesses, limit=args.limit)
-        for event in page.events:
-            _print(_event(event))
+        await _events_out(args, client, page.events)
 
     _as_device(args, work)
 
@@ -210,16 +311,21 @@ def register(commands: Any) -> None:
 
     public = audit.add_parser("public-key", help="print the audit public key (server host)")
     public.add_argument("--keys-dir", type=Path)
+    public.add_argument("--json", action="store_true", help="JSON with the key id")
     public.set_defaults(func=cmd_public_key)
+
+    kinds = audit.add_parser("kinds", help="the event kinds --kind accepts")
+    kinds.set_defaults(func=cmd_kinds)
 
     query = audit.add_parser("query", help="events by official, device, agency, kind, time")
     _device_args(query)
-    query.add_argument("--official", type=uuid.UUID)
-    query.add_argument("--device", type=uuid.UUID)
-    query.add_argument("--agency", type=uuid.UUID)
-    query.add_argument("--kind", action="append", help="event kind, repeatable")
-    query.add_argument("--since", help="ISO 8601 time (inclusive)")
-    query.add_argument("--until", help="ISO 8601 time (exclusive)")
+    query.add_argument("--json", action="store_true", help="JSON lines for scripts")
+    query.add_argument("--official", help="official id")
+    query.add_argument("--device", help="device id")
+    query.add_argument("--agency", help="agency code or id (with its sub-agencies)")
+    query.add_argument("--kind", action="append", help="event kind, repeatable (gchat audit kinds)")
+    query.add_argument("--since", help="from (inclusive): 2026-11-01, 2026-11-01T08:00, 24h, 7d")
+    query.add_argument("--until", help="until (exclusive), same forms as --since")
     query.add_argument("--limit", type=int, default=100)
     query.add_argument("--all", action="store_true", help="follow every page")
     query.set_defaults(func=cmd_query)
@@ -251,5 +357,6 @@ def register(commands: Any) -> None:
 
     accesses = audit.add_parser("accesses", help="auditors' queries about me (after a delay)")
     _device_args(accesses)
+    accesses.add_argument("--json", action="store_true", help="JSON lines for scripts")
     accesses.add_argument("--limit", type=int, default=100)
     accesses.set_defaults(func=cmd_accesses)

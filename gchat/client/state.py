@@ -305,48 +305,85 @@ class DeviceState:
         return cls(**data)
 
 
-class StateFile:
-    """Where a DeviceState lives: one sealed file, opened by passphrase or key file."""
+class StateFileError(Exception):
+    """The state file or its key cannot be used; the message says what to do."""
 
-    def __init__(self, path: Path, *, passphrase: str | None = None, key: bytes | None = None):
-        if (passphrase is None) == (key is None):
-            raise ValueError("give exactly one of passphrase and key")
+
+class StateFile:
+    """Where a DeviceState lives: one sealed file, opened by passphrase or key file.
+
+    A key file is created only together with a new state (at its first save):
+    a state whose key file is missing is an error naming the file, because a
+    new key could never open it (a silently regenerated key hides a lost one),
+    and a command run against a missing state leaves no stray key behind.
+    """
+
+    def __init__(self, path: Path, *, passphrase: str | None = None, key: bytes | None = None,
+                 key_file: Path | None = None):
+        if sum(x is not None for x in (passphrase, key, key_file)) != 1:
+            raise ValueError("give exactly one of passphrase, key and key_file")
         self.path = path
         self._passphrase = passphrase
         self._key = key
+        self._key_file = key_file
 
     @classmethod
     def with_key_file(cls, path: Path, key_file: Path) -> "StateFile":
-        """Use (creating if absent, 0600) a random 32-byte key in ``key_file``."""
+        """Seal with a random 32-byte key in ``key_file`` (0600; created with the state)."""
+        return cls(path, key_file=key_file)
+
+    def _read_key(self, creating: bool) -> bytes:
+        if self._key is not None:
+            return self._key
+        assert self._key_file is not None
+        key_file = self._key_file
         if not key_file.exists():
+            if not creating:
+                raise StateFileError(
+                    f"the key file {key_file} of {self.path} is missing: restore it from "
+                    "your backup (a new key cannot open the state)"
+                )
+            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as file:
                 file.write(keystore.generate_key())
-        if key_file.stat().st_mode & 0o077:
-            raise PermissionError(f"{key_file} is readable by others; chmod 600 it")
-        return cls(path, key=key_file.read_bytes())
+        _private(key_file)
+        self._key = key_file.read_bytes()
+        return self._key
 
     def exists(self) -> bool:
         return self.path.exists()
 
     def load(self) -> DeviceState:
-        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise StateFileError(
+                f"the state file {self.path} does not exist: enrol this device first "
+                "(gchat client enroll --url URL --code CODE --state FILE)"
+            ) from None
         with os.fdopen(fd, "rb") as file:
-            if os.fstat(file.fileno()).st_mode & 0o077:
-                raise PermissionError(f"{self.path} is readable by others; chmod 600 it")
+            _private(self.path, os.fstat(file.fileno()).st_mode)
             blob = file.read()
-        if self._key is not None:
-            return DeviceState.from_json(keystore.open_with_key(blob, self._key))
-        assert self._passphrase is not None
-        return DeviceState.from_json(keystore.open_with_passphrase(blob, self._passphrase))
+        try:
+            if self._passphrase is None:
+                raw = keystore.open_with_key(blob, self._read_key(creating=False))
+            else:
+                raw = keystore.open_with_passphrase(blob, self._passphrase)
+        except CryptoError as error:
+            raise StateFileError(
+                f"cannot open the state file {self.path}: {error} (is it the right key "
+                "file or passphrase?)"
+            ) from None
+        return DeviceState.from_json(raw)
 
     def save(self, state: DeviceState) -> None:
         raw = state.to_json()
-        if self._key is not None:
-            blob = keystore.seal_with_key(raw, self._key)
+        if self._passphrase is None:
+            blob = keystore.seal_with_key(raw, self._read_key(creating=not self.path.exists()))
         else:
-            assert self._passphrase is not None
             blob = keystore.seal_with_passphrase(raw, self._passphrase)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # mkstemp: a new name, O_EXCL (never follows a planted symlink), 0600
         # from the start; a stale temp file from a crash is never reused.
         folder = self.path.parent
@@ -365,3 +402,9 @@ class StateFile:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _private(path: Path, mode: int | None = None) -> None:
+    """Refuse a secret file that others may read (its keys may already be copied)."""
+    if (path.stat().st_mode if mode is None else mode) & 0o077:
+        raise StateFileError(f"{path} is readable by other users: run chmod 600 {path}")

@@ -47,7 +47,8 @@ def test_auditor_exports_and_verifies_offline(database_url: str, tmp_path: Path)
         url = f"ws://127.0.0.1:{port}"
         admin, auditor = str(tmp_path / "admin.state"), str(tmp_path / "auditor.state")
         boot = last_json(run("admin", "bootstrap", "--agency-code", "OAG", "--agency-name",
-                             "Office of the Auditor General", "--name", "Admin", env=env))
+                             "Office of the Auditor General", "--name", "Admin", "--json",
+                             env=env))
         run("client", "enroll", "--url", url, "--code", boot["code"], "--state", admin, env=env)
         official = last_json(run("admin", "add-official", "--state", admin, "--name",
                                  "Auditor", env=env))["official_id"]
@@ -61,10 +62,12 @@ def test_auditor_exports_and_verifies_offline(database_url: str, tmp_path: Path)
         assert "tree_size" in head.stdout
         export = tmp_path / "export.jsonl"
         run("audit", "export", "--state", auditor, "--out", str(export), env=env)
-        key = last_json(run("audit", "public-key", "--keys-dir", str(tmp_path / "data" / "keys"),
-                            env=env))["audit_public_key"]
+        # The documented path: the key goes into a file that --key reads.
+        key = tmp_path / "audit.pub"
+        key.write_text(run("audit", "public-key", "--keys-dir", str(tmp_path / "data" / "keys"),
+                           env=env).stdout)
 
-        good = run("audit", "verify", "--export", str(export), "--key", key, env=env)
+        good = run("audit", "verify", "--export", str(export), "--key", str(key), env=env)
         assert good.returncode == 0, good.stdout
 
         lines = export.read_text().splitlines()
@@ -76,7 +79,7 @@ def test_auditor_exports_and_verifies_offline(database_url: str, tmp_path: Path)
         lines[entries[2]] = json.dumps(target)
         tampered = tmp_path / "tampered.jsonl"
         tampered.write_text("\n".join(lines) + "\n")
-        bad = run("audit", "verify", "--export", str(tampered), "--key", key, env=env,
+        bad = run("audit", "verify", "--export", str(tampered), "--key", str(key), env=env,
                   check=False)
         assert bad.returncode == 1
         assert bad.stdout.startswith(f"FAILED: entry {target['index']}"), bad.stdout

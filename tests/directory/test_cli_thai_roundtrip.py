@@ -95,9 +95,9 @@ async def test_admin_commands_tables_and_errors(tree: Tree, admin_cli: Cli) -> N
     # A clear error: a superadmin cannot retire itself.
     status, _, err = await run(admin_cli, "admin", "official", "retire",
                                str(tree.officials["superadmin"]))
-    assert status == 1 and "error: forbidden: you cannot change your own status" in err
+    assert status == 1 and "refused: you cannot change your own status (forbidden)" in err
     status, _, err = await run(admin_cli, "admin", "agency", "move", "DEPT-A", "--parent", "NOPE")
-    assert status == 1 and "no agency with code NOPE" in err
+    assert status == 1 and "no agency with the code NOPE" in err
 
 
 def width_ok(line: str) -> bool:
