@@ -8,7 +8,8 @@
 #
 # Both set up what they need on a fresh machine: the virtualenv and its
 # packages (re-installed when pyproject.toml changes) and, for `make test`,
-# PostgreSQL and Redis (.ci/ensure-services); Node.js/npm, and for the tests
+# PostgreSQL and Redis (.ci/ensure-services), the tools some tests drive
+# (pg_dump, nginx, systemd-analyze: .ci/ensure-tools); Node.js/npm, and for the tests
 # chromium, come from .ci/ensure-web.
 
 SHELL := /bin/bash
@@ -70,6 +71,7 @@ run: $(STAMP) web
 
 services:
 	bash .ci/ensure-services
+	bash .ci/ensure-tools
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -84,6 +86,7 @@ pytest: $(STAMP)
 # failure stops make with a non-zero status.
 test: $(STAMP)
 	bash .ci/ensure-services
+	bash .ci/ensure-tools
 	bash .ci/ensure-web --browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy protocol crypto gchat

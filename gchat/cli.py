@@ -177,6 +177,9 @@ def parser() -> argparse.ArgumentParser:
                       help="bootstrap again: another top-level agency and superadmin")
     boot.add_argument("--json", action="store_true", help="print JSON")
     boot.set_defaults(func=cmd_bootstrap)
+    from gchat.runtime import backup_cli
+
+    backup_cli.register(commands, _config)
     # The client commands live with the client; only they load its code.
     from gchat.client import cli as client_cli
 

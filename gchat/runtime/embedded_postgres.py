@@ -392,6 +392,11 @@ class EmbeddedPostgres:
         return self._socket_dir
 
     @property
+    def programs_dir(self) -> Path | None:
+        """The programs' folder of the running cluster (its pg_dump matches it)."""
+        return self._binaries.bin_dir if self._binaries is not None else None
+
+    @property
     def running(self) -> bool:
         return self._running
 

@@ -85,6 +85,14 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
     return applied_now
 
 
+async def applied(conn: asyncpg.Connection) -> list[str]:
+    """Names of the migrations recorded in this database, in order (none: not G-Chat's)."""
+    if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        return []
+    rows = await conn.fetch("SELECT name FROM schema_migrations ORDER BY version")
+    return [row["name"] for row in rows]
+
+
 async def pending(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> int:
     """How many migrations are not applied yet (for /readyz)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
