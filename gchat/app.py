@@ -58,6 +58,7 @@ from gchat.runtime import logs, node_id, samplers
 from gchat.runtime.broker import Broker, InProcessBroker, Signal, SignalKind
 from gchat.runtime.embedded_postgres import EmbeddedPostgres
 from gchat.runtime.metrics import CONTENT_TYPE, NodeMetrics, bearer_access, serve_separately
+from gchat.runtime.quietlog import QuietLog
 from gchat.runtime.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, parse_overrides
 from gchat.runtime.redis_broker import RedisBroker, connect_redis
 from gchat.runtime.server_keys import ServerKeys
@@ -128,6 +129,8 @@ class App:
         self._redis: Redis | None = None
         self.port: int | None = None
         self.metrics = NodeMetrics(version(), self.node_id)
+        #: Background loops' failures: one line per outage, not per attempt.
+        self._quiet = QuietLog(log)
         self._metrics_server: Any = None
         self.broker: Broker = InProcessBroker()
         self.limiter: RateLimiter = LocalRateLimiter(table=parse_overrides(config.rate_limits))
@@ -375,8 +378,10 @@ class App:
             await asyncio.sleep(self.config.revocation_sweep_seconds)
             try:
                 await self.revocations.sweep()
-            except Exception:
-                log.exception("revocation sweep failed; will retry")
+            except Exception as error:  # will retry
+                self._quiet.failure("revocation sweep", error)
+            else:
+                self._quiet.recovered("revocation sweep")
 
     async def _expire_forever(self) -> None:
         assert self.db is not None
@@ -393,8 +398,10 @@ class App:
                 )
                 if by_policy:
                     log.info("expired by directory policy envelopes=%d", by_policy)
-            except Exception:
-                log.exception("expiry failed; will retry")
+            except Exception as error:  # will retry
+                self._quiet.failure("expiry", error)
+            else:
+                self._quiet.recovered("expiry")
 
     async def stop(self) -> None:
         if self._metrics_server is not None:

@@ -35,6 +35,7 @@ from crypto.identity import IdentityKeyPair
 from gchat.audit.log import SIGN_CHANNEL
 from gchat.audit.merkle import MerkleAccumulator, TreeHead, leaf_hash
 from gchat.audit.verify import key_id
+from gchat.runtime.quietlog import QuietLog
 from gchat.store import audit as store
 from gchat.store.database import Database
 
@@ -68,6 +69,7 @@ class Sequencer:
         self._kick = asyncio.Event()
         self.leading = False
         self.sequenced = 0  # leaves this node appended (for tests and metrics)
+        self._quiet = QuietLog(log)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-sequencer")
@@ -88,7 +90,9 @@ class Sequencer:
         while True:
             try:
                 async with self._db.pool.acquire() as conn:
-                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+                    locked = await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY)
+                    self._quiet.recovered("audit sequencer")  # the database answers
+                    if locked:
                         try:
                             await self._lead(conn)
                         finally:
@@ -97,8 +101,8 @@ class Sequencer:
                                 await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("audit sequencer failed; retrying")
+            except Exception as error:  # an outage: one line, then retry
+                self._quiet.failure("audit sequencer", error)
             await asyncio.sleep(self._retry)
 
     def _on_notify(self, *_: Any) -> None:
@@ -114,6 +118,11 @@ class Sequencer:
                 raise RuntimeError(f"audit_log has a gap at leaf {tree.size}")
             for h in hashes:
                 tree.append_leaf_hash(h)
+        # When PostgreSQL ends the session, asyncpg hands the connection back
+        # to the pool: note it, so the loop stops instead of using a
+        # connection that is no longer ours.
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _: lost.set())
         self.leading = True
         log.info("audit sequencer elected node=%s tree_size=%d", self._node_id, tree.size)
         latest = await store.latest_tree_head(conn)
@@ -123,6 +132,8 @@ class Sequencer:
         await conn.add_listener(SIGN_CHANNEL, self._on_notify)
         try:
             while True:
+                if lost.is_set():
+                    raise ConnectionResetError("the sequencer's database session ended")
                 wanted = self._sign_now.is_set()
                 self._sign_now.clear()
                 self._kick.clear()
@@ -133,6 +144,8 @@ class Sequencer:
                     signed_size, last_sign = tree.size, now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._kick.wait(), self._poll)
+                if lost.is_set():
+                    raise ConnectionResetError("the sequencer's database session ended")
         finally:
             with contextlib.suppress(Exception):
                 await conn.remove_listener(SIGN_CHANNEL, self._on_notify)

@@ -1023,6 +1023,10 @@ _T = TypeVar("_T")
 FINAL_CLOSE_CODES = frozenset({4403, 4409})
 
 
+#: Errors of ``auth``/``auth_token`` that say "not now" rather than "never".
+RETRYABLE_CODES = frozenset({"internal_error", "rate_limited"})
+
+
 class Reconnecting:
     """One device kept online across node failures: reconnect, re-authenticate, resume.
 
@@ -1143,9 +1147,15 @@ class Reconnecting:
                     await client.connect()
                     await client.authenticate()
                 except ClientError as error:
-                    self.error = error  # refused (revoked, suspended): not a network problem
                     await client.close()
-                    return
+                    if error.code not in RETRYABLE_CODES:
+                        self.error = error  # refused (revoked, suspended): not a network problem
+                        return
+                    # The node could not answer (its database is down) or asks us
+                    # to slow down: the same as a network problem, back off.
+                    await asyncio.sleep(max(self._backoff(attempt), error.frame.retry_after or 0))
+                    attempt += 1
+                    continue
                 except (OSError, ConnectionError, WebSocketException, TimeoutError):
                     await client.close()
                     index += 1

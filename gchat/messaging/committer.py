@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from gchat.audit.log import AuditLog, accepted_events
 from gchat.runtime.batcher import Batcher
 from gchat.runtime.metrics import NodeMetrics
+from gchat.runtime.quietlog import QuietLog
 from gchat.store import messages
 from gchat.store.database import Database, Executor
 from gchat.store.messages import NewMessage, StoredMessage
@@ -53,6 +54,7 @@ class GroupCommitter:
         self._retention = retention
         self._after_commit = after_commit
         self._prepare = prepare
+        self._quiet = QuietLog(log)
         self._batcher: Batcher[NewMessage, StoredMessage] = Batcher(
             "commit", self._commit, max_batch
         )
@@ -112,6 +114,8 @@ class GroupCommitter:
         if written:
             try:
                 await self._after_commit([m for m, _ in written])
-            except Exception:
-                log.exception("after-commit hook failed; devices catch up on next signal")
+            except Exception as error:  # devices catch up on the next signal
+                self._quiet.failure("after-commit wake-up", error)
+            else:
+                self._quiet.recovered("after-commit wake-up")
         return results

@@ -120,8 +120,10 @@ def _delivered(row: Any, officials: dict[UUID, UUID]) -> AuditEvent:
 
 
 def _log_failure(future: "asyncio.Future[int]") -> None:
+    # The ack batcher already logged the outage once; the envelope is
+    # delivered again later and the client drops it by message id.
     if not future.cancelled() and future.exception() is not None:
-        log.warning("ack not stored (redelivered later): %s", future.exception())
+        log.debug("ack not stored (redelivered later): %s", future.exception())
 
 
 class DeliveryStream:

@@ -15,6 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from gchat.runtime.quietlog import QuietLog
+
 log = logging.getLogger("gchat.runtime.batcher")
 
 In = TypeVar("In")
@@ -28,6 +30,7 @@ Work = Callable[[list[In]], Awaitable[Sequence[Out | BaseException]]]
 class Batcher(Generic[In, Out]):
     def __init__(self, name: str, work: Work[In, Out], max_batch: int) -> None:
         self.name = name
+        self._quiet = QuietLog(log)
         self._work = work
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] = asyncio.Queue()
@@ -72,8 +75,12 @@ class Batcher(Generic[In, Out]):
         try:
             results = await self._work([item for item, _ in batch])
         except Exception as error:
-            log.exception("%s: batch of %d failed", self.name, len(batch))
+            # Each item's submitter gets the error; the log gets one line
+            # per outage (a batch fails every time while PostgreSQL is down).
+            self._quiet.failure(f"{self.name} batch", error)
             results = [error] * len(batch)
+        else:
+            self._quiet.recovered(f"{self.name} batch")
         self.batches += 1
         self.items += len(batch)
         for (_, future), result in zip(batch, results, strict=True):

@@ -13,6 +13,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from gchat.runtime.quietlog import QuietFilter
+
 FORMATS = ("text", "json")
 _TEXT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -51,3 +53,8 @@ def configure(log_format: str = "text", node_id: str = "", level: int = logging.
     root.setLevel(level)
     # Two INFO lines per connection from websockets (we log our own, with ids).
     logging.getLogger("websockets.server").setLevel(logging.WARNING)
+    # asyncpg logs a traceback a second while PostgreSQL is down: one line
+    # per interval instead, like ours (gchat.runtime.quietlog).
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, QuietFilter) for f in pool_log.filters):
+        pool_log.addFilter(QuietFilter())

@@ -15,6 +15,10 @@ in an outage and never get a traceback. Anything else is a bug: its first
 occurrence per class is logged with the full traceback, repeats only
 counted, like outages.
 
+Owners that know when things work again call ``recovered``; for the
+others an episode ends by itself after a whole interval without failures
+(its closing line is then written when the next episode starts).
+
 One QuietLog is made per owner (a committer, a sequencer, a connection
 handler table) with its own logger, so the lines say where they came from.
 """
@@ -57,6 +61,7 @@ def is_outage(error: BaseException) -> bool:
 class _Class:
     started: float
     last_line: float
+    last_seen: float
     total: int = 1
     unreported: int = 0
 
@@ -80,8 +85,13 @@ class QuietLog:
         key = (what, type(error).__name__)
         now = self._clock()
         current = self._active.get(key)
+        if current is not None and now - current.last_seen >= self._interval:
+            # Quiet for a whole interval with nobody calling recovered():
+            # that episode is over; this failure starts a new one.
+            self._close(key, current)
+            current = None
         if current is None:
-            self._active[key] = _Class(started=now, last_line=now)
+            self._active[key] = _Class(started=now, last_line=now, last_seen=now)
             if is_outage(error):
                 self._log.warning("%s failed: %s: %s", what, key[1], _short(error))
             else:
@@ -89,6 +99,7 @@ class QuietLog:
             return
         current.total += 1
         current.unreported += 1
+        current.last_seen = now
         if now - current.last_line >= self._interval:
             self._log.warning(
                 "%s still failing: %s, %d more in the last %.0f s",
@@ -102,11 +113,14 @@ class QuietLog:
         if not self._active:
             return
         for key in [k for k in self._active if k[0] == what]:
-            current = self._active.pop(key)
-            self._log.warning(
-                "%s recovered after %d failures (%s) in %.1f s",
-                what, current.total, key[1], self._clock() - current.started,
-            )
+            self._close(key, self._active[key])
+
+    def _close(self, key: tuple[str, str], current: _Class) -> None:
+        del self._active[key]
+        self._log.warning(
+            "%s recovered after %d failures (%s) in %.1f s",
+            key[0], current.total, key[1], current.last_seen - current.started,
+        )
 
     def failing(self, what: str) -> bool:
         """True while ``what`` has an open failure class."""
@@ -117,3 +131,41 @@ def _short(error: BaseException) -> str:
     """The error's message on one line, bounded (never a multi-line dump)."""
     text = " ".join(str(error).split())
     return text[:200] if text else "-"
+
+
+class QuietFilter(logging.Filter):
+    """The same treatment for a library's own log lines (asyncpg's pool).
+
+    asyncpg logs "Failed to restore the pool connection floor; retrying"
+    with a full traceback every second while PostgreSQL is down. Attached
+    to that logger, this filter drops the traceback when the error is an
+    outage (keeping its type and message on the line) and lets one record
+    of each message through per interval, with the number suppressed.
+    """
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and is_outage(error):
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {_short(error)}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            key: tuple[str, object] = (record.name, f"{record.msg}"[:80])
+        else:
+            key = (record.name, record.msg)
+        now = self._clock()
+        last, suppressed = self._last.get(key, (float("-inf"), 0))
+        if now - last < self._interval:
+            self._last[key] = (last, suppressed + 1)
+            return False
+        if suppressed:
+            record.msg = f"{record.getMessage()} ({suppressed} more like this suppressed)"
+            record.args = None
+        self._last[key] = (now, 0)
+        return True

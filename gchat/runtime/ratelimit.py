@@ -195,11 +195,16 @@ class RedisRateLimiter:
         if self._down and self._clock() < self._down_until:
             return self._local(limit, key, cost)
         spec = _spec(self._table, limit)
+        keys = [f"{self._prefix}{limit.name}:{key}"]
+        args = [repr(float(spec.capacity)), repr(float(spec.rate)), repr(float(cost))]
         try:
-            taken, retry = await self._script(
-                keys=[f"{self._prefix}{limit.name}:{key}"],
-                args=[repr(float(spec.capacity)), repr(float(spec.rate)), repr(float(cost))],
-            )
+            try:
+                taken, retry = await self._script(keys=keys, args=args)
+            except Exception:
+                # Once more on a fresh connection, as the broker does: after
+                # a Redis restart the pool's idle connections are dead and
+                # the first use of each fails (redis-py drops it).
+                taken, retry = await self._script(keys=keys, args=args)
         except Exception as error:  # redis errors, timeouts, OSError: all mean "not now"
             if not self._down:
                 log.warning(

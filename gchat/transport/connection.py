@@ -27,6 +27,7 @@ from gchat.identity.principal import Principal
 from gchat.messaging.delivery import DeliveryStream, Inbox
 from gchat.runtime.broker import Broker, Signal, SignalKind
 from gchat.runtime.metrics import NodeMetrics
+from gchat.runtime.quietlog import QuietLog
 from gchat.store import devices
 from gchat.store.database import Database
 from protocol import frames as f
@@ -62,6 +63,9 @@ class Services:
     max_unacked: int
     auth_timeout: float
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
+    #: Failed requests and deliveries, one line per class and interval (an
+    #: outage refuses every request the same way).
+    quiet: QuietLog = field(default_factory=lambda: QuietLog(log))
 
 
 class Connection:
@@ -177,6 +181,7 @@ class Connection:
                 await self.send(reply)
                 if is_send:
                     self._s.metrics.sends_accepted.inc()
+            self._s.quiet.recovered("request")
         except (ProtocolError, ServiceError) as error:
             if is_send:
                 self._s.metrics.sends_refused.labels(code=error.code.value).inc()
@@ -196,8 +201,8 @@ class Connection:
             )
         except ConnectionClosed:
             raise
-        except Exception:
-            log.exception("frame failed connection=%s", self._id)
+        except Exception as error:
+            self._s.quiet.failure("request", error)
             if is_send:
                 self._s.metrics.sends_refused.labels(code=ErrorCode.INTERNAL_ERROR.value).inc()
             await self._error(rid, ErrorCode.INTERNAL_ERROR, "internal error")
@@ -283,8 +288,8 @@ class Connection:
             await stream.run()
         except ConnectionClosed:
             pass
-        except Exception:
-            log.exception("delivery failed connection=%s", self._id)
+        except Exception as error:
+            self._s.quiet.failure("delivery", error)
             self._close_soon(CloseCode.INTERNAL_ERROR, "delivery failed")
 
     def _on_signal(self, signal: Signal) -> None:

@@ -50,3 +50,18 @@ def test_outage_errors_are_recognised_through_their_cause() -> None:
     wrapped.__cause__ = ConnectionResetError()
     assert is_outage(wrapped)
     assert not is_outage(ValueError("bug"))
+
+
+def test_an_episode_ends_by_itself_after_a_quiet_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    quiet = QuietLog(logging.getLogger("t.episodes"), interval=10, clock=clock)
+    caplog.set_level(logging.DEBUG, logger="t.episodes")
+    for start in (0.0, 100.0):  # two outages, nobody calls recovered()
+        for i in range(20):
+            clock.now = start + i * 0.1
+            quiet.failure("delivery", TimeoutError())
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" ")[1] for line in lines] == ["failed:", "recovered", "failed:"], lines
+    assert "after 20 failures" in lines[1]
