@@ -1,0 +1,200 @@
+"""The shipped deployment files work: systemd unit, nginx example, alert rules.
+
+- the unit passes ``systemd-analyze verify`` with no warning, and its
+  hardening scores "OK" in ``systemd-analyze security`` (no systemd needs
+  to run for either); a unit with a typo is shown to fail the same check;
+- the nginx example passes ``nginx -t`` and, run for real in front of a
+  node, carries a real client's enrolment over wss:// and hides /metrics;
+- every metric the alert rules use exists on a real node's /metrics.
+
+The tools are installed by ``make test`` (.ci/ensure-tools).
+"""
+
+import asyncio
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from gchat.app import App
+from gchat.directory.service import Directory
+from tests.conftest import free_port
+from tests.deploy.certs import make_pki
+from tests.integration.conftest import node_config
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "deploy" / "systemd" / "gchat.service"
+NGINX_SITE = REPO / "deploy" / "nginx" / "gchat.conf"
+ALERTS = REPO / "deploy" / "prometheus" / "gchat-alerts.yml"
+GCHAT_BIN = Path(sys.executable).parent / "gchat"
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    assert found, f"{name} is missing: run `bash .ci/ensure-tools` (make test does)"
+    return found
+
+
+def installed_unit(tmp_path: Path, text: str | None = None) -> Path:
+    """The unit as an installer would place it: ExecStart at this virtualenv's gchat."""
+    unit = tmp_path / "gchat.service"
+    body = (text or UNIT.read_text()).replace("/opt/gchat/venv/bin/gchat", str(GCHAT_BIN))
+    unit.write_text(body)
+    return unit
+
+
+def test_systemd_unit_verifies_without_warnings(tmp_path: Path) -> None:
+    unit = installed_unit(tmp_path)
+    result = subprocess.run([tool("systemd-analyze"), "verify", str(unit)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and result.stdout == ""
+
+
+def test_systemd_verify_catches_a_mistake(tmp_path: Path) -> None:
+    unit = installed_unit(tmp_path, UNIT.read_text().replace("ProtectSystem=", "ProtectSystm="))
+    result = subprocess.run([tool("systemd-analyze"), "verify", str(unit)],
+                            capture_output=True, text=True)
+    assert "Unknown key 'ProtectSystm'" in result.stderr
+
+
+def test_systemd_unit_is_hardened(tmp_path: Path) -> None:
+    unit = installed_unit(tmp_path)
+    result = subprocess.run(
+        [tool("systemd-analyze"), "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True, text=True,
+    )
+    found = re.search(r"Overall exposure level for gchat.service: ([0-9.]+) (\w+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= 2.0 and found.group(2) == "OK", found.group(0)
+    text = UNIT.read_text()
+    for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=\n",
+                    "User=gchat", "UMask=0077", "StateDirectoryMode=0700"):
+        assert setting in text, setting
+
+
+def _nginx_config(tmp_path: Path, upstream_port: int, listen_port: int) -> Path:
+    pki = make_pki(tmp_path / "pki")
+    site = (
+        NGINX_SITE.read_text()
+        .replace("listen 443 ssl;", f"listen 127.0.0.1:{listen_port} ssl;")
+        .replace("server 127.0.0.1:8765;", f"server 127.0.0.1:{upstream_port};")
+        .replace("/etc/gchat/tls/fullchain.pem", str(pki.cert))
+        .replace("/etc/gchat/tls/privkey.pem", str(pki.key))
+    )
+    (tmp_path / "site.conf").write_text(site)
+    for folder in ("body", "proxy"):
+        (tmp_path / folder).mkdir()
+    main = tmp_path / "nginx.conf"
+    main.write_text(
+        f"""
+user root;
+worker_processes 1;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{ }}
+http {{
+    access_log {tmp_path}/access.log;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    include {tmp_path}/site.conf;
+}}
+"""
+    )
+    return main
+
+
+def test_nginx_example_passes_nginx_t(tmp_path: Path) -> None:
+    main = _nginx_config(tmp_path, 8765, free_port())
+    result = subprocess.run(
+        [tool("nginx"), "-t", "-q", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"),
+         "-c", str(main)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr + (tmp_path / "error.log").read_text()
+
+
+def _start_nginx(main: Path) -> subprocess.Popen[bytes]:
+    prefix = main.parent
+    return subprocess.Popen(
+        [tool("nginx"), "-p", str(prefix), "-e", str(prefix / "error.log"),
+         "-c", str(main), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "nginx exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("nginx did not listen")
+
+
+def _https(url: str, ca: Path) -> int:
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+async def test_nginx_example_carries_a_client_to_the_node(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = App(node_config(database_url, tmp_path / "data"))
+    await app.start()
+    listen = free_port()
+    assert app.port is not None
+    main = _nginx_config(tmp_path / "nginx", app.port, listen)
+    nginx = _start_nginx(main)
+    try:
+        await asyncio.to_thread(_wait_for_port, listen, nginx)
+        assert app.db is not None
+        _, _, code = await Directory(app.db, 3600, app.audit).bootstrap("MIN", "Ministry", "A")
+        ca = tmp_path / "nginx" / "pki" / "ca.pem"
+        enrolled = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "gchat", "client", "enroll", "--url",
+             f"wss://localhost:{listen}", "--code", code, "--state", str(tmp_path / "a.json"),
+             "--ca", str(ca)],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )
+        assert enrolled.returncode == 0, enrolled.stderr
+        base = f"https://localhost:{listen}"
+        assert await asyncio.to_thread(_https, f"{base}/healthz", ca) == 200
+        assert await asyncio.to_thread(_https, f"{base}/metrics", ca) == 404
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=15)
+        await app.stop()
+
+
+def test_alert_rules_use_only_metrics_a_node_exposes() -> None:
+    from gchat.runtime.metrics import NodeMetrics
+
+    exposed = {
+        line.split(" ")[2]
+        for line in NodeMetrics().render().decode().splitlines()
+        if line.startswith("# TYPE ")
+    }
+    series = set(exposed)
+    for name in exposed:  # histograms' and counters' series
+        series |= {f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{name}_total"}
+    exprs = [line.split("expr:", 1)[1] for line in ALERTS.read_text().splitlines()
+             if "expr:" in line]
+    assert len(exprs) >= 8
+    used = {m for e in exprs for m in re.findall(r"\b(?:gchat|process)_[a-z_]+", e)}
+    assert used and used <= series, used - series
+    assert {"gchat_event_loop_lag_seconds", "gchat_audit_sequencer_lag_seconds"} <= used
