@@ -25,8 +25,7 @@ from uuid import UUID
 
 import msgspec
 
-from gchat.audit import verify
-from gchat.audit.merkle import MerkleTree
+from gchat.audit import proofs
 from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
 from gchat.store import audit as store
@@ -199,8 +198,6 @@ def accepted_events(
 SIGN_CHANNEL = "gchat_audit_sign"
 #: Largest number of events one query page returns.
 MAX_PAGE = 500
-#: Rough byte budget of one export page (the frame limit is 256 KiB).
-EXPORT_PAGE_BYTES = 160 * 1024
 
 
 @dataclass(frozen=True)
@@ -220,28 +217,6 @@ class EventFilter:
     kinds: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
-
-
-class AuditTrees:
-    """This node's copy of the Merkle tree, for proofs; caught up on demand.
-
-    Every node can answer proofs: the leaves are in ``audit_log``, and the
-    tree of any older size is a prefix of the current one.
-    """
-
-    def __init__(self) -> None:
-        self._tree = MerkleTree()
-        self._lock = asyncio.Lock()
-
-    async def tree(self, conn: Executor, at_least: int = 0) -> MerkleTree:
-        async with self._lock:
-            while True:
-                more = await store.leaf_hashes(conn, self._tree.size)
-                for h in more:
-                    self._tree.append_leaf_hash(h)
-                if not more or self._tree.size >= at_least:
-                    break
-            return self._tree
 
 
 def _signed(row: store.TreeHeadRow) -> SignedHead:
@@ -268,7 +243,6 @@ class AuditService:
         self.public_key = public_key
         self._delay = timedelta(seconds=transparency_delay_seconds)
         self._fresh_timeout = fresh_head_timeout
-        self.trees = AuditTrees()
 
     async def _scope(self, actor: Principal) -> list[UUID] | None:
         """None for a global auditor, else the agencies of the auditor's subtree.
@@ -372,13 +346,15 @@ class AuditService:
         self, actor: Principal, leaf_index: int, tree_size: int
     ) -> tuple[store.EventRow, bytes, list[bytes], SignedHead | None]:
         scope = await self._scope(actor)
-        tree = await self.trees.tree(self._db.pool, tree_size)
-        if not 0 <= leaf_index < tree_size <= tree.size:
+        if not 0 <= leaf_index < tree_size <= await proofs.stored_size(self._db.pool):
             raise ServiceError(ErrorCode.NOT_FOUND, "no such leaf or tree size")
         row = await store.event_at(self._db.pool, leaf_index, scope)
-        if row is None or not row.in_scope:
+        if row is None or not row.in_scope or row.leaf_hash is None:
             raise ServiceError(ErrorCode.FORBIDDEN, "entry outside the auditor's scope")
-        proof = tree.inclusion_proof(leaf_index, tree_size)
+        try:
+            proof = await proofs.inclusion_proof(self._db.pool, leaf_index, tree_size)
+        except KeyError:
+            raise ServiceError(ErrorCode.NOT_FOUND, "the stored log is missing leaves") from None
         await self._log.record(
             self._db.pool,
             self._event(
@@ -389,16 +365,18 @@ class AuditService:
                 queried_officials=sorted(set(row.officials) - {actor.official_id}, key=str),
             ),
         )
-        return row, tree.leaf_hash(leaf_index), proof, await self._head_of_size(tree_size)
+        return row, row.leaf_hash, proof, await self._head_of_size(tree_size)
 
     async def consistency(
         self, actor: Principal, old_size: int, new_size: int
     ) -> tuple[list[bytes], SignedHead | None, SignedHead | None]:
         await self._scope(actor)
-        tree = await self.trees.tree(self._db.pool, new_size)
-        if not 0 <= old_size <= new_size <= tree.size:
+        if not 0 <= old_size <= new_size <= await proofs.stored_size(self._db.pool):
             raise ServiceError(ErrorCode.NOT_FOUND, "no such tree size")
-        proof = tree.consistency_proof(old_size, new_size)
+        try:
+            proof = await proofs.consistency_proof(self._db.pool, old_size, new_size)
+        except KeyError:
+            raise ServiceError(ErrorCode.NOT_FOUND, "the stored log is missing leaves") from None
         await self._log.record(
             self._db.pool,
             self._event(actor, "audit.consistency_proof", old_size=old_size, new_size=new_size),
@@ -411,10 +389,11 @@ class AuditService:
     ) -> tuple[list[str], int | None, int]:
         """One page of the JSON Lines export of leaves [start, end) against a signed head.
 
-        Returns (lines, next cursor or None when done, tree size).  The first
-        page (``cursor`` None) carries the header, the signed heads and their
-        consistency proofs; every page carries entries with inclusion proofs.
-        Entries outside the auditor's scope are exported as their leaf hash only.
+        Returns (lines, next cursor or None when done, tree size).  Pages stay
+        under the frame limit whatever the range (``gchat.audit.proofs``): the
+        header and the signed heads with their consistency proofs come first,
+        then entries with inclusion proofs.  Entries outside the auditor's
+        scope are exported as their leaf hash only.
         """
         scope = await self._scope(actor)
         if tree_size is None:
@@ -427,64 +406,27 @@ class AuditService:
         end = size if end is None else min(end, size)
         if not 0 <= start <= end:
             raise ServiceError(ErrorCode.NOT_FOUND, "range outside the signed tree")
-        tree = await self.trees.tree(self._db.pool, size)
-        # A log shorter than its signed head is damaged (leaves removed): export
-        # what is there, without proofs, and let the verifier say what is missing.
-        provable = tree.size >= size
-        if not provable:
-            log.error("audit log has %d leaves but a head of size %d is signed", tree.size, size)
-        lines: list[str] = []
-        if cursor is None:
-            cursor = start
-            lines.append(_line(verify.header_line(start, end, size, int(time.time() * 1000))))
-            heads = await store.tree_heads_between(self._db.pool, start, size, 256)
-            heads = [h for h in heads if h.tree_size != size] + [
-                store.TreeHeadRow(*(getattr(head, n) for n in (
-                    "tree_size", "timestamp_ms", "root_hash", "signature", "key_id")))
-            ]
-            for h in heads:
-                lines.append(_line(verify.head_line(
-                    h.tree_size, h.timestamp_ms, h.root_hash, h.signature, h.key_id)))
-            for h in heads[:-1] if provable else []:
-                lines.append(_line(verify.consistency_line(
-                    h.tree_size, size, tree.consistency_proof(h.tree_size, size))))
-        if not start <= cursor <= end:
-            raise ServiceError(ErrorCode.NOT_FOUND, "cursor outside the range")
-        budget = EXPORT_PAGE_BYTES - sum(len(line) for line in lines)
-        officials: set[UUID] = set()
-        position = cursor
-        while position < end and budget > 0:
-            rows = await store.entries_range(
-                self._db.pool, position, min(end, position + 200), scope
-            )
-            if not rows:
-                break
-            for row in rows:
-                index = row.leaf_index if row.leaf_index is not None else position
-                path = tree.inclusion_proof(index, size) if provable else None
-                if row.in_scope:
-                    officials.update(row.officials)
-                line = _line(verify.entry_line(
-                    index, row.entry if row.in_scope else None,
-                    tree.leaf_hash(index) if index < tree.size else b"", path))
-                lines.append(line)
-                budget -= len(line) + 1
-                position = index + 1
-                if budget <= 0:
-                    break
-        next_cursor = position if position < end else None
+        signed = store.TreeHeadRow(
+            head.tree_size, head.timestamp_ms, head.root_hash, head.signature, head.key_id
+        )
+        try:
+            page = await proofs.export_page(self._db.pool, signed, start, end, cursor, scope)
+        except ValueError as error:
+            raise ServiceError(ErrorCode.NOT_FOUND, str(error)) from None
+        if page.cursor is None and page.end_leaf < end:
+            log.error("audit log has fewer leaves than the signed head of size %d", size)
         await self._log.record(
             self._db.pool,
             self._event(
                 actor,
                 "audit.export",
-                start=cursor,
-                end=position,
+                start=page.first_leaf,
+                end=page.end_leaf,
                 tree_size=size,
-                queried_officials=sorted(officials - {actor.official_id}, key=str),
+                queried_officials=sorted(page.officials - {actor.official_id}, key=str),
             ),
         )
-        return lines, next_cursor, size
+        return page.lines, page.cursor, size
 
     async def accesses(
         self, actor: Principal, after_id: int, limit: int

@@ -31,6 +31,16 @@ subtrees and answers proofs for the current and every older tree size in
 O(log^2 n) -- tens of microseconds.  :class:`MerkleAccumulator` is the
 O(log n)-memory variant for the sequencer, which only needs roots.
 
+The server itself keeps no tree in memory: the sequencer stores, besides
+every leaf hash, the root of every complete aligned subtree whose height is
+a multiple of :data:`TILE_HEIGHT` (the bottom rows of the "tiles" of a
+transparency log: one stored hash per 256 leaves, one per 65,536, ...).
+Any subtree root is then at most 2**7 stored hashes folded together, so a
+root, an inclusion proof or a consistency proof of any tree size needs a
+few hundred stored hashes at most -- O(log n) reads.  :class:`ProofPlan`
+says which stored hashes an answer needs (so they are read in one query)
+and :class:`StoredNodes` computes the answer from them.
+
 The verifiers are O(log n), never raise, and return ``False`` for anything
 that is not a well-formed, valid proof, because their inputs come from the
 network or from exported files an auditor does not trust.
@@ -41,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +60,9 @@ __all__ = [
     "HASH_SIZE",
     "MerkleAccumulator",
     "MerkleTree",
+    "ProofPlan",
+    "StoredNodes",
+    "TILE_HEIGHT",
     "TreeHead",
     "TREE_HEAD_DOMAIN",
     "consistency_proof",
@@ -66,6 +79,9 @@ HASH_SIZE = 32
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 """``MTH({})``: the root of the empty tree is the hash of the empty string."""
+
+TILE_HEIGHT = 8
+"""Subtree roots are stored at heights 0 (leaves), 8, 16, ...: 256-wide tiles."""
 
 TREE_HEAD_DOMAIN = b"gchat.treehead.v1"
 """Domain-separation prefix of :meth:`TreeHead.signing_message`."""
@@ -431,6 +447,36 @@ class MerkleAccumulator:
         """Hash ``entry`` as a leaf, append it, and return its index."""
         return self.append_leaf_hash(leaf_hash(entry))
 
+    def extend(self, leaves: Iterable[bytes]) -> list[tuple[int, int, bytes]]:
+        """Append leaf hashes; return the subtrees they completed that must be stored.
+
+        Each is ``(height, index, root)`` of a perfect subtree covering leaves
+        ``[index << height, (index + 1) << height)`` whose height is a positive
+        multiple of :data:`TILE_HEIGHT`: what :class:`StoredNodes` needs
+        besides the leaves.  Every merge of the binary-counter append makes
+        one subtree that just became complete, so none is missed.
+        """
+        completed: list[tuple[int, int, bytes]] = []
+        stack = self._stack
+        for leaf in leaves:
+            if not _is_hash(leaf):
+                raise ValueError("leaf hash must be 32 bytes")
+            if self._size >= _U64_MAX:
+                raise OverflowError("Merkle tree is full")
+            index = self._size
+            h = leaf
+            n = index
+            height = 0
+            while n & 1:
+                h = _node(stack.pop(), h)
+                n >>= 1
+                height += 1
+                if height % TILE_HEIGHT == 0:
+                    completed.append((height, index >> height, h))
+            stack.append(h)
+            self._size = index + 1
+        return completed
+
     def root(self) -> bytes:
         """Return the current ``MTH`` (``EMPTY_ROOT`` when empty) in O(log n).
 
@@ -561,6 +607,145 @@ class MerkleTree:
         if not _is_size(old_size) or old_size > n:
             raise ValueError(f"old size {old_size!r} out of range for tree size {n}")
         return _proof(old_size, n, self._range_root)
+
+
+# ---------------------------------------------------------------------------
+# Proofs from stored subtree roots (the server's way: no tree in memory)
+# ---------------------------------------------------------------------------
+
+
+def _subtrees(lo: int, hi: int) -> list[tuple[int, int]]:
+    """The perfect aligned subtrees ``(height, index)`` that make up ``D[lo:hi]``, left to right.
+
+    For an RFC node (and for ``[0, n)``) these are the ones
+    :meth:`MerkleTree._range_root` folds; the alignment bound keeps the
+    decomposition right for any ``lo``.
+    """
+    out = []
+    pos = lo
+    while pos < hi:
+        height = (hi - pos).bit_length() - 1
+        if pos:
+            height = min(height, (pos & -pos).bit_length() - 1)
+        out.append((height, pos >> height))
+        pos += 1 << height
+    return out
+
+
+def _check_inclusion(index: int, tree_size: int) -> None:
+    if not _is_size(tree_size) or not _is_size(index) or index >= tree_size:
+        raise ValueError(f"leaf index {index!r} out of range for tree size {tree_size!r}")
+
+
+def _check_consistency(old_size: int, new_size: int) -> None:
+    if not _is_size(new_size) or not _is_size(old_size) or old_size > new_size:
+        raise ValueError(f"old size {old_size!r} out of range for tree size {new_size!r}")
+
+
+class ProofPlan:
+    """Collects which stored hashes some roots and proofs need, to read them in one go.
+
+    Stored hashes are named ``(height, index)`` with ``height`` a multiple of
+    :data:`TILE_HEIGHT` (0: the leaf hash of leaf ``index``).  A perfect
+    subtree of height ``h`` is the fold of ``2 ** (h % TILE_HEIGHT)`` stored
+    hashes one tile row below it, so a proof of a tree of ``n`` leaves needs
+    at most ``255 * ceil(log2(n) / 8)`` of them -- whatever ``n`` is.
+    """
+
+    __slots__ = ("_wanted",)
+
+    def __init__(self) -> None:
+        """An empty plan."""
+        self._wanted: set[tuple[int, int]] = set()
+
+    def _range(self, lo: int, hi: int) -> bytes:
+        for height, index in _subtrees(lo, hi):
+            base = height - height % TILE_HEIGHT
+            width = 1 << (height - base)
+            self._wanted.update((base, j) for j in range(index * width, (index + 1) * width))
+        return EMPTY_ROOT  # a placeholder: the plan only records what is asked
+
+    def root(self, tree_size: int) -> None:
+        """Plan ``MTH(D[tree_size])`` (and the compact range of that size)."""
+        if not _is_size(tree_size):
+            raise ValueError(f"tree size {tree_size!r} out of range")
+        self._range(0, tree_size)
+
+    def inclusion(self, index: int, tree_size: int) -> None:
+        """Plan ``PATH(index, D[tree_size])``."""
+        _check_inclusion(index, tree_size)
+        _path(index, tree_size, self._range)
+
+    def consistency(self, old_size: int, new_size: int) -> None:
+        """Plan ``PROOF(old_size, D[new_size])``."""
+        _check_consistency(old_size, new_size)
+        _proof(old_size, new_size, self._range)
+
+    def spans(self) -> list[tuple[int, int, int]]:
+        """The stored hashes needed, as ``(height, first index, end index)`` runs."""
+        runs: list[tuple[int, int, int]] = []
+        for height, index in sorted(self._wanted):
+            if runs and runs[-1][0] == height and runs[-1][2] == index:
+                runs[-1] = (height, runs[-1][1], index + 1)
+            else:
+                runs.append((height, index, index + 1))
+        return runs
+
+
+class StoredNodes:
+    """Roots and proofs computed from stored hashes (see :class:`ProofPlan`).
+
+    ``stored`` maps ``(height, index)`` to a hash for heights that are
+    multiples of :data:`TILE_HEIGHT`; interior subtrees are folded from them
+    and remembered, so one instance can answer a page of proofs cheaply.
+    A missing stored hash raises ``KeyError``: the store is incomplete, and
+    no answer is better than a wrong one.
+    """
+
+    __slots__ = ("_nodes",)
+
+    def __init__(self, stored: Mapping[tuple[int, int], bytes]) -> None:
+        """Wrap the hashes read for a :class:`ProofPlan`."""
+        self._nodes = dict(stored)
+
+    def subtree(self, height: int, index: int) -> bytes:
+        """Root of the perfect subtree of leaves ``[index << height, (index + 1) << height)``."""
+        key = (height, index)
+        found = self._nodes.get(key)
+        if found is None:
+            if height % TILE_HEIGHT == 0:
+                raise KeyError(f"stored hash {key} is missing")
+            left = self.subtree(height - 1, 2 * index)
+            found = _node(left, self.subtree(height - 1, 2 * index + 1))
+            self._nodes[key] = found
+        return found
+
+    def _range(self, lo: int, hi: int) -> bytes:
+        if lo == hi:
+            return EMPTY_ROOT
+        return _fold_right([self.subtree(h, i) for h, i in _subtrees(lo, hi)])
+
+    def leaf_hash(self, index: int) -> bytes:
+        """The stored leaf hash of ``index`` (if it was read)."""
+        return self.subtree(0, index)
+
+    def compact_range(self, tree_size: int) -> list[bytes]:
+        """Roots of the perfect subtrees of ``D[tree_size]`` (a sequencer's state)."""
+        return [self.subtree(h, i) for h, i in _subtrees(0, tree_size)]
+
+    def root(self, tree_size: int) -> bytes:
+        """``MTH(D[tree_size])``."""
+        return self._range(0, tree_size)
+
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        """``PATH(index, D[tree_size])``, leaf to root."""
+        _check_inclusion(index, tree_size)
+        return _path(index, tree_size, self._range)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """``PROOF(old_size, D[new_size])``."""
+        _check_consistency(old_size, new_size)
+        return _proof(old_size, new_size, self._range)
 
 
 # ---------------------------------------------------------------------------

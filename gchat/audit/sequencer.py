@@ -10,13 +10,21 @@ Order: leaves are assigned in the order the sequencer *sees events commit*.
 Each pass runs in one REPEATABLE READ transaction: it notes the snapshot's
 xmin (every transaction with a smaller id has finished), takes the visible
 events that have no leaf yet and whose inserting transaction id is at least
-the previous pass's xmin, appends them in event-id order, and writes their
+the previous pass's xmin, appends them in (xid, id) order, and writes their
 leaves.  An event that commits late (smaller id, later commit) is simply
 picked up by a later pass, with a later index: nothing is skipped, nothing
 is sequenced twice (``audit_log.event_id`` is unique), and indexes stay
 contiguous (``leaf_index`` is the primary key, written from the in-memory
 tree size).  The xmin bound is stored with each leaf so a new sequencer
-resumes its search where the last one stood.
+resumes its search where the last one stood.  An idle poll is one cheap
+statement (:func:`gchat.store.audit.idle_check`), whatever the log's size
+and whether or not the planner has statistics.
+
+State: the sequencer keeps only the compact range of the tree (one root per
+set bit of its size) and stores, with the leaves, the root of every subtree
+of height 8, 16, ... they complete (``audit_subtrees``).  A new sequencer
+rebuilds its compact range from those rows and a few leaf hashes -- a few
+hundred rows at most, not the whole log.
 
 Tree heads (size, root, timestamp) are signed with the audit key every
 ``sign_interval`` seconds when the tree grew, and at once when any node asks
@@ -33,7 +41,7 @@ import asyncpg
 
 from crypto.identity import IdentityKeyPair
 from gchat.audit.log import SIGN_CHANNEL
-from gchat.audit.merkle import MerkleAccumulator, TreeHead, leaf_hash
+from gchat.audit.merkle import MerkleAccumulator, ProofPlan, StoredNodes, TreeHead, leaf_hash
 from gchat.audit.verify import key_id
 from gchat.runtime.quietlog import QuietLog
 from gchat.store import audit as store
@@ -110,14 +118,9 @@ class Sequencer:
         self._kick.set()
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
+        await store.pin_index_plans(conn)
         size, low_xid = await store.log_state(conn)
-        tree = MerkleAccumulator()
-        while tree.size < size:
-            hashes = await store.leaf_hashes(conn, tree.size)
-            if not hashes:
-                raise RuntimeError(f"audit_log has a gap at leaf {tree.size}")
-            for h in hashes:
-                tree.append_leaf_hash(h)
+        tree = await resume(conn, size)
         # When PostgreSQL ends the session, asyncpg hands the connection back
         # to the pool: note it, so the loop stops instead of using a
         # connection that is no longer ours.
@@ -152,6 +155,9 @@ class Sequencer:
 
     async def _pass(self, conn: asyncpg.Connection, tree: MerkleAccumulator, low_xid: str) -> str:
         """Sequence everything committed so far; returns the new low xid bound."""
+        xmin, pending = await store.idle_check(conn, low_xid)
+        if not pending:
+            return xmin
         while True:
             # On failure nothing was written; the exception ends this term
             # (the lock is released) and the next term rebuilds the tree.
@@ -161,11 +167,13 @@ class Sequencer:
                 if rows:
                     hashes = [leaf_hash(entry) for _, entry in rows]
                     first = tree.size
+                    # If the write fails the term ends and this tree is dropped:
+                    # the next term resumes from what was committed.
+                    subtrees = tree.extend(hashes)
                     await store.append_leaves(
-                        conn, first, [event_id for event_id, _ in rows], hashes, low_xid
+                        conn, first, [event_id for event_id, _ in rows], hashes, low_xid,
+                        subtrees,
                     )
-                    for h in hashes:
-                        tree.append_leaf_hash(h)
             self.sequenced += len(rows)
             if len(rows) < self._batch:
                 return xmin
@@ -179,3 +187,14 @@ class Sequencer:
                               self._key_id),
         )
         log.info("audit tree head signed size=%d", head.tree_size)
+
+
+async def resume(conn: asyncpg.Connection, size: int) -> MerkleAccumulator:
+    """The compact range of the stored tree of ``size`` leaves, from O(log n) stored rows."""
+    plan = ProofPlan()
+    plan.root(size)
+    nodes = StoredNodes(await store.stored_nodes(conn, plan.spans()))
+    try:
+        return MerkleAccumulator.from_state(size, nodes.compact_range(size))
+    except KeyError as missing:
+        raise RuntimeError(f"audit log storage is incomplete: {missing}") from None

@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from gchat.store.database import Executor
 
 # One statement for any number of events: the arrays are zipped by unnest
@@ -55,13 +57,57 @@ async def snapshot_xmin(conn: Executor) -> str:
     return str(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
 
 
+# The sequencer's statements must not depend on statistics (PostgreSQL here
+# runs without autovacuum, and a fresh database is never analysed): without
+# them the planner guesses that most of ``audit_events`` has ``xid >= low``
+# and scans both tables on every poll (measured: 69-114 ms per idle poll at
+# 212,000 events).  Every one of them is answered best by its indexes --
+# walk ``audit_events_xid`` from the low bound, probe ``audit_log``'s unique
+# index per row, read leaves and subtrees by primary key -- so the
+# sequencer's session pins that plan (:func:`pin_index_plans`) and an idle
+# poll touches a few index pages whatever the log's size.
+_PENDING = """
+    FROM audit_events e
+    WHERE e.xid >= $1::text::xid8
+      AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)
+"""
+
+
+_PIN = (
+    "SET enable_seqscan = off; SET enable_bitmapscan = off;"
+    " SET enable_hashjoin = off; SET enable_mergejoin = off"
+)
+
+
+async def pin_index_plans(conn: Executor) -> None:
+    """For this session: index scans and nested loops only (the sequencer's statements).
+
+    Session settings, undone when the connection goes back to the pool
+    (asyncpg resets it); one round trip.
+    """
+    await conn.execute(_PIN)
+
+
+async def idle_check(conn: Executor, low_xid: str) -> tuple[str, bool]:
+    """(snapshot xmin, whether any event with ``xid >= low_xid`` waits for a leaf).
+
+    One statement, one snapshot: when nothing waits, the xmin is a safe new
+    low bound (every transaction below it had finished and its events were
+    seen sequenced), so an idle poll is a single cheap round trip.
+    """
+    row = await conn.fetchrow(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin,"
+        f" EXISTS (SELECT 1 {_PENDING} ORDER BY e.xid LIMIT 1) AS pending",
+        low_xid,
+    )
+    assert row is not None
+    return row["xmin"], bool(row["pending"])
+
+
 async def unsequenced(conn: Executor, low_xid: str, limit: int) -> list[tuple[int, bytes]]:
-    """Visible events with ``xid >= low_xid`` that have no leaf yet, by id."""
+    """Visible events with ``xid >= low_xid`` that have no leaf yet, by (xid, id)."""
     rows = await conn.fetch(
-        """SELECT e.id, e.entry FROM audit_events e
-           WHERE e.xid >= $1::text::xid8
-             AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)
-           ORDER BY e.id LIMIT $2""",
+        f"SELECT e.id, e.entry {_PENDING} ORDER BY e.xid, e.id LIMIT $2",
         low_xid,
         limit,
     )
@@ -69,8 +115,14 @@ async def unsequenced(conn: Executor, low_xid: str, limit: int) -> list[tuple[in
 
 
 async def append_leaves(
-    conn: Executor, first_index: int, event_ids: list[int], hashes: list[bytes], low_xid: str
+    conn: Executor,
+    first_index: int,
+    event_ids: list[int],
+    hashes: list[bytes],
+    low_xid: str,
+    subtrees: Sequence[tuple[int, int, bytes]] = (),
 ) -> None:
+    """Write leaves from ``first_index`` on, and the subtree roots they completed."""
     await conn.execute(
         """INSERT INTO audit_log (leaf_index, event_id, leaf_hash, low_xid)
            SELECT $1 + o - 1, e, h, $4::text::xid8
@@ -80,6 +132,46 @@ async def append_leaves(
         hashes,
         low_xid,
     )
+    if subtrees:
+        await conn.execute(
+            """INSERT INTO audit_subtrees (height, idx, hash)
+               SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])""",
+            [h for h, _, _ in subtrees],
+            [i for _, i, _ in subtrees],
+            [r for _, _, r in subtrees],
+        )
+
+
+async def stored_nodes(
+    conn: Executor, spans: Sequence[tuple[int, int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """The stored hashes of ``spans`` (``(height, first, end)``; height 0: leaf hashes).
+
+    One statement whatever the number of runs; each run is an ordered,
+    limited range scan of a primary key, a plan that needs no statistics.
+    """
+    if not spans:
+        return {}
+    # Only placeholders are formatted into the text; every value is a parameter.
+    parts = []
+    args: list[int] = []
+    for height, lo, hi in spans:
+        n = len(args)
+        if height == 0:
+            parts.append(
+                f"(SELECT 0::smallint, leaf_index, leaf_hash FROM audit_log"  # noqa: S608
+                f" WHERE leaf_index >= ${n + 1} AND leaf_index < ${n + 2}"
+                f" ORDER BY leaf_index LIMIT ${n + 3})"
+            )
+            args += [lo, hi, hi - lo]
+        else:
+            parts.append(
+                f"(SELECT height, idx, hash FROM audit_subtrees WHERE height = ${n + 1}"  # noqa: S608
+                f" AND idx >= ${n + 2} AND idx < ${n + 3} ORDER BY idx LIMIT ${n + 4})"
+            )
+            args += [height, lo, hi, hi - lo]
+    rows = await conn.fetch(" UNION ALL ".join(parts), *args)
+    return {(row[0], row[1]): bytes(row[2]) for row in rows}
 
 
 async def log_state(conn: Executor) -> tuple[int, str]:
@@ -90,38 +182,26 @@ async def log_state(conn: Executor) -> tuple[int, str]:
     return (0, "0") if row is None else (row["leaf_index"] + 1, row["low"])
 
 
-async def sequencing_backlog(conn: Executor) -> tuple[int, float]:
+async def sequencing_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
     """(events without a leaf, age in seconds of the oldest of them; 0 when none).
 
     Searches from the last pass's low xid bound, as the sequencer does, so
-    the cost follows the backlog rather than the size of the log.
+    the cost follows the backlog rather than the size of the log -- with
+    index plans pinned, as the sequencer's are, since without statistics the
+    planner would scan both tables.
     """
-    row = await conn.fetchrow(
-        """SELECT count(*) AS waiting,
-                  coalesce(extract(epoch FROM now() - min(e.created_at)), 0) AS age
-           FROM audit_events e
-           WHERE e.xid >= coalesce(
-                   (SELECT low_xid FROM audit_log ORDER BY leaf_index DESC LIMIT 1), '0'::xid8)
-             AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)"""
-    )
+    async with conn.transaction():
+        await conn.execute(_PIN.replace("SET ", "SET LOCAL "))
+        row = await conn.fetchrow(
+            """SELECT count(*) AS waiting,
+                      coalesce(extract(epoch FROM now() - min(e.created_at)), 0) AS age
+               FROM audit_events e
+               WHERE e.xid >= coalesce(
+                       (SELECT low_xid FROM audit_log ORDER BY leaf_index DESC LIMIT 1), '0'::xid8)
+                 AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)"""
+        )
     assert row is not None
     return int(row["waiting"]), max(0.0, float(row["age"]))
-
-
-async def leaf_hashes(conn: Executor, from_index: int, limit: int = 100_000) -> list[bytes]:
-    """Leaf hashes from ``from_index`` on, in index order (stops at a gap)."""
-    rows = await conn.fetch(
-        """SELECT leaf_index, leaf_hash FROM audit_log
-           WHERE leaf_index >= $1 ORDER BY leaf_index LIMIT $2""",
-        from_index,
-        limit,
-    )
-    out = []
-    for expected, row in enumerate(rows, start=from_index):
-        if row["leaf_index"] != expected:
-            break
-        out.append(bytes(row["leaf_hash"]))
-    return out
 
 
 @dataclass(frozen=True)
@@ -175,17 +255,17 @@ async def tree_head_of_size(conn: Executor, size: int) -> TreeHeadRow | None:
 async def tree_heads_between(
     conn: Executor, low: int, high: int, limit: int
 ) -> list[TreeHeadRow]:
-    """The newest signed head of each size in [low, high], up to ``limit`` sizes."""
+    """The newest signed head of each size in [low, high), smallest first, up to ``limit``."""
     rows = await conn.fetch(
         """SELECT DISTINCT ON (tree_size) tree_size, timestamp_ms, root_hash, signature, key_id
             FROM audit_tree_heads
-            WHERE tree_size BETWEEN $1 AND $2
-            ORDER BY tree_size DESC, timestamp_ms DESC LIMIT $3""",
+            WHERE tree_size >= $1 AND tree_size < $2
+            ORDER BY tree_size, timestamp_ms DESC LIMIT $3""",
         low,
         high,
         limit,
     )
-    return sorted((_head(r) for r in rows), key=lambda h: h.tree_size)
+    return [_head(r) for r in rows]
 
 
 # --- queries --------------------------------------------------------------------
@@ -200,6 +280,7 @@ class EventRow:
     officials: list[UUID]
     entry: bytes
     in_scope: bool = True
+    leaf_hash: bytes | None = None  # as stored when sequenced (entries_range only)
 
 
 async def agency_subtree(conn: Executor, root: UUID) -> list[UUID]:
@@ -215,7 +296,7 @@ async def agency_subtree(conn: Executor, root: UUID) -> list[UUID]:
     return [row["id"] for row in rows]
 
 
-def _event(row: Any, in_scope: bool = True) -> EventRow:
+def _event(row: Any, in_scope: bool = True, leaf_hash: bytes | None = None) -> EventRow:
     return EventRow(
         row["id"],
         row["leaf_index"],
@@ -224,6 +305,7 @@ def _event(row: Any, in_scope: bool = True) -> EventRow:
         list(row["officials"]),
         bytes(row["entry"]),
         in_scope,
+        leaf_hash,
     )
 
 
@@ -284,7 +366,7 @@ async def entries_range(
     caller then withholds the entry bytes and keeps only the leaf hash).
     """
     rows = await conn.fetch(
-        """SELECT e.id, l.leaf_index, e.kind, e.created_at, e.officials, e.entry,
+        """SELECT e.id, l.leaf_index, l.leaf_hash, e.kind, e.created_at, e.officials, e.entry,
                   ($3::uuid[] IS NULL OR e.agencies && $3::uuid[]) AS in_scope
            FROM audit_log l JOIN audit_events e ON e.id = l.event_id
            WHERE l.leaf_index >= $1 AND l.leaf_index < $2
@@ -293,7 +375,7 @@ async def entries_range(
         end,
         scope,
     )
-    return [_event(row, row["in_scope"]) for row in rows]
+    return [_event(row, row["in_scope"], bytes(row["leaf_hash"])) for row in rows]
 
 
 async def audit_queries_about(

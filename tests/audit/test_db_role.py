@@ -17,7 +17,7 @@ from gchat.store.database import Database
 from tests.audit.conftest import registered_auditor
 
 GRANTS = """
-GRANT SELECT, INSERT ON audit_events, audit_log, audit_tree_heads TO {role};
+GRANT SELECT, INSERT ON audit_events, audit_log, audit_tree_heads, audit_subtrees TO {role};
 GRANT USAGE ON SEQUENCE audit_events_id_seq TO {role};
 GRANT SELECT ON officials, agencies, devices, official_roles TO {role};
 """
