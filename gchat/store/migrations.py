@@ -94,7 +94,15 @@ async def applied(conn: asyncpg.Connection) -> list[str]:
 
 
 async def pending(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> int:
-    """How many migrations are not applied yet (for /readyz)."""
+    """How many of this code's migrations the database lacks (for /readyz).
+
+    Migrations a newer version applied (during a rolling upgrade) do not
+    count: a node of the old version stays ready while they are additive.
+    """
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-    applied = await conn.fetchval("SELECT count(*) FROM schema_migrations") if exists else 0
-    return len(discover(directory)) - int(applied)
+    recorded = (
+        {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        if exists
+        else set()
+    )
+    return sum(1 for m in discover(directory) if m.version not in recorded)

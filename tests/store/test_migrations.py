@@ -66,3 +66,26 @@ def test_numbering_gaps_and_bad_names_are_refused(tmp_path: Path) -> None:
     (tmp_path / "2_Bad-Name.sql").write_text("")
     with pytest.raises(migrations.MigrationError, match="badly named"):
         migrations.discover(tmp_path)
+
+
+async def test_a_newer_versions_migration_keeps_an_old_node_ready(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Rolling upgrade: the first new node migrates; the old ones must not turn unready."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    for folder in (old, new):
+        (folder / "0001_first.sql").write_text("CREATE TABLE a (id int);")
+    (new / "0002_second.sql").write_text("ALTER TABLE a ADD COLUMN note text;")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrations.migrate(conn, old)
+        assert await migrations.pending(conn, new) == 1
+        await migrations.migrate(conn, new)
+        assert await migrations.pending(conn, new) == 0
+        assert await migrations.pending(conn, old) == 0
+        with pytest.raises(migrations.MigrationError, match="lacks"):
+            await migrations.migrate(conn, old)  # an old node restarting stops, and says why
+    finally:
+        await conn.close()
