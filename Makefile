@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: help venv run test services lint typecheck pytest bench clean distclean web web-test
+.PHONY: help venv run test services lint typecheck pytest bench clean distclean web web-test web-budgets
 
 help:
 	@echo "make run        run the server ($(BIN)/gchat serve; GCHAT_* env vars pass through)"
@@ -65,6 +65,13 @@ web: web/dist/.stamp
 # the Python implementation produced (web/test/vectors.json).
 web-test: web/dist/.stamp
 	cd web && npx tsc --noEmit -p . && node --test test/*.test.mjs
+
+# The web app's budgets (docs/PERFORMANCE.md): size, time to interactive,
+# 1,000 messages of history.  Needs PostgreSQL like the tests.
+web-budgets: $(STAMP) web
+	bash .ci/ensure-services
+	bash .ci/ensure-web --browser
+	$(BIN)/python web/tools/budgets.py
 
 run: $(STAMP) web
 	$(BIN)/gchat serve

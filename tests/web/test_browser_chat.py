@@ -130,3 +130,26 @@ def test_outbox_survives_going_offline(
     expect(sent).to_be_visible(timeout=40_000)
     page = desktop.context.pages[0] if desktop.context else desktop.open()
     expect(page.get_by_text("ส่งตอนกลับมาออนไลน์", exact=True)).to_have_count(1, timeout=15_000)
+
+
+def test_history_opens_offline_from_the_app_shell_cache(phone: Page) -> None:
+    # The service worker cached the shell; history and keys come from IndexedDB.
+    phone.evaluate("() => navigator.serviceWorker.ready.then(() => true)")
+    phone.reload()
+    phone.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    phone.context.set_offline(True)
+    try:
+        phone.reload()
+        expect(phone.locator("[data-status=offline]")).to_be_visible(timeout=15_000)
+        ui.open_first_chat(phone)
+        expect(phone.get_by_text("รับทราบค่ะ แล้วพบกันค่ะ", exact=True)).to_be_visible()
+        # The cache holds the shell only: no message text, no key material.
+        cached = phone.evaluate(
+            "caches.keys().then(ks => Promise.all(ks.map(k => caches.open(k)"
+            ".then(c => c.keys()).then(rs => rs.map(r => new URL(r.url).pathname)))))"
+            ".then(a => a.flat())"
+        )
+        assert "/" in cached and all(p == "/" or p.startswith(("/assets/", "/icons/", "/manifest"))
+                                     for p in cached), cached
+    finally:
+        phone.context.set_offline(False)

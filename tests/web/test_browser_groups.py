@@ -154,6 +154,36 @@ def test_safety_number_equals_python_and_new_device_banner(
     expect(anong.get_by_text("ยังไม่ยืนยัน")).to_be_visible()
 
 
+def test_remove_member_then_announcement_only_group(
+    node: Node, team: Team, anong: Page, boon: Page
+) -> None:
+    ui.back_home(anong)
+    anong.get_by_test_id("chat-row").filter(has_text="คณะทำงานงบประมาณ").click()
+    anong.get_by_role("button", name="สมาชิก").click()
+    anong.get_by_role("button", name="นำออก: ชัยวัฒน์ พึ่งธรรม").click()
+    expect(anong.get_by_role("button", name="นำออก: ชัยวัฒน์ พึ่งธรรม")).to_have_count(0)
+    anong.get_by_role("button", name="กลับ").click()
+    # After the removal Anong's sender key is rotated and sent to Boon only.
+    ui.send(anong, "หลังนำชัยวัฒน์ออกจากกลุ่ม")
+    expect(boon.get_by_text("หลังนำชัยวัฒน์ออกจากกลุ่ม", exact=True)).to_be_visible(timeout=15_000)
+
+    ui.back_home(anong)
+    anong.get_by_role("button", name="กลุ่มใหม่").click()
+    anong.get_by_label("ชื่อกลุ่ม").fill("ประกาศของกอง")
+    anong.get_by_role("button", name="เพิ่มสมาชิก").click()
+    anong.get_by_label("ค้นหาเจ้าหน้าที่").fill("บุญมี")
+    anong.get_by_role("button", name="ค้นหาเจ้าหน้าที่").click()
+    anong.get_by_role("button", name="เพิ่มสมาชิก: บุญมี มั่นคง").click()
+    anong.get_by_label("เฉพาะผู้ดูแลกลุ่มโพสต์ได้").check()
+    anong.get_by_role("button", name="สร้าง").click()
+    ui.send(anong, "ประกาศ: ประชุมพรุ่งนี้ 9 โมง")
+    ui.back_home(boon)
+    boon.get_by_test_id("chat-row").filter(has_text="ประกาศของกอง").click()
+    expect(boon.get_by_text("ประกาศ: ประชุมพรุ่งนี้ 9 โมง", exact=True)).to_be_visible(timeout=15_000)
+    expect(boon.get_by_text("กลุ่มนี้ให้เฉพาะผู้ดูแลกลุ่มส่งข้อความ")).to_be_visible()
+    expect(boon.get_by_label("พิมพ์ข้อความ")).to_have_count(0)
+
+
 def test_revoked_device_is_signed_out_and_wiped(node: Node, team: Team, boon: Page) -> None:
     devices = team.admin.request(ListDevices, official_id=team.boon).devices
     (device,) = [d for d in devices if d.status == "active"]

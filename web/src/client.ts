@@ -162,7 +162,7 @@ export class Device {
   start(): void {
     this.stopped = false;
     addEventListener("online", this.reconnectNow);
-    void this.connect();
+    if (this.wire === null) void this.connect(); // after enrolment the enrol connection is kept
   }
 
   stop(): void {

@@ -4,7 +4,10 @@ import { render } from "preact";
 import { App } from "./ui/app";
 
 const root = document.getElementById("app");
-if (root !== null) render(<App />, root);
+if (root !== null) {
+  root.textContent = ""; // the static "loading" text
+  render(<App />, root);
+}
 
 if ("serviceWorker" in navigator && location.protocol !== "file:") {
   navigator.serviceWorker.register("/sw.js").catch(() => undefined);

@@ -45,6 +45,10 @@ export function App() {
     })();
   }, []);
   useEffect(() => {
+    // The first usable screen (enrolment or conversations): web/tools/budgets.py reads this mark.
+    if (loaded && performance.getEntriesByName("gchat:interactive").length === 0) performance.mark("gchat:interactive");
+  }, [loaded]);
+  useEffect(() => {
     document.documentElement.lang = lang;
     document.title = t("appName");
     sessionStorage.setItem("lang", lang);
@@ -274,11 +278,16 @@ function ChatView({ t, lang, device, chatId, onBack, onSafety, onInfo }: { t: T;
   const [shown, setShown] = useState(PAGE);
   const [text, setText] = useState("");
   const [error, setError] = useState<string | null>(null);
+  const [loadedOnce, setLoadedOnce] = useState(false);
   const chat = device.chats[chatId];
   const end = useRef<HTMLDivElement>(null);
   useEffect(() => {
+    // History decrypted from storage and on screen: web/tools/budgets.py reads these marks.
+    if (loadedOnce) performance.mark(`gchat:history:${msgs.length}:${Math.min(shown, msgs.length)}`);
+  }, [loadedOnce, shown]);
+  useEffect(() => {
     let live = true;
-    const refresh = () => void device.messages(chatId).then((list) => { if (live) { setMsgs([...list]); void device.markRead(chatId); } });
+    const refresh = () => void device.messages(chatId).then((list) => { if (live) { setMsgs([...list]); setLoadedOnce(true); void device.markRead(chatId); } });
     refresh();
     const off = device.subscribe(refresh);
     return () => { live = false; off(); };
