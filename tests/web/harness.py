@@ -93,7 +93,7 @@ class Node:
     def bootstrap(self) -> dict[str, str]:
         out = subprocess.run(
             [sys.executable, "-m", "gchat", "admin", "bootstrap", "--agency-code", "MOI",
-             "--agency-name", "กระทรวงมหาดไทย", "--name", "ผู้ดูแลระบบ"],
+             "--agency-name", "กระทรวงมหาดไทย", "--name", "ผู้ดูแลระบบ", "--json"],
             cwd=REPO, env=self.env, capture_output=True, text=True, timeout=60, check=True,
         )
         return json.loads(out.stdout.strip().splitlines()[-1])
