@@ -15,16 +15,17 @@ is one archive holding
 
 The archive is written with mode 0600 (it holds the keys) and, with a
 passphrase, sealed as a whole with the same Argon2id + XChaCha20-Poly1305
-keystore the devices use (``crypto.keystore``). A sealed archive is held in
-memory while it is sealed and opened, so with a passphrase the database's
-size is bounded by RAM; for larger databases back up unsealed to an
-encrypted volume, or pipe through an encryption tool of the site's choice.
+keystore the devices use (``crypto.keystore``). An unsealed archive is
+streamed to and from its file; a sealed one is held in memory while it is
+sealed and opened, so with a passphrase the database's size is bounded by
+RAM (for larger databases back up unsealed to an encrypted volume).
 
 Restore refuses to write over a database that already holds G-Chat data
 or over different keys unless forced, and is meant to run with the node
 stopped (``docs/OPERATIONS.md``, "Backup and restore").
 """
 
+import contextlib
 import io
 import json
 import os
@@ -32,9 +33,11 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO, BinaryIO
 
 from crypto import keystore
 from gchat.runtime import node_id
@@ -141,47 +144,74 @@ def create(
              f"--file={dump}", f"--dbname={dsn}"],
             "pg_dump",
         )
+        if passphrase is None:  # streamed to the file: no size limit but the disk's
+            with _create_private(output) as file:
+                _write_archive(file, manifest, dump, key_dir)
+            return manifest
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            _add_bytes(archive, _MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
-            archive.add(dump, _DUMP)
-            for name in KEY_NAMES:
-                _add_bytes(archive, f"keys/{name}.key", (key_dir / f"{name}.key").read_bytes())
-            if manifest.node_id:
-                _add_bytes(archive, node_id.FILE_NAME, (manifest.node_id + "\n").encode())
-        data = buffer.getvalue()
-    if passphrase is not None:
-        data = keystore.seal_with_passphrase(data, passphrase)
-    _write_private(output, data)
+        _write_archive(buffer, manifest, dump, key_dir)
+    _write_private(output, keystore.seal_with_passphrase(buffer.getvalue(), passphrase))
     return manifest
 
 
-def _open(path: Path, passphrase: str | None) -> tarfile.TarFile:
+def _write_archive(file: BinaryIO, manifest: Manifest, dump: Path, key_dir: Path) -> None:
+    with tarfile.open(fileobj=file, mode="w") as archive:
+        _add_bytes(archive, _MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
+        archive.add(dump, _DUMP)
+        for name in manifest.keys:
+            _add_bytes(archive, f"keys/{name}.key", (key_dir / f"{name}.key").read_bytes())
+        if manifest.node_id:
+            _add_bytes(archive, node_id.FILE_NAME, (manifest.node_id + "\n").encode())
+
+
+@contextlib.contextmanager
+def _create_private(path: Path) -> Iterator[BinaryIO]:
+    """A new file, mode 0600, removed again if writing it fails."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as error:
+        raise BackupError(f"{path} exists; choose another file or move it away") from error
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _open(path: Path, passphrase: str | None) -> tarfile.TarFile:
+    """The archive: read from the file as needed, or (sealed) opened in memory."""
+    try:
+        with path.open("rb") as file:
+            sealed = file.read(len(keystore.MAGIC)) == keystore.MAGIC
     except FileNotFoundError as error:
         raise BackupError(f"{path} does not exist") from error
-    if data.startswith(keystore.MAGIC):
+    try:
+        if not sealed:
+            return tarfile.open(path, mode="r")
         if passphrase is None:
             raise BackupError(f"{path} is encrypted: give its passphrase (--passphrase-env)")
         try:
-            data = keystore.open_with_passphrase(data, passphrase)
+            data = keystore.open_with_passphrase(path.read_bytes(), passphrase)
         except keystore.WrongPassphrase as error:
             raise BackupError(f"wrong passphrase for {path}") from error
-    try:
         return tarfile.open(fileobj=io.BytesIO(data), mode="r")
     except tarfile.TarError as error:
         raise BackupError(f"{path} is not a G-Chat backup") from error
 
 
-def _member(archive: tarfile.TarFile, name: str) -> bytes:
+def _member_file(archive: tarfile.TarFile, name: str) -> IO[bytes]:
     try:
         file = archive.extractfile(name)
     except KeyError:
         file = None
     if file is None:
         raise BackupError(f"the backup has no {name}: it is damaged or not a G-Chat backup")
-    return file.read()
+    return file
+
+
+def _member(archive: tarfile.TarFile, name: str) -> bytes:
+    return _member_file(archive, name).read()
 
 
 def read_manifest(path: Path, passphrase: str | None = None) -> Manifest:
@@ -257,7 +287,8 @@ def _restore_database(
     """pg_restore in one transaction: all of the dump, or nothing on failure."""
     with tempfile.TemporaryDirectory(prefix="gchat-restore-") as scratch:
         dump = Path(scratch) / _DUMP
-        dump.write_bytes(_member(archive, _DUMP))
+        with dump.open("wb") as file:
+            shutil.copyfileobj(_member_file(archive, _DUMP), file, 1 << 20)
         argv = [tools.pg_restore, "--no-owner", "--no-privileges", "--single-transaction",
                 "--exit-on-error", f"--dbname={dsn}"]
         if database_in_use:

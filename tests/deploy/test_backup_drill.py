@@ -179,3 +179,45 @@ async def test_restore_mistakes_are_one_line(database_url: str, tmp_path: Path) 
     empty = gchat("backup", "--output", str(tmp_path / "b.gcbackup"), env=env)
     assert empty.returncode == 1 and "Traceback" not in empty.stderr
     assert not (tmp_path / "b.gcbackup").exists()
+
+
+async def test_an_unsealed_backup_streams_and_restores_with_force(
+    database_url: str, tmp_path: Path
+) -> None:
+    import tarfile
+
+    import asyncpg
+
+    from gchat.runtime.server_keys import ServerKeys
+    from gchat.store import migrations
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrations.migrate(conn)
+        await conn.execute("INSERT INTO agencies (id, code, name_en) VALUES "
+                           "(gen_random_uuid(), 'MIN', 'Ministry')")
+    finally:
+        await conn.close()
+    data = tmp_path / "data"
+    ServerKeys.load_or_create(data / "keys")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GCHAT_")}
+    env |= {"GCHAT_DATABASE_URL": database_url, "GCHAT_DATA_DIR": str(data)}
+    out = tmp_path / "plain.gcbackup"
+    made = gchat("backup", "--output", str(out), env=env)
+    assert made.returncode == 0, made.stderr
+    assert "NOT encrypted" in made.stdout
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    with tarfile.open(out) as archive:
+        assert sorted(archive.getnames()) == [
+            "database.dump", "keys/audit.key", "keys/directory.key", "keys/token.key",
+            "manifest.json",
+        ]
+    refused = gchat("restore", "--input", str(out), env=env)
+    assert refused.returncode == 1 and "already holds G-Chat data" in refused.stderr
+    forced = gchat("restore", "--input", str(out), "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT code FROM agencies") == "MIN"
+    finally:
+        await conn.close()
