@@ -193,17 +193,3 @@ def wait_for_text(device: PyDevice, text: str, timeout: float = 20) -> Any:
 
     return device.loop.run(go(), timeout * 3)
 
-
-def python_safety_number(device: PyDevice, peer_official: UUID) -> str:
-    """The safety number as the Python implementation computes it from this client's view."""
-    from crypto.safety_number import format_safety_number, safety_number
-    from crypto.session import Session
-
-    state = device.client.state
-    peer_keys = [
-        Session.from_bytes(state.sessions[d][0]).remote_identity_key
-        for d in state.devices_of(peer_official)
-    ]
-    assert state.official_id is not None
-    own = [device.client.identity.public_key]
-    return format_safety_number(safety_number(state.official_id, own, peer_official, peer_keys))

@@ -383,8 +383,30 @@ export class Device {
   /** Sessions with an official's devices (all, or the named ones), from verified bundles only. */
   private async establish(official: string, deviceIds: string[] | null): Promise<Set<string>> {
     const reply = await this.request({ type: "get_bundle", official_id: official, ...(deviceIds ? { device_ids: deviceIds } : {}) });
+    return this.startSessions(official, reply["devices"] as Frame[]);
+  }
+
+  /**
+   * The official's active devices as the directory lists them now (the CLI's
+   * `sync_devices`): new ones are bound and get a session (the one-time
+   * prekey the fetch spent is not wasted), bound ones no longer listed are
+   * forgotten. Returns the certified identity keys of the listed devices.
+   */
+  private async syncDevices(official: string): Promise<Uint8Array[]> {
+    const reply = await this.request({ type: "get_bundle", official_id: official });
+    const devices = (reply["devices"] as Frame[]).filter((d) => String(d["device_id"]) !== this.state.deviceId);
+    const listed = new Set(devices.map((d) => String(d["device_id"])));
+    for (const [device, b] of Object.entries(this.state.bindings)) {
+      if (b.official === official && device !== this.state.deviceId && !listed.has(device)) this.forgetDevice(device);
+    }
+    const known = new Set(this.devicesOf(official));
+    await this.startSessions(official, devices.filter((d) => !known.has(String(d["device_id"]))));
+    return devices.map((d) => certificateFor(d["certificate"] as Uint8Array, unb64(this.state.directoryKey), official, String(d["device_id"])).identityKey);
+  }
+
+  private startSessions(official: string, devices: Frame[]): Set<string> {
     const started = new Set<string>();
-    for (const d of reply["devices"] as Frame[]) {
+    for (const d of devices) {
       const deviceId = String(d["device_id"]);
       if (deviceId === this.state.deviceId) continue;
       const cert = certificateFor(d["certificate"] as Uint8Array, unb64(this.state.directoryKey), official, deviceId);
@@ -606,12 +628,25 @@ export class Device {
     return Object.values(this.state.peers[official]?.keys ?? {}).map(unb64);
   }
 
-  /** Our safety number with an official, from the device keys we verified certificates for. */
+  /**
+   * Our safety number with an official over all active devices of both, as
+   * the directory lists them now (certificates verified), computed the way
+   * the reference client does, so both sides show the same 60 digits.
+   * Offline, it falls back to the keys already known.
+   */
   async safetyNumberWith(official: string): Promise<string> {
-    if (this.keysOf(official).length === 0) {
-      await this.serial(async () => { await this.establish(official, null); await this.save(); });
+    const own = this.state.officialId;
+    let theirs = this.keysOf(official);
+    let mine = [this.identity.publicKey, ...this.keysOf(own).filter((k) => !equal(k, this.identity.publicKey))];
+    if (this.wire !== null) {
+      await this.serial(async () => {
+        theirs = await this.syncDevices(official);
+        if (official !== own) mine = [this.identity.publicKey, ...(await this.syncDevices(own))];
+        await this.save();
+      });
+      this.emit();
     }
-    return formatSafetyNumber(safetyNumber(this.state.officialId, this.keysOf(this.state.officialId), official, this.keysOf(official)));
+    return formatSafetyNumber(safetyNumber(own, mine, official, theirs));
   }
 
   async markVerified(official: string): Promise<void> {
