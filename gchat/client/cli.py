@@ -1,9 +1,15 @@
-"""The client's commands: enrol, send, listen, and admin requests over the protocol.
+"""The client's commands: enrol, send, listen, groups, safety numbers, admin requests.
 
 They run as an enrolled device whose keys and sessions live in the
 ``--state`` file, sealed under ``--key-file`` (default: the state path plus
 ``.key``, created 0600) or under a passphrase read from the environment
 variable named by ``--passphrase-env``.
+
+A person's mistake, or a refusal the person must act on (a verified
+peer's devices changed, the device was revoked), ends the command with one
+plain sentence on stderr and a non-zero status, never a traceback.
+``listen`` exits 3 when the device was revoked (close code 4403) and 4 when
+another connection of the same device took over (4409).
 """
 
 import argparse
@@ -16,8 +22,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import segno
+
+from crypto.errors import CryptoError
 from crypto.identity import IdentityKeyPair
-from gchat.client.sdk import Client
+from gchat.client.sdk import Client, ClientError, DeviceChangeBlocked, Received, Reconnecting
 from gchat.client.state import DeviceState, StateFile
 from gchat.client.tls import client_context
 from protocol.frames import CreateOfficial, IssueCode
@@ -33,6 +42,18 @@ def _store(args: argparse.Namespace) -> StateFile:
     return StateFile.with_key_file(args.state, key_file)
 
 
+def _run(main: Awaitable[None]) -> None:
+    """Run a command; what the person must act on ends it with one sentence."""
+    try:
+        asyncio.run(main)  # type: ignore[arg-type]
+    except DeviceChangeBlocked as error:
+        sys.exit(f"refused: {error}")
+    except CryptoError as error:
+        sys.exit(f"refused: the server's answer did not verify ({error})")
+    except (ConnectionError, OSError, TimeoutError) as error:
+        sys.exit(f"cannot reach the server: {error}")
+
+
 def _as_device(args: argparse.Namespace, work: Callable[[Client], Awaitable[Any]]) -> None:
     """Connect and authenticate as the stored device, run ``work``, save the state."""
     store = _store(args)
@@ -46,7 +67,7 @@ def _as_device(args: argparse.Namespace, work: Callable[[Client], Awaitable[Any]
             finally:
                 client.save()
 
-    asyncio.run(run())
+    _run(run())
 
 
 def _print(data: dict[str, Any]) -> None:
@@ -65,7 +86,7 @@ def cmd_enroll(args: argparse.Namespace) -> None:
         store.save(state)
         _print({"device_id": str(reply.device_id), "official_id": str(reply.official_id)})
 
-    asyncio.run(run())
+    _run(run())
 
 
 def cmd_send(args: argparse.Namespace) -> None:
@@ -78,24 +99,163 @@ def cmd_send(args: argparse.Namespace) -> None:
     _as_device(args, work)
 
 
+def _message_line(message: Received) -> dict[str, Any]:
+    return {
+        "kind": message.kind,
+        "conversation_id": str(message.conversation_id) if message.conversation_id else None,
+        "message_id": str(message.message_id),
+        "from_official": str(message.sender_official),
+        "from_device": str(message.sender_device),
+        "sent_at": message.sent_at,
+        "text": message.plaintext.decode(errors="replace"),
+    }
+
+
+#: listen's exit status and sentence per final close code.
+_FINAL = {
+    4403: (3, "this device was revoked; enrol it again with a new code"),
+    4409: (4, "another connection of this device took over; this one stopped"),
+}
+
+
 def cmd_listen(args: argparse.Namespace) -> None:
+    """Print messages and events as JSON lines; reconnect until told to stop.
+
+    A dropped connection (a node restarting with 1001, a network failure) is
+    retried with backoff; 4403 and 4409 end it with one sentence.
+    """
+    store = _store(args)
+
+    async def run() -> int:
+        state = store.load()
+        rc = Reconnecting(state, [state.url], store=store, tls=client_context(args.ca))
+        await rc.start()
+        loop = asyncio.get_running_loop()
+        idle_since = loop.time()
+        count = shown = 0
+        try:
+            while True:
+                for event in rc.events[shown:]:
+                    _print({"event": event.kind, "detail": event.detail,
+                            "message_id": str(event.message_id) if event.message_id else None,
+                            "official_id": str(event.official_id) if event.official_id else None,
+                            "device_id": str(event.device_id) if event.device_id else None})
+                shown = len(rc.events)
+                try:
+                    message = await asyncio.wait_for(rc.received.get(), 0.2)
+                except TimeoutError:
+                    if rc.done:
+                        break
+                    if args.idle is not None and loop.time() - idle_since >= args.idle:
+                        return 0
+                    continue
+                idle_since = loop.time()
+                _print(_message_line(message))
+                count += 1
+                if args.count and count >= args.count:
+                    return 0
+        finally:
+            await rc.close()
+            store.save(state)
+        if rc.final_close_code in _FINAL:
+            status, sentence = _FINAL[rc.final_close_code]
+            print(sentence, file=sys.stderr)
+            return status
+        print(f"the server refused this device: {rc.error}", file=sys.stderr)
+        return 5
+
+    status = asyncio.run(run())
+    if status:
+        sys.exit(status)
+
+
+def _print_safety_number(official: uuid.UUID, shown: str, qr: bool) -> None:
+    print(f"Safety number with official {official}:")
+    print(shown, flush=True)
+    if qr:
+        # Scanned by the other side's camera: the digits alone, nothing else.
+        segno.make(shown.replace(" ", ""), error="m").terminal(compact=True)
+
+
+def cmd_safety_number(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
-        count = 0
-        async for message in client.messages(idle_timeout=args.idle):
-            _print({
-                "message_id": str(message.message_id),
-                "from_official": str(message.sender_official),
-                "from_device": str(message.sender_device),
-                "sent_at": message.sent_at,
-                "text": message.plaintext.decode(errors="replace"),
-            })
-            count += 1
-            if args.count and count >= args.count:
-                break
-        for message_id in client.undecryptable:
-            print(f"warning: message {message_id} could not be decrypted", file=sys.stderr)
+        from crypto.safety_number import format_safety_number
+
+        number = format_safety_number(await client.safety_number(args.peer))
+        _print_safety_number(args.peer, number, args.qr)
 
     _as_device(args, work)
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    async def work(client: Client) -> None:
+        shown = await client.verify(args.peer)
+        print(f"Verified official {args.peer} with safety number {shown}.")
+
+    _as_device(args, work)
+
+
+def cmd_accept_devices(args: argparse.Namespace) -> None:
+    async def work(client: Client) -> None:
+        await client.sync_devices(args.peer)
+        try:
+            new = client.accept_devices(args.peer)
+        except ValueError as error:
+            sys.exit(str(error))
+        print(f"Accepted {len(new)} new device(s) of official {args.peer}.")
+
+    _as_device(args, work)
+
+
+def _event_line(event: Any) -> dict[str, Any]:
+    return {
+        "conversation_id": str(event.conversation_id),
+        "title": event.title,
+        "kind": event.kind,
+        "seq": event.seq,
+        "members": [str(m.official_id) for m in event.members or []],
+    }
+
+
+def _group_errors(work: Callable[[Client], Awaitable[None]]) -> Callable[[Client], Awaitable[None]]:
+    async def guarded(client: Client) -> None:
+        try:
+            await work(client)
+        except ClientError as error:
+            sys.exit(f"refused by the server: {error.frame.message} ({error.code})")
+
+    return guarded
+
+
+def cmd_group(args: argparse.Namespace) -> None:
+    async def work(client: Client) -> None:
+        action = args.group_command
+        if action == "create":
+            event = await client.create_group(args.title, args.member)
+            _print(_event_line(event))
+        elif action == "add":
+            _print(_event_line(await client.add_members(args.conversation, args.member)))
+        elif action == "remove":
+            _print(_event_line(await client.remove_members(args.conversation, args.member)))
+        elif action == "send":
+            reply = await client.send_group(
+                args.conversation, args.message.encode(), args.id or uuid.uuid4().hex
+            )
+            _print({"message_id": str(reply.message_id), "server_time": reply.server_time})
+        else:  # list: the members of one group, as the signed state says
+            _print(_event_line(await client.refresh_conversation(args.conversation)))
+
+    _as_device(args, _group_errors(work))
+
+
+def cmd_conversations(args: argparse.Namespace) -> None:
+    """The conversations this device knows (its verified views), one JSON line each."""
+    store = _store(args)
+    client = Client(store.load(), store=store)
+    for cid in sorted(client.state.conversations, key=str):
+        view = client.conversation(cid)
+        if view is not None:
+            _print(_event_line(view))
 
 
 def cmd_add_official(args: argparse.Namespace) -> None:
@@ -154,3 +314,42 @@ def register(commands: Any, admin: Any) -> None:
     listen.add_argument("--count", type=int, default=0, help="stop after N messages")
     listen.add_argument("--idle", type=float, default=None, help="stop after N idle seconds")
     listen.set_defaults(func=cmd_listen)
+    for name, func, text in (
+        ("safety-number", cmd_safety_number,
+         "print the safety number with an official (and a QR code) to compare"),
+        ("verify", cmd_verify, "mark an official's current devices verified"),
+        ("accept-devices", cmd_accept_devices,
+         "accept a verified official's changed devices (after checking with them)"),
+    ):
+        peer = client.add_parser(name, help=text)
+        _device_args(peer)
+        peer.add_argument("--with", dest="peer", type=uuid.UUID, required=True,
+                          metavar="OFFICIAL")
+        if name == "safety-number":
+            peer.add_argument("--no-qr", dest="qr", action="store_false",
+                              help="print the digits only")
+        peer.set_defaults(func=func)
+    conversations = client.add_parser("conversations", help="list the conversations known here")
+    _device_args(conversations)
+    conversations.set_defaults(func=cmd_conversations)
+    group = client.add_parser("group", help="group conversations").add_subparsers(
+        dest="group_command", required=True
+    )
+    create = group.add_parser("create", help="create a group with you as admin")
+    create.add_argument("--title", required=True)
+    create.add_argument("--member", type=uuid.UUID, action="append", default=[],
+                        metavar="OFFICIAL", help="a member (repeat)")
+    for name, text in (("add", "add members"), ("remove", "remove members")):
+        change = group.add_parser(name, help=text)
+        change.add_argument("--conversation", type=uuid.UUID, required=True)
+        change.add_argument("--member", type=uuid.UUID, action="append", required=True,
+                            metavar="OFFICIAL", help="an official (repeat)")
+    send_group = group.add_parser("send", help="send a message to a group")
+    send_group.add_argument("--conversation", type=uuid.UUID, required=True)
+    send_group.add_argument("--message", required=True)
+    send_group.add_argument("--id", help="client message id (for an idempotent retry)")
+    listing = group.add_parser("list", help="a group's members (its signed state)")
+    listing.add_argument("--conversation", type=uuid.UUID, required=True)
+    for sub in group.choices.values():
+        _device_args(sub)
+        sub.set_defaults(func=cmd_group)

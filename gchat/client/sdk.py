@@ -1054,6 +1054,7 @@ class Reconnecting:
         *,
         json: bool = False,
         store: StateFile | None = None,
+        tls: ssl.SSLContext | None = None,
         backoff_base: float = 0.05,
         backoff_cap: float = 2.0,
     ) -> None:
@@ -1063,6 +1064,7 @@ class Reconnecting:
         self.urls = list(urls)
         self._json = json
         self._store = store
+        self._tls = tls
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self.client: Client | None = None
@@ -1142,7 +1144,10 @@ class Reconnecting:
             while not self._closing:
                 url = self.urls[index % len(self.urls)]
                 self.state.url = url
-                client = Client(self.state, json=self._json, store=self._store, events=self.events)
+                client = Client(
+                    self.state, json=self._json, store=self._store, tls=self._tls,
+                    events=self.events,
+                )
                 try:
                     await client.connect()
                     await client.authenticate()
