@@ -153,3 +153,62 @@ def test_history_opens_offline_from_the_app_shell_cache(phone: Page) -> None:
                                      for p in cached), cached
     finally:
         phone.context.set_offline(False)
+
+
+def test_storage_holds_no_plaintext_and_the_key_cannot_be_read(phone: Page) -> None:
+    """As someone with the browser profile would look: records sealed, the key unreadable."""
+    found = phone.evaluate(
+        """async (needles) => {
+            const db = await new Promise((ok, no) => {
+                const r = indexedDB.open("gchat");
+                r.onsuccess = () => ok(r.result);
+                r.onerror = () => no(r.error);
+            });
+            const all = (store) => new Promise((ok) => {
+                const r = db.transaction(store).objectStore(store).getAll();
+                r.onsuccess = () => ok(r.result);
+            });
+            const records = await all("sealed");
+            const [key] = await all("keys");
+            const bytes = records.map((r) => new Uint8Array(r.ct));
+            const enc = new TextEncoder();
+            const contains = (hay, needle) => {
+                outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+                    for (let j = 0; j < needle.length; j++) {
+                        if (hay[i + j] !== needle[j]) continue outer;
+                    }
+                    return true;
+                }
+                return false;
+            };
+            let exported = "refused";
+            try { await crypto.subtle.exportKey("raw", key); exported = "exported"; } catch {}
+            db.close();
+            return {
+                records: records.length,
+                shapes: records.every((r) => Object.keys(r).sort().join() === "ct,iv"),
+                leaks: needles.filter((n) => bytes.some((b) => contains(b, enc.encode(n)))),
+                extractable: key.extractable,
+                exported,
+                localStorage: localStorage.length,
+            };
+        }""",
+        ["รับทราบค่ะ", "สวัสดีครับ", "identitySeed", "sessions", "token"],
+    )
+    assert found["records"] >= 4 and found["shapes"]
+    assert found["leaks"] == []
+    assert found["extractable"] is False and found["exported"] == "refused"
+    assert found["localStorage"] == 0
+
+
+def test_sign_out_wipes_the_device(node: Node, phone: Page) -> None:
+    ui.back_home(phone)
+    phone.get_by_role("button", name="ตั้งค่า").click()
+    expect(phone.get_by_text("อุปกรณ์นี้: โทรศัพท์สมชาย")).to_be_visible()
+    phone.once("dialog", lambda dialog: dialog.accept())
+    phone.get_by_role("button", name="ออกจากระบบ").click()
+    expect(phone.get_by_role("heading", name="ลงทะเบียนอุปกรณ์นี้")).to_be_visible()
+    names = phone.evaluate("() => indexedDB.databases().then(ds => ds.map(d => d.name))")
+    assert "gchat" not in names
+    phone.reload()
+    expect(phone.get_by_role("heading", name="ลงทะเบียนอุปกรณ์นี้")).to_be_visible()

@@ -668,6 +668,11 @@ export class Device {
     void this.serial(() => this.flushOutbox());
   }
 
+  /** A session with this official was set up without a one-time prekey (its first message could be replayed to a device that lost its replay cache). */
+  withoutOneTimePrekey(official: string): boolean {
+    return this.devicesOf(official).some((d) => this.state.sessions[d]?.[0]?.noOneTimePrekey === true);
+  }
+
   isVerified(official: string): boolean {
     const peer = this.state.peers[official];
     return peer?.verified != null && !peer.changed;

@@ -79,7 +79,7 @@ export function App() {
   } else body = <Home t={t} lang={lang} device={device} onSignedOut={async () => {
     await device.signOut();
     setDevice(null);
-    setVault(await Vault.open());
+    setVault(null); // a new (empty) store is made only when the next enrolment starts
     setEnded("signedOut");
   }} />;
   return (
@@ -309,6 +309,7 @@ function ChatView({ t, lang, device, chatId, onBack, onSafety, onInfo }: { t: T;
         {group ? <button type="button" class="secondary" onClick={onInfo}>{t("members")}</button> : null}
       </div>
       {peer ? <ChangedBanners t={t} device={device} officials={[peer]} /> : null}
+      {peer && device.withoutOneTimePrekey(peer) ? <p class="status" data-testid="no-one-time-prekey">{t("noOneTimePrekey")}</p> : null}
       <section class="messages" aria-label={t("message")} aria-live="polite">
         {msgs.length > shown ? <button type="button" class="secondary" onClick={() => setShown(shown + PAGE)}>{t("olderMessages")}</button> : null}
         {page.map((m) => <MessageRow key={m.id} t={t} lang={lang} device={device} m={m} chatId={chatId} group={group} />)}
