@@ -66,6 +66,7 @@ from gchat.runtime.version import version
 from gchat.store import messages, migrations
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage
+from gchat.transport.client_address import parse_trusted
 from gchat.transport.connection import SESSION_FRAMES, Services, handler
 from gchat.transport.http import routes
 from gchat.transport.webapp import DEFAULT_ROOT, WebApp
@@ -281,6 +282,7 @@ class App:
             node_id=self.node_id,
             max_unacked=config.max_unacked,
             auth_timeout=config.auth_timeout_seconds,
+            trusted_proxies=parse_trusted(config.trusted_proxies),
             metrics=self.metrics,
         )
         self._server = await serve(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from gchat.transport.client_address import parse_trusted
 from protocol import limits
 
 
@@ -75,6 +76,9 @@ class Config:
     metrics_port: int = 0
     #: SHA-256 (hex) of a bearer token /metrics on the client port then requires.
     metrics_token_sha256: str = ""
+    #: Reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For
+    #: names the client for per-address limits and the audit log.
+    trusted_proxies: str = ""
 
     @property
     def key_directory(self) -> Path:
@@ -133,6 +137,7 @@ def load(
         raise ValueError("max_ciphertext_bytes cannot exceed the protocol limit")
     if config.max_recipient_devices > limits.MAX_RECIPIENT_DEVICES:
         raise ValueError("max_recipient_devices cannot exceed the protocol limit")
+    parse_trusted(config.trusted_proxies)  # a typo stops start-up, naming the entry
     if config.log_format not in ("text", "json"):
         raise ValueError("log_format must be text or json")
     if config.max_group_members > limits.MAX_GROUP_MEMBERS:

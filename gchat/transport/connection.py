@@ -30,6 +30,7 @@ from gchat.runtime.metrics import NodeMetrics
 from gchat.runtime.quietlog import QuietLog
 from gchat.store import devices
 from gchat.store.database import Database
+from gchat.transport.client_address import Network, client_address
 from protocol import frames as f
 from protocol.codec import Codec, server_codec
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
@@ -66,6 +67,8 @@ class Services:
     #: Failed requests and deliveries, one line per class and interval (an
     #: outage refuses every request the same way).
     quiet: QuietLog = field(default_factory=lambda: QuietLog(log))
+    #: Reverse proxies whose X-Forwarded-For names the client (gchat.transport.client_address).
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 class Connection:
@@ -76,7 +79,11 @@ class Connection:
         self._session = ServerSession()
         self._nonce = secrets.token_bytes(32)
         self._id = f"{services.node_id}:{next(_connection_ids)}"
-        self._remote = str(ws.remote_address[0]) if ws.remote_address else "?"
+        self._remote = client_address(
+            str(ws.remote_address[0]) if ws.remote_address else "?",
+            ws.request.headers.get_all("X-Forwarded-For") if ws.request else (),
+            services.trusted_proxies,
+        )
         self._principal: Principal | None = None
         self._stream: DeliveryStream | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
