@@ -52,6 +52,7 @@ class Node:
     """A node process with its own database and data folder."""
 
     def __init__(self, admin_dsn: str, tmp: Path, **env: str) -> None:
+        self.tmp = tmp
         self.db_name = f"{TEST_DB_PREFIX}{secrets.token_hex(6)}"
         self.admin_dsn = admin_dsn
         run_sync(_create_database(admin_dsn, self.db_name))
@@ -193,3 +194,31 @@ def wait_for_text(device: PyDevice, text: str, timeout: float = 20) -> Any:
 
     return device.loop.run(go(), timeout * 3)
 
+
+
+class CliDevice:
+    """The reference client as an official runs it: `gchat client ...` processes on a state file."""
+
+    def __init__(self, node: Node, state: Path) -> None:
+        self.node = node
+        self.state = state
+
+    def run(self, *args: str, timeout: float = 90) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "gchat", "client", *args, "--state", str(self.state)],
+            cwd=REPO, env=self.node.env, capture_output=True, text=True, timeout=timeout,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def enroll(self, code: str) -> UUID:
+        line = self.run("enroll", "--url", self.node.ws, "--code", code).strip().splitlines()[-1]
+        return UUID(json.loads(line)["official_id"])
+
+    def listen(self, count: int, idle: float = 20) -> list[dict[str, Any]]:
+        """Messages received (JSON lines of `gchat client listen`), events left out."""
+        lines = self.run("listen", "--count", str(count), "--idle", str(idle)).splitlines()
+        return [m for m in map(json.loads, lines) if "text" in m]
+
+    def safety_number(self, official: UUID) -> str:
+        return self.run("safety-number", "--with", str(official), "--no-qr").splitlines()[1]

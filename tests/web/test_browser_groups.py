@@ -1,4 +1,4 @@
-"""Groups with the Python client as a member, safety numbers, device changes, revocation, a11y.
+"""Groups with the Python CLI client as a member, safety numbers, device changes, revocation, a11y.
 
 A group of three: two officials in browsers and one with the reference
 Python client; messages flow every way. The safety number the browser shows
@@ -17,17 +17,9 @@ from uuid import UUID
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from crypto.safety_number import format_safety_number
 from protocol.frames import IssueCode, ListDevices, RevokeDevice
 from tests.web import ui
-from tests.web.harness import (
-    Loop,
-    Node,
-    PyDevice,
-    admin_device,
-    new_official,
-    wait_for_text,
-)
+from tests.web.harness import CliDevice, Loop, Node, admin_device, new_official
 
 AXE = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -50,7 +42,8 @@ class Team:
         self.anong, self.anong_code = new_official(self.admin, "อนงค์ ศรีสุข", "ผู้อำนวยการกอง")
         self.boon, self.boon_code = new_official(self.admin, "บุญมี มั่นคง")
         self.chai, chai_code = new_official(self.admin, "ชัยวัฒน์ พึ่งธรรม")
-        self.cli = PyDevice(loop, node.ws).enroll(chai_code, "chai-cli")
+        self.cli = CliDevice(node, node.tmp / "chai.state")
+        assert self.cli.enroll(chai_code) == self.chai
         self.loop = loop
         self.node = node
 
@@ -84,7 +77,7 @@ def test_enrol_screen_is_accessible(node: Node, anong: Page) -> None:
     assert axe_problems(anong) == []
 
 
-def test_group_of_three_with_the_python_client(
+def test_group_of_three_with_the_cli_client(
     node: Node, team: Team, anong: Page, boon: Page
 ) -> None:
     ui.enrol(anong, node.http, team.anong_code, "โทรศัพท์อนงค์")
@@ -100,33 +93,34 @@ def test_group_of_three_with_the_python_client(
     expect(anong.get_by_test_id("chat-title")).to_contain_text("คณะทำงานงบประมาณ")
     ui.send(anong, "เริ่มประชุมกลุ่มครับ")
 
-    got = wait_for_text(team.cli, "เริ่มประชุมกลุ่มครับ")
-    assert got.conversation_id is not None and got.sender_official == team.anong
     expect(boon.get_by_test_id("chat-row")).to_contain_text("เริ่มประชุมกลุ่มครับ", timeout=15_000)
     ui.open_first_chat(boon)
     ui.send(boon, "บุญมีรับทราบ")
-    wait_for_text(team.cli, "บุญมีรับทราบ")
-
-    cid = got.conversation_id
-    team.cli.call(team.cli.client.send_group, cid, "ชัยวัฒน์จาก CLI".encode(), "cli-g1")
+    got = team.cli.listen(count=2)
+    assert [(m["kind"], m["text"], m["from_official"]) for m in got] == [
+        ("group", "เริ่มประชุมกลุ่มครับ", str(team.anong)),
+        ("group", "บุญมีรับทราบ", str(team.boon)),
+    ]
+    cid = got[0]["conversation_id"]
+    team.cli.run("group", "send", "--conversation", cid, "--message", "ชัยวัฒน์จาก CLI")
     expect(anong.get_by_text("ชัยวัฒน์จาก CLI", exact=True)).to_be_visible(timeout=15_000)
     expect(boon.get_by_text("ชัยวัฒน์จาก CLI", exact=True)).to_be_visible(timeout=15_000)
     assert axe_problems(anong) == []
     ui.shot(anong, "phone-group")
 
 
-def test_safety_number_equals_python_and_new_device_banner(
+def test_safety_number_equals_the_clis_and_new_device_banner(
     node: Node, team: Team, anong: Page
 ) -> None:
     ui.back_home(anong)
     assert axe_problems(anong) == []
     ui.open_chat_by_search(anong, "ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")
     ui.send(anong, "ขอเทียบรหัสความปลอดภัยครับ")
-    wait_for_text(team.cli, "ขอเทียบรหัสความปลอดภัยครับ")
+    assert [m["text"] for m in team.cli.listen(count=1)] == ["ขอเทียบรหัสความปลอดภัยครับ"]
     anong.get_by_role("button", name="รหัสความปลอดภัย").click()
     shown = anong.get_by_test_id("safety-number")
-    # What the reference client computes (gchat.client.sdk, behind the CLI's safety-number).
-    cli_number = format_safety_number(team.cli.call(team.cli.client.safety_number, team.anong))
+    cli_number = team.cli.safety_number(team.anong)  # `gchat client safety-number --with`
+    assert len(cli_number) == 71
     expect(shown).to_have_text(cli_number, timeout=15_000)
     assert len(shown.inner_text().split(" ")) == 12
     assert axe_problems(anong) == []
@@ -137,7 +131,8 @@ def test_safety_number_equals_python_and_new_device_banner(
 
     # Chai enrols a second device: Anong's next message finds it, warns and holds back.
     code = str(team.admin.request(IssueCode, official_id=team.chai).code)
-    second = PyDevice(team.loop, node.ws).enroll(code, "chai-tablet")
+    second = CliDevice(node, node.tmp / "chai-tablet.state")
+    second.enroll(code)
     anong.get_by_label("พิมพ์ข้อความ").fill("ถึงอุปกรณ์ใหม่")
     anong.get_by_role("button", name="ส่ง", exact=True).click()
     banner = anong.get_by_test_id("device-change-banner")
@@ -150,7 +145,7 @@ def test_safety_number_equals_python_and_new_device_banner(
     anong.get_by_role("button", name="ส่งอีกครั้ง").click()
     sent = anong.locator("[data-testid=message][data-state=sent]", has_text="ถึงอุปกรณ์ใหม่")
     expect(sent).to_be_visible(timeout=15_000)
-    wait_for_text(second, "ถึงอุปกรณ์ใหม่")
+    assert [m["text"] for m in second.listen(count=1)] == ["ถึงอุปกรณ์ใหม่"]
     # The number changed with the new device, and the verified mark is gone.
     anong.get_by_role("button", name="รหัสความปลอดภัย").click()
     expect(anong.get_by_text("ยังไม่ยืนยัน")).to_be_visible()
