@@ -262,30 +262,41 @@ def cmd_consistency(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    async def work(client: Client) -> None:
-        lines: list[str] = []
-        page = await client.request(
-            f.AuditExport, start=args.start, end=args.end, tree_size=args.size
-        )
-        while True:
-            lines += page.lines
-            if page.cursor is None:
-                break
-            page = await client.request(
-                f.AuditExport,
-                start=args.start,
-                end=args.end,
-                tree_size=page.tree_size,
-                cursor=page.cursor,
-            )
-        result.extend(lines)
-        sizes.append(page.tree_size)
+    """Write each page to the file as it arrives: memory stays flat whatever the range.
 
-    result: list[str] = []
-    sizes: list[int] = []
-    _as_device(args, work)
-    Path(args.out).write_text("".join(line + "\n" for line in result), encoding="utf-8")
-    emit_json({"out": str(args.out), "lines": len(result), "tree_size": sizes[-1]})
+    Written to ``OUT.part`` and renamed at the end, so a file named ``OUT``
+    is always a whole export.
+    """
+    out = Path(args.out)
+    partial = out.with_name(out.name + ".part")
+
+    async def work(client: Client) -> None:
+        with partial.open("w", encoding="utf-8") as file:
+            page = await client.request(
+                f.AuditExport, start=args.start, end=args.end, tree_size=args.size
+            )
+            while True:
+                file.writelines(line + "\n" for line in page.lines)
+                counts[0] += len(page.lines)
+                if page.cursor is None:
+                    break
+                page = await client.request(
+                    f.AuditExport,
+                    start=args.start,
+                    end=args.end,
+                    tree_size=page.tree_size,
+                    cursor=page.cursor,
+                )
+        counts[1], counts[2] = page.tree_size, 1
+
+    counts = [0, 0, 0]  # lines written, tree size, complete
+    try:
+        _as_device(args, work)
+    finally:
+        if partial.exists() and not counts[2]:
+            partial.unlink()
+    partial.replace(out)
+    emit_json({"out": str(out), "lines": counts[0], "tree_size": counts[1]})
 
 
 def cmd_accesses(args: argparse.Namespace) -> None:

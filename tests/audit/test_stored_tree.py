@@ -225,4 +225,8 @@ async def test_polls_scan_no_table_when_the_planner_has_no_statistics(bench: Log
         await bench.add(3)
         _, pending = await store.idle_check(conn, low)
         assert pending and len(await store.unsequenced(conn, low, 5000)) == 3
-        assert await _rows_scanned(conn) - before <= 10
+        # A scan of either table would read 30,000 rows; index probes read a few.
+        # (Bounded loosely: other backends of this database flush their own
+        # statistics when they like.)
+        scanned = await _rows_scanned(conn) - before
+        assert scanned < 1000, scanned
