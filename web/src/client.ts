@@ -570,19 +570,21 @@ export class Device {
 
   private decryptPairwise(official: string, device: string, ct: Uint8Array): Content {
     const stored = this.state.sessions[device] ?? [];
+    const binding = this.state.bindings[device];
+    // Nothing a frame says moves a device to another official.
+    if (binding !== undefined && binding.official !== official) throw new CryptoError("sender does not match the certificate");
     for (let i = 0; i < stored.length; i++) {
+      if (binding === undefined || stored[i]!.remoteIdentity !== binding.identityKey) continue; // only sessions with the certified key
       let pt: Uint8Array, next: SessionState;
       try {
         [pt, next] = sessionDecrypt(stored[i]!, ct);
       } catch {
         continue; // a failed decrypt changed nothing; try an older session
       }
-      const binding = this.state.bindings[device];
-      if (binding === undefined || binding.official !== official) throw new CryptoError("sender does not match the certificate");
-      const content = decodeContent(pt);
+      // The message key is spent whatever the content is: keep the step.
       stored.splice(i, 1);
       stored.unshift(next); // the session the peer uses now is the one we answer on
-      return content;
+      return decodeContent(pt);
     }
     const pm = parsePrekeyMessage(ct);
     const seenKey = b64(pm.headerRaw);
