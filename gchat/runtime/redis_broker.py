@@ -52,6 +52,7 @@ import contextlib
 import json
 import logging
 import random
+import secrets
 from collections.abc import Iterable
 from uuid import UUID
 
@@ -116,7 +117,10 @@ class RedisBroker:
         self._prefix = prefix
         self._device_prefix = f"{prefix}dev:".encode()
         self._cluster = f"{prefix}cluster".encode()
-        self._node = node_id
+        # The origin of our signals names this process, not just the node:
+        # two processes configured with one node id (one shared data folder)
+        # would otherwise drop each other's signals as their own.
+        self._node = f"{node_id}#{secrets.token_hex(3)}"
         self._metrics = metrics if metrics is not None else NodeMetrics()
         self._poll_interval = poll_interval
         self._backoff_min = backoff_min

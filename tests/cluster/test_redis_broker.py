@@ -190,12 +190,12 @@ async def test_a_node_falling_silent_makes_the_others_wake_their_devices(
         device = uuid.uuid4()
         on_b = Recorder(b)
         await subscribed(b, device, on_b)
-        await eventually(lambda: "node-a" in b._peers, what="heartbeat")
+        await eventually(lambda: a._node in b._peers, what="heartbeat")
         a._closing = True  # a goes quiet without a word, as if killed
         for task in a._tasks:
             task.cancel()
         await on_b.until(lambda: SignalKind.WAKE in on_b.kinds(), within=3)
-        assert "node-a" not in b._peers
+        assert a._node not in b._peers
     finally:
         await close(a)
         await close(b)
