@@ -11,6 +11,7 @@ history and sessions across a reload.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,9 @@ def test_two_officials_enrol_and_chat_both_ways_in_thai(
     expect(page.get_by_text("สวัสดีครับ คุณสมหญิง ประชุมบ่ายนี้ 14:00 น.")).to_be_visible()
     ui.send(page, "รับทราบค่ะ แล้วพบกันค่ะ")
     expect(phone.get_by_text("รับทราบค่ะ แล้วพบกันค่ะ")).to_be_visible(timeout=15_000)
+    # Thai dates in the Buddhist era.
+    buddhist_year = str(datetime.now(UTC).year + 543)
+    expect(phone.locator(".msg .meta").first).to_contain_text(buddhist_year)
     ui.shot(phone, "phone-chat")
     ui.shot(page, "desktop-chat")
 

@@ -18,3 +18,17 @@ def test_app_loads_under_csp_in_thai_then_english(node: Node, page: Page) -> Non
     expect(page.get_by_role("heading", name="Enrol this device")).to_be_visible()
     assert page.evaluate("document.documentElement.lang") == "en"
     assert problems == []  # a CSP violation (inline script, wasm, other origin) would show here
+
+
+def test_the_app_is_installable(node: Node, page: Page) -> None:
+    """Chromium's own installability check: manifest (Thai name, icons), service worker."""
+    page.goto(node.http + "/")
+    page.evaluate("() => navigator.serviceWorker.ready.then(() => true)")
+    cdp = page.context.new_cdp_session(page)
+    errors = cdp.send("Page.getInstallabilityErrors")["installabilityErrors"]
+    # Playwright's contexts are incognito profiles, where Chromium never installs apps;
+    # every other reason (manifest, icons, service worker, secure origin) would be listed.
+    assert [e["errorId"] for e in errors if e["errorId"] != "in-incognito"] == []
+    manifest = cdp.send("Page.getAppManifest")
+    assert manifest["errors"] == []
+    assert "จีแชต" in manifest["data"]

@@ -83,3 +83,20 @@ def test_cross_site_origin_cannot_open_a_websocket(node: Node, loop: Loop) -> No
     # The node's own origin (the app) and non-browser clients (no Origin) get the challenge.
     assert '"challenge"' in loop.run(_open(node.ws, node.http))
     assert '"challenge"' in loop.run(_open(node.ws, None))
+
+
+def test_origin_rule() -> None:
+    from gchat.transport.webapp import origin_allowed
+
+    host = "chat.moi.go.th"
+    assert origin_allowed(None, host, [])  # not a browser
+    assert origin_allowed("https://chat.moi.go.th", host, [])
+    assert origin_allowed("HTTPS://CHAT.MOI.GO.TH", host, [])
+    assert not origin_allowed("https://chat.moi.go.th.evil.example", host, [])
+    assert not origin_allowed("https://evil.example", host, [])
+    assert not origin_allowed("null", host, [])
+    assert not origin_allowed("", host, [])
+    assert not origin_allowed("https://chat.moi.go.th", None, [])
+    # A public name in front of the node (load balancer) is allowed by configuration only.
+    assert origin_allowed("https://gchat.go.th", host, ["https://gchat.go.th/"])
+    assert not origin_allowed("https://gchat.go.th:8443", host, ["https://gchat.go.th"])
