@@ -1,16 +1,64 @@
-"""The audit log at national scale: a million generated leaves, filled in SQL.
+"""The audit log at national scale: a million leaves, measured as ratios in one run.
 
-:func:`fill` appends generated ``message.accepted`` events, their leaves and
-the stored subtree roots in set-based SQL (about a minute per million
-here), without analysing anything -- as a fresh database with autovacuum
-off is.  The tests use it at 65,000+ leaves (two tile levels).
+    python -m loadtests.audit_scale [--leaves 1000000] [--samples 300]
+                                    [--export 100000]
+
+Fills a database made for this run (``GCHAT_LOADTEST_DATABASE_URL`` /
+``GCHAT_TEST_DATABASE_URL``, default postgres@127.0.0.1) with generated
+``message.accepted`` events, their leaves and the stored subtree roots in
+set-based SQL (:func:`fill`: about 110 s per million here), and never
+analyses it -- as a fresh database with autovacuum off is.  A second
+database holds a 1,000-leaf log, so every figure comes with its ratio:
+
+- **takeover**: a sequencer elected on the big log vs on the small one
+  (and what the old takeover -- reading every leaf hash -- costs);
+- **inclusion proof** p50/p95 from storage, a fresh pool (a restarted node),
+  and this process's RSS growth over all the proofs;
+- **idle poll**: PostgreSQL CPU and wall time per idle sequencer poll
+  without statistics, vs the statement it replaced, and both after
+  ``ANALYZE``; then a real idle node (``gchat serve``) for 20 s: node and
+  PostgreSQL CPU as a share of a core;
+- **export / verify**: ``gchat audit export`` of ``--export`` entries through
+  that node and ``gchat audit verify`` of the file, each its own process,
+  peak RSS and time, vs the same for a range a tenth of the size.
+
+Prints one JSON object (the figures in docs/PERFORMANCE.md come from it).
+The tests use :func:`fill` at 65,000+ leaves (two tile levels).
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from gchat.audit import proofs
+from gchat.audit.merkle import MerkleAccumulator
+from gchat.audit.sequencer import Sequencer, resume
+from gchat.runtime.server_keys import ServerKeys
+from gchat.store import audit as store
+from gchat.store import migrations
+from gchat.store.database import Database
+from loadtests.harness import (
+    REPO,
+    TempDatabase,
+    Workspace,
+    cpu_seconds,
+    node_env,
+    rss_kib,
+    start_node,
+)
 
 #: One generated ``message.accepted`` event per row of generate_series: ids
 #: derived from the row number (5,000 senders in 50 agencies), an entry of
@@ -66,3 +114,295 @@ async def fill(
             log(f"filled {done} leaves")
     if subtrees:
         await conn.execute("SELECT audit_backfill_subtrees()")
+
+
+# --- measurements ---------------------------------------------------------------
+
+_OLD_POLL = """SELECT e.id, e.entry FROM audit_events e
+               WHERE e.xid >= $1::text::xid8
+                 AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)
+               ORDER BY e.id LIMIT 5000"""
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _p95(values: list[float]) -> float:
+    return sorted(values)[max(0, int(len(values) * 0.95) - 1)]
+
+
+async def _takeover(url: str, keys: ServerKeys) -> dict[str, float]:
+    """Election of a sequencer on this log: resume() alone, and start to leading."""
+    db = await Database.connect(url, min_size=1, max_size=2)
+    try:
+        async with db.pool.acquire() as conn:
+            size, _ = await store.log_state(conn)
+            times = []
+            for _ in range(5):
+                started = time.perf_counter()
+                await resume(conn, size)
+                times.append(time.perf_counter() - started)
+        sequencer = Sequencer(db, keys.audit, sign_interval=3600, retry_seconds=0.05)
+        started = time.perf_counter()
+        sequencer.start()
+        while not sequencer.leading:  # noqa: ASYNC110 - a flag the sequencer's task sets
+            await asyncio.sleep(0.001)
+        elected = time.perf_counter() - started
+        await sequencer.stop()
+        return {"leaves": size, "resume_ms": _ms(_median(times)), "elected_ms": _ms(elected)}
+    finally:
+        await db.close()
+
+
+async def _old_takeover(url: str) -> float:
+    """What takeover cost before: every leaf hash read and appended."""
+    conn = await asyncpg.connect(url)
+    try:
+        started = time.perf_counter()
+        acc = MerkleAccumulator()
+        after = -1
+        while True:
+            rows = await conn.fetch(
+                """SELECT leaf_index, leaf_hash FROM audit_log WHERE leaf_index > $1
+                   ORDER BY leaf_index LIMIT 100000""", after)
+            if not rows:
+                break
+            for row in rows:
+                acc.append_leaf_hash(bytes(row[1]))
+            after = rows[-1][0]
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def _proof_latency(url: str, samples: int) -> dict[str, float]:
+    """Inclusion proofs of random leaves from storage, as a fresh node serves them."""
+    db = await Database.connect(url, min_size=1, max_size=2)
+    try:
+        size = await proofs.stored_size(db.pool)
+        rng = random.Random(7)
+        rss_before = rss_kib(os.getpid())
+        times = []
+        for _ in range(samples):
+            index = rng.randrange(size)
+            started = time.perf_counter()
+            await store.event_at(db.pool, index, None)
+            await proofs.inclusion_proof(db.pool, index, size)
+            times.append(time.perf_counter() - started)
+        return {"leaves": size, "p50_ms": _ms(_median(times)), "p95_ms": _ms(_p95(times)),
+                "first_ms": _ms(times[0]),
+                "rss_growth_kib": rss_kib(os.getpid()) - rss_before}
+    finally:
+        await db.close()
+
+
+async def _backend_cost(
+    conn: asyncpg.Connection, sql: str, args: tuple[Any, ...], n: int
+) -> dict[str, float]:
+    pid = await conn.fetchval("SELECT pg_backend_pid()")
+    await conn.fetch(sql, *args)  # plan and cache once
+    cpu, started = cpu_seconds(pid), time.perf_counter()
+    for _ in range(n):
+        await conn.fetch(sql, *args)
+    return {"wall_ms": _ms((time.perf_counter() - started) / n),
+            "pg_cpu_ms": _ms((cpu_seconds(pid) - cpu) / n)}
+
+
+async def _idle_polls(url: str) -> dict[str, Any]:
+    """PostgreSQL cost of one idle poll: now (pinned) vs before, without and with ANALYZE."""
+    new_sql = (
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin,"
+        f" EXISTS (SELECT 1 {store._PENDING} ORDER BY e.xid LIMIT 1) AS pending"
+    )
+    out: dict[str, Any] = {}
+    for phase in ("no_statistics", "after_analyze"):
+        pinned = await asyncpg.connect(url)
+        plain = await asyncpg.connect(url)
+        try:
+            await store.pin_index_plans(pinned)
+            _, low = await store.log_state(pinned)
+            out[phase] = {
+                "idle_check": await _backend_cost(pinned, new_sql, (low,), 2000),
+                "old_statement": await _backend_cost(
+                    plain, _OLD_POLL, (low,), 10 if phase == "no_statistics" else 2000),
+            }
+            if phase == "no_statistics":
+                await plain.execute("ANALYZE audit_events; ANALYZE audit_log")
+        finally:
+            await pinned.close()
+            await plain.close()
+    for phase in out.values():
+        new = phase["idle_check"]["pg_cpu_ms"]
+        phase["old_over_new_cpu"] = (
+            round(phase["old_statement"]["pg_cpu_ms"] / new, 1) if new else None)
+        phase["old_over_new_wall"] = round(
+            phase["old_statement"]["wall_ms"] / phase["idle_check"]["wall_ms"], 1)
+    return out
+
+
+def _run_measured(args: list[str], env: dict[str, str]) -> tuple[str, float, int]:
+    """``gchat ARGS`` as a child; its own peak RSS from wait4 (not the children's max)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen([sys.executable, "-m", "gchat", *args], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=errors)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        errors.seek(0)
+        err = errors.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"gchat {' '.join(args[:2])} failed: {err.decode()[-500:]}")
+    return out.decode(), elapsed, usage.ru_maxrss
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(text.strip().splitlines()[-1])
+    return result
+
+
+def _auditor(env: dict[str, str], url: str, work: Path) -> str:
+    """An auditor's device state file, made with the admin CLI as an operator would."""
+    admin, auditor = str(work / "admin.state"), str(work / "auditor.state")
+    boot = _last_json(_run_measured(
+        ["admin", "bootstrap", "--agency-code", "OAG", "--agency-name", "Audit",
+         "--name", "Admin", "--json"], env)[0])
+    _run_measured(["client", "enroll", "--url", url, "--code", boot["code"], "--state", admin],
+                  env)
+    official = _last_json(_run_measured(
+        ["admin", "add-official", "--state", admin, "--name", "Auditor"], env)[0])["official_id"]
+    _run_measured(["admin", "role", "grant", official, "auditor", "--state", admin], env)
+    code = _last_json(_run_measured(
+        ["admin", "issue-code", "--state", admin, "--official", official], env)[0])["code"]
+    _run_measured(["client", "enroll", "--url", url, "--code", code, "--state", auditor], env)
+    return auditor
+
+
+async def _idle_node_and_export(url: str, ranges: list[int], work: Workspace) -> dict[str, Any]:
+    data = work.path("node")
+    node = start_node("node", url, data, work.path("logs"))
+    out: dict[str, Any] = {}
+    try:
+        env = node_env(url, data, node.port)
+        # Idle: no clients; the sequencer polls, the samplers sample.
+        await asyncio.sleep(5)
+        conn = await asyncpg.connect(url)
+        try:
+            pids = [r[0] for r in await conn.fetch(
+                """SELECT pid FROM pg_stat_activity
+                   WHERE datname = current_database() AND pid <> pg_backend_pid()""")]
+        finally:
+            await conn.close()
+        seconds = 20.0
+        node_cpu, pg_cpu = cpu_seconds(node.pid), sum(cpu_seconds(p) for p in pids)
+        await asyncio.sleep(seconds)
+        node_cpu = cpu_seconds(node.pid) - node_cpu
+        pg_cpu = sum(cpu_seconds(p) for p in pids) - pg_cpu
+        out["idle_node"] = {
+            "seconds": seconds, "node_core_pct": round(100 * node_cpu / seconds, 2),
+            "postgres_core_pct": round(100 * pg_cpu / seconds, 2),
+            "node_rss_kib": node.rss_kib(), "statistics": "none (never analysed)",
+        }
+        auditor = _auditor(env, node.url, work.root)
+        key = work.root / "audit.pub"
+        key.write_text(_run_measured(
+            ["audit", "public-key", "--keys-dir", str(data / "keys")], env)[0])
+        exports: list[dict[str, Any]] = []
+        for count in ranges:
+            file = work.root / f"export-{count}.jsonl"
+            printed, took, peak = _run_measured(
+                ["audit", "export", "--state", auditor, "--out", str(file),
+                 "--start", "1000", "--end", str(1000 + count)], env)
+            verified, vtook, vpeak = _run_measured(
+                ["audit", "verify", "--export", str(file), "--key", str(key)], env)
+            exports.append({
+                "entries": count, "file_mib": round(file.stat().st_size / 2**20, 1),
+                "export_s": round(took, 1), "export_peak_rss_mib": round(peak / 1024, 1),
+                "verify_s": round(vtook, 1), "verify_peak_rss_mib": round(vpeak / 1024, 1),
+                "verify": verified.strip().splitlines()[0][:80],
+                "node_rss_mib_after": round(node.rss_kib() / 1024, 1),
+            })
+            file.unlink()
+        out["export_verify"] = exports
+        small, big = exports[0], exports[-1]
+        out["export_verify_ratios"] = {
+            "entries": round(big["entries"] / small["entries"], 1),
+            "export_rss": round(big["export_peak_rss_mib"] / small["export_peak_rss_mib"], 2),
+            "verify_rss": round(big["verify_peak_rss_mib"] / small["verify_peak_rss_mib"], 2),
+        }
+    finally:
+        node.stop()
+    return out
+
+
+async def run(leaves: int, samples: int, export: int, log: Any) -> dict[str, Any]:
+    big, small = TempDatabase(), TempDatabase()
+    work = Workspace()
+    result: dict[str, Any] = {"leaves": leaves}
+    try:
+        for db in (big, small):
+            await db.create()
+            conn = await asyncpg.connect(db.url)
+            try:
+                await migrations.migrate(conn)
+                started = time.perf_counter()
+                await fill(conn, leaves if db is big else 1000, log=log if db is big else None)
+                if db is big:
+                    result["fill_s"] = round(time.perf_counter() - started, 1)
+            finally:
+                await conn.close()
+        keys = ServerKeys.load_or_create(work.path("keys"))
+        log("takeover")
+        took_big, took_small = await _takeover(big.url, keys), await _takeover(small.url, keys)
+        old = await _old_takeover(big.url)
+        result["takeover"] = {
+            "big": took_big, "small": took_small,
+            "big_over_small_resume": round(took_big["resume_ms"] / took_small["resume_ms"], 2),
+            "old_read_every_leaf_ms": _ms(old),
+        }
+        log("proofs")
+        proof_big = await _proof_latency(big.url, samples)
+        proof_small = await _proof_latency(small.url, samples)
+        result["inclusion_proof"] = {
+            "big": proof_big, "small": proof_small,
+            "big_over_small_p50": round(proof_big["p50_ms"] / proof_small["p50_ms"], 2),
+        }
+        # The idle node and the exports run on the big log, never analysed.
+        log("idle node, export and verify")
+        result |= await _idle_node_and_export(big.url, [max(1, export // 10), export], work)
+        log("idle polls")  # last: it runs ANALYZE
+        result["idle_poll"] = await _idle_polls(big.url)
+    finally:
+        await big.drop()
+        await small.drop()
+        work.cleanup()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.audit_scale")
+    parser.add_argument("--leaves", type=int, default=1_000_000)
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--export", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+
+    def log(line: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {line}", file=sys.stderr, flush=True)
+
+    result = asyncio.run(run(args.leaves, args.samples, args.export, log))
+    result["command"] = "python -m loadtests.audit_scale " + " ".join(argv or sys.argv[1:])
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
