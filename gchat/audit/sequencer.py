@@ -190,11 +190,23 @@ class Sequencer:
 
 
 async def resume(conn: asyncpg.Connection, size: int) -> MerkleAccumulator:
-    """The compact range of the stored tree of ``size`` leaves, from O(log n) stored rows."""
+    """The compact range of the stored tree of ``size`` leaves, from O(log n) stored rows.
+
+    If subtree roots are missing (leaves appended by a node older than
+    migration 0006 during a rolling upgrade), they are computed once from
+    the leaves with the migration's ``audit_backfill_subtrees()``.
+    """
     plan = ProofPlan()
     plan.root(size)
-    nodes = StoredNodes(await store.stored_nodes(conn, plan.spans()))
-    try:
-        return MerkleAccumulator.from_state(size, nodes.compact_range(size))
-    except KeyError as missing:
-        raise RuntimeError(f"audit log storage is incomplete: {missing}") from None
+    for attempt in range(2):
+        nodes = StoredNodes(await store.stored_nodes(conn, plan.spans()))
+        try:
+            return MerkleAccumulator.from_state(size, nodes.compact_range(size))
+        except KeyError as missing:
+            if attempt:
+                raise RuntimeError(f"audit log storage is incomplete: {missing}") from None
+            log.warning("audit subtree roots missing (%s): computing them from the leaves",
+                        missing)
+            added = await store.backfill_subtrees(conn)
+            log.warning("audit subtree roots stored: %d", added)
+    raise AssertionError("unreachable")

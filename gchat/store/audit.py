@@ -142,6 +142,15 @@ async def append_leaves(
         )
 
 
+async def backfill_subtrees(conn: asyncpg.Connection) -> int:
+    """Store the subtree roots missing for the leaves in ``audit_log`` (migration 0006).
+
+    Reads every leaf: only for a log some older node appended to.
+    """
+    async with conn.transaction():
+        return int(await conn.fetchval("SELECT audit_backfill_subtrees()"))
+
+
 async def stored_nodes(
     conn: Executor, spans: Sequence[tuple[int, int, int]]
 ) -> dict[tuple[int, int], bytes]:

@@ -230,3 +230,24 @@ async def test_polls_scan_no_table_when_the_planner_has_no_statistics(bench: Log
         # statistics when they like.)
         scanned = await _rows_scanned(conn) - before
         assert scanned < 1000, scanned
+
+
+async def test_a_new_sequencer_repairs_subtrees_an_older_node_did_not_write(
+    bench: LogBench,
+) -> None:
+    """Rolling upgrade: leaves appended without their subtree roots are healed on takeover."""
+    await bench.sequencer.stop()
+    async with bench.db.pool.acquire() as conn:
+        await fill(conn, 1000, subtrees=False)  # as a pre-0006 sequencer leaves them
+        assert await conn.fetchval("SELECT count(*) FROM audit_subtrees") == 0
+        leaves = await _leaf_hashes(conn)
+    bench.sequencer.start()
+    await bench.add(3)
+    size = await bench.settle()
+    assert size == 1003 and await bench.sign() == size
+    async with bench.db.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT height, idx, hash FROM audit_subtrees")
+        leaves = await _leaf_hashes(conn)
+    assert {(r[0], r[1], bytes(r[2])) for r in rows} == set(MerkleAccumulator().extend(leaves))
+    head = await bench.service().latest_head(fresh=False)
+    assert head is not None and head.root_hash == MerkleTree(leaves).root()
