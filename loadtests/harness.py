@@ -300,7 +300,7 @@ def bootstrap_admin(database_url: str, data_dir: Path) -> dict[str, Any]:
     env = node_env(database_url, data_dir, 0)
     out = subprocess.run(
         [sys.executable, "-m", "gchat", "admin", "bootstrap", "--agency-code", "LOAD",
-         "--agency-name", "Load test agency", "--name", "Load admin"],
+         "--agency-name", "Load test agency", "--name", "Load admin", "--json"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     if out.returncode != 0:
