@@ -31,8 +31,9 @@ from websockets.typing import Subprotocol
 
 from gchat.audit.failures import FailureAudit
 from gchat.audit.handlers import AuditHandlers
-from gchat.audit.log import AuditLog, AuditService
+from gchat.audit.log import AuditLog
 from gchat.audit.sequencer import Sequencer
+from gchat.audit.service import AuditService
 from gchat.config import Config
 from gchat.conversations.handlers import ConversationHandlers
 from gchat.conversations.service import AgencyTreePolicy, Conversations
@@ -214,7 +215,6 @@ class App:
             keys.directory,
             broker,
             self.audit,
-            directory,
             DirectoryPolicy(db, also=AgencyTreePolicy(db, config.allow_cross_agency_groups)),
             self._committer,
             limiter,

@@ -3,13 +3,13 @@
 Auditors (role ``auditor``, within its scope) query events, fetch signed
 tree heads, inclusion and consistency proofs, and export ranges; any
 official may list auditors' accesses to their metadata (access
-transparency).  The service (``gchat.audit.log.AuditService``) checks roles and
+transparency).  The service (``gchat.audit.service.AuditService``) checks roles and
 records every request in the audit log.
 """
 
 from datetime import UTC, datetime
 
-from gchat.audit.log import AuditService, EventFilter, SignedHead
+from gchat.audit.service import AuditService, EventFilter, SignedHead
 from gchat.handling import handles
 from gchat.identity.principal import Principal
 from gchat.store.audit import EventRow

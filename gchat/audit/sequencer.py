@@ -28,7 +28,9 @@ hundred rows at most, not the whole log.
 
 Tree heads (size, root, timestamp) are signed with the audit key every
 ``sign_interval`` seconds when the tree grew, and at once when any node asks
-(``NOTIFY gchat_audit_sign``, sent for an auditor's tree-head request).
+(``NOTIFY gchat_audit_sign``, sent for an auditor's tree-head request); it
+announces every head it signs on ``gchat_audit_signed``, which the asking
+node waits for.
 """
 
 import asyncio
@@ -40,7 +42,6 @@ from typing import Any
 import asyncpg
 
 from crypto.identity import IdentityKeyPair
-from gchat.audit.log import SIGN_CHANNEL
 from gchat.audit.merkle import MerkleAccumulator, ProofPlan, StoredNodes, TreeHead, leaf_hash
 from gchat.audit.verify import key_id
 from gchat.runtime.quietlog import QuietLog
@@ -49,6 +50,10 @@ from gchat.store.database import Database
 
 log = logging.getLogger("gchat.audit.sequencer")
 
+#: Channel on which any node asks the sequencer for a fresh signed tree head.
+SIGN_CHANNEL = "gchat_audit_sign"
+#: Channel on which the sequencer announces each head it signed (its timestamp).
+SIGNED_CHANNEL = "gchat_audit_signed"
 #: Advisory lock key of the sequencer ("gchat" + 0x0a); migrations use "gchat".
 LOCK_KEY = 0x67636861740A
 
@@ -186,6 +191,7 @@ class Sequencer:
             store.TreeHeadRow(head.tree_size, head.timestamp_ms, head.root_hash, signature,
                               self._key_id),
         )
+        await conn.execute("SELECT pg_notify($1, $2)", SIGNED_CHANNEL, str(head.timestamp_ms))
         log.info("audit tree head signed size=%d", head.tree_size)
 
 

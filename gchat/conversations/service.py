@@ -18,10 +18,10 @@ Who may act on a group: its group admins; an agency admin (or superadmin)
 over the group's agency, for anything; an agency admin over a member's
 agency, to remove that member (offboarding). Members may leave.
 
-Cross-agency policy is one narrow call, ``ConversationPolicy.may_converse``.
-Until directory policy provides it, ``AgencyTreePolicy`` implements the
-config flag ``allow_cross_agency_groups``: when false, every member must
-belong to the same top-level agency (ministry) tree.
+Who may meet whom is one narrow call, ``ConversationPolicy.may_converse``:
+directory policy (``gchat.directory.policy.DirectoryPolicy``), and with it
+``AgencyTreePolicy``, the config flag ``allow_cross_agency_groups``: when
+false, every member must belong to the same top-level agency (ministry) tree.
 """
 
 import asyncio
@@ -36,7 +36,7 @@ import msgspec
 
 from crypto.identity import IdentityKeyPair
 from gchat.audit.log import AuditEvent, AuditLog
-from gchat.directory.service import Directory
+from gchat.directory import authz
 from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
 from gchat.messaging.committer import GroupCommitter
@@ -115,7 +115,6 @@ class Conversations:
         signing_key: IdentityKeyPair,
         broker: Broker,
         audit: AuditLog,
-        directory: Directory,
         policy: ConversationPolicy,
         committer: GroupCommitter,
         limiter: RateLimiter,
@@ -128,7 +127,6 @@ class Conversations:
         self._key = signing_key
         self._broker = broker
         self._audit = audit
-        self._directory = directory
         self._policy = policy
         self._committer = committer
         self._limiter = limiter
@@ -143,9 +141,7 @@ class Conversations:
         if conversation is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "no such conversation")
         member = await store.member(self._db.pool, conversation_id, actor.official_id)
-        if member is None and not await self._directory.may_administer(
-            actor, conversation.agency_id
-        ):
+        if member is None and not await self._administers(actor, conversation.agency_id):
             raise ServiceError(ErrorCode.NOT_A_MEMBER, "not a member of that conversation")
         return conversation
 
@@ -361,7 +357,8 @@ class Conversations:
         return conversation, await store.members(conn, conversation_id)
 
     async def _administers(self, actor: Principal, agency_id: UUID) -> bool:
-        return await self._directory.may_administer(actor, agency_id)
+        """An agency admin (or superadmin) over ``agency_id``, as the database says now."""
+        return await (await authz.current(self._db.pool, actor)).administers(agency_id)
 
     async def _authorize_admin(
         self, actor: Principal, conversation: Conversation, members: list[Member]

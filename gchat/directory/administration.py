@@ -1,21 +1,11 @@
 """Directory administration: agencies, officials, roles, devices, codes, policy.
 
-Every operation runs as the authenticated actor, whose status and roles are
-read again from the database at the start of the operation's transaction
-(a token or an open connection may be older than a suspension or a revoked
-role). The rules, one place for all of them:
-
-- ``superadmin`` administers everything.
-- ``agency_admin`` administers the agencies of its subtree, the officials in
-  them, their devices and codes, and the subtree's policy; it may act on an
-  official only if every role that official holds is within its own power
-  (so an agency admin cannot suspend a superadmin homed in its subtree, nor
-  an admin with a wider scope), and grants only roles no wider than its own.
-- ``auditor`` reads (lists, views, policy) within its scope; writes nothing.
-- ``official`` (everyone) has no admin operation; search is in
-  ``gchat.directory.service``.
-- Nobody changes their own status or roles, and the last active superadmin
-  cannot be suspended, retired or demoted.
+Every operation runs as the authenticated actor, whose standing is read
+again at the start of the operation's transaction; who administers or
+reads what (superadmin, agency admin over a subtree, auditor read-only) is
+decided in ``gchat.directory.authz``. The rules only administration adds:
+nobody changes their own status or roles, the last active superadmin cannot
+be suspended, retired or demoted, and a retired official stays retired.
 
 A refused operation changes nothing: every check happens before the first
 write, inside the transaction. Each successful write records one audit
@@ -28,11 +18,13 @@ revoking a device, then closes the affected connections on every node
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from gchat.audit.log import AuditEvent, AuditLog
+from gchat.directory import authz
+from gchat.directory.authz import Scope, forbidden
 from gchat.errors import ServiceError
 from gchat.identity import codes
 from gchat.identity.principal import Principal
@@ -46,7 +38,6 @@ from gchat.store.directory import (
     DeviceRow,
     NewOfficial,
     OfficialRecord,
-    Role,
 )
 from gchat.store.policies import Effective, PolicyRow
 from gchat.store.terms import has_thai
@@ -59,10 +50,6 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{2,31}$")
 _EMPLOYEE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")
 _AGENCY_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
-
-
-def forbidden(message: str = "not allowed for your role and scope") -> ServiceError:
-    return ServiceError(ErrorCode.FORBIDDEN, message)
 
 
 def invalid(message: str) -> ServiceError:
@@ -100,90 +87,6 @@ def _checked(field: str, value: str | None, *, thai: bool = False) -> str | None
         raise invalid(str(error)) from None
 
 
-@dataclass(frozen=True)
-class Actor:
-    """The actor as the database sees it now."""
-
-    official_id: UUID
-    device_id: UUID
-    agency_id: UUID
-    roles: tuple[Role, ...]
-
-    def role(self, name: str) -> Role | None:
-        return next((r for r in self.roles if r.role == name), None)
-
-    @property
-    def superadmin(self) -> bool:
-        return self.role("superadmin") is not None
-
-
-class Scope:
-    """What an actor may administer and read, for one transaction."""
-
-    def __init__(self, conn: Executor, actor: Actor) -> None:
-        self.conn = conn
-        self.actor = actor
-
-    async def _within(self, agency_id: UUID, root: UUID | None) -> bool:
-        return root is None or await store.is_within(self.conn, agency_id, root)
-
-    async def administers(self, agency_id: UUID) -> bool:
-        if self.actor.superadmin:
-            return True
-        admin = self.actor.role("agency_admin")
-        return admin is not None and await self._within(agency_id, admin.scope_agency_id)
-
-    async def reads(self, agency_id: UUID) -> bool:
-        if await self.administers(agency_id):
-            return True
-        auditor = self.actor.role("auditor")
-        return auditor is not None and await self._within(agency_id, auditor.scope_agency_id)
-
-    async def administers_everywhere(self) -> bool:
-        if self.actor.superadmin:
-            return True
-        admin = self.actor.role("agency_admin")
-        return admin is not None and admin.scope_agency_id is None
-
-    async def read_root(self) -> UUID | None:
-        """The root of what the actor may read (None: everything)."""
-        if await self.administers_everywhere():
-            return None
-        for name in ("agency_admin", "auditor"):
-            role = self.actor.role(name)
-            if role is not None and role.scope_agency_id is None:
-                return None
-        admin = self.actor.role("agency_admin")
-        if admin is not None:
-            return admin.scope_agency_id
-        auditor = self.actor.role("auditor")
-        if auditor is not None:
-            return auditor.scope_agency_id
-        raise forbidden()
-
-    async def may_grant(self, role: str, scope: UUID | None) -> bool:
-        """May the actor hand out ``role`` over ``scope``: never wider than its own."""
-        if self.actor.superadmin:
-            return True
-        admin = self.actor.role("agency_admin")
-        if admin is None or role == "superadmin":
-            return False
-        if role == "official":
-            return True
-        if scope is None:  # a global role
-            return admin.scope_agency_id is None
-        return await self._within(scope, admin.scope_agency_id)
-
-    async def outranks(self, target: OfficialRecord) -> bool:
-        """Is every role the target holds within the actor's power?"""
-        if self.actor.superadmin:
-            return True
-        for role in target.roles:
-            if not await self.may_grant(role.role, role.scope_agency_id):
-                return False
-        return True
-
-
 def _diff(before: object, after: object, names: Sequence[str]) -> list[str]:
     return [n for n in names if getattr(before, n) != getattr(after, n)]
 
@@ -207,15 +110,6 @@ class Administration:
 
     # --- the actor ------------------------------------------------------------
 
-    async def scope(self, conn: Executor, principal: Principal) -> Scope:
-        """The actor's current standing; refuses a suspended actor or revoked device."""
-        device = await devices.get(conn, principal.device_id)
-        if device is None or not device.usable or device.official_id != principal.official_id:
-            raise forbidden("your device or official account is not active")
-        roles = await store.roles_of(conn, principal.official_id)
-        actor = Actor(principal.official_id, principal.device_id, device.agency_id, tuple(roles))
-        return Scope(conn, actor)
-
     def _event(self, scope: Scope, kind: str, **fields: object) -> AuditEvent:
         return AuditEvent(
             kind,
@@ -226,32 +120,20 @@ class Administration:
 
     async def _target(self, scope: Scope, official_id: UUID, *, write: bool) -> OfficialRecord:
         """The official, if the actor may administer (or read) them."""
+
+        async def may(record: OfficialRecord) -> bool:
+            if write:
+                return await scope.administers(record.agency_id) and await scope.outranks(record)
+            return await scope.reads(record.agency_id)
+
         record = await store.get_official_record(scope.conn, official_id)
-        if record is None:
-            if await scope.administers_everywhere():
-                raise ServiceError(ErrorCode.NOT_FOUND, "no such official")
-            raise forbidden("not an admin of that official")  # absence is no oracle
-        allowed = (
-            await scope.administers(record.agency_id) and await scope.outranks(record)
-            if write
-            else await scope.reads(record.agency_id)
-        )
-        if not allowed:
-            raise forbidden("not an admin of that official")
-        return record
+        return await scope.find_or_forbid(record, "official", may)
 
     async def _agency(self, scope: Scope, agency_id: UUID, *, write: bool) -> Agency:
+        """The agency, if the actor may administer (or read) it."""
+        may = scope.administers if write else scope.reads
         agency = await store.get_agency(scope.conn, agency_id)
-        if agency is None:
-            if await scope.administers_everywhere():
-                raise ServiceError(ErrorCode.NOT_FOUND, "no such agency")
-            raise forbidden("not an admin of that agency")
-        allowed = (
-            await scope.administers(agency_id) if write else await scope.reads(agency_id)
-        )
-        if not allowed:
-            raise forbidden("not an admin of that agency")
-        return agency
+        return await scope.find_or_forbid(agency, "agency", lambda a: may(a.id))
 
     # --- agencies ---------------------------------------------------------------
 
@@ -268,7 +150,7 @@ class Administration:
         if not _AGENCY_CODE.match(code):
             raise invalid("agency code: letters, digits and _ . - (at most 32)")
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             if parent_id is None:
                 if not await scope.administers_everywhere():
                     raise forbidden("only a superadmin creates top-level agencies")
@@ -304,7 +186,7 @@ class Administration:
         if code is not None and not _AGENCY_CODE.match(code):
             raise invalid("agency code: letters, digits and _ . - (at most 32)")
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             before = await self._agency(scope, agency_id, write=True)
             after = replace(
                 before,
@@ -334,7 +216,7 @@ class Administration:
     ) -> Agency:
         async with self._db.transaction() as conn:
             await store.lock_tree(conn)
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             agency = await self._agency(scope, agency_id, write=True)
             if parent_id is None:
                 if not await scope.administers_everywhere():
@@ -362,7 +244,7 @@ class Administration:
 
     async def list_agencies(self, principal: Principal, root_id: UUID | None) -> list[Agency]:
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             if root_id is None:
                 root_id = await scope.read_root()
             else:
@@ -398,7 +280,7 @@ class Administration:
         if new.name_th is None and new.name_en is None:
             raise invalid("an official needs a Thai or an English name")
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             if agency_id is None:  # the admin's own agency, as it is now
                 new = replace(new, agency_id=scope.actor.agency_id)
             await self._agency(scope, new.agency_id, write=True)
@@ -416,7 +298,7 @@ class Administration:
 
     async def get_official(self, principal: Principal, official_id: UUID) -> OfficialRecord:
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             return await self._target(scope, official_id, write=False)
 
     async def list_officials(
@@ -428,7 +310,7 @@ class Administration:
         limit: int,
     ) -> tuple[list[OfficialRecord], int | None]:
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             if agency_id is None:
                 root = await scope.read_root()
             else:
@@ -443,7 +325,7 @@ class Administration:
     ) -> OfficialRecord:
         """Change the given fields ("" clears one; a name cannot be cleared to none)."""
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             before = await self._target(scope, official_id, write=True)
             values = {}
             for name, value in fields.items():
@@ -472,7 +354,7 @@ class Administration:
         self, principal: Principal, official_id: UUID, agency_id: UUID
     ) -> OfficialRecord:
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             before = await self._target(scope, official_id, write=True)
             destination = await self._agency(scope, agency_id, write=True)
             if before.agency_id != agency_id:
@@ -495,7 +377,7 @@ class Administration:
         closed: list[UUID] = []
         async with self._db.transaction() as conn:
             await devices.lock_official(conn, official_id)
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             before = await self._target(scope, official_id, write=True)
             if official_id == scope.actor.official_id:
                 raise forbidden("you cannot change your own status")
@@ -538,7 +420,7 @@ class Administration:
         if role in ("official", "superadmin") and scope_agency_id is not None:
             raise invalid(f"{role} has no scope")
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             target = await self._target(scope, official_id, write=True)
             if official_id == scope.actor.official_id:
                 raise forbidden("you cannot change your own roles")
@@ -569,7 +451,7 @@ class Administration:
         if role == "official":
             raise invalid("the official role is not revoked; suspend or retire instead")
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             target = await self._target(scope, official_id, write=True)
             if official_id == scope.actor.official_id:
                 raise forbidden("you cannot change your own roles")
@@ -597,18 +479,14 @@ class Administration:
 
     async def list_devices(self, principal: Principal, official_id: UUID) -> list[DeviceRow]:
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             await self._target(scope, official_id, write=False)
             return await store.list_devices(conn, official_id)
 
     async def revoke_device(self, principal: Principal, device_id: UUID) -> None:
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
-            device = await store.get_device(conn, device_id)
-            if device is None:
-                if await scope.administers_everywhere():
-                    raise ServiceError(ErrorCode.NOT_FOUND, "no such device")
-                raise forbidden("not an admin of that device")
+            scope = await authz.current(conn, principal)
+            device = await scope.find_or_forbid(await store.get_device(conn, device_id), "device")
             target = await self._target(scope, device.official_id, write=True)
             if device.status != "active":
                 return
@@ -626,7 +504,7 @@ class Administration:
         self, principal: Principal, official_id: UUID
     ) -> tuple[UUID, str, datetime]:
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             target = await self._target(scope, official_id, write=True)
             if target.status != "active":
                 raise forbidden("official is not active")
@@ -644,18 +522,14 @@ class Administration:
 
     async def list_codes(self, principal: Principal, official_id: UUID) -> list[CodeRow]:
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             await self._target(scope, official_id, write=False)
             return await store.list_codes(conn, official_id)
 
     async def cancel_code(self, principal: Principal, code_id: UUID) -> None:
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
-            code = await store.get_code(conn, code_id)
-            if code is None:
-                if await scope.administers_everywhere():
-                    raise ServiceError(ErrorCode.NOT_FOUND, "no such code")
-                raise forbidden("not an admin of that code")
+            scope = await authz.current(conn, principal)
+            code = await scope.find_or_forbid(await store.get_code(conn, code_id), "code")
             target = await self._target(scope, code.official_id, write=True)
             if code.state(datetime.now(UTC)) != "pending":
                 raise ServiceError(ErrorCode.CONFLICT,
@@ -675,7 +549,7 @@ class Administration:
         if row.message_scope is not None and row.message_scope not in policies.SCOPES:
             raise invalid("message_scope must be agency, ministry or all")
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             if agency_id is None:
                 if not scope.actor.superadmin:
                     raise forbidden("only a superadmin sets the global policy")
@@ -697,7 +571,7 @@ class Administration:
         self, principal: Principal, agency_id: UUID | None
     ) -> tuple[PolicyRow, Effective | None]:
         async with self._db.transaction() as conn:
-            scope = await self.scope(conn, principal)
+            scope = await authz.current(conn, principal)
             if agency_id is None:
                 await scope.read_root()  # any admin or auditor may read the global row
             else:

@@ -23,7 +23,9 @@ from uuid import UUID
 import asyncpg
 
 from gchat.audit.log import AuditEvent, AuditLog
-from gchat.directory.administration import Administration, Scope, check_text, forbidden
+from gchat.directory import authz
+from gchat.directory.administration import Administration, check_text
+from gchat.directory.authz import Scope, forbidden
 from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
 from gchat.store import directory as store
@@ -131,7 +133,7 @@ class DirectoryImport:
         self._admin = administration
 
     async def _importer(self, conn: Executor, principal: Principal) -> Scope:
-        scope = await self._admin.scope(conn, principal)
+        scope = await authz.current(conn, principal)
         if not scope.actor.superadmin and scope.actor.role("agency_admin") is None:
             raise forbidden("only admins import officials")
         return scope

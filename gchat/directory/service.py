@@ -1,10 +1,10 @@
 """The agency directory: officials, roles, enrolment codes, who administers whom.
 
 ``bootstrap`` makes the first superadmin on the server host, where whoever
-can run it already owns the database; ``may_administer`` answers whether an
-actor administers an agency (for other services); ``search`` is the
-directory look-up every official may use, filtered by messaging policy.
-The admin operations themselves are in ``gchat.directory.administration``.
+can run it already owns the database; ``search`` is the directory look-up
+every active official may use, filtered by messaging policy. The admin
+operations are in ``gchat.directory.administration``, who may do what in
+``gchat.directory.authz``.
 """
 
 import uuid
@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from gchat.audit.log import AuditEvent, AuditLog
+from gchat.directory import authz
 from gchat.errors import ServiceError
 from gchat.identity import codes
 from gchat.identity.principal import Principal
@@ -51,21 +52,6 @@ class Directory:
             )
         return agency_id, official_id, code
 
-    async def may_administer(self, actor: Principal, agency_id: UUID) -> bool:
-        """Superadmins administer everything, agency admins their subtree.
-
-        Roles are read again: the principal's may predate a revoked role.
-        """
-        roles = {r.role: r for r in await directory.roles_of(self._db.pool, actor.official_id)}
-        if "superadmin" in roles:
-            return True
-        admin = roles.get("agency_admin")
-        if admin is None:
-            return False
-        if admin.scope_agency_id is None:
-            return True
-        return await directory.is_within(self._db.pool, agency_id, admin.scope_agency_id)
-
     async def search(
         self, actor: Principal, query: str, agency_id: UUID | None, offset: int, limit: int
     ) -> tuple[list[OfficialCard], int | None]:
@@ -76,6 +62,7 @@ class Directory:
             raise ServiceError(
                 ErrorCode.INVALID_FIELD, f"at most {limits.MAX_SEARCH_WORDS} words"
             )
+        await authz.current(self._db.pool, actor)  # a revoked device searches nothing
         cards = await directory.search_officials(
             self._db.pool, actor.official_id, SearchQuery(words, agency_id, offset, limit)
         )

@@ -6,8 +6,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from gchat.audit.log import AuditEvent, AuditLog, AuditService
+from gchat.audit.log import AuditEvent, AuditLog
 from gchat.audit.sequencer import Sequencer
+from gchat.audit.service import AuditService
 from gchat.identity.principal import Principal
 from gchat.runtime.server_keys import ServerKeys
 from gchat.store import migrations

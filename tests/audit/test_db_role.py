@@ -9,8 +9,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from gchat.audit.log import AuditEvent, AuditLog, AuditService
+from gchat.audit.log import AuditEvent, AuditLog
 from gchat.audit.sequencer import Sequencer
+from gchat.audit.service import AuditService
 from gchat.runtime.server_keys import ServerKeys
 from gchat.store import migrations
 from gchat.store.database import Database
