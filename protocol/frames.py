@@ -845,20 +845,25 @@ class ImportBegin(_Frame, tag="import_begin"):
 
 
 class ImportRows(_Frame, tag="import_rows"):
-    """Admin: stage rows of an import; the reply names the bad ones."""
+    """Admin: stage rows of an import; the reply names the bad ones.
+
+    ``update``: a row whose ``employee_id`` is in the directory changes that
+    official (names, position, contact, agency) instead of being refused."""
 
     rid: RequestId
     import_id: UUID
     rows: Annotated[list[ImportRow], msgspec.Meta(max_length=limits.MAX_IMPORT_ROWS)]
+    update: bool = False
 
 
 class ImportApply(_Frame, tag="import_apply"):
-    """Admin: check every staged row again, then (unless ``dry_run``) create them
-    all in one transaction, or none if any row is bad."""
+    """Admin: check every staged row again, then (unless ``dry_run``) create and
+    (with ``update``) change them all in one transaction, or none if any row is bad."""
 
     rid: RequestId
     import_id: UUID
     dry_run: bool = True
+    update: bool = False
 
 
 class ImportDiscard(_Frame, tag="import_discard"):
@@ -937,7 +942,10 @@ class ImportChecked(_Frame, tag="import_checked"):
 
 
 class ImportResult(_Frame, tag="import_result"):
-    """``applied`` False: nothing changed; ``errors`` lists the first bad rows."""
+    """``applied`` False: nothing changed; ``errors`` lists the first problems.
+
+    ``created``, ``updated``, ``unchanged``: what was done, or for a clean dry
+    run what applying would do; ``error_count`` problems in ``bad_rows`` rows."""
 
     rid: RequestId
     import_id: UUID
@@ -947,6 +955,9 @@ class ImportResult(_Frame, tag="import_result"):
     created: int
     error_count: int
     errors: list[RowError]
+    updated: int = 0
+    unchanged: int = 0
+    bad_rows: int = 0
 
 
 class ImportDiscarded(_Frame, tag="import_discarded"):

@@ -1,9 +1,10 @@
 """``gchat admin ...``: directory administration as an enrolled admin device.
 
 Every command connects with the device in ``--state``, authenticates, makes
-its requests over the protocol and prints a table (``--json``: JSON lines).
-The server decides what the device's official may do; a refusal is printed
-as ``error: <code>: <reason>`` with exit status 1.
+its requests over the protocol and prints a table with names, codes and
+local times (``--json``: JSON lines, ids and epoch milliseconds, nothing
+else on stdout). The server decides what the device's official may do; a
+refusal is one line, ``gchat: the server refused: <reason> (<code>)``, exit 1.
 
     gchat admin agency create|rename|move|list
     gchat admin official add|update|move|suspend|reinstate|retire|show|list
@@ -12,64 +13,34 @@ as ``error: <code>: <reason>`` with exit status 1.
     gchat admin code issue|list|cancel
     gchat admin policy set|show
     gchat admin search QUERY
-    gchat admin import officials.csv [--apply]
-    gchat admin export [--format csv|json] [--output FILE]
+    gchat admin import officials.csv [--update] [--encoding E] [--apply]
+    gchat admin export [--format csv|json] [--output FILE]   (gchat.client.admin_import)
 
 Agencies may be named by id or by code; officials by id.
 """
 
 import argparse
-import contextlib
-import csv
-import io
-import json
 import sys
-import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-import msgspec
-
+from gchat.client import admin_import
 from gchat.client.cli import _as_device, _device_args
 from gchat.client.cli_errors import UserError
-from gchat.client.lookup import agency_codes, agency_id
-from gchat.client.output import table, when
-from gchat.client.sdk import Client, ClientError
+from gchat.client.lookup import agency_codes, agency_id, all_officials
+from gchat.client.output import emit, roles_text, table, when
+from gchat.client.sdk import Client
 from protocol import frames as f
-from protocol import limits
-
-#: Columns of the import file (the shape HR systems export), in export order.
-IMPORT_COLUMNS = ("employee_id", "name_th", "name_en", "position", "agency_code", "email",
-                  "phone")
-#: Extra columns of an export, ignored on import (so an export imports again).
-EXPORT_ONLY_COLUMNS = ("status", "roles", "official_id")
-#: Keep each import frame well under the protocol's frame limit.
-CHUNK_BYTES = 160 * 1024
 
 
-# --- output ---------------------------------------------------------------------
+def _emit(args: argparse.Namespace, data: Any) -> None:
+    emit(data)
 
 
 def _when(ms: int | None) -> str:
     return when(ms)
-
-
-def _emit(args: argparse.Namespace, data: Any) -> None:
-    """JSON of a frame or struct (with --json)."""
-    print(msgspec.json.encode(data).decode(), flush=True)
-
-
-def _roles(roles: Sequence[f.RoleInfo], codes: dict[uuid.UUID, str]) -> str:
-    parts = []
-    for r in roles:
-        if r.role == "official":
-            continue
-        scope = "" if r.scope_agency_id is None else "@" + codes.get(
-            r.scope_agency_id, str(r.scope_agency_id))
-        parts.append(r.role + scope)
-    return ",".join(parts)
 
 
 def _officials(args: argparse.Namespace, found: Sequence[f.OfficialInfo],
@@ -81,7 +52,7 @@ def _officials(args: argparse.Namespace, found: Sequence[f.OfficialInfo],
     table(
         ("id", "employee_id", "name_th", "name_en", "position", "agency", "status", "roles"),
         [(o.id, o.employee_id, o.name_th, o.name_en, o.position, o.agency_code, o.status,
-          _roles(o.roles, codes)) for o in found],
+          roles_text(o.roles, codes)) for o in found],
         sys.stdout,
     )
 
@@ -218,7 +189,7 @@ def cmd_official_show(args: argparse.Namespace) -> None:
                              ("name_th", o.name_th), ("name_en", o.name_en),
                              ("position", o.position), ("agency", o.agency_code),
                              ("email", o.email), ("phone", o.phone), ("status", o.status),
-                             ("roles", _roles(o.roles, codes) or "official")):
+                             ("roles", roles_text(o.roles, codes) or "official")):
             print(f"{label:<12} {'' if value is None else value}")
         devices: f.DeviceList = await client.request(f.ListDevices, official_id=o.id)
         print()
@@ -227,23 +198,9 @@ def cmd_official_show(args: argparse.Namespace) -> None:
     _run(args, work)
 
 
-async def _all_officials(client: Client, agency: uuid.UUID | None,
-                         status: str | None) -> list[f.OfficialInfo]:
-    found: list[f.OfficialInfo] = []
-    offset: int | None = 0
-    while offset is not None:
-        page: f.OfficialList = await client.request(
-            f.ListOfficials, agency_id=agency, status=status, offset=offset,
-            limit=limits.MAX_PAGE,
-        )
-        found.extend(page.officials)
-        offset = page.next_offset
-    return found
-
-
 def cmd_official_list(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
-        found = await _all_officials(client, await agency_id(client, args.agency), args.status)
+        found = await all_officials(client, await agency_id(client, args.agency), args.status)
         _officials(args, found, await agency_codes(client))
 
     _run(args, work)
@@ -401,152 +358,6 @@ def cmd_search(args: argparse.Namespace) -> None:
     _run(args, work)
 
 
-# --- import and export ------------------------------------------------------------------
-
-
-class ImportFileError(Exception):
-    """The file cannot be read as an officials import."""
-
-
-def read_import(path: Path) -> tuple[list[f.ImportRow], list[str]]:
-    """Rows of an HR CSV (UTF-8, BOM allowed), numbered by file line; ignored columns."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        missing = [c for c in ("employee_id", "agency_code") if c not in header]
-        if missing or not {"name_th", "name_en"} & set(header):
-            raise ImportFileError(
-                f"{path}: the header needs employee_id, agency_code and name_th and/or "
-                f"name_en (found: {', '.join(header) or 'nothing'})"
-            )
-        ignored = [h for h in header if h not in IMPORT_COLUMNS]
-        rows = []
-        line = 1
-        for record in reader:
-            line = reader.line_num
-            values = {c: (record.get(c) or None) for c in IMPORT_COLUMNS if c in header}
-            values = {k: v[: limits.MAX_IMPORT_TEXT] if v else v for k, v in values.items()}
-            rows.append(f.ImportRow(line=line, **values))
-    return rows, ignored
-
-
-def chunks(rows: Sequence[f.ImportRow]) -> Iterable[list[f.ImportRow]]:
-    """Rows in frames of at most MAX_IMPORT_ROWS rows and about CHUNK_BYTES."""
-    chunk: list[f.ImportRow] = []
-    size = 0
-    for row in rows:
-        row_size = len(msgspec.msgpack.encode(row))
-        if chunk and (len(chunk) >= limits.MAX_IMPORT_ROWS or size + row_size > CHUNK_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(row)
-        size += row_size
-    if chunk:
-        yield chunk
-
-
-async def run_import(client: Client, rows: Sequence[f.ImportRow], apply: bool,
-                     out: TextIO) -> tuple[f.ImportResult, list[f.RowError]]:
-    """Stage, dry-run, and (if asked and clean) apply; prints progress to ``out``."""
-    started = time.perf_counter()
-    begun: f.ImportStarted = await client.request(f.ImportBegin)
-    import_id = begun.import_id
-    problems: list[f.RowError] = []
-    applied = False
-    try:
-        for chunk in chunks(rows):
-            checked: f.ImportChecked = await client.request(
-                f.ImportRows, import_id=import_id, rows=chunk
-            )
-            problems.extend(checked.errors)
-        staged = time.perf_counter()
-        result: f.ImportResult = await client.request(
-            f.ImportApply, import_id=import_id, dry_run=True
-        )
-        checked_at = time.perf_counter()
-        if result.error_count and len(result.errors) > len(problems):
-            problems = list(result.errors)  # the full check saw more (a concurrent change)
-        print(f"dry run: {result.rows} rows, {result.error_count} bad "
-              f"(staged in {staged - started:.2f}s, checked in {checked_at - staged:.2f}s)",
-              file=out)
-        if apply and result.error_count == 0:
-            result = await client.request(f.ImportApply, import_id=import_id, dry_run=False)
-            applied = result.applied
-            print(f"applied: {result.created} officials created in "
-                  f"{time.perf_counter() - checked_at:.2f}s "
-                  f"(total {time.perf_counter() - started:.2f}s)", file=out)
-        elif apply:
-            print("not applied: the file has bad rows; nothing was changed", file=out)
-    finally:
-        if not applied:
-            with contextlib.suppress(ClientError, ConnectionError):
-                await client.request(f.ImportDiscard, import_id=import_id)
-    return result, problems
-
-
-def cmd_import(args: argparse.Namespace) -> None:
-    try:
-        rows, ignored = read_import(args.file)
-    except (ImportFileError, OSError, UnicodeDecodeError, csv.Error) as error:
-        raise UserError(str(error)) from None
-    if ignored:
-        print(f"note: ignoring columns {', '.join(ignored)}", file=sys.stderr)
-
-    async def work(client: Client) -> None:
-        result, problems = await run_import(client, rows, args.apply, sys.stderr)
-        if args.json:
-            _emit(args, result)
-        if problems:
-            table(("line", "column", "problem"),
-                  [(p.line, p.field, p.reason) for p in problems], sys.stdout)
-            if result.error_count > len(problems):
-                print(f"... and {result.error_count - len(problems)} more", file=sys.stdout)
-        if result.error_count:
-            sys.exit(1)
-        if not args.apply:
-            print("the file is clean; run again with --apply to create the officials",
-                  file=sys.stderr)
-
-    _run(args, work)
-
-
-async def export_directory(client: Client, agency: uuid.UUID | None) -> dict[str, Any]:
-    agencies: f.AgencyList = await client.request(f.ListAgencies, root_id=agency)
-    officials = await _all_officials(client, agency, None)
-    return {"agencies": agencies.agencies, "officials": officials}
-
-
-def write_csv(officials: Sequence[f.OfficialInfo], codes: dict[uuid.UUID, str],
-              out: TextIO) -> None:
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(IMPORT_COLUMNS + EXPORT_ONLY_COLUMNS)
-    for o in officials:
-        writer.writerow([o.employee_id or "", o.name_th or "", o.name_en or "", o.position or "",
-                         o.agency_code, o.email or "", o.phone or "", o.status,
-                         _roles(o.roles, codes), o.id])
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    async def work(client: Client) -> None:
-        data = await export_directory(client, await agency_id(client, args.agency))
-        codes = {a.id: a.code for a in data["agencies"]}
-        buffer = io.StringIO()
-        if args.format == "json":
-            buffer.write(json.dumps(msgspec.to_builtins(data), ensure_ascii=False, indent=1))
-            buffer.write("\n")
-        else:
-            write_csv(data["officials"], codes, buffer)
-        if args.output:
-            args.output.write_text(buffer.getvalue(), encoding="utf-8")
-            print(f"wrote {len(data['officials'])} officials and {len(data['agencies'])} "
-                  f"agencies to {args.output}", file=sys.stderr)
-        else:
-            sys.stdout.write(buffer.getvalue())
-
-    _run(args, work)
-
-
 # --- registration ------------------------------------------------------------------------
 
 
@@ -676,11 +487,16 @@ def register(admin: Any) -> None:
     p = _common(admin.add_parser("import", help="import officials from an HR CSV"))
     p.add_argument("file", type=Path)
     p.add_argument("--apply", action="store_true",
-                   help="create them if the dry run finds no bad row (all or nothing)")
-    p.set_defaults(func=cmd_import)
+                   help="make the changes if the dry run finds no problem (all or nothing)")
+    p.add_argument("--update", action="store_true",
+                   help="officials already in the directory (by employee_id) take the "
+                        "file's names, position, contact and agency")
+    p.add_argument("--encoding", help="the file's encoding (default: detect UTF-8 or "
+                                      "TIS-620/cp874)")
+    p.set_defaults(func=admin_import.cmd_import)
 
     p = _common(admin.add_parser("export", help="export the directory (your scope)"))
     p.add_argument("--format", choices=("csv", "json"), default="csv")
-    p.add_argument("--agency", help="only this agency's subtree")
+    p.add_argument("--agency", help="only this agency's subtree (code or id)")
     p.add_argument("--output", type=Path)
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=admin_import.cmd_export)

@@ -26,6 +26,7 @@ import segno
 
 from crypto.errors import CryptoError
 from crypto.identity import IdentityKeyPair
+from gchat.client.cli_errors import UserError
 from gchat.client.sdk import Client, ClientError, DeviceChangeBlocked, Received, Reconnecting
 from gchat.client.state import DeviceState, StateFile
 from gchat.client.tls import client_context
@@ -47,11 +48,10 @@ def _run(main: Awaitable[None]) -> None:
     try:
         asyncio.run(main)  # type: ignore[arg-type]
     except DeviceChangeBlocked as error:
-        sys.exit(f"refused: {error}")
+        raise UserError(f"refused: {error}") from None
     except CryptoError as error:
-        sys.exit(f"refused: the server's answer did not verify ({error})")
-    except (ConnectionError, OSError, TimeoutError) as error:
-        sys.exit(f"cannot reach the server: {error}")
+        raise UserError(f"refused: the server's answer did not verify ({error})") from None
+    # Connection, TLS and file errors: gchat.client.cli_errors words them at the entry point.
 
 
 def _as_device(args: argparse.Namespace, work: Callable[[Client], Awaitable[Any]]) -> None:

@@ -11,6 +11,7 @@ import uuid
 from gchat.client.cli_errors import UserError
 from gchat.client.sdk import Client, ClientError
 from protocol import frames as f
+from protocol import limits
 
 
 def parse_uuid(text: str, what: str) -> uuid.UUID:
@@ -75,3 +76,18 @@ class Names:
                 self._names[oid] = None
         name = self._names[oid]
         return f"{name} ({str(oid)[:8]})" if name else str(oid)
+
+
+async def all_officials(client: Client, agency: uuid.UUID | None,
+                        status: str | None) -> list[f.OfficialInfo]:
+    """Every official of an agency's subtree (default: the caller's scope), all pages."""
+    found: list[f.OfficialInfo] = []
+    offset: int | None = 0
+    while offset is not None:
+        page: f.OfficialList = await client.request(
+            f.ListOfficials, agency_id=agency, status=status, offset=offset,
+            limit=limits.MAX_PAGE,
+        )
+        found.extend(page.officials)
+        offset = page.next_offset
+    return found

@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import msgspec
 
+from protocol import frames as f
+
 
 def width(text: str) -> int:
     """Display width: Thai vowel and tone marks take no column, wide CJK two."""
@@ -67,3 +69,15 @@ def emit_json(data: dict[str, Any]) -> None:
 def note(text: str) -> None:
     """A line for the person (stderr, so ``--json`` output stays pure)."""
     print(text, file=sys.stderr, flush=True)
+
+
+def roles_text(roles: Sequence[f.RoleInfo], codes: dict[Any, str]) -> str:
+    """``agency_admin@MOI,auditor``: roles beyond ``official``, scopes by agency code."""
+    parts = []
+    for r in roles:
+        if r.role == "official":
+            continue
+        scope = "" if r.scope_agency_id is None else "@" + codes.get(
+            r.scope_agency_id, str(r.scope_agency_id))
+        parts.append(r.role + scope)
+    return ",".join(parts)

@@ -273,14 +273,16 @@ class DirectoryHandlers:
                       r.email, r.phone)
             for r in frame.rows
         ]
-        problems = await self._importer.stage(actor, frame.import_id, rows)
+        problems = await self._importer.stage(actor, frame.import_id, rows, frame.update)
         return f.ImportChecked(
             rid=frame.rid, import_id=frame.import_id, received=len(rows), errors=_errors(problems)
         )
 
     @handles(f.ImportApply)
     async def import_apply(self, actor: Principal, frame: f.ImportApply) -> f.ImportResult:
-        outcome = await self._importer.apply(actor, frame.import_id, frame.dry_run)
+        outcome = await self._importer.apply(
+            actor, frame.import_id, frame.dry_run, frame.update
+        )
         return f.ImportResult(
             rid=frame.rid,
             import_id=frame.import_id,
@@ -290,6 +292,9 @@ class DirectoryHandlers:
             created=outcome.created,
             error_count=outcome.error_count,
             errors=_errors(outcome.problems),
+            updated=outcome.updated,
+            unchanged=outcome.unchanged,
+            bad_rows=outcome.bad_rows,
         )
 
     @handles(f.ImportDiscard)

@@ -13,11 +13,20 @@ directory and in the file); a Thai or an English name (``name_th`` must be
 in Thai script); ``agency_code`` names an agency the actor administers;
 email and phone, when present, look like ones; nothing over 200 characters
 or holding control characters.
+
+An update import (``update``) syncs the directory with an HR file: a row
+whose ``employee_id`` is already in the directory sets that official's
+names, position, contact and agency to the row's (an empty cell clears a
+field) instead of being refused, if the actor administers the official's
+agency and the official is not retired. Rows that change nothing are
+counted, not written. Why: ministries re-send the whole HR file when
+people are renamed, promoted or transferred; the same file, exported and
+edited, imports again.
 """
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 import asyncpg
@@ -31,7 +40,7 @@ from gchat.identity.principal import Principal
 from gchat.store import directory as store
 from gchat.store import imports
 from gchat.store.database import Database, Executor
-from gchat.store.directory import Agency, NewOfficial
+from gchat.store.directory import Agency, NewOfficial, OfficialRecord
 from gchat.store.imports import StagedRow
 from protocol.errors import ErrorCode
 
@@ -40,6 +49,8 @@ APPLY_CHUNK = 2000
 #: Problems reported in full by ``apply`` (the count is always exact).
 MAX_REPORTED = 200
 _FIELDS = ("employee_id", "name_th", "name_en", "position", "agency_code", "email", "phone")
+#: What an update import may change (besides the agency).
+_UPDATED = ("name_th", "name_en", "position", "email", "phone")
 
 
 @dataclass(frozen=True)
@@ -50,12 +61,30 @@ class RowProblem:
 
 
 @dataclass(frozen=True)
+class Change:
+    """An existing official as the directory has it and as the row wants it."""
+
+    before: OfficialRecord
+    after: OfficialRecord
+
+    def fields(self) -> list[str]:
+        return [n for n in _UPDATED if getattr(self.before, n) != getattr(self.after, n)]
+
+    @property
+    def moved(self) -> bool:
+        return self.before.agency_id != self.after.agency_id
+
+
+@dataclass(frozen=True)
 class Outcome:
     rows: int
     created: int
     problems: list[RowProblem]
     error_count: int
     applied: bool
+    updated: int = 0
+    unchanged: int = 0
+    bad_rows: int = 0
 
 
 class _Checker:
@@ -65,15 +94,19 @@ class _Checker:
         self,
         agencies: dict[str, Agency],
         allowed: set[UUID] | None,
-        existing: set[str],
+        existing: dict[str, OfficialRecord],
         earlier: dict[str, int],
+        update: bool,
     ) -> None:
         self.agencies = agencies
         self.allowed = allowed
         self.existing = existing
         self.earlier = earlier  # employee id -> first line that has it
+        self.update = update
 
-    def check(self, row: StagedRow) -> tuple[list[RowProblem], NewOfficial | None]:
+    def check(
+        self, row: StagedRow
+    ) -> tuple[list[RowProblem], NewOfficial | Change | None]:
         problems: list[RowProblem] = []
         values: dict[str, str | None] = {}
         for name in _FIELDS:
@@ -90,10 +123,20 @@ class _Checker:
             if first != row.line:
                 problems.append(RowProblem(row.line, "employee_id",
                                            f"employee_id {employee_id} repeats line {first}"))
-            elif employee_id in self.existing:
+            elif employee_id in self.existing and not self.update:
                 problems.append(RowProblem(row.line, "employee_id",
                                            f"employee_id {employee_id} is already in the "
-                                           "directory"))
+                                           "directory (import --update changes officials)"))
+            elif employee_id in self.existing:
+                record = self.existing[employee_id]
+                if self.allowed is not None and record.agency_id not in self.allowed:
+                    problems.append(RowProblem(row.line, "employee_id",
+                                               f"employee_id {employee_id} belongs to an "
+                                               "official outside your scope"))
+                elif record.status == "retired":
+                    problems.append(RowProblem(row.line, "employee_id",
+                                               f"employee_id {employee_id} belongs to a "
+                                               "retired official"))
         if (
             values["name_th"] is None
             and values["name_en"] is None
@@ -114,6 +157,13 @@ class _Checker:
                                            f"agency {code} is outside your scope"))
         if problems or agency is None:
             return problems, None
+        if employee_id is not None and employee_id in self.existing:
+            before = self.existing[employee_id]
+            after = replace(before, agency_id=agency.id, agency_code=agency.code,
+                            name_th=values["name_th"], name_en=values["name_en"],
+                            position=values["position"], email=values["email"],
+                            phone=values["phone"])
+            return [], Change(before, after)
         return [], NewOfficial(
             id=uuid.uuid4(),
             agency_id=agency.id,
@@ -145,7 +195,7 @@ class DirectoryImport:
         return scope
 
     async def _checker(
-        self, scope: Scope, rows: Sequence[StagedRow], earlier: dict[str, int]
+        self, scope: Scope, rows: Sequence[StagedRow], earlier: dict[str, int], update: bool
     ) -> _Checker:
         conn = scope.conn
         codes = sorted({r.agency_code.strip() for r in rows if r.agency_code})
@@ -156,8 +206,8 @@ class DirectoryImport:
             assert admin is not None and admin.scope_agency_id is not None
             allowed = {a.id for a in await store.list_agencies(conn, admin.scope_agency_id)}
         ids = sorted({r.employee_id.strip() for r in rows if r.employee_id})
-        existing = await store.existing_employee_ids(conn, ids)
-        return _Checker(agencies, allowed, existing, earlier)
+        existing = await store.records_by_employee_id(conn, ids)
+        return _Checker(agencies, allowed, existing, earlier, update)
 
     async def begin(self, principal: Principal) -> UUID:
         import_id = uuid.uuid4()
@@ -167,7 +217,8 @@ class DirectoryImport:
         return import_id
 
     async def stage(
-        self, principal: Principal, import_id: UUID, rows: Sequence[StagedRow]
+        self, principal: Principal, import_id: UUID, rows: Sequence[StagedRow],
+        update: bool = False,
     ) -> list[RowProblem]:
         """Stage rows; the problems visible so far (apply checks everything again)."""
         if len({r.line for r in rows}) != len(rows):
@@ -176,27 +227,39 @@ class DirectoryImport:
             scope = await self._own(conn, principal, import_id)
             ids = sorted({r.employee_id.strip() for r in rows if r.employee_id})
             earlier = await imports.staged_employee_lines(conn, import_id, ids)
-            checker = await self._checker(scope, rows, earlier)
+            checker = await self._checker(scope, rows, earlier, update)
             problems: list[RowProblem] = []
             for row in sorted(rows, key=lambda r: r.line):
                 problems.extend(checker.check(row)[0])
             await imports.stage(conn, import_id, rows)
         return problems
 
-    async def apply(self, principal: Principal, import_id: UUID, dry_run: bool) -> Outcome:
+    async def apply(
+        self, principal: Principal, import_id: UUID, dry_run: bool, update: bool = False
+    ) -> Outcome:
         async with self._db.transaction() as conn:
             scope = await self._own(conn, principal, import_id)
             rows = await imports.staged(conn, import_id)
-            checker = await self._checker(scope, rows, {})
+            checker = await self._checker(scope, rows, {}, update)
             problems: list[RowProblem] = []
             new: list[NewOfficial] = []
+            changes: list[Change] = []
+            unchanged = 0
             for row in rows:
-                found, official = checker.check(row)
+                found, item = checker.check(row)
                 problems.extend(found)
-                if official is not None:
-                    new.append(official)
-            if dry_run or problems:
-                return Outcome(len(rows), 0, problems[:MAX_REPORTED], len(problems), False)
+                if isinstance(item, NewOfficial):
+                    new.append(item)
+                elif isinstance(item, Change) and (item.fields() or item.moved):
+                    changes.append(item)
+                elif isinstance(item, Change):
+                    unchanged += 1
+            if problems:
+                bad_rows = len({p.line for p in problems})
+                return Outcome(len(rows), 0, problems[:MAX_REPORTED], len(problems), False,
+                               bad_rows=bad_rows)
+            if dry_run:
+                return Outcome(len(rows), len(new), [], 0, False, len(changes), unchanged)
             try:
                 for start in range(0, len(new), APPLY_CHUNK):
                     await store.create_officials(conn, new[start : start + APPLY_CHUNK])
@@ -204,12 +267,18 @@ class DirectoryImport:
                 raise ServiceError(
                     ErrorCode.CONFLICT, "the directory changed during the import; run it again"
                 ) from None
-            await self._audit.record(conn, *self._events(scope, import_id, new))
+            for change in changes:
+                if change.fields():
+                    await store.update_official(conn, change.after)
+                if change.moved:
+                    await store.move_official(conn, change.after.id, change.after.agency_id)
+            await self._audit.record(conn, *self._events(scope, import_id, new, changes))
             await imports.discard(conn, import_id)
-        return Outcome(len(rows), len(new), [], 0, True)
+        return Outcome(len(rows), len(new), [], 0, True, len(changes), unchanged)
 
     def _events(
-        self, scope: Scope, import_id: UUID, new: Iterable[NewOfficial]
+        self, scope: Scope, import_id: UUID, new: Iterable[NewOfficial],
+        changes: Sequence[Change] = (),
     ) -> list[AuditEvent]:
         actor = {"actor_official": scope.actor.official_id, "actor_device": scope.actor.device_id}
         events = [
@@ -217,8 +286,22 @@ class DirectoryImport:
                        details={"import": import_id}, **actor)
             for o in new
         ]
+        created = len(events)
+        for c in changes:
+            if c.fields():
+                events.append(AuditEvent(
+                    "admin.official_updated", subject_official=c.after.id,
+                    agency_id=c.after.agency_id,
+                    details={"import": import_id, "fields": c.fields()}, **actor))
+            if c.moved:
+                events.append(AuditEvent(
+                    "admin.official_moved", subject_official=c.after.id,
+                    agency_id=c.after.agency_id,
+                    details={"import": import_id, "from_agency": c.before.agency_id,
+                             "to_agency": c.after.agency_id}, **actor))
         events.append(AuditEvent("admin.officials_imported",
-                                 details={"import": import_id, "created": len(events)}, **actor))
+                                 details={"import": import_id, "created": created,
+                                          "updated": len(changes)}, **actor))
         return events
 
     async def discard(self, principal: Principal, import_id: UUID) -> None:

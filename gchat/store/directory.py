@@ -425,6 +425,17 @@ async def existing_employee_ids(db: Executor, employee_ids: Sequence[str]) -> se
     return {row["employee_id"] for row in rows}
 
 
+async def records_by_employee_id(
+    db: Executor, employee_ids: Sequence[str]
+) -> dict[str, OfficialRecord]:
+    """The officials holding these employee ids, locked for an update import."""
+    rows = await db.fetch(
+        _RECORD + " WHERE o.employee_id = ANY($1::text[]) FOR UPDATE OF o",
+        list(employee_ids),
+    )
+    return {row["employee_id"]: _record(row) for row in rows}
+
+
 async def employee_id_taken(db: Executor, employee_id: str, other_than: UUID | None) -> bool:
     query = """SELECT EXISTS (SELECT 1 FROM officials
                               WHERE employee_id = $1 AND id IS DISTINCT FROM $2)"""

@@ -10,7 +10,8 @@ import csv
 import time
 from pathlib import Path
 
-from gchat.client.admin_cli import read_import, run_import
+from gchat.client.admin_import import run_import
+from gchat.client.hr_csv import read_import
 from tests.directory.conftest import Tree
 
 ROWS = 10_000
@@ -66,8 +67,9 @@ async def test_import_ten_thousand(tree: Tree, tmp_path: Path) -> None:
     write_file(clean_file, bad=False)
     log = tmp_path / "log.txt"
 
-    rows, ignored = read_import(bad_file)
-    assert len(rows) == ROWS and ignored == []
+    hr = read_import(bad_file)
+    rows = hr.rows
+    assert len(rows) == ROWS and hr.ignored == [] and hr.problems == []
     before = await tree.snapshot()
     started = time.perf_counter()
     with log.open("w") as out:
@@ -87,7 +89,7 @@ async def test_import_ten_thousand(tree: Tree, tmp_path: Path) -> None:
     assert await tree.snapshot() == before, "a file with bad rows changed something"
     assert await count_imported(tree) == 0
 
-    rows, _ = read_import(clean_file)
+    rows = read_import(clean_file).rows
     started = time.perf_counter()
     with log.open("a") as out:
         result, problems = await run_import(admin, rows, apply=True, out=out)

@@ -1,0 +1,222 @@
+"""The HR CSV file: read what Thai HR systems and Excel write, write what Excel opens.
+
+Why each rule:
+
+- Thai HR systems and Excel on Thai Windows save TIS-620 (Windows code page
+  874); newer ones UTF-8, often with a byte-order mark. Reading detects
+  which (``--encoding`` overrides) and says so; a byte that fits neither is
+  reported with its line, never turned silently into the wrong letters.
+- Problems are named by file line and column (the letter Excel shows and
+  the header name), and a row is counted once however many problems it has.
+- The export starts with a UTF-8 byte-order mark, or Excel shows Thai as
+  garbage, and has the import's columns first, so it imports again.
+- A cell starting with ``= + - @``, a tab or a carriage return is a formula
+  to a spreadsheet (CSV injection: an official's "name" could run a
+  command or leak cells when an admin opens the export). The export
+  prefixes such a cell with an apostrophe, which spreadsheets show as text;
+  the import removes exactly that prefix again, so names and phone numbers
+  such as ``+66 2 123 4567`` survive a round trip.
+"""
+
+import csv
+import io
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import msgspec
+
+from protocol import frames as f
+from protocol import limits
+
+#: Columns of the import file (the shape HR systems export), in export order.
+IMPORT_COLUMNS = ("employee_id", "name_th", "name_en", "position", "agency_code", "email",
+                  "phone")
+#: Extra columns of an export, ignored on import (so an export imports again).
+EXPORT_ONLY_COLUMNS = ("status", "roles", "official_id")
+#: Keep each import frame well under the protocol's frame limit.
+CHUNK_BYTES = 160 * 1024
+BOM = "\ufeff"
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: Thai letters in UTF-8 are E0 B8/B9 xx: a file full of them is UTF-8, even if damaged.
+_UTF8_THAI = re.compile(rb"\xe0[\xb8\xb9][\x80-\xbf]")
+
+
+class ImportFileError(Exception):
+    """The file cannot be read as an officials import (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A problem the reader found before sending anything (the row is not sent)."""
+
+    line: int
+    field: str
+    reason: str
+
+
+@dataclass
+class HrFile:
+    rows: list[f.ImportRow]
+    header: list[str]
+    encoding: str
+    ignored: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    #: Exported officials without an employee id (made by hand, not by HR):
+    #: nothing to match them by, so an export re-imported passes over them.
+    skipped: int = 0
+
+    def column(self, name: str) -> str:
+        """Where a field is, as a person finds it in Excel: ``C (name_th)``."""
+        if name not in self.header:
+            return name
+        return f"{_letters(self.header.index(name))} ({name})"
+
+
+def _letters(index: int) -> str:
+    text = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        text = chr(ord("A") + rest) + text
+    return text
+
+
+def _line_of(raw: bytes, position: int) -> int:
+    return raw.count(b"\n", 0, position) + 1
+
+
+def decode(raw: bytes, name: str, encoding: str | None = None) -> tuple[str, str]:
+    """(text, the encoding it was read as)."""
+    if encoding is not None:
+        try:
+            return raw.decode(encoding), encoding
+        except UnicodeDecodeError as error:
+            raise ImportFileError(
+                f"{name} is not {encoding}: line {_line_of(raw, error.start)} has a byte "
+                f"(0x{raw[error.start]:02x}) that {encoding} does not have"
+            ) from None
+        except LookupError:
+            raise ImportFileError(f"unknown encoding {encoding}: use utf-8 or cp874") from None
+    if raw.startswith(BOM.encode()):
+        raw = raw[3:]
+        label = "UTF-8 (with BOM)"
+    else:
+        label = "UTF-8"
+    try:
+        return raw.decode("utf-8"), label
+    except UnicodeDecodeError as error:
+        high = sum(1 for b in raw if b >= 0x80)
+        thai_utf8 = 3 * len(_UTF8_THAI.findall(raw))
+        if label != "UTF-8" or thai_utf8 * 2 > high:
+            raise ImportFileError(
+                f"{name} is UTF-8 but line {_line_of(raw, error.start)} has a damaged "
+                "character: fix that line, or give --encoding"
+            ) from None
+    try:
+        return raw.decode("cp874"), "TIS-620 (cp874)"
+    except UnicodeDecodeError as error:
+        raise ImportFileError(
+            f"{name} is neither UTF-8 nor TIS-620: line {_line_of(raw, error.start)} has a "
+            f"byte (0x{raw[error.start]:02x}) that neither has; save it as UTF-8 or "
+            "give --encoding"
+        ) from None
+
+
+def _control(value: str) -> str | None:
+    """The first control character in ``value`` (as U+XXXX), if any."""
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def unescape(value: str) -> str:
+    """Undo the export's formula guard (an apostrophe before a formula character)."""
+    if len(value) > 1 and value[0] == "'" and value[1] in _FORMULA_START:
+        return value[1:]
+    return value
+
+
+def escape(value: str) -> str:
+    """A cell a spreadsheet shows as text, never runs as a formula."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def read_import(path: Path, encoding: str | None = None) -> HrFile:
+    """The rows of an HR CSV, numbered by the file line each starts on."""
+    text, used = decode(path.read_bytes(), str(path), encoding)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = [h.strip() for h in next(reader, [])]
+    except csv.Error as error:
+        raise ImportFileError(f"{path} line 1: {error}") from None
+    missing = [c for c in ("employee_id", "agency_code") if c not in header]
+    if missing or not {"name_th", "name_en"} & set(header):
+        raise ImportFileError(
+            f"{path}: the first line must name the columns employee_id, agency_code and "
+            f"name_th and/or name_en (found: {', '.join(header) or 'nothing'}; "
+            f"read as {used})"
+        )
+    hr = HrFile([], header, used, ignored=[h for h in header if h not in IMPORT_COLUMNS])
+    where = {name: header.index(name) for name in IMPORT_COLUMNS if name in header}
+    exported = header.index("official_id") if "official_id" in header else None
+    while True:
+        line = reader.line_num + 1
+        try:
+            record = next(reader, None)
+        except csv.Error as error:
+            raise ImportFileError(f"{path} line {line}: {error}") from None
+        if record is None:
+            break
+        if not record or all(not cell.strip() for cell in record):
+            continue  # a blank line
+        if len(record) != len(header):
+            hr.problems.append(Problem(line, "", f"the row has {len(record)} fields, the "
+                                                 f"header {len(header)}"))
+            continue
+        values = {}
+        for name, index in where.items():
+            value = unescape(record[index])
+            values[name] = value[: limits.MAX_IMPORT_TEXT] if value.strip() else None
+        if values.get("employee_id") is None and exported is not None and record[exported]:
+            hr.skipped += 1
+            continue
+        bad = [(name, _control(v)) for name, v in values.items() if v and _control(v)]
+        if bad:  # the protocol refuses a frame holding one: name the cell instead
+            hr.problems.extend(Problem(line, name, f"contains the control character {char} "
+                                                   "(a line break inside a cell?)")
+                               for name, char in bad)
+            continue
+        hr.rows.append(f.ImportRow(line=line, **values))
+    return hr
+
+
+def chunks(rows: Sequence[f.ImportRow]) -> Iterable[list[f.ImportRow]]:
+    """Rows in frames of at most MAX_IMPORT_ROWS rows and about CHUNK_BYTES."""
+    chunk: list[f.ImportRow] = []
+    size = 0
+    for row in rows:
+        row_size = len(msgspec.msgpack.encode(row))
+        if chunk and (len(chunk) >= limits.MAX_IMPORT_ROWS or size + row_size > CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(row)
+        size += row_size
+    if chunk:
+        yield chunk
+
+
+def write_csv(officials: Sequence[f.OfficialInfo], roles: Sequence[str], out: TextIO) -> None:
+    """The export: BOM, import columns first, every cell formula-safe."""
+    out.write(BOM)
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(IMPORT_COLUMNS + EXPORT_ONLY_COLUMNS)
+    for o, role_text in zip(officials, roles, strict=True):
+        writer.writerow([escape(v or "") for v in (
+            o.employee_id, o.name_th, o.name_en, o.position, o.agency_code, o.email, o.phone,
+            o.status, role_text, str(o.id),
+        )])
