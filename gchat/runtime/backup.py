@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,11 +214,6 @@ def _member(archive: tarfile.TarFile, name: str) -> bytes:
     return _member_file(archive, name).read()
 
 
-def read_manifest(path: Path, passphrase: str | None = None) -> Manifest:
-    with _open(path, passphrase) as archive:
-        return _manifest(archive)
-
-
 def _manifest(archive: tarfile.TarFile) -> Manifest:
     try:
         manifest = Manifest(**json.loads(_member(archive, _MANIFEST)))
@@ -239,6 +234,7 @@ def restore(
     force: bool = False,
     tools: Tools = Tools(),
     keys_only: bool = False,
+    known_migrations: Iterable[str] | None = None,
 ) -> Manifest:
     """Put the backup's keys and database back (run it with the node stopped).
 
@@ -246,10 +242,19 @@ def restore(
     tables; that, or keys in ``key_dir`` that differ from the backup's, is
     refused unless ``force`` (then the database's objects are dropped and
     recreated from the dump, and the keys are replaced). ``keys_only`` puts
-    back the keys alone, for a host whose database survived.
+    back the keys alone, for a host whose database survived. A backup with
+    migrations outside ``known_migrations`` (a newer version's) is refused.
     """
     with _open(path, passphrase) as archive:
         manifest = _manifest(archive)
+        if known_migrations is not None:
+            known = set(known_migrations)
+            newer = [name for name in manifest.migrations if name not in known]
+            if newer:
+                raise BackupError(
+                    f"the backup comes from a newer G-Chat ({manifest.version}, migration "
+                    f"{newer[-1]}); install that version first"
+                )
         keys = {name: _member(archive, f"keys/{name}.key") for name in manifest.keys}
         if database_in_use and not force and not keys_only:
             raise BackupError(

@@ -9,10 +9,13 @@ audit log verifies against the audit key from before the wipe.
 """
 
 import asyncio
+import io
+import json
 import os
 import stat
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from gchat.app import App
@@ -176,6 +179,19 @@ async def test_restore_mistakes_are_one_line(database_url: str, tmp_path: Path) 
     junk.write_bytes(b"not a backup at all" * 100)
     bad = gchat("restore", "--input", str(junk), env=env)
     assert (bad.returncode, bad.stderr.strip()) == (1, f"error: {junk} is not a G-Chat backup")
+    future = tmp_path / "future.gcbackup"
+    manifest = json.dumps({"format": "gchat-backup/1", "version": "9.0.0", "created_at": "",
+                           "node_id": "", "migrations": ["0001_init.sql", "9999_future.sql"],
+                           "keys": []}).encode()
+    with tarfile.open(future, "w") as archive:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        archive.addfile(info, io.BytesIO(manifest))
+    newer = gchat("restore", "--input", str(future), env=env)
+    assert (newer.returncode, newer.stderr.strip()) == (
+        1, "error: the backup comes from a newer G-Chat (9.0.0, migration 9999_future.sql); "
+        "install that version first"
+    )
     empty = gchat("backup", "--output", str(tmp_path / "b.gcbackup"), env=env)
     assert empty.returncode == 1 and "Traceback" not in empty.stderr
     assert not (tmp_path / "b.gcbackup").exists()
@@ -184,8 +200,6 @@ async def test_restore_mistakes_are_one_line(database_url: str, tmp_path: Path) 
 async def test_an_unsealed_backup_streams_and_restores_with_force(
     database_url: str, tmp_path: Path
 ) -> None:
-    import tarfile
-
     import asyncpg
 
     from gchat.runtime.server_keys import ServerKeys
