@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.web.harness import Node
+from tests.web import ui
+from tests.web.harness import Loop, Node, admin_device, new_official
 
 
 def test_app_loads_under_csp_in_thai_then_english(node: Node, page: Page) -> None:
@@ -32,3 +33,31 @@ def test_the_app_is_installable(node: Node, page: Page) -> None:
     manifest = cdp.send("Page.getAppManifest")
     assert manifest["errors"] == []
     assert "จีแชต" in manifest["data"]
+
+
+def test_passphrase_locks_the_device_at_rest(node: Node, loop: Loop, browser: Browser) -> None:
+    """With a passphrase the app opens nothing without it; a wrong one is told, not crashed."""
+    admin = admin_device(node, loop)
+    _, code = new_official(admin, "ปราณี ระวังภัย")
+    context = browser.new_context(viewport=ui.PHONE, locale="th-TH")
+    try:
+        page = context.new_page()
+        page.goto(node.http)
+        page.get_by_label("รหัสลงทะเบียน").fill(code)
+        page.get_by_label("รหัสผ่านอุปกรณ์ (ไม่บังคับ)").fill("สั้น")
+        page.get_by_role("button", name="ลงทะเบียน").click()
+        expect(page.get_by_role("alert")).to_contain_text("อย่างน้อย 8 ตัวอักษร")
+        page.get_by_label("รหัสผ่านอุปกรณ์ (ไม่บังคับ)").fill("ม้าลายกินหญ้า 2569")
+        page.get_by_role("button", name="ลงทะเบียน").click()
+        expect(page.locator("[data-status=online]")).to_be_visible(timeout=30_000)
+        page.reload()
+        expect(page.get_by_role("heading", name="ปลดล็อกจีแชต")).to_be_visible()
+        page.get_by_label("รหัสผ่านอุปกรณ์").fill("ม้าลายกินหญ้า 2568")
+        page.get_by_role("button", name="ปลดล็อก").click()
+        expect(page.get_by_role("alert")).to_have_text("รหัสผ่านไม่ถูกต้อง", timeout=30_000)
+        page.get_by_label("รหัสผ่านอุปกรณ์").fill("ม้าลายกินหญ้า 2569")
+        page.get_by_role("button", name="ปลดล็อก").click()
+        expect(page.get_by_role("heading", name="การสนทนา")).to_be_visible(timeout=30_000)
+        expect(page.locator("[data-status=online]")).to_be_visible()
+    finally:
+        context.close()

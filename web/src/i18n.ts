@@ -69,6 +69,14 @@ const th = {
   group: "กลุ่ม",
   settings: "ตั้งค่า",
   close: "ปิด",
+  passphraseOptional: "รหัสผ่านอุปกรณ์ (ไม่บังคับ)",
+  passphraseHelp: "ถ้าตั้งไว้ ต้องใส่ทุกครั้งที่เปิดแอป อย่างน้อย 8 ตัวอักษร ลืมแล้วกู้คืนไม่ได้",
+  passphraseTooShort: "รหัสผ่านอุปกรณ์ต้องมีอย่างน้อย 8 ตัวอักษร",
+  passphrase: "รหัสผ่านอุปกรณ์",
+  unlockTitle: "ปลดล็อกจีแชต",
+  unlock: "ปลดล็อก",
+  wrongPassphrase: "รหัสผ่านไม่ถูกต้อง",
+  forgotPassphrase: "ลืมรหัสผ่าน: ลบข้อมูลบนอุปกรณ์นี้",
 };
 
 export type Key = keyof typeof th;
@@ -141,6 +149,14 @@ const en: Record<Key, string> = {
   group: "Group",
   settings: "Settings",
   close: "Close",
+  passphraseOptional: "Device passphrase (optional)",
+  passphraseHelp: "If set, it is asked each time the app opens; at least 8 characters; it cannot be recovered.",
+  passphraseTooShort: "The device passphrase needs at least 8 characters",
+  passphrase: "Device passphrase",
+  unlockTitle: "Unlock G-Chat",
+  unlock: "Unlock",
+  wrongPassphrase: "Wrong passphrase",
+  forgotPassphrase: "Forgot it: wipe this device",
 };
 
 const tables: Record<Lang, Record<Key, string>> = { th, en };

@@ -5,7 +5,7 @@ import { BlockedError, Device, type Chat, type Msg } from "../client";
 import { loadSodium } from "../crypto/sodium";
 import { formatTime, translate, type Key, type Lang } from "../i18n";
 import { ServerError, type Frame } from "../net/wire";
-import { Vault } from "../store/vault";
+import { Vault, WrongPassphrase } from "../store/vault";
 
 type T = (k: Key, v?: Record<string, string | number>) => string;
 type Screen =
@@ -30,6 +30,7 @@ export function App() {
   const [device, setDevice] = useState<Device | null>(null);
   const [loaded, setLoaded] = useState(false);
   const [ended, setEnded] = useState<"revoked" | "signedOut" | null>(null);
+  const [locked, setLocked] = useState(false);
   const [, setTick] = useState(0);
   const t: T = (k, v) => translate(lang, k, v);
 
@@ -37,8 +38,13 @@ export function App() {
     void (async () => {
       await loadSodium();
       const v = await Vault.open();
-      const d = await Device.load(v);
       setVault(v);
+      if (v.locked) {
+        setLocked(true);
+        setLoaded(true);
+        return;
+      }
+      const d = await Device.load(v);
       setDevice(d);
       setLoaded(true);
       d?.start();
@@ -68,14 +74,33 @@ export function App() {
   let body;
   if (!loaded) body = <main><p class="loading">{t("loading")}</p></main>;
   else if (ended === "revoked") body = <main><p role="alert" class="error" data-testid="revoked">{t("revoked")}</p></main>;
-  else if (device === null) {
-    body = <Enrol t={t} onEnrolled={async (code, name) => {
-      const v = vault ?? (await Vault.open());
-      const d = await Device.enrol(v, code, name);
+  else if (locked && vault !== null) {
+    body = <Unlock t={t} onUnlock={async (passphrase) => {
+      await vault.unlock(passphrase);
+      const d = await Device.load(vault);
       setDevice(d);
-      d.start();
+      setLocked(false);
+      d?.start();
+    }} onWipe={async () => {
+      await vault.wipe();
+      setVault(null);
+      setLocked(false);
     }} />;
-    if (ended === "signedOut") body = <>{body}</>;
+  } else if (device === null) {
+    body = <Enrol t={t} onEnrolled={async (code, name, passphrase) => {
+      const v = vault ?? (await Vault.open());
+      try {
+        if (passphrase) await v.setPassphrase(passphrase);
+        const d = await Device.enrol(v, code, name);
+        setVault(v);
+        setDevice(d);
+        d.start();
+      } catch (e) {
+        await v.wipe(); // nothing half-made stays behind (nor a passphrase for no device)
+        setVault(null);
+        throw e;
+      }
+    }} />;
   } else body = <Home t={t} lang={lang} device={device} onSignedOut={async () => {
     await device.signOut();
     setDevice(null);
@@ -95,8 +120,35 @@ function StatusLine({ t, device }: { t: T; device: Device }) {
   return <span class="status-pill" role="status" aria-live="polite" data-status={device.status}>{t(key)}</span>;
 }
 
-function Enrol({ t, onEnrolled }: { t: T; onEnrolled: (code: string, name: string) => Promise<void> }) {
+function Unlock({ t, onUnlock, onWipe }: { t: T; onUnlock: (passphrase: string) => Promise<void>; onWipe: () => Promise<void> }) {
+  const [passphrase, setPassphrase] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  return (
+    <main>
+      <form class="stack" onSubmit={async (e) => {
+        e.preventDefault();
+        setBusy(true);
+        try {
+          await onUnlock(passphrase);
+        } catch (err) {
+          setError(t(err instanceof WrongPassphrase ? "wrongPassphrase" : "errorGeneric"));
+          setBusy(false);
+        }
+      }}>
+        <h2>{t("unlockTitle")}</h2>
+        <label>{t("passphrase")}<input type="password" name="passphrase" autocomplete="current-password" required value={passphrase} onInput={(e) => setPassphrase(e.currentTarget.value)} /></label>
+        {error !== null ? <p role="alert" class="error">{error}</p> : null}
+        <button type="submit" disabled={busy}>{t("unlock")}</button>
+        <button type="button" class="secondary" onClick={async () => { if (confirm(t("signOutConfirm"))) await onWipe(); }}>{t("forgotPassphrase")}</button>
+      </form>
+    </main>
+  );
+}
+
+function Enrol({ t, onEnrolled }: { t: T; onEnrolled: (code: string, name: string, passphrase: string) => Promise<void> }) {
   const [code, setCode] = useState("");
+  const [passphrase, setPassphrase] = useState("");
   const [name, setName] = useState(t("deviceNameDefault"));
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
@@ -134,10 +186,10 @@ function Enrol({ t, onEnrolled }: { t: T; onEnrolled: (code: string, name: strin
         setBusy(true);
         setError(null);
         try {
-          await onEnrolled(code, name.trim() || t("deviceNameDefault"));
+          await onEnrolled(code, name.trim() || t("deviceNameDefault"), passphrase);
         } catch (err) {
           const c = err instanceof ServerError ? err.code : "";
-          setError(t(c === "enrolment_code_invalid" ? "errorCode" : c === "device_limit" ? "errorDeviceLimit" : c === "rate_limited" ? "errorRate" : "errorGeneric"));
+          setError(t(err instanceof WrongPassphrase ? "passphraseTooShort" : c === "enrolment_code_invalid" ? "errorCode" : c === "device_limit" ? "errorDeviceLimit" : c === "rate_limited" ? "errorRate" : "errorGeneric"));
           setBusy(false);
         }
       }}>
@@ -145,6 +197,8 @@ function Enrol({ t, onEnrolled }: { t: T; onEnrolled: (code: string, name: strin
         <p id="enrol-help">{t("enrolHelp")}</p>
         <label>{t("enrolCode")}<input type="text" name="code" autocomplete="one-time-code" autocapitalize="characters" spellcheck={false} required aria-describedby="enrol-help" value={code} onInput={(e) => setCode(e.currentTarget.value)} /></label>
         <label>{t("deviceName")}<input type="text" name="device" maxLength={200} value={name} onInput={(e) => setName(e.currentTarget.value)} /></label>
+        <label>{t("passphraseOptional")}<input type="password" name="passphrase" autocomplete="new-password" aria-describedby="passphrase-help" value={passphrase} onInput={(e) => setPassphrase(e.currentTarget.value)} /></label>
+        <p id="passphrase-help" class="status">{t("passphraseHelp")}</p>
         {canScan ? <button type="button" class="secondary" onClick={() => setScanning(!scanning)}>{scanning ? t("stopScan") : t("scanQr")}</button> : null}
         {scanning ? <video ref={video} muted playsInline aria-label={t("scanQr")} /> : null}
         {error !== null ? <p role="alert" class="error">{error}</p> : null}
