@@ -22,7 +22,7 @@ import { authMessage, certificateFor, signedPrekeyMessage, verifyCertificate, ve
 import { ed25519FromSeed, ed25519Generate, randomBytes, sha256, sign, x25519Pair, type Ed25519Pair } from "./crypto/primitives";
 import { formatSafetyNumber, safetyNumber } from "./crypto/safety";
 import {
-  distributionMessage, fromDistribution, generateSenderKey, groupDecrypt, groupEncrypt, rotateSenderKey, type SenderKeyState,
+  distributionMessage, fromDistribution, generateSenderKey, groupDecrypt, groupEncrypt, rotateSenderKey, takesDistribution, type SenderKeyState,
 } from "./crypto/senderkeys";
 import { accept, initiate, parsePrekeyMessage, sessionDecrypt, sessionEncrypt, type SessionState } from "./crypto/session";
 import { nodeUrl, ServerError, Wire, type Frame } from "./net/wire";
@@ -787,14 +787,7 @@ export class Device {
     if (!members.has(from) || !members.has(this.state.officialId)) return; // not from a member, or we are out
     const incoming = fromDistribution(content.sender_key!);
     const keys = (this.state.groupKeys[cid] ??= {});
-    const current = keys[device];
-    // Sender keys only move forward: an older key id is refused; for the same
-    // key id the state we hold already derives every later key (and keeps its skipped ones).
-    if (current !== undefined) {
-      const ahead = (incoming.keyId - current.keyId + 2 ** 32) % 2 ** 32;
-      if (ahead === 0 || ahead > 2 ** 31) return;
-    }
-    keys[device] = incoming;
+    if (takesDistribution(keys[device], incoming)) keys[device] = incoming; // only forward
   }
 
   private async distribute(cid: string): Promise<void> {

@@ -82,3 +82,17 @@ export function groupDecrypt(state: SenderKeyState, message: Uint8Array): [Uint8
   }
   return [open(mk, body.subarray(9), body.subarray(0, 9)), s];
 }
+
+/**
+ * Sender keys only move forward (PROTOCOL.md §E7a, client trust rules): a
+ * distribution replaces the state held for that sender device only if its
+ * key id is newer (serial-number arithmetic mod 2^32, so rotation may wrap).
+ * The same key id is never taken again: the state held already derives every
+ * later key and keeps its skipped ones, so a delayed or replayed distribution
+ * cannot roll replay protection back.
+ */
+export function takesDistribution(current: SenderKeyState | undefined, incoming: SenderKeyState): boolean {
+  if (current === undefined) return true;
+  const ahead = (incoming.keyId - current.keyId + 2 ** 32) % 2 ** 32;
+  return ahead !== 0 && ahead < 2 ** 31;
+}
