@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from redis.asyncio import Redis
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -346,7 +347,7 @@ class App:
         database = (
             f"embedded PostgreSQL under {(config.data_dir / 'postgres').resolve()}"
             if self._embedded is not None
-            else "external PostgreSQL (database_url)"
+            else f"PostgreSQL {_where(config.database_url)}"
         )
         return "\n".join(
             [
@@ -454,6 +455,14 @@ async def run(config: Config) -> None:
         await stopping.wait()
     finally:
         await app.stop()
+
+
+def _where(dsn: str) -> str:
+    """``database on host:port`` from a DSN, without the user or password."""
+    parts = urlsplit(dsn)
+    host = parts.hostname or parse_qs(parts.query).get("host", ["local socket"])[0]
+    port = f":{parts.port}" if parts.port else ""
+    return f"database {parts.path.lstrip('/') or '(default)'} on {host}{port}"
 
 
 def _is_loopback(host: str) -> bool:

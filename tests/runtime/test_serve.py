@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gchat.runtime.version import version
 from tests.conftest import free_port
@@ -64,6 +65,9 @@ def test_banner_node_id_tls_warning_and_json_logs(database_url: str, tmp_path: P
     assert f"data       {tmp_path / 'data'}" in text
     assert f"keys       {tmp_path / 'data' / 'keys'}" in text
     assert "kill -TERM" in banner[-1]
+    dsn = urlsplit(database_url)
+    assert f"database   PostgreSQL database {dsn.path[1:]} on {dsn.hostname}:{dsn.port}" in text
+    assert "postgres@" not in text  # no user (nor password) in the banner
 
     records = [json.loads(line) for line in logs]  # every line is one JSON object
     assert all(r["node"] == node_id for r in records)
