@@ -61,13 +61,20 @@ from gchat.runtime.broker import Broker, InProcessBroker, Signal, SignalKind
 from gchat.runtime.embedded_postgres import EmbeddedPostgres
 from gchat.runtime.metrics import CONTENT_TYPE, NodeMetrics, bearer_access, serve_separately
 from gchat.runtime.quietlog import QuietLog
-from gchat.runtime.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, parse_overrides
+from gchat.runtime.ratelimit import (
+    Limits,
+    LocalRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    parse_overrides,
+)
 from gchat.runtime.redis_broker import RedisBroker, connect_redis
 from gchat.runtime.server_keys import ServerKeys
 from gchat.runtime.version import version
 from gchat.store import messages, migrations
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage
+from gchat.transport.admission import ConnectionCap, parse_networks
 from gchat.transport.client_address import parse_trusted
 from gchat.transport.connection import SESSION_FRAMES, Services, handler
 from gchat.transport.http import routes
@@ -209,7 +216,7 @@ class App:
             prekeys_low,
             audit=self.audit,
         )
-        directory = Directory(db, config.enrolment_code_ttl_seconds, self.audit)
+        directory = Directory(db, config.enrolment_code_ttl_seconds, self.audit, limiter)
         # Conversations and groups (membership events signed with the directory key).
         conversations = Conversations(
             db,
@@ -236,6 +243,10 @@ class App:
         self._inbox.start()
         self.failures = FailureAudit(db, self.audit, config.failure_audit_seconds)
         self.failures.start()
+        limit_table = parse_overrides(config.rate_limits)
+        cap = ConnectionCap(
+            config.max_connections_per_address, parse_networks(config.connection_cap_exempt)
+        )
         services = Services(
             db=db,
             inbox=self._inbox,
@@ -258,6 +269,8 @@ class App:
                 failures=self.failures,
             ),
             keys=keys_directory,
+            cap=cap,
+            frame_limit=limit_table.get(Limits.FRAMES, Limits.FRAMES.value),
             requests=request_table(
                 [
                     IdentityHandlers(keys_directory),
@@ -298,6 +311,8 @@ class App:
                 self._web_app(),
                 content_type=CONTENT_TYPE,
                 allowed=bearer_access(config.metrics_token_sha256),
+                cap=cap,
+                trusted_proxies=parse_trusted(config.trusted_proxies),
             ),
             ssl=self._tls(),
             backlog=1024,  # a reconnect storm overflows asyncio's default of 100

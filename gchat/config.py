@@ -51,6 +51,12 @@ class Config:
     db_pool_size: int = 20
     #: Overrides of the rate-limit table, e.g. "messages=2000/500" (gchat.runtime.ratelimit).
     rate_limits: str = ""
+    #: Most WebSocket connections one remote address may hold on a node (0: no
+    #: cap); over it the upgrade gets HTTP 429 (gchat.transport.admission).
+    max_connections_per_address: int = 50
+    #: Addresses and networks exempt from that cap: loopback, and add your
+    #: reverse proxies and load balancers (they carry many officials).
+    connection_cap_exempt: str = "127.0.0.0/8,::1/128"
     #: Refused auth and enrolment attempts are audited as one event per
     #: address and this window (gchat.audit.failures), never one per attempt.
     failure_audit_seconds: float = 60.0

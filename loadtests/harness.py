@@ -262,7 +262,9 @@ def node_env(database_url: str, data_dir: Path, port: int, **extra: str) -> dict
         "GCHAT_HOST": "127.0.0.1",
         # Measure the server, not its per-device throttles (50 sends/s by default).
         "GCHAT_RATE_LIMITS": "messages=1000000/1000000,bundle_fetches=1000000/1000000,"
-        "bundle_fetches_per_target=1000000/1000000",
+        "bundle_fetches_per_target=1000000/1000000,frames=1000000/1000000,"
+        "searches=1000000/1000000",
+        # Every simulated device connects from loopback (exempt by default).
         "PYTHONUNBUFFERED": "1",
     }
     env |= extra

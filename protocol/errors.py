@@ -57,9 +57,11 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009  # frame over MAX_FRAME_BYTES
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # this address holds too many connections to the node
     AUTH_TIMEOUT = 4001  # no successful auth within the deadline
     REVOKED = 4403  # device revoked or official suspended
     DISPLACED = 4409  # the same device connected again elsewhere
+    TOO_MANY_FRAMES = 4429  # went on sending frames after they were refused rate_limited
 
 
 class ProtocolError(Exception):

@@ -2,9 +2,10 @@
 
 ``bootstrap`` makes the first superadmin on the server host, where whoever
 can run it already owns the database; ``search`` is the directory look-up
-every active official may use, filtered by messaging policy. The admin
-operations are in ``gchat.directory.administration``, who may do what in
-``gchat.directory.authz``.
+every active official may use, filtered by messaging policy and
+rate-limited per device (each search is a database query any official can
+repeat). The admin operations are in ``gchat.directory.administration``,
+who may do what in ``gchat.directory.authz``.
 """
 
 import uuid
@@ -16,6 +17,7 @@ from gchat.directory import authz
 from gchat.errors import ServiceError
 from gchat.identity import codes
 from gchat.identity.principal import Principal
+from gchat.runtime.ratelimit import Limits, LocalRateLimiter, RateLimiter
 from gchat.store import directory, terms
 from gchat.store.database import Database, Executor
 from gchat.store.directory import OfficialCard, SearchQuery
@@ -25,9 +27,14 @@ from protocol.errors import ErrorCode
 
 class Directory:
     def __init__(
-        self, db: Database, code_ttl_seconds: int, audit: AuditLog | None = None
+        self,
+        db: Database,
+        code_ttl_seconds: int,
+        audit: AuditLog | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._db = db
+        self._limiter = limiter if limiter is not None else LocalRateLimiter()
         self._audit = audit if audit is not None else AuditLog(enabled=False)
         self._code_ttl = timedelta(seconds=code_ttl_seconds)
 
@@ -57,6 +64,7 @@ class Directory:
     ) -> tuple[list[OfficialCard], int | None]:
         """Officials the actor may message whose names, position or agency start
         with every word of ``query``; (page, next offset or None)."""
+        await self._limiter.check(Limits.SEARCHES, str(actor.device_id))
         words = terms.words(query)
         if len(words) > limits.MAX_SEARCH_WORDS:
             raise ServiceError(

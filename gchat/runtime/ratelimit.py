@@ -44,6 +44,10 @@ class Limits(Enum):
     AUTH_FAILURES = Limit(20, 20 / 600)  # per remote address
     MESSAGES = Limit(200, 50)  # per device
     BUNDLE_FETCHES = Limit(100, 2)  # per device
+    SEARCHES = Limit(60, 5)  # per device: each is a directory query
+    # Per connection, in the connection itself (gchat.transport.admission):
+    # frames of any kind, checked before decoding.
+    FRAMES = Limit(300, 100)
     # Per (requester official, target official): each fetch may spend one of
     # the target's one-time prekeys, so one official cannot empty another's
     # stock (50) however many fetches the per-device limit would allow.

@@ -28,8 +28,10 @@ from gchat.messaging.delivery import DeliveryStream, Inbox
 from gchat.runtime.broker import Broker, Signal, SignalKind
 from gchat.runtime.metrics import NodeMetrics
 from gchat.runtime.quietlog import QuietLog
+from gchat.runtime.ratelimit import Limit, Limits
 from gchat.store import devices
 from gchat.store.database import Database
+from gchat.transport.admission import ConnectionCap, FrameBucket
 from gchat.transport.client_address import Network, client_address
 from protocol import frames as f
 from protocol.codec import Codec, server_codec
@@ -69,6 +71,12 @@ class Services:
     quiet: QuietLog = field(default_factory=lambda: QuietLog(log))
     #: Reverse proxies whose X-Forwarded-For names the client (gchat.transport.client_address).
     trusted_proxies: tuple[Network, ...] = ()
+    #: Open connections per address (HTTP 429 / close 1013 over the cap).
+    cap: ConnectionCap = field(default_factory=lambda: ConnectionCap(0))
+    #: Frames per second one connection may send (checked before decoding).
+    frame_limit: Limit = Limits.FRAMES.value
+    #: Frames refused in a row (over ``frame_limit``) before the close with 4429.
+    max_refused_frames: int = 100
 
 
 class Connection:
@@ -89,6 +97,8 @@ class Connection:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._replies: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        self._frames = FrameBucket(services.frame_limit, services.max_refused_frames)
+        self._flooded = False
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             f.Auth: self._on_auth,
             f.AuthToken: self._on_auth_token,
@@ -104,7 +114,11 @@ class Connection:
             self._s.auth_timeout, self._auth_deadline_passed
         )
         self._s.metrics.connections.inc()
+        admitted = self._s.cap.opened(self._remote)
         try:
+            if not admitted:  # passed the HTTP check together with others: over the cap
+                await self._ws.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
+                return
             await self.send(f.Challenge(server_id=self._s.server_id, nonce=self._nonce))
             async for message in self._ws:
                 await self._receive(message)
@@ -112,6 +126,7 @@ class Connection:
             pass
         finally:
             deadline.cancel()
+            self._s.cap.closed(self._remote)
             self._session.handle(Event.CLOSED)
             self._s.metrics.connections.dec()
             await self._teardown()
@@ -149,6 +164,20 @@ class Connection:
 
     async def _receive(self, message: bytes | str) -> None:
         self._s.metrics.frames_in.inc()
+        if self._flooded:
+            return  # closing: the rest of the flood is read and dropped
+        if not self._frames.take():
+            if self._frames.exhausted:
+                self._flooded = True
+                log.warning("frame flood closed connection=%s remote=%s", self._id, self._remote)
+                self._close_soon(CloseCode.TOO_MANY_FRAMES, "too many frames")
+                return
+            self._s.metrics.errors.labels(code=ErrorCode.RATE_LIMITED.value).inc()
+            await self.send(
+                f.Error(rid=None, code=ErrorCode.RATE_LIMITED.value, message="too many frames",
+                        retry_after=self._frames.retry_after)
+            )
+            return
         try:
             frame = self._codec.decode(message)
         except ProtocolError as error:

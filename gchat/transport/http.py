@@ -7,12 +7,17 @@ a load balancer should route on); /metrics is Prometheus text
 (``gchat.runtime.metrics``), unless the node serves it on a separate
 listen address only (``metrics=None``: not here), and behind a bearer
 token when one is configured (``gchat.runtime.metrics.bearer_access``).
+
+These three answer GET and HEAD only (405 with ``Allow`` otherwise), with
+one ``Content-Type``. An upgrade request from an address that already holds
+its share of connections (``gchat.transport.admission.ConnectionCap``) is
+answered 429 here, before any WebSocket work.
 """
 
 import email.utils
 import http
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
@@ -20,6 +25,8 @@ from websockets.http11 import Request, Response
 
 from gchat.store import migrations
 from gchat.store.database import Database
+from gchat.transport.admission import ConnectionCap
+from gchat.transport.client_address import Network, client_address
 from gchat.transport.webapp import WebApp
 
 log = logging.getLogger("gchat.transport.http")
@@ -28,6 +35,13 @@ log = logging.getLogger("gchat.transport.http")
 MetricsSource = Callable[[], bytes]
 #: Whether a request's ``Authorization`` header may read /metrics.
 MetricsAccess = Callable[[str | None], bool]
+
+
+_PLAIN = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _is_upgrade(request: Request) -> bool:
+    return "websocket" in request.headers.get("Upgrade", "").lower()
 
 
 def _text(connection: ServerConnection, status: http.HTTPStatus, body: str) -> Response:
@@ -42,14 +56,37 @@ def routes(
     web: WebApp | None = None,
     content_type: str = "text/plain; version=0.0.4; charset=utf-8",
     allowed: MetricsAccess = lambda _: True,
+    cap: ConnectionCap | None = None,
+    trusted_proxies: Sequence[Network] = (),
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        response = await answer(connection, request)
+        if response is not None and request.method == "HEAD":
+            response.body = b""  # the headers (Content-Length too) as for GET
+        return response
+
+    async def answer(connection: ServerConnection, request: Request) -> Response | None:
+        if cap is not None and _is_upgrade(request):
+            remote = client_address(  # as the connection will count itself
+                str(connection.remote_address[0]) if connection.remote_address else "?",
+                request.headers.get_all("X-Forwarded-For"),
+                trusted_proxies,
+            )
+            if cap.full(remote):
+                response = _text(connection, http.HTTPStatus.TOO_MANY_REQUESTS,
+                                 "too many connections from this address\n")
+                response.headers["Retry-After"] = "10"
+                return response
         if web is not None and (answer := web.answer(request.path, request.headers.get_all)):
             # The app's files, or a refused cross-site upgrade (gchat.transport.webapp).
             headers = Headers(answer.headers)
             headers["Content-Length"] = str(len(answer.body))
             return Response(answer.status.value, answer.status.phrase, headers, answer.body)
         path = request.path.split("?", 1)[0]
+        if path in _PLAIN and request.method not in ("GET", "HEAD"):
+            response = _text(connection, http.HTTPStatus.METHOD_NOT_ALLOWED, "GET or HEAD\n")
+            response.headers["Allow"] = "GET, HEAD"
+            return response
         if path == "/healthz":
             return _text(connection, http.HTTPStatus.OK, "ok\n")
         if path == "/readyz":
