@@ -120,3 +120,38 @@ async def test_falls_back_to_local_buckets_and_returns_to_redis(
     finally:
         await client.aclose()
         redis.kill()
+
+
+async def test_after_a_redis_restart_the_limiter_returns_on_first_try(
+    redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pool's idle connections die with Redis; the limiter must not fall back twice.
+
+    (A fault-injection run saw a second fallback after Redis returned; with
+    redis-py 8.2, which checks idle connections before use, this sequence
+    does not reproduce it, so this test guards the behaviour rather than
+    demonstrating the old fault.)
+    """
+    redis = PrivateRedis()
+    redis.start()
+    client = connect_redis(redis.url, timeout=0.3)
+    limiter = RedisRateLimiter(client, redis_prefix, retry_interval=0.1)
+    caplog.set_level(logging.WARNING, logger="gchat.runtime.ratelimit")
+    try:
+        # Several connections in the pool, as under load.
+        await asyncio.gather(*(limiter.check(Limits.MESSAGES, f"d{i}") for i in range(10)))
+        assert limiter.shared
+        redis.kill()
+        await limiter.check(Limits.MESSAGES, "d0")
+        assert not limiter.shared
+        redis.start()  # the same port: the pool's other connections are now dead
+        await asyncio.sleep(0.15)
+        # Concurrent checks, as under load: each takes a pooled connection.
+        await asyncio.gather(*(limiter.check(Limits.MESSAGES, f"d{i}") for i in range(10)))
+        assert limiter.shared
+        lines = [r.message for r in caplog.records]
+        assert sum("fall back to local" in line for line in lines) == 1, lines
+        assert sum("shared through redis again" in line for line in lines) == 1, lines
+    finally:
+        await client.aclose()
+        redis.kill()
