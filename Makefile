@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: help venv run test services lint typecheck pytest bench clean distclean web web-test web-budgets
+.PHONY: help venv run test services lint typecheck pytest bench mutate clean distclean web web-test web-budgets
 
 help:
 	@echo "make run        run the server ($(BIN)/gchat serve; GCHAT_* env vars pass through)"
@@ -37,6 +37,7 @@ help:
 	@echo "make pytest     pytest only (PYTEST_ARGS='-k name' to select)"
 	@echo "make services   install/start PostgreSQL and Redis for the tests"
 	@echo "make bench      load tests, short run (loadtests/)"
+	@echo "make mutate     mutation testing of crypto/ (slow; not in CI; MUTANTS='crypto.ratchet*')"
 	@echo "make clean      remove caches; make distclean also removes .venv and data/"
 
 # The virtualenv, rebuilt when pyproject.toml changes.  The stamp is only
@@ -105,6 +106,15 @@ bench: $(STAMP)
 		echo "make bench: loadtests/ has no runner yet (loadtests/__main__.py)" >&2; exit 2; \
 	fi
 	$(BIN)/python -m loadtests run all --short
+
+# Mutation testing of crypto/ with mutmut (tests/crypto/ must kill every
+# mutant that changes behaviour). Slow, so not part of `make test` or CI;
+# niced so it leaves the machine usable. MUTANTS narrows it to some modules,
+# e.g. MUTANTS='crypto.ratchet* crypto.kdf*'.
+MUTANTS ?=
+mutate: $(STAMP)
+	nice -n 19 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut results
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info web/build web/dist

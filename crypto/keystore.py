@@ -47,6 +47,15 @@ DEFAULT_MEMLIMIT = _argon2id.MEMLIMIT_MODERATE
 # client burn minutes of CPU or gigabytes of memory before failing.
 MAX_OPSLIMIT = _argon2id.OPSLIMIT_SENSITIVE
 MAX_MEMLIMIT = _argon2id.MEMLIMIT_SENSITIVE
+# ... and less than libsodium's INTERACTIVE level (2 passes, 64 MiB), on
+# writing and on reading: a file that says "1 pass, 8 KiB" (a downgrade by
+# whoever could write it) would make guessing the passphrase cheap.
+MIN_OPSLIMIT = _argon2id.OPSLIMIT_INTERACTIVE
+MIN_MEMLIMIT = _argon2id.MEMLIMIT_INTERACTIVE
+
+
+def _check_cost(opslimit: int, memlimit: int) -> bool:
+    return MIN_OPSLIMIT <= opslimit <= MAX_OPSLIMIT and MIN_MEMLIMIT <= memlimit <= MAX_MEMLIMIT
 
 
 def generate_key() -> bytes:
@@ -55,7 +64,11 @@ def generate_key() -> bytes:
 
 
 def _passphrase_bytes(passphrase: str | bytes) -> bytes:
-    return passphrase.encode("utf-8") if isinstance(passphrase, str) else bytes(passphrase)
+    """The passphrase as bytes; an empty one is refused (it protects nothing)."""
+    raw = passphrase.encode("utf-8") if isinstance(passphrase, str) else bytes(passphrase)
+    if not raw:
+        raise InvalidKey("empty passphrase")
+    return raw
 
 
 def _derive(passphrase: bytes, salt: bytes, opslimit: int, memlimit: int) -> bytes:
@@ -74,8 +87,7 @@ def seal_with_passphrase(
     memlimit: int = DEFAULT_MEMLIMIT,
 ) -> bytes:
     """Encrypt ``data`` under a passphrase (Argon2id, fresh random salt)."""
-    if not (_argon2id.OPSLIMIT_MIN <= opslimit <= MAX_OPSLIMIT
-            and _argon2id.MEMLIMIT_MIN <= memlimit <= MAX_MEMLIMIT):
+    if not _check_cost(opslimit, memlimit):
         raise InvalidKey("Argon2id parameters out of range")
     salt = _nu.random(SALT_SIZE)
     header = (MAGIC + bytes([VERSION, KDF_ARGON2ID]) + opslimit.to_bytes(4, "big")
@@ -112,8 +124,7 @@ def open_with_passphrase(blob: bytes, passphrase: str | bytes) -> bytes:
     opslimit = int.from_bytes(blob[6:10], "big")
     memlimit = int.from_bytes(blob[10:18], "big")
     salt = blob[18:hlen]
-    if not (_argon2id.OPSLIMIT_MIN <= opslimit <= MAX_OPSLIMIT
-            and _argon2id.MEMLIMIT_MIN <= memlimit <= MAX_MEMLIMIT):
+    if not _check_cost(opslimit, memlimit):
         raise InvalidMessage("keystore Argon2id parameters out of range")
     key = _derive(_passphrase_bytes(passphrase), salt, opslimit, memlimit)
     try:

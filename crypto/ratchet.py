@@ -5,9 +5,14 @@ Choices (see docs/PROTOCOL.md, Part II for the byte formats):
 * KDF_RK / KDF_CK from :mod:`crypto.kdf`; ENCRYPT = XChaCha20-Poly1305 with
   a random 24-byte nonce and ``AD = x3dh_ad || header``.
 * Skipped message keys are stored per ``(ratchet public key, n)``. At most
-  :data:`MAX_SKIP` keys are derived for one incoming message and at most
-  :data:`MAX_STORED_SKIPPED` are kept (oldest evicted first), so a peer (or
-  the server) cannot make us do or store unbounded work.
+  :data:`MAX_SKIP` keys are derived for one incoming message, counting the
+  rest of the old receiving chain (``pn``) and the start of the new one
+  (``n``) together, and at most :data:`MAX_STORED_SKIPPED` are kept (oldest
+  evicted first), so a peer (or the server) cannot make us do or store
+  unbounded work. A skipped key older than :data:`SKIPPED_KEY_MAX_AGE` is
+  deleted: a message delayed longer can no longer be read.
+* ``n`` and ``pn`` of 2**32-1 are refused: the counter after them would not
+  fit the u32 the state and the header store.
 * A message is decrypted on a *copy* of the state and the copy is committed
   only after the AEAD tag verified. A forged, tampered or replayed message
   therefore leaves the state exactly as it was.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,12 +46,14 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_SKIP",
     "MAX_STORED_SKIPPED",
+    "SKIPPED_KEY_MAX_AGE",
     "RatchetHeader",
     "RatchetSession",
 ]
 
 MAX_SKIP = 1000
 MAX_STORED_SKIPPED = 2000
+SKIPPED_KEY_MAX_AGE = 30 * 24 * 3600  # seconds
 _MAX_PREVIOUS_REMOTE = 32
 HEADER_SIZE = 40
 _U32 = 2**32
@@ -73,7 +81,7 @@ class RatchetHeader:
                    int.from_bytes(data[36:40], "big"))
 
 
-@dataclass
+@dataclass(repr=False)  # never print keys
 class _State:
     dhs_private: bytes
     dhs_public: bytes
@@ -85,7 +93,8 @@ class _State:
     nr: int
     pn: int
     ad: bytes
-    skipped: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
+    #: (ratchet key, n) -> (message key, unix seconds when it was skipped)
+    skipped: dict[tuple[bytes, int], tuple[bytes, int]] = field(default_factory=dict)
     previous_remote: list[bytes] = field(default_factory=list)
 
 
@@ -104,6 +113,9 @@ class RatchetSession:
 
     def __init__(self, state: _State) -> None:
         self._s = state
+
+    def __repr__(self) -> str:
+        return f"RatchetSession(ns={self._s.ns}, nr={self._s.nr})"
 
     @classmethod
     def init_initiator(
@@ -155,20 +167,27 @@ class RatchetSession:
         s.ns += 1
         return header + seal(mk, plaintext, s.ad + header)
 
-    def decrypt(self, message: bytes) -> bytes:
+    def decrypt(self, message: bytes, now: float | None = None) -> bytes:
         """Decrypt one message; the state changes only if this succeeds.
 
-        Raises ReplayedMessage, TooManySkippedMessages, DecryptionFailed, or
-        InvalidMessage (cannot be parsed).
+        ``now`` (unix seconds; default the clock) timestamps skipped keys
+        and expires old ones. Raises ReplayedMessage,
+        TooManySkippedMessages, DecryptionFailed, or InvalidMessage (cannot
+        be parsed).
         """
         if len(message) < HEADER_SIZE:
             raise InvalidMessage("ratchet message truncated")
         raw_header = bytes(message[:HEADER_SIZE])
         header = RatchetHeader.from_bytes(raw_header)
+        if header.n >= _U32 - 1 or header.pn >= _U32 - 1:
+            raise InvalidMessage("message number out of range")
         body = bytes(message[HEADER_SIZE:])
+        clock = int(time.time() if now is None else now)
         s = copy.deepcopy(self._s)
+        s.skipped = {k: v for k, v in s.skipped.items() if clock - v[1] < SKIPPED_KEY_MAX_AGE}
         ad = s.ad + raw_header
-        mk = s.skipped.pop((header.dh, header.n), None)
+        found = s.skipped.pop((header.dh, header.n), None)
+        mk = found[0] if found is not None else None
         if mk is None:
             if s.dhr is not None and header.dh == s.dhr:
                 if header.n < s.nr:
@@ -176,7 +195,11 @@ class RatchetSession:
             elif header.dh in s.previous_remote or header.dh == s.dhs_public:
                 raise ReplayedMessage("message from a finished chain")
             else:
-                _skip(s, header.pn)
+                # Both chains together: the rest of the old one and the new one's start.
+                rest = header.pn - s.nr if s.ckr is not None and s.dhr is not None else 0
+                if max(rest, 0) + header.n > MAX_SKIP:
+                    raise TooManySkippedMessages(f"more than {MAX_SKIP} skipped messages")
+                _skip(s, header.pn, clock)
                 try:
                     _dh_ratchet(s, header.dh)
                 except CryptoError as exc:
@@ -185,7 +208,7 @@ class RatchetSession:
                 # Only possible for the initiator before any reply: a message
                 # claiming our peer's initial key is not one the peer sends.
                 raise DecryptionFailed("no receiving chain for this ratchet key")
-            _skip(s, header.n)
+            _skip(s, header.n, clock)
             mk, s.ckr = chain_kdf(s.ckr)
             s.nr += 1
         plaintext = open_(mk, body, ad)
@@ -207,7 +230,7 @@ class RatchetSession:
             "nr": s.nr,
             "pn": s.pn,
             "ad": b64(s.ad),
-            "skipped": [[b64(k[0]), k[1], b64(v)] for k, v in s.skipped.items()],
+            "skipped": [[b64(k[0]), k[1], b64(v[0]), v[1]] for k, v in s.skipped.items()],
             "previous_remote": [b64(k) for k in s.previous_remote],
         }
         return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -227,9 +250,12 @@ class RatchetSession:
 
 
 def _state_from_obj(obj: dict[str, Any]) -> _State:
-    skipped: dict[tuple[bytes, int], bytes] = {}
-    for dh, n, mk in obj["skipped"]:
-        skipped[(unb64(dh), int(n))] = unb64(mk)
+    skipped: dict[tuple[bytes, int], tuple[bytes, int]] = {}
+    for entry in obj["skipped"]:
+        # [dh, n, mk, skipped at]; states from before expiry have no time.
+        dh, n, mk = entry[:3]
+        at = int(entry[3]) if len(entry) > 3 else int(time.time())
+        skipped[(unb64(dh), int(n))] = (unb64(mk), at)
     ints = [obj["ns"], obj["nr"], obj["pn"]]
     if not all(isinstance(i, int) and 0 <= i < _U32 for i in ints):
         raise InvalidState("bad counters")
@@ -249,7 +275,7 @@ def _state_from_obj(obj: dict[str, Any]) -> _State:
     )
 
 
-def _skip(s: _State, until: int) -> None:
+def _skip(s: _State, until: int, now: int) -> None:
     """Store the keys of messages ``s.nr .. until-1`` of the receiving chain."""
     if s.ckr is None or s.dhr is None:
         return
@@ -257,7 +283,7 @@ def _skip(s: _State, until: int) -> None:
         raise TooManySkippedMessages(f"more than {MAX_SKIP} skipped messages")
     while s.nr < until:
         mk, s.ckr = chain_kdf(s.ckr)
-        s.skipped[(s.dhr, s.nr)] = mk
+        s.skipped[(s.dhr, s.nr)] = (mk, now)
         s.nr += 1
     while len(s.skipped) > MAX_STORED_SKIPPED:
         del s.skipped[next(iter(s.skipped))]

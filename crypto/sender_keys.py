@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import hmac
 import json
+import time
 from dataclasses import dataclass, field
 
 import nacl.utils as _nu
@@ -61,20 +62,22 @@ TYPE_DISTRIBUTION = 0x04
 DISTRIBUTION_SIZE = 73
 MAX_SKIP = 1000
 MAX_STORED_SKIPPED = 2000
+SKIPPED_KEY_MAX_AGE = 30 * 24 * 3600  # seconds, as for pairwise sessions
 _HEADER = 9
 _SIG = 64
 _U32 = 2**32
 _STATE_VERSION = 1
 
 
-@dataclass
+@dataclass(repr=False)  # never print keys
 class _State:
     key_id: int
     iteration: int
     chain_key: bytes
     signing_public: bytes
     signing_seed: bytes | None
-    skipped: dict[int, bytes] = field(default_factory=dict)
+    #: iteration -> (message key, unix seconds when it was skipped)
+    skipped: dict[int, tuple[bytes, int]] = field(default_factory=dict)
 
 
 class SenderKeyState:
@@ -84,6 +87,9 @@ class SenderKeyState:
 
     def __init__(self, state: _State) -> None:
         self._s = state
+
+    def __repr__(self) -> str:
+        return f"SenderKeyState(key_id={self._s.key_id}, iteration={self._s.iteration})"
 
     @classmethod
     def generate(cls, key_id: int | None = None) -> SenderKeyState:
@@ -162,10 +168,11 @@ class SenderKeyState:
             raise TooManySkippedMessages(f"distribution more than {MAX_SKIP} messages away")
         moved = copy.deepcopy(s)
         chain = behind.chain_key
+        clock = int(time.time())
         for n in range(behind.iteration, ahead.iteration):
             mk, chain = chain_kdf(chain)
             if behind is s:
-                moved.skipped[n] = mk
+                moved.skipped[n] = (mk, clock)
         if not hmac.compare_digest(chain, ahead.chain_key):
             raise InvalidMessage("distribution is not on the chain held for this key id")
         if behind is s:
@@ -194,18 +201,27 @@ class SenderKeyState:
         body = header + seal(mk, plaintext, header)
         return body + IdentityKeyPair.from_seed(s.signing_seed).sign(body)
 
-    def decrypt(self, message: bytes) -> bytes:
-        """Verify and decrypt; the state changes only on success."""
+    def decrypt(self, message: bytes, now: float | None = None) -> bytes:
+        """Verify and decrypt; the state changes only on success.
+
+        ``now`` (unix seconds; default the clock) timestamps skipped keys
+        and expires those older than SKIPPED_KEY_MAX_AGE.
+        """
         if len(message) < _HEADER + 40 + _SIG or message[0] != TYPE_GROUP_MESSAGE:
             raise InvalidMessage("malformed group message")
         body, sig = bytes(message[:-_SIG]), bytes(message[-_SIG:])
+        clock = int(time.time() if now is None else now)
         s = copy.deepcopy(self._s)
+        s.skipped = {k: v for k, v in s.skipped.items() if clock - v[1] < SKIPPED_KEY_MAX_AGE}
         key_id = int.from_bytes(body[1:5], "big")
         n = int.from_bytes(body[5:9], "big")
         if key_id != s.key_id:
             raise DecryptionFailed("group message for another sender key id")
+        if n >= _U32 - 1:
+            raise InvalidMessage("group message number out of range")
         verify_signature(s.signing_public, body, sig)  # raises InvalidSignature
-        mk = s.skipped.pop(n, None)
+        found = s.skipped.pop(n, None)
+        mk = found[0] if found is not None else None
         if mk is None:
             if n < s.iteration:
                 raise ReplayedMessage("group message key already used")
@@ -213,7 +229,7 @@ class SenderKeyState:
                 raise TooManySkippedMessages(f"more than {MAX_SKIP} skipped messages")
             while s.iteration < n:
                 skipped_mk, s.chain_key = chain_kdf(s.chain_key)
-                s.skipped[s.iteration] = skipped_mk
+                s.skipped[s.iteration] = (skipped_mk, clock)
                 s.iteration += 1
             while len(s.skipped) > MAX_STORED_SKIPPED:
                 del s.skipped[next(iter(s.skipped))]
@@ -233,7 +249,7 @@ class SenderKeyState:
             "chain_key": b64(s.chain_key),
             "signing_public": b64(s.signing_public),
             "signing_seed": None if s.signing_seed is None else b64(s.signing_seed),
-            "skipped": [[n, b64(mk)] for n, mk in s.skipped.items()],
+            "skipped": [[n, b64(mk), at] for n, (mk, at) in s.skipped.items()],
         }
         return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
@@ -251,7 +267,10 @@ class SenderKeyState:
                 chain_key=unb64(obj["chain_key"]),
                 signing_public=unb64(obj["signing_public"]),
                 signing_seed=None if seed is None else unb64(seed),
-                skipped={int(n): unb64(mk) for n, mk in obj["skipped"]},
+                skipped={
+                    int(e[0]): (unb64(e[1]), int(e[2]) if len(e) > 2 else int(time.time()))
+                    for e in obj["skipped"]
+                },
             )
         except InvalidState:
             raise

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from crypto.errors import (
     CryptoError,
     DecryptionFailed,
+    InvalidKey,
     InvalidMessage,
     InvalidSignature,
     ReplayedMessage,
@@ -29,7 +30,7 @@ from crypto.keystore import (
 from crypto.safety_number import fingerprint_digits, format_safety_number, safety_number
 from crypto.sender_keys import DISTRIBUTION_SIZE, MAX_SKIP, SenderKeyState
 
-FAST = {"opslimit": argon2id.OPSLIMIT_MIN, "memlimit": argon2id.MEMLIMIT_MIN}
+FAST = {"opslimit": argon2id.OPSLIMIT_INTERACTIVE, "memlimit": argon2id.MEMLIMIT_INTERACTIVE}
 
 
 # --- sender keys -----------------------------------------------------------
@@ -175,7 +176,7 @@ PINNED_FINGERPRINT = "773237938493351189573136003040"
 
 # --- keystore --------------------------------------------------------------
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(data=st.binary(max_size=2000), passphrase=st.text(min_size=1, max_size=30))
 def test_keystore_passphrase_roundtrip(data: bytes, passphrase: str) -> None:
     blob = seal_with_passphrase(data, passphrase, **FAST)
@@ -219,3 +220,26 @@ def test_keystore_refuses_expensive_params() -> None:
     blob[10:18] = (2**40).to_bytes(8, "big")
     with pytest.raises(InvalidMessage):
         open_with_passphrase(bytes(blob), "pw")
+
+
+def test_keystore_refuses_a_cost_below_interactive_and_an_empty_passphrase() -> None:
+    """A file rewritten to "1 pass, 8 KiB" (cheap to guess) is refused on reading too."""
+    with pytest.raises(InvalidKey):
+        seal_with_passphrase(b"x", "pw", opslimit=argon2id.OPSLIMIT_MIN,
+                             memlimit=argon2id.MEMLIMIT_INTERACTIVE)
+    with pytest.raises(InvalidKey):
+        seal_with_passphrase(b"x", "pw", opslimit=argon2id.OPSLIMIT_INTERACTIVE,
+                             memlimit=argon2id.MEMLIMIT_INTERACTIVE - 1)
+    with pytest.raises(InvalidKey):
+        seal_with_passphrase(b"x", "", **FAST)
+    blob = bytearray(seal_with_passphrase(b"x", "pw", **FAST))
+    with pytest.raises(InvalidKey):
+        open_with_passphrase(bytes(blob), b"")
+    weak = bytearray(blob)
+    weak[6:10] = (1).to_bytes(4, "big")
+    with pytest.raises(InvalidMessage):
+        open_with_passphrase(bytes(weak), "pw")
+    weak = bytearray(blob)
+    weak[10:18] = (8192).to_bytes(8, "big")
+    with pytest.raises(InvalidMessage):
+        open_with_passphrase(bytes(weak), "pw")

@@ -1,0 +1,296 @@
+"""Known answers computed here from the specs, and the attacks a broken ratchet would let through.
+
+The expected values of the KATs come from the definitions (X3DH §3.3, Double
+Ratchet §5.2) written out in this file on the standard library's HMAC and
+libsodium's raw X25519, never from the module under test. The attacks are
+written as an attacker holding a stolen state would run them: every secret
+in the stolen state, and a few chain steps from each, is tried as the key of
+every message; none may open what the properties say it must not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from base64 import b64decode
+
+import nacl.bindings as nb
+import pytest
+
+from crypto.aead import open_
+from crypto.errors import CryptoError, TooManySkippedMessages
+from crypto.identity import IdentityKeyPair
+from crypto.kdf import chain_kdf, root_kdf
+from crypto.prekeys import PrekeyPair, sign_prekey
+from crypto.ratchet import (
+    HEADER_SIZE,
+    MAX_SKIP,
+    MAX_STORED_SKIPPED,
+    SKIPPED_KEY_MAX_AGE,
+    RatchetHeader,
+)
+from crypto.sender_keys import SenderKeyState
+from crypto.session import Session
+from crypto.x3dh import X3DH_INFO, PrekeyBundle, x3dh_initiate, x3dh_respond
+from tests.crypto.crypto_testkit import Device, pair
+
+# --- the definitions, on the standard library ------------------------------
+
+
+def spec_hmac(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def spec_hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 written out."""
+    prk = spec_hmac(salt or bytes(32), ikm)
+    out, block, i = b"", b"", 1
+    while len(out) < length:
+        block = spec_hmac(prk, block + info + bytes([i]))
+        out += block
+        i += 1
+    return out[:length]
+
+
+def spec_dh(private: bytes, public: bytes) -> bytes:
+    return bytes(nb.crypto_scalarmult(private, public))
+
+
+def spec_identity_dh(seed: bytes) -> tuple[bytes, bytes]:
+    """Ed25519 seed -> (X25519 private, X25519 public), libsodium's birational map."""
+    public, secret = nb.crypto_sign_seed_keypair(seed)
+    return nb.crypto_sign_ed25519_sk_to_curve25519(secret), nb.crypto_sign_ed25519_pk_to_curve25519(
+        public
+    )
+
+
+SEED_A, SEED_B = bytes(range(32)), bytes(range(32, 64))
+SPK_B, OPK_B, EK_A = bytes([7]) * 32, bytes([9]) * 32, bytes([5]) * 32
+
+
+@pytest.mark.parametrize("with_one_time", [True, False])
+def test_x3dh_known_answer_from_the_spec(with_one_time: bool) -> None:
+    ik_a, ik_b = IdentityKeyPair.from_seed(SEED_A), IdentityKeyPair.from_seed(SEED_B)
+    spk, opk, ek = PrekeyPair(1, SPK_B), PrekeyPair(2, OPK_B), PrekeyPair(0, EK_A)
+    ika_priv, _ = spec_identity_dh(SEED_A)
+    _, ikb_pub = spec_identity_dh(SEED_B)
+    spk_pub = bytes(nb.crypto_scalarmult_base(SPK_B))
+    dh = (spec_dh(ika_priv, spk_pub) + spec_dh(EK_A, ikb_pub) + spec_dh(EK_A, spk_pub))
+    if with_one_time:
+        dh += spec_dh(EK_A, bytes(nb.crypto_scalarmult_base(OPK_B)))
+    expected_sk = spec_hkdf(b"\xff" * 32 + dh, bytes(32), b"gchat.x3dh.v1", 32)
+    assert X3DH_INFO == b"gchat.x3dh.v1"
+    bundle = PrekeyBundle(
+        ik_b.public_key, 1, spk.public_key, sign_prekey(ik_b, spk),
+        2 if with_one_time else None, opk.public_key if with_one_time else None,
+    )
+    alice = x3dh_initiate(ik_a, bundle, ephemeral=ek)
+    assert alice.shared_key == expected_sk
+    assert alice.associated_data == ik_a.public_key + ik_b.public_key
+    sk, ad = x3dh_respond(ik_b, spk, opk if with_one_time else None, alice.header)
+    assert (sk, ad) == (expected_sk, alice.associated_data)
+
+
+def test_kdf_rk_and_kdf_ck_known_answers_from_the_spec() -> None:
+    rk, dh_out, ck = bytes([1]) * 32, bytes([2]) * 32, bytes([3]) * 32
+    out = spec_hkdf(dh_out, rk, b"gchat.ratchet.v1", 64)
+    assert root_kdf(rk, dh_out) == (out[:32], out[32:])
+    assert chain_kdf(ck) == (spec_hmac(ck, b"\x01"), spec_hmac(ck, b"\x02"))
+    # And the ratchet uses them: Bob's first receiving chain is KDF_RK(SK, DH(spk, A's key)).
+    alice, bob = Device(), Device()
+    a = Session.initiate(alice.identity, bob.bundle(with_one_time=False))
+    message = a.encrypt(b"x")
+    state = json.loads(a.to_bytes())["ratchet"]
+    a_ratchet_private = b64decode(state["dhs_private"])
+    header = RatchetHeader.from_bytes(message[1 + 69 : 1 + 69 + HEADER_SIZE])
+    assert header.dh == bytes(nb.crypto_scalarmult_base(a_ratchet_private))
+    sk = x3dh_respond(bob.identity, bob.signed_prekey, None, Session.from_bytes(
+        a.to_bytes())._pending)[0]  # type: ignore[arg-type]
+    _, ck0 = (lambda o: (o[:32], o[32:]))(
+        spec_hkdf(spec_dh(bob.signed_prekey.private_key, header.dh), sk, b"gchat.ratchet.v1", 64)
+    )
+    mk0 = spec_hmac(ck0, b"\x01")
+    ad = alice.identity.public_key + bob.identity.public_key
+    raw_header = message[1 + 69 : 1 + 69 + HEADER_SIZE]
+    assert open_(mk0, message[1 + 69 + HEADER_SIZE :], ad + raw_header) == b"x"
+
+
+# --- the attacker's tools ---------------------------------------------------
+
+
+def secrets_in(state: bytes) -> list[bytes]:
+    """Every 32-byte value in a stolen (serialised) state, and 5 chain steps from each."""
+    found: list[bytes] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str):
+            try:
+                raw = b64decode(node, validate=True)
+            except ValueError:
+                return
+            if len(raw) == 32:
+                found.append(raw)
+
+    walk(json.loads(state))
+    keys = []
+    for secret in found:
+        keys.append(secret)
+        chain = secret
+        for _ in range(5):
+            mk, chain = chain_kdf(chain)
+            keys += [mk, chain]
+    return keys
+
+
+def opens_pairwise(keys: list[bytes], ad: bytes, message: bytes) -> bool:
+    body = message[1:] if message[0] == 0x02 else message[1 + 69 :]
+    header, sealed = body[:HEADER_SIZE], body[HEADER_SIZE:]
+    for key in keys:
+        try:
+            open_(key, sealed, ad + header)
+            return True
+        except CryptoError:
+            continue
+    return False
+
+
+def test_forward_secrecy_a_stolen_state_opens_no_earlier_message() -> None:
+    alice, bob = Device(), Device()
+    a = Session.initiate(alice.identity, bob.bundle())
+    transcript = [a.encrypt(b"m0")]
+    b, _ = bob.accept(transcript[0])
+    for i in range(1, 12):
+        if i % 3 == 0:  # replies now and then: DH steps
+            reply = b.encrypt(f"r{i}".encode())
+            transcript.append(reply)
+            a.decrypt(reply)
+        message = a.encrypt(f"m{i}".encode())
+        transcript.append(message)
+        b.decrypt(message)
+    ad = alice.identity.public_key + bob.identity.public_key
+    for stolen in (b.to_bytes(), a.to_bytes()):
+        keys = secrets_in(stolen)
+        assert keys, "the attacker found the state's keys"
+        for message in transcript:
+            assert not opens_pairwise(keys, ad, message)
+            with pytest.raises(CryptoError):
+                Session.from_bytes(stolen).decrypt(message)
+
+
+def test_post_compromise_a_stolen_state_fails_after_one_step_each_way() -> None:
+    a, b = pair()
+    stolen = Session.from_bytes(b.to_bytes())
+    a.decrypt(b.encrypt(b"bob speaks"))  # ...and the conversation goes on
+    first = a.encrypt(b"alice, same DH chain as at the theft")
+    assert stolen.decrypt(first) == b"alice, same DH chain as at the theft"  # expected: no PCS yet
+    b.decrypt(first)
+    a.decrypt(b.encrypt(b"bob steps his ratchet"))  # one step each way
+    later = [a.encrypt(f"after {i}".encode()) for i in range(3)]
+    for message in later:
+        assert b.decrypt(message).startswith(b"after")
+        with pytest.raises(CryptoError):
+            stolen.decrypt(message)
+    keys = secrets_in(stolen.to_bytes())
+    ad = b64decode(json.loads(b.to_bytes())["ratchet"]["ad"])
+    for message in later:
+        assert not opens_pairwise(keys, ad, message)
+
+
+def test_skipped_key_cap_evicts_the_oldest() -> None:
+    a, b = pair()
+    batches = []
+    for _ in range(3):
+        batch = [a.encrypt(f"{i}".encode()) for i in range(MAX_SKIP + 1)]
+        b.decrypt(batch[-1])  # skips MAX_SKIP keys each time
+        batches.append(batch)
+    stored = json.loads(b.to_bytes())["ratchet"]["skipped"]
+    assert len(stored) == MAX_STORED_SKIPPED
+    with pytest.raises(CryptoError):
+        b.decrypt(batches[0][0])  # evicted
+    assert b.decrypt(batches[2][0]) == b"0"  # still held
+
+
+def test_one_forged_ratchet_key_costs_at_most_max_skip_derivations() -> None:
+    a, b = pair()
+    a.decrypt(b.encrypt(b"x"))
+    for _ in range(10):
+        b.decrypt(a.encrypt(b"y"))
+    state = json.loads(b.to_bytes())["ratchet"]
+    nr = state["nr"]
+    forged_key = PrekeyPair.generate(0).public_key
+    # pn asks for 600 more of the old chain, n for 600 of the new: 1200 > MAX_SKIP.
+    forged = b"\x02" + RatchetHeader(forged_key, nr + 600, 600).to_bytes() + bytes(60)
+    before = b.to_bytes()
+    with pytest.raises(TooManySkippedMessages):
+        b.decrypt(forged)
+    assert b.to_bytes() == before
+
+
+def test_skipped_keys_expire() -> None:
+    a, b = pair()
+    early = a.encrypt(b"delayed")
+    b.decrypt(a.encrypt(b"on time"))
+    ratchet = b._ratchet  # the session's ratchet, to pass a clock
+    late = time.time() + SKIPPED_KEY_MAX_AGE + 1
+    with pytest.raises(CryptoError):
+        ratchet.decrypt(early[1:], now=late)
+    assert ratchet.decrypt(early[1:]) == b"delayed"  # not expired: still readable
+
+
+def test_a_stolen_sender_key_opens_no_earlier_group_message() -> None:
+    owner = SenderKeyState.generate()
+    receiver = SenderKeyState.from_distribution(owner.distribution_message())
+    transcript = [owner.encrypt(f"g{i}".encode()) for i in range(8)]
+    for message in transcript[1:]:
+        receiver.decrypt(message)  # g0 is skipped and kept
+    receiver.decrypt(transcript[0])
+    for stolen in (owner.to_bytes(), receiver.to_bytes()):
+        keys = secrets_in(stolen)
+        for message in transcript:
+            body = message[:-64]
+            for key in keys:
+                with pytest.raises(CryptoError):
+                    open_(key, body[9:], body[:9])
+
+
+def test_sender_key_distribution_never_rolls_back() -> None:
+    owner = SenderKeyState.generate()
+    early = owner.distribution_message()
+    receiver = SenderKeyState.from_distribution(early)
+    messages = [owner.encrypt(f"g{i}".encode()) for i in range(3)]
+    receiver.decrypt(messages[0])
+    receiver.decrypt(messages[2])  # g1 skipped, kept
+    same = receiver.accept_distribution(early)  # delayed copy: changes nothing
+    assert same.iteration == receiver.iteration
+    with pytest.raises(CryptoError):
+        same.decrypt(messages[0])
+    ahead = owner.distribution_message()
+    moved = receiver.accept_distribution(ahead)
+    assert moved.decrypt(messages[1]) == b"g1"  # skipped key kept across the jump
+    rotated = owner.rotate()
+    newer = moved.accept_distribution(rotated.distribution_message())
+    assert newer.key_id == rotated.key_id
+    with pytest.raises(CryptoError):
+        newer.accept_distribution(early)  # an older key id
+    forged = bytearray(ahead)
+    forged[9:41] = bytes(32)  # same key id and signer, another chain
+    with pytest.raises(CryptoError):
+        receiver.accept_distribution(bytes(forged))
+
+
+def test_no_secret_in_any_repr() -> None:
+    a, b = pair()
+    owner = SenderKeyState.generate()
+    objects = [a, b, a._ratchet, a._ratchet._s, owner, owner._s]  # noqa: SLF001
+    for obj in objects:
+        shown = repr(obj)
+        for secret in secrets_in(a.to_bytes()) + secrets_in(owner.to_bytes()):
+            assert secret.hex() not in shown and repr(secret) not in shown
