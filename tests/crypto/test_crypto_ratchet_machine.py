@@ -59,9 +59,11 @@ class ChainModel:
             elif h.dh in m.previous:
                 return "replay"
             else:
+                # One message may cost CAP derivations, both chains together.
+                rest = max(h.pn - m.nr, 0) if m.dhr is not None else 0
+                if rest + h.n > CAP:
+                    return "cap"
                 if m.dhr is not None:
-                    if h.pn - m.nr > CAP:
-                        return "cap"
                     m.skipped |= {(m.dhr, i) for i in range(m.nr, h.pn)}
                     m.previous.add(m.dhr)
                 m.dhr, m.nr = h.dh, 0
