@@ -465,7 +465,10 @@ async def run(config: Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stopping.set)
-    print(app.banner(), flush=True)
+    if config.log_format == "json":  # one record, so every output line stays JSON
+        log.info("%s", app.banner())
+    else:
+        print(app.banner(), flush=True)
     try:
         await stopping.wait()
     finally:

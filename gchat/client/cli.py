@@ -29,7 +29,7 @@ from crypto.identity import IdentityKeyPair
 from gchat.client.cli_errors import UserError
 from gchat.client.sdk import Client, ClientError, DeviceChangeBlocked, Received, Reconnecting
 from gchat.client.state import DeviceState, StateFile
-from gchat.client.tls import client_context
+from gchat.client.tls import client_context, plaintext_warning
 from protocol.frames import CreateOfficial, IssueCode
 
 
@@ -79,6 +79,8 @@ def cmd_enroll(args: argparse.Namespace) -> None:
     if store.exists():
         sys.exit(f"{args.state} exists: refusing to overwrite a device's keys")
     state = DeviceState(url=args.url, identity_seed=IdentityKeyPair.generate().seed)
+    if warning := plaintext_warning(args.url):
+        print(warning, file=sys.stderr)
 
     async def run() -> None:
         async with Client(state, store=store, tls=client_context(args.ca)) as client:

@@ -77,3 +77,14 @@ async def test_node_speaks_only_tls_13(tls_node: tuple[App, Pki]) -> None:
     assert writer.get_extra_info("ssl_object").version() == "TLSv1.3"
     writer.close()
     await writer.wait_closed()
+
+
+def test_plain_websocket_beyond_this_machine_is_warned_about() -> None:
+    from gchat.client.tls import plaintext_warning
+
+    warning = plaintext_warning("ws://chat.example.go.th:8765")
+    assert warning is not None and "not encrypted" in warning and "\n" not in warning
+    assert plaintext_warning("ws://10.0.0.5:8765") is not None
+    for quiet in ("wss://chat.example.go.th", "ws://127.0.0.1:8765", "ws://localhost:8765",
+                  "ws://[::1]:8765"):
+        assert plaintext_warning(quiet) is None, quiet
