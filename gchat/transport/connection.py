@@ -27,7 +27,7 @@ from gchat.identity.principal import Principal
 from gchat.messaging.delivery import DeliveryStream, Inbox
 from gchat.runtime.broker import Broker, Signal, SignalKind
 from gchat.runtime.metrics import NodeMetrics
-from gchat.runtime.quietlog import QuietLog
+from gchat.runtime.quietlog import QuietLog, is_outage
 from gchat.runtime.ratelimit import Limit, Limits
 from gchat.store import devices
 from gchat.store.database import Database
@@ -238,7 +238,11 @@ class Connection:
         except ConnectionClosed:
             raise
         except Exception as error:
-            self._s.quiet.failure("request", error)
+            # An outage fails every request alike: one class. A bug is told
+            # apart by frame type, so each gets its own traceback once.
+            self._s.quiet.failure(
+                "request" if is_outage(error) else f"request {type(frame).__name__}", error
+            )
             if is_send:
                 self._s.metrics.sends_refused.labels(code=ErrorCode.INTERNAL_ERROR.value).inc()
             await self._error(rid, ErrorCode.INTERNAL_ERROR, "internal error")

@@ -64,6 +64,33 @@ async def test_one_address_cannot_hold_more_than_its_connections(capped: App) ->
             await ws.close()
 
 
+async def test_concurrent_handshakes_cannot_overrun_the_cap(capped: App) -> None:
+    """Twenty upgrades at once pass the HTTP check together; the cap still holds."""
+    url = url_of(capped)
+
+    async def attempt() -> object:
+        try:
+            ws = await connect(url, subprotocols=[JSON], compression=None)  # type: ignore[list-item]
+        except InvalidStatus as error:
+            return error.response.status_code
+        try:
+            await ws.recv()
+        except ConnectionClosed:
+            return ws.close_code
+        return ws
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(20)))
+    sessions = [o for o in outcomes if not isinstance(o, int)]
+    try:
+        assert len(sessions) <= 3
+        assert {o for o in outcomes if isinstance(o, int)} <= {429, CloseCode.TRY_AGAIN_LATER}
+        await asyncio.sleep(0.1)
+        assert capped.config.max_connections_per_address == 3
+    finally:
+        for ws in sessions:
+            await ws.close()  # type: ignore[attr-defined]
+
+
 async def test_a_frame_flood_is_cut_off_without_slowing_others(world: World) -> None:
     alice = await world.official_with_device("alice")
     mallory = await world.official_with_device("mallory")
