@@ -5,7 +5,9 @@
   to run for either); a unit with a typo is shown to fail the same check;
 - the nginx example passes ``nginx -t`` and, run for real in front of a
   node, carries a real client's enrolment over wss:// and hides /metrics;
-- every metric the alert rules use exists on a real node's /metrics.
+- the alert rules pass ``promtool check rules``, fire on synthetic series
+  that should page and stay quiet on healthy ones (``promtool test rules``),
+  and every metric they use exists on a real node's /metrics.
 
 The tools are installed by ``make test`` (.ci/ensure-tools).
 """
@@ -198,3 +200,63 @@ def test_alert_rules_use_only_metrics_a_node_exposes() -> None:
     used = {m for e in exprs for m in re.findall(r"\b(?:gchat|process)_[a-z_]+", e)}
     assert used and used <= series, used - series
     assert {"gchat_event_loop_lag_seconds", "gchat_audit_sequencer_lag_seconds"} <= used
+
+
+_RULE_TESTS = """
+rule_files: [{rules}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'gchat_event_loop_lag_seconds{{job="gchat",instance="slow"}}'
+        values: '0.9x10'
+      - series: 'gchat_event_loop_lag_seconds{{job="gchat",instance="fine"}}'
+        values: '0.01x10'
+      - series: 'gchat_audit_sequencer_lag_seconds{{job="gchat",instance="slow"}}'
+        values: '0 30 90 150 210 270 330 390 450 510 570'
+      - series: 'gchat_audit_sequencer_leading{{job="gchat",instance="slow"}}'
+        values: '0x10'
+      - series: 'gchat_audit_sequencer_leading{{job="gchat",instance="fine"}}'
+        values: '1 1 1 0 0 0 0 0 0 0 0'
+      - series: 'gchat_commit_failures_total{{job="gchat",instance="fine"}}'
+        values: '0x10'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: GChatEventLoopLag
+        exp_alerts:
+          - exp_labels: {{severity: page, job: gchat, instance: slow}}
+            exp_annotations:
+              summary: "slow: event loop 0.9s late (blocked or saturated)"
+      - eval_time: 1m
+        alertname: GChatEventLoopLag
+        exp_alerts: []
+      - eval_time: 9m
+        alertname: GChatAuditSequencerBehind
+        exp_alerts:
+          - exp_labels: {{severity: page, job: gchat, instance: slow}}
+            exp_annotations:
+              summary: "audit events wait 510s for a leaf: the audit log is not being sealed"
+      - eval_time: 2m
+        alertname: GChatNoAuditSequencer
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: GChatNoAuditSequencer
+        exp_alerts:
+          - exp_labels: {{severity: page}}
+            exp_annotations:
+              summary: "no node holds the audit sequencer lock"
+      - eval_time: 10m
+        alertname: GChatCommitFailures
+        exp_alerts: []
+"""
+
+
+def test_alert_rules_check_and_fire_as_meant(tmp_path: Path) -> None:
+    promtool = tool("promtool")
+    checked = subprocess.run([promtool, "check", "rules", str(ALERTS)],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tests = tmp_path / "alerts_test.yml"
+    tests.write_text(_RULE_TESTS.format(rules=ALERTS))
+    ran = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
