@@ -83,6 +83,8 @@ def test_crypto_imports_only_pynacl_and_stdlib() -> None:
                 names = [node.module]
             for name in names:
                 top = name.split(".")[0]
+                if top == "mutmut" and "mutants" in path.parts:
+                    continue  # make mutate's copy of crypto/ calls its trampoline
                 assert top in {"nacl", "crypto", "__future__"} or (
                     top in sys.stdlib_module_names and top not in forbidden
                 ), f"{path.name} imports {name}"
