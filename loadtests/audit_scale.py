@@ -277,10 +277,12 @@ def _auditor(env: dict[str, str], url: str, work: Path) -> str:
     _run_measured(["client", "enroll", "--url", url, "--code", boot["code"], "--state", admin],
                   env)
     official = _last_json(_run_measured(
-        ["admin", "add-official", "--state", admin, "--name", "Auditor"], env)[0])["official_id"]
+        ["admin", "add-official", "--state", admin, "--name", "Auditor", "--json"],
+        env)[0])["id"]
     _run_measured(["admin", "role", "grant", official, "auditor", "--state", admin], env)
     code = _last_json(_run_measured(
-        ["admin", "issue-code", "--state", admin, "--official", official], env)[0])["code"]
+        ["admin", "issue-code", "--state", admin, "--official", official, "--json"],
+        env)[0])["code"]
     _run_measured(["client", "enroll", "--url", url, "--code", code, "--state", auditor], env)
     return auditor
 

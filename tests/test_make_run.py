@@ -69,13 +69,13 @@ def test_make_run_then_cli_enrol_send_listen(data_dir: Path) -> None:
             "--state", str(states / "admin.json"), env=env)
         assert (states / "admin.json").stat().st_mode & 0o777 == 0o600
         bob = cli("admin", "add-official", "--state", str(states / "admin.json"),
-                  "--name", "Bob", env=env)
+                  "--name", "Bob", "--json", env=env)
         code = cli("admin", "issue-code", "--state", str(states / "admin.json"),
-                   "--official", bob["official_id"], env=env)["code"]
+                   "--official", bob["id"], "--json", env=env)["code"]
         cli("client", "enroll", "--url", url, "--code", code,
             "--state", str(states / "bob.json"), env=env)
         sent = cli("client", "send", "--state", str(states / "admin.json"),
-                   "--to", bob["official_id"], "--message", "สวัสดี hello", env=env)
+                   "--to", bob["id"], "--message", "สวัสดี hello", env=env)
         got = cli("client", "listen", "--state", str(states / "bob.json"),
                   "--count", "1", "--idle", "10", env=env)
         assert got["text"] == "สวัสดี hello"

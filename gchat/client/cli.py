@@ -28,12 +28,13 @@ from crypto.errors import CryptoError
 from crypto.identity import IdentityKeyPair
 from gchat.client.cli_errors import UserError
 from gchat.client.sdk import Client, ClientError, DeviceChangeBlocked, Received, Reconnecting
-from gchat.client.state import DeviceState, StateFile
+from gchat.client.state import DeviceState, StateFile, default_state_path
 from gchat.client.tls import client_context, plaintext_warning
-from protocol.frames import CreateOfficial, IssueCode
 
 
 def _store(args: argparse.Namespace) -> StateFile:
+    if args.state is None:
+        args.state = default_state_path()
     if args.passphrase_env:
         passphrase = os.environ.get(args.passphrase_env)
         if not passphrase:
@@ -260,25 +261,10 @@ def cmd_conversations(args: argparse.Namespace) -> None:
             _print(_event_line(view))
 
 
-def cmd_add_official(args: argparse.Namespace) -> None:
-    async def work(client: Client) -> None:
-        reply = await client.request(CreateOfficial, name=args.name, agency_id=args.agency)
-        _print({"official_id": str(reply.official_id), "agency_id": str(reply.agency_id)})
-
-    _as_device(args, work)
-
-
-def cmd_issue_code(args: argparse.Namespace) -> None:
-    async def work(client: Client) -> None:
-        reply = await client.request(IssueCode, official_id=args.official)
-        _print({"official_id": str(reply.official_id), "code": reply.code,
-                "expires_at": reply.expires_at})
-
-    _as_device(args, work)
-
-
 def _device_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", type=Path, required=True, help="the device's state file")
+    parser.add_argument("--state", type=Path,
+                        help="the device's state file (default: $XDG_CONFIG_HOME/gchat/"
+                             "device.state, or ~/.config/gchat/device.state)")
     parser.add_argument("--key-file", type=Path, help="key sealing the state (default STATE.key)")
     parser.add_argument("--passphrase-env", help="seal the state with the passphrase in $VAR")
     parser.add_argument("--ca", type=Path, help="trust only this CA (PEM) for wss:// URLs")
@@ -286,16 +272,8 @@ def _device_args(parser: argparse.ArgumentParser) -> None:
 
 def register(commands: Any, admin: Any) -> None:
     """Add the client commands, and the admin commands that run as a device."""
-    add = admin.add_parser("add-official", help="add an official (as an admin device)")
-    _device_args(add)
-    add.add_argument("--name", required=True)
-    add.add_argument("--agency", type=uuid.UUID)
-    add.set_defaults(func=cmd_add_official)
-    issue = admin.add_parser("issue-code", help="issue an enrolment code (as an admin device)")
-    _device_args(issue)
-    issue.add_argument("--official", type=uuid.UUID, required=True)
-    issue.set_defaults(func=cmd_issue_code)
-
+    # ``admin add-official`` and ``admin issue-code`` live with the other admin
+    # commands (gchat.client.admin_cli): one command, one output style.
     client = commands.add_parser("client", help="the reference client").add_subparsers(
         dest="client_command", required=True
     )

@@ -305,6 +305,13 @@ class DeviceState:
         return cls(**data)
 
 
+def default_state_path() -> Path:
+    """Where a device's state lives unless ``--state`` says: the user's config
+    folder (XDG), not the working directory, which is often shared or a checkout."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "gchat" / "device.state"
+
+
 class StateFileError(Exception):
     """The state file or its key cannot be used; the message says what to do."""
 

@@ -51,10 +51,10 @@ def test_auditor_exports_and_verifies_offline(database_url: str, tmp_path: Path)
                              env=env))
         run("client", "enroll", "--url", url, "--code", boot["code"], "--state", admin, env=env)
         official = last_json(run("admin", "add-official", "--state", admin, "--name",
-                                 "Auditor", env=env))["official_id"]
+                                 "Auditor", "--json", env=env))["id"]
         run("admin", "role", "grant", official, "auditor", "--state", admin, env=env)
         code = last_json(run("admin", "issue-code", "--state", admin, "--official", official,
-                             env=env))["code"]
+                             "--json", env=env))["code"]
         run("client", "enroll", "--url", url, "--code", code, "--state", auditor, env=env)
         run("client", "send", "--state", admin, "--to", official, "--message", "hello", env=env)
 
