@@ -12,10 +12,12 @@ a trusted reverse proxy, the address the proxy saw). Addresses in
 ``exempt`` (loopback by default: a proxy on the same host that is not
 listed in ``trusted_proxies``, health checks) are not capped.
 
-``FrameBucket`` is one connection's frame rate: a token bucket checked
-before a frame is even decoded. A frame over the rate is answered
-``rate_limited`` and not processed; a client that goes on sending while
-refused (``max_refused`` frames in a row) is closed with 4429. One
+``FrameBucket`` is one connection's frame rate: a token bucket checked as
+soon as a frame is decoded (an authenticated device's acks are not
+counted: a client acks each envelope as it syncs a backlog). A frame over
+the rate is answered ``rate_limited`` (with its rid) and not processed; a
+client that goes on sending while refused (``max_refused`` refusals before
+its bucket is half full again) is closed with 4429. One
 connection's flood then costs the node a counter update per frame, and
 other connections are not slowed beyond that.
 """
@@ -92,18 +94,19 @@ class FrameBucket:
         self._clock = clock
         self._tokens = limit.capacity
         self._at = clock()
-        self.refused_in_a_row = 0
+        self.refused = 0
 
     def take(self) -> bool:
         """True when this frame may be processed."""
         now = self._clock()
         self._tokens = min(self._limit.capacity, self._tokens + (now - self._at) * self._limit.rate)
         self._at = now
+        if self._tokens >= self._limit.capacity / 2:
+            self.refused = 0  # the client slowed down: forgiven
         if self._tokens >= 1:
             self._tokens -= 1
-            self.refused_in_a_row = 0
             return True
-        self.refused_in_a_row += 1
+        self.refused += 1
         return False
 
     @property
@@ -113,4 +116,4 @@ class FrameBucket:
     @property
     def exhausted(self) -> bool:
         """The client went on sending while refused: close the connection."""
-        return self.refused_in_a_row > self._max_refused
+        return self.refused > self._max_refused

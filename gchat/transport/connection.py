@@ -166,24 +166,40 @@ class Connection:
         self._s.metrics.frames_in.inc()
         if self._flooded:
             return  # closing: the rest of the flood is read and dropped
-        if not self._frames.take():
-            if self._frames.exhausted:
-                self._flooded = True
-                log.warning("frame flood closed connection=%s remote=%s", self._id, self._remote)
-                self._close_soon(CloseCode.TOO_MANY_FRAMES, "too many frames")
-                return
-            self._s.metrics.errors.labels(code=ErrorCode.RATE_LIMITED.value).inc()
-            await self.send(
-                f.Error(rid=None, code=ErrorCode.RATE_LIMITED.value, message="too many frames",
-                        retry_after=self._frames.retry_after)
-            )
-            return
         try:
             frame = self._codec.decode(message)
         except ProtocolError as error:
-            await self._error(error.rid, error.code, error.detail)
+            if await self._admitted(error.rid):
+                await self._error(error.rid, error.code, error.detail)
+            return
+        # Acks of an authenticated device are not counted: they only answer
+        # what the server pushed (a client acks each envelope as it syncs a
+        # backlog), need no reply and cost a set lookup when bogus.
+        counted = not (isinstance(frame, f.Ack) and self._session.authenticated)
+        if counted and not await self._admitted(getattr(frame, "rid", None)):
             return
         await self._answer(frame, self._dispatch(frame))
+
+    async def _admitted(self, rid: int | None) -> bool:
+        """Take one frame from the connection's bucket; refuse it (or close) if empty.
+
+        Decoding first is cheap (msgspec, at most 256 KiB) and bounded: a
+        client that keeps sending while refused is closed after
+        ``max_refused_frames``. It lets the refusal carry the request's rid.
+        """
+        if self._frames.take():
+            return True
+        if self._frames.exhausted:
+            self._flooded = True
+            log.warning("frame flood closed connection=%s remote=%s", self._id, self._remote)
+            self._close_soon(CloseCode.TOO_MANY_FRAMES, "too many frames")
+            return False
+        self._s.metrics.errors.labels(code=ErrorCode.RATE_LIMITED.value).inc()
+        await self.send(
+            f.Error(rid=rid, code=ErrorCode.RATE_LIMITED.value, message="too many frames",
+                    retry_after=self._frames.retry_after)
+        )
+        return False
 
     async def _dispatch(self, frame: f.ClientFrame) -> object:
         """Run the frame's handler; returns its reply (None, a frame or a Later)."""

@@ -136,6 +136,17 @@ async def test_a_frame_flood_is_cut_off_without_slowing_others(world: World) -> 
     assert len(latencies) > 5 and worst < 2.0
 
 
+async def test_acks_are_not_counted_against_the_frame_limit(world: World) -> None:
+    """A device syncing a backlog acks each envelope in its own frame: never throttled."""
+    alice = await world.official_with_device("alice")
+    for position in range(1, 2001):  # far past 300 + 100/s, as fast as we can
+        await alice.ws.send(alice._codec.encode(f.Ack(positions=[position])))
+    with contextlib.suppress(ClientError):
+        await alice.request(f.GetConversation, conversation_id=uuid.uuid4())
+    errors = [x for x in list(alice.pushed._queue) if isinstance(x, f.Error)]  # type: ignore[attr-defined]
+    assert errors == [] and alice.ws.close_code is None
+
+
 async def test_search_is_rate_limited_per_device(world: World) -> None:
     alice = await world.official_with_device("alice")
     codes = []

@@ -32,5 +32,7 @@ def test_frame_bucket_refuses_then_gives_up_on_the_client() -> None:
     assert 0 < bucket.retry_after <= 0.1
     assert [bucket.take() for _ in range(3)] == [False] * 3
     assert bucket.exhausted
-    now[0] += 0.1  # one token back: a frame is accepted and the count restarts
+    now[0] += 0.1  # one token back: a frame is accepted, but the client is not forgiven
+    assert bucket.take() and bucket.exhausted
+    now[0] += 0.3  # half the bucket back: it slowed down
     assert bucket.take() and not bucket.exhausted
