@@ -53,11 +53,17 @@ def team(node: Node, loop: Loop) -> Team:
     return Team(node, loop)
 
 
+CSP_VIOLATIONS: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def anong(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport=ui.PHONE_LARGE, locale="th-TH", is_mobile=True)
+    page = context.new_page()
+    page.on("console", lambda m: CSP_VIOLATIONS.append(m.text)
+            if "Content Security Policy" in m.text else None)
     try:
-        yield context.new_page()
+        yield page
     finally:
         context.close()
 
@@ -125,6 +131,7 @@ def test_safety_number_equals_the_clis_and_new_device_banner(
     assert len(shown.inner_text().split(" ")) == 12
     assert axe_problems(anong) == []
     ui.shot(anong, "phone-safety-number")
+    assert CSP_VIOLATIONS == []  # the QR code and every screen so far run under the strict CSP
     anong.get_by_role("button", name="ยืนยันว่าตรงกัน").click()
     expect(anong.get_by_text("✓ ยืนยันแล้ว")).to_be_visible()
     anong.get_by_role("button", name="กลับ").click()
