@@ -10,7 +10,8 @@ from uuid import UUID
 
 import msgspec
 
-from gchat.client.sdk import Client, DeviceChangeBlocked, Received
+from crypto.sender_keys import SenderKeyState
+from gchat.client.sdk import SENDER_KEY_MAX_AGE, Client, DeviceChangeBlocked, Received
 from protocol import frames as f
 from tests.client.conftest import behind
 from tests.client.relay import HostileRelay
@@ -252,3 +253,37 @@ async def test_safety_numbers_agree_and_change_with_a_device(world: World) -> No
     await world.enroll(await world.new_code(oid(bob)), "bob-new")
     after = await alice.safety_number(oid(bob))
     assert after != before and after == await bob.safety_number(oid(alice))
+
+
+async def test_a_sender_key_from_a_non_member_is_refused(world: World) -> None:
+    """Mallory pushes her own sender key into a group she is not in, and into one Bob cannot see."""
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    mallory = await world.official_with_device("mallory")
+    group = await alice.create_group("staff", [oid(bob)])
+    cid = group.conversation_id
+    await alice.send_group(cid, b"hello staff", "s1")
+    assert [m.plaintext for m in await read(bob, 1)] == [b"hello staff"]
+    hers = await mallory.create_group("mallory's own", [])
+    for target in (cid, hers.conversation_id):
+        forged = SenderKeyState.generate().distribution_message()
+        await mallory.send_message(oid(bob), b"", f"sk-{target}", sender_key=(target, forged))
+    assert await read(bob, 1, wait=1.0) == []
+    assert len(bob.undecryptable) == 2
+    assert "not a member" in reasons(bob)[0] and "cannot see" in reasons(bob)[1]
+    assert did(mallory) not in bob.state.group_keys.get(cid, {})
+    assert hers.conversation_id not in bob.state.group_keys
+
+
+async def test_sender_keys_rotate_after_their_time(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    group = await alice.create_group("weekly", [oid(bob)])
+    cid = group.conversation_id
+    await alice.send_group(cid, b"week 1", "w1")
+    first = SenderKeyState.from_bytes(alice.state.sender_keys[cid]).key_id
+    alice.state.sender_key_created[cid] -= SENDER_KEY_MAX_AGE  # a week passes
+    await alice.send_group(cid, b"week 2", "w2")
+    assert SenderKeyState.from_bytes(alice.state.sender_keys[cid]).key_id == first + 1
+    assert [m.plaintext for m in await read(bob, 2)] == [b"week 1", b"week 2"]
+    assert bob.undecryptable == []

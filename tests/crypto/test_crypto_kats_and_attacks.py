@@ -20,7 +20,7 @@ import nacl.bindings as nb
 import pytest
 
 from crypto.aead import open_
-from crypto.errors import CryptoError, TooManySkippedMessages
+from crypto.errors import CryptoError, InvalidState, TooManySkippedMessages
 from crypto.identity import IdentityKeyPair
 from crypto.kdf import chain_kdf, root_kdf
 from crypto.prekeys import PrekeyPair, sign_prekey
@@ -268,22 +268,86 @@ def test_sender_key_distribution_never_rolls_back() -> None:
     messages = [owner.encrypt(f"g{i}".encode()) for i in range(3)]
     receiver.decrypt(messages[0])
     receiver.decrypt(messages[2])  # g1 skipped, kept
+    held = receiver.to_bytes()
     same = receiver.accept_distribution(early)  # delayed copy: changes nothing
-    assert same.iteration == receiver.iteration
+    assert same.to_bytes() == held
     with pytest.raises(CryptoError):
         same.decrypt(messages[0])
-    ahead = owner.distribution_message()
+    assert same.accept_distribution(owner.distribution_message()).to_bytes() == held  # equal
+    unseen = [owner.encrypt(f"g{i}".encode()) for i in range(3, 5)]
+    ahead = owner.distribution_message()  # iteration 5; the receiver is at 3
     moved = receiver.accept_distribution(ahead)
-    assert moved.decrypt(messages[1]) == b"g1"  # skipped key kept across the jump
+    assert receiver.to_bytes() == held  # the receiver's own copy is untouched
+    assert moved.iteration == 5
+    assert moved.decrypt(unseen[1]) == b"g4"  # keys skipped on the jump are kept
+    assert moved.decrypt(unseen[0]) == b"g3"
+    assert moved.decrypt(messages[1]) == b"g1"  # and those skipped before it
+    assert moved.decrypt(owner.encrypt(b"g5")) == b"g5"  # the chain goes on from there
     rotated = owner.rotate()
     newer = moved.accept_distribution(rotated.distribution_message())
-    assert newer.key_id == rotated.key_id
+    assert newer.key_id == rotated.key_id == owner.key_id + 1
     with pytest.raises(CryptoError):
         newer.accept_distribution(early)  # an older key id
     forged = bytearray(ahead)
     forged[9:41] = bytes(32)  # same key id and signer, another chain
     with pytest.raises(CryptoError):
         receiver.accept_distribution(bytes(forged))
+    other_signer = bytearray(ahead)
+    other_signer[41:73] = SenderKeyState.generate().signing_public_key
+    with pytest.raises(CryptoError):
+        receiver.accept_distribution(bytes(other_signer))
+
+
+def test_sender_key_distribution_jump_is_bounded_and_evicts() -> None:
+    from crypto.sender_keys import MAX_SKIP as SK_MAX_SKIP
+    from crypto.sender_keys import MAX_STORED_SKIPPED as SK_STORED
+
+    owner = SenderKeyState.generate()
+    receiver = SenderKeyState.from_distribution(owner.distribution_message())
+    for _ in range(SK_MAX_SKIP):
+        owner.encrypt(b"")
+    exactly = receiver.accept_distribution(owner.distribution_message())
+    assert exactly.iteration == SK_MAX_SKIP
+    owner.encrypt(b"")
+    with pytest.raises(TooManySkippedMessages):
+        receiver.accept_distribution(owner.distribution_message())
+    for _ in range(SK_MAX_SKIP - 1):
+        owner.encrypt(b"")
+    third = exactly.accept_distribution(owner.distribution_message())
+    assert third.iteration == 2 * SK_MAX_SKIP
+    assert len(json.loads(third.to_bytes())["skipped"]) == SK_STORED
+    for _ in range(10):
+        owner.encrypt(b"")
+    fourth = third.accept_distribution(owner.distribution_message())
+    assert len(json.loads(fourth.to_bytes())["skipped"]) == SK_STORED  # oldest evicted
+
+
+def test_sender_key_state_round_trip_keeps_skipped_keys_and_their_age() -> None:
+    owner = SenderKeyState.generate()
+    receiver = SenderKeyState.from_distribution(owner.distribution_message())
+    messages = [owner.encrypt(f"g{i}".encode()) for i in range(4)]
+    stored_at = 1_000_000_000
+    receiver.decrypt(messages[3], now=stored_at)  # g0..g2 skipped at that time
+    for state in (owner, receiver):
+        again = SenderKeyState.from_bytes(state.to_bytes())
+        assert again.to_bytes() == state.to_bytes()
+        assert (again.key_id, again.iteration, again.signing_public_key, again.can_send) == (
+            state.key_id, state.iteration, state.signing_public_key, state.can_send)
+    again = SenderKeyState.from_bytes(receiver.to_bytes())
+    assert again.decrypt(messages[1], now=stored_at + 10) == b"g1"
+    with pytest.raises(CryptoError):  # expired: stored_at + 30 days
+        again.decrypt(messages[0], now=stored_at + 30 * 24 * 3600)
+    # A state written before skipped keys had a time: they count from loading.
+    old = json.loads(receiver.to_bytes())
+    old["skipped"] = [entry[:2] for entry in old["skipped"]]
+    loaded = SenderKeyState.from_bytes(json.dumps(old).encode())
+    assert loaded.decrypt(messages[2]) == b"g2"
+    assert loaded.decrypt(messages[0]) == b"g0"
+    sending = SenderKeyState.from_bytes(owner.to_bytes())
+    assert receiver.decrypt(sending.encrypt(b"after")) == b"after"
+    for bad in (b"[]", b"{}", json.dumps({**json.loads(owner.to_bytes()), "v": 2}).encode()):
+        with pytest.raises(InvalidState):
+            SenderKeyState.from_bytes(bad)
 
 
 def test_no_secret_in_any_repr() -> None:
