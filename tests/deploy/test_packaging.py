@@ -24,8 +24,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
+
 from gchat.app import App
 from gchat.directory.service import Directory
+from protocol import frames as f
+from protocol.codec import client_codec
+from protocol.version import MSGPACK_SUBPROTOCOL
 from tests.conftest import free_port
 from tests.deploy.certs import make_pki
 from tests.integration.conftest import node_config
@@ -177,6 +185,19 @@ async def test_nginx_example_carries_a_client_to_the_node(
         base = f"https://localhost:{listen}"
         assert await asyncio.to_thread(_https, f"{base}/healthz", ca) == 200
         assert await asyncio.to_thread(_https, f"{base}/metrics", ca) == 404
+        # A browser on the node's own origin gets through (nginx passes Host with
+        # its port); a page on another site is refused at the upgrade.
+        tls = ssl.create_default_context(cafile=str(ca))
+        url = f"wss://localhost:{listen}"
+        async with connect(url, ssl=tls, origin=Origin(base),  # type: ignore[arg-type]
+                           subprotocols=[MSGPACK_SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+            assert isinstance(client_codec(MSGPACK_SUBPROTOCOL).decode(await ws.recv()),
+                              f.Challenge)
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, ssl=tls, origin=Origin("https://evil.example"),
+                               subprotocols=[MSGPACK_SUBPROTOCOL]):  # type: ignore[list-item]
+                pass
+        assert refused.value.response.status_code == 403
     finally:
         nginx.terminate()
         nginx.wait(timeout=15)
