@@ -187,6 +187,17 @@ def test_remove_member_then_announcement_only_group(
     expect(boon.get_by_text("กลุ่มนี้ให้เฉพาะผู้ดูแลกลุ่มส่งข้อความ")).to_be_visible()
     expect(boon.get_by_label("พิมพ์ข้อความ")).to_have_count(0)
 
+    # The group admin renames it; a member leaves on their own.
+    anong.get_by_role("button", name="สมาชิก").click()
+    anong.get_by_label("ชื่อกลุ่ม").fill("ประกาศของกองคลัง")
+    anong.get_by_role("button", name="เปลี่ยนชื่อ").click()
+    expect(anong.get_by_role("heading", name="ประกาศของกองคลัง")).to_be_visible(timeout=15_000)
+    expect(boon.get_by_test_id("chat-title")).to_have_text("ประกาศของกองคลัง", timeout=15_000)
+    boon.get_by_role("button", name="สมาชิก").click()
+    boon.get_by_role("button", name="ออกจากกลุ่ม").click()
+    expect(boon.get_by_text("คุณไม่ได้เป็นสมาชิกกลุ่มนี้แล้ว")).to_be_visible(timeout=15_000)
+    expect(anong.get_by_role("listitem")).to_have_count(1, timeout=15_000)  # Anong alone
+
 
 def test_revoked_device_is_signed_out_and_wiped(node: Node, team: Team, boon: Page) -> None:
     devices = team.admin.request(ListDevices, official_id=team.boon).devices

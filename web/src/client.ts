@@ -774,6 +774,18 @@ export class Device {
     await this.serial(async () => { await this.conversationReply(await this.request({ type: "remove_members", conversation_id: cid, officials })); });
   }
 
+  async leaveGroup(cid: string): Promise<void> {
+    await this.serial(async () => { await this.conversationReply(await this.request({ type: "leave_group", conversation_id: cid })); });
+  }
+
+  async renameGroup(cid: string, title: string): Promise<void> {
+    await this.serial(async () => { await this.conversationReply(await this.request({ type: "rename_group", conversation_id: cid, title })); });
+  }
+
+  isMember(cid: string): boolean {
+    return this.state.convs[cid]?.members.some((m) => m.official_id === this.state.officialId) ?? false;
+  }
+
   private async refreshConversation(cid: string): Promise<ConvView> {
     return this.conversationReply(await this.request({ type: "get_conversation", conversation_id: cid }));
   }

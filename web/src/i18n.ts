@@ -77,6 +77,9 @@ const th = {
   unlock: "ปลดล็อก",
   wrongPassphrase: "รหัสผ่านไม่ถูกต้อง",
   forgotPassphrase: "ลืมรหัสผ่าน: ลบข้อมูลบนอุปกรณ์นี้",
+  leaveGroup: "ออกจากกลุ่ม",
+  notMember: "คุณไม่ได้เป็นสมาชิกกลุ่มนี้แล้ว",
+  rename: "เปลี่ยนชื่อ",
 };
 
 export type Key = keyof typeof th;
@@ -157,6 +160,9 @@ const en: Record<Key, string> = {
   unlock: "Unlock",
   wrongPassphrase: "Wrong passphrase",
   forgotPassphrase: "Forgot it: wipe this device",
+  leaveGroup: "Leave group",
+  notMember: "You are no longer a member of this group",
+  rename: "Rename",
 };
 
 const tables: Record<Lang, Record<Key, string>> = { th, en };

@@ -351,6 +351,7 @@ function ChatView({ t, lang, device, chatId, onBack, onSafety, onInfo }: { t: T;
   const group = chat.kind === "group";
   const cid = chatId.slice(2);
   const canPost = !group || device.canPost(cid);
+  const left = group && !device.isMember(cid);
   const peer = chat.peer;
   const page = msgs.slice(Math.max(0, msgs.length - shown));
   return (
@@ -382,7 +383,7 @@ function ChatView({ t, lang, device, chatId, onBack, onSafety, onInfo }: { t: T;
           <input id="compose" type="text" name="message" placeholder={t("typeMessage")} autocomplete="off" value={text} onInput={(e) => setText(e.currentTarget.value)} />
           <button type="submit">{t("send")}</button>
         </form>
-      ) : <p class="status">{t("announcementBlocked")}</p>}
+      ) : <p class="status">{t(left ? "notMember" : "announcementBlocked")}</p>}
     </main>
   );
 }
@@ -440,6 +441,7 @@ function GroupInfo({ t, device, chatId, onBack }: { t: T; device: Device; chatId
   const [error, setError] = useState<string | null>(null);
   if (view === undefined) return <main><button type="button" onClick={onBack}>{t("back")}</button></main>;
   const amAdmin = view.members.some((m) => m.official_id === device.officialId && m.admin);
+  const member = device.isMember(cid);
   if (adding) return <Search t={t} device={device} pickLabel={t("addMember")} onBack={() => setAdding(false)} onPick={async (id, name) => {
     device.state.names[id] = name;
     try { await device.addMembers(cid, [id]); } catch { setError(t("errorGeneric")); }
@@ -462,8 +464,24 @@ function GroupInfo({ t, device, chatId, onBack }: { t: T; device: Device; chatId
         ))}
       </ul>
       {amAdmin ? <button type="button" onClick={() => setAdding(true)}>{t("addMember")}</button> : null}
+      {amAdmin ? <Rename t={t} title={view.title} onRename={async (title) => {
+        try { await device.renameGroup(cid, title); setError(null); } catch { setError(t("errorGeneric")); }
+      }} /> : null}
+      {member ? <button type="button" class="secondary" onClick={async () => {
+        try { await device.leaveGroup(cid); onBack(); } catch { setError(t("errorGeneric")); }
+      }}>{t("leaveGroup")}</button> : <p class="status">{t("notMember")}</p>}
       {error !== null ? <p role="alert" class="error">{error}</p> : null}
     </main>
+  );
+}
+
+function Rename({ t, title, onRename }: { t: T; title: string; onRename: (title: string) => Promise<void> }) {
+  const [value, setValue] = useState(title);
+  return (
+    <form class="actions" onSubmit={(e) => { e.preventDefault(); if (value.trim()) void onRename(value.trim()); }}>
+      <label class="grow">{t("groupTitle")}<input type="text" name="title" maxLength={200} value={value} onInput={(e) => setValue(e.currentTarget.value)} /></label>
+      <button type="submit">{t("rename")}</button>
+    </form>
   );
 }
 
