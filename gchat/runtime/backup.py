@@ -6,12 +6,12 @@ again. ``audit.key`` signs the audit log's tree heads, and auditors keep
 its public half; a new key breaks their chain of signed heads. So a backup
 is one archive holding
 
-- ``manifest.json``: format, G-Chat version, time, node id, migrations;
+- ``manifest.json``: format, G-Chat version, time, the node that took it,
+  migrations;
 - ``database.dump``: ``pg_dump --format=custom`` of the whole database,
   one consistent snapshot (pg_dump reads in one repeatable-read
   transaction, so a backup taken while nodes run is still consistent);
 - ``keys/*.key``: the server keys (``gchat.runtime.server_keys``);
-- ``node-id``: the node's name, when it has one.
 
 The archive is written with mode 0600 (it holds the keys) and, with a
 passphrase, sealed as a whole with the same Argon2id + XChaCha20-Poly1305
@@ -160,8 +160,6 @@ def _write_archive(file: BinaryIO, manifest: Manifest, dump: Path, key_dir: Path
         archive.add(dump, _DUMP)
         for name in manifest.keys:
             _add_bytes(archive, f"keys/{name}.key", (key_dir / f"{name}.key").read_bytes())
-        if manifest.node_id:
-            _add_bytes(archive, node_id.FILE_NAME, (manifest.node_id + "\n").encode())
 
 
 @contextlib.contextmanager
@@ -228,7 +226,6 @@ def restore(
     path: Path,
     dsn: str,
     key_dir: Path,
-    data_dir: Path,
     database_in_use: bool,
     passphrase: str | None = None,
     force: bool = False,
@@ -279,10 +276,6 @@ def restore(
             target = key_dir / f"{name}.key"
             if not target.exists() or target.read_bytes() != data:
                 _write_private(target, data, replace=True)
-        kept = data_dir / node_id.FILE_NAME
-        if manifest.node_id and not kept.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            kept.write_text(manifest.node_id + "\n", encoding="utf-8")
     return manifest
 
 

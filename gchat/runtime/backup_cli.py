@@ -91,7 +91,7 @@ def cmd_restore(args: argparse.Namespace, config_from: ConfigFrom) -> None:
     def work(dsn: str, tools: backup.Tools, _running: bool) -> backup.Manifest:
         in_use = bool(asyncio.run(_applied(dsn)))
         return backup.restore(
-            args.input, dsn, cfg.key_directory, cfg.data_dir, in_use, passphrase,
+            args.input, dsn, cfg.key_directory, in_use, passphrase,
             args.force, tools, args.keys_only, (m.name for m in migrations.discover()),
         )
 
