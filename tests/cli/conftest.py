@@ -5,6 +5,7 @@ One node per test module (starting one costs seconds); every test runs the
 real ``gchat`` command as a subprocess, the way an operator would.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -61,8 +62,9 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def node(pg_admin_dsn: str) -> Iterator[Node]:
+@contextlib.contextmanager
+def running_node(pg_admin_dsn: str) -> Iterator[tuple[dict[str, str], int, Path]]:
+    """A node on a new database: (its environment, port, a folder for files)."""
     name = f"{TEST_DB_PREFIX}{secrets.token_hex(6)}"
     run_sync(_create_database(pg_admin_dsn, name))
     home = Path(tempfile.mkdtemp(prefix="gchat-cli-"))
@@ -79,17 +81,24 @@ def node(pg_admin_dsn: str) -> Iterator[Node]:
     )
     try:
         wait_healthy(port, server)
+        yield env, port, home
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.communicate(timeout=60)
+        subprocess.run(["rm", "-rf", str(home)], check=False)
+        run_sync(_drop_databases(pg_admin_dsn, [name], TEST_DB_PREFIX))
+
+
+@pytest.fixture(scope="module")
+def node(pg_admin_dsn: str) -> Iterator[Node]:
+    """A bootstrapped node with the superadmin's device (``node.admin``)."""
+    with running_node(pg_admin_dsn) as (env, port, home):
         node = Node(env, f"ws://127.0.0.1:{port}", port, home, home / "admin.state", "MOI")
         boot = node.json("admin", "bootstrap", "--agency-code", "MOI", "--agency-name",
                          "Ministry of Interior", "--name", "สมชาย ใจดี", "--json")
         node.run("client", "enroll", "--url", node.url, "--code", boot["code"],
                  "--state", str(node.admin), check=True)
         yield node
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.communicate(timeout=60)
-        subprocess.run(["rm", "-rf", str(home)], check=False)
-        run_sync(_drop_databases(pg_admin_dsn, [name], TEST_DB_PREFIX))
 
 
 def one_line_error(out: subprocess.CompletedProcess[str], *words: str) -> str:
