@@ -52,7 +52,7 @@ from gchat.identity.prekeys import KeyDirectory
 from gchat.identity.revocation import Revocations
 from gchat.identity.tokens import TokenIssuer
 from gchat.messaging import service as messaging
-from gchat.messaging.committer import GroupCommitter
+from gchat.messaging.committer import SendCommitter
 from gchat.messaging.delivery import Inbox
 from gchat.messaging.handlers import MessagingHandlers
 from gchat.messaging.service import Messaging
@@ -133,7 +133,7 @@ class App:
         self.db: Database | None = None
         self._embedded: EmbeddedPostgres | None = None
         self._server: Server | None = None
-        self._committer: GroupCommitter | None = None
+        self._committer: SendCommitter | None = None
         self._inbox: Inbox | None = None
         self._background: list[asyncio.Task[None]] = []
         self._redis: Redis | None = None
@@ -191,7 +191,7 @@ class App:
         async def prekeys_low(device_id: object, left: int) -> None:
             await broker.publish([device_id], Signal(SignalKind.PREKEYS_LOW, left))  # type: ignore[list-item]
 
-        self._committer = GroupCommitter(
+        self._committer = SendCommitter(
             db,
             max_batch=config.commit_max_batch,
             retention=timedelta(seconds=config.retention_seconds),

@@ -2,7 +2,7 @@
 
     python -m loadtests.audit_cost [--seconds 4] [--senders 64] [--rounds 3]
 
-Drives the real send path below the socket -- ``GroupCommitter`` committing
+Drives the real send path below the socket -- ``SendCommitter`` committing
 ``store_batch`` (messages + inbox rows) in group-commit batches, exactly as
 ``Messaging.send`` does -- from many concurrent senders, against a database
 made for this run (``GCHAT_LOADTEST_DATABASE_URL`` / ``GCHAT_TEST_DATABASE_URL``,
@@ -28,7 +28,7 @@ from tempfile import TemporaryDirectory
 
 from gchat.audit.log import AuditLog
 from gchat.audit.sequencer import Sequencer
-from gchat.messaging.committer import GroupCommitter
+from gchat.messaging.committer import SendCommitter
 from gchat.runtime.server_keys import ServerKeys
 from gchat.store import devices, directory, migrations
 from gchat.store.database import Database
@@ -65,7 +65,7 @@ async def _round(
     async def nothing(_: list[NewMessage]) -> None:
         return None
 
-    committer = GroupCommitter(
+    committer = SendCommitter(
         db, 256, timedelta(days=1), nothing, audit=AuditLog(enabled=audit)
     )
     committer.start()
@@ -138,7 +138,7 @@ async def main(seconds: float, senders: int, rounds: int, size: int) -> dict[str
         await temp.drop()
     on, off = statistics.median(results[True]), statistics.median(results[False])
     summary = {
-        "summary": "audit cost on the send path (GroupCommitter, durable commits)",
+        "summary": "audit cost on the send path (SendCommitter, durable commits)",
         "senders": senders,
         "ciphertext_bytes": size,
         "audit_on_msgs_per_s_median": on,

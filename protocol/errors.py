@@ -10,7 +10,7 @@ Exception tree::
     +-- UnknownFrameType          a well-formed frame with an unknown "type"
     +-- InvalidField              a known frame whose fields break the schema
     +-- FrameTooLarge             bigger than limits.MAX_FRAME_BYTES
-    +-- InvalidState              a frame not allowed in the session's state
+    +-- NotAllowedNow             a frame not allowed in the session's state now
         +-- NotAuthenticated
         +-- AlreadyAuthenticated
 """
@@ -93,13 +93,13 @@ class FrameTooLarge(ProtocolError):
     code = ErrorCode.FRAME_TOO_LARGE
 
 
-class InvalidState(ProtocolError):
+class NotAllowedNow(ProtocolError):
     code = ErrorCode.NOT_AUTHENTICATED
 
 
-class NotAuthenticated(InvalidState):
+class NotAuthenticated(NotAllowedNow):
     code = ErrorCode.NOT_AUTHENTICATED
 
 
-class AlreadyAuthenticated(InvalidState):
+class AlreadyAuthenticated(NotAllowedNow):
     code = ErrorCode.ALREADY_AUTHENTICATED

@@ -11,7 +11,7 @@ the auth deadline and closes the socket.
 
 from enum import Enum
 
-from protocol.errors import AlreadyAuthenticated, InvalidState, NotAuthenticated
+from protocol.errors import AlreadyAuthenticated, NotAllowedNow, NotAuthenticated
 from protocol.frames import Auth, AuthToken, ClientFrame, Enroll
 
 
@@ -51,7 +51,7 @@ class ServerSession:
         self.state = State.UNAUTHENTICATED
 
     def check(self, frame: ClientFrame) -> None:
-        """Raise InvalidState if ``frame`` is not allowed now."""
+        """Raise NotAllowedNow if ``frame`` is not allowed now."""
         opens = isinstance(frame, AUTH_FRAMES)
         if self.state is State.UNAUTHENTICATED:
             if not opens:
@@ -60,14 +60,14 @@ class ServerSession:
             if opens:
                 raise AlreadyAuthenticated("connection is already authenticated")
         else:
-            raise InvalidState(f"connection is {self.state.value}")
+            raise NotAllowedNow(f"connection is {self.state.value}")
 
     def handle(self, event: Event) -> State:
         """Apply ``event``; an event with no entry in the table is a bug."""
         try:
             self.state = TRANSITIONS[(self.state, event)]
         except KeyError:
-            raise InvalidState(f"{event.value} in state {self.state.value}") from None
+            raise NotAllowedNow(f"{event.value} in state {self.state.value}") from None
         return self.state
 
     @property

@@ -25,6 +25,7 @@ import msgspec
 from gchat.store import audit as store
 from gchat.store.database import Executor
 from gchat.store.messages import NewMessage, StoredMessage
+from protocol.frames import wire_time
 
 log = logging.getLogger("gchat.audit.log")
 
@@ -168,7 +169,7 @@ def accepted_events(
         body = getattr(message, "body", None)
         details: dict[str, object] = {
             "message_id": message.message_id,
-            "sent_at": int(message.sent_at.timestamp() * 1000),
+            "sent_at": wire_time(message.sent_at),
             "ciphertext_bytes": size + (len(body) if body is not None else 0),
             "recipient_devices": sorted({*devices, *fanned}, key=str),
         }

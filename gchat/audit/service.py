@@ -30,6 +30,7 @@ from gchat.identity.principal import Principal
 from gchat.store import audit as store
 from gchat.store.database import Database
 from protocol.errors import ErrorCode
+from protocol.frames import wire_time
 
 log = logging.getLogger("gchat.audit.service")
 
@@ -60,10 +61,6 @@ class EventFilter:
 
 def _signed(row: store.TreeHeadRow) -> SignedHead:
     return SignedHead(row.tree_size, row.timestamp_ms, row.root_hash, row.signature, row.key_id)
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 class AuditService:
@@ -136,8 +133,8 @@ class AuditService:
                     filter_device=flt.device,
                     filter_agency=flt.agency,
                     filter_kinds=list(flt.kinds),
-                    filter_since=_ms(flt.since) if flt.since else None,
-                    filter_until=_ms(flt.until) if flt.until else None,
+                    filter_since=wire_time(flt.since) if flt.since else None,
+                    filter_until=wire_time(flt.until) if flt.until else None,
                     after_id=after_id,
                     returned=len(rows),
                     queried_officials=sorted(returned - {actor.official_id}, key=str),

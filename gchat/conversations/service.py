@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 from uuid import UUID
 
 import msgspec
@@ -37,9 +36,10 @@ import msgspec
 from crypto.identity import IdentityKeyPair
 from gchat.audit.log import AuditEvent, AuditLog
 from gchat.directory import authz
+from gchat.directory.policy import ConversationPolicy, Party
 from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
-from gchat.messaging.committer import GroupCommitter
+from gchat.messaging.committer import SendCommitter
 from gchat.runtime.broker import Broker, Signal, SignalKind
 from gchat.runtime.ratelimit import Limits, RateLimiter
 from gchat.store import conversations as store
@@ -53,32 +53,6 @@ from protocol.errors import ErrorCode
 _event_encoder = msgspec.msgpack.Encoder()
 
 
-@dataclass(frozen=True)
-class Party:
-    """An official as policy sees them."""
-
-    official_id: UUID
-    agency_id: UUID
-
-
-class PartyLike(Protocol):
-    @property
-    def official_id(self) -> UUID: ...
-
-    @property
-    def agency_id(self) -> UUID: ...
-
-
-class ConversationPolicy(Protocol):
-    """May these two officials be in one conversation? (Directory policy's hook.)
-
-    The service asks once per pair of distinct agencies among the members
-    (with one official of each), so a policy must decide by agency.
-    """
-
-    async def may_converse(self, a: PartyLike, b: PartyLike) -> bool: ...
-
-
 class AgencyTreePolicy:
     """``allow_cross_agency_groups``: everything, or only within one ministry tree."""
 
@@ -86,7 +60,7 @@ class AgencyTreePolicy:
         self._db = db
         self._allow = allow_cross_agency
 
-    async def may_converse(self, a: PartyLike, b: PartyLike) -> bool:
+    async def may_converse(self, a: Party, b: Party) -> bool:
         if self._allow or a.agency_id == b.agency_id:
             return True
         roots = await store.top_agencies(self._db.pool, [a.agency_id, b.agency_id])
@@ -116,7 +90,7 @@ class Conversations:
         broker: Broker,
         audit: AuditLog,
         policy: ConversationPolicy,
-        committer: GroupCommitter,
+        committer: SendCommitter,
         limiter: RateLimiter,
         *,
         max_members: int,
@@ -328,7 +302,7 @@ class Conversations:
             raise ServiceError(ErrorCode.INVALID_FIELD, "ciphertext too large")
         # Membership, announcement mode and seq are decided in the commit
         # batch, under the conversation's lock (gchat.messaging.service.check_batch).
-        return self._committer.enqueue(
+        return self._committer.submit(
             NewMessage(
                 message_id=uuid.uuid4(),
                 sender_device=sender.device_id,

@@ -14,6 +14,7 @@ globally by a superadmin; ``gchat.store.policies`` explains inheritance
 - ``expire_undelivered``: envelopes older than their recipient's retention.
 """
 
+from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
@@ -25,14 +26,14 @@ from protocol.errors import ErrorCode
 
 async def check_send(db: Executor, sender_official: UUID, recipient_official: UUID) -> None:
     """Raise unless the sender may message the recipient now."""
-    found = await policies.parties(db, [sender_official, recipient_official])
+    found = await policies.send_standings(db, [sender_official, recipient_official])
     refusal = send_refusal(found, sender_official, recipient_official)
     if refusal is not None:
         raise refusal
 
 
 def send_refusal(
-    parties: dict[UUID, policies.Party], sender_official: UUID, recipient_official: UUID
+    parties: dict[UUID, policies.SendStanding], sender_official: UUID, recipient_official: UUID
 ) -> ServiceError | None:
     """Why the sender may not message the recipient (None: they may), from loaded parties."""
     sender, recipient = parties.get(sender_official), parties.get(recipient_official)
@@ -61,31 +62,38 @@ async def expire_undelivered(db: Executor, default_retention: int) -> int:
     return await policies.expire_by_policy(db, default_retention)
 
 
-class _Party(Protocol):
-    @property
-    def official_id(self) -> UUID: ...
+@dataclass(frozen=True)
+class Party:
+    """An official as conversation policy sees them: who, and in which agency."""
 
-    @property
-    def agency_id(self) -> UUID: ...
+    official_id: UUID
+    agency_id: UUID
 
 
-class _ConversationPolicy(Protocol):
-    async def may_converse(self, a: _Party, b: _Party) -> bool: ...
+class ConversationPolicy(Protocol):
+    """May these two officials be in one conversation?
+
+    ``gchat.conversations.service`` asks once per pair of distinct agencies
+    among the members (with one official of each), so a policy must decide
+    by agency.
+    """
+
+    async def may_converse(self, a: Party, b: Party) -> bool: ...
 
 
 class DirectoryPolicy:
-    """``gchat.conversations.service.ConversationPolicy`` from the directory's message scopes.
+    """A ``ConversationPolicy`` from the directory's message scopes.
 
     With ``also`` (say the config's AgencyTreePolicy), both must agree.
     """
 
-    def __init__(self, db: Database, also: _ConversationPolicy | None = None) -> None:
+    def __init__(self, db: Database, also: ConversationPolicy | None = None) -> None:
         self._db = db
         self._also = also
 
-    async def may_converse(self, a: _Party, b: _Party) -> bool:
+    async def may_converse(self, a: Party, b: Party) -> bool:
         if self._also is not None and not await self._also.may_converse(a, b):
             return False
-        found = await policies.parties(self._db.pool, [a.official_id, b.official_id])
+        found = await policies.send_standings(self._db.pool, [a.official_id, b.official_id])
         pa, pb = found.get(a.official_id), found.get(b.official_id)
         return pa is not None and pb is not None and policies.may_message(pa, pb)

@@ -20,6 +20,8 @@ import logging
 import time
 import uuid
 
+import asyncpg
+
 from crypto.certificate import issue_certificate
 from crypto.errors import CryptoError
 from crypto.identity import IdentityKeyPair, auth_message, verify_signature
@@ -118,12 +120,10 @@ class Enrolment:
                     frame.device_name,
                     frame.platform,
                 )
-            except Exception as error:  # asyncpg.UniqueViolationError on identity_key
-                if type(error).__name__ == "UniqueViolationError":
-                    raise ServiceError(
-                        ErrorCode.SIGNATURE_INVALID, "identity key already enrolled"
-                    ) from None
-                raise
+            except asyncpg.UniqueViolationError:  # identity_key is unique
+                raise ServiceError(
+                    ErrorCode.SIGNATURE_INVALID, "identity key already enrolled"
+                ) from None
             await prekeys.set_signed(
                 conn,
                 device_id,

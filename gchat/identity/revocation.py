@@ -52,8 +52,3 @@ class Revocations:
             self._broker.deliver(stale, Signal(SignalKind.REVOKED))
             log.warning("revocation sweep closed devices=%s", ",".join(map(str, stale)))
         return stale
-
-    async def official_suspended(self, official_id: UUID) -> None:
-        """Close the connections of every device of a suspended official."""
-        active = await devices.active_ids(self._db.pool, [official_id])
-        await self.devices_revoked(sorted(active[official_id]))

@@ -1,4 +1,4 @@
-"""Group commit: many connections' sends, one transaction.
+"""Group commit (the database sense, not chat groups): many sends, one transaction.
 
 Sends queue on a ``Batcher``: everything that arrived while the previous
 transaction ran is checked and written in the next one, and every sender is
@@ -37,7 +37,7 @@ async def _accept_all(conn: Executor, sends: list[NewMessage]) -> list[object]:
     return [None] * len(sends)
 
 
-class GroupCommitter:
+class SendCommitter:
     def __init__(
         self,
         db: Database,
@@ -74,13 +74,13 @@ class GroupCommitter:
         """Commit what is queued, then stop."""
         await self._batcher.stop()
 
-    def enqueue(self, message: NewMessage) -> asyncio.Future[StoredMessage]:
-        """Queue a send now (keeping the caller's order); await the future for the answer."""
-        return self._batcher.submit(message)
+    def submit(self, message: NewMessage) -> asyncio.Future[StoredMessage]:
+        """Queue a send now (keeping the caller's order); the future is its answer.
 
-    async def submit(self, message: NewMessage) -> StoredMessage:
-        """Queue a send; returns once it (or its original) is committed."""
-        return await self.enqueue(message)
+        It resolves to the stored message (or the original of a retry) once
+        committed, or to the reason the send was refused.
+        """
+        return self._batcher.submit(message)
 
     async def _commit(self, sends: list[NewMessage]) -> list[StoredMessage | BaseException]:
         expires = datetime.now(UTC) + self._retention

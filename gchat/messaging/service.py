@@ -20,7 +20,7 @@ from uuid import UUID
 from gchat.directory.policy import send_refusal
 from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
-from gchat.messaging.committer import GroupCommitter
+from gchat.messaging.committer import SendCommitter
 from gchat.runtime.ratelimit import Limits, RateLimiter
 from gchat.store import conversations, devices, messages, policies
 from gchat.store.database import Executor
@@ -32,7 +32,7 @@ from protocol.frames import Send
 class Messaging:
     def __init__(
         self,
-        committer: GroupCommitter,
+        committer: SendCommitter,
         limiter: RateLimiter,
         max_ciphertext: int,
         max_recipient_devices: int,
@@ -56,7 +56,7 @@ class Messaging:
         given = [e.device_id for e in frame.envelopes]
         if len(set(given)) != len(given):
             raise ServiceError(ErrorCode.INVALID_FIELD, "a device appears twice")
-        return self._committer.enqueue(
+        return self._committer.submit(
             NewMessage(
                 message_id=uuid.uuid4(),
                 sender_device=sender.device_id,
@@ -111,7 +111,7 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[objec
         recipient = sends[i].recipient_official
         if recipient is not None:
             officials.add(recipient)
-    parties = await policies.parties(conn, sorted(officials))
+    parties = await policies.send_standings(conn, sorted(officials))
     active = await devices.active_ids(conn, sorted(officials))
     posting = await conversations.lock_for_posting(
         conn,

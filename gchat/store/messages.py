@@ -290,11 +290,6 @@ async def fetch_inboxes(
     return found
 
 
-async def fetch_inbox(db: Executor, device_id: UUID, after: int, limit: int) -> list[InboxEntry]:
-    """One device's envelopes after ``after``, in position order."""
-    return (await fetch_inboxes(db, [(device_id, after, limit)]))[0]
-
-
 #: Called with the deleting transaction's connection and the deleted rows
 #: (device_id, message_id, position, sender_official, sender_device): the
 #: audit log's "message.delivered" events are written in the same transaction.
@@ -337,13 +332,6 @@ async def delete_acked_many(
     return list(rows)
 
 
-async def delete_acked(
-    db: Executor, device_id: UUID, positions: list[int], on_deleted: OnDeleted | None = None
-) -> int:
-    """Delete one device's envelopes at ``positions``; returns how many."""
-    return len(await delete_acked_many(db, [(device_id, p) for p in positions], on_deleted))
-
-
 @asynccontextmanager
 async def _transaction(db: Executor) -> AsyncIterator[asyncpg.Connection]:
     """A transaction on ``db``: a pool's connection, or the given connection."""
@@ -376,10 +364,6 @@ async def inbox_size_estimate(db: Executor) -> int:
         "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'inbox'"
     )
     return int(value or 0)
-
-
-async def inbox_depth(db: Executor, device_id: UUID) -> int:
-    return int(await db.fetchval("SELECT count(*) FROM inbox WHERE device_id = $1", device_id))
 
 
 async def find_sent(

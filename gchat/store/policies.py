@@ -149,8 +149,8 @@ async def effective(
 
 
 @dataclass(frozen=True)
-class Party:
-    """One side of a send, as the policy check sees it."""
+class SendStanding:
+    """An official as the messaging policy sees them: status, ministry, message scope."""
 
     official_id: UUID
     agency_id: UUID
@@ -159,7 +159,7 @@ class Party:
     scope_rank: int
 
 
-async def parties(db: Executor, official_ids: list[UUID]) -> dict[UUID, Party]:
+async def send_standings(db: Executor, official_ids: list[UUID]) -> dict[UUID, SendStanding]:
     """Status, agency and effective message scope of these officials: one query."""
     rows = await db.fetch(
         f"""WITH RECURSIVE o AS (
@@ -182,13 +182,13 @@ async def parties(db: Executor, official_ids: list[UUID]) -> dict[UUID, Party]:
         official_ids,
     )
     return {
-        row["id"]: Party(row["id"], row["agency_id"], row["status"], row["root_id"],
+        row["id"]: SendStanding(row["id"], row["agency_id"], row["status"], row["root_id"],
                          row["scope_rank"])
         for row in rows
     }
 
 
-def may_message(a: Party, b: Party) -> bool:
+def may_message(a: SendStanding, b: SendStanding) -> bool:
     """The same rule as MAY_MESSAGE, for two parties already loaded."""
     rank = min(a.scope_rank, b.scope_rank)
     if rank >= 3:

@@ -82,7 +82,7 @@ class Services:
 class Connection:
     def __init__(self, ws: ServerConnection, services: Services) -> None:
         self._ws = ws
-        self._s = services
+        self._services = services
         self._codec: Codec[f.ClientFrame] = server_codec(ws.subprotocol or "")
         self._session = ServerSession()
         self._nonce = secrets.token_bytes(32)
@@ -111,24 +111,24 @@ class Connection:
 
     async def run(self) -> None:
         deadline = asyncio.get_running_loop().call_later(
-            self._s.auth_timeout, self._auth_deadline_passed
+            self._services.auth_timeout, self._auth_deadline_passed
         )
-        self._s.metrics.connections.inc()
-        admitted = self._s.cap.opened(self._remote)
+        self._services.metrics.connections.inc()
+        admitted = self._services.cap.opened(self._remote)
         try:
             if not admitted:  # passed the HTTP check together with others: over the cap
                 await self._ws.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
                 return
-            await self.send(f.Challenge(server_id=self._s.server_id, nonce=self._nonce))
+            await self.send(f.Challenge(server_id=self._services.server_id, nonce=self._nonce))
             async for message in self._ws:
                 await self._receive(message)
         except ConnectionClosed:
             pass
         finally:
             deadline.cancel()
-            self._s.cap.closed(self._remote)
+            self._services.cap.closed(self._remote)
             self._session.handle(Event.CLOSED)
-            self._s.metrics.connections.dec()
+            self._services.metrics.connections.dec()
             await self._teardown()
 
     def _auth_deadline_passed(self) -> None:
@@ -147,8 +147,8 @@ class Connection:
 
     async def _teardown(self) -> None:
         if self._principal is not None:
-            self._s.metrics.authenticated.dec()
-            self._s.broker.unsubscribe(self._principal.device_id, self._on_signal)
+            self._services.metrics.authenticated.dec()
+            self._services.broker.unsubscribe(self._principal.device_id, self._on_signal)
         tasks = [*self._tasks, *self._replies]
         for task in tasks:
             task.cancel()
@@ -158,12 +158,12 @@ class Connection:
 
     async def send(self, frame: object) -> None:
         await self._ws.send(self._codec.encode(frame))
-        self._s.metrics.frames_out.inc()
+        self._services.metrics.frames_out.inc()
 
     # --- frames -------------------------------------------------------------
 
     async def _receive(self, message: bytes | str) -> None:
-        self._s.metrics.frames_in.inc()
+        self._services.metrics.frames_in.inc()
         if self._flooded:
             return  # closing: the rest of the flood is read and dropped
         try:
@@ -194,7 +194,7 @@ class Connection:
             log.warning("frame flood closed connection=%s remote=%s", self._id, self._remote)
             self._close_soon(CloseCode.TOO_MANY_FRAMES, "too many frames")
             return False
-        self._s.metrics.errors.labels(code=ErrorCode.RATE_LIMITED.value).inc()
+        self._services.metrics.errors.labels(code=ErrorCode.RATE_LIMITED.value).inc()
         await self.send(
             f.Error(rid=rid, code=ErrorCode.RATE_LIMITED.value, message="too many frames",
                     retry_after=self._frames.retry_after)
@@ -209,7 +209,7 @@ class Connection:
             await session_handler(frame)
             return None
         assert self._principal is not None  # the session checked authentication
-        return await self._s.requests[type(frame)](self._principal, frame)
+        return await self._services.requests[type(frame)](self._principal, frame)
 
     async def _answer(self, frame: f.ClientFrame, work: Awaitable[object]) -> None:
         """Send what ``work`` replies, or the error it raised, for ``frame``.
@@ -232,15 +232,15 @@ class Connection:
             if reply is not None:
                 await self.send(reply)
                 if is_send:
-                    self._s.metrics.sends_accepted.inc()
-            self._s.quiet.recovered("request")
+                    self._services.metrics.sends_accepted.inc()
+            self._services.quiet.recovered("request")
         except (ProtocolError, ServiceError) as error:
             if is_send:
-                self._s.metrics.sends_refused.labels(code=error.code.value).inc()
+                self._services.metrics.sends_refused.labels(code=error.code.value).inc()
             if isinstance(error, ProtocolError):
                 await self._error(rid, error.code, error.detail)
                 return
-            self._s.metrics.errors.labels(code=error.code.value).inc()
+            self._services.metrics.errors.labels(code=error.code.value).inc()
             await self.send(
                 f.Error(
                     rid=rid,
@@ -256,30 +256,32 @@ class Connection:
         except Exception as error:
             # An outage fails every request alike: one class. A bug is told
             # apart by frame type, so each gets its own traceback once.
-            self._s.quiet.failure(
+            self._services.quiet.failure(
                 "request" if is_outage(error) else f"request {type(frame).__name__}", error
             )
             if is_send:
-                self._s.metrics.sends_refused.labels(code=ErrorCode.INTERNAL_ERROR.value).inc()
+                self._services.metrics.sends_refused.labels(code=ErrorCode.INTERNAL_ERROR.value).inc()
             await self._error(rid, ErrorCode.INTERNAL_ERROR, "internal error")
 
     async def _error(self, rid: int | None, code: ErrorCode, message: str) -> None:
-        self._s.metrics.errors.labels(code=code.value).inc()
+        self._services.metrics.errors.labels(code=code.value).inc()
         await self.send(f.Error(rid=rid, code=code.value, message=message))
 
     async def _on_auth(self, frame: f.Auth) -> None:
-        principal = await self._s.auth.by_signature(
+        principal = await self._services.auth.by_signature(
             frame.device_id, self._nonce, frame.signature, self._remote
         )
         await self._authenticated(frame.rid, principal)
 
     async def _on_auth_token(self, frame: f.AuthToken) -> None:
-        principal = await self._s.auth.by_token(frame.token, self._remote)
+        principal = await self._services.auth.by_token(frame.token, self._remote)
         await self._authenticated(frame.rid, principal)
 
     async def _on_enroll(self, frame: f.Enroll) -> None:
-        principal, certificate = await self._s.enrolment.enroll(frame, self._nonce, self._remote)
-        token, expires = self._s.auth.issue_token(principal)
+        principal, certificate = await self._services.enrolment.enroll(
+            frame, self._nonce, self._remote
+        )
+        token, expires = self._services.auth.issue_token(principal)
         await self.send(
             f.Enrolled(
                 rid=frame.rid,
@@ -288,7 +290,7 @@ class Connection:
                 agency_id=principal.agency_id,
                 roles=principal.role_names,
                 certificate=certificate,
-                directory_key=self._s.enrolment.directory_public_key,
+                directory_key=self._services.enrolment.directory_public_key,
                 token=token,
                 token_expires_at=expires,
             )
@@ -296,7 +298,7 @@ class Connection:
         await self._start_session(principal)
 
     async def _authenticated(self, rid: int, principal: Principal) -> None:
-        token, expires = self._s.auth.issue_token(principal)
+        token, expires = self._services.auth.issue_token(principal)
         await self.send(
             f.Authenticated(
                 rid=rid,
@@ -314,27 +316,27 @@ class Connection:
         """Take over the device's signals (displacing any older connection)."""
         self._session.handle(Event.AUTHENTICATED)
         self._principal = principal
-        self._s.metrics.authenticated.inc()
-        await self._s.broker.publish(
+        self._services.metrics.authenticated.inc()
+        await self._services.broker.publish(
             [principal.device_id], Signal(SignalKind.CONNECTED, self._id)
         )
-        self._s.broker.subscribe(principal.device_id, self._on_signal)
+        self._services.broker.subscribe(principal.device_id, self._on_signal)
         # A revocation published between the auth check and the subscription
         # above reached no listener of ours: look at the status once more.
-        device = await devices.get(self._s.db.pool, principal.device_id)
+        device = await devices.get(self._services.db.pool, principal.device_id)
         if device is None or not device.usable:
             self._close_soon(CloseCode.REVOKED, "device revoked")
             return
         self._stream = DeliveryStream(
-            self._s.inbox,
+            self._services.inbox,
             principal.device_id,
             principal.official_id,
             self.send,
-            self._s.max_unacked,
-            self._s.metrics,
+            self._services.max_unacked,
+            self._services.metrics,
         )
         self._spawn(self._deliver(self._stream))
-        low = await self._s.keys.stock_is_low(principal.device_id)
+        low = await self._services.keys.stock_is_low(principal.device_id)
         if low is not None:
             await self.send(f.PrekeysLow(available=low))
         log.info("authenticated connection=%s device=%s", self._id, principal.device_id)
@@ -345,7 +347,7 @@ class Connection:
         except ConnectionClosed:
             pass
         except Exception as error:
-            self._s.quiet.failure("delivery", error)
+            self._services.quiet.failure("delivery", error)
             self._close_soon(CloseCode.INTERNAL_ERROR, "delivery failed")
 
     def _on_signal(self, signal: Signal) -> None:

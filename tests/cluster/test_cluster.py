@@ -221,7 +221,9 @@ async def test_revocation_on_one_node_closes_the_device_on_another_within_a_seco
     await node_a.db.pool.execute(
         "UPDATE officials SET status = 'suspended' WHERE id = $1", suspended[0].state.official_id
     )
-    await node_a.revocations.official_suspended(suspended[0].state.official_id)  # type: ignore[arg-type]
+    await node_a.revocations.devices_revoked(
+        [d.state.device_id for d in suspended]  # type: ignore[misc]
+    )
     for device in suspended:
         await asyncio.wait_for(device.ws.wait_closed(), 1.0)
         assert device.ws.close_code == 4403

@@ -11,7 +11,7 @@ from protocol import frames as f
 from protocol.errors import (
     AlreadyAuthenticated,
     ErrorCode,
-    InvalidState,
+    NotAllowedNow,
     NotAuthenticated,
     ProtocolError,
 )
@@ -144,7 +144,7 @@ def test_every_state_event_pair(state: State, event: Event) -> None:
         assert session.handle(event) is TRANSITIONS[(state, event)]
         assert session.state is TRANSITIONS[(state, event)]
     else:
-        with pytest.raises(InvalidState):
+        with pytest.raises(NotAllowedNow):
             session.handle(event)
         assert session.state is state  # a refused event changes nothing
 
@@ -168,7 +168,7 @@ def test_closed_is_terminal() -> None:
         session = session_in(State.CLOSED)
         try:
             session.handle(event)
-        except InvalidState:
+        except NotAllowedNow:
             pass
         assert session.state is State.CLOSED
 
@@ -213,7 +213,7 @@ def test_other_frames_are_allowed_authenticated(frame: f.ClientFrame) -> None:
 @pytest.mark.parametrize("state", [State.CLOSING, State.CLOSED], ids=lambda s: s.value)
 @pytest.mark.parametrize("frame", list(SAMPLES.values()), ids=frame_id)
 def test_nothing_is_allowed_while_closing_or_closed(state: State, frame: f.ClientFrame) -> None:
-    with pytest.raises(InvalidState) as caught:
+    with pytest.raises(NotAllowedNow) as caught:
         session_in(state).check(frame)
     assert not isinstance(caught.value, AlreadyAuthenticated)
 
@@ -224,6 +224,6 @@ def test_check_never_changes_the_state() -> None:
             session = session_in(state)
             try:
                 session.check(frame)
-            except InvalidState:
+            except NotAllowedNow:
                 pass
             assert session.state is state

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from gchat.messaging.committer import GroupCommitter
+from gchat.messaging.committer import SendCommitter
 from gchat.store import directory, migrations
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage
@@ -38,7 +38,7 @@ async def test_concurrent_sends_commit_in_few_batches_with_contiguous_positions(
     async def after(batch: list[NewMessage]) -> None:
         woken.append({d for m in batch for d, _ in m.envelopes})
 
-    committer = GroupCommitter(db, 64, timedelta(days=1), after)
+    committer = SendCommitter(db, 64, timedelta(days=1), after)
     committer.start()
     try:
         sends = [
