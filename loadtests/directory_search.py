@@ -121,7 +121,7 @@ async def measure(db: Database, ids: list[uuid.UUID], agency_of: dict[uuid.UUID,
                   queries: int) -> int:
     directory = Directory(db, 3600)
     rng = random.Random(11)
-    parties = await policies.parties(db.pool, ids)
+    parties = await policies.send_standings(db.pool, ids)
     viewers = rng.sample(ids, 50)
     for q in QUERIES[:3]:  # warm up (plans, caches)
         await directory.search(Principal(ids[0], ids[0], agency_of[ids[0]], ()), q, None, 0, 20)

@@ -5,7 +5,7 @@ device's and its official's status in PostgreSQL at every authentication,
 token or signature, on every node. What needs the broker is the device's
 *open* connection, wherever it is: after the caller has changed the status
 in the database (device ``revoked``, official ``suspended``), it calls
-``devices_revoked`` or ``official_suspended`` here, which publishes
+``devices_revoked`` here, which publishes
 ``SignalKind.REVOKED`` on the devices' channels; the node holding each
 connection closes it with 4403. With Redis that takes one pub/sub hop
 (milliseconds); in a single node it is a direct call.
