@@ -34,14 +34,14 @@ def _passphrase(args: argparse.Namespace) -> str | None:
 
 
 async def _with_dsn(
-    cfg: Config, work: Callable[[str, backup.Tools, bool], object], *, idle_cluster: bool = False
-) -> object:
-    """Run ``work(dsn, tools, running)`` against the configured database.
+    cfg: Config, work: Callable[[str, backup.Tools], backup.Manifest], *, idle_cluster: bool = False
+) -> backup.Manifest:
+    """Run ``work(dsn, tools)`` in a thread against the configured database.
 
-    ``running``: the embedded cluster was already up (a node may be using it).
+    ``idle_cluster``: refuse when a node already runs the embedded cluster.
     """
     if cfg.database_url:
-        return await asyncio.to_thread(work, cfg.database_url, backup.find_tools(), False)
+        return await asyncio.to_thread(work, cfg.database_url, backup.find_tools())
     embedded = EmbeddedPostgres(cfg.data_dir / "postgres")
     dsn = await embedded.start()
     try:
@@ -49,7 +49,7 @@ async def _with_dsn(
             raise backup.BackupError(
                 f"a node is running on {cfg.data_dir}: stop it before restoring"
             )
-        return await asyncio.to_thread(work, dsn, backup.find_tools(embedded.programs_dir), True)
+        return await asyncio.to_thread(work, dsn, backup.find_tools(embedded.programs_dir))
     finally:
         if not embedded.adopted:
             await embedded.stop()
@@ -67,7 +67,7 @@ def cmd_backup(args: argparse.Namespace, config_from: ConfigFrom) -> None:
     cfg = config_from(args)
     passphrase = _passphrase(args)
 
-    def work(dsn: str, tools: backup.Tools, _running: bool) -> backup.Manifest:
+    def work(dsn: str, tools: backup.Tools) -> backup.Manifest:
         applied = asyncio.run(_applied(dsn))
         if not applied:
             raise backup.BackupError("the database holds no G-Chat data: nothing to back up")
@@ -76,7 +76,6 @@ def cmd_backup(args: argparse.Namespace, config_from: ConfigFrom) -> None:
         )
 
     manifest = asyncio.run(_with_dsn(cfg, work))
-    assert isinstance(manifest, backup.Manifest)
     sealed = "encrypted" if passphrase else "NOT encrypted: keep it on an encrypted volume"
     print(f"backup written to {args.output} (mode 0600, {sealed}); "
           f"schema {manifest.migrations[-1]}, keys {', '.join(manifest.keys)}")
@@ -88,7 +87,7 @@ def cmd_restore(args: argparse.Namespace, config_from: ConfigFrom) -> None:
     if not args.input.exists():  # before starting an embedded cluster for nothing
         raise backup.BackupError(f"{args.input} does not exist")
 
-    def work(dsn: str, tools: backup.Tools, _running: bool) -> backup.Manifest:
+    def work(dsn: str, tools: backup.Tools) -> backup.Manifest:
         in_use = bool(asyncio.run(_applied(dsn)))
         return backup.restore(
             args.input, dsn, cfg.key_directory, in_use, passphrase,
@@ -96,7 +95,6 @@ def cmd_restore(args: argparse.Namespace, config_from: ConfigFrom) -> None:
         )
 
     manifest = asyncio.run(_with_dsn(cfg, work, idle_cluster=True))
-    assert isinstance(manifest, backup.Manifest)
     what = "the keys of" if args.keys_only else ""
     print(f"restored {what}{' ' if what else ''}{args.input} (G-Chat {manifest.version}, "
           f"taken {manifest.created_at}) into {cfg.data_dir}; start the node next")
