@@ -19,8 +19,8 @@ from base64 import b64decode
 import nacl.bindings as nb
 import pytest
 
-from crypto.aead import open_
-from crypto.errors import CryptoError, InvalidState, TooManySkippedMessages
+from crypto.aead import open_, seal
+from crypto.errors import CryptoError, InvalidMessage, InvalidState, TooManySkippedMessages
 from crypto.identity import IdentityKeyPair
 from crypto.kdf import chain_kdf, root_kdf
 from crypto.prekeys import PrekeyPair, sign_prekey
@@ -358,3 +358,113 @@ def test_no_secret_in_any_repr() -> None:
         shown = repr(obj)
         for secret in secrets_in(a.to_bytes()) + secrets_in(owner.to_bytes()):
             assert secret.hex() not in shown and repr(secret) not in shown
+
+
+# --- sender keys at their edges (from make mutate's survivors) --------------
+
+
+def _owner_at(iteration: int) -> SenderKeyState:
+    """An owner whose chain stands at ``iteration`` (as a stored state would say)."""
+    state = json.loads(SenderKeyState.generate().to_bytes())
+    state["iteration"] = iteration
+    return SenderKeyState.from_bytes(json.dumps(state).encode())
+
+
+def test_sender_key_ids_start_below_2_31_and_use_the_range() -> None:
+    ids = [SenderKeyState.generate().key_id for _ in range(64)]
+    assert all(0 <= k < 2**31 for k in ids)
+    assert max(ids) >= 2**30  # not a narrower range (fails with probability 2**-64)
+
+
+def test_sender_key_wire_formats_are_big_endian_at_every_width() -> None:
+    owner = _owner_at(2**24 + 5)
+    dist = owner.distribution_message()
+    assert len(dist) == 73 and dist[0] == 0x04
+    assert int.from_bytes(dist[1:5], "big") == owner.key_id
+    assert int.from_bytes(dist[5:9], "big") == 2**24 + 5
+    receiver = SenderKeyState.from_distribution(dist)
+    assert (receiver.key_id, receiver.iteration) == (owner.key_id, 2**24 + 5)
+    assert receiver.signing_public_key == owner.signing_public_key == dist[41:73]
+    message = owner.encrypt(b"far along")
+    assert int.from_bytes(message[5:9], "big") == 2**24 + 5
+    assert receiver.decrypt(message) == b"far along"
+    for bad in (dist[:-1], dist + b"\x00", b"\x03" + dist[1:]):
+        with pytest.raises(CryptoError):
+            SenderKeyState.from_distribution(bad)
+
+
+def test_sender_key_counters_stop_before_2_32_minus_1() -> None:
+    owner = _owner_at(2**32 - 2)
+    receiver = SenderKeyState.from_distribution(owner.distribution_message())
+    assert receiver.decrypt(owner.encrypt(b"last")) == b"last"  # n = 2**32 - 2 is fine
+    with pytest.raises(CryptoError):
+        owner.encrypt(b"one too many")  # the owner's chain is exhausted at 2**32 - 1
+    # A validly signed message numbered 2**32 - 1 (only a forger makes one): refused.
+    last = _owner_at(2**32 - 1)
+    state = json.loads(last.to_bytes())
+    mk, _ = chain_kdf(b64decode(state["chain_key"]))
+    header = bytes([0x03]) + last.key_id.to_bytes(4, "big") + (2**32 - 1).to_bytes(4, "big")
+    body = header + seal(mk, b"p", header)
+    forged = body + IdentityKeyPair.from_seed(b64decode(state["signing_seed"])).sign(body)
+    with pytest.raises(InvalidMessage):
+        SenderKeyState.from_distribution(last.distribution_message()).decrypt(forged)
+
+
+def test_sender_key_decrypt_edges_replay_skip_cap_and_size() -> None:
+    owner = SenderKeyState.generate()
+    receiver = SenderKeyState.from_distribution(owner.distribution_message())
+    messages = [owner.encrypt(f"g{i}".encode()) for i in range(5)]
+    assert receiver.decrypt(messages[3]) == b"g3"
+    assert receiver.iteration == 4
+    before = receiver.to_bytes()
+    with pytest.raises(CryptoError):
+        receiver.decrypt(messages[3])  # replay after a skip
+    with pytest.raises(CryptoError):
+        receiver.decrypt(messages[4][:-1] + bytes([messages[4][-1] ^ 1]))  # bad signature
+    assert receiver.to_bytes() == before  # failures change nothing, skipped keys included
+    assert receiver.decrypt(messages[4]) == b"g4"
+    assert receiver.decrypt(messages[0]) == b"g0"
+    # Exactly MAX_SKIP ahead is read; one more is refused.
+    from crypto.sender_keys import MAX_SKIP as SK_MAX_SKIP
+    from crypto.sender_keys import MAX_STORED_SKIPPED as SK_STORED
+
+    fresh = SenderKeyState.from_distribution(owner.distribution_message())
+    far = [owner.encrypt(b"x") for _ in range(SK_MAX_SKIP + 2)]
+    assert fresh.decrypt(far[SK_MAX_SKIP]) == b"x"  # MAX_SKIP keys skipped: allowed
+    assert fresh.iteration == 5 + SK_MAX_SKIP + 1
+    third = SenderKeyState.from_distribution(owner.distribution_message())
+    later = [owner.encrypt(b"y") for _ in range(SK_MAX_SKIP + 2)]
+    with pytest.raises(TooManySkippedMessages):
+        third.decrypt(later[SK_MAX_SKIP + 1])  # one more: refused
+    # The stored skipped keys stop at the cap, oldest first.
+    owner2 = SenderKeyState.generate()
+    keeper = SenderKeyState.from_distribution(owner2.distribution_message())
+    batch = [owner2.encrypt(b"z") for _ in range(2 * SK_MAX_SKIP + 11)]
+    keeper.decrypt(batch[SK_MAX_SKIP])  # skips 1000
+    keeper.decrypt(batch[2 * SK_MAX_SKIP])  # 999 more
+    keeper.decrypt(batch[2 * SK_MAX_SKIP + 10])  # 9 more: 2008 > 2000
+    assert len(json.loads(keeper.to_bytes())["skipped"]) == SK_STORED
+    with pytest.raises(CryptoError):
+        keeper.decrypt(batch[7])  # evicted, oldest first
+    assert keeper.decrypt(batch[8]) == b"z"
+    # The shortest message that can be one: 9 header + 24 nonce + 16 tag + 64 signature.
+    with pytest.raises(CryptoError):
+        receiver.decrypt(bytes([0x03]) + bytes(8 + 40 + 64 - 1))
+
+
+def test_sender_key_skipped_keys_expire_exactly_after_30_days() -> None:
+    owner = SenderKeyState.generate()
+    receiver = SenderKeyState.from_distribution(owner.distribution_message())
+    messages = [owner.encrypt(f"g{i}".encode()) for i in range(3)]
+    receiver.decrypt(messages[2], now=1_000_000)
+    day30 = 1_000_000 + 30 * 24 * 3600
+    assert SenderKeyState.from_bytes(receiver.to_bytes()).decrypt(
+        messages[0], now=day30 - 1) == b"g0"
+    with pytest.raises(CryptoError):
+        SenderKeyState.from_bytes(receiver.to_bytes()).decrypt(messages[1], now=day30)
+
+
+def test_sender_key_state_serialisation_is_canonical() -> None:
+    owner = SenderKeyState.generate()
+    raw = owner.to_bytes()
+    assert raw == json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
