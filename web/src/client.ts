@@ -33,9 +33,11 @@ const MAX_SESSIONS = 5;
 const REPLAY_CACHE = 5000;
 const SEEN_CACHE = 5000;
 /** Rotate our sender key after this many group messages (and on every departure). */
-const SENDER_KEY_MAX_MESSAGES = 500;
+const SENDER_KEY_MAX_MESSAGES = 1000;
+const SENDER_KEY_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+const SIGNED_PREKEY_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
 
-interface Prekey { id: number; priv: string; pub: string }
+interface Prekey { id: number; priv: string; pub: string; at?: number }
 export interface ConvView { id: string; seq: number; kind: string; title: string; announcementOnly: boolean; members: Member[] }
 interface Binding { official: string; identityKey: string; certificate: string }
 export interface PeerInfo { keys: Record<string, string>; verified: string[] | null; changed: boolean }
@@ -59,8 +61,8 @@ interface DeviceRecord {
   sessions: Record<string, SessionState[]>;
   bindings: Record<string, Binding>;
   peers: Record<string, PeerInfo>;
-  replay: string[];
-  ownSenderKeys: Record<string, SenderKeyState & { sent?: number }>;
+  replay: [number, string][]; // [signed prekey id, accepted X3DH header], dropped with that key
+  ownSenderKeys: Record<string, SenderKeyState & { sent?: number; at?: number }>;
   keyHolders: Record<string, string[]>;
   rotate: string[];
   groupKeys: Record<string, Record<string, SenderKeyState>>;
@@ -118,6 +120,7 @@ export class Device {
     try {
       const identity = ed25519Generate();
       const [spk] = newPrekeys(readU32(randomBytes(4), 0) >>> 1, 1) as [Prekey];
+      spk.at = Date.now();
       const firstOpk = readU32(randomBytes(4), 0) >>> 1;
       const opks = newPrekeys(firstOpk, PREKEY_BATCH);
       const reply = await wire.request({
@@ -220,6 +223,21 @@ export class Device {
     });
     this.state.token = String(reply["token"]);
     this.state.tokenExpiresAt = Number(reply["token_expires_at"]);
+    await this.rotateSignedPrekeyIfDue(wire);
+  }
+
+  /** Every 7 days, on authentication; the two previous keys (and their replay entries) are kept. */
+  private async rotateSignedPrekeyIfDue(wire: Wire): Promise<void> {
+    const s = this.state;
+    if (Date.now() - (s.spk.at ?? 0) < SIGNED_PREKEY_MAX_AGE_MS) return;
+    const [fresh] = newPrekeys((s.spk.id + 1) % 2 ** 32, 1) as [Prekey];
+    fresh.at = Date.now();
+    await wire.request({ type: "upload_prekeys", one_time_prekeys: [], signed_prekey: { key_id: fresh.id, public_key: unb64(fresh.pub), signature: sign(this.identity, signedPrekeyMessage(fresh.id, unb64(fresh.pub))) } });
+    s.oldSpks = [s.spk, ...s.oldSpks].slice(0, 2);
+    s.spk = fresh;
+    const kept = new Set([fresh.id, ...s.oldSpks.map((p) => p.id)]);
+    s.replay = s.replay.filter(([id]) => kept.has(id));
+    await this.save();
   }
 
   private adopt(wire: Wire): void {
@@ -427,7 +445,7 @@ export class Device {
   /** Bind a device to an official from a verified certificate; note device changes. */
   private bind(device: string, official: string, identityKey: Uint8Array, certificate: Uint8Array): void {
     const old = this.state.bindings[device];
-    if (old !== undefined && old.official !== official) throw new CryptoError("a device cannot move to another official");
+    if (old !== undefined && (old.official !== official || old.identityKey !== b64(identityKey))) throw new CryptoError("a binding never changes: another official or key for a bound device");
     this.state.bindings[device] = { official, identityKey: b64(identityKey), certificate: b64(certificate) };
     const peer = (this.state.peers[official] ??= { keys: {}, verified: null, changed: false });
     if (peer.keys[device] !== b64(identityKey)) {
@@ -441,10 +459,7 @@ export class Device {
     delete this.state.sessions[device];
     if (b !== undefined) {
       const peer = this.state.peers[b.official];
-      if (peer !== undefined && device in peer.keys) {
-        delete peer.keys[device];
-        peer.changed = true;
-      }
+      if (peer !== undefined && device in peer.keys) delete peer.keys[device]; // a device that goes away does not block
     }
   }
 
@@ -588,7 +603,7 @@ export class Device {
     }
     const pm = parsePrekeyMessage(ct);
     const seenKey = b64(pm.headerRaw);
-    if (this.state.replay.includes(seenKey)) throw new ReplayedMessage("prekey message accepted before");
+    if (this.state.replay.some(([id, k]) => id === pm.header.signedPrekeyId && k === seenKey)) throw new ReplayedMessage("prekey message accepted before");
     const spk = this.spkById(pm.header.signedPrekeyId);
     if (spk === undefined) throw new CryptoError("unknown signed prekey");
     let opk = null;
@@ -602,7 +617,7 @@ export class Device {
     const content = decodeContent(pt);
     certificateFor(content.certificate, unb64(this.state.directoryKey), official, device, pm.header.identityKey);
     if (pm.header.oneTimePrekeyId !== null) delete this.state.opks[String(pm.header.oneTimePrekeyId)];
-    this.state.replay.push(seenKey);
+    this.state.replay.push([pm.header.signedPrekeyId, seenKey]);
     if (this.state.replay.length > REPLAY_CACHE) this.state.replay.splice(0, this.state.replay.length - REPLAY_CACHE);
     this.bind(device, official, pm.header.identityKey, content.certificate);
     // A new inbound session does not displace one the peer already answered on.
@@ -794,19 +809,25 @@ export class Device {
     const cid = content.conversation_id;
     if (cid === undefined) throw new CryptoError("sender key without a conversation");
     let view = this.state.convs[cid];
-    if (view === undefined) view = await this.refreshConversation(cid); // a conversation we do not know yet: fetch the signed view
+    // A conversation we do not know yet, or a view that does not show the sender yet: fetch the signed state.
+    if (view === undefined || !view.members.some((m) => m.official_id === from)) view = await this.refreshConversation(cid);
     const members = new Set(view.members.map((m) => m.official_id));
-    if (!members.has(from) || !members.has(this.state.officialId)) return; // not from a member, or we are out
+    if (!members.has(from) || !members.has(this.state.officialId)) throw new CryptoError("sender key from a non-member, or we left");
     const incoming = fromDistribution(content.sender_key!);
     const keys = (this.state.groupKeys[cid] ??= {});
-    if (takesDistribution(keys[device], incoming)) keys[device] = incoming; // only forward
+    // A signing key another device of the conversation already uses is refused.
+    if (Object.entries(keys).some(([d, k]) => d !== device && k.signingPublic === incoming.signingPublic)) throw new CryptoError("sender key of another device");
+    const verdict = takesDistribution(keys[device], incoming); // only forward
+    if (verdict === "refuse") throw new CryptoError("sender key older than the one held");
+    if (verdict === "take") keys[device] = incoming;
   }
 
   private async distribute(cid: string): Promise<void> {
     const s = this.state;
     let key = s.ownSenderKeys[cid];
-    if (key === undefined || s.rotate.includes(cid) || (key.sent ?? 0) >= SENDER_KEY_MAX_MESSAGES) {
-      key = key !== undefined ? rotateSenderKey(key) : generateSenderKey();
+    const old = key !== undefined && ((key.sent ?? 0) >= SENDER_KEY_MAX_MESSAGES || Date.now() - (key.at ?? 0) >= SENDER_KEY_MAX_AGE_MS);
+    if (key === undefined || s.rotate.includes(cid) || old) {
+      key = { ...(key !== undefined ? rotateSenderKey(key) : generateSenderKey()), at: Date.now() };
       s.ownSenderKeys[cid] = key;
       s.keyHolders[cid] = [];
       s.rotate = s.rotate.filter((c) => c !== cid);

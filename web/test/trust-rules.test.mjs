@@ -13,19 +13,49 @@ test("a delayed distribution cannot roll a sender key back (replayed group messa
   for (const m of messages) [, held] = c.groupDecrypt(held, m);
   // The server now delivers the old distribution again, then replays the messages.
   const replayed = c.fromDistribution(early);
-  assert.equal(c.takesDistribution(held, replayed), false);
+  assert.equal(c.takesDistribution(held, replayed), "keep");
   for (const m of messages) assert.throws(() => c.groupDecrypt(held, m), c.ReplayedMessage);
   // A later distribution of the same key id (further along the chain) is not taken either.
-  assert.equal(c.takesDistribution(held, c.fromDistribution(c.distributionMessage(sender))), false);
+  assert.equal(c.takesDistribution(held, c.fromDistribution(c.distributionMessage(sender))), "keep");
 });
 
-test("older key ids are refused, newer ones (also across the 2^32 wrap) are taken", () => {
+test("older key ids are refused, newer ones taken; first key ids leave room to rotate", () => {
   const at = (id) => c.fromDistribution(c.distributionMessage(c.generateSenderKey(id)));
-  assert.equal(c.takesDistribution(undefined, at(7)), true);
-  assert.equal(c.takesDistribution(at(7), at(8)), true);
-  assert.equal(c.takesDistribution(at(8), at(7)), false);
-  assert.equal(c.takesDistribution(at(2 ** 32 - 1), at(0)), true);
-  assert.equal(c.takesDistribution(at(0), at(2 ** 32 - 1)), false);
+  assert.equal(c.takesDistribution(undefined, at(7)), "take");
+  assert.equal(c.takesDistribution(at(7), at(8)), "take");
+  assert.equal(c.takesDistribution(at(8), at(7)), "refuse");
+  assert.equal(c.takesDistribution(at(8), at(8)), "keep");
+  for (let i = 0; i < 50; i++) assert.ok(c.generateSenderKey().keyId < 2 ** 31);
+});
+
+test("ratchet: one forged header costs at most MAX_SKIP derivations over both chains", () => {
+  const sk = c.randomBytes(32), ad = c.randomBytes(64);
+  const spk = c.x25519Pair();
+  const alice = c.ratchetInitiator(sk, spk.publicKey, ad);
+  let bob = c.ratchetResponder(sk, spk, ad);
+  [, bob] = c.ratchetDecrypt(bob, c.ratchetEncrypt(alice, c.utf8("hello")));
+  // A header with a new ratchet key claiming PN = 600 and n = 600 (1,199 keys to derive).
+  const forged = c.ratchetEncrypt(alice, c.utf8("x"));
+  forged.set(c.x25519Pair().publicKey, 0);
+  forged.set(c.u32be(600), 32);
+  forged.set(c.u32be(600), 36);
+  const before = JSON.stringify(bob);
+  assert.throws(() => c.ratchetDecrypt(bob, forged), c.TooManySkippedMessages);
+  assert.equal(JSON.stringify(bob), before);
+  forged.set(c.u32be(0xffffffff), 36);
+  assert.throws(() => c.ratchetDecrypt(bob, forged), c.InvalidMessage);
+});
+
+test("ratchet: skipped keys expire after 30 days", () => {
+  const sk = c.randomBytes(32), ad = c.randomBytes(64);
+  const spk = c.x25519Pair();
+  const alice = c.ratchetInitiator(sk, spk.publicKey, ad);
+  const m0 = c.ratchetEncrypt(alice, c.utf8("late"));
+  const m1 = c.ratchetEncrypt(alice, c.utf8("first"));
+  const t0 = Date.now();
+  const [, bob] = c.ratchetDecrypt(c.ratchetResponder(sk, spk, ad), m1, t0);
+  assert.equal(c.fromUtf8(c.ratchetDecrypt(bob, m0, t0 + 1000)[0]), "late");
+  assert.throws(() => c.ratchetDecrypt(bob, m0, t0 + 31 * 24 * 3600 * 1000), c.DecryptionFailed);
 });
 
 test("a rotated key cannot be opened with the old chain", () => {

@@ -19,7 +19,8 @@ export interface SenderKeyState {
 export function generateSenderKey(keyId?: number): SenderKeyState {
   const signer = ed25519Generate();
   return {
-    keyId: keyId ?? readU32(randomBytes(4), 0), iteration: 0, chainKey: b64(randomBytes(32)),
+    // The first key id is random in 0 .. 2^31-1 (§E7).
+    keyId: keyId ?? readU32(randomBytes(4), 0) >>> 1, iteration: 0, chainKey: b64(randomBytes(32)),
     signingPublic: b64(signer.publicKey), signingSeed: b64(signer.seed), skipped: [],
   };
 }
@@ -58,6 +59,7 @@ export function groupDecrypt(state: SenderKeyState, message: Uint8Array): [Uint8
   if (keyId !== state.keyId) throw new DecryptionFailed("group message for another sender key id");
   verify(unb64(state.signingPublic), body, message.subarray(message.length - 64));
   const n = readU32(body, 5);
+  if (n === 0xffffffff) throw new InvalidMessage("message number out of range");
   const s: SenderKeyState = structuredClone(state);
   let mk: Uint8Array;
   const i = s.skipped.findIndex(([m]) => m === n);
@@ -84,15 +86,14 @@ export function groupDecrypt(state: SenderKeyState, message: Uint8Array): [Uint8
 }
 
 /**
- * Sender keys only move forward (PROTOCOL.md §E7a, client trust rules): a
- * distribution replaces the state held for that sender device only if its
- * key id is newer (serial-number arithmetic mod 2^32, so rotation may wrap).
- * The same key id is never taken again: the state held already derives every
- * later key and keeps its skipped ones, so a delayed or replayed distribution
- * cannot roll replay protection back.
+ * Sender keys only move forward (PROTOCOL.md §E7): for one sender device, a
+ * higher key id replaces the state held ("take"); a lower one is refused
+ * ("refuse"); the same key id changes nothing ("keep"): the state held already
+ * derives every later key of its chain and keeps its skipped ones, so a
+ * delayed or replayed distribution cannot make read messages readable again.
+ * (First key ids are below 2^31 and rotation adds one, so they never wrap.)
  */
-export function takesDistribution(current: SenderKeyState | undefined, incoming: SenderKeyState): boolean {
-  if (current === undefined) return true;
-  const ahead = (incoming.keyId - current.keyId + 2 ** 32) % 2 ** 32;
-  return ahead !== 0 && ahead < 2 ** 31;
+export function takesDistribution(current: SenderKeyState | undefined, incoming: SenderKeyState): "take" | "keep" | "refuse" {
+  if (current === undefined || incoming.keyId > current.keyId) return "take";
+  return incoming.keyId === current.keyId ? "keep" : "refuse";
 }

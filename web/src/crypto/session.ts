@@ -14,6 +14,9 @@ import {
 
 export const MAX_SKIP = 1000;
 export const MAX_STORED_SKIPPED = 2000;
+/** A skipped message key is deleted this long after it was stored (§E5). */
+export const SKIPPED_KEY_LIFETIME_MS = 30 * 24 * 3600 * 1000;
+const U32_MAX = 0xffffffff;
 const MAX_PREVIOUS_REMOTE = 32;
 
 export interface Bundle {
@@ -88,7 +91,7 @@ export interface RatchetState {
   nr: number;
   pn: number;
   ad: string;
-  skipped: [string, number, string][]; // [ratchet key, n, message key], oldest first
+  skipped: [string, number, string, number?][]; // [ratchet key, n, message key, stored at ms], oldest first
   previousRemote: string[];
 }
 
@@ -112,13 +115,13 @@ export function ratchetEncrypt(s: RatchetState, plaintext: Uint8Array): Uint8Arr
   return concat(header, seal(mk, plaintext, concat(unb64(s.ad), header)));
 }
 
-function skip(s: RatchetState, until: number): void {
+function skip(s: RatchetState, until: number, now: number): void {
   if (s.ckr === null || s.dhr === null) return;
   if (until - s.nr > MAX_SKIP) throw new TooManySkippedMessages(`more than ${MAX_SKIP} skipped messages`);
   let ck = unb64(s.ckr);
   while (s.nr < until) {
     const [mk, next] = chainKdf(ck);
-    s.skipped.push([s.dhr, s.nr, b64(mk)]);
+    s.skipped.push([s.dhr, s.nr, b64(mk), now]);
     ck = next;
     s.nr += 1;
   }
@@ -146,13 +149,15 @@ function dhRatchet(s: RatchetState, remote: string): void {
 }
 
 /** Decrypt; returns the plaintext and the new state (the input state is never modified). */
-export function ratchetDecrypt(state: RatchetState, message: Uint8Array): [Uint8Array, RatchetState] {
+export function ratchetDecrypt(state: RatchetState, message: Uint8Array, now = Date.now()): [Uint8Array, RatchetState] {
   if (message.length < 40) throw new InvalidMessage("ratchet message truncated");
   const header = message.subarray(0, 40);
   const dhKey = b64(header.subarray(0, 32));
   const pn = readU32(header, 32);
   const n = readU32(header, 36);
+  if (n === U32_MAX || pn === U32_MAX) throw new InvalidMessage("message counter out of range");
   const s: RatchetState = structuredClone(state);
+  s.skipped = s.skipped.filter((e) => e[3] === undefined || now - e[3] < SKIPPED_KEY_LIFETIME_MS);
   const ad = concat(unb64(s.ad), header);
   let mk: Uint8Array | null = null;
   const i = s.skipped.findIndex(([k, m]) => k === dhKey && m === n);
@@ -165,7 +170,9 @@ export function ratchetDecrypt(state: RatchetState, message: Uint8Array): [Uint8
     } else if (s.previousRemote.includes(dhKey) || dhKey === s.dhsPublic) {
       throw new ReplayedMessage("message from a finished chain");
     } else {
-      skip(s, pn);
+      // One forged header costs at most MAX_SKIP derivations, both chains together.
+      if (s.ckr !== null && pn - s.nr + n > MAX_SKIP) throw new TooManySkippedMessages(`more than ${MAX_SKIP} skipped messages`);
+      skip(s, pn, now);
       try {
         dhRatchet(s, dhKey);
       } catch {
@@ -173,7 +180,7 @@ export function ratchetDecrypt(state: RatchetState, message: Uint8Array): [Uint8
       }
     }
     if (s.ckr === null) throw new DecryptionFailed("no receiving chain for this ratchet key");
-    skip(s, n);
+    skip(s, n, now);
     const [key, next] = chainKdf(unb64(s.ckr));
     mk = key;
     s.ckr = b64(next);
