@@ -2,7 +2,7 @@
 #
 #   make run        start the server (embedded PostgreSQL under ./data unless
 #                   GCHAT_DATABASE_URL / GCHAT_REDIS_URL point elsewhere)
-#   make test       everything CI runs: services, ruff, mypy, the web app's
+#   make test       everything CI runs: services, ruff, lint-imports, mypy, the web app's
 #                   build, type check and unit tests, pytest (browser tests too)
 #   make web        build the officials' web app (web/dist) when it is stale
 #
@@ -30,9 +30,9 @@ export PIP_NO_INPUT := 1
 
 help:
 	@echo "make run        run the server ($(BIN)/gchat serve; GCHAT_* env vars pass through)"
-	@echo "make test       ensure PostgreSQL+Redis, then ruff, mypy, web checks and pytest (what CI runs)"
+	@echo "make test       ensure PostgreSQL+Redis, then ruff, lint-imports, mypy, web checks and pytest (what CI runs)"
 	@echo "make web        build the web app (web/dist) if missing or older than its sources"
-	@echo "make lint       ruff check ."
+	@echo "make lint       ruff check . and lint-imports (the layering contracts in pyproject.toml)"
 	@echo "make typecheck  mypy protocol crypto gchat"
 	@echo "make pytest     pytest only (PYTEST_ARGS='-k name' to select)"
 	@echo "make services   install/start PostgreSQL and Redis for the tests"
@@ -83,6 +83,7 @@ services:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy protocol crypto gchat
@@ -97,14 +98,12 @@ test: $(STAMP)
 	bash .ci/ensure-tools
 	bash .ci/ensure-web --browser
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy protocol crypto gchat
 	$(MAKE) --no-print-directory web-test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	@if [ ! -f loadtests/__main__.py ]; then \
-		echo "make bench: loadtests/ has no runner yet (loadtests/__main__.py)" >&2; exit 2; \
-	fi
 	$(BIN)/python -m loadtests run all --short
 
 # Mutation testing of crypto/ with mutmut (tests/crypto/ must kill every
