@@ -23,20 +23,30 @@ CAPTURES = {
     'official add --name-en "Auditor"': ("AUDITOR_ID", r"(?m)^" + UUID),
     "code issue <AUDITOR_ID>": ("AUDITOR_CODE", r"enrolment code (\S+)"),
 }
+ADMIN_CAPTURES = {
+    "gchat admin bootstrap": ("CODE", r"enrolment code for .+?: (\S+)"),
+    "official add --agency MOI-DOPA": ("OFFICIAL_ID", r"(?m)^" + UUID),
+    "code list <OFFICIAL_ID>": ("CODE_ID", r"(?m)^" + UUID + r"\s+pending"),
+    "code issue <OFFICIAL_ID>": ("CODE", r"enrolment code (\S+)"),
+    "device list <OFFICIAL_ID>": ("DEVICE_ID", r"(?m)^" + UUID),
+}
 
 
-def block(path: Path, heading: str) -> list[str]:
-    """The command lines of the first ```sh block after ``heading``."""
+def block(path: Path, heading: str, every: bool = False) -> list[str]:
+    """The command lines of the first ```sh block after ``heading`` (``every``:
+    of all the blocks up to the next heading)."""
     text = path.read_text()
     start = text.index(heading)
-    body = text[text.index("```sh\n", start) + 6 :]
-    body = body[: body.index("```")]
-    return [line for line in body.splitlines()
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end > 0 else None]
+    bodies = [b.split("```")[0] for b in section.split("```sh\n")[1:]]
+    return [line for body in (bodies if every else bodies[:1]) for line in body.splitlines()
             if line.strip() and not line.startswith(("#", ". "))]
 
 
 def run_lines(lines: list[str], env: dict[str, str], port: int, cwd: Path,
-              values: dict[str, str]) -> dict[str, str]:
+              values: dict[str, str], captures: dict[str, tuple[str, str]] = CAPTURES,
+              ) -> dict[str, str]:
     outputs = {}
     for line in lines:
         command = line.replace("127.0.0.1:8765", f"127.0.0.1:{port}")
@@ -48,7 +58,7 @@ def run_lines(lines: list[str], env: dict[str, str], port: int, cwd: Path,
         assert out.returncode == 0, (line, out.stdout, out.stderr)
         assert "Traceback" not in out.stderr
         outputs[line] = out.stdout
-        for key, (name, pattern) in CAPTURES.items():
+        for key, (name, pattern) in captures.items():
             if key in line:
                 found = re.search(pattern, out.stdout)
                 assert found, (line, out.stdout)
@@ -74,3 +84,31 @@ def test_readme_then_auditor_walkthrough(pg_admin_dsn: str, tmp_path: Path) -> N
         granted = next(text for line, text in out.items() if "--agency MOF" in line)
         assert "admin.role_granted" in granted and "Auditor (" in granted
         assert out[walk[-1]].startswith("OK: ")
+
+
+INTAKE = (
+    "employee_id,name_th,name_en,position,agency_code,email,phone\r\n"
+    "200001,สมศรี มีสุข,Somsri Meesuk,นักวิเคราะห์นโยบายและแผน,MOI-DOPA,somsri@dopa.go.th,"
+    "+66 2 123 4567\r\n"
+    "200002,ประเสริฐ ดีงาม,Prasert Deengam,นิติกร,MOI,,\r\n"
+)
+
+
+def test_admin_walkthrough(pg_admin_dsn: str, tmp_path: Path) -> None:
+    with running_node(pg_admin_dsn) as (env, port, _):
+        env = env | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"}
+        values: dict[str, str] = {}
+        run_lines(["gchat admin bootstrap --agency-code OPM --agency-name 'Office of the "
+                   "Prime Minister' --name Admin",
+                   "gchat client enroll --url ws://127.0.0.1:8765 --code <CODE> "
+                   "--state admin.state"], env, port, tmp_path, values, ADMIN_CAPTURES)
+        (tmp_path / "intake.csv").write_bytes(INTAKE.encode("cp874"))  # Thai Excel
+        lines = block(REPO / "docs" / "OPERATIONS.md", "## An admin's day", every=True)
+        assert len(lines) >= 15
+        out = run_lines(lines, env, port, tmp_path, values, ADMIN_CAPTURES)
+        tree = next(text for line, text in out.items() if "agency list" in line)
+        assert "MOI" in tree and "  MOI-DOPA" in tree and "กรมการปกครอง" in tree
+        applied = [line for line in out if "intake.csv --apply" in line]
+        assert applied
+        revoked = next(text for line, text in out.items() if "device revoke" in line)
+        assert "revoked" in revoked
