@@ -1,4 +1,4 @@
-"""Merkle tree math for the tamper-evident audit log (DESIGN.md section 7).
+"""Merkle tree math for the tamper-evident audit log (docs/AUDIT.md).
 
 The audit log is a Certificate-Transparency style append-only log: every audit
 entry is a leaf of a Merkle tree, the server periodically signs a tree head

@@ -4,10 +4,11 @@ Policy rows are set by admins (``gchat.directory.administration``) per agency, o
 globally by a superadmin; ``gchat.store.policies`` explains inheritance
 (agency rows only tighten; the strictest value on the path to the root wins).
 
-- ``check_send``: a pairwise send needs an active sender and recipient whom
-  the policy lets talk (both sides' message scopes must allow it, so the
-  relation is symmetric and a reply is always allowed). Called by
-  ``gchat.messaging.service`` for every send: one query.
+- ``send_refusal`` / ``check_send``: a pairwise send needs an active sender
+  and recipient whom the policy lets talk (both sides' message scopes must
+  allow it, so the relation is symmetric and a reply is always allowed).
+  ``gchat.messaging.service`` asks ``send_refusal`` for a whole commit batch
+  at once; ``check_send`` (one query) guards fetching someone's key bundle.
 - ``DirectoryPolicy.may_converse``: the same rule for conversations and
   groups (``gchat.conversations.service``' hook), decided by agency.
 - ``max_devices``: the device limit for an official's agency at enrolment.

@@ -1,11 +1,11 @@
 """Embedded PostgreSQL: a private cluster under the project's data folder.
 
-Why this exists (DESIGN.md section 8): ``gchat serve`` with no database
+Why this exists (docs/OPERATIONS.md): ``gchat serve`` with no database
 configured must work on a machine that merely has the PostgreSQL server
 binaries installed.  Using the system cluster would need credentials and
 root to configure it, so instead we create our *own* cluster with the
 system's ``initdb`` and run it with ``pg_ctl``.  PostgreSQL stays the
-truth (DESIGN.md principle 2); only who runs it changes.
+truth (docs/ARCHITECTURE.md); only who runs it changes.
 
 Layout under ``root`` (for example ``./data/postgres``)::
 
