@@ -11,9 +11,10 @@ plus the error's type.
 
 Errors are told apart by ``is_outage``: connection refused or lost,
 timeouts, a database that is starting or shutting down. Those are expected
-in an outage and never get a traceback. Anything else is a bug: its first
-occurrence per class is logged with the full traceback, repeats only
-counted, like outages.
+in an outage and never get a traceback, and whatever mix of them one activity
+meets (refused, reset, "the database system is shutting down", "starting
+up") is one episode. Anything else is a bug: its first occurrence per
+error type is logged with the full traceback, repeats only counted.
 
 Owners that know when things work again call ``recovered``; for the
 others an episode ends by itself after a whole interval without failures
@@ -82,7 +83,10 @@ class QuietLog:
 
     def failure(self, what: str, error: BaseException) -> None:
         """Record that ``what`` failed with ``error``; logs only when it should."""
-        key = (what, type(error).__name__)
+        # Every way of losing a dependency (refused, reset, "shutting down",
+        # "starting up") is one outage; a bug is its own class per type.
+        outage = is_outage(error)
+        key = (what, "outage" if outage else type(error).__name__)
         now = self._clock()
         current = self._active.get(key)
         if current is not None and now - current.last_seen >= self._interval:
@@ -92,8 +96,8 @@ class QuietLog:
             current = None
         if current is None:
             self._active[key] = _Class(started=now, last_line=now, last_seen=now)
-            if is_outage(error):
-                self._log.warning("%s failed: %s: %s", what, key[1], _short(error))
+            if outage:
+                self._log.warning("%s failed: %s: %s", what, type(error).__name__, _short(error))
             else:
                 self._log.error("%s failed unexpectedly", what, exc_info=error)
             return
@@ -103,7 +107,7 @@ class QuietLog:
         if now - current.last_line >= self._interval:
             self._log.warning(
                 "%s still failing: %s, %d more in the last %.0f s",
-                what, key[1], current.unreported, now - current.last_line,
+                what, type(error).__name__, current.unreported, now - current.last_line,
             )
             current.last_line = now
             current.unreported = 0
