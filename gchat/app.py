@@ -48,7 +48,7 @@ from gchat.handling import request_table
 from gchat.identity.auth import Authenticator
 from gchat.identity.enrolment import Enrolment
 from gchat.identity.handlers import IdentityHandlers
-from gchat.identity.prekeys import KeyDirectory
+from gchat.identity.prekeys import Prekeys
 from gchat.identity.revocation import Revocations
 from gchat.identity.tokens import TokenIssuer
 from gchat.messaging import service as messaging
@@ -208,7 +208,7 @@ class App:
         self.audit_service = AuditService(
             db, self.audit, keys.audit.public_key, config.audit_transparency_delay_seconds
         )
-        keys_directory = KeyDirectory(
+        prekeys = Prekeys(
             db,
             limiter,
             config.max_prekeys_per_device,
@@ -268,12 +268,12 @@ class App:
                 audit=self.audit,
                 failures=self.failures,
             ),
-            keys=keys_directory,
+            keys=prekeys,
             cap=cap,
             frame_limit=limit_table.get(Limits.FRAMES, Limits.FRAMES.value),
             requests=request_table(
                 [
-                    IdentityHandlers(keys_directory),
+                    IdentityHandlers(prekeys),
                     MessagingHandlers(
                         Messaging(
                             self._committer,

@@ -52,6 +52,8 @@ def test_the_tree_keeps_every_contract() -> None:
     [
         ("gchat/store/database.py", "import gchat.errors", "The store imports only the store"),
         ("gchat/store/messages.py", "import protocol.frames", "The store imports only the store"),
+        ("gchat/runtime/batcher.py", "import gchat.messaging.service",
+         "runtime/ imports no feature"),
         ("gchat/messaging/service.py", "import websockets",
          "Only transport/, app.py and client/ import websockets"),
         ("protocol/codec.py", "import asyncio", "protocol/ and crypto/ import nothing"),

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 from uuid import UUID
 
 from gchat.audit.log import AuditEvent, AuditLog
@@ -41,11 +42,12 @@ from gchat.store.directory import (
 )
 from gchat.store.policies import Effective, PolicyRow
 from gchat.store.terms import has_thai
-from protocol import limits, text
+from protocol import frames, limits, text
 from protocol.errors import ErrorCode
 
-ROLES = ("official", "agency_admin", "auditor", "superadmin")
-STATUSES = ("active", "suspended", "retired")
+#: From the protocol, the one source of these names.
+ROLES: tuple[str, ...] = get_args(frames.RoleName)
+STATUSES: tuple[str, ...] = get_args(frames.OfficialStatus)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{2,31}$")
 _EMPLOYEE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")

@@ -1,7 +1,7 @@
 """Request handlers of device keys: upload prekeys, fetch another official's bundles."""
 
 from gchat.handling import handles
-from gchat.identity.prekeys import KeyDirectory
+from gchat.identity.prekeys import Prekeys
 from gchat.identity.principal import Principal
 from gchat.store.prekeys import BundleRow
 from protocol import frames as f
@@ -20,7 +20,7 @@ def _bundle(row: BundleRow) -> f.DeviceBundle:
 
 
 class IdentityHandlers:
-    def __init__(self, keys: KeyDirectory) -> None:
+    def __init__(self, keys: Prekeys) -> None:
         self._keys = keys
 
     @handles(f.UploadPrekeys)

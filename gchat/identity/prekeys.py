@@ -1,4 +1,4 @@
-"""The prekey directory: devices upload prekeys, senders claim bundles.
+"""Prekeys: devices upload them, senders claim bundles of them.
 
 A one-time prekey is handed out at most once (the store claims it by
 deleting it in the same statement). A device's stock is capped, and when a
@@ -23,7 +23,9 @@ from protocol.frames import UploadPrekeys
 LowStockNotifier = Callable[[UUID, int], Awaitable[None]]
 
 
-class KeyDirectory:
+class Prekeys:
+    """One device's prekey stock and other officials' bundles (not the agency directory)."""
+
     def __init__(
         self,
         db: Database,

@@ -22,7 +22,7 @@ from gchat.errors import ServiceError
 from gchat.handling import Handler, Later
 from gchat.identity.auth import Authenticator
 from gchat.identity.enrolment import Enrolment
-from gchat.identity.prekeys import KeyDirectory
+from gchat.identity.prekeys import Prekeys
 from gchat.identity.principal import Principal
 from gchat.messaging.delivery import DeliveryStream, Inbox
 from gchat.runtime.broker import Broker, Signal, SignalKind
@@ -58,7 +58,7 @@ class Services:
     broker: Broker
     auth: Authenticator
     enrolment: Enrolment
-    keys: KeyDirectory
+    keys: Prekeys
     #: The feature handlers by frame type (``gchat.handling.request_table``).
     requests: Mapping[type, Handler]
     server_id: str
