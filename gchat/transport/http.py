@@ -23,6 +23,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from gchat.runtime.quietlog import QuietLog
 from gchat.store import migrations
 from gchat.store.database import Database
 from gchat.transport.admission import ConnectionCap
@@ -59,6 +60,8 @@ def routes(
     cap: ConnectionCap | None = None,
     trusted_proxies: Sequence[Network] = (),
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
+    quiet = QuietLog(log)
+
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
         response = await answer(connection, request)
         if response is not None and request.method == "HEAD":
@@ -93,9 +96,10 @@ def routes(
             try:
                 async with db.pool.acquire() as conn:
                     pending = await migrations.pending(conn)
-            except Exception as error:
-                log.warning("not ready: %s", type(error).__name__)
+            except Exception as error:  # a load balancer polls: one line per outage
+                quiet.failure("readiness check", error)
                 return _text(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "database down\n")
+            quiet.recovered("readiness check")
             if pending:
                 body = f"{pending} migrations pending\n"
                 return _text(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, body)
