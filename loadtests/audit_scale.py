@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -245,22 +244,40 @@ async def _idle_polls(url: str) -> dict[str, Any]:
     return out
 
 
-def _run_measured(args: list[str], env: dict[str, str]) -> tuple[str, float, int]:
-    """``gchat ARGS`` as a child; its own peak RSS from wait4 (not the children's max)."""
+def _peak_kib(pid: int) -> int:
+    """VmHWM: the peak RSS of the program ``pid`` runs now (reset by exec, unlike ru_maxrss,
+    which a child inherits from the parent it was forked from)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def _run_measured(args: list[str], env: dict[str, str]) -> tuple[str, float, int]:
+    """``gchat ARGS`` as a child process: (stdout, seconds, its peak RSS in KiB)."""
     started = time.perf_counter()
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen([sys.executable, "-m", "gchat", *args], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=errors)
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        errors.seek(0)
-        err = errors.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gchat", *args, cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    peak = 0
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            with contextlib.suppress(OSError):
+                peak = max(peak, _peak_kib(proc.pid))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        out, err = await proc.communicate()
+    finally:
+        sampler.cancel()
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"gchat {' '.join(args[:2])} failed: {err.decode()[-500:]}")
-    return out.decode(), elapsed, usage.ru_maxrss
+    return out.decode(), elapsed, peak
 
 
 def _last_json(text: str) -> dict[str, Any]:
@@ -268,22 +285,26 @@ def _last_json(text: str) -> dict[str, Any]:
     return result
 
 
-def _auditor(env: dict[str, str], url: str, work: Path) -> str:
+async def _auditor(env: dict[str, str], url: str, work: Path) -> str:
     """An auditor's device state file, made with the admin CLI as an operator would."""
     admin, auditor = str(work / "admin.state"), str(work / "auditor.state")
-    boot = _last_json(_run_measured(
-        ["admin", "bootstrap", "--agency-code", "OAG", "--agency-name", "Audit",
-         "--name", "Admin", "--json"], env)[0])
-    _run_measured(["client", "enroll", "--url", url, "--code", boot["code"], "--state", admin],
-                  env)
-    official = _last_json(_run_measured(
-        ["admin", "add-official", "--state", admin, "--name", "Auditor", "--json"],
-        env)[0])["id"]
-    _run_measured(["admin", "role", "grant", official, "auditor", "--state", admin], env)
-    code = _last_json(_run_measured(
-        ["admin", "issue-code", "--state", admin, "--official", official, "--json"],
-        env)[0])["code"]
-    _run_measured(["client", "enroll", "--url", url, "--code", code, "--state", auditor], env)
+
+    async def gchat(*args: str) -> dict[str, Any]:
+        out, _, _ = await _run_measured(list(args), env)
+        try:
+            return _last_json(out)
+        except (ValueError, IndexError):
+            return {}  # a command that prints a sentence
+
+    boot = await gchat("admin", "bootstrap", "--agency-code", "OAG", "--agency-name", "Audit",
+                       "--name", "Admin", "--json")
+    await gchat("client", "enroll", "--url", url, "--code", boot["code"], "--state", admin)
+    official = (await gchat("admin", "add-official", "--state", admin, "--name",
+                            "Auditor", "--json"))["id"]
+    await gchat("admin", "role", "grant", official, "auditor", "--state", admin)
+    code = (await gchat("admin", "issue-code", "--state", admin, "--official", official,
+                        "--json"))["code"]
+    await gchat("client", "enroll", "--url", url, "--code", code, "--state", auditor)
     return auditor
 
 
@@ -312,17 +333,17 @@ async def _idle_node_and_export(url: str, ranges: list[int], work: Workspace) ->
             "postgres_core_pct": round(100 * pg_cpu / seconds, 2),
             "node_rss_kib": node.rss_kib(), "statistics": "none (never analysed)",
         }
-        auditor = _auditor(env, node.url, work.root)
+        auditor = await _auditor(env, node.url, work.root)
         key = work.root / "audit.pub"
-        key.write_text(_run_measured(
-            ["audit", "public-key", "--keys-dir", str(data / "keys")], env)[0])
+        key.write_text((await _run_measured(
+            ["audit", "public-key", "--keys-dir", str(data / "keys")], env))[0])
         exports: list[dict[str, Any]] = []
         for count in ranges:
             file = work.root / f"export-{count}.jsonl"
-            printed, took, peak = _run_measured(
+            printed, took, peak = await _run_measured(
                 ["audit", "export", "--state", auditor, "--out", str(file),
                  "--start", "1000", "--end", str(1000 + count)], env)
-            verified, vtook, vpeak = _run_measured(
+            verified, vtook, vpeak = await _run_measured(
                 ["audit", "verify", "--export", str(file), "--key", str(key)], env)
             exports.append({
                 "entries": count, "file_mib": round(file.stat().st_size / 2**20, 1),

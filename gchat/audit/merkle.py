@@ -656,13 +656,13 @@ class ProofPlan:
 
     def __init__(self) -> None:
         """An empty plan."""
-        self._wanted: set[tuple[int, int]] = set()
+        self._wanted: set[tuple[int, int, int]] = set()
 
     def _range(self, lo: int, hi: int) -> bytes:
         for height, index in _subtrees(lo, hi):
             base = height - height % TILE_HEIGHT
             width = 1 << (height - base)
-            self._wanted.update((base, j) for j in range(index * width, (index + 1) * width))
+            self._wanted.add((base, index * width, (index + 1) * width))
         return EMPTY_ROOT  # a placeholder: the plan only records what is asked
 
     def root(self, tree_size: int) -> None:
@@ -682,13 +682,13 @@ class ProofPlan:
         _proof(old_size, new_size, self._range)
 
     def spans(self) -> list[tuple[int, int, int]]:
-        """The stored hashes needed, as ``(height, first index, end index)`` runs."""
+        """The stored hashes needed, as disjoint ``(height, first index, end index)`` runs."""
         runs: list[tuple[int, int, int]] = []
-        for height, index in sorted(self._wanted):
-            if runs and runs[-1][0] == height and runs[-1][2] == index:
-                runs[-1] = (height, runs[-1][1], index + 1)
+        for height, lo, hi in sorted(self._wanted):
+            if runs and runs[-1][0] == height and runs[-1][2] >= lo:
+                runs[-1] = (height, runs[-1][1], max(runs[-1][2], hi))
             else:
-                runs.append((height, index, index + 1))
+                runs.append((height, lo, hi))
         return runs
 
 

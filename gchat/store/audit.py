@@ -371,6 +371,11 @@ async def entries_range(
 ) -> list[EventRow]:
     """Leaves [start, end) with their entries, in index order.
 
+    The ``LIMIT`` (the range's length) keeps the plan an ordered walk of
+    ``audit_log``'s primary key with a probe per row whether or not the
+    planner has statistics (without, it chose a parallel bitmap scan and a
+    sort: 20-50 ms instead of about 1 ms at a million leaves).
+
     ``in_scope`` tells whether the caller's scope covers the entry (the
     caller then withholds the entry bytes and keeps only the leaf hash).
     """
@@ -379,10 +384,11 @@ async def entries_range(
                   ($3::uuid[] IS NULL OR e.agencies && $3::uuid[]) AS in_scope
            FROM audit_log l JOIN audit_events e ON e.id = l.event_id
            WHERE l.leaf_index >= $1 AND l.leaf_index < $2
-           ORDER BY l.leaf_index""",
+           ORDER BY l.leaf_index LIMIT $4""",
         start,
         end,
         scope,
+        max(0, end - start),
     )
     return [_event(row, row["in_scope"], bytes(row["leaf_hash"])) for row in rows]
 
