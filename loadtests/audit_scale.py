@@ -214,10 +214,6 @@ async def _backend_cost(
 
 async def _idle_polls(url: str) -> dict[str, Any]:
     """PostgreSQL cost of one idle poll: now (pinned) vs before, without and with ANALYZE."""
-    new_sql = (
-        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin,"
-        f" EXISTS (SELECT 1 {store._PENDING} ORDER BY e.xid LIMIT 1) AS pending"
-    )
     out: dict[str, Any] = {}
     for phase in ("no_statistics", "after_analyze"):
         pinned = await asyncpg.connect(url)
@@ -225,8 +221,10 @@ async def _idle_polls(url: str) -> dict[str, Any]:
         try:
             await store.pin_index_plans(pinned)
             _, low = await store.log_state(pinned)
+            horizon, _ = await store.idle_check(pinned, store.Horizon(low))  # as the 1st poll
             out[phase] = {
-                "idle_check": await _backend_cost(pinned, new_sql, (low,), 2000),
+                "idle_check": await _backend_cost(
+                    pinned, store.IDLE_CHECK, (horizon.xmax, list(horizon.running)), 2000),
                 "old_statement": await _backend_cost(
                     plain, _OLD_POLL, (low,), 10 if phase == "no_statistics" else 2000),
             }

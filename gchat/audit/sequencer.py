@@ -8,17 +8,19 @@ continues from the last leaf in ``audit_log``.
 
 Order: leaves are assigned in the order the sequencer *sees events commit*.
 Each pass runs in one REPEATABLE READ transaction: it notes the snapshot's
-xmin (every transaction with a smaller id has finished), takes the visible
-events that have no leaf yet and whose inserting transaction id is at least
-the previous pass's xmin, appends them in (xid, id) order, and writes their
-leaves.  An event that commits late (smaller id, later commit) is simply
-picked up by a later pass, with a later index: nothing is skipped, nothing
-is sequenced twice (``audit_log.event_id`` is unique), and indexes stay
-contiguous (``leaf_index`` is the primary key, written from the in-memory
-tree size).  The xmin bound is stored with each leaf so a new sequencer
-resumes its search where the last one stood.  An idle poll is one cheap
-statement (:func:`gchat.store.audit.idle_check`), whatever the log's size
-and whether or not the planner has statistics.
+horizon (``xmax`` and the transactions still running: every other
+transaction has finished), takes the visible events that have no leaf yet
+and whose inserting transaction is past the previous pass's horizon, appends
+them in (xid, id) order, and writes their leaves.  An event that commits
+late (smaller id, later commit) is simply picked up by a later pass, with a
+later index: nothing is skipped, nothing is sequenced twice
+(``audit_log.event_id`` is unique), and indexes stay contiguous
+(``leaf_index`` is the primary key, written from the in-memory tree size).
+The horizon's lowest xid is stored with each leaf so a new sequencer resumes
+its search where the last one stood.  An idle poll is one cheap statement
+(:func:`gchat.store.audit.idle_check`), whatever the log's size, whether or
+not the planner has statistics, and however long another transaction in
+the cluster has been running.
 
 State: the sequencer keeps only the compact range of the tree (one root per
 set bit of its size) and stores, with the leaves, the root of every subtree
@@ -112,6 +114,7 @@ class Sequencer:
                             self.leading = False
                             with contextlib.suppress(Exception):
                                 await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+                                await store.unpin_index_plans(conn)  # pooled: no reset
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # an outage: one line, then retry
@@ -125,6 +128,7 @@ class Sequencer:
     async def _lead(self, conn: asyncpg.Connection) -> None:
         await store.pin_index_plans(conn)
         size, low_xid = await store.log_state(conn)
+        horizon = store.Horizon(low_xid)
         tree = await resume(conn, size)
         # When PostgreSQL ends the session, asyncpg hands the connection back
         # to the pool: note it, so the loop stops instead of using a
@@ -145,7 +149,7 @@ class Sequencer:
                 wanted = self._sign_now.is_set()
                 self._sign_now.clear()
                 self._kick.clear()
-                low_xid = await self._pass(conn, tree, low_xid)
+                horizon = await self._pass(conn, tree, horizon)
                 now = time.monotonic()
                 if wanted or (tree.size != signed_size and now - last_sign >= self._sign_interval):
                     await self._sign(conn, tree)
@@ -158,17 +162,19 @@ class Sequencer:
             with contextlib.suppress(Exception):
                 await conn.remove_listener(SIGN_CHANNEL, self._on_notify)
 
-    async def _pass(self, conn: asyncpg.Connection, tree: MerkleAccumulator, low_xid: str) -> str:
-        """Sequence everything committed so far; returns the new low xid bound."""
-        xmin, pending = await store.idle_check(conn, low_xid)
+    async def _pass(
+        self, conn: asyncpg.Connection, tree: MerkleAccumulator, since: store.Horizon
+    ) -> store.Horizon:
+        """Sequence everything committed so far; returns where the next pass looks."""
+        horizon, pending = await store.idle_check(conn, since)
         if not pending:
-            return xmin
+            return horizon
         while True:
             # On failure nothing was written; the exception ends this term
             # (the lock is released) and the next term rebuilds the tree.
             async with conn.transaction(isolation="repeatable_read"):
-                xmin = await store.snapshot_xmin(conn)
-                rows = await store.unsequenced(conn, low_xid, self._batch)
+                horizon = await store.snapshot_horizon(conn)
+                rows = await store.unsequenced(conn, since, self._batch)
                 if rows:
                     hashes = [leaf_hash(entry) for _, entry in rows]
                     first = tree.size
@@ -176,12 +182,12 @@ class Sequencer:
                     # the next term resumes from what was committed.
                     subtrees = tree.extend(hashes)
                     await store.append_leaves(
-                        conn, first, [event_id for event_id, _ in rows], hashes, low_xid,
+                        conn, first, [event_id for event_id, _ in rows], hashes, since.floor,
                         subtrees,
                     )
             self.sequenced += len(rows)
             if len(rows) < self._batch:
-                return xmin
+                return horizon
 
     async def _sign(self, conn: asyncpg.Connection, tree: MerkleAccumulator) -> None:
         head = TreeHead(tree.size, tree.root(), int(time.time() * 1000))

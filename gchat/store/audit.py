@@ -52,24 +52,55 @@ async def insert_events(conn: Executor, columns: Sequence[Sequence[Any]]) -> Non
 # --- the sequencer ------------------------------------------------------------
 
 
-async def snapshot_xmin(conn: Executor) -> str:
-    """Every transaction with an id below this has finished (as text: xid8)."""
-    return str(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
+@dataclass(frozen=True)
+class Horizon:
+    """Where the next pass must look: events of transactions at or after ``xmax``,
+    or in ``running`` (both from the previous pass's snapshot).
+
+    Every other transaction had finished when that snapshot was taken, so its
+    events were visible to the pass and sequenced by it.  Unlike a lower xid
+    bound alone, this does not stay behind a long transaction elsewhere in
+    the cluster (a backup's ``pg_dump``, a forgotten session): the events
+    committed since it began are not walked again on every poll.
+    """
+
+    xmax: str
+    running: tuple[str, ...] = ()
+
+    @property
+    def floor(self) -> str:
+        """Every transaction below this had finished (stored with leaves as ``low_xid``)."""
+        return str(min(int(x) for x in (self.xmax, *self.running)))
+
+
+_SNAPSHOT = """SELECT pg_snapshot_xmax(s)::text AS xmax,
+                      ARRAY(SELECT pg_snapshot_xip(s))::text[] AS running
+               FROM pg_current_snapshot() AS s"""
+
+
+def _horizon(row: Any) -> Horizon:
+    return Horizon(row["xmax"], tuple(row["running"]))
+
+
+async def snapshot_horizon(conn: Executor) -> Horizon:
+    """The horizon of the current snapshot (the next pass looks from here)."""
+    return _horizon(await conn.fetchrow(_SNAPSHOT))
 
 
 # The sequencer's statements must not depend on statistics (PostgreSQL here
 # runs without autovacuum, and a fresh database is never analysed): without
-# them the planner guesses that most of ``audit_events`` has ``xid >= low``
+# them the planner guesses that most of ``audit_events`` is past the bound
 # and scans both tables on every poll (measured: 69-114 ms per idle poll at
 # 212,000 events).  Every one of them is answered best by its indexes --
-# walk ``audit_events_xid`` from the low bound, probe ``audit_log``'s unique
+# walk ``audit_events_xid`` from the horizon, probe ``audit_log``'s unique
 # index per row, read leaves and subtrees by primary key -- so the
 # sequencer's session pins that plan (:func:`pin_index_plans`) and an idle
 # poll touches a few index pages whatever the log's size.
 _PENDING = """
-    FROM audit_events e
-    WHERE e.xid >= $1::text::xid8
-      AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)
+    FROM (SELECT id, xid, entry FROM audit_events WHERE xid >= $1::text::xid8
+          UNION ALL
+          SELECT id, xid, entry FROM audit_events WHERE xid = ANY($2::text[]::xid8[])) AS e
+    WHERE NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)
 """
 
 
@@ -82,33 +113,44 @@ _PIN = (
 async def pin_index_plans(conn: Executor) -> None:
     """For this session: index scans and nested loops only (the sequencer's statements).
 
-    Session settings, undone when the connection goes back to the pool
-    (asyncpg resets it); one round trip.
+    Session settings, one round trip; the pool does not reset connections,
+    so :func:`unpin_index_plans` before releasing it.
     """
     await conn.execute(_PIN)
 
 
-async def idle_check(conn: Executor, low_xid: str) -> tuple[str, bool]:
-    """(snapshot xmin, whether any event with ``xid >= low_xid`` waits for a leaf).
+async def unpin_index_plans(conn: Executor) -> None:
+    """Undo :func:`pin_index_plans`."""
+    await conn.execute(
+        "RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_hashjoin;"
+        " RESET enable_mergejoin"
+    )
 
-    One statement, one snapshot: when nothing waits, the xmin is a safe new
-    low bound (every transaction below it had finished and its events were
+
+#: The idle poll's one statement (the load test measures it as it is).
+IDLE_CHECK = f"""SELECT h.xmax, h.running,
+                        EXISTS (SELECT 1 {_PENDING} ORDER BY e.xid LIMIT 1) AS pending
+                 FROM ({_SNAPSHOT}) AS h"""  # noqa: S608 - constant fragments only
+
+
+async def idle_check(conn: Executor, since: Horizon) -> tuple[Horizon, bool]:
+    """(this snapshot's horizon, whether any event past ``since`` waits for a leaf).
+
+    One statement, one snapshot: when nothing waits, its horizon is the next
+    pass's (every transaction before it had finished and its events were
     seen sequenced), so an idle poll is a single cheap round trip.
     """
-    row = await conn.fetchrow(
-        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin,"
-        f" EXISTS (SELECT 1 {_PENDING} ORDER BY e.xid LIMIT 1) AS pending",
-        low_xid,
-    )
+    row = await conn.fetchrow(IDLE_CHECK, since.xmax, list(since.running))
     assert row is not None
-    return row["xmin"], bool(row["pending"])
+    return _horizon(row), bool(row["pending"])
 
 
-async def unsequenced(conn: Executor, low_xid: str, limit: int) -> list[tuple[int, bytes]]:
-    """Visible events with ``xid >= low_xid`` that have no leaf yet, by (xid, id)."""
+async def unsequenced(conn: Executor, since: Horizon, limit: int) -> list[tuple[int, bytes]]:
+    """Visible events past ``since`` that have no leaf yet, by (xid, id)."""
     rows = await conn.fetch(
-        f"SELECT e.id, e.entry {_PENDING} ORDER BY e.xid, e.id LIMIT $2",
-        low_xid,
+        f"SELECT e.id, e.entry {_PENDING} ORDER BY e.xid, e.id LIMIT $3",
+        since.xmax,
+        list(since.running),
         limit,
     )
     return [(row["id"], bytes(row["entry"])) for row in rows]
