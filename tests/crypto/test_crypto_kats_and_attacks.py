@@ -468,3 +468,25 @@ def test_sender_key_state_serialisation_is_canonical() -> None:
     owner = SenderKeyState.generate()
     raw = owner.to_bytes()
     assert raw == json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_ratchet_state_round_trip_keeps_skipped_keys_their_age_and_refuses_others() -> None:
+    from crypto.ratchet import RatchetSession
+
+    a, b = pair()
+    messages = [a.encrypt(f"m{i}".encode()) for i in range(4)]
+    stored_at = 1_000_000_000
+    b._ratchet.decrypt(messages[3][1:], now=stored_at)  # m0..m2 skipped then
+    raw = b._ratchet.to_bytes()
+    again = RatchetSession.from_bytes(raw)
+    assert again.to_bytes() == raw
+    assert again.decrypt(messages[1][1:], now=stored_at + 10) == b"m1"
+    with pytest.raises(CryptoError):  # its age survived the round trip
+        RatchetSession.from_bytes(raw).decrypt(messages[0][1:], now=stored_at + SKIPPED_KEY_MAX_AGE)
+    old = json.loads(raw)
+    old["skipped"] = [entry[:3] for entry in old["skipped"]]  # before skipped keys had a time
+    loaded = RatchetSession.from_bytes(json.dumps(old).encode())
+    assert loaded.decrypt(messages[2][1:]) == b"m2"
+    for bad in (b"[]", b"{}", json.dumps({**json.loads(raw), "v": 2}).encode()):
+        with pytest.raises(InvalidState):
+            RatchetSession.from_bytes(bad)
