@@ -4,7 +4,11 @@
 #                   GCHAT_DATABASE_URL / GCHAT_REDIS_URL point elsewhere)
 #   make test       everything CI runs: services, ruff, lint-imports, mypy, the web app's
 #                   build, type check and unit tests, pytest (browser tests too)
+#   make test-fast  the same without tests marked slow (clusters, make run, ...)
 #   make web        build the officials' web app (web/dist) when it is stale
+#
+# pytest runs on PYTEST_WORKERS processes (pytest-xdist; 0 = in this process).
+# Each worker has its own databases, Redis prefixes, ports and tmp folders.
 #
 # Both set up what they need on a fresh machine: the virtualenv and its
 # packages (re-installed when pyproject.toml changes) and, for `make test`,
@@ -22,6 +26,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 3
+PYTEST_SELECT ?=
+PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
@@ -31,6 +38,8 @@ export PIP_NO_INPUT := 1
 help:
 	@echo "make run        run the server ($(BIN)/gchat serve; GCHAT_* env vars pass through)"
 	@echo "make test       ensure PostgreSQL+Redis, then ruff, lint-imports, mypy, web checks and pytest (what CI runs)"
+	@echo "make test-fast  the same, skipping tests marked slow"
+	@echo "                (pytest on PYTEST_WORKERS=3 processes; PYTEST_WORKERS=0 runs serially)"
 	@echo "make web        build the web app (web/dist) if missing or older than its sources"
 	@echo "make lint       ruff check . and lint-imports (the layering contracts in pyproject.toml)"
 	@echo "make typecheck  mypy protocol crypto gchat"
@@ -89,11 +98,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy protocol crypto gchat
 
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # Sequential on purpose (services first, then the cheap checks); any
-# failure stops make with a non-zero status.
-test: $(STAMP)
+# failure stops make with a non-zero status. test-fast: the same, without
+# the tests marked slow.
+.PHONY: test-fast
+test-fast: PYTEST_SELECT := -m "not slow"
+test test-fast: $(STAMP)
 	bash .ci/ensure-services
 	bash .ci/ensure-tools
 	bash .ci/ensure-web --browser
@@ -101,7 +113,7 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy protocol crypto gchat
 	$(MAKE) --no-print-directory web-test
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_SELECT) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtests run all --short

@@ -6,7 +6,11 @@ and acknowledged, and the inbox is empty afterwards), never timing: the
 figures belong to ``python -m loadtests`` (docs/PERFORMANCE.md), not to CI.
 """
 
+import pytest
+
 from loadtests.scenarios import smoke_relay
+
+pytestmark = pytest.mark.slow  # seconds of load by design
 
 
 async def test_relay_smoke_counts_add_up(database_url: str) -> None:

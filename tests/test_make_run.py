@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow  # make run: embedded PostgreSQL and CLI processes
 
 REPO = Path(__file__).resolve().parents[1]
 GCHAT = [sys.executable, "-m", "gchat"]

@@ -14,9 +14,9 @@ from gchat.runtime.server_keys import ServerKeys
 from gchat.store import migrations
 from gchat.store.database import Database, Executor
 from gchat.store.directory import Role
-from tests.integration.conftest import World, node, node_config, url_of, world
+from tests.support import World, node_config, url_of
 
-__all__ = ["World", "node", "node_config", "url_of", "world"]
+__all__ = ["World", "node_config", "url_of"]
 
 
 async def registered_auditor(db: Executor, scope: UUID | None = None) -> Principal:

@@ -10,8 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import free_port
+import pytest
+
+from tests.support import free_port
 from tests.test_make_run import REPO, wait_healthy
+
+pytestmark = pytest.mark.slow  # a real node process and CLI processes
 
 GCHAT = [sys.executable, "-m", "gchat"]
 

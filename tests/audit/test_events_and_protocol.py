@@ -20,7 +20,7 @@ from gchat.client.sdk import Client, ClientError
 from gchat.client.state import DeviceState
 from gchat.store import directory as store_directory
 from protocol import frames as f
-from tests.audit.conftest import World
+from tests.support import World
 
 PLAINTEXT = b"the minister's secret: XYZZY-PLUGH-42"
 

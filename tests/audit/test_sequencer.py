@@ -9,7 +9,8 @@ import asyncpg
 from gchat.app import App
 from gchat.audit.log import AuditEvent
 from gchat.audit.sequencer import LOCK_KEY
-from tests.audit.conftest import LogBench, node_config
+from tests.audit.conftest import LogBench
+from tests.support import node_config
 
 
 async def _leaves(pool: asyncpg.Pool) -> list[tuple[int, int]]:

@@ -23,7 +23,7 @@ from gchat.client.state import DeviceState
 from gchat.directory.service import Directory
 from gchat.store.database import Database
 from protocol.frames import CreateOfficial, IssueCode
-from tests.conftest import free_port
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

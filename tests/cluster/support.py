@@ -4,16 +4,16 @@ The machine's shared Redis (6379) is used by every other test and must never
 be restarted; tests that need Redis to fail start their own here.
 """
 
-import asyncio
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support import eventually, free_port
+
+__all__ = ["PrivateRedis", "eventually"]
 
 
 class PrivateRedis:
@@ -51,17 +51,3 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
-
-
-async def eventually(
-    predicate: Callable[[], bool], within: float = 5.0, step: float = 0.05, what: str = ""
-) -> None:
-    """Wait until ``predicate()`` holds, checking every ``step`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        if predicate():
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within}s: {what or predicate}")
-        await asyncio.sleep(step)

@@ -24,10 +24,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from uuid import UUID
 
+import pytest
+
 from gchat.client.sdk import Client, Reconnecting
 from protocol import frames as f
 from tests.cluster.harness import Cluster, People
 from tests.cluster.support import PrivateRedis, eventually
+
+pytestmark = pytest.mark.slow  # real nodes and Redis killed under load
 
 ABNORMAL = (None, 1006)
 

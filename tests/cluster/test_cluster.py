@@ -27,6 +27,8 @@ from protocol import frames as f
 from tests.cluster.harness import Cluster, People, failover
 from tests.cluster.support import eventually
 
+pytestmark = pytest.mark.slow  # three real node processes per test
+
 
 @pytest.fixture
 async def cluster(

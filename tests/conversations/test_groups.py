@@ -18,8 +18,8 @@ from crypto.sender_keys import SenderKeyState
 from gchat.client.sdk import Client, ClientError
 from gchat.store import directory as directory_store
 from protocol import frames as f
-from tests.conversations.conftest import WorldFactory
-from tests.integration.conftest import World
+from tests.fixtures import WorldFactory
+from tests.support import World
 
 
 async def read(client: Client, count: int, wait: float = 5.0) -> list[bytes]:

@@ -26,7 +26,7 @@ from gchat.identity.principal import Principal
 from gchat.runtime.ratelimit import LocalRateLimiter
 from gchat.store import directory as store
 from protocol import frames as f
-from tests.integration.conftest import World, node, node_config, world  # noqa: F401
+from tests.support import World
 
 SNAPSHOT_TABLES = (
     "agencies",
@@ -150,7 +150,7 @@ async def principal_of(tree: Tree, client: Client) -> Principal:
 
 
 @pytest.fixture
-async def tree(world: World) -> AsyncIterator[Tree]:  # noqa: F811
+async def tree(world: World) -> AsyncIterator[Tree]:
     t = Tree(world)
     assert world.admin is not None and world.admin.state.official_id is not None
     min_id = world.admin.state.agency_id

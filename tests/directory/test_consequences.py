@@ -15,7 +15,7 @@ from gchat.directory.service import Directory
 from gchat.errors import ServiceError
 from protocol import frames as f
 from tests.directory.conftest import Tree
-from tests.integration.conftest import node_config, url_of
+from tests.support import node_config, url_of
 
 
 async def closed_with(client: Client, code: int) -> None:

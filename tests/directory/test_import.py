@@ -10,6 +10,8 @@ import csv
 import time
 from pathlib import Path
 
+import pytest
+
 from gchat.client.admin_import import run_import
 from gchat.client.hr_csv import read_import
 from tests.directory.conftest import Tree
@@ -60,6 +62,7 @@ async def count_imported(t: Tree) -> int:
         "SELECT count(*) FROM officials WHERE employee_id LIKE 'HR%'"))
 
 
+@pytest.mark.slow  # ten thousand rows through the real import
 async def test_import_ten_thousand(tree: Tree, tmp_path: Path) -> None:
     admin = tree.clients["admin_in"]
     bad_file, clean_file = tmp_path / "bad.csv", tmp_path / "clean.csv"

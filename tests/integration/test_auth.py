@@ -16,8 +16,7 @@ from gchat.client.state import DeviceState
 from gchat.identity.tokens import TokenIssuer
 from gchat.runtime.server_keys import ServerKeys
 from protocol import frames as f
-
-from .conftest import World, node_config, url_of
+from tests.support import World, node_config, url_of
 
 
 async def fresh_client(world: World) -> Client:

@@ -11,8 +11,8 @@ from gchat.client.sdk import Client, ClientError
 from gchat.client.state import DeviceState
 from protocol import frames as f
 from protocol.limits import MAX_FRAME_BYTES
+from tests.support import World
 
-from .conftest import World
 from .test_messaging import drain
 
 

@@ -10,8 +10,7 @@ from crypto.certificate import DeviceCertificate, issue_certificate
 from crypto.errors import CryptoError
 from crypto.identity import IdentityKeyPair
 from gchat.client.sdk import Client
-
-from .conftest import World
+from tests.support import World
 
 
 async def read(client: Client, count: int, wait: float = 5.0) -> list[bytes]:

@@ -4,8 +4,8 @@ import asyncio
 from collections import Counter
 
 from protocol import frames as f
+from tests.support import World
 
-from .conftest import World
 from .test_auth import expect_error
 
 

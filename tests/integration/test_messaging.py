@@ -6,8 +6,7 @@ import asyncpg
 
 from gchat.client.sdk import Client, ClientError
 from protocol import frames as f
-
-from .conftest import World
+from tests.support import World
 
 
 async def drain(client: Client, count: int, wait: float = 5.0) -> list[f.Deliver]:
@@ -164,8 +163,7 @@ async def test_sender_own_other_devices_get_a_copy(world: World) -> None:
 
 async def test_window_bounds_unacked_envelopes(database_url: str, tmp_path) -> None:  # noqa: ANN001
     from gchat.app import App
-
-    from .conftest import World, node_config
+    from tests.support import World, node_config
 
     app = App(node_config(database_url, tmp_path, max_unacked=3))
     await app.start()

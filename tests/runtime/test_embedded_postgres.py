@@ -70,6 +70,7 @@ def pg_root() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.slow  # a real PostgreSQL cluster: initdb and start
 async def test_start_stop_reuse_and_stale_pid(pg_root: Path) -> None:
     pg = EmbeddedPostgres(pg_root, fsync=False)
     dsn = await pg.start()
@@ -123,6 +124,7 @@ async def test_start_stop_reuse_and_stale_pid(pg_root: Path) -> None:
     assert not (pgdata / "postmaster.pid").exists()
 
 
+@pytest.mark.slow  # a real PostgreSQL cluster: initdb and start
 async def test_adopts_running_postmaster(pg_root: Path) -> None:
     """A server killed without stopping its cluster: the next start reuses
     the postmaster that is still running instead of failing."""
@@ -145,6 +147,7 @@ async def test_adopts_running_postmaster(pg_root: Path) -> None:
     await first.stop()  # already stopped by `second`: must not raise
 
 
+@pytest.mark.slow  # a real PostgreSQL cluster: initdb and start
 async def test_long_path_uses_short_socket_dir(pg_root: Path) -> None:
     root = pg_root / ("x" * 60) / ("y" * 60)
     assert not socket_dir_fits(root / "socket")

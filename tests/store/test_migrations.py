@@ -9,8 +9,8 @@ import pytest
 from gchat.store import migrations
 
 
-async def test_applies_once_and_records_every_file(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
+async def test_applies_once_and_records_every_file(empty_database_url: str) -> None:
+    conn = await asyncpg.connect(empty_database_url)
     try:
         applied = await migrations.migrate(conn)
         assert applied == [m.name for m in migrations.discover()]
@@ -21,8 +21,8 @@ async def test_applies_once_and_records_every_file(database_url: str) -> None:
         await conn.close()
 
 
-async def test_nodes_starting_together_apply_each_file_once(database_url: str) -> None:
-    conns = [await asyncpg.connect(database_url) for _ in range(4)]
+async def test_nodes_starting_together_apply_each_file_once(empty_database_url: str) -> None:
+    conns = [await asyncpg.connect(empty_database_url) for _ in range(4)]
     try:
         results = await asyncio.gather(*(migrations.migrate(c) for c in conns))
         assert sorted(len(r) for r in results) == [0, 0, 0, len(migrations.discover())]
@@ -31,9 +31,11 @@ async def test_nodes_starting_together_apply_each_file_once(database_url: str) -
             await conn.close()
 
 
-async def test_an_edited_applied_file_stops_startup(database_url: str, tmp_path: Path) -> None:
+async def test_an_edited_applied_file_stops_startup(
+    empty_database_url: str, tmp_path: Path
+) -> None:
     (tmp_path / "0001_first.sql").write_text("CREATE TABLE t (id int);")
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(empty_database_url)
     try:
         await migrations.migrate(conn, tmp_path)
         (tmp_path / "0001_first.sql").write_text("CREATE TABLE t (id bigint);")
@@ -43,10 +45,12 @@ async def test_an_edited_applied_file_stops_startup(database_url: str, tmp_path:
         await conn.close()
 
 
-async def test_a_failing_file_applies_nothing_of_itself(database_url: str, tmp_path: Path) -> None:
+async def test_a_failing_file_applies_nothing_of_itself(
+    empty_database_url: str, tmp_path: Path
+) -> None:
     (tmp_path / "0001_ok.sql").write_text("CREATE TABLE a (id int);")
     (tmp_path / "0002_bad.sql").write_text("CREATE TABLE b (id int); SELECT broken syntax here;")
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(empty_database_url)
     try:
         with pytest.raises(asyncpg.PostgresSyntaxError):
             await migrations.migrate(conn, tmp_path)

@@ -1,0 +1,220 @@
+"""Plain helpers for tests (no fixtures: those live in ``tests/fixtures.py``).
+
+Import what you need from here: ``eventually`` instead of a fixed sleep,
+``free_port`` for a server a test starts itself, ``World``/``node_config``
+for a real node, ``run_sync`` to run a coroutine from synchronous code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import random
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
+
+from crypto.identity import IdentityKeyPair
+from gchat.app import App
+from gchat.client.sdk import Client
+from gchat.client.state import DeviceState
+from gchat.config import Config
+from gchat.directory.service import Directory
+from protocol.frames import CreateOfficial, IssueCode
+
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a fresh event loop in a helper thread.
+
+    A thread (rather than ``asyncio.run`` here) keeps the caller's event-loop
+    state untouched, so this is safe inside pytest-asyncio tests too.
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="tests-run-sync")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+async def eventually(
+    check: Callable[[], object | Awaitable[object]],
+    within: float = 5.0,
+    step: float = 0.02,
+    what: str = "",
+) -> Any:
+    """Poll ``check`` until it returns a truthy value (returned) or time runs out.
+
+    Use it instead of ``asyncio.sleep(guess)``: the test goes on as soon as the
+    thing happened, and a slow machine gets ``within`` seconds, not a guess.
+    ``check`` may be sync or async; an ``AssertionError`` it raises counts as
+    "not yet", so ``lambda: assert ...``-style checks work too, and the last
+    one is re-raised with the timeout message.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last: AssertionError | None = None
+    while True:
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+        except AssertionError as error:
+            last = error
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within}s: {what or check}") from last
+        await asyncio.sleep(step)
+
+
+async def stays(
+    check: Callable[[], object | Awaitable[object]], during: float = 0.3, step: float = 0.02
+) -> None:
+    """Assert ``check`` stays truthy for ``during`` seconds (nothing extra arrives).
+
+    The one place a test must wait a fixed time: proving something does *not*
+    happen. Name it, so the intent shows and the duration is in one place.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + during
+    while loop.time() < deadline:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        assert value, f"stopped holding within {during}s: {check}"
+        await asyncio.sleep(step)
+
+
+# -- ports -----------------------------------------------------------------
+
+#: Ports handed out below the kernel's ephemeral range (32768+ on Linux), so a
+#: port a test picked is not taken meanwhile as the source port of some
+#: outgoing connection. Each xdist worker gets its own residue class, so two
+#: workers of one run never pick the same port.
+_PORT_LOW, _PORT_HIGH, _PORT_CLASSES = 20000, 32000, 16
+_handed_out: set[int] = set()
+
+
+def _worker_index() -> int:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = name.removeprefix("gw")
+    return int(digits) if digits.isdigit() else 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now and not handed out before.
+
+    Picked at random from this worker's share of 20000-32000 and checked by
+    binding it; falls back to the kernel's choice (port 0) if none is found.
+    """
+    residue = _worker_index() % _PORT_CLASSES
+    for _ in range(200):
+        port = random.randrange(_PORT_LOW + residue, _PORT_HIGH, _PORT_CLASSES)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        chosen: int = s.getsockname()[1]
+        return chosen
+
+
+def dsn_with_database(dsn: str, database: str) -> str:
+    """``dsn`` with its database name replaced (user, host, query kept)."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+# -- a real node and the people on it ---------------------------------------
+
+
+def node_config(database_url: str, data_dir: Path, **overrides: object) -> Config:
+    """A node's configuration for tests: an OS-chosen port, a small pool."""
+    return Config(
+        host="127.0.0.1",
+        port=0,
+        data_dir=data_dir,
+        database_url=database_url,
+        node_id="test-node",
+        db_pool_size=5,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+def url_of(app: App) -> str:
+    return f"ws://127.0.0.1:{app.port}"
+
+
+@dataclass
+class World:
+    """Officials and devices of one test, made through the real protocol."""
+
+    app: App
+    admin: Client | None = None
+    clients: list[Client] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return url_of(self.app)
+
+    async def start(self) -> None:
+        assert self.app.db is not None
+        directory = Directory(self.app.db, 3600, self.app.audit)
+        _, _, code = await directory.bootstrap("MIN", "Ministry", "Admin")
+        self.admin = await self.enroll(code, "admin-phone")
+
+    async def enroll(self, code: str, name: str = "phone") -> Client:
+        client = Client(DeviceState(url=self.url, identity_seed=IdentityKeyPair.generate().seed))
+        await client.connect()
+        await client.enroll(code, name)
+        self.clients.append(client)
+        return client
+
+    async def new_code(self, official_id: UUID) -> str:
+        assert self.admin is not None
+        reply = await self.admin.request(IssueCode, official_id=official_id)
+        return str(reply.code)
+
+    async def new_official(self, name: str) -> UUID:
+        assert self.admin is not None
+        reply = await self.admin.request(CreateOfficial, name=name)
+        return UUID(str(reply.official_id))
+
+    async def official_with_device(self, name: str) -> Client:
+        official = await self.new_official(name)
+        return await self.enroll(await self.new_code(official), f"{name}-phone")
+
+    async def reconnect(self, client: Client) -> Client:
+        """The same device on a fresh connection (token auth)."""
+        fresh = Client(client.state)
+        await fresh.connect()
+        await fresh.authenticate()
+        self.clients.append(fresh)
+        return fresh
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
