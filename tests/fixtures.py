@@ -74,6 +74,31 @@ async def _admin_connect(dsn: str) -> Any:
         ) from exc
 
 
+async def create_database(dsn: str, name: str) -> None:
+    """Create an empty database ``name`` (for a test that manages its own)."""
+    conn = await _admin_connect(dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
+    finally:
+        await conn.close()
+
+
+async def drop_databases(dsn: str, names: list[str] | None, prefix: str) -> list[str]:
+    """Drop ``names``, or when None every database whose name starts with ``prefix``."""
+    conn = await _admin_connect(dsn)
+    try:
+        if names is None:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix
+            )
+            names = [r["datname"] for r in rows]
+        for name in names:
+            await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+        return names
+    finally:
+        await conn.close()
+
+
 class TestDatabases:
     """Creates and drops this process's test databases.
 
@@ -203,20 +228,6 @@ def empty_database_url(test_databases: TestDatabases) -> Iterator[str]:
         test_databases.drop_later(dsn)
 
 
-async def _sweep(dsn: str, prefix: str) -> list[str]:
-    conn = await _admin_connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix
-        )
-        names = [r["datname"] for r in rows]
-        for name in names:
-            await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
-        return names
-    finally:
-        await conn.close()
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Safety net: drop any ``gchat_t_<pid>_*`` database this process left
     behind (a teardown that failed or was interrupted)."""
@@ -225,7 +236,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests.support import run_sync
 
     try:
-        dropped = run_sync(_sweep(_databases.dsn, TEST_DB_PREFIX))
+        dropped = run_sync(drop_databases(_databases.dsn, None, TEST_DB_PREFIX))
     except Exception as exc:  # the run's result matters more than the sweep
         print(f"\nfixtures: could not sweep test databases: {exc}", file=sys.stderr)
         return
