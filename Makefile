@@ -28,7 +28,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 3
 PYTEST_SELECT ?=
-PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
+PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1

@@ -5,18 +5,21 @@ Running the suite: ``make test`` (parallel, ``PYTEST_WORKERS`` processes) or
 ``make test-fast`` (skips tests marked ``slow``: real multi-process clusters,
 ``make run``, the embedded PostgreSQL). Under pytest-xdist every worker is a
 process of its own, with its own databases (named by pid), Redis prefixes,
-ports (see ``tests.support.free_port``) and ``tmp_path``.
+ports (see ``tests.support.free_port``) and ``tmp_path``. ``make test`` uses
+``--dist loadfile``: a module's tests run in order on one worker, so
+module-scoped fixtures (a browser, a node) are made once and tests that tell
+one story in order (tests/web/test_browser_chat.py) keep working.
+(``loadgroup`` with ``xdist_group`` markers would balance better, but
+pytest-xdist 3.8 cannot regroup tests under pytest 9.)
 """
 
-from tests.fixtures import TEST_DB_PREFIX
-from tests.fixtures import create_database as _create_database
-from tests.fixtures import drop_databases as _drop_databases
-from tests.support import dsn_with_database, free_port, run_sync
+from tests.support import TEST_DB_PREFIX, dsn_with_database, free_port, run_sync
+from tests.support import create_database as _create_database
+from tests.support import drop_databases as _drop_databases
 
 pytest_plugins = ["tests.fixtures"]
 
-# Kept importable from here for tests written before tests/support.py and
-# tests/fixtures.py; new code imports from those.
+# Kept importable from here for tests written before tests/support.py ; new code imports from there.
 __all__ = [
     "TEST_DB_PREFIX",
     "_create_database",

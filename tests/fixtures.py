@@ -41,63 +41,22 @@ import asyncpg
 import pytest
 
 from gchat.app import App
-from tests.support import World, dsn_with_database, free_port, node_config
+from tests.support import (
+    DEFAULT_ADMIN_DSN,
+    TEST_DB_PREFIX,
+    World,
+    admin_connect,
+    drop_databases,
+    dsn_with_database,
+    free_port,
+    node_config,
+    quote_ident,
+    run_sync,
+)
 
 T = TypeVar("T")
 
-DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-#: The pid makes names unique per process (each xdist worker is one), and lets
-#: the end-of-run sweep drop this process's leftovers and nobody else's.
-TEST_DB_PREFIX = f"gchat_t_{os.getpid()}_"
-
-_CONNECT_TIMEOUT = 10.0
-
-
-def admin_dsn() -> str:
-    return os.environ.get("GCHAT_TEST_DATABASE_URL") or DEFAULT_ADMIN_DSN
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-async def _admin_connect(dsn: str) -> Any:
-    try:
-        return await asyncpg.connect(dsn, timeout=_CONNECT_TIMEOUT)
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        raise RuntimeError(
-            f"cannot connect to the test PostgreSQL at {dsn!r}: {exc!r}. "
-            "Run `bash .ci/ensure-services` (or `make test`), or set "
-            "GCHAT_TEST_DATABASE_URL to an admin DSN that may CREATE DATABASE."
-        ) from exc
-
-
-async def create_database(dsn: str, name: str) -> None:
-    """Create an empty database ``name`` (for a test that manages its own)."""
-    conn = await _admin_connect(dsn)
-    try:
-        await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
-    finally:
-        await conn.close()
-
-
-async def drop_databases(dsn: str, names: list[str] | None, prefix: str) -> list[str]:
-    """Drop ``names``, or when None every database whose name starts with ``prefix``."""
-    conn = await _admin_connect(dsn)
-    try:
-        if names is None:
-            rows = await conn.fetch(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix
-            )
-            names = [r["datname"] for r in rows]
-        for name in names:
-            await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
-        return names
-    finally:
-        await conn.close()
-
 
 class TestDatabases:
     """Creates and drops this process's test databases.
@@ -131,10 +90,10 @@ class TestDatabases:
 
     async def _create(self, name: str, template: str | None) -> None:
         if self._creator is None or self._creator.is_closed():
-            self._creator = await _admin_connect(self.dsn)
-        sql = f"CREATE DATABASE {_quote_ident(name)}"
+            self._creator = await admin_connect(self.dsn)
+        sql = f"CREATE DATABASE {quote_ident(name)}"
         if template is not None:
-            sql += f" TEMPLATE {_quote_ident(template)}"
+            sql += f" TEMPLATE {quote_ident(template)}"
         await self._creator.execute(sql)
 
     async def _migrate_template(self) -> str:
@@ -142,7 +101,7 @@ class TestDatabases:
 
         name = f"{TEST_DB_PREFIX}template"
         await self._create(name, None)
-        conn = await asyncpg.connect(dsn_with_database(self.dsn, name), timeout=_CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(dsn_with_database(self.dsn, name), timeout=10)
         try:
             await migrations.migrate(conn)
         finally:
@@ -157,8 +116,8 @@ class TestDatabases:
                 break
             try:
                 if conn is None or conn.is_closed():
-                    conn = await _admin_connect(self.dsn)
-                await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+                    conn = await admin_connect(self.dsn)
+                await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
             except Exception as exc:  # the end-of-run sweep tries again
                 print(f"\nfixtures: could not drop {name}: {exc!r}", file=sys.stderr)
         if conn is not None:
@@ -195,7 +154,7 @@ _databases: TestDatabases | None = None
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> str:
     """DSN of a PostgreSQL role allowed to create and drop databases."""
-    return admin_dsn()
+    return os.environ.get("GCHAT_TEST_DATABASE_URL") or DEFAULT_ADMIN_DSN
 
 
 @pytest.fixture(scope="session")
@@ -233,8 +192,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     behind (a teardown that failed or was interrupted)."""
     if _databases is None:
         return
-    from tests.support import run_sync
-
     try:
         dropped = run_sync(drop_databases(_databases.dsn, None, TEST_DB_PREFIX))
     except Exception as exc:  # the run's result matters more than the sweep

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
+import asyncpg
+
 from crypto.identity import IdentityKeyPair
 from gchat.app import App
 from gchat.client.sdk import Client
@@ -147,6 +149,58 @@ def dsn_with_database(dsn: str, database: str) -> str:
     """``dsn`` with its database name replaced (user, host, query kept)."""
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + database))
+
+
+# -- databases -------------------------------------------------------------
+
+DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+#: The pid makes names unique per process (each xdist worker is one), and lets
+#: the end-of-run sweep drop this process's leftovers and nobody else's.
+TEST_DB_PREFIX = f"gchat_t_{os.getpid()}_"
+
+_CONNECT_TIMEOUT = 10.0
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def admin_connect(dsn: str) -> Any:
+    try:
+        return await asyncpg.connect(dsn, timeout=_CONNECT_TIMEOUT)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise RuntimeError(
+            f"cannot connect to the test PostgreSQL at {dsn!r}: {exc!r}. "
+            "Run `bash .ci/ensure-services` (or `make test`), or set "
+            "GCHAT_TEST_DATABASE_URL to an admin DSN that may CREATE DATABASE."
+        ) from exc
+
+
+async def create_database(dsn: str, name: str) -> None:
+    """Create an empty database ``name`` (for a test that manages its own)."""
+    conn = await admin_connect(dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
+    finally:
+        await conn.close()
+
+
+async def drop_databases(dsn: str, names: list[str] | None, prefix: str) -> list[str]:
+    """Drop ``names``, or when None every database whose name starts with ``prefix``."""
+    conn = await admin_connect(dsn)
+    try:
+        if names is None:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix
+            )
+            names = [r["datname"] for r in rows]
+        for name in names:
+            await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        return names
+    finally:
+        await conn.close()
+
 
 
 # -- a real node and the people on it ---------------------------------------
