@@ -107,7 +107,7 @@ async def _leaf_hashes(conn: asyncpg.Connection) -> list[bytes]:
 
 
 async def test_migration_backfills_the_subtrees_of_an_existing_log(
-    database_url: str, tmp_path: Path
+    empty_database_url: str, tmp_path: Path
 ) -> None:
     """A log sequenced before 0006 gets exactly the subtree roots a sequencer stores."""
     older = tmp_path / "migrations"
@@ -115,7 +115,7 @@ async def test_migration_backfills_the_subtrees_of_an_existing_log(
     for path in migrations.discover():
         if path.version <= 5:
             shutil.copy(migrations.MIGRATIONS_DIR / path.name, older / path.name)
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(empty_database_url)
     try:
         await migrations.migrate(conn, older)
         await fill(conn, SIZE, subtrees=False)

@@ -73,7 +73,7 @@ def test_numbering_gaps_and_bad_names_are_refused(tmp_path: Path) -> None:
 
 
 async def test_a_newer_versions_migration_keeps_an_old_node_ready(
-    database_url: str, tmp_path: Path
+    empty_database_url: str, tmp_path: Path
 ) -> None:
     """Rolling upgrade: the first new node migrates; the old ones must not turn unready."""
     old, new = tmp_path / "old", tmp_path / "new"
@@ -82,7 +82,7 @@ async def test_a_newer_versions_migration_keeps_an_old_node_ready(
     for folder in (old, new):
         (folder / "0001_first.sql").write_text("CREATE TABLE a (id int);")
     (new / "0002_second.sql").write_text("ALTER TABLE a ADD COLUMN note text;")
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(empty_database_url)
     try:
         await migrations.migrate(conn, old)
         assert await migrations.pending(conn, new) == 1
