@@ -36,7 +36,7 @@ from gchat.store.database import Database, Executor
 from gchat.store.directory import (
     Agency,
     CodeRow,
-    DeviceRow,
+    DeviceListing,
     NewOfficial,
     OfficialRecord,
 )
@@ -479,7 +479,7 @@ class Administration:
 
     # --- devices --------------------------------------------------------------------------
 
-    async def list_devices(self, principal: Principal, official_id: UUID) -> list[DeviceRow]:
+    async def list_devices(self, principal: Principal, official_id: UUID) -> list[DeviceListing]:
         async with self._db.transaction() as conn:
             scope = await authz.current(conn, principal)
             await self._target(scope, official_id, write=False)

@@ -12,7 +12,7 @@ from gchat.directory.importer import DirectoryImport, RowProblem
 from gchat.directory.service import Directory
 from gchat.handling import handles
 from gchat.identity.principal import Principal
-from gchat.store.directory import Agency, CodeRow, DeviceRow, OfficialCard, OfficialRecord
+from gchat.store.directory import Agency, CodeRow, DeviceListing, OfficialCard, OfficialRecord
 from gchat.store.imports import StagedRow
 from gchat.store.policies import Effective, PolicyRow
 from protocol import frames as f
@@ -50,7 +50,7 @@ def official_info(record: OfficialRecord) -> f.OfficialInfo:
     )
 
 
-def _device(row: DeviceRow) -> f.DeviceInfo:
+def _device(row: DeviceListing) -> f.DeviceInfo:
     return f.DeviceInfo(
         device_id=row.id,
         name=row.name,

@@ -83,7 +83,9 @@ class Authenticator:
     def issue_token(self, principal: Principal) -> tuple[str, int]:
         return self._tokens.issue(principal.device_id, principal.official_id)
 
-    async def _principal(self, device: devices.Device, method: str, remote: str) -> Principal:
+    async def _principal(
+        self, device: devices.DeviceStanding, method: str, remote: str
+    ) -> Principal:
         """The principal of a device just checked usable; records the success."""
         roles = await directory.roles_of(self._db.pool, device.official_id)
         async with self._db.transaction() as conn:

@@ -7,7 +7,9 @@ from gchat.store.database import Executor
 
 
 @dataclass(frozen=True)
-class Device:
+class DeviceStanding:
+    """A device as authentication sees it: its keys, and whether it may act."""
+
     id: UUID
     official_id: UUID
     agency_id: UUID
@@ -43,14 +45,14 @@ async def create(
     )
 
 
-async def get(db: Executor, device_id: UUID) -> Device | None:
+async def get(db: Executor, device_id: UUID) -> DeviceStanding | None:
     row = await db.fetchrow(
         """SELECT d.id, d.official_id, o.agency_id, d.identity_key, d.certificate,
                   d.status = 'active' AS device_active, o.status = 'active' AS official_active
            FROM devices d JOIN officials o ON o.id = d.official_id WHERE d.id = $1""",
         device_id,
     )
-    return Device(**row) if row else None
+    return DeviceStanding(**row) if row else None
 
 
 async def count_active(db: Executor, official_id: UUID) -> int:

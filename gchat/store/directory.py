@@ -20,6 +20,9 @@ from gchat.store.terms import has_thai, prefix_range, terms_of
 
 @dataclass(frozen=True)
 class Official:
+    """An official's identity and status (enrolment, bootstrap); the admin view is
+    ``OfficialRecord``, the search result ``OfficialCard``."""
+
     id: UUID
     agency_id: UUID
     name: str
@@ -108,7 +111,9 @@ class CodeRow:
 
 
 @dataclass(frozen=True)
-class DeviceRow:
+class DeviceListing:
+    """A device as an admin lists it (``list_devices``)."""
+
     id: UUID
     official_id: UUID
     name: str
@@ -543,22 +548,22 @@ async def cancel_codes(db: Executor, official_id: UUID, by: UUID | None,
 # --- devices (admin view) ----------------------------------------------------------
 
 
-async def list_devices(db: Executor, official_id: UUID) -> list[DeviceRow]:
+async def list_devices(db: Executor, official_id: UUID) -> list[DeviceListing]:
     rows = await db.fetch(
         """SELECT id, official_id, name, platform, status, enrolled_at, last_seen_at, revoked_at
            FROM devices WHERE official_id = $1 ORDER BY enrolled_at""",
         official_id,
     )
-    return [DeviceRow(**row) for row in rows]
+    return [DeviceListing(**row) for row in rows]
 
 
-async def get_device(db: Executor, device_id: UUID) -> DeviceRow | None:
+async def get_device(db: Executor, device_id: UUID) -> DeviceListing | None:
     row = await db.fetchrow(
         """SELECT id, official_id, name, platform, status, enrolled_at, last_seen_at, revoked_at
            FROM devices WHERE id = $1""",
         device_id,
     )
-    return DeviceRow(**row) if row else None
+    return DeviceListing(**row) if row else None
 
 
 async def revoke_devices(
