@@ -41,6 +41,9 @@ _OUTAGE_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
+    # "cannot switch to state 15; another operation is in progress": what a
+    # COMMIT meets when the server ended the session under a running query.
+    asyncpg.InternalClientError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
