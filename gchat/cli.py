@@ -1,19 +1,23 @@
 """``gchat``: run a node, migrate, administer, and the reference client.
 
-    gchat serve [--host H] [--port P] [--data-dir D] [--config FILE]
+    gchat [--debug] [--config FILE] COMMAND ...
+    gchat serve [--host H] [--port P] [--data-dir D]
     gchat migrate
     gchat admin bootstrap --agency-code C --agency-name N --name ADMIN
-    gchat admin add-official --state FILE --name NAME [--agency ID]
-    gchat admin issue-code --state FILE --official ID
+                          [--new-data-dir] [--force] [--json]
     gchat admin agency|official|role|device|code|policy ...  (see gchat.client.admin_cli)
-    gchat admin search|import|export ...
-    gchat client enroll --url ws://H:P --code CODE --state FILE [--name DEVICE]
-    gchat client send --state FILE --to OFFICIAL_ID --message TEXT [--id CLIENT_ID]
-    gchat client listen --state FILE [--count N] [--idle SECONDS]
+    gchat admin search|import|export ...     (import/export: gchat.client.admin_import)
+    gchat client enroll --url ws://H:P --code CODE [--state FILE] [--name DEVICE]
+    gchat client send [--state FILE] --to OFFICIAL_ID --message TEXT [--id CLIENT_ID]
+    gchat client listen [--state FILE] [--count N] [--idle SECONDS]
+    gchat audit ...                          (see gchat.client.audit_cli)
 
 Server-side commands read the same configuration as ``serve`` (environment
 ``GCHAT_*``, ``--config``). The device commands (``client ...`` and the
-admin requests made over the protocol) live in ``gchat.client.cli``.
+admin requests made over the protocol) live in ``gchat.client``; without
+``--state`` a device's state is ``$XDG_CONFIG_HOME/gchat/device.state``.
+A person's mistake ends in one line and exit status 1
+(``gchat.client.cli_errors``); ``--debug`` shows the traceback instead.
 """
 
 import argparse
