@@ -105,6 +105,16 @@ async def stays(
         await asyncio.sleep(step)
 
 
+def unread(client: Client, kind: type[T]) -> list[T]:
+    """Frames of type ``kind`` the server pushed to ``client`` that nobody read yet.
+
+    Peeks the client's push queue without consuming it: the one place tests
+    look inside it (asyncio.Queue has no public peek).
+    """
+    queued = list(client.pushed._queue)  # type: ignore[attr-defined]
+    return [frame for frame in queued if isinstance(frame, kind)]
+
+
 # -- ports -----------------------------------------------------------------
 
 #: Ports handed out below the kernel's ephemeral range (32768+ on Linux), so a

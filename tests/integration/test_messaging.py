@@ -6,7 +6,7 @@ import asyncpg
 
 from gchat.client.sdk import Client, ClientError
 from protocol import frames as f
-from tests.support import World
+from tests.support import World, eventually, stays, unread
 
 
 async def drain(client: Client, count: int, wait: float = 5.0) -> list[f.Deliver]:
@@ -20,12 +20,9 @@ async def drain(client: Client, count: int, wait: float = 5.0) -> list[f.Deliver
     return got
 
 
-async def eventually(pool: asyncpg.Pool, query: str, wait: float = 5.0) -> None:
+async def db_holds(pool: asyncpg.Pool, query: str, wait: float = 5.0) -> None:
     """Poll until ``query`` is true (acks are processed asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + wait
-    while not await pool.fetchval(query):
-        assert asyncio.get_running_loop().time() < deadline, f"never true: {query}"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: pool.fetchval(query), within=wait, what=query)
 
 
 async def next_of(client: Client, kind: type, wait: float = 5.0) -> object:
@@ -52,7 +49,7 @@ async def test_offline_recipient_gets_each_message_once_in_order(world: World) -
     assert isinstance(await next_of(bob2, f.QueueEmpty), f.QueueEmpty)
     await bob2.close()
     assert world.app.db is not None
-    await eventually(world.app.db.pool, "SELECT count(*) = 0 FROM inbox")
+    await db_holds(world.app.db.pool, "SELECT count(*) = 0 FROM inbox")
 
     bob3 = await world.reconnect(bob)  # acked envelopes are gone for good
     assert isinstance(await bob3.receive(5), f.QueueEmpty)
@@ -88,9 +85,8 @@ async def test_retry_with_same_client_id_stores_nothing_twice(world: World) -> N
     )
     assert count == 1
     delivered = await drain(bob, 1)
-    await asyncio.sleep(0.2)
     assert [d.message_id for d in delivered] == [first.message_id]
-    assert not any(isinstance(x, f.Deliver) for x in list(bob.pushed._queue))  # type: ignore[attr-defined]
+    await stays(lambda: not unread(bob, f.Deliver))  # and no second copy follows
 
 
 async def test_concurrent_retries_in_one_batch_store_once(world: World) -> None:
@@ -175,9 +171,8 @@ async def test_window_bounds_unacked_envelopes(database_url: str, tmp_path) -> N
         assert bob.state.official_id is not None
         for i in range(6):
             await alice.send_message(bob.state.official_id, b"w", f"w{i}")
-        await asyncio.sleep(0.5)
-        pushed = [x for x in list(bob.pushed._queue) if isinstance(x, f.Deliver)]  # type: ignore[attr-defined]
-        assert len(pushed) == 3  # nothing more until an ack makes room
+        await eventually(lambda: len(unread(bob, f.Deliver)) == 3)
+        await stays(lambda: len(unread(bob, f.Deliver)) == 3)  # no more until an ack makes room
         await drain(bob, 6)
     finally:
         await world.close()
@@ -195,10 +190,15 @@ async def test_ack_cannot_delete_another_devices_envelopes(world: World) -> None
         "SELECT position FROM inbox WHERE device_id = $1", bob.state.device_id
     )
     await carol.ack([position])
-    await asyncio.sleep(0.2)
-    assert await world.app.db.pool.fetchval(
-        "SELECT count(*) FROM inbox WHERE device_id = $1", bob.state.device_id
-    ) == 1
+    pool = world.app.db.pool
+
+    async def bobs_envelope_kept() -> bool:
+        count = await pool.fetchval(
+            "SELECT count(*) FROM inbox WHERE device_id = $1", bob.state.device_id
+        )
+        return bool(count == 1)
+
+    await stays(bobs_envelope_kept)
 
 
 async def test_expired_envelopes_are_not_delivered_and_are_removed(world: World) -> None:
@@ -256,10 +256,12 @@ async def test_inbox_depth_is_exposed_for_monitoring(world: World) -> None:
     await bob.close()
     for i in range(3):
         await alice.send_message(bob.state.official_id, b"queued", f"q{i}")
-    deadline = asyncio.get_running_loop().time() + 10
-    while await messages.inbox_size_estimate(world.app.db.pool) != 3:
-        assert asyncio.get_running_loop().time() < deadline, "statistics never caught up"
-        await asyncio.sleep(0.2)
+    pool = world.app.db.pool
+
+    async def estimate_is_three() -> bool:
+        return bool(await messages.inbox_size_estimate(pool) == 3)
+
+    await eventually(estimate_is_three, within=10, step=0.2, what="statistics never caught up")
     url = f"http://127.0.0.1:{world.app.port}/metrics"
 
     def scrape() -> str:
