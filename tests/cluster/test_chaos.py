@@ -106,16 +106,48 @@ async def test_node_killed_and_redis_restarted_under_load_lose_nothing(
 
         lanes = [asyncio.create_task(lane(rc)) for rc in online]
         started = time.monotonic()
-        await asyncio.sleep(1.5)
+        survivors = (cluster[0], cluster[2])
+
+        def accepted_since(moment: float) -> int:
+            return sum(1 for _, _, t in list(accepted.values()) if t >= moment)
+
+        def survivors_logged(pattern: str) -> bool:
+            return all(re.search(pattern, node.log_text()) for node in survivors)
+
+        def survivors_counted(metric: str) -> bool:
+            for node in survivors:
+                text = node.http("/metrics")[1]
+                found = re.search(rf"^{metric} (\S+)$", text, re.MULTILINE)
+                if found is None or float(found.group(1)) < 1:
+                    return False
+            return True
+
+        # Each phase lasts until what it is for has happened, not a guess.
+        await eventually(  # (a node never heard from cannot be missed)
+            lambda: survivors_logged(r"node node1(#\S+)? is alive") and len(accepted) >= 20,
+            within=30, step=0.1, what="traffic flowing; the others know node1",
+        )
         cluster[1].kill()  # SIGKILL: no goodbye to its clients, nothing flushed
         killed_at = time.monotonic()
-        await asyncio.sleep(4.0)  # long enough for the others to notice it went silent
+        await eventually(
+            lambda: survivors_logged(r"node node1(#\S+)? went silent")
+            and accepted_since(killed_at) > 0,
+            within=30, step=0.1, what="the others notice node1 went silent; traffic goes on",
+        )
         redis.kill()
         redis_down = time.monotonic()
-        await asyncio.sleep(2.0)
+        await eventually(
+            lambda: survivors_logged("redis pub/sub degraded") and accepted_since(redis_down) > 0
+            and survivors_counted("gchat_broker_degraded_polls_total"),
+            within=30, step=0.1, what="sends accepted while Redis is down",
+        )
         redis.start()
         redis_up = time.monotonic()
-        await asyncio.sleep(2.5)
+        await eventually(
+            lambda: survivors_logged("redis pub/sub back") and accepted_since(redis_up) >= 10
+            and survivors_counted("gchat_redis_reconnects_total"),
+            within=30, step=0.1, what="Redis back and traffic through it",
+        )
         stop.set()
         await asyncio.wait_for(asyncio.gather(*lanes), 60)
 
