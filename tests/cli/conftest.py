@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     TEST_DB_PREFIX,
-    _create_database,
-    _drop_databases,
+    create_database,
+    drop_databases,
     dsn_with_database,
     free_port,
     run_sync,
@@ -66,7 +66,7 @@ def clean_env() -> dict[str, str]:
 def running_node(pg_admin_dsn: str) -> Iterator[tuple[dict[str, str], int, Path]]:
     """A node on a new database: (its environment, port, a folder for files)."""
     name = f"{TEST_DB_PREFIX}{secrets.token_hex(6)}"
-    run_sync(_create_database(pg_admin_dsn, name))
+    run_sync(create_database(pg_admin_dsn, name))
     home = Path(tempfile.mkdtemp(prefix="gchat-cli-"))
     port = free_port()
     env = clean_env() | {
@@ -86,7 +86,7 @@ def running_node(pg_admin_dsn: str) -> Iterator[tuple[dict[str, str], int, Path]
         os.killpg(server.pid, signal.SIGTERM)
         server.communicate(timeout=60)
         subprocess.run(["rm", "-rf", str(home)], check=False)
-        run_sync(_drop_databases(pg_admin_dsn, [name], TEST_DB_PREFIX))
+        run_sync(drop_databases(pg_admin_dsn, [name], TEST_DB_PREFIX))
 
 
 @pytest.fixture(scope="module")

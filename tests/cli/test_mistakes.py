@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import GCHAT, Node, clean_env, one_line_error
-from tests.conftest import free_port
+from tests.support import free_port
 from tests.test_make_run import REPO
 
 

@@ -7,11 +7,11 @@ import pytest
 from gchat.app import App
 from gchat.client.sdk import Client
 from tests.client.relay import HostileRelay
-from tests.integration.conftest import World, node, url_of, world  # noqa: F401
+from tests.support import World, url_of
 
 
 @pytest.fixture
-async def relay(node: App) -> AsyncIterator[HostileRelay]:  # noqa: F811
+async def relay(node: App) -> AsyncIterator[HostileRelay]:
     hostile = HostileRelay(url_of(node))
     await hostile.start()
     try:

@@ -15,7 +15,7 @@ from gchat.client.sdk import SENDER_KEY_MAX_AGE, Client, DeviceChangeBlocked, Re
 from protocol import frames as f
 from tests.client.conftest import behind
 from tests.client.relay import HostileRelay
-from tests.integration.conftest import World
+from tests.support import World
 
 
 def oid(client: Client) -> UUID:

@@ -12,7 +12,7 @@ from uuid import UUID
 from gchat.app import App
 from gchat.client.sdk import Client
 from protocol import frames as f
-from tests.integration.conftest import World
+from tests.support import World
 from tests.test_make_run import REPO
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("GCHAT_")}

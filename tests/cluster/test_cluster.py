@@ -25,7 +25,7 @@ from gchat.client.state import DeviceState
 from gchat.config import Config
 from protocol import frames as f
 from tests.cluster.harness import Cluster, People, failover
-from tests.cluster.support import eventually
+from tests.support import eventually
 
 pytestmark = pytest.mark.slow  # three real node processes per test
 

@@ -22,8 +22,7 @@ from gchat.app import App
 from gchat.audit.verify import verify_export
 from gchat.client.sdk import Client
 from tests.audit.conftest import registered_auditor
-from tests.conftest import _create_database, _drop_databases, run_sync
-from tests.integration.conftest import World, node_config
+from tests.support import World, create_database, drop_databases, node_config, run_sync
 
 REPO = Path(__file__).resolve().parents[2]
 PASSPHRASE = "correct horse battery staple"
@@ -100,8 +99,8 @@ async def test_backup_wipe_restore_finds_everything(
 
     # The disaster: the database and the data folder with the keys are gone.
     name = database_url.rsplit("/", 1)[1]
-    run_sync(_drop_databases(pg_admin_dsn, [name], name))
-    run_sync(_create_database(pg_admin_dsn, name))
+    run_sync(drop_databases(pg_admin_dsn, [name], name))
+    run_sync(create_database(pg_admin_dsn, name))
     for path in sorted(data.rglob("*"), reverse=True):
         path.unlink() if not path.is_dir() else path.rmdir()
     data.rmdir()

@@ -34,9 +34,8 @@ from gchat.directory.service import Directory
 from protocol import frames as f
 from protocol.codec import client_codec
 from protocol.version import MSGPACK_SUBPROTOCOL
-from tests.conftest import free_port
 from tests.deploy.certs import make_pki
-from tests.integration.conftest import node_config
+from tests.support import free_port, node_config
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "deploy" / "systemd" / "gchat.service"

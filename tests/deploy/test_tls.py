@@ -17,7 +17,7 @@ import pytest
 from gchat.app import App
 from gchat.directory.service import Directory
 from tests.deploy.certs import Pki, make_pki
-from tests.integration.conftest import node_config
+from tests.support import node_config
 
 REPO = Path(__file__).resolve().parents[2]
 

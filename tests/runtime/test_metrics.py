@@ -21,9 +21,7 @@ from gchat.runtime import samplers
 from gchat.runtime.metrics import NodeMetrics
 from gchat.runtime.version import version
 from gchat.store import audit
-from tests.cluster.support import eventually
-from tests.conftest import free_port
-from tests.integration.conftest import node_config
+from tests.support import eventually, free_port, node_config
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, dict[str, str], str]:

@@ -15,7 +15,7 @@ from gchat.app import App
 from gchat.client.sdk import Client
 from gchat.config import Config
 from gchat.runtime import node_id
-from tests.integration.conftest import World, node_config, url_of
+from tests.support import World, node_config, url_of
 
 
 def test_an_id_is_made_once_and_kept(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gchat.runtime.version import version
-from tests.conftest import free_port
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ from gchat.transport.client_address import client_address, parse_trusted
 from protocol import frames as f
 from protocol.codec import client_codec
 from protocol.version import MSGPACK_SUBPROTOCOL
-from tests.integration.conftest import node_config
+from tests.support import node_config
 
 PROXY = parse_trusted("10.0.0.5, 10.1.0.0/24")
 

@@ -28,10 +28,10 @@ from uuid import UUID
 from crypto.identity import IdentityKeyPair
 from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
-from tests.conftest import (
+from tests.support import (
     TEST_DB_PREFIX,
-    _create_database,
-    _drop_databases,
+    create_database,
+    drop_databases,
     dsn_with_database,
     free_port,
     run_sync,
@@ -55,7 +55,7 @@ class Node:
         self.tmp = tmp
         self.db_name = f"{TEST_DB_PREFIX}{secrets.token_hex(6)}"
         self.admin_dsn = admin_dsn
-        run_sync(_create_database(admin_dsn, self.db_name))
+        run_sync(create_database(admin_dsn, self.db_name))
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("GCHAT_")}
         self.env |= {
@@ -107,7 +107,7 @@ class Node:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        run_sync(_drop_databases(self.admin_dsn, [self.db_name], TEST_DB_PREFIX))
+        run_sync(drop_databases(self.admin_dsn, [self.db_name], TEST_DB_PREFIX))
 
 
 class Loop:
