@@ -22,15 +22,16 @@ import { authMessage, certificateFor, signedPrekeyMessage, verifyCertificate, ve
 import { ed25519FromSeed, ed25519Generate, randomBytes, sha256, sign, x25519Pair, type Ed25519Pair } from "./crypto/primitives";
 import { formatSafetyNumber, safetyNumber } from "./crypto/safety";
 import {
-  distributionMessage, fromDistribution, generateSenderKey, groupDecrypt, groupEncrypt, rotateSenderKey, takesDistribution, type SenderKeyState,
+  acceptDistribution, distributionMessage, fromDistribution, generateSenderKey, groupDecrypt, groupEncrypt, rotateSenderKey, type SenderKeyState,
 } from "./crypto/senderkeys";
-import { accept, initiate, parsePrekeyMessage, sessionDecrypt, sessionEncrypt, type SessionState } from "./crypto/session";
+import {
+  accept, expireArchivedSessions, initiate, parsePrekeyMessage, prekeyMessageDigest, sessionDecrypt, sessionEncrypt, type SessionState,
+} from "./crypto/session";
 import { nodeUrl, ServerError, Wire, type Frame } from "./net/wire";
 import type { Vault } from "./store/vault";
 
 const PREKEY_BATCH = 50;
 const MAX_SESSIONS = 5;
-const REPLAY_CACHE = 5000;
 const SEEN_CACHE = 5000;
 /** Rotate our sender key after this many group messages (and on every departure). */
 const SENDER_KEY_MAX_MESSAGES = 1000;
@@ -61,7 +62,7 @@ interface DeviceRecord {
   sessions: Record<string, SessionState[]>;
   bindings: Record<string, Binding>;
   peers: Record<string, PeerInfo>;
-  replay: [number, string][]; // [signed prekey id, accepted X3DH header], dropped with that key
+  replay: [number, string][]; // [signed prekey id, prekeyMessageDigest], kept exactly as long as that signed prekey (§E6a rules 4, 8)
   ownSenderKeys: Record<string, SenderKeyState & { sent?: number; at?: number }>;
   keyHolders: Record<string, string[]>;
   rotate: string[];
@@ -224,6 +225,9 @@ export class Device {
     this.state.token = String(reply["token"]);
     this.state.tokenExpiresAt = Number(reply["token_expires_at"]);
     await this.rotateSignedPrekeyIfDue(wire);
+    // Archived sessions unused for 30 days go, also for peers that stay silent (§E6a rule 5).
+    for (const [device, list] of Object.entries(this.state.sessions)) this.state.sessions[device] = expireArchivedSessions(list);
+    await this.save();
   }
 
   /** Every 7 days, on authentication; the two previous keys (and their replay entries) are kept. */
@@ -436,7 +440,7 @@ export class Device {
         oneTimePrekeyId: otk ? Number(otk["key_id"]) : null, oneTimePrekey: otk ? (otk["public_key"] as Uint8Array) : null,
       });
       this.bind(deviceId, official, cert.identityKey, cert.raw);
-      this.state.sessions[deviceId] = [session, ...(this.state.sessions[deviceId] ?? [])].slice(0, MAX_SESSIONS);
+      this.state.sessions[deviceId] = expireArchivedSessions([{ ...session, usedAt: Date.now() }, ...(this.state.sessions[deviceId] ?? [])].slice(0, MAX_SESSIONS));
       started.add(deviceId);
     }
     return started;
@@ -474,6 +478,7 @@ export class Device {
       if (targets.length === 0) throw new Error("no_devices");
       const envelopes = targets.map((device) => {
         const s = this.state.sessions[device]![0]!;
+        s.usedAt = Date.now();
         return { device_id: device, ciphertext: sessionEncrypt(s, raw) };
       });
       try {
@@ -598,11 +603,12 @@ export class Device {
       }
       // The message key is spent whatever the content is: keep the step.
       stored.splice(i, 1);
-      stored.unshift(next); // the session the peer uses now is the one we answer on
+      stored.unshift({ ...next, usedAt: Date.now() }); // the session the peer uses now is the one we answer on
+      this.state.sessions[device] = expireArchivedSessions(stored);
       return decodeContent(pt);
     }
     const pm = parsePrekeyMessage(ct);
-    const seenKey = b64(pm.headerRaw);
+    const seenKey = prekeyMessageDigest(pm);
     if (this.state.replay.some(([id, k]) => id === pm.header.signedPrekeyId && k === seenKey)) throw new ReplayedMessage("prekey message accepted before");
     const spk = this.spkById(pm.header.signedPrekeyId);
     if (spk === undefined) throw new CryptoError("unknown signed prekey");
@@ -613,17 +619,18 @@ export class Device {
       const p = unb64(priv);
       opk = { privateKey: p, publicKey: new Uint8Array(0) };
     }
-    const [session, pt] = accept(this.identity, { privateKey: unb64(spk.priv), publicKey: unb64(spk.pub) }, opk, pm);
+    const [accepted, pt] = accept(this.identity, { privateKey: unb64(spk.priv), publicKey: unb64(spk.pub) }, opk, pm);
     const content = decodeContent(pt);
     certificateFor(content.certificate, unb64(this.state.directoryKey), official, device, pm.header.identityKey);
     if (pm.header.oneTimePrekeyId !== null) delete this.state.opks[String(pm.header.oneTimePrekeyId)];
+    // No cap: an entry dropped early would let its prekey message be replayed (§E6a rule 4).
     this.state.replay.push([pm.header.signedPrekeyId, seenKey]);
-    if (this.state.replay.length > REPLAY_CACHE) this.state.replay.splice(0, this.state.replay.length - REPLAY_CACHE);
     this.bind(device, official, pm.header.identityKey, content.certificate);
     // A new inbound session does not displace one the peer already answered on.
+    const session = { ...accepted, usedAt: Date.now() };
     const keep = stored.length > 0 && stored[0]!.heardFrom && stored[0]!.pending === null;
     const list = keep ? [stored[0]!, session, ...stored.slice(1)] : [session, ...stored];
-    this.state.sessions[device] = list.slice(0, MAX_SESSIONS);
+    this.state.sessions[device] = expireArchivedSessions(list.slice(0, MAX_SESSIONS));
     return content;
   }
 
@@ -817,9 +824,7 @@ export class Device {
     const keys = (this.state.groupKeys[cid] ??= {});
     // A signing key another device of the conversation already uses is refused.
     if (Object.entries(keys).some(([d, k]) => d !== device && k.signingPublic === incoming.signingPublic)) throw new CryptoError("sender key of another device");
-    const verdict = takesDistribution(keys[device], incoming); // only forward
-    if (verdict === "refuse") throw new CryptoError("sender key older than the one held");
-    if (verdict === "take") keys[device] = incoming;
+    keys[device] = acceptDistribution(keys[device], incoming); // only forward (§E7); throws for an older key id or another chain
   }
 
   private async distribute(cid: string): Promise<void> {

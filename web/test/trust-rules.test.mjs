@@ -12,20 +12,83 @@ test("a delayed distribution cannot roll a sender key back (replayed group messa
   let held = c.fromDistribution(early);
   for (const m of messages) [, held] = c.groupDecrypt(held, m);
   // The server now delivers the old distribution again, then replays the messages.
-  const replayed = c.fromDistribution(early);
-  assert.equal(c.takesDistribution(held, replayed), "keep");
-  for (const m of messages) assert.throws(() => c.groupDecrypt(held, m), c.ReplayedMessage);
-  // A later distribution of the same key id (further along the chain) is not taken either.
-  assert.equal(c.takesDistribution(held, c.fromDistribution(c.distributionMessage(sender))), "keep");
+  const after = c.acceptDistribution(held, c.fromDistribution(early));
+  assert.equal(JSON.stringify(after), JSON.stringify(held));
+  for (const m of messages) assert.throws(() => c.groupDecrypt(after, m), c.ReplayedMessage);
+});
+
+test("a distribution of the same key id further along moves the chain forward, keeping the skipped keys (§E7)", () => {
+  const sender = c.generateSenderKey(41);
+  const held = c.fromDistribution(c.distributionMessage(sender));
+  const skipped = [0, 1, 2].map((i) => c.groupEncrypt(sender, c.utf8(`s${i}`)));
+  const later = c.fromDistribution(c.distributionMessage(sender)); // iteration 3
+  const moved = c.acceptDistribution(held, later);
+  assert.equal(moved.iteration, 3);
+  assert.equal(moved.chainKey, later.chainKey);
+  const next = c.groupEncrypt(sender, c.utf8("next"));
+  assert.equal(c.fromUtf8(c.groupDecrypt(moved, next)[0]), "next");
+  // The messages sent before the later distribution stay readable, each once.
+  let s = moved;
+  for (let i = 0; i < 3; i++) {
+    let pt;
+    [pt, s] = c.groupDecrypt(s, skipped[i]);
+    assert.equal(c.fromUtf8(pt), `s${i}`);
+    assert.throws(() => c.groupDecrypt(s, skipped[i]), c.ReplayedMessage);
+  }
+});
+
+test("a same-key-id distribution off the held chain, or with another signing key, is refused", () => {
+  const sender = c.generateSenderKey(41);
+  const held = c.fromDistribution(c.distributionMessage(sender));
+  c.groupEncrypt(sender, c.utf8("x"));
+  const forged = c.fromDistribution(c.distributionMessage(sender));
+  forged.chainKey = c.b64(c.randomBytes(32)); // the attacker's chain, the sender's signing key
+  assert.throws(() => c.acceptDistribution(held, forged), c.InvalidMessage);
+  const otherSigner = c.fromDistribution(c.distributionMessage(c.generateSenderKey(41)));
+  assert.throws(() => c.acceptDistribution(held, otherSigner), c.InvalidMessage);
+  // Too far ahead to check without more than MAX_SKIP derivations.
+  const far = c.fromDistribution(c.distributionMessage(sender));
+  far.iteration = held.iteration + 1001;
+  assert.throws(() => c.acceptDistribution(held, far), c.TooManySkippedMessages);
 });
 
 test("older key ids are refused, newer ones taken; first key ids leave room to rotate", () => {
   const at = (id) => c.fromDistribution(c.distributionMessage(c.generateSenderKey(id)));
-  assert.equal(c.takesDistribution(undefined, at(7)), "take");
-  assert.equal(c.takesDistribution(at(7), at(8)), "take");
-  assert.equal(c.takesDistribution(at(8), at(7)), "refuse");
-  assert.equal(c.takesDistribution(at(8), at(8)), "keep");
+  assert.equal(c.acceptDistribution(undefined, at(7)).keyId, 7);
+  assert.equal(c.acceptDistribution(at(7), at(8)).keyId, 8);
+  assert.throws(() => c.acceptDistribution(at(8), at(7)), c.ReplayedMessage);
   for (let i = 0; i < 50; i++) assert.ok(c.generateSenderKey().keyId < 2 ** 31);
+});
+
+test("sender keys: skipped group message keys expire after 30 days", () => {
+  const sender = c.generateSenderKey(5);
+  const held = c.fromDistribution(c.distributionMessage(sender));
+  const late = c.groupEncrypt(sender, c.utf8("late"));
+  const first = c.groupEncrypt(sender, c.utf8("first"));
+  const t0 = Date.now();
+  const [, s] = c.groupDecrypt(held, first, t0);
+  assert.equal(c.fromUtf8(c.groupDecrypt(s, late, t0 + 1000)[0]), "late");
+  assert.throws(() => c.groupDecrypt(s, late, t0 + 31 * 24 * 3600 * 1000), c.ReplayedMessage);
+});
+
+test("archived sessions unused for 30 days are deleted, never the first (§E6a rule 5)", () => {
+  const day = 24 * 3600 * 1000, now = Date.now();
+  const session = (tag, usedAt) => ({ remoteIdentity: tag, usedAt });
+  const list = [session("first", now - 90 * day), session("fresh", now - 29 * day), session("stale", now - 30 * day), session("legacy", undefined)];
+  const kept = c.expireArchivedSessions(list, now);
+  assert.deepEqual(kept.map((s) => s.remoteIdentity), ["first", "fresh", "legacy"]);
+  // A session stored before the field existed gets its 30 days from now.
+  assert.equal(kept[2].usedAt, now);
+  assert.deepEqual(c.expireArchivedSessions(kept, now + 30 * day).map((s) => s.remoteIdentity), ["first"]);
+});
+
+test("the replay cache key is §E6a rule 4's SHA-256 over the prekey message's handshake fields", () => {
+  const ik = c.randomBytes(32), ek = c.randomBytes(32);
+  const withOpk = c.concat(new Uint8Array([1]), ik, ek, c.u32be(7), new Uint8Array([1]), c.u32be(9), c.randomBytes(80));
+  const without = c.concat(new Uint8Array([1]), ik, ek, c.u32be(7), new Uint8Array([0]), c.randomBytes(80));
+  assert.equal(c.prekeyMessageDigest(c.parsePrekeyMessage(withOpk)), c.hex(c.sha256(c.concat(ik, ek, c.u32be(7), new Uint8Array([1]), c.u32be(9)))));
+  assert.equal(c.prekeyMessageDigest(c.parsePrekeyMessage(without)), c.hex(c.sha256(c.concat(ik, ek, c.u32be(7), new Uint8Array([0])))));
+  assert.notEqual(c.prekeyMessageDigest(c.parsePrekeyMessage(withOpk)), c.prekeyMessageDigest(c.parsePrekeyMessage(without)));
 });
 
 test("ratchet: one forged header costs at most MAX_SKIP derivations over both chains", () => {

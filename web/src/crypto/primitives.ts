@@ -119,3 +119,6 @@ export const sha256 = (m: Uint8Array): Uint8Array => na().crypto_hash_sha256(m);
 export const sha512 = (m: Uint8Array): Uint8Array => na().crypto_hash_sha512(m);
 
 export const x25519Public = (privateKey: Uint8Array): Uint8Array => na().crypto_scalarmult_base(privateKey);
+
+/** Constant-time equality of secret values (libsodium `memcmp`); different lengths are unequal. */
+export const secretEqual = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && na().memcmp(a, b);

@@ -1,11 +1,13 @@
 /** Sender keys for groups (§E7): one signed chain per member device and conversation. */
 import { b64, concat, readU32, u32be, unb64 } from "./bytes";
 import { DecryptionFailed, InvalidMessage, InvalidState, ReplayedMessage, TooManySkippedMessages } from "./errors";
-import { chainKdf, ed25519FromSeed, ed25519Generate, open, randomBytes, seal, sign, verify } from "./primitives";
+import { chainKdf, ed25519FromSeed, ed25519Generate, open, randomBytes, seal, secretEqual, sign, verify } from "./primitives";
 
 export const DISTRIBUTION_SIZE = 73;
 const MAX_SKIP = 1000;
 const MAX_STORED_SKIPPED = 2000;
+/** A skipped group message key is deleted this long after it was stored (§E7). */
+export const SENDER_SKIPPED_KEY_LIFETIME_MS = 30 * 24 * 3600 * 1000;
 
 export interface SenderKeyState {
   keyId: number;
@@ -13,7 +15,7 @@ export interface SenderKeyState {
   chainKey: string;
   signingPublic: string;
   signingSeed: string | null; // only the owner's copy
-  skipped: [number, string][];
+  skipped: [number, string, number?][]; // [message number, message key, stored at ms], oldest first
 }
 
 export function generateSenderKey(keyId?: number): SenderKeyState {
@@ -53,7 +55,7 @@ export function groupKeyId(message: Uint8Array): number {
 }
 
 /** Verify (signature first), then decrypt; returns the plaintext and the new state. */
-export function groupDecrypt(state: SenderKeyState, message: Uint8Array): [Uint8Array, SenderKeyState] {
+export function groupDecrypt(state: SenderKeyState, message: Uint8Array, now = Date.now()): [Uint8Array, SenderKeyState] {
   const keyId = groupKeyId(message);
   const body = message.subarray(0, message.length - 64);
   if (keyId !== state.keyId) throw new DecryptionFailed("group message for another sender key id");
@@ -61,6 +63,7 @@ export function groupDecrypt(state: SenderKeyState, message: Uint8Array): [Uint8
   const n = readU32(body, 5);
   if (n === 0xffffffff) throw new InvalidMessage("message number out of range");
   const s: SenderKeyState = structuredClone(state);
+  s.skipped = s.skipped.filter((e) => e[2] === undefined || now - e[2] < SENDER_SKIPPED_KEY_LIFETIME_MS);
   let mk: Uint8Array;
   const i = s.skipped.findIndex(([m]) => m === n);
   if (i >= 0) {
@@ -72,7 +75,7 @@ export function groupDecrypt(state: SenderKeyState, message: Uint8Array): [Uint8
     let ck = unb64(s.chainKey);
     while (s.iteration < n) {
       const [k, next] = chainKdf(ck);
-      s.skipped.push([s.iteration, b64(k)]);
+      s.skipped.push([s.iteration, b64(k), now]);
       ck = next;
       s.iteration += 1;
     }
@@ -86,14 +89,37 @@ export function groupDecrypt(state: SenderKeyState, message: Uint8Array): [Uint8
 }
 
 /**
- * Sender keys only move forward (PROTOCOL.md §E7): for one sender device, a
- * higher key id replaces the state held ("take"); a lower one is refused
- * ("refuse"); the same key id changes nothing ("keep"): the state held already
- * derives every later key of its chain and keeps its skipped ones, so a
- * delayed or replayed distribution cannot make read messages readable again.
- * (First key ids are below 2^31 and rotation adds one, so they never wrap.)
+ * The receiving state after a distribution from the same sender device
+ * (PROTOCOL.md §E7, "only forward"), or an error:
+ *
+ * - nothing held, or a higher key id: the distribution is the state (the sender rotated);
+ * - a lower key id: ReplayedMessage;
+ * - the same key id must be the same chain: the same signing key, and the
+ *   chain key derived forward from the one behind reaches the one ahead
+ *   (InvalidMessage otherwise). One ahead of the held iteration moves the
+ *   chain there and keeps the keys skipped on the way (those messages stay
+ *   readable); one at or behind changes nothing, so a delayed copy cannot
+ *   make messages already read readable again.
+ *
+ * First key ids are below 2^31 and rotation adds one, so they never wrap.
  */
-export function takesDistribution(current: SenderKeyState | undefined, incoming: SenderKeyState): "take" | "keep" | "refuse" {
-  if (current === undefined || incoming.keyId > current.keyId) return "take";
-  return incoming.keyId === current.keyId ? "keep" : "refuse";
+export function acceptDistribution(current: SenderKeyState | undefined, incoming: SenderKeyState, now = Date.now()): SenderKeyState {
+  if (current === undefined || incoming.keyId > current.keyId) return incoming;
+  if (incoming.keyId < current.keyId) throw new ReplayedMessage("distribution for an older sender key id");
+  if (incoming.signingPublic !== current.signingPublic) throw new InvalidMessage("same sender key id with another signing key");
+  const [behind, ahead] = incoming.iteration <= current.iteration ? [incoming, current] : [current, incoming];
+  if (ahead.iteration - behind.iteration > MAX_SKIP) throw new TooManySkippedMessages(`distribution more than ${MAX_SKIP} messages away`);
+  const moved: SenderKeyState = structuredClone(current);
+  let chain = unb64(behind.chainKey);
+  for (let n = behind.iteration; n < ahead.iteration; n++) {
+    const [mk, next] = chainKdf(chain);
+    if (behind === current) moved.skipped.push([n, b64(mk), now]);
+    chain = next;
+  }
+  if (!secretEqual(chain, unb64(ahead.chainKey))) throw new InvalidMessage("distribution is not on the chain held for this key id");
+  if (behind !== current) return current;
+  moved.chainKey = b64(chain);
+  moved.iteration = ahead.iteration;
+  if (moved.skipped.length > MAX_STORED_SKIPPED) moved.skipped.splice(0, moved.skipped.length - MAX_STORED_SKIPPED);
+  return moved;
 }

@@ -4,11 +4,11 @@
  * committed only when the AEAD tag verified, so a forged or replayed message
  * leaves the state untouched.
  */
-import { b64, concat, equal, readU32, u32be, unb64 } from "./bytes";
+import { b64, concat, equal, hex, readU32, u32be, unb64 } from "./bytes";
 import { DecryptionFailed, InvalidKey, InvalidMessage, InvalidState, ReplayedMessage, TooManySkippedMessages } from "./errors";
 import { verifySignedPrekey } from "./formats";
 import {
-  chainKdf, checkX25519Public, dh, ed2xPrivate, ed2xPublic, hkdf, open, rootKdf, seal, x25519Pair,
+  chainKdf, checkX25519Public, dh, ed2xPrivate, ed2xPublic, hkdf, open, rootKdf, seal, sha256, x25519Pair,
   type Ed25519Pair, type X25519Pair,
 } from "./primitives";
 
@@ -16,6 +16,8 @@ export const MAX_SKIP = 1000;
 export const MAX_STORED_SKIPPED = 2000;
 /** A skipped message key is deleted this long after it was stored (§E5). */
 export const SKIPPED_KEY_LIFETIME_MS = 30 * 24 * 3600 * 1000;
+/** An archived session (not the first, the one we send on) unused this long is deleted (§E6a rule 5). */
+export const ARCHIVED_SESSION_LIFETIME_MS = 30 * 24 * 3600 * 1000;
 const U32_MAX = 0xffffffff;
 const MAX_PREVIOUS_REMOTE = 32;
 
@@ -200,7 +202,27 @@ export interface SessionState {
   heardFrom: boolean;
   /** Set up without a one-time prekey (the user is told: weaker against replay of the first message). */
   noOneTimePrekey: boolean;
+  /** When this session last encrypted or decrypted (ms); archived sessions expire by it. */
+  usedAt?: number;
 }
+
+/**
+ * A device's sessions after deleting the archived ones (every one but the
+ * first) unused for 30 days (§E6a rule 5). A session stored before this
+ * field existed counts as used now, so it gets its full 30 days.
+ */
+export function expireArchivedSessions(list: SessionState[], now = Date.now()): SessionState[] {
+  return list
+    .map((s) => (s.usedAt === undefined ? { ...s, usedAt: now } : s))
+    .filter((s, i) => i === 0 || now - s.usedAt! < ARCHIVED_SESSION_LIFETIME_MS);
+}
+
+/**
+ * What the replay cache remembers of an accepted prekey message (§E6a rule
+ * 4): hex SHA-256 of identity key, ephemeral key, u32be signed prekey id and
+ * the one-time prekey flag and id, which are exactly the X3DH header's bytes.
+ */
+export const prekeyMessageDigest = (pm: PrekeyMessage): string => hex(sha256(pm.headerRaw));
 
 export function initiate(identity: Ed25519Pair, bundle: Bundle): SessionState {
   const r = x3dhInitiate(identity, bundle);
