@@ -52,11 +52,16 @@ class AppRelay(HostileRelay):
 class Cast:
     def __init__(self, node: Node, loop: Loop) -> None:
         admin = admin_device(node, loop)
-        self.minister = PyDevice(loop, node.ws).enroll(new_official(admin, "รัฐมนตรี")[1])
-        self.mallory = PyDevice(loop, node.ws).enroll(new_official(admin, "มัลลอรี")[1])
-        self.victim, self.victim_code = new_official(admin, "ผู้ถูกหลอก")
         self.relay = AppRelay(node.ws)
         loop.run(self.relay.start())
+        # The Minister's device reaches the node through a relay of its own, so
+        # the server can leave one-time prekeys out of the bundles it gets.
+        self.minister_relay = HostileRelay(node.ws)
+        loop.run(self.minister_relay.start())
+        minister_code = new_official(admin, "รัฐมนตรี")[1]
+        self.minister = PyDevice(loop, self.minister_relay.url).enroll(minister_code)
+        self.mallory = PyDevice(loop, node.ws).enroll(new_official(admin, "มัลลอรี")[1])
+        self.victim, self.victim_code = new_official(admin, "ผู้ถูกหลอก")
         self.loop = loop
 
     @property
@@ -71,6 +76,7 @@ def cast(node: Node, loop: Loop) -> Iterator[Cast]:
         yield c
     finally:
         loop.run(c.relay.stop())
+        loop.run(c.minister_relay.stop())
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +124,21 @@ def test_relabelled_deliver_is_refused_and_the_binding_stays(cast: Cast, victim:
 def test_replayed_prekey_message_is_refused_and_the_session_still_works(
     cast: Cast, victim: Page
 ) -> None:
-    """The server replays the first (prekey) message of a session under new ids."""
+    """The server forces a session without a one-time prekey, then replays its
+    first (prekey) message under new ids.
+
+    Without a one-time prekey nothing else stops the replay: the handshake
+    can be run again from the victim's signed prekey alone, so only the
+    replay cache (PROTOCOL.md §E6a rule 4) refuses it.
+    """
+
+    def no_one_time_prekey(frame: f.ServerFrame) -> list[f.ServerFrame]:
+        if isinstance(frame, f.Bundle):
+            devices = [msgspec.structs.replace(d, one_time_prekey=None) for d in frame.devices]
+            return [msgspec.structs.replace(frame, devices=devices)]
+        return [frame]
+
+    cast.minister_relay.rewrite = no_one_time_prekey
     cast.relay.rewrite = lambda frame: [frame]
     minister_device = cast.minister.client.state.device_id
     send(cast.minister, cast.victim, "ข้อความแรกจากรัฐมนตรี")
@@ -132,6 +152,10 @@ def test_replayed_prekey_message_is_refused_and_the_session_still_works(
     expect(rows.first.locator(".badge")).to_have_text("4", timeout=15_000)  # 1 + 3 refused
     rows.first.click()
     expect(victim.locator(".msg.undecryptable")).to_have_count(3, timeout=15_000)
+    # Refused by the replay cache, not by a spent one-time prekey (there was none).
+    expect(victim.get_by_test_id("no-one-time-prekey")).to_be_visible()
+    refused = victim.locator(".msg.undecryptable", has_text="prekey message accepted before")
+    expect(refused).to_have_count(3)
     expect(victim.get_by_text("ข้อความแรกจากรัฐมนตรี", exact=True)).to_have_count(1)
     # Both ways still work on the one session.
     ui.send(victim, "รับทราบครับท่าน")
