@@ -490,3 +490,23 @@ def test_ratchet_state_round_trip_keeps_skipped_keys_their_age_and_refuses_other
     for bad in (b"[]", b"{}", json.dumps({**json.loads(raw), "v": 2}).encode()):
         with pytest.raises(InvalidState):
             RatchetSession.from_bytes(bad)
+
+
+def test_sender_key_empty_message_and_a_failed_skipped_key_changes_nothing() -> None:
+    owner = SenderKeyState.generate()
+    receiver = SenderKeyState.from_distribution(owner.distribution_message())
+    empty = owner.encrypt(b"")
+    assert len(empty) == 9 + 24 + 16 + 64  # the shortest group message there is
+    assert receiver.decrypt(empty) == b""
+    with pytest.raises(InvalidMessage):
+        receiver.decrypt(empty[:-1])
+    skipped = owner.encrypt(b"skipped")
+    receiver.decrypt(owner.encrypt(b"ahead"))
+    # The owner (who can sign) sends a message naming the skipped number that does not open.
+    seed = b64decode(json.loads(owner.to_bytes())["signing_seed"])
+    body = bytearray(skipped[:-64])
+    body[-1] ^= 1
+    bad = bytes(body) + IdentityKeyPair.from_seed(seed).sign(bytes(body))
+    with pytest.raises(CryptoError):
+        receiver.decrypt(bad)
+    assert receiver.decrypt(skipped) == b"skipped"  # the skipped key is still there
