@@ -59,13 +59,16 @@ class Content(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     started a session without asking the server. A sender-key distribution
     for a group travels the same way, with ``sender_key`` and
     ``conversation_id`` set (absent from ordinary messages, which are
-    unchanged on the wire).
+    unchanged on the wire). The copies of a message to another official that
+    go to our own other devices name that official in ``recipient``, so they
+    show it in the conversation it belongs to (PROTOCOL.md §E6a).
     """
 
     body: bytes
     certificate: bytes
     sender_key: bytes | None = None  # a crypto.sender_keys distribution message
     conversation_id: UUID | None = None
+    recipient: UUID | None = None
 
 
 _content_encoder = msgspec.msgpack.Encoder()
@@ -143,6 +146,9 @@ class Received:
     plaintext: bytes
     #: Set for a group message (its conversation).
     conversation_id: UUID | None = None
+    #: Set for a copy of our own message sent from another of our devices:
+    #: the official it was sent to (its conversation).
+    recipient: UUID | None = None
 
     @property
     def kind(self) -> str:
@@ -508,13 +514,16 @@ class Client:
         """
         own, me = self.state.official_id, self.state.device_id
         assert own is not None and me is not None and self.state.certificate is not None
-        content = _content_encoder.encode(
-            Content(
-                body=plaintext,
-                certificate=self.state.certificate,
-                conversation_id=sender_key[0] if sender_key else None,
-                sender_key=sender_key[1] if sender_key else None,
-            )
+        message = Content(
+            body=plaintext,
+            certificate=self.state.certificate,
+            conversation_id=sender_key[0] if sender_key else None,
+            sender_key=sender_key[1] if sender_key else None,
+        )
+        content = _content_encoder.encode(message)
+        # Our own other devices learn whom it went to (not needed for notes to self).
+        own_copy = content if recipient == own else _content_encoder.encode(
+            msgspec.structs.replace(message, recipient=recipient)
         )
         if not self.state.devices_of(recipient):
             await self.establish(recipient)
@@ -528,8 +537,11 @@ class Client:
                 raise ClientError(
                     f.Error(rid=None, code="no_devices", message="recipient has no devices")
                 )
+            mine = self.state.devices_of(own)
             envelopes = [
-                f.Envelope(device_id=device, ciphertext=self._encrypt_for(device, content))
+                f.Envelope(device_id=device, ciphertext=self._encrypt_for(
+                    device, own_copy if device in mine else content
+                ))
                 for device in sorted(targets)
             ]
             try:
@@ -649,12 +661,15 @@ class Client:
             plaintext = self.decrypt_group(
                 frame.conversation_id, frame.sender_device, frame.ciphertext
             )
+            recipient = None
         else:
             content, official = self._decrypt(frame)
+            if content.recipient is not None and official != self.state.official_id:
+                raise TrustError("only our own devices name the recipient of a message")
             if content.sender_key is not None:
                 await self._accept_sender_key(content, official, frame.sender_device)
                 return None
-            plaintext = content.body
+            plaintext, recipient = content.body, content.recipient
         return Received(
             frame.message_id,
             frame.position,
@@ -663,6 +678,7 @@ class Client:
             frame.sent_at,
             plaintext,
             frame.conversation_id if frame.kind == "group" else None,
+            recipient,
         )
 
     async def ack(self, positions: list[int]) -> None:

@@ -287,3 +287,38 @@ async def test_sender_keys_rotate_after_their_time(world: World) -> None:
     assert SenderKeyState.from_bytes(alice.state.sender_keys[cid]).key_id == first + 1
     assert [m.plaintext for m in await read(bob, 2)] == [b"week 1", b"week 2"]
     assert bob.undecryptable == []
+
+
+async def test_copies_on_own_devices_name_the_recipient_and_peers_cannot(world: World) -> None:
+    """A copy on our other device belongs to the chat with whom it went to;
+    a peer that names a recipient (to put its message in another chat) is refused."""
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    alice2 = await world.enroll(await world.new_code(oid(alice)), "alice-desk")
+    await alice.send_message(oid(bob), b"to bob", "c1")
+    [copy] = await read(alice2, 1)
+    assert (copy.sender_official, copy.recipient) == (oid(alice), oid(bob))
+    assert copy.plaintext == b"to bob"
+    [delivered] = await read(bob, 1)
+    assert delivered.recipient is None  # the recipient's devices get the content unchanged
+    # Notes to self name no recipient.
+    await alice.send_message(oid(alice), b"note", "c2")
+    [note] = await read(alice2, 1)
+    assert (note.recipient, note.plaintext) == (None, b"note")
+    # Bob claims his message was one Alice sent to Carol.
+    carol = uuid.uuid4()
+    assert bob.state.certificate is not None
+    forged = msgspec.msgpack.encode(
+        {"body": b"from carol?", "certificate": bob.state.certificate, "recipient": str(carol)}
+    )
+    await bob.send_message(oid(alice), b"hello both", "c3")  # sessions with both devices
+    assert [m.plaintext for m in await read(alice, 1)] == [b"hello both"]
+    sent = await bob.request(
+        f.Send, client_message_id="c3f", recipient=oid(alice),
+        envelopes=[f.Envelope(device_id=d, ciphertext=bob._encrypt_for(d, forged))
+                   for d in sorted([did(alice), did(alice2)])],
+    )
+    await bob.send_message(oid(alice), b"after", "c4")
+    assert [m.plaintext for m in await read(alice, 1)] == [b"after"]
+    assert sent.message_id in alice.undecryptable
+    assert "only our own devices name the recipient" in reasons(alice)[-1]

@@ -472,14 +472,17 @@ export class Device {
     const peer = this.state.peers[recipient];
     if (peer !== undefined && peer.verified !== null && peer.changed) throw new BlockedError("verified peer's devices changed");
     const raw = encodeContent(content);
+    // Our own other devices learn whom it went to, to show it in that chat (§E6a); not needed for notes to self.
+    const ownCopy = recipient === own ? raw : encodeContent({ ...content, recipient });
     if (this.devicesOf(recipient).length === 0) await this.establish(recipient, null);
     for (let attempt = 0; ; attempt++) {
       const targets = [...new Set([...this.devicesOf(recipient), ...this.devicesOf(own)])].filter((d) => d !== this.state.deviceId).sort();
       if (targets.length === 0) throw new Error("no_devices");
+      const mine = new Set(this.devicesOf(own));
       const envelopes = targets.map((device) => {
         const s = this.state.sessions[device]![0]!;
         s.usedAt = Date.now();
-        return { device_id: device, ciphertext: sessionEncrypt(s, raw) };
+        return { device_id: device, ciphertext: sessionEncrypt(s, mine.has(device) ? ownCopy : raw) };
       });
       try {
         await this.request({ type: "send", client_message_id: cmid, recipient, envelopes });
@@ -575,12 +578,18 @@ export class Device {
     }
     const content = this.decryptPairwise(official, device, ct);
     const from = this.state.bindings[device]!.official;
+    if (content.recipient !== undefined && from !== this.state.officialId) throw new CryptoError("only our own devices name the recipient of a message");
     if (content.sender_key !== undefined) {
       await this.takeDistribution(from, device, content);
       return;
     }
     const text = fromUtf8(content.body);
-    // A copy of our own message from another of our devices: shown in our own notes.
+    if (content.recipient !== undefined) {
+      // A copy of what we sent from another of our devices: in the chat with whom it went to, as ours.
+      await this.record(`d:${content.recipient}`, { id, from, text, at, state: "sent" }, this.directChat(content.recipient), false);
+      return;
+    }
+    // From a peer, or a note to self from another of our devices (shown in our own notes).
     await this.record(`d:${from}`, { id, from, text, at, state: "received" }, this.directChat(from), from !== this.state.officialId);
   }
 

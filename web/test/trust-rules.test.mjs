@@ -1,6 +1,7 @@
 // The client trust rules that are pure functions, tested as an attacker would try them.
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
+import { encode } from "@msgpack/msgpack";
 import * as c from "../build/crypto.mjs";
 
 before(async () => { await c.loadSodium(); });
@@ -156,4 +157,17 @@ test("a prekey message for another handshake is not taken by an existing session
   const a2 = c.initiate(alice, bundle);
   assert.throws(() => c.sessionDecrypt(b1, c.sessionEncrypt(a2, c.utf8("two"))), c.InvalidMessage);
   assert.equal(a1.noOneTimePrekey, true);
+});
+
+test("content: a copy for our own devices names the recipient; anything but a UUID string is refused", () => {
+  const to = "0b7e7a52-3f0e-4c8e-9d1a-2f4b6c8d0e1f";
+  const base = { body: c.utf8("hi"), certificate: c.randomBytes(153) };
+  const copy = c.decodeContent(c.encodeContent({ ...base, recipient: to }));
+  assert.equal(copy.recipient, to);
+  assert.equal(c.decodeContent(c.encodeContent(base)).recipient, undefined);
+  // Ordinary content is unchanged on the wire (no recipient key at all).
+  assert.ok(c.encodeContent({ ...base, recipient: to }).length > c.encodeContent(base).length);
+  for (const bad of ["not-a-uuid", 7, c.utf8(to)]) {
+    assert.throws(() => c.decodeContent(encode({ body: base.body, certificate: base.certificate, recipient: bad })), c.InvalidMessage);
+  }
 });
