@@ -10,6 +10,7 @@ history and sessions across a reload.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, BrowserType, Page, expect
 
+from protocol.frames import IssueCode
 from tests.web import ui
 from tests.web.harness import Loop, Node, PyDevice, admin_device, chromium_path, new_official
 
@@ -203,6 +205,26 @@ def test_storage_holds_no_plaintext_and_the_key_cannot_be_read(phone: Page) -> N
     assert found["leaks"] == []
     assert found["extractable"] is False and found["exported"] == "refused"
     assert found["localStorage"] == 0
+
+
+def test_a_message_sent_from_another_own_device_shows_in_its_chat(
+    node: Node, loop: Loop, people: People, phone: Page
+) -> None:
+    """Somchai writes to Somying from a second device: his phone shows it, as his,
+    in the chat with Somying (the copy names the recipient, PROTOCOL.md §E6a)."""
+    second = PyDevice(loop, node.ws).enroll(
+        str(people.admin.request(IssueCode, official_id=people.somchai).code), "somchai-cli"
+    )
+    text = "ส่งจากเครื่องที่สองของสมชาย"
+    second.call(second.client.send_message, people.somying, text.encode(), uuid.uuid4().hex)
+    ui.back_home(phone)
+    rows = phone.get_by_test_id("chat-row")
+    expect(rows.filter(has_text=text)).to_have_count(1, timeout=15_000)
+    expect(rows.filter(has_text=text)).to_contain_text("สมหญิง")
+    expect(rows.filter(has_text=text).locator(".badge")).to_have_count(0)  # ours: nothing unread
+    rows.filter(has_text=text).click()
+    expect(phone.locator(".msg.mine", has_text=text)).to_have_count(1)
+    expect(phone.get_by_text("สวัสดีครับ คุณสมหญิง ประชุมบ่ายนี้ 14:00 น.")).to_be_visible()
 
 
 def test_sign_out_wipes_the_device(node: Node, phone: Page) -> None:
