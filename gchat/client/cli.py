@@ -103,7 +103,7 @@ def cmd_send(args: argparse.Namespace) -> None:
 
 
 def _message_line(message: Received) -> dict[str, Any]:
-    return {
+    line = {
         "kind": message.kind,
         "conversation_id": str(message.conversation_id) if message.conversation_id else None,
         "message_id": str(message.message_id),
@@ -112,6 +112,10 @@ def _message_line(message: Received) -> dict[str, Any]:
         "sent_at": message.sent_at,
         "text": message.plaintext.decode(errors="replace"),
     }
+    if message.recipient is not None:
+        # Sent by this official from another device: the chat it belongs to (PROTOCOL.md §E6a).
+        line["to_official"] = str(message.recipient)
+    return line
 
 
 #: listen's exit status and sentence per final close code.

@@ -181,3 +181,15 @@ async def test_listen_reconnects_after_a_restart_and_exits_on_4409_and_4403(
         await again.close()
     finally:
         await restarted.stop()
+
+
+def test_listen_names_the_recipient_of_a_copy_from_another_own_device() -> None:
+    from uuid import uuid4
+
+    from gchat.client.cli import _message_line
+    from gchat.client.sdk import Received
+
+    to = uuid4()
+    copy = Received(uuid4(), 1, uuid4(), uuid4(), 0, b"hi", None, to)
+    assert _message_line(copy)["to_official"] == str(to)
+    assert "to_official" not in _message_line(dataclasses.replace(copy, recipient=None))
