@@ -510,3 +510,41 @@ def test_sender_key_empty_message_and_a_failed_skipped_key_changes_nothing() -> 
     with pytest.raises(CryptoError):
         receiver.decrypt(bad)
     assert receiver.decrypt(skipped) == b"skipped"  # the skipped key is still there
+
+
+def test_ratchet_state_refuses_counters_outside_u32() -> None:
+    from crypto.ratchet import RatchetSession
+
+    a, _ = pair()
+    raw = json.loads(a._ratchet.to_bytes())
+    for bad in (-1, 2**32):
+        with pytest.raises(InvalidState):
+            RatchetSession.from_bytes(json.dumps({**raw, "nr": bad}).encode())
+    assert RatchetSession.from_bytes(json.dumps({**raw, "nr": 2**32 - 1}).encode())
+
+
+def test_initiator_refuses_a_forged_first_reply_that_claims_skipped_messages() -> None:
+    alice, bob = Device(), Device()
+    a = Session.initiate(alice.identity, bob.bundle())
+    a.encrypt(b"hello")
+    before = a.to_bytes()
+    forged_key = PrekeyPair.generate(0).public_key
+    forged = b"\x02" + RatchetHeader(forged_key, 5, 0).to_bytes() + bytes(60)
+    with pytest.raises(CryptoError):
+        a.decrypt(forged)
+    assert a.to_bytes() == before
+
+
+def test_x3dh_header_ids_are_big_endian_u32_and_the_flag_is_0_or_1() -> None:
+    from crypto.x3dh import X3DHHeader
+
+    ik, ek = bytes([1]) * 32, bytes([2]) * 32
+    header = X3DHHeader(ik, ek, 0x01020304, 0x0A0B0C0D)
+    raw = header.to_bytes()
+    assert raw[64:68] == bytes([1, 2, 3, 4]) and raw[69:73] == bytes([10, 11, 12, 13])
+    assert X3DHHeader.parse(raw + b"rest") == (header, 73)
+    none = X3DHHeader(ik, ek, 0x01020304, None)
+    assert X3DHHeader.parse(none.to_bytes() + bytes(8)) == (none, 69)
+    for flag in (2, 0xFF):
+        with pytest.raises(InvalidMessage):
+            X3DHHeader.parse(raw[:68] + bytes([flag]) + raw[69:])
