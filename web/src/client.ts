@@ -225,9 +225,9 @@ export class Device {
     this.state.token = String(reply["token"]);
     this.state.tokenExpiresAt = Number(reply["token_expires_at"]);
     await this.rotateSignedPrekeyIfDue(wire);
-    // Archived sessions unused for 30 days go, also for peers that stay silent (§E6a rule 5).
+    // Archived sessions unused for 30 days go, also for peers that stay silent (§E6a rule 5);
+    // saved with the next change of state (nothing is lost if not: they would go again).
     for (const [device, list] of Object.entries(this.state.sessions)) this.state.sessions[device] = expireArchivedSessions(list);
-    await this.save();
   }
 
   /** Every 7 days, on authentication; the two previous keys (and their replay entries) are kept. */
