@@ -56,6 +56,8 @@ from gchat.messaging.committer import SendCommitter
 from gchat.messaging.delivery import Inbox
 from gchat.messaging.handlers import MessagingHandlers
 from gchat.messaging.service import Messaging
+from gchat.push.handlers import PushHandlers
+from gchat.push.service import PushRegistrations
 from gchat.runtime import logs, node_id, samplers
 from gchat.runtime.broker import Broker, InProcessBroker, Signal, SignalKind
 from gchat.runtime.embedded_postgres import EmbeddedPostgres
@@ -289,6 +291,7 @@ class App:
                         directory,
                     ),
                     AuditHandlers(self.audit_service),
+                    PushHandlers(PushRegistrations(db, keys.vapid)),
                 ],
                 SESSION_FRAMES,
             ),

@@ -34,9 +34,7 @@ ClientMessageId = Annotated[
         min_length=1, max_length=limits.MAX_CLIENT_MESSAGE_ID, pattern=r"^[A-Za-z0-9_.:-]+\Z"
     ),
 ]
-Ciphertext = Annotated[
-    bytes, msgspec.Meta(min_length=1, max_length=limits.MAX_CIPHERTEXT_BYTES)
-]
+Ciphertext = Annotated[bytes, msgspec.Meta(min_length=1, max_length=limits.MAX_CIPHERTEXT_BYTES)]
 Position = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 Timestamp = Annotated[int, msgspec.Meta(ge=0)]  # milliseconds since the Unix epoch
 
@@ -44,7 +42,6 @@ Timestamp = Annotated[int, msgspec.Meta(ge=0)]  # milliseconds since the Unix ep
 def wire_time(moment: datetime) -> int:
     """A timezone-aware time as the wire carries it: whole ms since the epoch."""
     return int(moment.timestamp() * 1000)
-
 
 
 class _Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
@@ -162,9 +159,9 @@ class GetBundle(_Frame, tag="get_bundle"):
 
     rid: RequestId
     official_id: UUID
-    device_ids: Annotated[
-        list[UUID], msgspec.Meta(max_length=limits.MAX_RECIPIENT_DEVICES)
-    ] | None = None
+    device_ids: (
+        Annotated[list[UUID], msgspec.Meta(max_length=limits.MAX_RECIPIENT_DEVICES)] | None
+    ) = None
 
 
 class Send(_Frame, tag="send"):
@@ -309,9 +306,7 @@ class Error(_Frame, tag="error"):
 #: over this label followed by the event's MessagePack bytes.
 MEMBERSHIP_SIGNATURE_LABEL = b"gchat.membership.v1"
 
-Officials = Annotated[
-    list[UUID], msgspec.Meta(min_length=1, max_length=limits.MAX_GROUP_MEMBERS)
-]
+Officials = Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=limits.MAX_GROUP_MEMBERS)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 MembershipAction = Literal[
     "created", "added", "removed", "left", "promoted", "demoted", "renamed", "announcement"
@@ -450,7 +445,6 @@ class SignedMembershipEvent(msgspec.Struct, forbid_unknown_fields=True):
 
     event: bytes  # MessagePack of MembershipEvent
     signature: Signature  # directory key over MEMBERSHIP_SIGNATURE_LABEL || event
-
 
 
 # --- audit operations (auditor role; access transparency for everyone) -------
@@ -594,9 +588,7 @@ OfficialStatus = Literal["active", "suspended", "retired"]
 MessageScope = Literal["agency", "ministry", "all"]
 AgencyCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
 #: Optional text in an update: absent/None keeps the value, "" clears it.
-EditText = Annotated[
-    str, msgspec.Meta(max_length=limits.MAX_TEXT, extra={"text": "display"})
-]
+EditText = Annotated[str, msgspec.Meta(max_length=limits.MAX_TEXT, extra={"text": "display"})]
 ImportText = Annotated[str, msgspec.Meta(max_length=limits.MAX_IMPORT_TEXT)]
 PageOffset = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_PAGE)]
@@ -965,6 +957,56 @@ class ImportDiscarded(_Frame, tag="import_discarded"):
     import_id: UUID
 
 
+# --- push notifications (docs/PROTOCOL.md "Push notifications") -------------
+
+#: A Web Push endpoint: an https URL (checked further by the server).
+PushEndpoint = Annotated[
+    str,
+    msgspec.Meta(min_length=9, max_length=limits.MAX_PUSH_ENDPOINT, pattern=r"^https://[!-~]+\Z"),
+]
+
+
+class GetPushConfig(_Frame, tag="get_push_config"):
+    """Ask for the node's VAPID public key (and whether this device is registered)."""
+
+    rid: RequestId
+
+
+class RegisterPush(_Frame, tag="register_push"):
+    """Register (or replace) this device's Web Push subscription (RFC 8030/8291)."""
+
+    rid: RequestId
+    endpoint: PushEndpoint
+    #: The subscription's P-256 public key, uncompressed (65 bytes, 0x04 first).
+    p256dh: Annotated[bytes, msgspec.Meta(min_length=65, max_length=65)]
+    #: The subscription's authentication secret (16 bytes).
+    auth: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+
+
+class UnregisterPush(_Frame, tag="unregister_push"):
+    """Remove this device's Web Push subscription (signing out)."""
+
+    rid: RequestId
+
+
+class PushConfig(_Frame, tag="push_config"):
+    rid: RequestId
+    #: The node's VAPID public key (RFC 8292), uncompressed P-256 (65 bytes):
+    #: the ``applicationServerKey`` of ``PushManager.subscribe``.
+    vapid_public_key: bytes
+    registered: bool
+
+
+class PushRegistered(_Frame, tag="push_registered"):
+    rid: RequestId
+
+
+class PushUnregistered(_Frame, tag="push_unregistered"):
+    rid: RequestId
+    #: False when the device had no subscription.
+    removed: bool
+
+
 ClientFrame = (
     Auth
     | AuthToken
@@ -1013,6 +1055,9 @@ ClientFrame = (
     | AuditGetConsistency
     | AuditExport
     | AuditListAccesses
+    | GetPushConfig
+    | RegisterPush
+    | UnregisterPush
 )
 ServerFrame = (
     Challenge
@@ -1047,6 +1092,9 @@ ServerFrame = (
     | AuditInclusion
     | AuditConsistency
     | AuditExportPage
+    | PushConfig
+    | PushRegistered
+    | PushUnregistered
 )
 
 CLIENT_FRAME_TYPES: tuple[type[_Frame], ...] = get_args(ClientFrame)

@@ -40,3 +40,5 @@ MAX_IMPORT_TEXT: Final = 1000
 MAX_PAGE: Final = 500
 #: Most words in a directory search query.
 MAX_SEARCH_WORDS: Final = 8
+#: Longest Web Push endpoint URL accepted by ``register_push``.
+MAX_PUSH_ENDPOINT: Final = 1024

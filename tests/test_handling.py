@@ -16,6 +16,7 @@ from gchat.handling import HandlerError, client_frames, handles, request_table
 from gchat.identity.handlers import IdentityHandlers
 from gchat.identity.principal import Principal
 from gchat.messaging.handlers import MessagingHandlers
+from gchat.push.handlers import PushHandlers
 from gchat.transport.connection import SESSION_FRAMES
 from protocol import frames as f
 
@@ -30,6 +31,7 @@ def features() -> list[object]:
         ConversationHandlers(NOTHING),
         DirectoryHandlers(NOTHING, NOTHING, NOTHING),
         AuditHandlers(NOTHING),
+        PushHandlers(NOTHING),
     ]
 
 

@@ -53,6 +53,12 @@ SAMPLES: dict[type, f.ClientFrame] = {
     f.AuditGetConsistency: f.AuditGetConsistency(rid=1, old_size=1, new_size=2),
     f.AuditExport: f.AuditExport(rid=1),
     f.AuditListAccesses: f.AuditListAccesses(rid=1),
+    # push notifications
+    f.GetPushConfig: f.GetPushConfig(rid=1),
+    f.RegisterPush: f.RegisterPush(
+        rid=1, endpoint="https://push.example/s", p256dh=b"\x04" + bytes(64), auth=bytes(16)
+    ),
+    f.UnregisterPush: f.UnregisterPush(rid=1),
     # conversations and groups
     f.OpenDirect: f.OpenDirect(rid=1, official_id=ID),
     f.CreateGroup: f.CreateGroup(rid=1, title="desk", members=[ID]),
