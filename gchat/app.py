@@ -57,6 +57,8 @@ from gchat.messaging.delivery import Inbox
 from gchat.messaging.handlers import MessagingHandlers
 from gchat.messaging.service import Messaging
 from gchat.push.handlers import PushHandlers
+from gchat.push.notifier import Coalescer, LocalCoalescer, PushNotifier, RedisCoalescer
+from gchat.push.sender import WebPushSender
 from gchat.push.service import PushRegistrations
 from gchat.runtime import logs, node_id, samplers
 from gchat.runtime.broker import Broker, InProcessBroker, Signal, SignalKind
@@ -154,15 +156,14 @@ class App:
         self.sequencer: Sequencer | None = None
         #: Refused auth/enrolment attempts, audited per address and window.
         self.failures: FailureAudit | None = None
+        self.push: PushNotifier | None = None
 
     async def _start_broker(self) -> None:
         """The in-process broker alone, or Redis shared by every node."""
         config = self.config
         if config.redis_url:
             self._redis = connect_redis(config.redis_url)
-            self.broker = RedisBroker(
-                self._redis, config.redis_prefix, self.node_id, self.metrics
-            )
+            self.broker = RedisBroker(self._redis, config.redis_prefix, self.node_id, self.metrics)
             self.limiter = RedisRateLimiter(
                 self._redis,
                 config.redis_prefix,
@@ -174,6 +175,20 @@ class App:
         broker = self.broker
         self.metrics.broker_healthy.set_function(lambda: 1.0 if broker.healthy else 0.0)
 
+    def _push_notifier(self, db: Database, keys: ServerKeys) -> PushNotifier:
+        """Web Push to devices not connected here: one per device and window."""
+        config = self.config
+        tls = ssl.create_default_context()
+        if config.push_ca_file:
+            tls.load_verify_locations(config.push_ca_file)
+        coalescer: Coalescer = (
+            RedisCoalescer(self._redis, config.redis_prefix, config.push_coalesce_seconds)
+            if self._redis is not None
+            else LocalCoalescer(config.push_coalesce_seconds)
+        )
+        sender = WebPushSender(keys.vapid, config.push_subject, ssl_context=tls)
+        return PushNotifier(db, sender, coalescer, self.broker.devices)
+
     async def start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -184,11 +199,14 @@ class App:
         broker = self.broker
         limiter = self.limiter
         self.revocations = Revocations(db, broker)
+        self.push = self._push_notifier(db, keys)
+        push = self.push
 
         async def wake_recipients(batch: list[NewMessage]) -> None:
             devices = {device for m in batch for device, _ in m.envelopes}
             devices.update(device for m in batch for device in m.fanned_out)  # group sends
             await broker.publish(devices, Signal(SignalKind.WAKE))
+            push.notify(devices)  # returns at once: pushes run in the background
 
         async def prekeys_low(device_id: object, left: int) -> None:
             await broker.publish([device_id], Signal(SignalKind.PREKEYS_LOW, left))  # type: ignore[list-item]
@@ -435,6 +453,8 @@ class App:
             await self._committer.stop()
         if self._inbox is not None:
             await self._inbox.stop()
+        if self.push is not None:
+            await self.push.close()
         if self.failures is not None:
             await self.failures.stop()
         if self.sequencer is not None:

@@ -54,8 +54,9 @@ def _config(args: argparse.Namespace) -> config.Config:
     except ValueError as error:
         raise UserError(f"bad configuration: {error}") from None
     except OSError as error:
-        raise UserError(f"cannot read the configuration file {error.filename}: "
-                        f"{error.strerror}") from None
+        raise UserError(
+            f"cannot read the configuration file {error.filename}: {error.strerror}"
+        ) from None
 
 
 def _database_name(cfg: config.Config) -> str:
@@ -67,9 +68,7 @@ def _database_name(cfg: config.Config) -> str:
     return f"PostgreSQL database {parts.path.lstrip('/') or '(default)'} on {host}"
 
 
-async def _with_database(
-    cfg: config.Config, work: Callable[[Any], Awaitable[None]]
-) -> None:
+async def _with_database(cfg: config.Config, work: Callable[[Any], Awaitable[None]]) -> None:
     """Open the configured database (embedded or not) for a host-side command.
 
     An embedded cluster that a running node already started is left running.
@@ -121,8 +120,10 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
 
     async def work(db: Any) -> None:
         if await store.code_taken(db.pool, args.agency_code):
-            raise UserError(f"an agency with the code {args.agency_code} exists already: "
-                            "choose another --agency-code")
+            raise UserError(
+                f"an agency with the code {args.agency_code} exists already: "
+                "choose another --agency-code"
+            )
         existing = await store.list_agencies(db.pool, None)
         if existing and not args.force:
             raise UserError(
@@ -136,16 +137,21 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
         agency, official, code = await directory.bootstrap(
             args.agency_code, args.agency_name, args.name
         )
-        print(f"bootstrap: used {_database_name(cfg)} (data folder {cfg.data_dir.resolve()})",
-              file=sys.stderr)
+        print(
+            f"bootstrap: used {_database_name(cfg)} (data folder {cfg.data_dir.resolve()})",
+            file=sys.stderr,
+        )
         if args.json:
-            print(json.dumps({"agency_id": str(agency), "official_id": str(official),
-                              "code": code}))
+            print(
+                json.dumps({"agency_id": str(agency), "official_id": str(official), "code": code})
+            )
             return
         print(f"created agency {args.agency_code} and its superadmin {args.name}")
         print(f"enrolment code for {args.name}: {code}")
-        print("enrol the superadmin's device with: gchat client enroll --url ws://HOST:PORT "
-              f"--code {code} --state admin.state")
+        print(
+            "enrol the superadmin's device with: gchat client enroll --url ws://HOST:PORT "
+            f"--code {code} --state admin.state"
+        )
 
     asyncio.run(_with_database(cfg, work))
 
@@ -175,10 +181,14 @@ def parser() -> argparse.ArgumentParser:
     boot.add_argument("--agency-name", required=True)
     boot.add_argument("--name", required=True, help="the superadmin's name")
     boot.add_argument("--data-dir", type=Path)
-    boot.add_argument("--new-data-dir", action="store_true",
-                      help="allow a data folder no node has used yet")
-    boot.add_argument("--force", action="store_true",
-                      help="bootstrap again: another top-level agency and superadmin")
+    boot.add_argument(
+        "--new-data-dir", action="store_true", help="allow a data folder no node has used yet"
+    )
+    boot.add_argument(
+        "--force",
+        action="store_true",
+        help="bootstrap again: another top-level agency and superadmin",
+    )
     boot.add_argument("--json", action="store_true", help="print JSON")
     boot.set_defaults(func=cmd_bootstrap)
     from gchat.runtime import backup_cli
@@ -202,8 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     from gchat.client import cli_errors
 
-    cli_errors.run(lambda: args.func(args), debug=args.debug,
-                   url=lambda: getattr(args, "url", None))
+    cli_errors.run(
+        lambda: args.func(args), debug=args.debug, url=lambda: getattr(args, "url", None)
+    )
 
 
 if __name__ == "__main__":

@@ -60,6 +60,12 @@ class Config:
     #: Refused auth and enrolment attempts are audited as one event per
     #: address and this window (gchat.audit.failures), never one per attempt.
     failure_audit_seconds: float = 60.0
+    #: At most one Web Push per device per this many seconds (issue 15).
+    push_coalesce_seconds: float = 30.0
+    #: The VAPID ``sub`` claim: how a push service reaches the operator.
+    push_subject: str = "mailto:admin@localhost"
+    #: A CA file to trust for push services besides the system's (a private relay).
+    push_ca_file: str = ""
     #: Record audit events (turn off only to measure auditing's cost).
     audit_enabled: bool = True
     #: The audit sequencer signs a tree head this often when the log grew.

@@ -136,7 +136,10 @@ class FailureAudit:
         for (kind, remote), t in sorted(batch.items()):
             log.warning(
                 "refused attempts kind=%s remote=%s count=%d reasons=%s",
-                kind, remote, t.count, ",".join(f"{r}:{n}" for r, n in sorted(t.reasons.items())),
+                kind,
+                remote,
+                t.count,
+                ",".join(f"{r}:{n}" for r, n in sorted(t.reasons.items())),
             )
         return len(events)
 

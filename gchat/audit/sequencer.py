@@ -182,7 +182,11 @@ class Sequencer:
                     # the next term resumes from what was committed.
                     subtrees = tree.extend(hashes)
                     await store.append_leaves(
-                        conn, first, [event_id for event_id, _ in rows], hashes, since.floor,
+                        conn,
+                        first,
+                        [event_id for event_id, _ in rows],
+                        hashes,
+                        since.floor,
                         subtrees,
                     )
             self.sequenced += len(rows)
@@ -194,8 +198,9 @@ class Sequencer:
         signature = self._key.sign(head.signing_message())
         await store.insert_tree_head(
             conn,
-            store.TreeHeadRow(head.tree_size, head.timestamp_ms, head.root_hash, signature,
-                              self._key_id),
+            store.TreeHeadRow(
+                head.tree_size, head.timestamp_ms, head.root_hash, signature, self._key_id
+            ),
         )
         await conn.execute("SELECT pg_notify($1, $2)", SIGNED_CHANNEL, str(head.timestamp_ms))
         log.info("audit tree head signed size=%d", head.tree_size)
@@ -217,8 +222,7 @@ async def resume(conn: asyncpg.Connection, size: int) -> MerkleAccumulator:
         except KeyError as missing:
             if attempt:
                 raise RuntimeError(f"audit log storage is incomplete: {missing}") from None
-            log.warning("audit subtree roots missing (%s): computing them from the leaves",
-                        missing)
+            log.warning("audit subtree roots missing (%s): computing them from the leaves", missing)
             added = await store.backfill_subtrees(conn)
             log.warning("audit subtree roots stored: %d", added)
     raise AssertionError("unreachable")

@@ -185,8 +185,10 @@ class AuditService:
                         return _signed(row)
                     left = deadline - loop.time()
                     if left <= 0:
-                        log.warning("no fresh tree head within %.1fs: is a sequencer running?",
-                                    self._fresh_timeout)
+                        log.warning(
+                            "no fresh tree head within %.1fs: is a sequencer running?",
+                            self._fresh_timeout,
+                        )
                         return None if row is None else _signed(row)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(signed.wait(), min(left, _ASK_AGAIN_SECONDS))
@@ -241,7 +243,11 @@ class AuditService:
         return proof, await self._head_of_size(old_size), await self._head_of_size(new_size)
 
     async def export(
-        self, actor: Principal, start: int, end: int | None, tree_size: int | None,
+        self,
+        actor: Principal,
+        start: int,
+        end: int | None,
+        tree_size: int | None,
         cursor: int | None,
     ) -> tuple[list[str], int | None, int]:
         """One page of the JSON Lines export of leaves [start, end) against a signed head.
@@ -285,9 +291,7 @@ class AuditService:
         )
         return page.lines, page.cursor, size
 
-    async def accesses(
-        self, actor: Principal, after_id: int, limit: int
-    ) -> list[store.EventRow]:
+    async def accesses(self, actor: Principal, after_id: int, limit: int) -> list[store.EventRow]:
         """Access transparency: auditors' queries that concerned the caller's metadata.
 
         Only queries older than the configured delay are shown, so an

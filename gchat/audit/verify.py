@@ -365,7 +365,8 @@ class _Verifier:
         if index != self.expected:
             if index > self.expected:
                 missing = (
-                    f"{self.expected}" if index == self.expected + 1
+                    f"{self.expected}"
+                    if index == self.expected + 1
                     else f"{self.expected}..{index - 1}"
                 )
                 self.fail(
@@ -378,8 +379,9 @@ class _Verifier:
                 self.prefix_ok = False
             else:
                 self.fail(
-                    Failure(f"out of order or repeated (expected index {self.expected})",
-                            index, kind)
+                    Failure(
+                        f"out of order or repeated (expected index {self.expected})", index, kind
+                    )
                 )
                 return
         self.expected = index + 1
@@ -464,8 +466,12 @@ class _Verifier:
         else:
             report.failures.extend(self.not_included)
             if count > len(self.not_included):
-                self.fail(Failure(f"and {count - len(self.not_included)} more entries "
-                                  "not included in the signed tree"))
+                self.fail(
+                    Failure(
+                        f"and {count - len(self.not_included)} more entries "
+                        "not included in the signed tree"
+                    )
+                )
         if self.mismatch:
             good, n = self.good, self.mismatch_at
             # Point at the range's first entry unless a precise failure inside
@@ -475,15 +481,15 @@ class _Verifier:
                 Failure(
                     f"the entries do not reproduce the signed tree head of size {n}: an "
                     f"entry between index {good} and {n - 1} was altered, removed or moved "
-                    "(the stored leaf hashes were rewritten to match)" if not named else
-                    f"the entries do not reproduce the signed tree head of size {n}",
+                    "(the stored leaf hashes were rewritten to match)"
+                    if not named
+                    else f"the entries do not reproduce the signed tree head of size {n}",
                     None if named else good,
                     None if named else self.kinds.get(good),
                 )
             )
         if self.expected < self.end:
-            self.fail(Failure(f"missing: the export ends before its end {self.end}",
-                              self.expected))
+            self.fail(Failure(f"missing: the export ends before its end {self.end}", self.expected))
         if self.unproved:
             self.fail(
                 Failure(

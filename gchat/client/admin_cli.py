@@ -43,16 +43,28 @@ def _when(ms: int | None) -> str:
     return when(ms)
 
 
-def _officials(args: argparse.Namespace, found: Sequence[f.OfficialInfo],
-               codes: dict[uuid.UUID, str]) -> None:
+def _officials(
+    args: argparse.Namespace, found: Sequence[f.OfficialInfo], codes: dict[uuid.UUID, str]
+) -> None:
     if args.json:
         for o in found:
             _emit(args, o)
         return
     table(
         ("id", "employee_id", "name_th", "name_en", "position", "agency", "status", "roles"),
-        [(o.id, o.employee_id, o.name_th, o.name_en, o.position, o.agency_code, o.status,
-          roles_text(o.roles, codes)) for o in found],
+        [
+            (
+                o.id,
+                o.employee_id,
+                o.name_th,
+                o.name_en,
+                o.position,
+                o.agency_code,
+                o.status,
+                roles_text(o.roles, codes),
+            )
+            for o in found
+        ],
         sys.stdout,
     )
 
@@ -70,7 +82,10 @@ def _run(args: argparse.Namespace, work: Any) -> None:
 def cmd_agency_create(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
         reply: f.AgencyReply = await client.request(
-            f.CreateAgency, code=args.code, name_th=args.name_th, name_en=args.name_en,
+            f.CreateAgency,
+            code=args.code,
+            name_th=args.name_th,
+            name_en=args.name_en,
             parent_id=await agency_id(client, args.parent),
         )
         _agency_out(args, [reply.agency])
@@ -81,8 +96,11 @@ def cmd_agency_create(args: argparse.Namespace) -> None:
 def cmd_agency_rename(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
         reply: f.AgencyReply = await client.request(
-            f.UpdateAgency, agency_id=await agency_id(client, args.agency), code=args.code,
-            name_th=args.name_th, name_en=args.name_en,
+            f.UpdateAgency,
+            agency_id=await agency_id(client, args.agency),
+            code=args.code,
+            name_th=args.name_th,
+            name_en=args.name_en,
         )
         _agency_out(args, [reply.agency])
 
@@ -115,16 +133,21 @@ def _agency_out(args: argparse.Namespace, agencies: Sequence[f.AgencyInfo]) -> N
         for a in agencies:
             _emit(args, a)
         return
-    table(("code", "name_th", "name_en", "id"),
-          [("  " * a.depth + a.code, a.name_th, a.name_en, a.id) for a in agencies], sys.stdout)
+    table(
+        ("code", "name_th", "name_en", "id"),
+        [("  " * a.depth + a.code, a.name_th, a.name_en, a.id) for a in agencies],
+        sys.stdout,
+    )
 
 
 # --- officials -------------------------------------------------------------------------
 
 
 def _official_fields(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in
-            ("name_th", "name_en", "position", "email", "phone", "employee_id")}
+    return {
+        name: getattr(args, name)
+        for name in ("name_th", "name_en", "position", "email", "phone", "employee_id")
+    }
 
 
 def cmd_official_add(args: argparse.Namespace) -> None:
@@ -134,7 +157,9 @@ def cmd_official_add(args: argparse.Namespace) -> None:
         if not name:
             raise UserError("give the official's name: --name-th and/or --name-en")
         reply: f.OfficialCreated = await client.request(
-            f.CreateOfficial, name=name, agency_id=await agency_id(client, args.agency),
+            f.CreateOfficial,
+            name=name,
+            agency_id=await agency_id(client, args.agency),
             **fields,
         )
         shown: f.OfficialReply = await client.request(f.GetOfficial, official_id=reply.official_id)
@@ -165,7 +190,8 @@ def cmd_official_update(args: argparse.Namespace) -> None:
 def cmd_official_move(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
         reply: f.OfficialReply = await client.request(
-            f.MoveOfficial, official_id=args.official,
+            f.MoveOfficial,
+            official_id=args.official,
             agency_id=await agency_id(client, args.agency),
         )
         _officials(args, [reply.official], await agency_codes(client))
@@ -194,11 +220,18 @@ def cmd_official_show(args: argparse.Namespace) -> None:
             _emit(args, o)
             return
         codes = await agency_codes(client)
-        for label, value in (("id", o.id), ("employee_id", o.employee_id),
-                             ("name_th", o.name_th), ("name_en", o.name_en),
-                             ("position", o.position), ("agency", o.agency_code),
-                             ("email", o.email), ("phone", o.phone), ("status", o.status),
-                             ("roles", roles_text(o.roles, codes) or "official")):
+        for label, value in (
+            ("id", o.id),
+            ("employee_id", o.employee_id),
+            ("name_th", o.name_th),
+            ("name_en", o.name_en),
+            ("position", o.position),
+            ("agency", o.agency_code),
+            ("email", o.email),
+            ("phone", o.phone),
+            ("status", o.status),
+            ("roles", roles_text(o.roles, codes) or "official"),
+        ):
             print(f"{label:<12} {'' if value is None else value}")
         devices: f.DeviceList = await client.request(f.ListDevices, official_id=o.id)
         print()
@@ -221,7 +254,9 @@ def cmd_official_list(args: argparse.Namespace) -> None:
 def cmd_role_grant(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
         reply: f.OfficialReply = await client.request(
-            f.GrantRole, official_id=args.official, role=args.role,
+            f.GrantRole,
+            official_id=args.official,
+            role=args.role,
             scope_agency_id=await agency_id(client, args.scope),
         )
         _officials(args, [reply.official], await agency_codes(client))
@@ -244,9 +279,22 @@ def _devices_out(args: argparse.Namespace, found: Sequence[f.DeviceInfo]) -> Non
         for d in found:
             _emit(args, d)
         return
-    table(("device_id", "name", "platform", "status", "enrolled", "last_seen", "revoked"),
-          [(d.device_id, d.name, d.platform, d.status, _when(d.enrolled_at),
-            _when(d.last_seen_at), _when(d.revoked_at)) for d in found], sys.stdout)
+    table(
+        ("device_id", "name", "platform", "status", "enrolled", "last_seen", "revoked"),
+        [
+            (
+                d.device_id,
+                d.name,
+                d.platform,
+                d.status,
+                _when(d.enrolled_at),
+                _when(d.last_seen_at),
+                _when(d.revoked_at),
+            )
+            for d in found
+        ],
+        sys.stdout,
+    )
 
 
 def cmd_device_list(args: argparse.Namespace) -> None:
@@ -287,9 +335,14 @@ def cmd_code_list(args: argparse.Namespace) -> None:
             for c in reply.codes:
                 _emit(args, c)
             return
-        table(("code_id", "state", "issued", "expires", "device"),
-              [(c.code_id, c.state, _when(c.created_at), _when(c.expires_at), c.device_id)
-               for c in reply.codes], sys.stdout)
+        table(
+            ("code_id", "state", "issued", "expires", "device"),
+            [
+                (c.code_id, c.state, _when(c.created_at), _when(c.expires_at), c.device_id)
+                for c in reply.codes
+            ],
+            sys.stdout,
+        )
 
     _run(args, work)
 
@@ -315,9 +368,19 @@ def _policy_out(args: argparse.Namespace, reply: f.PolicyReply) -> None:
     rows = [("set here", reply.policy)]
     if reply.effective is not None:
         rows.append(("effective", reply.effective))
-    table(("", "message_scope", "max_devices", "retention_seconds"),
-          [(label, p.message_scope or "(inherit)", p.max_devices or "(inherit)",
-            p.retention_seconds or "(inherit)") for label, p in rows], sys.stdout)
+    table(
+        ("", "message_scope", "max_devices", "retention_seconds"),
+        [
+            (
+                label,
+                p.message_scope or "(inherit)",
+                p.max_devices or "(inherit)",
+                p.retention_seconds or "(inherit)",
+            )
+            for label, p in rows
+        ],
+        sys.stdout,
+    )
 
 
 def cmd_policy_set(args: argparse.Namespace) -> None:
@@ -326,9 +389,13 @@ def cmd_policy_set(args: argparse.Namespace) -> None:
         if args.retention_days is not None:
             retention = int(args.retention_days * 86400)
         reply: f.PolicyReply = await client.request(
-            f.SetPolicy, agency_id=await agency_id(client, args.agency),
-            policy=f.PolicyInfo(message_scope=args.message_scope, max_devices=args.max_devices,
-                                retention_seconds=retention),
+            f.SetPolicy,
+            agency_id=await agency_id(client, args.agency),
+            policy=f.PolicyInfo(
+                message_scope=args.message_scope,
+                max_devices=args.max_devices,
+                retention_seconds=retention,
+            ),
         )
         _policy_out(args, reply)
 
@@ -351,16 +418,24 @@ def cmd_policy_show(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
         reply: f.SearchResults = await client.request(
-            f.SearchOfficials, query=args.query, agency_id=await agency_id(client, args.agency),
-            offset=args.offset, limit=args.limit,
+            f.SearchOfficials,
+            query=args.query,
+            agency_id=await agency_id(client, args.agency),
+            offset=args.offset,
+            limit=args.limit,
         )
         if args.json:
             for card in reply.results:
                 _emit(args, card)
             return
-        table(("official_id", "name_th", "name_en", "position", "agency", "devices"),
-              [(c.official_id, c.name_th, c.name_en, c.position, c.agency_code,
-                c.active_devices) for c in reply.results], sys.stdout)
+        table(
+            ("official_id", "name_th", "name_en", "position", "agency", "devices"),
+            [
+                (c.official_id, c.name_th, c.name_en, c.position, c.agency_code, c.active_devices)
+                for c in reply.results
+            ],
+            sys.stdout,
+        )
         if reply.next_offset is not None:
             print(f"(more: --offset {reply.next_offset})")
 
@@ -503,13 +578,20 @@ def register(admin: Any) -> None:
 
     p = _common(admin.add_parser("import", help="import officials from an HR CSV"))
     p.add_argument("file", type=Path)
-    p.add_argument("--apply", action="store_true",
-                   help="make the changes if the dry run finds no problem (all or nothing)")
-    p.add_argument("--update", action="store_true",
-                   help="officials already in the directory (by employee_id) take the "
-                        "file's names, position, contact and agency")
-    p.add_argument("--encoding", help="the file's encoding (default: detect UTF-8 or "
-                                      "TIS-620/cp874)")
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="make the changes if the dry run finds no problem (all or nothing)",
+    )
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="officials already in the directory (by employee_id) take the "
+        "file's names, position, contact and agency",
+    )
+    p.add_argument(
+        "--encoding", help="the file's encoding (default: detect UTF-8 or TIS-620/cp874)"
+    )
     p.set_defaults(func=admin_import.cmd_import)
 
     p = _common(admin.add_parser("export", help="export the directory (your scope)"))

@@ -29,8 +29,9 @@ from gchat.client.sdk import Client, ClientError
 from protocol import frames as f
 
 
-async def run_import(client: Client, rows: Sequence[f.ImportRow], apply: bool,
-                     out: TextIO, update: bool = False) -> tuple[f.ImportResult, list[f.RowError]]:
+async def run_import(
+    client: Client, rows: Sequence[f.ImportRow], apply: bool, out: TextIO, update: bool = False
+) -> tuple[f.ImportResult, list[f.RowError]]:
     """Stage, dry-run, and (if asked and clean) apply; progress lines go to ``out``."""
     started = time.perf_counter()
     begun: f.ImportStarted = await client.request(f.ImportBegin)
@@ -51,21 +52,30 @@ async def run_import(client: Client, rows: Sequence[f.ImportRow], apply: bool,
         if result.error_count and len(result.errors) > len(problems):
             problems = list(result.errors)  # the full check saw more (a concurrent change)
         if result.error_count:
-            print(f"dry run: {result.rows} rows; {result.error_count} problems in "
-                  f"{result.bad_rows} rows (staged in {staged - started:.2f}s, checked in "
-                  f"{checked_at - staged:.2f}s)", file=out)
+            print(
+                f"dry run: {result.rows} rows; {result.error_count} problems in "
+                f"{result.bad_rows} rows (staged in {staged - started:.2f}s, checked in "
+                f"{checked_at - staged:.2f}s)",
+                file=out,
+            )
         else:
-            print(f"dry run: {result.rows} rows; would create {result.created}, update "
-                  f"{result.updated}, leave {result.unchanged} unchanged (staged in "
-                  f"{staged - started:.2f}s, checked in {checked_at - staged:.2f}s)", file=out)
+            print(
+                f"dry run: {result.rows} rows; would create {result.created}, update "
+                f"{result.updated}, leave {result.unchanged} unchanged (staged in "
+                f"{staged - started:.2f}s, checked in {checked_at - staged:.2f}s)",
+                file=out,
+            )
         if apply and result.error_count == 0:
             result = await client.request(
                 f.ImportApply, import_id=import_id, dry_run=False, update=update
             )
             applied = result.applied
-            print(f"applied: {result.created} officials created, {result.updated} updated in "
-                  f"{time.perf_counter() - checked_at:.2f}s "
-                  f"(total {time.perf_counter() - started:.2f}s)", file=out)
+            print(
+                f"applied: {result.created} officials created, {result.updated} updated in "
+                f"{time.perf_counter() - checked_at:.2f}s "
+                f"(total {time.perf_counter() - started:.2f}s)",
+                file=out,
+            )
         elif apply:
             print("not applied: the file has problems; nothing was changed", file=out)
     finally:
@@ -80,19 +90,22 @@ def cmd_import(args: argparse.Namespace) -> None:
         hr = hr_csv.read_import(args.file, args.encoding)
     except hr_csv.ImportFileError as error:
         raise UserError(str(error)) from None
-    note(f"read {args.file} as {hr.encoding}: "
-         f"{len(hr.rows) + len({p.line for p in hr.problems})} rows")
+    note(
+        f"read {args.file} as {hr.encoding}: "
+        f"{len(hr.rows) + len({p.line for p in hr.problems})} rows"
+    )
     if hr.ignored:
         note(f"note: ignoring columns {', '.join(hr.ignored)}")
     if hr.skipped:
-        note(f"note: passing over {hr.skipped} exported officials without an employee_id "
-             "(nothing to match them by)")
+        note(
+            f"note: passing over {hr.skipped} exported officials without an employee_id "
+            "(nothing to match them by)"
+        )
     apply = args.apply and not hr.problems
 
     async def work(client: Client) -> None:
         result, problems = await run_import(client, hr.rows, apply, sys.stderr, args.update)
-        found = [(p.line, hr.column(p.field) if p.field else "", p.reason)
-                 for p in hr.problems]
+        found = [(p.line, hr.column(p.field) if p.field else "", p.reason) for p in hr.problems]
         found += [(p.line, hr.column(p.field), p.reason) for p in problems]
         found.sort(key=lambda p: p[0])
         unread = len({p.line for p in hr.problems})  # rows not sent
@@ -100,18 +113,26 @@ def cmd_import(args: argparse.Namespace) -> None:
         bad_rows = result.bad_rows + unread
         if args.json:
             data = msgspec.to_builtins(result)
-            data.update(error_count=error_count, bad_rows=bad_rows,
-                        rows=result.rows + unread, encoding=hr.encoding,
-                        errors=[{"line": line, "column": column, "reason": reason}
-                                for line, column, reason in found])
+            data.update(
+                error_count=error_count,
+                bad_rows=bad_rows,
+                rows=result.rows + unread,
+                encoding=hr.encoding,
+                errors=[
+                    {"line": line, "column": column, "reason": reason}
+                    for line, column, reason in found
+                ],
+            )
             emit(data)
         elif found:
             table(("line", "column", "problem"), found)
             if error_count > len(found):
                 print(f"... and {error_count - len(found)} more")
         if hr.problems:
-            note(f"in all: {result.rows + unread} rows; {error_count} problems in {bad_rows} "
-                 f"rows ({unread} rows could not be read and were not sent)")
+            note(
+                f"in all: {result.rows + unread} rows; {error_count} problems in {bad_rows} "
+                f"rows ({unread} rows could not be read and were not sent)"
+            )
             if args.apply:
                 note("not applied: the file has problems; nothing was changed")
         if error_count:
@@ -141,8 +162,10 @@ def cmd_export(args: argparse.Namespace) -> None:
             hr_csv.write_csv(officials, [roles_text(o.roles, codes) for o in officials], buffer)
         if args.output:
             args.output.write_text(buffer.getvalue(), encoding="utf-8", newline="")
-            note(f"wrote {len(data['officials'])} officials and {len(data['agencies'])} "
-                 f"agencies to {args.output}")
+            note(
+                f"wrote {len(data['officials'])} officials and {len(data['agencies'])} "
+                f"agencies to {args.output}"
+            )
         else:
             sys.stdout.write(buffer.getvalue())
 

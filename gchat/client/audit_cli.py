@@ -41,19 +41,44 @@ from protocol import frames as f
 #: Event kinds the server records (docs/AUDIT.md has what each means);
 #: ``tests/cli`` checks every kind in the server's code is here.
 KINDS = (
-    "admin.agency_created", "admin.agency_moved", "admin.agency_updated", "admin.bootstrap",
-    "admin.code_cancelled", "admin.code_issued", "admin.device_revoked",
-    "admin.official_created", "admin.official_moved", "admin.official_reinstated",
-    "admin.official_retired", "admin.official_suspended", "admin.official_updated",
-    "admin.officials_imported", "admin.policy_set", "admin.role_granted", "admin.role_revoked",
-    "audit.consistency_proof", "audit.export", "audit.inclusion_proof", "audit.query",
-    "audit.tree_head", "auth.failed", "auth.succeeded",
-    "conversation.admin_demoted", "conversation.admin_promoted",
-    "conversation.announcement_set", "conversation.direct_created",
-    "conversation.group_created", "conversation.members_added", "conversation.members_left",
-    "conversation.members_removed", "conversation.renamed",
-    "device.enrolled", "device.enrolment_refused", "keys.bundle_fetched",
-    "message.accepted", "message.delivered",
+    "admin.agency_created",
+    "admin.agency_moved",
+    "admin.agency_updated",
+    "admin.bootstrap",
+    "admin.code_cancelled",
+    "admin.code_issued",
+    "admin.device_revoked",
+    "admin.official_created",
+    "admin.official_moved",
+    "admin.official_reinstated",
+    "admin.official_retired",
+    "admin.official_suspended",
+    "admin.official_updated",
+    "admin.officials_imported",
+    "admin.policy_set",
+    "admin.role_granted",
+    "admin.role_revoked",
+    "audit.consistency_proof",
+    "audit.export",
+    "audit.inclusion_proof",
+    "audit.query",
+    "audit.tree_head",
+    "auth.failed",
+    "auth.succeeded",
+    "conversation.admin_demoted",
+    "conversation.admin_promoted",
+    "conversation.announcement_set",
+    "conversation.direct_created",
+    "conversation.group_created",
+    "conversation.members_added",
+    "conversation.members_left",
+    "conversation.members_removed",
+    "conversation.renamed",
+    "device.enrolled",
+    "device.enrolment_refused",
+    "keys.bundle_fetched",
+    "message.accepted",
+    "message.delivered",
 )
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -62,8 +87,10 @@ def _kinds(given: list[str] | None) -> list[str]:
     unknown = [k for k in given or [] if k not in KINDS]
     if unknown:
         families = sorted({k.split(".")[0] + ".*" for k in KINDS})
-        raise UserError(f"unknown event kind {unknown[0]!r}: kinds are named like "
-                        f"message.accepted ({', '.join(families)}; gchat audit kinds lists them)")
+        raise UserError(
+            f"unknown event kind {unknown[0]!r}: kinds are named like "
+            f"message.accepted ({', '.join(families)}; gchat audit kinds lists them)"
+        )
     return list(given or [])
 
 
@@ -105,12 +132,16 @@ def _public_key(value: str) -> bytes:
     elif _HEX_KEY.match(value.strip()):
         text, source = value.strip(), "--key"
     else:
-        raise UserError(f"{value} is neither a file nor an audit public key in hex: "
-                        "write the key with gchat audit public-key > audit.pub on the "
-                        "server host and pass --key audit.pub")
+        raise UserError(
+            f"{value} is neither a file nor an audit public key in hex: "
+            "write the key with gchat audit public-key > audit.pub on the "
+            "server host and pass --key audit.pub"
+        )
     if not _HEX_KEY.match(text):
-        raise UserError(f"{source} does not hold an audit public key (64 hex digits, "
-                        "as gchat audit public-key writes it)")
+        raise UserError(
+            f"{source} does not hold an audit public key (64 hex digits, "
+            "as gchat audit public-key writes it)"
+        )
     return bytes.fromhex(text)
 
 
@@ -120,8 +151,9 @@ def cmd_verify(args: argparse.Namespace) -> None:
         try:
             known.append(json.loads(Path(name).read_text()))
         except ValueError:
-            raise UserError(f"{name} is not a saved tree head (JSON from gchat audit "
-                            "tree-head --json)") from None
+            raise UserError(
+                f"{name} is not a saved tree head (JSON from gchat audit tree-head --json)"
+            ) from None
     key = _public_key(args.key)
     with Path(args.export).open("rb") as file:
         report = verify_export(file, key, known)
@@ -145,8 +177,10 @@ def cmd_public_key(args: argparse.Namespace) -> None:
     keys_dir = args.keys_dir if args.keys_dir is not None else cfg.key_directory
     path = keys_dir / "audit.key"
     if not path.exists():
-        raise UserError(f"no audit key at {path}: run this on the node's host, with its "
-                        "--keys-dir (or GCHAT_DATA_DIR / GCHAT_KEYS_DIR)")
+        raise UserError(
+            f"no audit key at {path}: run this on the node's host, with its "
+            "--keys-dir (or GCHAT_DATA_DIR / GCHAT_KEYS_DIR)"
+        )
     try:
         seed = bytes.fromhex(path.read_text().strip())
         public = IdentityKeyPair.from_seed(seed).public_key
@@ -156,8 +190,11 @@ def cmd_public_key(args: argparse.Namespace) -> None:
         emit_json({"audit_public_key": public.hex(), "key_id": key_id(public).hex()})
     else:
         print(public.hex())
-        print(f"key id {key_id(public).hex()}; auditors verify with: "
-              "gchat audit verify --export FILE --key audit.pub", file=sys.stderr)
+        print(
+            f"key id {key_id(public).hex()}; auditors verify with: "
+            "gchat audit verify --export FILE --key audit.pub",
+            file=sys.stderr,
+        )
 
 
 def cmd_kinds(args: argparse.Namespace) -> None:
@@ -165,8 +202,9 @@ def cmd_kinds(args: argparse.Namespace) -> None:
         print(kind)
 
 
-async def _events_out(args: argparse.Namespace, client: Client,
-                      events: list[f.AuditEventInfo]) -> None:
+async def _events_out(
+    args: argparse.Namespace, client: Client, events: list[f.AuditEventInfo]
+) -> None:
     if args.json:
         for event in events:
             emit_json(_event(event))
@@ -178,17 +216,28 @@ async def _events_out(args: argparse.Namespace, client: Client,
         entry = json.loads(event.entry)
         agency = entry.get("agency")
         agency_text = codes.get(uuid.UUID(agency), agency) if agency else ""
-        skip = {"v", "kind", "time", "actor_official", "actor_device", "subject_official",
-                "subject_device", "agency"}
+        skip = {
+            "v",
+            "kind",
+            "time",
+            "actor_official",
+            "actor_device",
+            "subject_official",
+            "subject_device",
+            "agency",
+        }
         details = dict(entry.get("details") or {})
         details.update({k: v for k, v in entry.items() if k not in skip and k != "details"})
-        rows.append((
-            when(event.time), event.kind,
-            await names.official(entry.get("actor_official")),
-            await names.official(entry.get("subject_official")),
-            agency_text,
-            " ".join(f"{k}={v}" for k, v in sorted(details.items())),
-        ))
+        rows.append(
+            (
+                when(event.time),
+                event.kind,
+                await names.official(entry.get("actor_official")),
+                await names.official(entry.get("subject_official")),
+                agency_text,
+                " ".join(f"{k}={v}" for k, v in sorted(details.items())),
+            )
+        )
     table(("time", "kind", "by", "about", "agency", "details"), rows)
 
 
@@ -204,8 +253,15 @@ def cmd_query(args: argparse.Namespace) -> None:
         after = 0
         while True:
             page = await client.request(
-                f.AuditQuery, official_id=official, device_id=device, agency_id=agency,
-                kinds=kinds, since=since, until=until, after=after, limit=args.limit,
+                f.AuditQuery,
+                official_id=official,
+                device_id=device,
+                agency_id=agency,
+                kinds=kinds,
+                since=since,
+                until=until,
+                after=after,
+                limit=args.limit,
             )
             await _events_out(args, client, page.events)
             if page.next_after is None or not args.all:

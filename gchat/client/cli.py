@@ -143,10 +143,15 @@ def cmd_listen(args: argparse.Namespace) -> None:
         try:
             while True:
                 for event in rc.events[shown:]:
-                    _print({"event": event.kind, "detail": event.detail,
+                    _print(
+                        {
+                            "event": event.kind,
+                            "detail": event.detail,
                             "message_id": str(event.message_id) if event.message_id else None,
                             "official_id": str(event.official_id) if event.official_id else None,
-                            "device_id": str(event.device_id) if event.device_id else None})
+                            "device_id": str(event.device_id) if event.device_id else None,
+                        }
+                    )
                 shown = len(rc.events)
                 try:
                     message = await asyncio.wait_for(rc.received.get(), 0.2)
@@ -266,9 +271,12 @@ def cmd_conversations(args: argparse.Namespace) -> None:
 
 
 def _device_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", type=Path,
-                        help="the device's state file (default: $XDG_CONFIG_HOME/gchat/"
-                             "device.state, or ~/.config/gchat/device.state)")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="the device's state file (default: $XDG_CONFIG_HOME/gchat/"
+        "device.state, or ~/.config/gchat/device.state)",
+    )
     parser.add_argument("--key-file", type=Path, help="key sealing the state (default STATE.key)")
     parser.add_argument("--passphrase-env", help="seal the state with the passphrase in $VAR")
     parser.add_argument("--ca", type=Path, help="trust only this CA (PEM) for wss:// URLs")
@@ -299,19 +307,25 @@ def register(commands: Any, admin: Any) -> None:
     listen.add_argument("--idle", type=float, default=None, help="stop after N idle seconds")
     listen.set_defaults(func=cmd_listen)
     for name, func, text in (
-        ("safety-number", cmd_safety_number,
-         "print the safety number with an official (and a QR code) to compare"),
+        (
+            "safety-number",
+            cmd_safety_number,
+            "print the safety number with an official (and a QR code) to compare",
+        ),
         ("verify", cmd_verify, "mark an official's current devices verified"),
-        ("accept-devices", cmd_accept_devices,
-         "accept a verified official's changed devices (after checking with them)"),
+        (
+            "accept-devices",
+            cmd_accept_devices,
+            "accept a verified official's changed devices (after checking with them)",
+        ),
     ):
         peer = client.add_parser(name, help=text)
         _device_args(peer)
-        peer.add_argument("--with", dest="peer", type=uuid.UUID, required=True,
-                          metavar="OFFICIAL")
+        peer.add_argument("--with", dest="peer", type=uuid.UUID, required=True, metavar="OFFICIAL")
         if name == "safety-number":
-            peer.add_argument("--no-qr", dest="qr", action="store_false",
-                              help="print the digits only")
+            peer.add_argument(
+                "--no-qr", dest="qr", action="store_false", help="print the digits only"
+            )
         peer.set_defaults(func=func)
     conversations = client.add_parser("conversations", help="list the conversations known here")
     _device_args(conversations)
@@ -321,13 +335,25 @@ def register(commands: Any, admin: Any) -> None:
     )
     create = group.add_parser("create", help="create a group with you as admin")
     create.add_argument("--title", required=True)
-    create.add_argument("--member", type=uuid.UUID, action="append", default=[],
-                        metavar="OFFICIAL", help="a member (repeat)")
+    create.add_argument(
+        "--member",
+        type=uuid.UUID,
+        action="append",
+        default=[],
+        metavar="OFFICIAL",
+        help="a member (repeat)",
+    )
     for name, text in (("add", "add members"), ("remove", "remove members")):
         change = group.add_parser(name, help=text)
         change.add_argument("--conversation", type=uuid.UUID, required=True)
-        change.add_argument("--member", type=uuid.UUID, action="append", required=True,
-                            metavar="OFFICIAL", help="an official (repeat)")
+        change.add_argument(
+            "--member",
+            type=uuid.UUID,
+            action="append",
+            required=True,
+            metavar="OFFICIAL",
+            help="an official (repeat)",
+        )
     send_group = group.add_parser("send", help="send a message to a group")
     send_group.add_argument("--conversation", type=uuid.UUID, required=True)
     send_group.add_argument("--message", required=True)

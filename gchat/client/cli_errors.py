@@ -48,26 +48,40 @@ def explain(error: BaseException, url: str | None = None) -> str | None:
     if isinstance(error, ClientError):
         return f"the server refused: {error.frame.message} ({error.code})"
     if isinstance(error, InvalidURI):
-        return (f"{error.uri!r} is not a WebSocket address: "
-                "use ws://HOST:PORT, or wss://HOST:PORT for a server with TLS")
+        return (
+            f"{error.uri!r} is not a WebSocket address: "
+            "use ws://HOST:PORT, or wss://HOST:PORT for a server with TLS"
+        )
     if isinstance(error, ssl.SSLCertVerificationError):
-        return (f"{_server(url)} presented a certificate this machine does not trust "
-                f"({error.verify_message}): give the CA certificate with --ca FILE")
+        return (
+            f"{_server(url)} presented a certificate this machine does not trust "
+            f"({error.verify_message}): give the CA certificate with --ca FILE"
+        )
     if isinstance(error, ssl.SSLError):
-        return (f"the TLS handshake with {_server(url)} failed ({error.reason}): "
-                "use ws:// for a server without TLS, wss:// for one with TLS")
+        return (
+            f"the TLS handshake with {_server(url)} failed ({error.reason}): "
+            "use ws:// for a server without TLS, wss:// for one with TLS"
+        )
     if isinstance(error, InvalidStatus):
-        return (f"{_server(url)} answered HTTP {error.response.status_code} instead of "
-                "opening a WebSocket: check the URL (host, port and path)")
+        return (
+            f"{_server(url)} answered HTTP {error.response.status_code} instead of "
+            "opening a WebSocket: check the URL (host, port and path)"
+        )
     if isinstance(error, InvalidHandshake | ConnectionResetError | ConnectionAbortedError):
         if url and url.startswith("wss://"):
-            return (f"{_server(url)} dropped the connection during the TLS handshake: "
-                    "if it does not serve TLS, use " + "ws://" + url.removeprefix("wss://"))
-        return (f"{_server(url)} dropped the connection while it was being opened: "
-                "is it a G-Chat node, and does it want wss:// (TLS)?")
+            return (
+                f"{_server(url)} dropped the connection during the TLS handshake: "
+                "if it does not serve TLS, use " + "ws://" + url.removeprefix("wss://")
+            )
+        return (
+            f"{_server(url)} dropped the connection while it was being opened: "
+            "is it a G-Chat node, and does it want wss:// (TLS)?"
+        )
     if isinstance(error, ConnectionRefusedError):
-        return (f"cannot reach {_server(url)} (connection refused): "
-                "is it running, and are the host and port right?")
+        return (
+            f"cannot reach {_server(url)} (connection refused): "
+            "is it running, and are the host and port right?"
+        )
     if isinstance(error, socket.gaierror):
         return f"cannot find the host of {_server(url)}: check the URL ({error.strerror})"
     if isinstance(error, TimeoutError):
@@ -83,8 +97,9 @@ def explain(error: BaseException, url: str | None = None) -> str | None:
     if isinstance(error, FileNotFoundError) and error.filename is not None:
         return f"{error.filename} does not exist"
     if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
-        return ("the port is already in use by another process: stop it, "
-                "or choose another with --port")
+        return (
+            "the port is already in use by another process: stop it, or choose another with --port"
+        )
     if isinstance(error, ConnectionError | OSError):
         where = f"{error.filename}: " if getattr(error, "filename", None) else ""
         return f"{where}{error.strerror or error}" if isinstance(error, OSError) else str(error)

@@ -33,8 +33,7 @@ from protocol import frames as f
 from protocol import limits
 
 #: Columns of the import file (the shape HR systems export), in export order.
-IMPORT_COLUMNS = ("employee_id", "name_th", "name_en", "position", "agency_code", "email",
-                  "phone")
+IMPORT_COLUMNS = ("employee_id", "name_th", "name_en", "position", "agency_code", "email", "phone")
 #: Extra columns of an export, ignored on import (so an export imports again).
 EXPORT_ONLY_COLUMNS = ("status", "roles", "official_id")
 #: Keep each import frame well under the protocol's frame limit.
@@ -175,8 +174,9 @@ def read_import(path: Path, encoding: str | None = None) -> HrFile:
         if not record or all(not cell.strip() for cell in record):
             continue  # a blank line
         if len(record) != len(header):
-            hr.problems.append(Problem(line, "", f"the row has {len(record)} fields, the "
-                                                 f"header {len(header)}"))
+            hr.problems.append(
+                Problem(line, "", f"the row has {len(record)} fields, the header {len(header)}")
+            )
             continue
         values = {}
         for name, index in where.items():
@@ -187,9 +187,14 @@ def read_import(path: Path, encoding: str | None = None) -> HrFile:
             continue
         bad = [(name, _control(v)) for name, v in values.items() if v and _control(v)]
         if bad:  # the protocol refuses a frame holding one: name the cell instead
-            hr.problems.extend(Problem(line, name, f"contains the control character {char} "
-                                                   "(a line break inside a cell?)")
-                               for name, char in bad)
+            hr.problems.extend(
+                Problem(
+                    line,
+                    name,
+                    f"contains the control character {char} (a line break inside a cell?)",
+                )
+                for name, char in bad
+            )
             continue
         hr.rows.append(f.ImportRow(line=line, **values))
     return hr
@@ -216,7 +221,20 @@ def write_csv(officials: Sequence[f.OfficialInfo], roles: Sequence[str], out: Te
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(IMPORT_COLUMNS + EXPORT_ONLY_COLUMNS)
     for o, role_text in zip(officials, roles, strict=True):
-        writer.writerow([escape(v or "") for v in (
-            o.employee_id, o.name_th, o.name_en, o.position, o.agency_code, o.email, o.phone,
-            o.status, role_text, str(o.id),
-        )])
+        writer.writerow(
+            [
+                escape(v or "")
+                for v in (
+                    o.employee_id,
+                    o.name_th,
+                    o.name_en,
+                    o.position,
+                    o.agency_code,
+                    o.email,
+                    o.phone,
+                    o.status,
+                    role_text,
+                    str(o.id),
+                )
+            ]
+        )

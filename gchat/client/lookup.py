@@ -19,8 +19,9 @@ def parse_uuid(text: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise UserError(f"{text!r} is not {what} id (a UUID such as "
-                        "0b6f8e1c-3f0a-4c1e-9d5e-2a7c1b9f4e21)") from None
+        raise UserError(
+            f"{text!r} is not {what} id (a UUID such as 0b6f8e1c-3f0a-4c1e-9d5e-2a7c1b9f4e21)"
+        ) from None
 
 
 async def agency_codes(client: Client) -> dict[uuid.UUID, str]:
@@ -43,14 +44,15 @@ async def agency_id(client: Client, text: str | None) -> uuid.UUID | None:
     try:
         reply: f.AgencyList = await client.request(f.ListAgencies)
     except ClientError:
-        raise UserError(f"cannot look up the agency code {text}: you may not list "
-                        "agencies; give the agency's id instead") from None
+        raise UserError(
+            f"cannot look up the agency code {text}: you may not list "
+            "agencies; give the agency's id instead"
+        ) from None
     for agency in reply.agencies:
         if agency.code == text:
             return agency.id
     known = ", ".join(sorted(a.code for a in reply.agencies)[:10])
-    raise UserError(f"no agency with the code {text} (agencies you can see: "
-                    f"{known or 'none'})")
+    raise UserError(f"no agency with the code {text} (agencies you can see: {known or 'none'})")
 
 
 class Names:
@@ -67,9 +69,7 @@ class Names:
         oid = official_id if isinstance(official_id, uuid.UUID) else uuid.UUID(official_id)
         if oid not in self._names:
             try:
-                reply: f.OfficialReply = await self._client.request(
-                    f.GetOfficial, official_id=oid
-                )
+                reply: f.OfficialReply = await self._client.request(f.GetOfficial, official_id=oid)
                 o = reply.official
                 self._names[oid] = o.name_th or o.name_en
             except ClientError:
@@ -78,14 +78,18 @@ class Names:
         return f"{name} ({str(oid)[:8]})" if name else str(oid)
 
 
-async def all_officials(client: Client, agency: uuid.UUID | None,
-                        status: str | None) -> list[f.OfficialInfo]:
+async def all_officials(
+    client: Client, agency: uuid.UUID | None, status: str | None
+) -> list[f.OfficialInfo]:
     """Every official of an agency's subtree (default: the caller's scope), all pages."""
     found: list[f.OfficialInfo] = []
     offset: int | None = 0
     while offset is not None:
         page: f.OfficialList = await client.request(
-            f.ListOfficials, agency_id=agency, status=status, offset=offset,
+            f.ListOfficials,
+            agency_id=agency,
+            status=status,
+            offset=offset,
             limit=limits.MAX_PAGE,
         )
         found.extend(page.officials)

@@ -28,8 +28,9 @@ def width(text: str) -> int:
     return total
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
-          out: TextIO | None = None) -> None:
+def table(
+    headers: Sequence[str], rows: Iterable[Sequence[object]], out: TextIO | None = None
+) -> None:
     """An aligned table (Thai-aware widths); ``(none)`` when there are no rows."""
     out = out or sys.stdout
     cells = [[("" if v is None else str(v)) for v in row] for row in rows]
@@ -77,7 +78,10 @@ def roles_text(roles: Sequence[f.RoleInfo], codes: dict[Any, str]) -> str:
     for r in roles:
         if r.role == "official":
             continue
-        scope = "" if r.scope_agency_id is None else "@" + codes.get(
-            r.scope_agency_id, str(r.scope_agency_id))
+        scope = (
+            ""
+            if r.scope_agency_id is None
+            else "@" + codes.get(r.scope_agency_id, str(r.scope_agency_id))
+        )
         parts.append(r.role + scope)
     return ",".join(parts)

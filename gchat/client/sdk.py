@@ -152,7 +152,7 @@ class Received:
 
     @property
     def kind(self) -> str:
-        """"group" or "pairwise"."""
+        """ "group" or "pairwise"."""
         return "group" if self.conversation_id is not None else "pairwise"
 
 
@@ -197,8 +197,12 @@ class Client:
         return [e.message_id for e in self.events if e.kind == "undecryptable" and e.message_id]
 
     def _event(
-        self, kind: str, detail: str, message_id: UUID | None = None,
-        official_id: UUID | None = None, device_id: UUID | None = None,
+        self,
+        kind: str,
+        detail: str,
+        message_id: UUID | None = None,
+        official_id: UUID | None = None,
+        device_id: UUID | None = None,
     ) -> None:
         self.events.append(ClientEvent(kind, detail, message_id, official_id, device_id))
 
@@ -409,7 +413,8 @@ class Client:
             self._event(
                 "new_device",
                 f"official {official_id} has a new device {device_id}",
-                official_id=official_id, device_id=device_id,
+                official_id=official_id,
+                device_id=device_id,
             )
 
     async def establish(self, official_id: UUID, device_ids: list[UUID] | None = None) -> set[UUID]:
@@ -437,7 +442,8 @@ class Client:
                 self._event(
                     "no_one_time_prekey",
                     f"session with device {device_id} set up without a one-time prekey",
-                    official_id=official_id, device_id=device_id,
+                    official_id=official_id,
+                    device_id=device_id,
                 )
             started.add(device_id)
         return started
@@ -522,8 +528,10 @@ class Client:
         )
         content = _content_encoder.encode(message)
         # Our own other devices learn whom it went to (not needed for notes to self).
-        own_copy = content if recipient == own else _content_encoder.encode(
-            msgspec.structs.replace(message, recipient=recipient)
+        own_copy = (
+            content
+            if recipient == own
+            else _content_encoder.encode(msgspec.structs.replace(message, recipient=recipient))
         )
         if not self.state.devices_of(recipient):
             await self.establish(recipient)
@@ -539,9 +547,10 @@ class Client:
                 )
             mine = self.state.devices_of(own)
             envelopes = [
-                f.Envelope(device_id=device, ciphertext=self._encrypt_for(
-                    device, own_copy if device in mine else content
-                ))
+                f.Envelope(
+                    device_id=device,
+                    ciphertext=self._encrypt_for(device, own_copy if device in mine else content),
+                )
                 for device in sorted(targets)
             ]
             try:
@@ -598,7 +607,9 @@ class Client:
             raise CryptoError("no session with that device can decrypt this")
         header = PrekeyMessage.from_bytes(ciphertext).header
         digest = prekey_message_digest(
-            header.identity_key, header.ephemeral_key, header.signed_prekey_id,
+            header.identity_key,
+            header.ephemeral_key,
+            header.signed_prekey_id,
             header.one_time_prekey_id,
         )
         if self.state.prekey_message_seen(header.signed_prekey_id, digest):
@@ -622,7 +633,9 @@ class Client:
             self._event(
                 "no_one_time_prekey",
                 f"device {device} set up a session without a one-time prekey",
-                frame.message_id, frame.sender_official, device,
+                frame.message_id,
+                frame.sender_official,
+                device,
             )
         self.state.remember_prekey_message(header.signed_prekey_id, digest)
         working = False
@@ -696,8 +709,11 @@ class Client:
         except (CryptoError, msgspec.MsgspecError, ValueError) as error:
             received = None
             self._event(
-                "undecryptable", f"{type(error).__name__}: {error}",
-                frame.message_id, frame.sender_official, frame.sender_device,
+                "undecryptable",
+                f"{type(error).__name__}: {error}",
+                frame.message_id,
+                frame.sender_official,
+                frame.sender_device,
             )
         self.state.mark_seen(frame.message_id)
         self.state.expire_sessions(time.time())
@@ -793,8 +809,7 @@ class Client:
             members = None  # not the membership the server signed: resync
         me = s.official_id
         if (
-            event.action in ("removed", "left")
-            and any(m.official_id == me for m in event.subjects)
+            event.action in ("removed", "left") and any(m.official_id == me for m in event.subjects)
         ) or (members is not None and all(m.official_id != me for m in members)):
             # We are out: nothing of this conversation may be read or sent any more.
             for keys in (s.sender_keys, s.group_keys, s.key_holders):
@@ -874,7 +889,9 @@ class Client:
     ) -> f.MembershipEvent:
         return self._apply_reply(
             await self.request(
-                f.SetGroupAdmin, conversation_id=conversation_id, official_id=official_id,
+                f.SetGroupAdmin,
+                conversation_id=conversation_id,
+                official_id=official_id,
                 admin=admin,
             )
         )
@@ -889,7 +906,8 @@ class Client:
     ) -> f.MembershipEvent:
         return self._apply_reply(
             await self.request(
-                f.SetAnnouncementOnly, conversation_id=conversation_id,
+                f.SetAnnouncementOnly,
+                conversation_id=conversation_id,
                 announcement_only=announcement_only,
             )
         )
@@ -899,10 +917,14 @@ class Client:
         s = self.state
         current = s.sender_keys.get(conversation_id)
         created = s.sender_key_created.get(conversation_id, 0)
-        if current is not None and (
-            SenderKeyState.from_bytes(current).iteration >= SENDER_KEY_MAX_MESSAGES
-            or time.time() - created >= SENDER_KEY_MAX_AGE
-        ) and conversation_id not in s.rotate_keys:
+        if (
+            current is not None
+            and (
+                SenderKeyState.from_bytes(current).iteration >= SENDER_KEY_MAX_MESSAGES
+                or time.time() - created >= SENDER_KEY_MAX_AGE
+            )
+            and conversation_id not in s.rotate_keys
+        ):
             s.rotate_keys.append(conversation_id)  # periodic rotation (§E7)
         if current is None or conversation_id in s.rotate_keys:
             key = (
@@ -1161,7 +1183,10 @@ class Reconnecting:
                 url = self.urls[index % len(self.urls)]
                 self.state.url = url
                 client = Client(
-                    self.state, json=self._json, store=self._store, tls=self._tls,
+                    self.state,
+                    json=self._json,
+                    store=self._store,
+                    tls=self._tls,
                     events=self.events,
                 )
                 try:
@@ -1235,4 +1260,3 @@ class Reconnecting:
                 await self.received.put(received)
         elif isinstance(frame, f.PrekeysLow):
             await client.refill_prekeys()
-

@@ -40,6 +40,7 @@ MAX_SEEN = 5000
 class BindingConflict(CryptoError):
     """A certificate or a frame would move a device to another official or key."""
 
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -265,9 +266,7 @@ class DeviceState:
         data["one_time_prekeys"] = {int(k): unb64(v) for k, v in data["one_time_prekeys"].items()}
         data["sessions"] = {UUID(d): [unb64(s) for s in ss] for d, ss in data["sessions"].items()}
         data["peers"] = {UUID(d): UUID(o) for d, o in data["peers"].items()}
-        data["session_times"] = {
-            UUID(d): list(t) for d, t in data.get("session_times", {}).items()
-        }
+        data["session_times"] = {UUID(d): list(t) for d, t in data.get("session_times", {}).items()}
         data["peer_keys"] = {UUID(d): unb64(k) for d, k in data.get("peer_keys", {}).items()}
         for device in data["peers"]:
             if device not in data["peer_keys"] and data["sessions"].get(device):
@@ -285,9 +284,7 @@ class DeviceState:
             UUID(c): int(t) for c, t in data.get("sender_key_created", {}).items()
         }
         # Group state (absent from files written before groups existed).
-        data["sender_keys"] = {
-            UUID(c): unb64(k) for c, k in data.get("sender_keys", {}).items()
-        }
+        data["sender_keys"] = {UUID(c): unb64(k) for c, k in data.get("sender_keys", {}).items()}
         data["group_keys"] = {
             UUID(c): {UUID(d): unb64(k) for d, k in keys.items()}
             for c, keys in data.get("group_keys", {}).items()
@@ -325,8 +322,14 @@ class StateFile:
     and a command run against a missing state leaves no stray key behind.
     """
 
-    def __init__(self, path: Path, *, passphrase: str | None = None, key: bytes | None = None,
-                 key_file: Path | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        passphrase: str | None = None,
+        key: bytes | None = None,
+        key_file: Path | None = None,
+    ):
         if sum(x is not None for x in (passphrase, key, key_file)) != 1:
             raise ValueError("give exactly one of passphrase, key and key_file")
         self.path = path

@@ -32,5 +32,7 @@ def plaintext_warning(url: str) -> str | None:
             return None
     except ValueError:
         pass
-    return (f"warning: {url} is not encrypted (ws://); anyone on the network can read the "
-            "connection. Use wss:// (see docs/OPERATIONS.md, TLS)")
+    return (
+        f"warning: {url} is not encrypted (ws://); anyone on the network can read the "
+        "connection. Use wss:// (see docs/OPERATIONS.md, TLS)"
+    )

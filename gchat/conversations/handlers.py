@@ -44,9 +44,7 @@ class ConversationHandlers:
         return _state(frame.rid, changed)
 
     @handles(f.RemoveMembers)
-    async def remove_members(
-        self, actor: Principal, frame: f.RemoveMembers
-    ) -> f.ConversationState:
+    async def remove_members(self, actor: Principal, frame: f.RemoveMembers) -> f.ConversationState:
         changed = await self._c.remove_members(actor, frame.conversation_id, frame.officials)
         return _state(frame.rid, changed)
 

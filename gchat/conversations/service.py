@@ -80,8 +80,6 @@ class Change:
     before: dict[UUID, Member] = field(default_factory=dict)
 
 
-
-
 class Conversations:
     def __init__(
         self,
@@ -132,7 +130,13 @@ class Conversations:
         conversation_id = uuid.uuid4()
         async with self._db.transaction() as conn:
             created = await store.create(
-                conn, conversation_id, "direct", actor.agency_id, actor.official_id, "", False,
+                conn,
+                conversation_id,
+                "direct",
+                actor.agency_id,
+                actor.official_id,
+                "",
+                False,
                 direct_pair=(actor.official_id, other),
             )
             if not created:  # the other official opened it at the same moment
@@ -143,7 +147,9 @@ class Conversations:
             assert locked is not None
             await store.add_members(conn, conversation_id, [actor.official_id, other], set(), 1)
             conversation, woken = await self._commit_change(
-                conn, actor, locked,
+                conn,
+                actor,
+                locked,
                 Change("created", [actor.official_id, other], "conversation.direct_created", []),
             )
         await self._wake(woken)
@@ -162,14 +168,21 @@ class Conversations:
         conversation_id = uuid.uuid4()
         async with self._db.transaction() as conn:
             await store.create(
-                conn, conversation_id, "group", actor.agency_id, actor.official_id, title,
+                conn,
+                conversation_id,
+                "group",
+                actor.agency_id,
+                actor.official_id,
+                title,
                 announcement_only,
             )
             conversation = await store.lock(conn, conversation_id)
             assert conversation is not None
             await store.add_members(conn, conversation_id, wanted, {actor.official_id}, 1)
             conversation, woken = await self._commit_change(
-                conn, actor, conversation,
+                conn,
+                actor,
+                conversation,
                 Change("created", wanted, "conversation.group_created", []),
             )
         await self._wake(woken)
@@ -216,7 +229,9 @@ class Conversations:
             action: f.MembershipAction = "left" if gone == [actor.official_id] else "removed"
             await store.remove_members(conn, conversation_id, gone)
             conversation, woken = await self._commit_change(
-                conn, actor, conversation,
+                conn,
+                actor,
+                conversation,
                 Change(action, gone, f"conversation.members_{action}", gone, by_id),
             )
             conversation, more = await self._keep_an_admin(conn, actor, conversation)
@@ -246,15 +261,15 @@ class Conversations:
             await store.set_admin(conn, conversation_id, official_id, admin)
             action: f.MembershipAction = "promoted" if admin else "demoted"
             conversation, woken = await self._commit_change(
-                conn, actor, conversation,
+                conn,
+                actor,
+                conversation,
                 Change(action, [official_id], f"conversation.admin_{action}", []),
             )
         await self._wake(woken)
         return conversation
 
-    async def rename(
-        self, actor: Principal, conversation_id: UUID, title: str
-    ) -> Conversation:
+    async def rename(self, actor: Principal, conversation_id: UUID, title: str) -> Conversation:
         return await self._set(actor, conversation_id, title=title)
 
     async def set_announcement_only(
@@ -289,9 +304,7 @@ class Conversations:
 
     # --- sending -----------------------------------------------------------------
 
-    async def send(
-        self, sender: Principal, frame: f.SendGroup
-    ) -> "asyncio.Future[StoredMessage]":
+    async def send(self, sender: Principal, frame: f.SendGroup) -> "asyncio.Future[StoredMessage]":
         """Check what needs no database and queue the post; await the result for the answer.
 
         Queued in arrival order, like a pairwise send, so the connection
@@ -402,7 +415,9 @@ class Conversations:
         eldest = members[0].official_id
         await store.set_admin(conn, conversation.id, eldest, True)
         return await self._commit_change(
-            conn, actor, conversation,
+            conn,
+            actor,
+            conversation,
             Change("promoted", [eldest], "conversation.admin_promoted", []),
         )
 
@@ -448,7 +463,11 @@ class Conversations:
         snapshot = self._sign(msgspec.structs.replace(event, members=members))
         signed = snapshot if change.action == "created" else self._sign(event)
         await store.update(
-            conn, conversation.id, seq, snapshot, conversation.title,
+            conn,
+            conversation.id,
+            seq,
+            snapshot,
+            conversation.title,
             conversation.announcement_only,
         )
         departed = await store.active_devices(conn, change.departed) if change.departed else []

@@ -169,7 +169,9 @@ class Administration:
             await self._audit.record(
                 conn,
                 self._event(
-                    scope, "admin.agency_created", agency_id=agency_id,
+                    scope,
+                    "admin.agency_created",
+                    agency_id=agency_id,
                     details={"code": code, "parent_agency": parent_id},
                 ),
             )
@@ -204,12 +206,15 @@ class Administration:
                 raise ServiceError(ErrorCode.CONFLICT, f"agency code {after.code} is taken")
             changed = _diff(before, after, ("code", "name_th", "name_en"))
             if changed:
-                await store.update_agency(conn, agency_id, after.code, after.name_th,
-                                          after.name_en)
+                await store.update_agency(conn, agency_id, after.code, after.name_th, after.name_en)
                 await self._audit.record(
                     conn,
-                    self._event(scope, "admin.agency_updated", agency_id=agency_id,
-                                details={"code": after.code, "fields": changed}),
+                    self._event(
+                        scope,
+                        "admin.agency_updated",
+                        agency_id=agency_id,
+                        details={"code": after.code, "fields": changed},
+                    ),
                 )
         return after
 
@@ -238,9 +243,16 @@ class Administration:
                 await store.move_agency(conn, agency_id, parent_id)
                 await self._audit.record(
                     conn,
-                    self._event(scope, "admin.agency_moved", agency_id=agency_id,
-                                details={"code": agency.code, "from_agency": agency.parent_id,
-                                         "to_agency": parent_id}),
+                    self._event(
+                        scope,
+                        "admin.agency_moved",
+                        agency_id=agency_id,
+                        details={
+                            "code": agency.code,
+                            "from_agency": agency.parent_id,
+                            "to_agency": parent_id,
+                        },
+                    ),
                 )
         return replace(agency, parent_id=parent_id)
 
@@ -291,8 +303,12 @@ class Administration:
             await store.create_officials(conn, [new])
             await self._audit.record(
                 conn,
-                self._event(scope, "admin.official_created", subject_official=new.id,
-                            agency_id=new.agency_id),
+                self._event(
+                    scope,
+                    "admin.official_created",
+                    subject_official=new.id,
+                    agency_id=new.agency_id,
+                ),
             )
             record = await store.get_official_record(conn, new.id)
         assert record is not None
@@ -347,8 +363,13 @@ class Administration:
                 await store.update_official(conn, after)
                 await self._audit.record(
                     conn,
-                    self._event(scope, "admin.official_updated", subject_official=official_id,
-                                agency_id=after.agency_id, details={"fields": changed}),
+                    self._event(
+                        scope,
+                        "admin.official_updated",
+                        subject_official=official_id,
+                        agency_id=after.agency_id,
+                        details={"fields": changed},
+                    ),
                 )
         return after
 
@@ -363,10 +384,13 @@ class Administration:
                 await store.move_official(conn, official_id, agency_id)
                 await self._audit.record(
                     conn,
-                    self._event(scope, "admin.official_moved", subject_official=official_id,
-                                agency_id=agency_id,
-                                details={"from_agency": before.agency_id,
-                                         "to_agency": agency_id}),
+                    self._event(
+                        scope,
+                        "admin.official_moved",
+                        subject_official=official_id,
+                        agency_id=agency_id,
+                        details={"from_agency": before.agency_id, "to_agency": agency_id},
+                    ),
                 )
         return replace(before, agency_id=agency_id, agency_code=destination.code)
 
@@ -402,12 +426,20 @@ class Administration:
             elif status == "suspended":
                 closed = sorted((await devices.active_ids(conn, [official_id]))[official_id])
                 details |= {"closed_devices": closed}
-            kind = {"active": "admin.official_reinstated", "suspended": "admin.official_suspended",
-                    "retired": "admin.official_retired"}[status]
+            kind = {
+                "active": "admin.official_reinstated",
+                "suspended": "admin.official_suspended",
+                "retired": "admin.official_retired",
+            }[status]
             await self._audit.record(
                 conn,
-                self._event(scope, kind, subject_official=official_id,
-                            agency_id=before.agency_id, details=details),
+                self._event(
+                    scope,
+                    kind,
+                    subject_official=official_id,
+                    agency_id=before.agency_id,
+                    details=details,
+                ),
             )
         await self._revocations.devices_revoked(closed)
         return replace(before, status=status)
@@ -426,9 +458,7 @@ class Administration:
             target = await self._target(scope, official_id, write=True)
             if official_id == scope.actor.official_id:
                 raise forbidden("you cannot change your own roles")
-            if scope_agency_id is not None and not await store.agency_exists(
-                conn, scope_agency_id
-            ):
+            if scope_agency_id is not None and not await store.agency_exists(conn, scope_agency_id):
                 raise ServiceError(ErrorCode.NOT_FOUND, "no such agency")
             if not await scope.may_grant(role, scope_agency_id):
                 raise forbidden("you cannot grant a role wider than your own")
@@ -437,9 +467,13 @@ class Administration:
             await store.grant_role(conn, official_id, role, scope_agency_id)
             await self._audit.record(
                 conn,
-                self._event(scope, "admin.role_granted", subject_official=official_id,
-                            agency_id=target.agency_id,
-                            details={"role": role, "scope_agency": scope_agency_id}),
+                self._event(
+                    scope,
+                    "admin.role_granted",
+                    subject_official=official_id,
+                    agency_id=target.agency_id,
+                    details={"role": role, "scope_agency": scope_agency_id},
+                ),
             )
             record = await store.get_official_record(conn, official_id)
         assert record is not None
@@ -469,9 +503,13 @@ class Administration:
             await store.revoke_role(conn, official_id, role)
             await self._audit.record(
                 conn,
-                self._event(scope, "admin.role_revoked", subject_official=official_id,
-                            agency_id=target.agency_id,
-                            details={"role": role, "scope_agency": held.scope_agency_id}),
+                self._event(
+                    scope,
+                    "admin.role_revoked",
+                    subject_official=official_id,
+                    agency_id=target.agency_id,
+                    details={"role": role, "scope_agency": held.scope_agency_id},
+                ),
             )
             record = await store.get_official_record(conn, official_id)
         assert record is not None
@@ -495,8 +533,13 @@ class Administration:
             revoked = await store.revoke_devices(conn, device.official_id, device_id)
             await self._audit.record(
                 conn,
-                self._event(scope, "admin.device_revoked", subject_official=device.official_id,
-                            subject_device=device_id, agency_id=target.agency_id),
+                self._event(
+                    scope,
+                    "admin.device_revoked",
+                    subject_official=device.official_id,
+                    subject_device=device_id,
+                    agency_id=target.agency_id,
+                ),
             )
         await self._revocations.devices_revoked(revoked)
 
@@ -517,8 +560,13 @@ class Administration:
             )
             await self._audit.record(
                 conn,
-                self._event(scope, "admin.code_issued", subject_official=official_id,
-                            agency_id=target.agency_id, details={"code_id": code_id}),
+                self._event(
+                    scope,
+                    "admin.code_issued",
+                    subject_official=official_id,
+                    agency_id=target.agency_id,
+                    details={"code_id": code_id},
+                ),
             )
         return code_id, code, expires
 
@@ -534,13 +582,19 @@ class Administration:
             code = await scope.find_or_forbid(await store.get_code(conn, code_id), "code")
             target = await self._target(scope, code.official_id, write=True)
             if code.state(datetime.now(UTC)) != "pending":
-                raise ServiceError(ErrorCode.CONFLICT,
-                                   f"code is {code.state(datetime.now(UTC))}, not pending")
+                raise ServiceError(
+                    ErrorCode.CONFLICT, f"code is {code.state(datetime.now(UTC))}, not pending"
+                )
             await store.cancel_codes(conn, code.official_id, scope.actor.official_id, code_id)
             await self._audit.record(
                 conn,
-                self._event(scope, "admin.code_cancelled", subject_official=code.official_id,
-                            agency_id=target.agency_id, details={"code_id": code_id}),
+                self._event(
+                    scope,
+                    "admin.code_cancelled",
+                    subject_official=code.official_id,
+                    agency_id=target.agency_id,
+                    details={"code_id": code_id},
+                ),
             )
 
     # --- policy -------------------------------------------------------------------------------
@@ -561,11 +615,17 @@ class Administration:
             await policies.put(conn, row, scope.actor.official_id)
             await self._audit.record(
                 conn,
-                self._event(scope, "admin.policy_set", agency_id=agency_id,
-                            details={"global": agency_id is None,
-                                     "message_scope": row.message_scope,
-                                     "max_devices": row.max_devices,
-                                     "retention_seconds": row.retention_seconds}),
+                self._event(
+                    scope,
+                    "admin.policy_set",
+                    agency_id=agency_id,
+                    details={
+                        "global": agency_id is None,
+                        "message_scope": row.message_scope,
+                        "max_devices": row.max_devices,
+                        "retention_seconds": row.retention_seconds,
+                    },
+                ),
             )
             return await self._policy(conn, agency_id)
 

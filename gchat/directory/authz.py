@@ -67,8 +67,9 @@ async def current(conn: Executor, principal: Principal) -> "Scope":
     if device is None or not device.usable or device.official_id != principal.official_id:
         raise forbidden("your device or official account is not active")
     roles = await store.roles_of(conn, principal.official_id)
-    return Scope(conn, Actor(principal.official_id, principal.device_id, device.agency_id,
-                             tuple(roles)))
+    return Scope(
+        conn, Actor(principal.official_id, principal.device_id, device.agency_id, tuple(roles))
+    )
 
 
 class Scope:

@@ -45,8 +45,10 @@ def official_info(record: OfficialRecord) -> f.OfficialInfo:
         phone=record.phone,
         employee_id=record.employee_id,
         status=record.status,  # type: ignore[arg-type]
-        roles=[f.RoleInfo(role=r.role, scope_agency_id=r.scope_agency_id)  # type: ignore[arg-type]
-               for r in record.roles],
+        roles=[
+            f.RoleInfo(role=r.role, scope_agency_id=r.scope_agency_id)  # type: ignore[arg-type]
+            for r in record.roles
+        ],
     )
 
 
@@ -269,8 +271,16 @@ class DirectoryHandlers:
     @handles(f.ImportRows)
     async def import_rows(self, actor: Principal, frame: f.ImportRows) -> f.ImportChecked:
         rows = [
-            StagedRow(r.line, r.employee_id, r.name_th, r.name_en, r.position, r.agency_code,
-                      r.email, r.phone)
+            StagedRow(
+                r.line,
+                r.employee_id,
+                r.name_th,
+                r.name_en,
+                r.position,
+                r.agency_code,
+                r.email,
+                r.phone,
+            )
             for r in frame.rows
         ]
         problems = await self._importer.stage(actor, frame.import_id, rows, frame.update)
@@ -280,9 +290,7 @@ class DirectoryHandlers:
 
     @handles(f.ImportApply)
     async def import_apply(self, actor: Principal, frame: f.ImportApply) -> f.ImportResult:
-        outcome = await self._importer.apply(
-            actor, frame.import_id, frame.dry_run, frame.update
-        )
+        outcome = await self._importer.apply(actor, frame.import_id, frame.dry_run, frame.update)
         return f.ImportResult(
             rid=frame.rid,
             import_id=frame.import_id,

@@ -104,9 +104,7 @@ class _Checker:
         self.earlier = earlier  # employee id -> first line that has it
         self.update = update
 
-    def check(
-        self, row: StagedRow
-    ) -> tuple[list[RowProblem], NewOfficial | Change | None]:
+    def check(self, row: StagedRow) -> tuple[list[RowProblem], NewOfficial | Change | None]:
         problems: list[RowProblem] = []
         values: dict[str, str | None] = {}
         for name in _FIELDS:
@@ -121,22 +119,38 @@ class _Checker:
         if employee_id is not None:
             first = self.earlier.setdefault(employee_id, row.line)
             if first != row.line:
-                problems.append(RowProblem(row.line, "employee_id",
-                                           f"employee_id {employee_id} repeats line {first}"))
+                problems.append(
+                    RowProblem(
+                        row.line, "employee_id", f"employee_id {employee_id} repeats line {first}"
+                    )
+                )
             elif employee_id in self.existing and not self.update:
-                problems.append(RowProblem(row.line, "employee_id",
-                                           f"employee_id {employee_id} is already in the "
-                                           "directory (import --update changes officials)"))
+                problems.append(
+                    RowProblem(
+                        row.line,
+                        "employee_id",
+                        f"employee_id {employee_id} is already in the "
+                        "directory (import --update changes officials)",
+                    )
+                )
             elif employee_id in self.existing:
                 record = self.existing[employee_id]
                 if self.allowed is not None and record.agency_id not in self.allowed:
-                    problems.append(RowProblem(row.line, "employee_id",
-                                               f"employee_id {employee_id} belongs to an "
-                                               "official outside your scope"))
+                    problems.append(
+                        RowProblem(
+                            row.line,
+                            "employee_id",
+                            f"employee_id {employee_id} belongs to an official outside your scope",
+                        )
+                    )
                 elif record.status == "retired":
-                    problems.append(RowProblem(row.line, "employee_id",
-                                               f"employee_id {employee_id} belongs to a "
-                                               "retired official"))
+                    problems.append(
+                        RowProblem(
+                            row.line,
+                            "employee_id",
+                            f"employee_id {employee_id} belongs to a retired official",
+                        )
+                    )
         if (
             values["name_th"] is None
             and values["name_en"] is None
@@ -153,16 +167,23 @@ class _Checker:
             if agency is None:
                 problems.append(RowProblem(row.line, "agency_code", f"no agency with code {code}"))
             elif self.allowed is not None and agency.id not in self.allowed:
-                problems.append(RowProblem(row.line, "agency_code",
-                                           f"agency {code} is outside your scope"))
+                problems.append(
+                    RowProblem(row.line, "agency_code", f"agency {code} is outside your scope")
+                )
         if problems or agency is None:
             return problems, None
         if employee_id is not None and employee_id in self.existing:
             before = self.existing[employee_id]
-            after = replace(before, agency_id=agency.id, agency_code=agency.code,
-                            name_th=values["name_th"], name_en=values["name_en"],
-                            position=values["position"], email=values["email"],
-                            phone=values["phone"])
+            after = replace(
+                before,
+                agency_id=agency.id,
+                agency_code=agency.code,
+                name_th=values["name_th"],
+                name_en=values["name_en"],
+                position=values["position"],
+                email=values["email"],
+                phone=values["phone"],
+            )
             return [], Change(before, after)
         return [], NewOfficial(
             id=uuid.uuid4(),
@@ -217,7 +238,10 @@ class DirectoryImport:
         return import_id
 
     async def stage(
-        self, principal: Principal, import_id: UUID, rows: Sequence[StagedRow],
+        self,
+        principal: Principal,
+        import_id: UUID,
+        rows: Sequence[StagedRow],
         update: bool = False,
     ) -> list[RowProblem]:
         """Stage rows; the problems visible so far (apply checks everything again)."""
@@ -256,8 +280,9 @@ class DirectoryImport:
                     unchanged += 1
             if problems:
                 bad_rows = len({p.line for p in problems})
-                return Outcome(len(rows), 0, problems[:MAX_REPORTED], len(problems), False,
-                               bad_rows=bad_rows)
+                return Outcome(
+                    len(rows), 0, problems[:MAX_REPORTED], len(problems), False, bad_rows=bad_rows
+                )
             if dry_run:
                 return Outcome(len(rows), len(new), [], 0, False, len(changes), unchanged)
             try:
@@ -277,31 +302,56 @@ class DirectoryImport:
         return Outcome(len(rows), len(new), [], 0, True, len(changes), unchanged)
 
     def _events(
-        self, scope: Scope, import_id: UUID, new: Iterable[NewOfficial],
+        self,
+        scope: Scope,
+        import_id: UUID,
+        new: Iterable[NewOfficial],
         changes: Sequence[Change] = (),
     ) -> list[AuditEvent]:
         actor = {"actor_official": scope.actor.official_id, "actor_device": scope.actor.device_id}
         events = [
-            AuditEvent("admin.official_created", subject_official=o.id, agency_id=o.agency_id,
-                       details={"import": import_id}, **actor)
+            AuditEvent(
+                "admin.official_created",
+                subject_official=o.id,
+                agency_id=o.agency_id,
+                details={"import": import_id},
+                **actor,
+            )
             for o in new
         ]
         created = len(events)
         for c in changes:
             if c.fields():
-                events.append(AuditEvent(
-                    "admin.official_updated", subject_official=c.after.id,
-                    agency_id=c.after.agency_id,
-                    details={"import": import_id, "fields": c.fields()}, **actor))
+                events.append(
+                    AuditEvent(
+                        "admin.official_updated",
+                        subject_official=c.after.id,
+                        agency_id=c.after.agency_id,
+                        details={"import": import_id, "fields": c.fields()},
+                        **actor,
+                    )
+                )
             if c.moved:
-                events.append(AuditEvent(
-                    "admin.official_moved", subject_official=c.after.id,
-                    agency_id=c.after.agency_id,
-                    details={"import": import_id, "from_agency": c.before.agency_id,
-                             "to_agency": c.after.agency_id}, **actor))
-        events.append(AuditEvent("admin.officials_imported",
-                                 details={"import": import_id, "created": created,
-                                          "updated": len(changes)}, **actor))
+                events.append(
+                    AuditEvent(
+                        "admin.official_moved",
+                        subject_official=c.after.id,
+                        agency_id=c.after.agency_id,
+                        details={
+                            "import": import_id,
+                            "from_agency": c.before.agency_id,
+                            "to_agency": c.after.agency_id,
+                        },
+                        **actor,
+                    )
+                )
+        events.append(
+            AuditEvent(
+                "admin.officials_imported",
+                details={"import": import_id, "created": created, "updated": len(changes)},
+                **actor,
+            )
+        )
         return events
 
     async def discard(self, principal: Principal, import_id: UUID) -> None:

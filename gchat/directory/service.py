@@ -66,9 +66,7 @@ class Directory:
         await self._limiter.check(Limits.SEARCHES, str(actor.device_id))
         words = terms.words(query)
         if len(words) > limits.MAX_SEARCH_WORDS:
-            raise ServiceError(
-                ErrorCode.INVALID_FIELD, f"at most {limits.MAX_SEARCH_WORDS} words"
-            )
+            raise ServiceError(ErrorCode.INVALID_FIELD, f"at most {limits.MAX_SEARCH_WORDS} words")
         cards = await directory.search_officials(
             self._db.pool, actor.official_id, SearchQuery(words, agency_id, offset, limit)
         )

@@ -58,9 +58,7 @@ class Authenticator:
         try:
             if device is None or not device.usable:
                 raise CryptoError("unknown or inactive device")
-            verify_signature(
-                device.identity_key, auth_message(self.server_id, nonce), signature
-            )
+            verify_signature(device.identity_key, auth_message(self.server_id, nonce), signature)
         except CryptoError:
             await self._failed(remote, "signature", device_id)
             raise ServiceError(ErrorCode.AUTH_FAILED, "authentication failed") from None

@@ -117,5 +117,3 @@ class Prekeys:
         """The device's stock if below the threshold (checked on connect)."""
         left = await prekeys.count_one_time(self._db.pool, device_id)
         return left if left < self._low else None
-
-

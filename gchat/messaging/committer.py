@@ -95,7 +95,8 @@ class SendCommitter:
                     for v in verdicts
                 ]
                 written = [
-                    (m, r) for m, r in zip(sends, results, strict=True)
+                    (m, r)
+                    for m, r in zip(sends, results, strict=True)
                     if isinstance(r, StoredMessage) and not r.duplicate
                 ]
                 # One multi-row insert for the batch's "message.accepted" events.

@@ -124,8 +124,10 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[objec
     for i in checked:
         message = sends[i]
         sender = parties.get(message.sender_official)
-        if sender is None or sender.status != "active" or (
-            message.sender_device not in active[message.sender_official]
+        if (
+            sender is None
+            or sender.status != "active"
+            or (message.sender_device not in active[message.sender_official])
         ):
             verdicts[i] = ServiceError(ErrorCode.FORBIDDEN, "this device may no longer send")
             continue
@@ -148,9 +150,7 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[objec
         if refusal is not None:
             verdicts[i] = refusal
             continue
-        expected = (active[recipient] | active[message.sender_official]) - {
-            message.sender_device
-        }
+        expected = (active[recipient] | active[message.sender_official]) - {message.sender_device}
         given = {device for device, _ in message.envelopes}
         if given != expected:
             earlier = await messages.find_sent(

@@ -140,8 +140,14 @@ def create(
     with tempfile.TemporaryDirectory(prefix="gchat-backup-") as scratch:
         dump = Path(scratch) / _DUMP
         _run(
-            [tools.pg_dump, "--format=custom", "--no-owner", "--no-privileges",
-             f"--file={dump}", f"--dbname={dsn}"],
+            [
+                tools.pg_dump,
+                "--format=custom",
+                "--no-owner",
+                "--no-privileges",
+                f"--file={dump}",
+                f"--dbname={dsn}",
+            ],
             "pg_dump",
         )
         if passphrase is None:  # streamed to the file: no size limit but the disk's
@@ -287,8 +293,14 @@ def _restore_database(
         dump = Path(scratch) / _DUMP
         with dump.open("wb") as file:
             shutil.copyfileobj(_member_file(archive, _DUMP), file, 1 << 20)
-        argv = [tools.pg_restore, "--no-owner", "--no-privileges", "--single-transaction",
-                "--exit-on-error", f"--dbname={dsn}"]
+        argv = [
+            tools.pg_restore,
+            "--no-owner",
+            "--no-privileges",
+            "--single-transaction",
+            "--exit-on-error",
+            f"--dbname={dsn}",
+        ]
         if database_in_use:
             argv += ["--clean", "--if-exists"]
         _run([*argv, str(dump)], "pg_restore")

@@ -77,8 +77,10 @@ def cmd_backup(args: argparse.Namespace, config_from: ConfigFrom) -> None:
 
     manifest = asyncio.run(_with_dsn(cfg, work))
     sealed = "encrypted" if passphrase else "NOT encrypted: keep it on an encrypted volume"
-    print(f"backup written to {args.output} (mode 0600, {sealed}); "
-          f"schema {manifest.migrations[-1]}, keys {', '.join(manifest.keys)}")
+    print(
+        f"backup written to {args.output} (mode 0600, {sealed}); "
+        f"schema {manifest.migrations[-1]}, keys {', '.join(manifest.keys)}"
+    )
 
 
 def cmd_restore(args: argparse.Namespace, config_from: ConfigFrom) -> None:
@@ -90,18 +92,28 @@ def cmd_restore(args: argparse.Namespace, config_from: ConfigFrom) -> None:
     def work(dsn: str, tools: backup.Tools) -> backup.Manifest:
         in_use = bool(asyncio.run(_applied(dsn)))
         return backup.restore(
-            args.input, dsn, cfg.key_directory, in_use, passphrase,
-            args.force, tools, args.keys_only, (m.name for m in migrations.discover()),
+            args.input,
+            dsn,
+            cfg.key_directory,
+            in_use,
+            passphrase,
+            args.force,
+            tools,
+            args.keys_only,
+            (m.name for m in migrations.discover()),
         )
 
     manifest = asyncio.run(_with_dsn(cfg, work, idle_cluster=True))
     what = "the keys of" if args.keys_only else ""
-    print(f"restored {what}{' ' if what else ''}{args.input} (G-Chat {manifest.version}, "
-          f"taken {manifest.created_at}) into {cfg.data_dir}; start the node next")
+    print(
+        f"restored {what}{' ' if what else ''}{args.input} (G-Chat {manifest.version}, "
+        f"taken {manifest.created_at}) into {cfg.data_dir}; start the node next"
+    )
 
 
-def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
-             config_from: ConfigFrom) -> None:
+def register(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]", config_from: ConfigFrom
+) -> None:
     """Add ``backup`` and ``restore`` to the server's command line."""
 
     def run(command: Callable[[argparse.Namespace, ConfigFrom], None]) -> Callable[..., None]:
@@ -126,9 +138,13 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
     )
     back.add_argument("--input", "-i", type=Path, required=True, help="the backup file")
     back.add_argument("--passphrase-env", help="the backup's passphrase is in $VAR")
-    back.add_argument("--force", action="store_true",
-                      help="replace a database that holds data and keys that differ")
-    back.add_argument("--keys-only", action="store_true",
-                      help="put back only the keys (the database survived)")
+    back.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a database that holds data and keys that differ",
+    )
+    back.add_argument(
+        "--keys-only", action="store_true", help="put back only the keys (the database survived)"
+    )
     back.add_argument("--data-dir", type=Path)
     back.set_defaults(func=run(cmd_restore))

@@ -553,10 +553,13 @@ class EmbeddedPostgres:
                 [
                     binaries.program("pg_ctl"),
                     "start",
-                    "-D", str(self.pgdata),
-                    "-l", str(self.log_path),
+                    "-D",
+                    str(self.pgdata),
+                    "-l",
+                    str(self.log_path),
                     "-w",
-                    "-t", str(int(self.timeout)),
+                    "-t",
+                    str(int(self.timeout)),
                     "-s",
                 ],
                 account,
@@ -587,7 +590,8 @@ class EmbeddedPostgres:
         self._give_to(scratch, account, 0o700)
         args = [
             binaries.program("initdb"),
-            "-D", str(scratch),
+            "-D",
+            str(scratch),
             f"--username={self.user}",
             "--auth=trust",  # safe: the only way in is a 0700 socket directory
             "--encoding=UTF8",

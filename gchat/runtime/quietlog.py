@@ -110,7 +110,10 @@ class QuietLog:
         if now - current.last_line >= self._interval:
             self._log.warning(
                 "%s still failing: %s, %d more in the last %.0f s",
-                what, type(error).__name__, current.unreported, now - current.last_line,
+                what,
+                type(error).__name__,
+                current.unreported,
+                now - current.last_line,
             )
             current.last_line = now
             current.unreported = 0
@@ -126,7 +129,10 @@ class QuietLog:
         del self._active[key]
         self._log.warning(
             "%s recovered after %d failures (%s) in %.1f s",
-            key[0], current.total, key[1], current.last_seen - current.started,
+            key[0],
+            current.total,
+            key[1],
+            current.last_seen - current.started,
         )
 
     def failing(self, what: str) -> bool:

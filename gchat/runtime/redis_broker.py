@@ -356,12 +356,14 @@ class RedisBroker:
         add = [d for d in dirty if self._local.has_listeners(d) and d not in self._subscribed]
         remove = [d for d in dirty if not self._local.has_listeners(d) and d in self._subscribed]
         try:
-            for chunk in _chunks([self._device_prefix + str(d).encode() for d in add],
-                                 self._subscribe_chunk):
+            for chunk in _chunks(
+                [self._device_prefix + str(d).encode() for d in add], self._subscribe_chunk
+            ):
                 await pubsub.subscribe(*chunk)
             self._subscribed.update(add)
-            for chunk in _chunks([self._device_prefix + str(d).encode() for d in remove],
-                                 self._subscribe_chunk):
+            for chunk in _chunks(
+                [self._device_prefix + str(d).encode() for d in remove], self._subscribe_chunk
+            ):
                 await pubsub.unsubscribe(*chunk)
             self._subscribed.difference_update(remove)
         except BaseException:

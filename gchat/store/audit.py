@@ -303,9 +303,7 @@ async def tree_head_of_size(conn: Executor, size: int) -> TreeHeadRow | None:
     return None if row is None else _head(row)
 
 
-async def tree_heads_between(
-    conn: Executor, low: int, high: int, limit: int
-) -> list[TreeHeadRow]:
+async def tree_heads_between(conn: Executor, low: int, high: int, limit: int) -> list[TreeHeadRow]:
     """The newest signed head of each size in [low, high), smallest first, up to ``limit``."""
     rows = await conn.fetch(
         """SELECT DISTINCT ON (tree_size) tree_size, timestamp_ms, root_hash, signature, key_id

@@ -391,8 +391,7 @@ async def update_official(db: Executor, record: OfficialRecord) -> None:
     await db.execute("DELETE FROM official_terms WHERE official_id = $1", record.id)
     await _insert_official_terms(
         db,
-        [NewOfficial(record.id, record.agency_id, record.name_th, record.name_en,
-                     record.position)],
+        [NewOfficial(record.id, record.agency_id, record.name_th, record.name_en, record.position)],
         active=record.status == "active",
     )
 
@@ -531,8 +530,9 @@ async def get_code(db: Executor, code_id: UUID) -> CodeRow | None:
     return CodeRow(**row) if row else None
 
 
-async def cancel_codes(db: Executor, official_id: UUID, by: UUID | None,
-                       code_id: UUID | None = None) -> int:
+async def cancel_codes(
+    db: Executor, official_id: UUID, by: UUID | None, code_id: UUID | None = None
+) -> int:
     """Cancel the official's pending codes (or only ``code_id``); returns how many."""
     result = await db.execute(
         """UPDATE enrolment_codes SET cancelled_at = now(), cancelled_by = $2
@@ -654,8 +654,9 @@ def search_sql(viewer_official: UUID, query: SearchQuery) -> tuple[str, list[Any
             JOIN effective e ON e.id = c.agency_id
             CROSS JOIN viewer v
             WHERE ($4::uuid IS NULL OR c.agency_id IN (SELECT id FROM subtree))
-              AND {policies.MAY_MESSAGE.format(a="v", b="e", a_agency="v.id",
-                                               b_agency="c.agency_id")}
+              AND {
+        policies.MAY_MESSAGE.format(a="v", b="e", a_agency="v.id", b_agency="c.agency_id")
+    }
             ORDER BY c.name, c.id OFFSET $2 LIMIT $3)
         SELECT o.id, o.name_th, o.name_en, o.position, o.agency_id, a.code AS agency_code,
                a.name_th AS agency_name_th, a.name_en AS agency_name_en,

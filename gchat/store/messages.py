@@ -360,9 +360,7 @@ async def expire(db: Executor, retention_cutoff: datetime) -> tuple[int, int]:
 
 async def inbox_size_estimate(db: Executor) -> int:
     """Envelopes in all inboxes, from PostgreSQL's statistics (no table scan)."""
-    value = await db.fetchval(
-        "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'inbox'"
-    )
+    value = await db.fetchval("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'inbox'")
     return int(value or 0)
 
 

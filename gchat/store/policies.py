@@ -20,10 +20,7 @@ SCOPES = ("agency", "ministry", "all")
 
 
 def _rank(column: str) -> str:
-    return (
-        f"(CASE {column} WHEN 'agency' THEN 1 WHEN 'ministry' THEN 2 "
-        "WHEN 'all' THEN 3 END)"
-    )
+    return f"(CASE {column} WHEN 'agency' THEN 1 WHEN 'ministry' THEN 2 WHEN 'all' THEN 3 END)"
 
 
 _GLOBAL = "(SELECT * FROM directory_policies WHERE agency_id IS NULL)"
@@ -182,8 +179,9 @@ async def send_standings(db: Executor, official_ids: list[UUID]) -> dict[UUID, S
         official_ids,
     )
     return {
-        row["id"]: SendStanding(row["id"], row["agency_id"], row["status"], row["root_id"],
-                         row["scope_rank"])
+        row["id"]: SendStanding(
+            row["id"], row["agency_id"], row["status"], row["root_id"], row["scope_rank"]
+        )
         for row in rows
     }
 

@@ -196,8 +196,12 @@ class Connection:
             return False
         self._services.metrics.errors.labels(code=ErrorCode.RATE_LIMITED.value).inc()
         await self.send(
-            f.Error(rid=rid, code=ErrorCode.RATE_LIMITED.value, message="too many frames",
-                    retry_after=self._frames.retry_after)
+            f.Error(
+                rid=rid,
+                code=ErrorCode.RATE_LIMITED.value,
+                message="too many frames",
+                retry_after=self._frames.retry_after,
+            )
         )
         return False
 
@@ -260,7 +264,9 @@ class Connection:
                 "request" if is_outage(error) else f"request {type(frame).__name__}", error
             )
             if is_send:
-                self._services.metrics.sends_refused.labels(code=ErrorCode.INTERNAL_ERROR.value).inc()
+                self._services.metrics.sends_refused.labels(
+                    code=ErrorCode.INTERNAL_ERROR.value
+                ).inc()
             await self._error(rid, ErrorCode.INTERNAL_ERROR, "internal error")
 
     async def _error(self, rid: int | None, code: ErrorCode, message: str) -> None:
@@ -372,5 +378,3 @@ def handler(services: Services) -> Callable[[ServerConnection], Awaitable[None]]
         await Connection(ws, services).run()
 
     return handle
-
-

@@ -76,8 +76,11 @@ def routes(
                 trusted_proxies,
             )
             if cap.full(remote):
-                response = _text(connection, http.HTTPStatus.TOO_MANY_REQUESTS,
-                                 "too many connections from this address\n")
+                response = _text(
+                    connection,
+                    http.HTTPStatus.TOO_MANY_REQUESTS,
+                    "too many connections from this address\n",
+                )
                 response.headers["Retry-After"] = "10"
                 return response
         if web is not None and (answer := web.answer(request.path, request.headers.get_all)):

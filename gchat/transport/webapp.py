@@ -54,8 +54,7 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("Cross-Origin-Resource-Policy", "same-origin"),
     (
         "Permissions-Policy",
-        "camera=(self), microphone=(), geolocation=(), payment=(), usb=(), "
-        "interest-cohort=()",
+        "camera=(self), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
     ),
 )
 
