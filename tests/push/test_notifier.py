@@ -44,6 +44,8 @@ class PushService:
             await request.read(), private_key=private, auth_secret=auth, version="aes128gcm"
         )
         self.received.append((request.path, body))
+        if request.path == "/flaky" and self.count("/flaky") <= 2:
+            return web.Response(status=503)
         return web.Response(status=410 if request.path == "/gone" else 201)
 
     def subscription(self, path: str) -> dict[str, object]:
@@ -134,3 +136,18 @@ async def test_hanging_push_service_does_not_delay_accepted(
     for i in range(3):
         await alice.send_message(erin.state.official_id, b"x", f"h{i}")
     assert time.monotonic() - started < 5  # the push service holds each request 60 s
+
+
+async def test_5xx_is_retried_with_backoff_until_accepted(
+    push_world: tuple[World, PushService],
+) -> None:
+    world, service = push_world
+    alice = await world.official_with_device("alice")
+    frank = await registered(world, service, "frank", "/flaky")
+    assert frank.state.official_id
+    await frank.close()
+    await alice.send_message(frank.state.official_id, b"x", "f1")
+    await eventually(lambda: service.count("/flaky") == 3, within=10)  # 503, 503, 201
+    await stays(lambda: service.count("/flaky") == 3, during=1.0)
+    assert world.app.db is not None
+    assert await world.app.db.pool.fetchval("SELECT count(*) FROM push_subscriptions") == 1
