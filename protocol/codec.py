@@ -28,14 +28,24 @@ F = TypeVar("F")
 _TAG_ERRORS = ("- at `$.type`", "Object missing required field `type`")
 
 
-def _translate(error: msgspec.MsgspecError) -> ProtocolError:
+class _RidOnly(msgspec.Struct):
+    """What a refused frame may still tell: its request id, if well formed."""
+
+    rid: int | None = None
+
+
+def _translate(error: msgspec.MsgspecError, rid: int | None) -> ProtocolError:
     """Map a msgspec error to our family; the text says where, never what."""
     text = str(error)
     if isinstance(error, msgspec.ValidationError):
         if text.endswith(_TAG_ERRORS):
-            return UnknownFrameType(text)
-        return InvalidField(text)
+            return UnknownFrameType(text, rid)
+        return InvalidField(text, rid)
     return MalformedFrame(text)
+
+
+def _valid_rid(value: int | None) -> int | None:
+    return value if value is not None and 0 <= value <= limits.MAX_REQUEST_ID else None
 
 
 def _byte_size(data: bytes | str) -> int:
@@ -79,7 +89,7 @@ class Codec(Generic[F]):
             else:
                 frame = self._msgpack.decode(data)
         except msgspec.MsgspecError as error:
-            raise _translate(error) from None
+            raise _translate(error, self._rid_of(data)) from None
         except RecursionError:
             raise MalformedFrame("frame nested too deeply") from None
         except UnicodeError:
@@ -87,6 +97,21 @@ class Codec(Generic[F]):
         if self._text_rule is not None:
             frame = self._text_rule.apply(frame)
         return frame
+
+    def _rid_of(self, data: bytes | str) -> int | None:
+        """The ``rid`` of a frame the schema refused, so the refusal can carry it.
+
+        Only a well-formed, in-range integer ``rid`` counts; anything else
+        (including a document that is not an object) gives None.
+        """
+        try:
+            if self.binary and isinstance(data, bytes):
+                found = msgspec.msgpack.decode(data, type=_RidOnly)
+            else:
+                found = msgspec.json.decode(data, type=_RidOnly)
+        except (msgspec.MsgspecError, RecursionError, UnicodeError):
+            return None
+        return _valid_rid(found.rid)
 
     def encode(self, frame: object) -> bytes | str:
         """Encode a frame as the WebSocket message to send."""

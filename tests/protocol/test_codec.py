@@ -604,3 +604,28 @@ def test_deeply_nested_value_before_the_tag_is_a_protocol_error(subprotocol: str
 
 def test_lone_surrogate_in_text_is_a_protocol_error() -> None:
     decode_never_leaks(json_codec(), '{"type":"ack","positions":["\ud800"]}')
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("changes", "rid"),
+    [
+        ({"rid": 41, "envelopes": "x"}, 41),  # the schema refuses it, the rid is good
+        ({"rid": 41, "type": "no_such_frame"}, 41),
+        ({"rid": -1}, None),  # a bad rid is never echoed
+        ({"rid": True}, None),
+        ({"rid": 2**31}, None),
+        ({"rid": "41", "envelopes": "x"}, None),
+    ],
+    ids=repr,
+)
+def test_a_refused_frame_carries_its_rid_when_it_has_a_good_one(
+    subprotocol: str, changes: dict[str, Any], rid: int | None
+) -> None:
+    """A client waiting on a request learns it was refused (PROTOCOL §3)."""
+    codec = server_codec(subprotocol)
+    value = send_dict(**changes)
+    data = json.dumps(value) if not codec.binary else msgspec.msgpack.encode(value)
+    with pytest.raises(ProtocolError) as caught:
+        codec.decode(data)
+    assert caught.value.rid == rid
