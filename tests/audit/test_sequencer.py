@@ -74,10 +74,13 @@ async def test_fail_over_between_two_nodes(database_url: str, tmp_path: Path) ->
 
         await asyncio.gather(write(leader, 20), write(other, 20))
         # Kill the leader's session outright (as if its process died): the
-        # lock goes with it and the other node takes over.
+        # lock goes with it and the other node takes over.  Only in this
+        # test's database: other tests' sequencers run beside it under xdist.
         await pool.execute(
             """SELECT pg_terminate_backend(pid) FROM pg_locks
-               WHERE locktype = 'advisory' AND objid = $1 AND granted""",
+               WHERE locktype = 'advisory' AND objid = $1 AND granted
+                 AND database = (SELECT oid FROM pg_database
+                                 WHERE datname = current_database())""",
             LOCK_KEY & 0xFFFFFFFF,
         )
         await leader.stop()
