@@ -523,6 +523,23 @@ def test_ratchet_state_refuses_counters_outside_u32() -> None:
     assert RatchetSession.from_bytes(json.dumps({**raw, "nr": 2**32 - 1}).encode())
 
 
+def test_sending_chain_ends_at_the_last_number_a_header_can_carry() -> None:
+    """Message numbers are u32 and 2**32 - 1 is refused on receipt (PROTOCOL E5):
+    a sender at 2**32 - 2 sends once more, then refuses."""
+    from crypto.ratchet import HEADER_SIZE, RatchetHeader, RatchetSession
+
+    a, _ = pair()
+    raw = json.loads(a._ratchet.to_bytes())
+    assert raw["cks"] is not None  # the initiator can send
+    for start, sendable in ((2**32 - 3, 2), (2**32 - 2, 1), (2**32 - 1, 0)):
+        session = RatchetSession.from_bytes(json.dumps({**raw, "ns": start}).encode())
+        for i in range(sendable):
+            header = RatchetHeader.from_bytes(session.encrypt(b"x")[:HEADER_SIZE])
+            assert header.n == start + i
+        with pytest.raises(InvalidState):
+            session.encrypt(b"one too many")
+
+
 def test_initiator_refuses_a_forged_first_reply_that_claims_skipped_messages() -> None:
     alice, bob = Device(), Device()
     a = Session.initiate(alice.identity, bob.bundle())
