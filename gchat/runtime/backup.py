@@ -11,7 +11,8 @@ is one archive holding
 - ``database.dump``: ``pg_dump --format=custom`` of the whole database,
   one consistent snapshot (pg_dump reads in one repeatable-read
   transaction, so a backup taken while nodes run is still consistent);
-- ``keys/*.key``: the server keys (``gchat.runtime.server_keys``);
+- ``keys/*.key``: the server keys (``gchat.runtime.server_keys.KEY_NAMES``,
+  the VAPID key included: a new one orphans every push subscription);
 
 The archive is written with mode 0600 (it holds the keys) and, with a
 passphrase, sealed as a whole with the same Argon2id + XChaCha20-Poly1305
@@ -41,10 +42,10 @@ from typing import IO, BinaryIO
 
 from crypto import keystore
 from gchat.runtime import node_id
+from gchat.runtime.server_keys import KEY_NAMES
 from gchat.runtime.version import version
 
 FORMAT = "gchat-backup/1"
-KEY_NAMES = ("directory", "token", "audit")
 _DUMP = "database.dump"
 _MANIFEST = "manifest.json"
 

@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from crypto.identity import IdentityKeyPair
 
-_NAMES = ("directory", "token", "audit")
+_SIGNING = ("directory", "token", "audit")
+#: Every key file in the key directory (what a backup must carry).
+KEY_NAMES = (*_SIGNING, "vapid")
 
 
 def _read_private(path: Path) -> bytes | None:
@@ -70,5 +72,5 @@ class ServerKeys:
         """Load the keys from ``directory``, generating missing ones (0600)."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
-        keys = {name: _load_or_create(directory / f"{name}.key") for name in _NAMES}
+        keys = {name: _load_or_create(directory / f"{name}.key") for name in _SIGNING}
         return cls(**keys, vapid=_load_or_create_vapid(directory / "vapid.key"))

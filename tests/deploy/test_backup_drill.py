@@ -223,6 +223,7 @@ async def test_an_unsealed_backup_streams_and_restores_with_force(
     with tarfile.open(out) as archive:
         assert sorted(archive.getnames()) == [
             "database.dump", "keys/audit.key", "keys/directory.key", "keys/token.key",
+            "keys/vapid.key",
             "manifest.json",
         ]
     refused = gchat("restore", "--input", str(out), env=env)
