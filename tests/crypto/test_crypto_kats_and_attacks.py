@@ -565,3 +565,35 @@ def test_x3dh_header_ids_are_big_endian_u32_and_the_flag_is_0_or_1() -> None:
     for flag in (2, 0xFF):
         with pytest.raises(InvalidMessage):
             X3DHHeader.parse(raw[:68] + bytes([flag]) + raw[69:])
+
+
+def test_ratchet_header_parses_every_byte_of_both_counters() -> None:
+    from crypto.ratchet import RatchetHeader
+
+    dh = bytes(range(32))
+    for pn, n in ((2**24 + 5, 2**31 + 7), (0x01020304, 0xA0B0C0D0)):
+        raw = RatchetHeader(dh, pn, n).to_bytes()
+        assert raw[32:] == pn.to_bytes(4, "big") + n.to_bytes(4, "big")
+        assert RatchetHeader.from_bytes(raw) == RatchetHeader(dh, pn, n)
+
+
+@pytest.mark.parametrize("field", ["n", "pn"])
+def test_a_counter_of_2_32_minus_1_is_refused_before_any_work(field: str) -> None:
+    """2**32 - 1 is out of range (PROTOCOL E5): refused as unparseable, before
+    any skipped-key work; one below it is in range and fails only later."""
+    from crypto.ratchet import HEADER_SIZE, RatchetHeader
+
+    a, b = pair()
+    message = a._ratchet.encrypt(b"x")
+    header = RatchetHeader.from_bytes(message[:HEADER_SIZE])
+
+    def forged(value: int) -> bytes:
+        changed = RatchetHeader(header.dh, *(
+            (value, header.n) if field == "pn" else (header.pn, value)))
+        return changed.to_bytes() + message[HEADER_SIZE:]
+
+    with pytest.raises(InvalidMessage, match="out of range"):
+        b._ratchet.decrypt(forged(2**32 - 1))
+    with pytest.raises(CryptoError) as caught:
+        b._ratchet.decrypt(forged(2**32 - 2))
+    assert not isinstance(caught.value, InvalidMessage)
