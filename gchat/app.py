@@ -176,7 +176,7 @@ class App:
         self.metrics.broker_healthy.set_function(lambda: 1.0 if broker.healthy else 0.0)
 
     def _push_notifier(self, db: Database, keys: ServerKeys) -> PushNotifier:
-        """Web Push to devices not connected here: one per device and window."""
+        """Web Push to devices connected nowhere: one per device and window."""
         config = self.config
         tls = ssl.create_default_context()
         if config.push_ca_file:
@@ -187,7 +187,7 @@ class App:
             else LocalCoalescer(config.push_coalesce_seconds)
         )
         sender = WebPushSender(keys.vapid, config.push_subject, ssl_context=tls)
-        return PushNotifier(db, sender, coalescer, self.broker.devices)
+        return PushNotifier(db, sender, coalescer, self.broker)
 
     async def start(self) -> None:
         config = self.config

@@ -1,8 +1,13 @@
-"""When to push: envelopes committed for a device with no connection here.
+"""When to push: envelopes committed for a device with no live connection.
 
 ``notify`` is called after a commit and returns at once: the pushes run
 as background tasks, so a slow, hanging or failing push service never
-delays ``accepted``. A device gets at most one push per window (the
+delays ``accepted``. Who is connected is asked of the broker (``Presence``)
+in two steps, so that the per-commit work stays small: on the commit path
+only "connected here?" (a set lookup per recipient; most recipients of a
+busy node are online); in the background, for the devices that have a
+subscription, "connected on any node?" (the Redis broker asks Redis who
+is subscribed to their channels). A device gets at most one push per window (the
 ``Coalescer``: in process, or Redis ``SET NX PX`` shared by every node so
 a cluster sends one in total). 404/410 removes the subscription; 429,
 5xx and network errors are retried with exponential backoff, then given
@@ -12,7 +17,7 @@ up (the device still finds its messages when it next connects).
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -23,6 +28,14 @@ from gchat.store import push as store
 from gchat.store.database import Database
 
 log = logging.getLogger("gchat.push")
+
+
+class Presence(Protocol):
+    """Where devices are connected (``gchat.runtime.broker.Broker`` is one)."""
+
+    def has_listeners(self, device_id: UUID) -> bool: ...
+
+    async def connected(self, device_ids: Iterable[UUID]) -> set[UUID]: ...
 
 
 class Coalescer(Protocol):
@@ -62,22 +75,22 @@ class PushNotifier:
         db: Database,
         sender: WebPushSender,
         coalescer: Coalescer,
-        online: Callable[[], Iterable[UUID]],
+        presence: Presence,
         attempts: int = 4,
         backoff_seconds: float = 1.0,
     ) -> None:
         self._db = db
         self._sender = sender
         self._coalescer = coalescer
-        self._online = online
+        self._presence = presence
         self._attempts = attempts
         self._backoff = backoff_seconds
         self._tasks: set[asyncio.Task[None]] = set()
 
     def notify(self, device_ids: Iterable[UUID]) -> None:
-        """Push, in the background, to those of ``device_ids`` not connected here."""
-        connected = set(self._online())
-        offline = [d for d in set(device_ids) if d not in connected]
+        """Push, in the background, to those of ``device_ids`` connected nowhere."""
+        has_listeners = self._presence.has_listeners
+        offline = [d for d in set(device_ids) if not has_listeners(d)]
         if offline:
             self._spawn(self._push_all(offline))
 
@@ -89,7 +102,12 @@ class PushNotifier:
     async def _push_all(self, device_ids: list[UUID]) -> None:
         try:
             subscriptions = await store.of_devices(self._db.pool, device_ids)
+            if not subscriptions:
+                return
+            online = await self._presence.connected(s.device_id for s in subscriptions)
             for subscription in subscriptions:
+                if subscription.device_id in online:
+                    continue
                 if await self._coalescer.claim(subscription.device_id):
                     self._spawn(self._push(subscription))
         except Exception as error:  # noqa: BLE001 - a push never fails a send

@@ -59,6 +59,18 @@ class Broker(Protocol):
         """The devices with a listener on this node."""
         ...
 
+    def has_listeners(self, device_id: UUID) -> bool:
+        """Whether this device has a listener (a live connection) on this node."""
+        ...
+
+    async def connected(self, device_ids: Iterable[UUID]) -> set[UUID]:
+        """Those of these devices with a live connection on any node.
+
+        Best effort (who to push to, not who may read): a node that cannot
+        ask the others answers for itself alone.
+        """
+        ...
+
     def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
         """Signal this node's listeners of these devices only."""
         ...
@@ -95,6 +107,10 @@ class InProcessBroker:
     def devices(self) -> list[UUID]:
         """The devices with a listener here (a snapshot)."""
         return list(self._listeners)
+
+    async def connected(self, device_ids: Iterable[UUID]) -> set[UUID]:
+        """The devices listening here: a single node has no others."""
+        return {d for d in device_ids if d in self._listeners}
 
     def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
         """Call the listeners of these devices now; a failing listener is logged."""

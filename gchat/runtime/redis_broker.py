@@ -411,6 +411,32 @@ class RedisBroker:
     def devices(self) -> list[UUID]:
         return self._local.devices()
 
+    def has_listeners(self, device_id: UUID) -> bool:
+        return self._local.has_listeners(device_id)
+
+    async def connected(self, device_ids: Iterable[UUID]) -> set[UUID]:
+        """Devices listening here, or on a node SUBSCRIBEd to their channel.
+
+        One ``PUBSUB NUMSUB`` for the devices not connected here: the
+        subscriptions this broker keeps are the presence record, so nothing
+        is written on connect and nothing is left stale when a node dies.
+        A device that connected a moment ago may not be subscribed yet (one
+        push too many, never a message lost). Redis unreachable: this node's
+        devices only. (On Redis Cluster NUMSUB counts one shard's clients.)
+        """
+        ids = set(device_ids)
+        here = {d for d in ids if self._local.has_listeners(d)}
+        others = [d for d in ids if d not in here]
+        if not others or not self._healthy:
+            return here
+        channels = [self._device_prefix + str(d).encode() for d in others]
+        try:
+            counts = await self._redis.pubsub_numsub(*channels)
+        except Exception as error:  # noqa: BLE001 - presence is a hint
+            log.debug("presence lookup failed (%s)", _describe(error))
+            return here
+        return here | {d for d, (_, n) in zip(others, counts, strict=True) if int(n) > 0}
+
     def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
         self._local.deliver(device_ids, signal)
 

@@ -105,6 +105,23 @@ async def test_unsubscribed_device_hears_nothing(two_nodes) -> None:  # noqa: AN
     assert on_b.signals == []
 
 
+async def test_connected_sees_devices_on_any_node(two_nodes) -> None:  # noqa: ANN001
+    a, b = two_nodes
+    here, there, nowhere = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    on_a, on_b = Recorder(), Recorder()
+    await subscribed(a, here, on_a)
+    await subscribed(b, there, on_b)
+    assert await a.connected([here, there, nowhere]) == {here, there}
+    assert a.has_listeners(here) and not a.has_listeners(there)
+    b.unsubscribe(there, on_b)
+
+
+    async def gone() -> bool:
+        return await a.connected([there]) == set()
+
+    await eventually(gone)
+
+
 async def test_publishes_of_a_batch_share_a_pipeline(two_nodes) -> None:  # noqa: ANN001
     a, b = two_nodes
     devices = [uuid.uuid4() for _ in range(300)]

@@ -1,19 +1,10 @@
 """Pushes from a real node (real PostgreSQL) to a real local HTTPS push service."""
 
-import asyncio
-import os
-import ssl
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import http_ece
-import jwt
 import pytest
-from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gchat.app import App
 from gchat.client.sdk import Client
@@ -21,67 +12,21 @@ from protocol import frames as f
 from tests.integration.conftest import World, node_config
 from tests.support import eventually, stays
 
-from .test_sender import tls_files
-
-
-@dataclass
-class PushService:
-    """An RFC 8030 push service: checks VAPID, decrypts, records; /gone answers 410."""
-
-    port: int = 0
-    vapid: bytes = b""
-    keys: dict[str, tuple[ec.EllipticCurvePrivateKey, bytes]] = field(default_factory=dict)
-    received: list[tuple[str, bytes]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        if request.path == "/hang":
-            await asyncio.sleep(60)
-        token = request.headers["Authorization"].split("t=", 1)[1].split(",", 1)[0]
-        public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), self.vapid)
-        jwt.decode(token, public, algorithms=["ES256"], audience=f"https://localhost:{self.port}")
-        private, auth = self.keys[request.path]
-        body = http_ece.decrypt(
-            await request.read(), private_key=private, auth_secret=auth, version="aes128gcm"
-        )
-        self.received.append((request.path, body))
-        if request.path == "/flaky" and self.count("/flaky") <= 2:
-            return web.Response(status=503)
-        return web.Response(status=410 if request.path == "/gone" else 201)
-
-    def subscription(self, path: str) -> dict[str, object]:
-        private = ec.generate_private_key(ec.SECP256R1())
-        auth = os.urandom(16)
-        self.keys[path] = (private, auth)
-        p256dh = private.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-        return {"endpoint": f"https://localhost:{self.port}{path}", "p256dh": p256dh, "auth": auth}
-
-    def count(self, path: str) -> int:
-        return sum(p == path for p, _ in self.received)
+from .service import PushService, push_service
 
 
 @pytest.fixture
 async def push_world(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[World, PushService]]:
-    cert, key = tls_files(tmp_path)
-    service = PushService()
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    web_app = web.Application()
-    web_app.router.add_post("/{name}", service.handle)
-    runner = web.AppRunner(web_app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-    await site.start()
-    service.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    app = App(node_config(database_url, tmp_path / "node", push_ca_file=str(cert)))
-    await app.start()
-    world = World(app)
-    await world.start()
-    try:
-        yield world, service
-    finally:
-        await world.close()
-        await app.stop()
-        await runner.cleanup()
+    async with push_service(tmp_path) as service:
+        app = App(node_config(database_url, tmp_path / "node", push_ca_file=str(service.ca_file)))
+        await app.start()
+        world = World(app)
+        await world.start()
+        try:
+            yield world, service
+        finally:
+            await world.close()
+            await app.stop()
 
 
 async def registered(world: World, service: PushService, name: str, path: str) -> Client:
