@@ -280,7 +280,7 @@ def _devices_out(args: argparse.Namespace, found: Sequence[f.DeviceInfo]) -> Non
             _emit(args, d)
         return
     table(
-        ("device_id", "name", "platform", "status", "enrolled", "last_seen", "revoked"),
+        ("device_id", "name", "platform", "status", "enrolled", "last_seen", "revoked", "push"),
         [
             (
                 d.device_id,
@@ -290,6 +290,7 @@ def _devices_out(args: argparse.Namespace, found: Sequence[f.DeviceInfo]) -> Non
                 _when(d.enrolled_at),
                 _when(d.last_seen_at),
                 _when(d.revoked_at),
+                d.push_origin or "no",
             )
             for d in found
         ],

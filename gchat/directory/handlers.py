@@ -61,6 +61,8 @@ def _device(row: DeviceListing) -> f.DeviceInfo:
         enrolled_at=_ms(row.enrolled_at) or 0,
         last_seen_at=_ms(row.last_seen_at),
         revoked_at=_ms(row.revoked_at),
+        push=row.push_origin is not None,
+        push_origin=row.push_origin,
     )
 
 

@@ -122,6 +122,7 @@ class DeviceListing:
     enrolled_at: datetime
     last_seen_at: datetime | None
     revoked_at: datetime | None
+    push_origin: str | None  # the push service's scheme://host[:port], if subscribed
 
 
 def split_name(name: str | None) -> tuple[str | None, str | None]:
@@ -547,11 +548,19 @@ async def cancel_codes(
 
 # --- devices (admin view) ----------------------------------------------------------
 
+# A push subscription shows as its push service's origin only: the endpoint's
+# path is the capability to push to the device, and it stays in this table.
+# (register_push accepts only https URLs without user info, so the origin is
+# everything before the first '/', '?' or '#' after the scheme.)
+
 
 async def list_devices(db: Executor, official_id: UUID) -> list[DeviceListing]:
     rows = await db.fetch(
-        """SELECT id, official_id, name, platform, status, enrolled_at, last_seen_at, revoked_at
-           FROM devices WHERE official_id = $1 ORDER BY enrolled_at""",
+        """SELECT d.id, d.official_id, d.name, d.platform, d.status, d.enrolled_at,
+                  d.last_seen_at, d.revoked_at,
+                  lower(substring(p.endpoint from '^[A-Za-z]+://[^/?#]+')) AS push_origin
+           FROM devices d LEFT JOIN push_subscriptions p ON p.device_id = d.id
+           WHERE d.official_id = $1 ORDER BY d.enrolled_at""",
         official_id,
     )
     return [DeviceListing(**row) for row in rows]
@@ -559,8 +568,11 @@ async def list_devices(db: Executor, official_id: UUID) -> list[DeviceListing]:
 
 async def get_device(db: Executor, device_id: UUID) -> DeviceListing | None:
     row = await db.fetchrow(
-        """SELECT id, official_id, name, platform, status, enrolled_at, last_seen_at, revoked_at
-           FROM devices WHERE id = $1""",
+        """SELECT d.id, d.official_id, d.name, d.platform, d.status, d.enrolled_at,
+                  d.last_seen_at, d.revoked_at,
+                  lower(substring(p.endpoint from '^[A-Za-z]+://[^/?#]+')) AS push_origin
+           FROM devices d LEFT JOIN push_subscriptions p ON p.device_id = d.id
+           WHERE d.id = $1""",
         device_id,
     )
     return DeviceListing(**row) if row else None

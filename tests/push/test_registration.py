@@ -1,8 +1,10 @@
 """register_push / unregister_push / get_push_config against a real node and database."""
 
+import base64
 import os
 import stat
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -69,6 +71,37 @@ async def test_bad_subscriptions_are_refused_with_invalid_field(world: World) ->
     )
     assert world.app.db is not None
     assert await world.app.db.pool.fetchval("SELECT count(*) FROM push_subscriptions") == 0
+
+
+async def test_device_listing_shows_the_push_service_origin_never_the_endpoint(
+    world: World,
+) -> None:
+    alice = await world.official_with_device("alice")
+    assert world.admin is not None and alice.state.official_id is not None
+
+    async def listing() -> f.DeviceList:
+        assert world.admin is not None and alice.state.official_id is not None
+        return await world.admin.request(f.ListDevices, official_id=alice.state.official_id)
+
+    (before,) = (await listing()).devices
+    assert (before.push, before.push_origin) == (False, None)
+
+    p256dh, auth = subscription_keys()
+    endpoint = "https://Push.Example:8443/wpush/v2/gAAAA-capability-token?x=1#frag"
+    await alice.request(f.RegisterPush, endpoint=endpoint, p256dh=p256dh, auth=auth)
+    reply = await listing()
+    (device,) = reply.devices
+    assert (device.push, device.push_origin) == (True, "https://push.example:8443")
+    # Nothing of the capability or the keys, in any field or encoding.
+    wire = msgspec.json.encode(reply) + msgspec.msgpack.encode(reply)
+    for secret in (b"capability-token", b"wpush", p256dh, auth):
+        assert secret not in wire
+        assert base64.b64encode(secret)[:20] not in wire
+        assert base64.urlsafe_b64encode(secret).rstrip(b"=")[:20] not in wire
+
+    await alice.request(f.UnregisterPush)
+    (after,) = (await listing()).devices
+    assert (after.push, after.push_origin) == (False, None)
 
 
 def test_vapid_key_is_created_once_private_and_kept(tmp_path) -> None:  # noqa: ANN001
