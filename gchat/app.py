@@ -345,6 +345,12 @@ class App:
         self._background.append(asyncio.create_task(samplers.database_gauges(db, self.metrics)))
         sequencer = self.sequencer
         self.metrics.audit_sequencer_leading.set_function(lambda: float(sequencer.leading))
+        self.metrics.audit_sequenced.set_function(lambda: float(sequencer.sequenced))
+        self._background.append(
+            asyncio.create_task(
+                samplers.audit_backlog(db, self.metrics, lambda: sequencer.leading)
+            )
+        )
         if config.metrics_port:
             self._metrics_server = serve_separately(
                 self.metrics, config.metrics_host, config.metrics_port

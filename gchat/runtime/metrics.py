@@ -155,6 +155,11 @@ class NodeMetrics:
             "age of the oldest audit event without a leaf (0 when none waits)",
             registry=r,
         )
+        self.audit_sequenced = Gauge(
+            "gchat_audit_sequenced_leaves",
+            "leaves this node appended to the audit log since it started (rate: sequencing speed)",
+            registry=r,
+        )
         self.audit_sequencer_leading = Gauge(
             "gchat_audit_sequencer_leading",
             "1 on the node that currently sequences and signs the audit log",

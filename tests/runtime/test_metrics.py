@@ -120,6 +120,41 @@ async def test_sequencer_backlog_counts_events_without_a_leaf(started: App) -> N
     assert age >= 0.2
 
 
+async def test_the_leading_node_shows_the_sequencer_lag_within_a_second(started: App) -> None:
+    """Scraped /metrics follows the backlog second by second while this node sequences."""
+    assert started.db is not None and started.sequencer is not None
+    sequencer = started.sequencer
+    await eventually(lambda: sequencer.leading)
+    url = f"http://127.0.0.1:{started.port}/metrics"
+    await sequencer.stop()  # nobody sequences: events pile up
+    leads = True
+    sampler = asyncio.create_task(
+        samplers.audit_backlog(started.db, started.metrics, lambda: leads, interval=0.2)
+    )
+    try:
+        await Directory(started.db, 3600, started.audit).bootstrap("MIN", "Ministry", "Admin")
+
+        async def waiting() -> float:
+            return samples((await scrape(url))[2])["gchat_audit_unsequenced_events"]
+
+        deadline = time.monotonic() + 5
+        while await waiting() < 1:
+            assert time.monotonic() < deadline, "the backlog never showed"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.2)
+        assert samples((await scrape(url))[2])["gchat_audit_sequencer_lag_seconds"] >= 0.5
+        sequencer.start()
+        deadline = time.monotonic() + 5
+        while await waiting() > 0:
+            assert time.monotonic() < deadline, "the backlog never drained on /metrics"
+            await asyncio.sleep(0.1)
+        assert samples((await scrape(url))[2])["gchat_audit_sequenced_leaves"] >= 1
+    finally:
+        leads = False
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+
+
 async def test_sequencer_backlog_empties_when_the_sequencer_runs(started: App) -> None:
     assert started.db is not None
     await Directory(started.db, 3600, started.audit).bootstrap("MIN", "Ministry", "Admin")
