@@ -22,6 +22,8 @@ from crypto.safety_number import fingerprint_digits, safety_number
 from crypto.sender_keys import SenderKeyState
 from crypto.session import Session
 from crypto.x3dh import PrekeyBundle, x3dh_initiate
+from gchat.audit import merkle
+from gchat.audit.verify import key_id
 from gchat.client.sdk import Content, _content_encoder
 from protocol.frames import GroupMember, members_digest
 
@@ -107,7 +109,85 @@ def make() -> dict[str, Any]:
     v["content"] = {"plain": h(_content_encoder.encode(plain)),
                     "distribution": h(_content_encoder.encode(dist)),
                     "conversation_id": str(official)}
+    v["merkle"] = audit_vectors()
     return v
+
+
+def audit_vectors() -> dict[str, Any]:
+    """RFC 9162 trees, proofs and signed heads from gchat/audit/merkle.py, with
+    negative cases whose verdict (False) is Python's too."""
+    entries = [
+        json.dumps({"kind": "message.accepted", "time": f"2026-12-04T09:{i:02d}:00.000000Z",
+                    "v": 1, "details": {"note": "ทดสอบ"}},
+                   separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        for i in range(13)
+    ]
+    leaves = [merkle.leaf_hash(e.encode()) for e in entries]
+    roots = {n: merkle.root_from_leaf_hashes(leaves[:n]) for n in range(0, 14)}
+    inclusion = []
+    for size in (1, 2, 3, 5, 7, 8, 13):
+        for index in sorted({0, size // 2, size - 1}):
+            proof = merkle.inclusion_proof(leaves[:size], index)
+            assert merkle.verify_inclusion(leaves[index], index, size, proof, roots[size])
+            inclusion.append({"index": index, "size": size, "proof": [h(p) for p in proof]})
+    consistency = []
+    for old, new in ((0, 5), (1, 13), (4, 13), (8, 13), (5, 7), (6, 8), (7, 13), (13, 13), (3, 3)):
+        proof = merkle.consistency_proof(leaves[:new], old)
+        assert merkle.verify_consistency(old, new, roots[old], roots[new], proof)
+        consistency.append({"old": old, "new": new, "proof": [h(p) for p in proof]})
+
+    def inc(index: int, size: int, proof: list[bytes], leaf: bytes) -> bool:
+        return merkle.verify_inclusion(leaf, index, size, proof, roots[size])
+
+    p5 = merkle.inclusion_proof(leaves, 5)
+    altered = merkle.leaf_hash(entries[5].replace("ทดสอบ", "ทดสอบ!").encode())
+    bad_inclusion = [
+        {"why": "wrong index", "index": 4, "size": 13, "leaf": h(leaves[5]),
+         "proof": [h(p) for p in p5]},
+        {"why": "truncated proof", "index": 5, "size": 13, "leaf": h(leaves[5]),
+         "proof": [h(p) for p in p5[:-1]]},
+        {"why": "extra hash", "index": 5, "size": 13, "leaf": h(leaves[5]),
+         "proof": [h(p) for p in p5 + [leaves[0]]]},
+        {"why": "altered leaf", "index": 5, "size": 13, "leaf": h(altered),
+         "proof": [h(p) for p in p5]},
+        {"why": "index past the tree", "index": 13, "size": 13, "leaf": h(leaves[5]),
+         "proof": [h(p) for p in p5]},
+        {"why": "wrong tree size", "index": 5, "size": 12, "leaf": h(leaves[5]),
+         "proof": [h(p) for p in p5]},
+    ]
+    for case in bad_inclusion:
+        size = case["size"]
+        assert not inc(case["index"], size, [bytes.fromhex(x) for x in case["proof"]],
+                       bytes.fromhex(case["leaf"]))
+    c = merkle.consistency_proof(leaves, 6)
+    bad_consistency = [
+        {"why": "wrong old size", "old": 5, "new": 13, "proof": [h(p) for p in c]},
+        {"why": "truncated proof", "old": 6, "new": 13, "proof": [h(p) for p in c[:-1]]},
+        {"why": "altered hash", "old": 6, "new": 13,
+         "proof": [h(c[0][:-1] + bytes([c[0][-1] ^ 1]))] + [h(p) for p in c[1:]]},
+        {"why": "empty proof", "old": 6, "new": 13, "proof": []},
+    ]
+    for case in bad_consistency:
+        assert not merkle.verify_consistency(
+            case["old"], case["new"], roots[case["old"]], roots[13],
+            [bytes.fromhex(x) for x in case["proof"]])
+
+    key = IdentityKeyPair.from_seed(seed(80))
+    head = merkle.TreeHead(tree_size=13, root_hash=roots[13], timestamp_ms=1_796_374_800_123)
+    message = head.signing_message()
+    return {
+        "entries": entries, "leaf_hashes": [h(x) for x in leaves],
+        "roots": {str(n): h(r) for n, r in roots.items()},
+        "node_hash": {"left": h(leaves[0]), "right": h(leaves[1]),
+                      "hash": h(merkle.node_hash(leaves[0], leaves[1]))},
+        "inclusion": inclusion, "consistency": consistency,
+        "bad_inclusion": bad_inclusion, "bad_consistency": bad_consistency,
+        "tree_head": {"public_key": h(key.public_key), "key_id": h(key_id(key.public_key)),
+                      "tree_size": 13, "timestamp_ms": head.timestamp_ms,
+                      "root_hash": h(roots[13]), "message": h(message),
+                      "signature": h(key.sign(message)),
+                      "other_key": h(IdentityKeyPair.from_seed(seed(81)).public_key)},
+    }
 
 
 if __name__ == "__main__":

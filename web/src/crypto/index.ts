@@ -8,3 +8,4 @@ export * from "./senderkeys";
 export * from "./session";
 export { loadSodium } from "./sodium";
 export * from "./content";
+export * from "./merkle";
