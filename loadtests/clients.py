@@ -1,6 +1,6 @@
 """Simulated devices: enrolment through the reference SDK, a lean hot path.
 
-Enrolment uses ``gchat.client.sdk.Client`` unchanged except for one thing:
+Enrolment uses ``gchat.client.sdk.Client``, with one connect option:
 each simulated device connects from its own loopback address (127.x.y.z), as
 real devices come from their own addresses, because the server limits
 enrolment attempts per remote address (10 per hour).
@@ -15,7 +15,6 @@ after ``crypto.certificate.verify_certificate``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -70,33 +69,15 @@ class Dev:
         return cert.identity_key
 
 
-class LoadClient(Client):
-    """The reference client, connecting from a given local address."""
-
-    def __init__(self, state: DeviceState, local_address: str) -> None:
-        super().__init__(state)
-        self._local_address = local_address
-
-    async def connect(self) -> None:
-        self._ws = await connect(
-            self.state.url,
-            subprotocols=[self._subprotocol],  # type: ignore[list-item]
-            compression=None,
-            max_size=None,
-            open_timeout=30,
-            local_addr=(self._local_address, 0),
-        )
-        first = self._codec.decode(await self._ws.recv())
-        if not isinstance(first, f.Challenge):
-            raise ConnectionError(f"expected a challenge, got {type(first).__name__}")
-        self.challenge = first
-        self._reader = asyncio.create_task(self._read())
+def local_client(state: DeviceState, address: str) -> Client:
+    """The reference client, connecting from ``address`` (a loopback address of its own)."""
+    return Client(state, connect_options={"local_addr": (address, 0), "open_timeout": 30})
 
 
 async def enroll_device(url: str, index: int, code: str) -> Dev:
     """Enrol one simulated device with the reference client; return its record."""
     state = DeviceState(url=url, identity_seed=IdentityKeyPair.generate().seed)
-    client = LoadClient(state, local_ip(index))
+    client = local_client(state, local_ip(index))
     await client.connect()
     try:
         reply = await client.enroll(code, f"load-{index}", "loadtest")

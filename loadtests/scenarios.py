@@ -26,7 +26,7 @@ import asyncpg
 from crypto.identity import IdentityKeyPair
 from gchat.client.state import DeviceState
 from loadtests import harness
-from loadtests.clients import Dev, LoadClient, seal_pool
+from loadtests.clients import Dev, local_client, seal_pool
 from loadtests.worker import Workers
 from protocol.frames import CreateOfficial, IssueCode
 
@@ -141,7 +141,7 @@ class Run:
 
     async def _enrol(self, admin_code: str, count: int) -> list[Dev]:
         assert self.node is not None and self.workers is not None
-        admin = LoadClient(
+        admin = local_client(
             DeviceState(url=self.node.url, identity_seed=IdentityKeyPair.generate().seed),
             "127.0.0.1")
         await admin.connect()

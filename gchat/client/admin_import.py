@@ -25,7 +25,8 @@ from gchat.client.cli import _as_device
 from gchat.client.cli_errors import UserError
 from gchat.client.lookup import agency_id, all_officials
 from gchat.client.output import emit, note, roles_text, table
-from gchat.client.sdk import Client, ClientError
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from protocol import frames as f
 
 

@@ -27,7 +27,11 @@ import segno
 from crypto.errors import CryptoError
 from crypto.identity import IdentityKeyPair
 from gchat.client.cli_errors import UserError
-from gchat.client.sdk import Client, ClientError, DeviceChangeBlocked, Received, Reconnecting
+from gchat.client.events import Received
+from gchat.client.reconnecting import Reconnecting
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
+from gchat.client.sessions import DeviceChangeBlocked
 from gchat.client.state import DeviceState, StateFile, default_state_path
 from gchat.client.tls import client_context, plaintext_warning
 
@@ -209,7 +213,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 def cmd_accept_devices(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
-        await client.sync_devices(args.peer)
+        await client.sessions.sync_devices(args.peer)
         try:
             new = client.accept_devices(args.peer)
         except ValueError as error:
@@ -255,7 +259,7 @@ def cmd_group(args: argparse.Namespace) -> None:
             )
             _print({"message_id": str(reply.message_id), "server_time": reply.server_time})
         else:  # list: the members of one group, as the signed state says
-            _print(_event_line(await client.refresh_conversation(args.conversation)))
+            _print(_event_line(await client.groups.refresh(args.conversation)))
 
     _as_device(args, _group_errors(work))
 

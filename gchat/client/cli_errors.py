@@ -40,7 +40,7 @@ def explain(error: BaseException, url: str | None = None) -> str | None:
 
     ``url`` is the server address the command used, when it knows it.
     """
-    from gchat.client.sdk import ClientError  # the SDK is heavy; load only when needed
+    from gchat.client.rpc import ClientError  # the SDK is heavy; load only when needed
     from gchat.client.state import StateFileError
 
     if isinstance(error, UserError | StateFileError):

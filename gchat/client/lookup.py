@@ -9,7 +9,8 @@ read them (an id is shown as it is otherwise, never a guess).
 import uuid
 
 from gchat.client.cli_errors import UserError
-from gchat.client.sdk import Client, ClientError
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from protocol import frames as f
 from protocol import limits
 

@@ -92,7 +92,7 @@ class DeviceState:
     #: Conversation -> when our current sender key was made (unix seconds).
     sender_key_created: dict[UUID, int] = field(default_factory=dict)
     seen_messages: list[str] = field(default_factory=list)
-    # --- groups (sender keys; see gchat.client.sdk's group section) ---
+    # --- groups (sender keys; see gchat.client.groups) ---
     #: Conversation -> our own sender key (SenderKeyState bytes).
     sender_keys: dict[UUID, bytes] = field(default_factory=dict)
     #: Conversation -> sender device -> that device's sender key (receiving copy).

@@ -16,7 +16,8 @@ from crypto.identity import verify_signature
 from gchat.app import App
 from gchat.audit.merkle import TreeHead, leaf_hash, verify_consistency, verify_inclusion
 from gchat.audit.verify import verify_export
-from gchat.client.sdk import Client, ClientError
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
 from gchat.store import directory as store_directory
 from protocol import frames as f
@@ -222,7 +223,7 @@ async def test_auditor_operations(world: World) -> None:
 async def test_revoking_the_auditor_role_takes_effect_on_the_open_connection(
     world: World,
 ) -> None:
-    from gchat.client.sdk import ClientError
+    from gchat.client.rpc import ClientError
 
     auditor = await _auditor(world)
     assert auditor.state.official_id is not None and world.admin is not None

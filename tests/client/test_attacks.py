@@ -11,7 +11,10 @@ from uuid import UUID
 import msgspec
 
 from crypto.sender_keys import SenderKeyState
-from gchat.client.sdk import SENDER_KEY_MAX_AGE, Client, DeviceChangeBlocked, Received
+from gchat.client.events import Received
+from gchat.client.groups import SENDER_KEY_MAX_AGE
+from gchat.client.sdk import Client
+from gchat.client.sessions import DeviceChangeBlocked
 from protocol import frames as f
 from tests.client.conftest import behind
 from tests.client.relay import HostileRelay
@@ -203,7 +206,7 @@ async def test_poison_content_is_acked_and_the_next_message_is_read(world: World
     assert [m.plaintext for m in await read(bob, 1)] == [b"hi"]
     poison = await mallory.request(
         f.Send, client_message_id="p1", recipient=oid(bob),
-        envelopes=[f.Envelope(device_id=did(bob), ciphertext=mallory._encrypt_for(
+        envelopes=[f.Envelope(device_id=did(bob), ciphertext=mallory.sessions.encrypt_for(
             did(bob), b"\xc1 not msgpack"))],
     )
     await mallory.send_message(oid(bob), b"after the poison", "p2")
@@ -267,7 +270,7 @@ async def test_a_sender_key_from_a_non_member_is_refused(world: World) -> None:
     hers = await mallory.create_group("mallory's own", [])
     for target in (cid, hers.conversation_id):
         forged = SenderKeyState.generate().distribution_message()
-        await mallory.send_message(oid(bob), b"", f"sk-{target}", sender_key=(target, forged))
+        await mallory.sessions.send(oid(bob), b"", f"sk-{target}", sender_key=(target, forged))
     assert await read(bob, 1, wait=1.0) == []
     assert len(bob.undecryptable) == 2
     assert "not a member" in reasons(bob)[0] and "cannot see" in reasons(bob)[1]
@@ -315,7 +318,7 @@ async def test_copies_on_own_devices_name_the_recipient_and_peers_cannot(world: 
     assert [m.plaintext for m in await read(alice, 1)] == [b"hello both"]
     sent = await bob.request(
         f.Send, client_message_id="c3f", recipient=oid(alice),
-        envelopes=[f.Envelope(device_id=d, ciphertext=bob._encrypt_for(d, forged))
+        envelopes=[f.Envelope(device_id=d, ciphertext=bob.sessions.encrypt_for(d, forged))
                    for d in sorted([did(alice), did(alice2)])],
     )
     await bob.send_message(oid(alice), b"after", "c4")

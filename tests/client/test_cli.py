@@ -187,7 +187,7 @@ def test_listen_names_the_recipient_of_a_copy_from_another_own_device() -> None:
     from uuid import uuid4
 
     from gchat.client.cli import _message_line
-    from gchat.client.sdk import Received
+    from gchat.client.events import Received
 
     to = uuid4()
     copy = Received(uuid4(), 1, uuid4(), uuid4(), 0, b"hi", None, to)

@@ -18,7 +18,8 @@ from pathlib import Path
 from uuid import UUID
 
 from crypto.identity import IdentityKeyPair
-from gchat.client.sdk import Client, Reconnecting
+from gchat.client.reconnecting import Reconnecting
+from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
 from gchat.directory.service import Directory
 from gchat.store.database import Database

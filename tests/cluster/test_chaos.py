@@ -26,7 +26,8 @@ from uuid import UUID
 
 import pytest
 
-from gchat.client.sdk import Client, Reconnecting
+from gchat.client.reconnecting import Reconnecting
+from gchat.client.sdk import Client
 from protocol import frames as f
 from tests.cluster.harness import Cluster, People
 from tests.cluster.support import PrivateRedis, eventually
@@ -46,7 +47,7 @@ class Tracking(Reconnecting):
         self.repushed: list[tuple[UUID, int]] = []  # (message id, connection)
         self.first_order: list[tuple[UUID, UUID, int]] = []  # (sender, message, seq)
 
-    async def _handle(self, client: Client, frame: f.ServerFrame) -> None:
+    async def handle(self, client: Client, frame: f.ServerFrame) -> None:
         if isinstance(frame, f.Deliver):
             connection = len(self.connected_to) - 1
             self.pushes[connection][frame.message_id] += 1
@@ -54,7 +55,7 @@ class Tracking(Reconnecting):
                 self.repushed.append((frame.message_id, connection))
             else:
                 self.acked_on[frame.message_id] = connection
-        await super()._handle(client, frame)
+        await super().handle(client, frame)
 
 
 async def test_node_killed_and_redis_restarted_under_load_lose_nothing(

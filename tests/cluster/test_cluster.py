@@ -20,7 +20,10 @@ from uuid import UUID
 import pytest
 
 from gchat.app import App
-from gchat.client.sdk import Client, ClientError, Received, Reconnecting
+from gchat.client.events import Received
+from gchat.client.reconnecting import Reconnecting
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
 from gchat.config import Config
 from protocol import frames as f

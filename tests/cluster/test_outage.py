@@ -25,7 +25,9 @@ from uuid import UUID
 
 import pytest
 
-from gchat.client.sdk import Client, ClientError, Reconnecting
+from gchat.client.reconnecting import Reconnecting
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from gchat.runtime.embedded_postgres import EmbeddedPostgres, find_binaries
 from tests.cluster.harness import Cluster, People
 from tests.cluster.support import PrivateRedis, eventually

@@ -15,7 +15,8 @@ import pytest
 
 from crypto.errors import CryptoError
 from crypto.sender_keys import SenderKeyState
-from gchat.client.sdk import Client, ClientError
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from gchat.store import directory as directory_store
 from protocol import frames as f
 from tests.fixtures import WorldFactory
@@ -151,7 +152,7 @@ async def test_removed_member_receives_nothing_more_and_could_not_decrypt_it(
     # Carol's devices got the removal event and nothing after it.
     for carol in (c1, c2):
         assert await settle(carol, wait=0.5) == []
-        assert carol.membership_events[-1].action == "removed"
+        assert carol.groups.events[-1].action == "removed"
         assert cid not in carol.state.group_keys  # her client forgot the group's keys
     for message_id, _ in after.values():
         assert await pool.fetchval(
@@ -187,7 +188,7 @@ async def test_added_member_reads_only_what_follows(world: World) -> None:
     for dan in (d1, d2):
         assert await read(dan, 3, wait=1.0) == [b"later", b"later from bob"]
         with pytest.raises(CryptoError):  # the chain he got starts after "early"
-            dan.decrypt_group(cid, did(a1), early_body)
+            dan.groups.decrypt(cid, did(a1), early_body)
 
 
 async def test_announcement_mode_refuses_posts_from_non_admins(world: World) -> None:
@@ -254,7 +255,7 @@ async def test_policy_refuses_a_cross_agency_member_where_not_allowed(
             with pytest.raises(ClientError) as refused:
                 await attempt
             assert refused.value.code == "policy_refused"
-        members = (await alice.refresh_conversation(cid)).members
+        members = (await alice.groups.refresh(cid)).members
         assert {m.official_id for m in members or []} == {oid(alice), oid(dept)}
 
 
@@ -286,7 +287,7 @@ async def test_membership_events_are_signed_contiguous_delivered_and_audited(
     await a1.leave_group(cid)  # bob stays admin
     await settle(b1, b2, c1, a1, wait=0.5)
     for bob in (b1, b2):
-        actions = [(e.seq, e.action) for e in bob.membership_events]
+        actions = [(e.seq, e.action) for e in bob.groups.events]
         assert actions == [
             (1, "created"), (2, "added"), (3, "renamed"), (4, "promoted"),
             (5, "announcement"), (6, "removed"), (7, "left"),
@@ -296,7 +297,7 @@ async def test_membership_events_are_signed_contiguous_delivered_and_audited(
         assert view is not None and view.title == "the desk" and view.announcement_only
         assert [(m.official_id, m.admin) for m in view.members or []] == [(oid(b1), True)]
     # Carol saw the events while a member, then her own removal, then nothing.
-    assert [e.seq for e in c1.membership_events] == [2, 3, 4, 5, 6]
+    assert [e.seq for e in c1.groups.events] == [2, 3, 4, 5, 6]
     assert a1.conversation(cid).seq == 7  # type: ignore[union-attr]
     # Each event is one body, queued to every device that had to see it.
     assert await pool.fetchval("SELECT seq FROM conversations WHERE id = $1", cid) == 7
@@ -319,9 +320,9 @@ async def test_membership_events_are_signed_contiguous_delivered_and_audited(
         f.SignedMembershipEvent(event=outer.event, signature=bytes(64))
     )
     with pytest.raises(CryptoError):
-        b1._verified_event(forged)
+        b1.groups.apply_event(forged)
     with pytest.raises(ClientError) as gone:
-        await c1.refresh_conversation(cid)
+        await c1.groups.refresh(cid)
     assert gone.value.code == "not_a_member"
 
 
@@ -367,7 +368,7 @@ async def test_agency_admin_offboards_a_member_of_a_group_they_are_not_in(world:
     event = await world.admin.remove_members(cid, [oid(b1)])
     assert event.action == "removed" and event.actor_official == oid(world.admin)
     await settle(b1)
-    assert b1.membership_events[-1].action == "removed"
+    assert b1.groups.events[-1].action == "removed"
 
 
 async def test_group_send_is_idempotent_and_refuses_a_stale_membership(world: World) -> None:

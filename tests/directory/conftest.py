@@ -15,7 +15,8 @@ from uuid import UUID
 
 import pytest
 
-from gchat.client.sdk import Client, ClientError
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from gchat.directory.administration import Administration
 from gchat.directory.handlers import DirectoryHandlers
 from gchat.directory.importer import DirectoryImport

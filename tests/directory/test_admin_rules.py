@@ -2,7 +2,7 @@
 
 import pytest
 
-from gchat.client.sdk import ClientError
+from gchat.client.rpc import ClientError
 from protocol import frames as f
 from tests.directory.conftest import Tree
 

@@ -8,7 +8,8 @@ import pytest
 
 from crypto.identity import IdentityKeyPair
 from gchat.app import App
-from gchat.client.sdk import Client, ClientError
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
 from gchat.directory import policy
 from gchat.directory.service import Directory

@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from gchat.client.sdk import Client, ClientError
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from gchat.directory import policy
 from protocol import frames as f
 from tests.directory.conftest import Tree

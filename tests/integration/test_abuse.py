@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gchat.app import App
-from gchat.client.sdk import ClientError
+from gchat.client.rpc import ClientError
 from protocol import frames as f
 from protocol.errors import CloseCode
 
@@ -95,7 +95,7 @@ async def test_a_frame_flood_is_cut_off_without_slowing_others(world: World) -> 
     alice = await world.official_with_device("alice")
     mallory = await world.official_with_device("mallory")
     # Authenticated and schema-valid: each one costs a database query if processed.
-    frame = mallory._codec.encode(f.GetConversation(rid=1, conversation_id=uuid.uuid4()))
+    frame = mallory.rpc.encode(f.GetConversation(rid=1, conversation_id=uuid.uuid4()))
     latencies: list[float] = []
     flood_done = asyncio.Event()
 
@@ -140,7 +140,7 @@ async def test_acks_are_not_counted_against_the_frame_limit(world: World) -> Non
     """A device syncing a backlog acks each envelope in its own frame: never throttled."""
     alice = await world.official_with_device("alice")
     for position in range(1, 2001):  # far past 300 + 100/s, as fast as we can
-        await alice.ws.send(alice._codec.encode(f.Ack(positions=[position])))
+        await alice.ws.send(alice.rpc.encode(f.Ack(positions=[position])))
     with contextlib.suppress(ClientError):
         await alice.request(f.GetConversation, conversation_id=uuid.uuid4())
     errors = [x for x in list(alice.pushed._queue) if isinstance(x, f.Error)]  # type: ignore[attr-defined]

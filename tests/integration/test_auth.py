@@ -11,7 +11,8 @@ from websockets.exceptions import ConnectionClosed
 
 from crypto.identity import IdentityKeyPair
 from gchat.app import App
-from gchat.client.sdk import Client, ClientError
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
 from gchat.identity.tokens import TokenIssuer
 from gchat.runtime.server_keys import ServerKeys
@@ -55,7 +56,7 @@ async def test_bad_prekey_signature_refused_without_burning_the_code(world: Worl
     official = await world.new_official("alice")
     code = await world.new_code(official)
     client = await fresh_client(world)
-    good = client._new_signed_prekey()
+    good = client.sessions.new_signed_prekey()
     forged = f.SignedPrekey(key_id=good.key_id, public_key=good.public_key, signature=b"\1" * 64)
     assert client.challenge is not None
     await expect_error(
@@ -64,7 +65,7 @@ async def test_bad_prekey_signature_refused_without_burning_the_code(world: Worl
             f.Enroll,
             code=code,
             identity_key=client.identity.public_key,
-            signature=client._sign_challenge(),
+            signature=client.sign_challenge(),
             signed_prekey=forged,
             one_time_prekeys=[],
             device_name="x",

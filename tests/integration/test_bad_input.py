@@ -7,7 +7,8 @@ import msgspec
 from websockets.asyncio.client import connect
 
 from crypto.identity import IdentityKeyPair
-from gchat.client.sdk import Client, ClientError
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
 from protocol import frames as f
 from protocol.limits import MAX_FRAME_BYTES

@@ -60,11 +60,13 @@ async def test_bundle_carries_a_verifiable_certificate(world: World) -> None:
     bob = await world.official_with_device("bob")
     alice = await world.official_with_device("alice")
     assert bob.state.official_id is not None
-    bundles = await alice.device_keys(bob.state.official_id)
+    bundles = await alice.sessions.device_keys(bob.state.official_id)
     assert set(bundles) == {bob.state.device_id}
     [bundle] = bundles.values()
     assert bob.state.device_id is not None
-    certified = alice._verified(bundle.certificate, bob.state.official_id, bob.state.device_id)
+    certified = alice.sessions.verified(
+        bundle.certificate, bob.state.official_id, bob.state.device_id
+    )
     assert certified == bob.identity.public_key
 
 

@@ -4,7 +4,8 @@ import asyncio
 
 import asyncpg
 
-from gchat.client.sdk import Client, ClientError
+from gchat.client.rpc import ClientError
+from gchat.client.sdk import Client
 from protocol import frames as f
 from tests.support import World, eventually, stays, unread
 
@@ -93,9 +94,9 @@ async def test_concurrent_retries_in_one_batch_store_once(world: World) -> None:
     alice = await world.official_with_device("alice")
     bob = await world.official_with_device("bob")
     assert bob.state.official_id is not None
-    await alice.establish(bob.state.official_id)
+    await alice.sessions.establish(bob.state.official_id)
     envelopes = [
-        f.Envelope(device_id=d, ciphertext=alice._encrypt_for(d, b"x"))
+        f.Envelope(device_id=d, ciphertext=alice.sessions.encrypt_for(d, b"x"))
         for d in alice.state.devices_of(bob.state.official_id)
     ]
     second = await world.reconnect(alice)
@@ -121,7 +122,7 @@ async def test_stale_or_incomplete_device_list_is_refused_and_nothing_stored(
     bob_official = bob.state.official_id
     assert bob_official is not None
     bob_second = await world.enroll(await world.new_code(bob_official), "bob-tablet")
-    keys = await alice.device_keys(bob_official)
+    keys = await alice.sessions.device_keys(bob_official)
     only_first = [
         f.Envelope(device_id=bob.state.device_id, ciphertext=b"c")  # type: ignore[arg-type]
     ]
