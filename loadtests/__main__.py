@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
 import time
@@ -33,6 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = Run(short=args.short, workers_count=args.workers, out_dir=out,
               log=lambda line: print(line, flush=True), node_env=node_env,
               overrides=overrides)
+    load_before = os.getloadavg()
     try:
         import uvloop
 
@@ -40,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover
         scenarios = asyncio.run(run.run(names))
     results = {"meta": report.meta(command, args.short, args.workers) | {"node_env": node_env},
+               "load_average": {"before": load_before, "after": os.getloadavg()},
                "setup": scenarios.pop("setup", {}), "elapsed_s": scenarios.pop("elapsed_s", 0),
                "scenarios": scenarios}
     report.write_json(results, out / "report.json")
@@ -48,6 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(report.table(results))
     print("\n(fanout* sends pairwise to N officials; group fan-out with one sender-key body: "
           "python -m loadtests.group_fanout)")
+    print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}"
+          .format(*load_before, *results["load_average"]["after"]))
     print(f"total {results['elapsed_s']:.0f}s; wrote {out / 'report.json'}"
           + ("" if note or not (out / "latency.png").exists() else f" and {out / 'latency.png'}"))
     if note:

@@ -127,6 +127,31 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+def cpu_seconds_of(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each of ``pids`` still running (exited ones are left out)."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            out[pid] = cpu_seconds(pid)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+#: ``application_name`` of the load test's own connections, so that the CPU
+#: of the node's PostgreSQL backends can be told from the probe's.
+PROBE_APP = "gchat-loadtest-probe"
+
+
+async def backend_pids(conn: asyncpg.Connection) -> list[int]:
+    """PIDs of the PostgreSQL backends serving this database, except the
+    load test's own (the node's pool, its sequencer, its listeners)."""
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND backend_type = 'client backend' AND application_name <> $1", PROBE_APP)
+    return [int(r["pid"]) for r in rows]
+
+
 def host_cpu_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole host from /proc/stat."""
     with open("/proc/stat") as stat:

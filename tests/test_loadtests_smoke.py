@@ -23,3 +23,9 @@ async def test_relay_smoke_counts_add_up(database_url: str) -> None:
     assert summary["sent"] == summary["accepted"] == summary["delivered"] == summary["acked"]
     assert summary["verified_decryptions"] >= 1 and summary["bad_plaintext"] == 0
     assert summary["left_in_inbox"] == 0
+    # The meter found the node's PostgreSQL backends and what they spent.
+    assert summary["cpu"]["db_backends"] >= 1
+    assert summary["cpu"]["db_backends_cpu_s"] > 0 and summary["db_ms_per_msg"] > 0
+    # Every accepted and delivered message's audit events reached the Merkle log.
+    assert summary["audit"]["samples"] >= 1
+    assert 0 <= summary["audit"]["drained_after_s"] < 60
