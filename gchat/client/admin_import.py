@@ -15,7 +15,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 import msgspec
@@ -29,56 +29,80 @@ from gchat.client.rpc import ClientError
 from gchat.client.sdk import Client
 from protocol import frames as f
 
+#: Problems kept from staging replies (the dry run's count is exact anyway).
+MAX_KEPT = 10_000
+
+
+#: Seconds between progress lines while staging.
+PROGRESS_EVERY = 2.0
+
 
 async def run_import(
-    client: Client, rows: Sequence[f.ImportRow], apply: bool, out: TextIO, update: bool = False
+    client: Client,
+    rows: Iterable[f.ImportRow],
+    apply: bool,
+    out: TextIO,
+    update: bool = False,
+    expected: int = 0,
+    clean: Callable[[], bool] = lambda: True,
 ) -> tuple[f.ImportResult, list[f.RowError]]:
-    """Stage, dry-run, and (if asked and clean) apply; progress lines go to ``out``."""
+    """Stage, dry-run, and (if asked and clean) apply; progress lines go to ``out``.
+
+    ``rows`` may be a stream (read as it is sent: the CLI never holds the
+    whole file as rows); ``expected`` (about how many) sizes the progress
+    line; ``clean()``, asked once every row is read, says whether the reader
+    found no problems of its own (if it did, nothing is applied).
+    """
     started = time.perf_counter()
     begun: f.ImportStarted = await client.request(f.ImportBegin)
     import_id = begun.import_id
     problems: list[f.RowError] = []
     applied = False
     try:
+        sent = 0
+        shown = started
         for chunk in hr_csv.chunks(rows):
             checked: f.ImportChecked = await client.request(
                 f.ImportRows, import_id=import_id, rows=chunk, update=update
             )
-            problems.extend(checked.errors)
+            problems.extend(checked.errors[: MAX_KEPT - len(problems)])
+            sent += len(chunk)
+            if time.perf_counter() - shown >= PROGRESS_EVERY:
+                shown = time.perf_counter()
+                print(_progress(sent, expected, shown - started), file=out, flush=True)
+        apply = apply and clean()
         staged = time.perf_counter()
+        # A real apply checks every row again and changes nothing if one is
+        # bad, so with --apply the dry run would only be the same check twice.
         result: f.ImportResult = await client.request(
-            f.ImportApply, import_id=import_id, dry_run=True, update=update
+            f.ImportApply, import_id=import_id, dry_run=not apply, update=update
         )
-        checked_at = time.perf_counter()
+        applied = result.applied
+        done = time.perf_counter()
         if result.error_count and len(result.errors) > len(problems):
             problems = list(result.errors)  # the full check saw more (a concurrent change)
+        timing = f"staged in {staged - started:.2f}s, checked in {done - staged:.2f}s"
         if result.error_count:
             print(
-                f"dry run: {result.rows} rows; {result.error_count} problems in "
-                f"{result.bad_rows} rows (staged in {staged - started:.2f}s, checked in "
-                f"{checked_at - staged:.2f}s)",
+                f"{'not applied' if apply else 'dry run'}: {result.rows} rows; "
+                f"{result.error_count} problems in {result.bad_rows} rows ({timing})",
+                file=out,
+            )
+            if apply:
+                print("not applied: the file has problems; nothing was changed", file=out)
+        elif applied:
+            print(
+                f"applied: {result.created} officials created, {result.updated} updated, "
+                f"{result.unchanged} unchanged; {result.rows} rows ({timing}, "
+                f"total {done - started:.2f}s)",
                 file=out,
             )
         else:
             print(
                 f"dry run: {result.rows} rows; would create {result.created}, update "
-                f"{result.updated}, leave {result.unchanged} unchanged (staged in "
-                f"{staged - started:.2f}s, checked in {checked_at - staged:.2f}s)",
+                f"{result.updated}, leave {result.unchanged} unchanged ({timing})",
                 file=out,
             )
-        if apply and result.error_count == 0:
-            result = await client.request(
-                f.ImportApply, import_id=import_id, dry_run=False, update=update
-            )
-            applied = result.applied
-            print(
-                f"applied: {result.created} officials created, {result.updated} updated in "
-                f"{time.perf_counter() - checked_at:.2f}s "
-                f"(total {time.perf_counter() - started:.2f}s)",
-                file=out,
-            )
-        elif apply:
-            print("not applied: the file has problems; nothing was changed", file=out)
     finally:
         if not applied:
             with contextlib.suppress(ClientError, ConnectionError):
@@ -86,26 +110,42 @@ async def run_import(
     return result, problems
 
 
+def _progress(sent: int, expected: int, seconds: float) -> str:
+    rate = sent / seconds if seconds else 0.0
+    if expected > sent:
+        share = sent * 100 // expected
+        bar = "#" * (share // 5) + "." * (20 - share // 5)
+        return f"staging [{bar}] {sent} of about {expected} rows, {rate:.0f} rows/s"
+    return f"staging: {sent} rows, {rate:.0f} rows/s"
+
+
 def cmd_import(args: argparse.Namespace) -> None:
     try:
-        hr = hr_csv.read_import(args.file, args.encoding)
+        hr, stream = hr_csv.stream_import(args.file, args.encoding)
     except hr_csv.ImportFileError as error:
         raise UserError(str(error)) from None
-    note(
-        f"read {args.file} as {hr.encoding}: "
-        f"{len(hr.rows) + len({p.line for p in hr.problems})} rows"
-    )
+    note(f"reading {args.file} as {hr.encoding}: {max(hr.lines - 1, 0)} lines")
     if hr.ignored:
         note(f"note: ignoring columns {', '.join(hr.ignored)}")
-    if hr.skipped:
-        note(
-            f"note: passing over {hr.skipped} exported officials without an employee_id "
-            "(nothing to match them by)"
-        )
-    apply = args.apply and not hr.problems
 
     async def work(client: Client) -> None:
-        result, problems = await run_import(client, hr.rows, apply, sys.stderr, args.update)
+        try:
+            result, problems = await run_import(
+                client,
+                stream,
+                args.apply,
+                sys.stderr,
+                args.update,
+                expected=max(hr.lines - 1, 0),
+                clean=lambda: not hr.problems,
+            )
+        except hr_csv.ImportFileError as error:
+            raise UserError(f"{error}; nothing was changed") from None
+        if hr.skipped:
+            note(
+                f"note: passing over {hr.skipped} exported officials without an employee_id "
+                "(nothing to match them by)"
+            )
         found = [(p.line, hr.column(p.field) if p.field else "", p.reason) for p in hr.problems]
         found += [(p.line, hr.column(p.field), p.reason) for p in problems]
         found.sort(key=lambda p: p[0])

@@ -197,6 +197,14 @@ class _Checker:
         )
 
 
+class _Refused(Exception):
+    """A real apply found problems: roll back, then report them."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__("import refused")
+        self.outcome = outcome
+
+
 class DirectoryImport:
     def __init__(self, db: Database, audit: AuditLog, administration: Administration) -> None:
         self._db = db
@@ -215,17 +223,28 @@ class DirectoryImport:
             raise ServiceError(ErrorCode.NOT_FOUND, "no such import of yours")
         return scope
 
+    async def _allowed(self, scope: Scope) -> set[UUID] | None:
+        """The agencies the actor may import into (None: everywhere)."""
+        if await scope.administers_everywhere():
+            return None
+        admin = scope.actor.role("agency_admin")
+        assert admin is not None and admin.scope_agency_id is not None
+        return {a.id for a in await store.list_agencies(scope.conn, admin.scope_agency_id)}
+
     async def _checker(
-        self, scope: Scope, rows: Sequence[StagedRow], earlier: dict[str, int], update: bool
+        self,
+        scope: Scope,
+        rows: Sequence[StagedRow],
+        earlier: dict[str, int],
+        update: bool,
+        allowed: set[UUID] | None,
+        agencies: dict[str, Agency],
     ) -> _Checker:
+        """A checker for these rows; ``agencies`` caches agencies by code across chunks."""
         conn = scope.conn
-        codes = sorted({r.agency_code.strip() for r in rows if r.agency_code})
-        agencies = await store.agencies_by_code(conn, codes)
-        allowed: set[UUID] | None = None
-        if not await scope.administers_everywhere():
-            admin = scope.actor.role("agency_admin")
-            assert admin is not None and admin.scope_agency_id is not None
-            allowed = {a.id for a in await store.list_agencies(conn, admin.scope_agency_id)}
+        codes = {r.agency_code.strip() for r in rows if r.agency_code} - set(agencies)
+        codes.discard("")
+        agencies.update(await store.agencies_by_code(conn, sorted(codes)))
         ids = sorted({r.employee_id.strip() for r in rows if r.employee_id})
         existing = await store.records_by_employee_id(conn, ids)
         return _Checker(agencies, allowed, existing, earlier, update)
@@ -251,7 +270,9 @@ class DirectoryImport:
             scope = await self._own(conn, principal, import_id)
             ids = sorted({r.employee_id.strip() for r in rows if r.employee_id})
             earlier = await imports.staged_employee_lines(conn, import_id, ids)
-            checker = await self._checker(scope, rows, earlier, update)
+            checker = await self._checker(
+                scope, rows, earlier, update, await self._allowed(scope), {}
+            )
             problems: list[RowProblem] = []
             for row in sorted(rows, key=lambda r: r.line):
                 problems.extend(checker.check(row)[0])
@@ -261,45 +282,80 @@ class DirectoryImport:
     async def apply(
         self, principal: Principal, import_id: UUID, dry_run: bool, update: bool = False
     ) -> Outcome:
+        """Check every staged row, chunk by chunk, and (not a dry run) write as it goes.
+
+        Memory is one chunk of rows plus each employee id seen (to find repeats),
+        not the whole import: a chunk is checked, then written, then dropped.
+        A problem anywhere rolls the whole transaction back. A real apply that
+        fails deletes the staged rows (they are personal data, and the run is over).
+        """
+        try:
+            async with self._db.transaction() as conn:
+                outcome = await self._apply(conn, principal, import_id, dry_run, update)
+                if not outcome.applied and not dry_run:
+                    raise _Refused(outcome)
+        except _Refused as refused:
+            await self._forget(import_id)
+            return refused.outcome
+        except asyncpg.UniqueViolationError:
+            await self._forget(import_id)
+            raise ServiceError(
+                ErrorCode.CONFLICT, "the directory changed during the import; run it again"
+            ) from None
+        if outcome.applied:
+            await self._db.analyze("officials", "official_terms", "official_roles")
+        return outcome
+
+    async def _forget(self, import_id: UUID) -> None:
         async with self._db.transaction() as conn:
-            scope = await self._own(conn, principal, import_id)
-            rows = await imports.staged(conn, import_id)
-            checker = await self._checker(scope, rows, {}, update)
-            problems: list[RowProblem] = []
+            await imports.discard(conn, import_id)
+
+    async def _apply(
+        self, conn: Executor, principal: Principal, import_id: UUID, dry_run: bool, update: bool
+    ) -> Outcome:
+        scope = await self._own(conn, principal, import_id)
+        allowed = await self._allowed(scope)
+        agencies: dict[str, Agency] = {}
+        earlier: dict[str, int] = {}
+        problems: list[RowProblem] = []
+        error_count = bad_rows = rows = created = updated = unchanged = 0
+        last = -1
+        while chunk := await imports.staged(conn, import_id, last, APPLY_CHUNK):
+            last = chunk[-1].line
+            rows += len(chunk)
+            checker = await self._checker(scope, chunk, earlier, update, allowed, agencies)
             new: list[NewOfficial] = []
             changes: list[Change] = []
-            unchanged = 0
-            for row in rows:
+            for row in chunk:
                 found, item = checker.check(row)
-                problems.extend(found)
-                if isinstance(item, NewOfficial):
+                if found:
+                    error_count += len(found)
+                    bad_rows += 1
+                    problems.extend(found[: MAX_REPORTED - len(problems)])
+                elif isinstance(item, NewOfficial):
                     new.append(item)
                 elif isinstance(item, Change) and (item.fields() or item.moved):
                     changes.append(item)
                 elif isinstance(item, Change):
                     unchanged += 1
-            if problems:
-                bad_rows = len({p.line for p in problems})
-                return Outcome(
-                    len(rows), 0, problems[:MAX_REPORTED], len(problems), False, bad_rows=bad_rows
-                )
-            if dry_run:
-                return Outcome(len(rows), len(new), [], 0, False, len(changes), unchanged)
-            try:
-                for start in range(0, len(new), APPLY_CHUNK):
-                    await store.create_officials(conn, new[start : start + APPLY_CHUNK])
-            except asyncpg.UniqueViolationError:
-                raise ServiceError(
-                    ErrorCode.CONFLICT, "the directory changed during the import; run it again"
-                ) from None
+            created += len(new)
+            updated += len(changes)
+            if error_count or dry_run:
+                continue  # keep checking: the report names every problem's count
+            await store.create_officials(conn, new)
             for change in changes:
                 if change.fields():
                     await store.update_official(conn, change.after)
                 if change.moved:
                     await store.move_official(conn, change.after.id, change.after.agency_id)
             await self._audit.record(conn, *self._events(scope, import_id, new, changes))
-            await imports.discard(conn, import_id)
-        return Outcome(len(rows), len(new), [], 0, True, len(changes), unchanged)
+        if error_count:
+            return Outcome(rows, 0, problems, error_count, False, bad_rows=bad_rows)
+        if dry_run:
+            return Outcome(rows, created, [], 0, False, updated, unchanged)
+        await self._audit.record(conn, self._summary(scope, import_id, created, updated))
+        await imports.discard(conn, import_id)
+        return Outcome(rows, created, [], 0, True, updated, unchanged)
 
     def _events(
         self,
@@ -319,7 +375,6 @@ class DirectoryImport:
             )
             for o in new
         ]
-        created = len(events)
         for c in changes:
             if c.fields():
                 events.append(
@@ -345,14 +400,15 @@ class DirectoryImport:
                         **actor,
                     )
                 )
-        events.append(
-            AuditEvent(
-                "admin.officials_imported",
-                details={"import": import_id, "created": created, "updated": len(changes)},
-                **actor,
-            )
-        )
         return events
+
+    def _summary(self, scope: Scope, import_id: UUID, created: int, updated: int) -> AuditEvent:
+        return AuditEvent(
+            "admin.officials_imported",
+            actor_official=scope.actor.official_id,
+            actor_device=scope.actor.device_id,
+            details={"import": import_id, "created": created, "updated": updated},
+        )
 
     async def discard(self, principal: Principal, import_id: UUID) -> None:
         async with self._db.transaction() as conn:

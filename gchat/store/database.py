@@ -38,5 +38,16 @@ class Database:
         async with self.pool.acquire() as conn, conn.transaction():
             yield conn
 
+    async def analyze(self, *tables: str) -> None:
+        """Refresh the planner's statistics of ``tables`` after a bulk change.
+
+        Why: the planner chose nested loops over seq scans with statistics taken
+        while a table was small; a bulk import must not leave them stale until
+        autovacuum (which may be off or behind) gets to it.
+        """
+        async with self.pool.acquire() as conn:
+            for table in tables:
+                await conn.execute(f"ANALYZE {table}")  # noqa: S608 - names from code, not input
+
     async def close(self) -> None:
         await self.pool.close()

@@ -1,4 +1,9 @@
-"""Staging of bulk imports: rows arrive chunk by chunk, are applied at once."""
+"""Staging of bulk imports: rows arrive chunk by chunk, are applied at once.
+
+Every read here is an index range (the primary key ``(import_id, line)``
+or ``(import_id, employee_id, line)``), so staging and applying cost the
+same per row at 300,000 rows as at 300.
+"""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -6,7 +11,8 @@ from uuid import UUID
 
 from gchat.store.database import Executor
 
-STALE_AFTER = "1 day"
+#: An import untouched this long is abandoned (its CLI died): its rows are swept.
+STALE_AFTER = "1 hour"
 
 
 @dataclass(frozen=True)
@@ -24,7 +30,7 @@ class StagedRow:
 async def begin(db: Executor, import_id: UUID, actor: UUID) -> None:
     """Start an import (and sweep stale ones: staged rows are personal data)."""
     await db.execute(
-        f"DELETE FROM directory_imports WHERE created_at < now() - interval '{STALE_AFTER}'"  # noqa: S608
+        f"DELETE FROM directory_imports WHERE touched_at < now() - interval '{STALE_AFTER}'"  # noqa: S608
     )
     await db.execute(
         "INSERT INTO directory_imports (id, actor_official) VALUES ($1, $2)", import_id, actor
@@ -39,6 +45,7 @@ async def owner(db: Executor, import_id: UUID) -> UUID | None:
 
 async def stage(db: Executor, import_id: UUID, rows: Sequence[StagedRow]) -> None:
     """Stage rows; a line staged again replaces the earlier one."""
+    await db.execute("UPDATE directory_imports SET touched_at = now() WHERE id = $1", import_id)
     await db.execute(
         """INSERT INTO directory_import_rows
                (import_id, line, employee_id, name_th, name_en, position, agency_code, email,
@@ -62,25 +69,33 @@ async def stage(db: Executor, import_id: UUID, rows: Sequence[StagedRow]) -> Non
     )
 
 
-async def staged(db: Executor, import_id: UUID) -> list[StagedRow]:
+async def staged(
+    db: Executor, import_id: UUID, after_line: int = -1, limit: int | None = None
+) -> list[StagedRow]:
+    """Staged rows after ``after_line``, in line order, at most ``limit`` (keyset paging)."""
     rows = await db.fetch(
         """SELECT line, employee_id, name_th, name_en, position, agency_code, email, phone
-           FROM directory_import_rows WHERE import_id = $1 ORDER BY line""",
+           FROM directory_import_rows WHERE import_id = $1 AND line > $2
+           ORDER BY line LIMIT $3""",
         import_id,
+        after_line,
+        limit,
     )
     return [StagedRow(**row) for row in rows]
+
+
+#: First staged line of each employee id: an index range per id
+#: (``directory_import_rows_employee``), whatever the import's size.
+EMPLOYEE_LINES = """SELECT employee_id, min(line) AS line FROM directory_import_rows
+                    WHERE import_id = $1 AND employee_id = ANY($2::text[])
+                    GROUP BY employee_id"""
 
 
 async def staged_employee_lines(
     db: Executor, import_id: UUID, employee_ids: Sequence[str]
 ) -> dict[str, int]:
     """First staged line of each of these employee ids in the import."""
-    rows = await db.fetch(
-        """SELECT employee_id, min(line) AS line FROM directory_import_rows
-           WHERE import_id = $1 AND employee_id = ANY($2::text[]) GROUP BY employee_id""",
-        import_id,
-        list(employee_ids),
-    )
+    rows = await db.fetch(EMPLOYEE_LINES, import_id, list(employee_ids))
     return {row["employee_id"]: row["line"] for row in rows}
 
 

@@ -199,8 +199,7 @@ async def import_officials(t: Tree, call: Call) -> Any:
                         agency_code="DIV-A1") for i in range(2)]
     await call(f.ImportRows, import_id=begun.import_id, rows=rows)
     result = await call(f.ImportApply, import_id=begun.import_id, dry_run=False)
-    if not result.applied:
-        await call(f.ImportDiscard, import_id=begun.import_id)
+    if not result.applied:  # a refused real apply deletes the import itself
         raise Refused("forbidden", "; ".join(e.reason for e in result.errors))
     return result
 
