@@ -40,10 +40,11 @@ def explain(error: BaseException, url: str | None = None) -> str | None:
 
     ``url`` is the server address the command used, when it knows it.
     """
+    from gchat.client.errors import ClientSideError
     from gchat.client.rpc import ClientError  # the SDK is heavy; load only when needed
     from gchat.client.state import StateFileError
 
-    if isinstance(error, UserError | StateFileError):
+    if isinstance(error, UserError | StateFileError | ClientSideError):
         return str(error)
     if isinstance(error, ClientError):
         return f"the server refused: {error.frame.message} ({error.code})"

@@ -23,10 +23,12 @@ import msgspec
 from crypto.errors import CryptoError
 from crypto.identity import verify_signature
 from crypto.sender_keys import SenderKeyState
+from gchat.client.errors import NoDevices
 from gchat.client.rpc import ClientError, Rpc, retrying
 from gchat.client.sessions import Content, PairwiseSessions, TrustError
 from gchat.client.state import DeviceState
 from protocol import frames as f
+from protocol.errors import ErrorCode
 
 #: Our sender key for a conversation rotates after this many messages...
 SENDER_KEY_MAX_MESSAGES = 1000
@@ -267,11 +269,10 @@ class Groups:
                 await self._sessions.send(
                     official, b"", f"sk-{digest}", sender_key=(conversation_id, distribution)
                 )
-            except ClientError as error:
+            except NoDevices:
                 # Our own official with no other device, or a member with none
                 # enrolled: nobody to give the key to (yet).
-                if error.code != "no_devices":
-                    raise
+                pass
             holders.append(official)
             self._save()
 
@@ -306,7 +307,7 @@ class Groups:
         async def catch_up(error: ClientError) -> None:
             await self.refresh(conversation_id)
 
-        return await retrying("stale_membership", attempt, catch_up)
+        return await retrying(ErrorCode.STALE_MEMBERSHIP, attempt, catch_up)
 
     def receive_event(self, frame: f.Deliver) -> None:
         """A delivered membership event: verified, applied, kept in ``events``."""

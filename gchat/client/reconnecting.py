@@ -21,6 +21,7 @@ from gchat.client.rpc import ClientError
 from gchat.client.sdk import Client
 from gchat.client.state import DeviceState, StateFile
 from protocol import frames as f
+from protocol.errors import ErrorCode
 
 _T = TypeVar("_T")
 
@@ -30,7 +31,7 @@ FINAL_CLOSE_CODES = frozenset({4403, 4409})
 
 
 #: Errors of ``auth``/``auth_token`` that say "not now" rather than "never".
-RETRYABLE_CODES = frozenset({"internal_error", "rate_limited"})
+RETRYABLE_CODES = frozenset({ErrorCode.INTERNAL_ERROR, ErrorCode.RATE_LIMITED})
 
 
 class Reconnecting:

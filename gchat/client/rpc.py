@@ -19,13 +19,19 @@ from websockets.exceptions import ConnectionClosed
 
 from protocol import frames as f
 from protocol.codec import Codec, client_codec
+from protocol.errors import ErrorCode
 from protocol.version import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 
 _T = TypeVar("_T")
 
 
 class ClientError(Exception):
-    """The server answered a request with an error frame."""
+    """The server answered a request with an error frame.
+
+    ``code`` is the frame's code: compare it with ``protocol.errors.ErrorCode``
+    members (a newer server may send a code this client does not know).
+    Failures of the client itself are ``gchat.client.errors.ClientSideError``.
+    """
 
     def __init__(self, frame: f.Error) -> None:
         super().__init__(f"{frame.code}: {frame.message}")
@@ -34,7 +40,7 @@ class ClientError(Exception):
 
 
 async def retrying(
-    code: str,
+    code: ErrorCode,
     attempt: Callable[[], Awaitable[_T]],
     repair: Callable[[ClientError], Awaitable[None]],
     tries: int = 4,

@@ -33,6 +33,7 @@ from gchat.client.rpc import ClientError, Rpc
 from gchat.client.sessions import PairwiseSessions, TrustError
 from gchat.client.state import DeviceState, StateFile
 from protocol import frames as f
+from protocol.errors import ErrorCode
 
 PREKEY_BATCH = 50
 SIGNED_PREKEY_MAX_AGE = 7 * 24 * 3600
@@ -157,7 +158,7 @@ class Client:
             try:
                 reply = await self.request(f.AuthToken, token=self.state.token)
             except ClientError as error:
-                if error.code != "token_invalid":
+                if error.code != ErrorCode.TOKEN_INVALID:
                     raise
                 return await self.authenticate(use_token=False)
         else:

@@ -28,10 +28,12 @@ from crypto.prekeys import PrekeyPair, sign_prekey
 from crypto.safety_number import format_safety_number, safety_number
 from crypto.session import TYPE_PREKEY, PrekeyMessage, Session, message_type
 from crypto.x3dh import PrekeyBundle
+from gchat.client.errors import ClientSideError, NoDevices
 from gchat.client.events import ClientEvent, Report
 from gchat.client.rpc import ClientError, Rpc, retrying
 from gchat.client.state import DeviceState, prekey_message_digest
 from protocol import frames as f
+from protocol.errors import ErrorCode
 
 #: Signed prekeys kept after rotation, for prekey messages still on their way.
 OLD_SIGNED_PREKEYS_KEPT = 2
@@ -66,7 +68,7 @@ class TrustError(CryptoError):
     undecodable content."""
 
 
-class DeviceChangeBlocked(Exception):
+class DeviceChangeBlocked(ClientSideError):
     """A verified official's devices changed; sending waits for the user."""
 
     def __init__(self, official_id: UUID, new_keys: set[bytes]) -> None:
@@ -250,7 +252,7 @@ class PairwiseSessions:
         if official_id != own:
             mine |= set((await self.sync_devices(own)).values())
         if not theirs:
-            raise ClientError(f.Error(rid=None, code="no_devices", message="no active devices"))
+            raise NoDevices(official_id)
         return safety_number(own, sorted(mine), official_id, sorted(theirs.values()))
 
     async def verify(self, official_id: UUID) -> str:
@@ -318,9 +320,7 @@ class PairwiseSessions:
                 raise DeviceChangeBlocked(recipient, blocked)
             targets = (self.state.devices_of(recipient) | self.state.devices_of(own)) - {me}
             if not targets:
-                raise ClientError(
-                    f.Error(rid=None, code="no_devices", message="recipient has no devices")
-                )
+                raise NoDevices(recipient)
             mine = self.state.devices_of(own)
             envelopes = [
                 f.Envelope(
@@ -347,7 +347,7 @@ class PairwiseSessions:
             if missing and own != recipient:
                 await self.establish(own, sorted(missing))
 
-        return await retrying("device_mismatch", attempt, catch_up)
+        return await retrying(ErrorCode.DEVICE_MISMATCH, attempt, catch_up)
 
     # --- receiving -------------------------------------------------------------
 

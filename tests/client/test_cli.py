@@ -80,6 +80,20 @@ async def test_safety_numbers_are_equal_from_the_cli_and_guard_device_changes(
     assert lines[-1]["kind"] == "pairwise" and lines[-1]["conversation_id"] is None
 
 
+async def test_an_official_without_devices_is_the_clients_finding_not_a_server_refusal(
+    world: World, tmp_path: Path
+) -> None:
+    """Nobody to encrypt for is said as what the client found, in one line, not as a
+    server error with a code the protocol lacks."""
+    alice, _ = await enrol(world, tmp_path, "alice")
+    nobody = await world.new_official("nobody")  # in the directory, never enrolled
+    for command in (["send", "--message", "hello", "--to"], ["safety-number", "--with"]):
+        status, out, err = await gchat("client", command[0], "--state", alice,
+                                       *command[1:], str(nobody))
+        assert (status, out) == (1, "")
+        assert err.strip() == f"gchat: official {nobody} has no active device to send to"
+
+
 async def test_group_commands_and_listen_says_which_conversation(
     world: World, tmp_path: Path
 ) -> None:
