@@ -98,6 +98,7 @@ export class Device {
   private stopped = false;
   private readonly identity: Ed25519Pair;
   private readonly listeners = new Set<() => void>();
+  private currentRoles: string[] = [];
 
   private constructor(private readonly vault: Vault, readonly state: DeviceRecord) {
     this.identity = ed25519FromSeed(unb64(state.identitySeed));
@@ -143,6 +144,7 @@ export class Device {
       state.peers[state.officialId] = { keys: { [state.deviceId]: b64(identity.publicKey) }, verified: null, changed: false };
       await vault.put("device", state);
       const device = new Device(vault, state);
+      device.currentRoles = (reply["roles"] as string[] | undefined) ?? [];
       device.adopt(wire);
       return device;
     } catch (e) {
@@ -161,6 +163,10 @@ export class Device {
   }
 
   get officialId(): string { return this.state.officialId; }
+  /** The official's roles as the node said at the last authentication (the node checks every request anyway). */
+  get roles(): readonly string[] { return this.currentRoles; }
+  /** A plain request as this device, for the console's views (audit, administration). */
+  call(frame: Frame): Promise<Frame> { return this.request(frame); }
   get deviceId(): string { return this.state.deviceId; }
 
   start(): void {
@@ -224,6 +230,7 @@ export class Device {
     });
     this.state.token = String(reply["token"]);
     this.state.tokenExpiresAt = Number(reply["token_expires_at"]);
+    this.currentRoles = (reply["roles"] as string[] | undefined) ?? [];
     await this.rotateSignedPrekeyIfDue(wire);
     // Archived sessions unused for 30 days go, also for peers that stay silent (§E6a rule 5);
     // saved with the next change of state (nothing is lost if not: they would go again).

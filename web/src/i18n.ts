@@ -80,6 +80,10 @@ const th = {
   leaveGroup: "ออกจากกลุ่ม",
   notMember: "คุณไม่ได้เป็นสมาชิกกลุ่มนี้แล้ว",
   rename: "เปลี่ยนชื่อ",
+  navChats: "แชต",
+  navAdmin: "ผู้ดูแลระบบ",
+  navAudit: "ตรวจสอบ",
+  consoleNav: "ส่วนของแอป",
 };
 
 export type Key = keyof typeof th;
@@ -163,6 +167,10 @@ const en: Record<Key, string> = {
   leaveGroup: "Leave group",
   notMember: "You are no longer a member of this group",
   rename: "Rename",
+  navChats: "Chats",
+  navAdmin: "Administration",
+  navAudit: "Audit",
+  consoleNav: "App sections",
 };
 
 const tables: Record<Lang, Record<Key, string>> = { th, en };

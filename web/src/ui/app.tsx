@@ -5,6 +5,8 @@ import { BlockedError, Device, type Chat, type Msg } from "../client";
 import { loadSodium } from "../crypto/sodium";
 import { formatTime, translate, type Key, type Lang } from "../i18n";
 import { ServerError, type Frame } from "../net/wire";
+import { visibleEntries } from "../console/nav";
+import { go, useRoute } from "../console/route";
 import { Vault, WrongPassphrase } from "../store/vault";
 
 type T = (k: Key, v?: Record<string, string | number>) => string;
@@ -101,7 +103,7 @@ export function App() {
         throw e;
       }
     }} />;
-  } else body = <Home t={t} lang={lang} device={device} onSignedOut={async () => {
+  } else body = <Shell t={t} lang={lang} device={device} onSignedOut={async () => {
     await device.signOut();
     setDevice(null);
     setVault(null); // a new (empty) store is made only when the next enrolment starts
@@ -111,6 +113,24 @@ export function App() {
     <>
       <header class="bar"><h1>{t("appName")}</h1>{device !== null && ended === null ? <StatusLine t={t} device={device} /> : null}{bar}</header>
       {body}
+    </>
+  );
+}
+
+/** The chats, and beside them the console views the official's roles allow (web/src/console/nav.ts). */
+function Shell({ t, lang, device, onSignedOut }: { t: T; lang: Lang; device: Device; onSignedOut: () => Promise<void> }) {
+  const route = useRoute();
+  const entries = visibleEntries(device.roles);
+  const current = entries.find((e) => e.id === route[0]);
+  return (
+    <>
+      {entries.length > 0 ? (
+        <nav class="console-nav" aria-label={t("consoleNav")}>
+          <a href="#/" aria-current={current === undefined ? "page" : undefined} onClick={(e) => { e.preventDefault(); go([]); }}>{t("navChats")}</a>
+          {entries.map((e) => <a key={e.id} href={`#/${e.id}`} aria-current={current === e ? "page" : undefined} onClick={(ev) => { ev.preventDefault(); go([e.id]); }}>{t(e.label)}</a>)}
+        </nav>
+      ) : null}
+      {current !== undefined ? <current.View lang={lang} device={device} path={route.slice(1)} /> : <Home t={t} lang={lang} device={device} onSignedOut={onSignedOut} />}
     </>
   );
 }
