@@ -24,11 +24,12 @@ import asyncpg
 
 from crypto.identity import IdentityKeyPair
 from gchat.app import App
+from gchat.client.rpc import ClientError
 from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
 from gchat.config import Config
 from gchat.directory.service import Directory
-from protocol.frames import CreateOfficial, IssueCode
+from protocol.frames import CreateOfficial, Deliver, IssueCode
 
 T = TypeVar("T")
 
@@ -113,6 +114,27 @@ def unread(client: Client, kind: type[T]) -> list[T]:
     """
     queued = list(client.pushed._queue)  # type: ignore[attr-defined]
     return [frame for frame in queued if isinstance(frame, kind)]
+
+
+async def drain(client: Client, count: int, wait: float = 5.0) -> list[Deliver]:
+    """Collect ``count`` deliveries (acking each), skipping other pushes."""
+    got: list[Deliver] = []
+    while len(got) < count:
+        frame = await client.receive(wait)
+        if isinstance(frame, Deliver):
+            got.append(frame)
+            await client.ack([frame.position])
+    return got
+
+
+async def expect_error(code: str, call: Awaitable[object]) -> ClientError:
+    """Await ``call`` and check that the server refused it with ``code``."""
+    try:
+        await call
+    except ClientError as error:
+        assert error.code == code, error
+        return error
+    raise AssertionError(f"not refused; expected {code}")
 
 
 # -- ports -----------------------------------------------------------------

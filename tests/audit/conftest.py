@@ -1,4 +1,4 @@
-"""Audit tests run against real PostgreSQL; the integration helpers are reused."""
+"""Audit tests run against real PostgreSQL; the shared node and world fixtures are reused."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path

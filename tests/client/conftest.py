@@ -1,4 +1,4 @@
-"""Client trust tests: a real node (the integration fixtures) and a hostile relay."""
+"""Client trust tests: a real node (the ``node``/``world`` fixtures) and a hostile relay."""
 
 from collections.abc import AsyncIterator
 

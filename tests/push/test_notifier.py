@@ -9,8 +9,7 @@ import pytest
 from gchat.app import App
 from gchat.client.sdk import Client
 from protocol import frames as f
-from tests.integration.conftest import World, node_config
-from tests.support import eventually, stays
+from tests.support import World, eventually, node_config, stays
 
 from .service import PushService, push_service
 

@@ -10,8 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gchat.runtime.server_keys import ServerKeys
 from protocol import frames as f
-from tests.integration.conftest import World
-from tests.integration.test_auth import expect_error
+from tests.support import World, expect_error
 
 
 def subscription_keys() -> tuple[bytes, bytes]:

@@ -1,5 +1,5 @@
 """Connection cap and frame bucket (pure unit tests; the end-to-end ones are in
-tests/integration/test_abuse.py)."""
+tests/transport/test_abuse.py)."""
 
 from gchat.runtime.ratelimit import Limit
 from gchat.transport.admission import ConnectionCap, FrameBucket, parse_networks

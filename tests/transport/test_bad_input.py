@@ -12,9 +12,7 @@ from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
 from protocol import frames as f
 from protocol.limits import MAX_FRAME_BYTES
-from tests.support import World, eventually, unread
-
-from .test_messaging import drain
+from tests.support import World, drain, eventually, unread
 
 
 async def test_each_bad_frame_gets_its_code_while_others_keep_working(world: World) -> None:

@@ -7,18 +7,7 @@ import asyncpg
 from gchat.client.rpc import ClientError
 from gchat.client.sdk import Client
 from protocol import frames as f
-from tests.support import World, eventually, stays, unread
-
-
-async def drain(client: Client, count: int, wait: float = 5.0) -> list[f.Deliver]:
-    """Collect ``count`` deliveries (acking each), skipping other pushes."""
-    got: list[f.Deliver] = []
-    while len(got) < count:
-        frame = await client.receive(wait)
-        if isinstance(frame, f.Deliver):
-            got.append(frame)
-            await client.ack([frame.position])
-    return got
+from tests.support import World, drain, eventually, stays, unread
 
 
 async def db_holds(pool: asyncpg.Pool, query: str, wait: float = 5.0) -> None:

@@ -4,9 +4,7 @@ import asyncio
 from collections import Counter
 
 from protocol import frames as f
-from tests.support import World
-
-from .test_auth import expect_error
+from tests.support import World, expect_error
 
 
 async def test_upload_cap_and_stock(world: World) -> None:

@@ -21,8 +21,7 @@ from gchat.app import App
 from gchat.client.rpc import ClientError
 from protocol import frames as f
 from protocol.errors import CloseCode
-
-from .conftest import World, node_config, url_of
+from tests.support import World, node_config, url_of
 
 JSON = "gchat.v1+json"
 

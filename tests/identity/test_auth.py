@@ -17,7 +17,7 @@ from gchat.client.state import DeviceState
 from gchat.identity.tokens import TokenIssuer
 from gchat.runtime.server_keys import ServerKeys
 from protocol import frames as f
-from tests.support import World, node_config, url_of
+from tests.support import World, expect_error, node_config, url_of
 
 
 async def fresh_client(world: World) -> Client:
@@ -25,13 +25,6 @@ async def fresh_client(world: World) -> Client:
     await client.connect()
     world.clients.append(client)
     return client
-
-
-async def expect_error(code: str, call) -> ClientError:  # noqa: ANN001
-    with pytest.raises(ClientError) as caught:
-        await call
-    assert caught.value.code == code, caught.value
-    return caught.value
 
 
 async def test_consumed_code_cannot_enrol_again(world: World) -> None:
