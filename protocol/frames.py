@@ -91,6 +91,9 @@ class Auth(_Frame, tag="auth"):
     rid: RequestId
     device_id: UUID
     signature: Signature
+    #: False: a request-only connection (admin, import, audit tools): it gets no
+    #: deliveries, does not displace the device's connection and is not displaced.
+    deliveries: bool = True
 
 
 class AuthToken(_Frame, tag="auth_token"):
@@ -98,6 +101,7 @@ class AuthToken(_Frame, tag="auth_token"):
 
     rid: RequestId
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_TOKEN)]
+    deliveries: bool = True  # as in Auth
 
 
 class Enroll(_Frame, tag="enroll"):

@@ -73,7 +73,7 @@ def _officials(
 
 
 def _run(args: argparse.Namespace, work: Any) -> None:
-    _as_device(args, work)
+    _as_device(args, work, deliveries=False)
 
 
 # --- agencies ------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def cmd_import(args: argparse.Namespace) -> None:
         if not args.apply:
             note("the file is clean; run again with --apply to make these changes")
 
-    _as_device(args, work)
+    _as_device(args, work, deliveries=False)
 
 
 async def export_directory(client: Client, agency: uuid.UUID | None) -> dict[str, Any]:
@@ -210,4 +210,4 @@ def cmd_export(args: argparse.Namespace) -> None:
         else:
             sys.stdout.write(buffer.getvalue())
 
-    _as_device(args, work)
+    _as_device(args, work, deliveries=False)

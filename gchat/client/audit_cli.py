@@ -273,7 +273,7 @@ def cmd_query(args: argparse.Namespace) -> None:
                 return
             after = page.next_after
 
-    _as_device(args, work)
+    _as_device(args, work, deliveries=False)
 
 
 def cmd_tree_head(args: argparse.Namespace) -> None:
@@ -281,7 +281,7 @@ def cmd_tree_head(args: argparse.Namespace) -> None:
         reply = await client.request(f.AuditGetTreeHead, fresh=not args.cached)
         emit_json(_head(reply.head) or {})
 
-    _as_device(args, work)
+    _as_device(args, work, deliveries=False)
 
 
 def cmd_inclusion(args: argparse.Namespace) -> None:
@@ -298,7 +298,7 @@ def cmd_inclusion(args: argparse.Namespace) -> None:
             }
         )
 
-    _as_device(args, work)
+    _as_device(args, work, deliveries=False)
 
 
 def cmd_consistency(args: argparse.Namespace) -> None:
@@ -314,7 +314,7 @@ def cmd_consistency(args: argparse.Namespace) -> None:
             }
         )
 
-    _as_device(args, work)
+    _as_device(args, work, deliveries=False)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -347,7 +347,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     counts = [0, 0, 0]  # lines written, tree size, complete
     try:
-        _as_device(args, work)
+        _as_device(args, work, deliveries=False)
     finally:
         if partial.exists() and not counts[2]:
             partial.unlink()
@@ -360,7 +360,7 @@ def cmd_accesses(args: argparse.Namespace) -> None:
         page = await client.request(f.AuditListAccesses, limit=args.limit)
         await _events_out(args, client, page.events)
 
-    _as_device(args, work)
+    _as_device(args, work, deliveries=False)
 
 
 def register(commands: Any) -> None:

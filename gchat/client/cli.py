@@ -59,14 +59,22 @@ def _run(main: Awaitable[None]) -> None:
     # Connection, TLS and file errors: gchat.client.cli_errors words them at the entry point.
 
 
-def _as_device(args: argparse.Namespace, work: Callable[[Client], Awaitable[Any]]) -> None:
-    """Connect and authenticate as the stored device, run ``work``, save the state."""
+def _as_device(
+    args: argparse.Namespace,
+    work: Callable[[Client], Awaitable[Any]],
+    deliveries: bool = True,
+) -> None:
+    """Connect and authenticate as the stored device, run ``work``, save the state.
+
+    ``deliveries`` False: a request-only connection (admin and audit tools),
+    which the device's own use elsewhere does not displace mid-import.
+    """
     store = _store(args)
 
     async def run() -> None:
         client = Client(store.load(), store=store, tls=client_context(args.ca))
         async with client:
-            await client.authenticate()
+            await client.authenticate(deliveries=deliveries)
             try:
                 await work(client)
             finally:

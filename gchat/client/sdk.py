@@ -152,19 +152,28 @@ class Client:
         s.token, s.token_expires_at = reply.token, reply.token_expires_at
         return reply
 
-    async def authenticate(self, use_token: bool = True) -> f.Authenticated:
+    async def authenticate(
+        self, use_token: bool = True, deliveries: bool = True
+    ) -> f.Authenticated:
+        """Authenticate this connection; ``deliveries`` False makes it request-only
+        (no deliveries; it neither displaces the device's connection nor is displaced)."""
         reply: f.Authenticated
         if use_token and self.state.token:
             try:
-                reply = await self.request(f.AuthToken, token=self.state.token)
+                reply = await self.request(
+                    f.AuthToken, token=self.state.token, deliveries=deliveries
+                )
             except ClientError as error:
                 if error.code != ErrorCode.TOKEN_INVALID:
                     raise
-                return await self.authenticate(use_token=False)
+                return await self.authenticate(use_token=False, deliveries=deliveries)
         else:
             assert self.state.device_id is not None, "device is not enrolled"
             reply = await self.request(
-                f.Auth, device_id=self.state.device_id, signature=self.sign_challenge()
+                f.Auth,
+                device_id=self.state.device_id,
+                signature=self.sign_challenge(),
+                deliveries=deliveries,
             )
         self.state.token, self.state.token_expires_at = reply.token, reply.token_expires_at
         await self.rotate_signed_prekey_if_due()

@@ -277,11 +277,11 @@ class Connection:
         principal = await self._services.auth.by_signature(
             frame.device_id, self._nonce, frame.signature, self._remote
         )
-        await self._authenticated(frame.rid, principal)
+        await self._authenticated(frame.rid, principal, frame.deliveries)
 
     async def _on_auth_token(self, frame: f.AuthToken) -> None:
         principal = await self._services.auth.by_token(frame.token, self._remote)
-        await self._authenticated(frame.rid, principal)
+        await self._authenticated(frame.rid, principal, frame.deliveries)
 
     async def _on_enroll(self, frame: f.Enroll) -> None:
         principal, certificate = await self._services.enrolment.enroll(
@@ -303,7 +303,7 @@ class Connection:
         )
         await self._start_session(principal)
 
-    async def _authenticated(self, rid: int, principal: Principal) -> None:
+    async def _authenticated(self, rid: int, principal: Principal, deliveries: bool) -> None:
         token, expires = self._services.auth.issue_token(principal)
         await self.send(
             f.Authenticated(
@@ -316,22 +316,35 @@ class Connection:
                 token_expires_at=expires,
             )
         )
-        await self._start_session(principal)
+        await self._start_session(principal, deliveries)
 
-    async def _start_session(self, principal: Principal) -> None:
-        """Take over the device's signals (displacing any older connection)."""
+    async def _start_session(self, principal: Principal, deliveries: bool = True) -> None:
+        """Take over the device's signals (displacing any older connection).
+
+        A request-only session (``deliveries`` false: the admin CLI during a
+        long import) listens only for revocation: it neither displaces the
+        device's connection nor is displaced by it, and gets no deliveries.
+        """
         self._session.handle(Event.AUTHENTICATED)
         self._principal = principal
         self._services.metrics.authenticated.inc()
-        await self._services.broker.publish(
-            [principal.device_id], Signal(SignalKind.CONNECTED, self._id)
+        if deliveries:
+            await self._services.broker.publish(
+                [principal.device_id], Signal(SignalKind.CONNECTED, self._id)
+            )
+        self._services.broker.subscribe(
+            principal.device_id, self._on_signal if deliveries else self._on_revocation
         )
-        self._services.broker.subscribe(principal.device_id, self._on_signal)
         # A revocation published between the auth check and the subscription
         # above reached no listener of ours: look at the status once more.
         device = await devices.get(self._services.db.pool, principal.device_id)
         if device is None or not device.usable:
             self._close_soon(CloseCode.REVOKED, "device revoked")
+            return
+        if not deliveries:
+            log.info(
+                "authenticated requests connection=%s device=%s", self._id, principal.device_id
+            )
             return
         self._stream = DeliveryStream(
             self._services.inbox,
@@ -365,6 +378,10 @@ class Connection:
             self._close_soon(CloseCode.REVOKED, "device revoked")
         elif signal.kind is SignalKind.PREKEYS_LOW and isinstance(signal.value, int):
             self._spawn(self.send(f.PrekeysLow(available=signal.value)))
+
+    def _on_revocation(self, signal: Signal) -> None:
+        if signal.kind is SignalKind.REVOKED:
+            self._close_soon(CloseCode.REVOKED, "device revoked")
 
     async def _on_ack(self, frame: f.Ack) -> None:
         if self._stream is not None:  # None only while a revoked device is being closed

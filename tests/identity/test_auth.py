@@ -140,6 +140,33 @@ async def test_second_connection_displaces_the_first_with_4409(world: World) -> 
     assert alice.ws.close_code == 4409
 
 
+async def test_a_request_only_connection_neither_displaces_nor_is_displaced(
+    world: World,
+) -> None:
+    """An admin's long import runs on a request-only connection of the same device."""
+    alice = await world.official_with_device("alice")
+    tool = Client(alice.state)
+    await tool.connect()
+    world.clients.append(tool)
+    await tool.authenticate(deliveries=False)
+    # Had it displaced alice's connection, that one would be closing by now.
+    await alice.request(f.GetBundle, official_id=alice.state.official_id)
+    assert alice.ws.close_code is None
+    # Alice's device connects again, as a phone does: the old delivery
+    # connection yields (4409), the request-only one carries on.
+    fresh = await world.reconnect(alice)
+    await asyncio.wait_for(alice.ws.wait_closed(), 5)
+    assert alice.ws.close_code == 4409
+    await tool.request(f.GetBundle, official_id=alice.state.official_id)
+    assert tool.ws.close_code is None
+    # Revoking the device closes it like any other connection of the device.
+    assert world.admin is not None
+    await world.admin.request(f.RevokeDevice, device_id=alice.state.device_id)
+    await asyncio.wait_for(tool.ws.wait_closed(), 5)
+    assert tool.ws.close_code == 4403
+    await asyncio.wait_for(fresh.ws.wait_closed(), 5)
+
+
 async def test_frames_before_auth_are_refused_but_connection_lives(world: World) -> None:
     client = await fresh_client(world)
     await expect_error(
