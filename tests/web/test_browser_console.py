@@ -124,3 +124,237 @@ def test_an_official_sees_no_console_and_its_admin_frames_are_refused(
         assert found == []
     finally:
         context.close()
+
+
+def open_admin(page: Page, tab: str) -> None:
+    page.get_by_role("navigation", name="ส่วนของแอป").get_by_role("link", name="ผู้ดูแลระบบ").click()
+    page.get_by_role("navigation", name="ส่วนงานผู้ดูแล").get_by_role("link", name=tab).click()
+
+
+def create_agency(page: Page, parent: str, code: str, name_th: str, name_en: str) -> None:
+    form = page.locator("form", has=page.get_by_role("heading", name="เพิ่มหน่วยงาน"))
+    form.get_by_label("สังกัด").select_option(label=parent)
+    form.get_by_label("รหัสหน่วยงาน").fill(code)
+    form.get_by_label("ชื่อภาษาไทย").fill(name_th)
+    form.get_by_label("ชื่อภาษาอังกฤษ").fill(name_en)
+    form.get_by_role("button", name="สร้าง").click()
+    expect(page.get_by_test_id("agency-tree").locator(f"li[data-code='{code}']")).to_be_visible()
+
+
+def add_official(page: Page, agency_label: str, **fields: str) -> None:
+    open_admin(page, "เจ้าหน้าที่")
+    page.get_by_role("link", name="เพิ่มเจ้าหน้าที่").click()
+    form = page.locator("form", has=page.get_by_role("heading", name="เพิ่มเจ้าหน้าที่"))
+    form.get_by_label("หน่วยงาน").select_option(label=agency_label)
+    labels = {
+        "name_th": "ชื่อภาษาไทย",
+        "name_en": "ชื่อภาษาอังกฤษ",
+        "position": "ตำแหน่ง",
+        "employee_id": "รหัสพนักงาน",
+        "email": "อีเมล",
+        "phone": "โทรศัพท์",
+    }
+    for key, value in fields.items():
+        form.get_by_label(labels[key], exact=True).fill(value)
+    form.get_by_role("button", name="สร้าง").click()
+    expect(page.get_by_test_id("official-page").locator("h3")).to_contain_text(fields["name_th"])
+
+
+def test_superadmin_builds_a_three_level_tree_and_manages_officials(
+    superadmin_page: Page, admin: PyDevice, node: Node, loop: Loop
+) -> None:
+    page = superadmin_page
+    open_admin(page, "หน่วยงาน")
+    create_agency(
+        page,
+        "MOI กระทรวงมหาดไทย",
+        "DOPA",
+        "กรมการปกครอง",
+        "Department of Provincial Administration",
+    )
+    create_agency(
+        page, "\u00a0\u00a0DOPA กรมการปกครอง", "DOPA-REG", "สำนักทะเบียน", "Registration Office"
+    )
+    create_agency(
+        page, "MOI กระทรวงมหาดไทย", "DLA", "กรมส่งเสริมการปกครองท้องถิ่น", "Local Administration"
+    )
+    tree = page.get_by_test_id("agency-tree")
+    expect(tree.locator("li[data-code='DOPA-REG']")).to_have_attribute("data-depth", "2")
+    # Rename, then move a whole branch: DLA goes under DOPA and back.
+    tree.get_by_role("button", name="แก้ไข: DLA").click()
+    edit = tree.locator("li[data-code=DLA] form")
+    edit.get_by_label("ชื่อภาษาไทย").fill("กรมส่งเสริมการปกครองท้องถิ่น (ใหม่)")
+    edit.get_by_label("ย้ายไปอยู่ใต้").select_option(label="DOPA กรมการปกครอง")
+    edit.get_by_role("button", name="บันทึก").click()
+    expect(tree.locator("li[data-code=DLA]")).to_contain_text("(ใหม่)")
+    expect(tree.locator("li[data-code=DLA]")).to_have_attribute("data-depth", "2")
+    by_code = {a.code: a for a in admin.request(f.ListAgencies).agencies}
+    assert by_code["DLA"].parent_id == by_code["DOPA"].id
+    assert by_code["DOPA-REG"].parent_id == by_code["DOPA"].id
+    ui.shot(page, "console-agencies")
+
+    add_official(
+        page,
+        "\u00a0\u00a0\u00a0\u00a0DOPA-REG สำนักทะเบียน",
+        name_th="นายสมชาย ใจดี",
+        name_en="Somchai Jaidee",
+        position="นายทะเบียน",
+        employee_id="E-1001",
+        email="somchai@dopa.go.th",
+        phone="+66 2 123 4567",
+    )
+    add_official(
+        page,
+        "\u00a0\u00a0DOPA กรมการปกครอง",
+        name_th="นางสาวมาลี รักงาน",
+        name_en="Malee Rakngan",
+        position="นักวิเคราะห์",
+        employee_id="E-1002",
+    )
+    # Search, in Thai (the title glued on) and in English.
+    open_admin(page, "เจ้าหน้าที่")
+    rows = page.get_by_test_id("officials").locator("tbody tr")
+    search = page.get_by_label("ค้นหา (ชื่อไทยหรืออังกฤษ ตำแหน่ง รหัสพนักงาน)")
+    search.fill("สมชาย")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("นายสมชาย ใจดี")
+    search.fill("malee")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Malee Rakngan")
+    search.fill("")
+    ui.shot(page, "console-officials")
+    search.fill("malee")
+    rows.first.get_by_role("link").click()
+    official_page = page.get_by_test_id("official-page")
+    # Edit, move, grant a scoped role, revoke it.
+    official_page.get_by_label("ตำแหน่ง").fill("นักวิเคราะห์นโยบายชำนาญการ")
+    official_page.get_by_role("button", name="บันทึก").click()
+    expect(official_page.get_by_role("status")).to_have_text("บันทึกแล้ว")
+    official_page.locator("select[name=move]").select_option(
+        label="\u00a0\u00a0\u00a0\u00a0DOPA-REG สำนักทะเบียน"
+    )
+    official_page.get_by_role("button", name="ย้ายหน่วยงาน").click()
+    roles = official_page.locator("form", has=page.locator("select[name=role]"))
+    roles.locator("select[name=role]").select_option("agency_admin")
+    roles.locator("select[name=scope]").select_option(
+        label="\u00a0\u00a0\u00a0\u00a0DOPA-REG สำนักทะเบียน"
+    )
+    roles.get_by_role("button", name="มอบบทบาท").click()
+    expect(official_page.get_by_test_id("roles")).to_contain_text("ผู้ดูแลหน่วยงาน · ขอบเขต: DOPA-REG")
+    malee = next(o for o in admin.request(f.ListOfficials).officials if o.employee_id == "E-1002")
+    assert malee.position == "นักวิเคราะห์นโยบายชำนาญการ"
+    assert malee.agency_code == "DOPA-REG"
+    assert {(r.role, r.scope_agency_id) for r in malee.roles} == {
+        ("official", None),
+        ("agency_admin", by_code["DOPA-REG"].id),
+    }
+    official_page.get_by_test_id("roles").get_by_role("button", name="เพิกถอน").click()
+    expect(official_page.get_by_test_id("roles")).not_to_contain_text("ผู้ดูแลหน่วยงาน")
+    # Devices: one enrolled by a Python device, listed with its name; revoked from here.
+    code = admin.request(f.IssueCode, official_id=malee.id).code
+    PyDevice(loop, node.ws).enroll(code, "แท็บเล็ตมาลี")
+    page.reload()
+    devices = official_page.get_by_test_id("devices")
+    expect(devices).to_contain_text("แท็บเล็ตมาลี")
+    expect(official_page.get_by_test_id("codes").locator("tr[data-state=used]")).to_have_count(1)
+    page.once("dialog", lambda d: d.accept())
+    devices.get_by_role("button", name="เพิกถอน: แท็บเล็ตมาลี").click()
+    expect(devices).to_contain_text("เพิกถอนแล้ว")
+    page.evaluate("window.scrollTo(0, 0)")
+    ui.shot(page, "console-official")
+    # Suspend, reinstate, retire (the confirmation names the person).
+    official_page.get_by_role("button", name="ระงับชั่วคราว").click()
+    expect(official_page.locator(".pill")).to_have_text("ระงับชั่วคราว")
+    official_page.get_by_role("button", name="คืนสถานะปฏิบัติงาน").click()
+    expect(official_page.locator(".pill")).to_have_text("ปฏิบัติงาน")
+    official_page.get_by_role("button", name="ให้พ้นจากระบบ").click()
+    dialog = page.get_by_role("alertdialog")
+    expect(dialog).to_contain_text("ให้ นางสาวมาลี รักงาน พ้นจากระบบถาวร?")
+    dialog.get_by_role("button", name="ยืนยัน: ให้ นางสาวมาลี รักงาน พ้นจากระบบ").click()
+    expect(official_page.locator(".pill")).to_have_text("พ้นจากระบบ")
+    assert admin.request(f.GetOfficial, official_id=malee.id).official.status == "retired"
+
+
+def test_policy_is_set_per_agency_and_shows_what_applies(
+    superadmin_page: Page, admin: PyDevice
+) -> None:
+    page = superadmin_page
+    open_admin(page, "นโยบาย")
+    page.get_by_label("นโยบายของ").select_option(label="MOI กระทรวงมหาดไทย")
+    expect(page.get_by_test_id("policy-effective")).to_contain_text("ทุกหน่วยงาน")  # loaded
+    page.locator("select[name=message_scope]").select_option("ministry")
+    page.locator("input[name=max_devices]").fill("3")
+    page.locator("input[name=retention_days]").fill("7")
+    page.get_by_role("button", name="บันทึก").click()
+    expect(page.get_by_test_id("policy-effective")).to_contain_text("ภายในกระทรวงเดียวกัน")
+    moi = next(a for a in admin.request(f.ListAgencies).agencies if a.code == "MOI")
+    row = admin.request(f.GetPolicy, agency_id=moi.id).policy
+    assert (row.message_scope, row.max_devices, row.retention_seconds) == ("ministry", 3, 7 * 86400)
+
+
+def test_an_agency_admin_sees_and_changes_only_its_subtree(
+    browser: Browser, node: Node, admin: PyDevice
+) -> None:
+    mof = admin.request(f.CreateAgency, code="MOF", name_th="กระทรวงการคลัง").agency
+    tax = admin.request(
+        f.CreateAgency, code="MOF-TAX", name_th="กรมสรรพากร", parent_id=mof.id
+    ).agency
+    other = admin.request(
+        f.CreateAgency, code="MOF-CUS", name_th="กรมศุลกากร", parent_id=mof.id
+    ).agency
+    outsider = admin.request(
+        f.CreateOfficial, name="นายศุลกากร ภายนอก", agency_id=other.id
+    ).official_id
+    insider = admin.request(f.CreateOfficial, name="นางภาษี ภายใน", agency_id=tax.id).official_id
+    boss = admin.request(f.CreateOfficial, name="นายหัวหน้า สรรพากร", agency_id=tax.id).official_id
+    admin.request(f.GrantRole, official_id=boss, role="agency_admin", scope_agency_id=tax.id)
+    code = admin.request(f.IssueCode, official_id=boss).code
+    context = official_context(browser)
+    context.set_default_timeout(15_000)
+    try:
+        page = context.new_page()
+        page.set_viewport_size(ui.DESKTOP)
+        ui.enrol(page, node.http, code)
+        open_admin(page, "หน่วยงาน")
+        tree = page.get_by_test_id("agency-tree")
+        expect(tree.locator("li")).to_have_count(1)
+        expect(tree.locator("li[data-code='MOF-TAX']")).to_be_visible()
+        open_admin(page, "เจ้าหน้าที่")
+        rows = page.get_by_test_id("officials").locator("tbody tr")
+        expect(rows).to_have_count(2)
+        expect(page.get_by_test_id("officials")).not_to_contain_text("ภายนอก")
+        # A link typed by hand to an outsider's page shows a refusal, not the official.
+        page.goto(f"{node.http}/#/admin/officials/{outsider}")
+        expect(page.get_by_role("alert")).to_have_text("คุณไม่มีสิทธิ์ทำรายการนี้")
+        # Its own official, it may change.
+        page.goto(f"{node.http}/#/admin/officials/{insider}")
+        page.get_by_test_id("official-page").get_by_label("ตำแหน่ง").fill("นักวิชาการภาษี")
+        page.get_by_test_id("official-page").get_by_role("button", name="บันทึก").click()
+        expect(page.get_by_test_id("official-page").get_by_role("status")).to_have_text("บันทึกแล้ว")
+        # Frames by hand against another agency are refused and change nothing.
+        attempts = [
+            {"type": "update_official", "official_id": str(outsider), "position": "ถูกแก้"},
+            {"type": "move_official", "official_id": str(insider), "agency_id": str(other.id)},
+            {"type": "create_agency", "code": "MOF-X", "name_th": "ปลอม", "parent_id": str(mof.id)},
+            {"type": "update_agency", "agency_id": str(other.id), "name_th": "ถูกแก้"},
+            {"type": "set_official_status", "official_id": str(outsider), "status": "suspended"},
+            {
+                "type": "grant_role",
+                "official_id": str(insider),
+                "role": "agency_admin",
+                "scope_agency_id": str(mof.id),
+            },
+            {"type": "list_officials", "agency_id": str(other.id)},
+        ]
+        for rid, frame in enumerate(attempts, start=71001):
+            reply = send_by_hand(page, rid, frame)
+            assert (reply["type"], reply["code"]) == ("error", "forbidden"), (frame, reply)
+        seen = admin.request(f.GetOfficial, official_id=outsider).official
+        assert (seen.position, seen.status) == (None, "active")
+        mine = admin.request(f.GetOfficial, official_id=insider).official
+        assert (mine.agency_id, mine.position) == (tax.id, "นักวิชาการภาษี")
+        assert [r.role for r in mine.roles] == ["official"]
+        codes = {a.code: a for a in admin.request(f.ListAgencies).agencies}
+        assert "MOF-X" not in codes and codes["MOF-CUS"].name_th == "กรมศุลกากร"
+    finally:
+        context.close()

@@ -19,8 +19,8 @@ export function Agencies({ t, lang, device }: { t: AT; lang: Lang; device: Devic
     setNotice(null);
     try {
       await work();
-      setNotice(done);
       await reload();
+      setNotice(done);
       return true;
     } catch (e) {
       setError(explain(t, e));

@@ -1,21 +1,38 @@
-/** The administration console: agencies, officials, HR import and export (for agency admins and superadmins). */
+/** The administration console: agencies, officials, policy, HR import and export (agency admins and superadmins). */
+import { useState } from "preact/hooks";
 import type { ConsoleProps } from "../nav";
 import { go } from "../route";
 import { Agencies } from "./agencies";
-import { adminT } from "./strings";
+import type { Issued } from "./api";
+import { NewOfficial, OfficialPage, OfficialsList } from "./officials";
+import { PolicyView } from "./policy";
+import { adminT, type AdminKey } from "./strings";
 
-const TABS = ["agencies"] as const;
+const TABS: { id: string; label: AdminKey }[] = [
+  { id: "agencies", label: "agencies" },
+  { id: "officials", label: "officials" },
+  { id: "policy", label: "policy" },
+];
 
 export function AdminView({ lang, device, path }: ConsoleProps) {
   const t = adminT(lang);
-  const tab = TABS.find((x) => x === path[0]) ?? "agencies";
+  // Codes just issued live here, in memory only: never in the URL, storage or history.
+  const [, setLetters] = useState<Issued[]>([]);
+  const tab = TABS.find((x) => x.id === path[0])?.id ?? "agencies";
+  const onLetters = (issued: Issued[]): void => { setLetters(issued); };
+  let body;
+  if (tab === "officials" && path[1] === "new") body = <NewOfficial t={t} lang={lang} device={device} />;
+  else if (tab === "officials" && path[1] !== undefined) body = <OfficialPage t={t} lang={lang} device={device} id={path[1]} onLetters={onLetters} />;
+  else if (tab === "officials") body = <OfficialsList t={t} lang={lang} device={device} onLetters={onLetters} />;
+  else if (tab === "policy") body = <PolicyView t={t} lang={lang} device={device} />;
+  else body = <Agencies t={t} lang={lang} device={device} />;
   return (
     <main class="console">
       <h2>{t("title")}</h2>
       <nav class="tabs" aria-label={t("tabs")}>
-        {TABS.map((x) => <a key={x} href={`#/admin/${x}`} aria-current={x === tab ? "page" : undefined} onClick={(e) => { e.preventDefault(); go(["admin", x]); }}>{t(x)}</a>)}
+        {TABS.map((x) => <a key={x.id} href={`#/admin/${x.id}`} aria-current={x.id === tab ? "page" : undefined} onClick={(e) => { e.preventDefault(); go(["admin", x.id]); }}>{t(x.label)}</a>)}
       </nav>
-      {tab === "agencies" ? <Agencies t={t} lang={lang} device={device} /> : null}
+      {body}
     </main>
   );
 }
