@@ -9,11 +9,16 @@ authenticated connection are refused.
 
 from __future__ import annotations
 
+import io
+import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import pytest
+import zxingcpp
+from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from protocol import frames as f
@@ -358,3 +363,63 @@ def test_an_agency_admin_sees_and_changes_only_its_subtree(
         assert "MOF-X" not in codes and codes["MOF-CUS"].name_th == "กรมศุลกากร"
     finally:
         context.close()
+
+
+def decode_qr(png: bytes) -> str:
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    assert len(found) == 1, found
+    return found[0].text
+
+
+def test_letters_for_a_selection_print_on_a4_and_their_qr_enrols(
+    superadmin_page: Page, admin: PyDevice, node: Node, loop: Loop
+) -> None:
+    page = superadmin_page
+    agency = admin.request(f.CreateAgency, code="LTR", name_th="สำนักงานจดหมาย").agency
+    for name, employee in (("นายจดหมาย หนึ่ง", "L-1"), ("นางจดหมาย สอง", "L-2")):
+        admin.request(
+            f.CreateOfficial,
+            name=name,
+            agency_id=agency.id,
+            employee_id=employee,
+            position="เจ้าพนักงานธุรการ",
+        )
+    open_admin(page, "เจ้าหน้าที่")
+    page.get_by_label("ค้นหา (ชื่อไทยหรืออังกฤษ ตำแหน่ง รหัสพนักงาน)").fill("จดหมาย")
+    expect(page.get_by_test_id("officials").locator("tbody tr")).to_have_count(2)
+    page.get_by_label("เลือกทั้งหมดที่แสดง").check()
+    page.get_by_role("button", name="ออกรหัสและพิมพ์หนังสือแจ้ง (2 คน)").click()
+    letters = page.get_by_test_id("letter")
+    expect(letters).to_have_count(2)
+    first = letters.first
+    expect(first).to_contain_text("เรียน นางจดหมาย สอง")
+    expect(first).to_contain_text(node.http + "/")
+    expect(first).to_contain_text("ใช้ได้ครั้งเดียว ภายใน")
+    if os.environ.get("GCHAT_WEB_SCREENSHOTS") == "1":
+        first.screenshot(path=str(ui.SHOTS / "console-letter.png"))
+    codes = []
+    for i in range(2):
+        letter = letters.nth(i)
+        text = letter.get_by_test_id("letter-code").inner_text().strip()
+        assert re.fullmatch(r"[0-9A-Z]{5}(-[0-9A-Z]{5}){3}", text), text
+        assert decode_qr(letter.get_by_test_id("letter-qr").screenshot()) == text
+        codes.append(text)
+    assert len(set(codes)) == 2
+    # Printed: A4, one page per letter, nothing of the app's chrome.
+    page.emulate_media(media="print")
+    expect(page.locator("header.bar")).to_be_hidden()
+    expect(page.get_by_role("button", name="พิมพ์")).to_be_hidden()
+    pdf = page.pdf(prefer_css_page_size=True)
+    page.emulate_media(media="screen")
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 2
+    box = re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", pdf)
+    assert box is not None and (round(float(box[1])), round(float(box[2]))) == (595, 842)  # A4
+    # The code from the QR enrols the official it was printed for.
+    device = PyDevice(loop, node.ws).enroll(
+        decode_qr(letters.nth(1).get_by_test_id("letter-qr").screenshot())
+    )
+    assert str(device.official_id) == letters.nth(1).get_attribute("data-official")
+    # Closed, the codes are gone from the page.
+    page.get_by_role("button", name="ปิด (รหัสจะไม่แสดงอีก)").click()
+    expect(page.get_by_test_id("letter")).to_have_count(0)
+    assert codes[0] not in page.content()

@@ -1,6 +1,5 @@
 /** The app's screens. State lives in the Device; screens re-render on its changes. */
 import { useEffect, useRef, useState } from "preact/hooks";
-import qrcode from "qrcode-generator";
 import { BlockedError, Device, type Chat, type Msg } from "../client";
 import { loadSodium } from "../crypto/sodium";
 import { formatTime, translate, type Key, type Lang } from "../i18n";
@@ -8,6 +7,7 @@ import { ServerError, type Frame } from "../net/wire";
 import { visibleEntries } from "../console/nav";
 import { go, useRoute } from "../console/route";
 import { Vault, WrongPassphrase } from "../store/vault";
+import { qrSvg } from "./qr";
 
 type T = (k: Key, v?: Record<string, string | number>) => string;
 type Screen =
@@ -411,7 +411,7 @@ function ChatView({ t, lang, device, chatId, onBack, onSafety, onInfo }: { t: T;
 function Safety({ t, device, official, onBack }: { t: T; device: Device; official: string; onBack: () => void }) {
   const [digits, setDigits] = useState<string | null>(null);
   useEffect(() => { void device.safetyNumberWith(official).then(setDigits); }, [official]);
-  const svg = digits === null ? "" : (() => { const q = qrcode(0, "M"); q.addData(digits.replace(/ /g, "")); q.make(); return q.createSvgTag({ cellSize: 4, margin: 2, scalable: true }); })();
+  const svg = digits === null ? "" : qrSvg(digits.replace(/ /g, ""));
   return (
     <main>
       <button type="button" class="secondary" onClick={onBack}>{t("back")}</button>

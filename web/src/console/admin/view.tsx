@@ -4,6 +4,7 @@ import type { ConsoleProps } from "../nav";
 import { go } from "../route";
 import { Agencies } from "./agencies";
 import type { Issued } from "./api";
+import { Letters } from "./letters";
 import { NewOfficial, OfficialPage, OfficialsList } from "./officials";
 import { PolicyView } from "./policy";
 import { adminT, type AdminKey } from "./strings";
@@ -17,11 +18,12 @@ const TABS: { id: string; label: AdminKey }[] = [
 export function AdminView({ lang, device, path }: ConsoleProps) {
   const t = adminT(lang);
   // Codes just issued live here, in memory only: never in the URL, storage or history.
-  const [, setLetters] = useState<Issued[]>([]);
+  const [letters, setLetters] = useState<Issued[]>([]);
   const tab = TABS.find((x) => x.id === path[0])?.id ?? "agencies";
   const onLetters = (issued: Issued[]): void => { setLetters(issued); };
   let body;
-  if (tab === "officials" && path[1] === "new") body = <NewOfficial t={t} lang={lang} device={device} />;
+  if (letters.length > 0) body = <Letters lang={lang} device={device} issued={letters} onClose={() => setLetters([])} />;
+  else if (tab === "officials" && path[1] === "new") body = <NewOfficial t={t} lang={lang} device={device} />;
   else if (tab === "officials" && path[1] !== undefined) body = <OfficialPage t={t} lang={lang} device={device} id={path[1]} onLetters={onLetters} />;
   else if (tab === "officials") body = <OfficialsList t={t} lang={lang} device={device} onLetters={onLetters} />;
   else if (tab === "policy") body = <PolicyView t={t} lang={lang} device={device} />;
