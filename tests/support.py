@@ -106,6 +106,19 @@ async def stays(
         await asyncio.sleep(step)
 
 
+class FakeClock:
+    """A clock for code that takes one (``clock=``): time moves when the test says."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def unread(client: Client, kind: type[T]) -> list[T]:
     """Frames of type ``kind`` the server pushed to ``client`` that nobody read yet.
 

@@ -103,6 +103,10 @@ class LocalRateLimiter:
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._max_keys = max_keys
 
+    def __len__(self) -> int:
+        """Buckets held: what ``max_keys`` bounds (memory under a flood of keys)."""
+        return len(self._buckets)
+
     async def check(self, limit: Limits, key: str, cost: float = 1.0) -> None:
         """Take ``cost`` tokens or raise ``rate_limited`` with a retry-after."""
         self.check_now(limit, key, cost)

@@ -14,7 +14,7 @@ from gchat.runtime.server_keys import ServerKeys
 from gchat.store import migrations
 from gchat.store.database import Database, Executor
 from gchat.store.directory import Role
-from tests.support import World, node_config, url_of
+from tests.support import World, eventually, node_config, url_of
 
 __all__ = ["World", "node_config", "url_of"]
 
@@ -71,15 +71,16 @@ class LogBench:
 
     async def settle(self) -> int:
         """Wait until every committed event has a leaf; returns the tree size."""
-        import asyncio
+        pool = self.db.pool
 
-        for _ in range(500):
-            events = await self.db.pool.fetchval("SELECT count(*) FROM audit_events")
-            leaves = await self.db.pool.fetchval("SELECT count(*) FROM audit_log")
-            if events == leaves:
-                return int(leaves)
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"sequencer did not catch up: {events} events, {leaves} leaves")
+        async def caught_up() -> bool:
+            events = await pool.fetchval("SELECT count(*) FROM audit_events")
+            leaves = await pool.fetchval("SELECT count(*) FROM audit_log")
+            assert events == leaves, f"sequencer behind: {events} events, {leaves} leaves"
+            return True
+
+        await eventually(caught_up, step=0.01, what="the sequencer catches up")
+        return int(await pool.fetchval("SELECT count(*) FROM audit_log"))
 
     async def sign(self) -> int:
         """Have the sequencer sign a head now; returns its size."""

@@ -2,7 +2,6 @@
 protocol, none holds plaintext or ciphertext, and auditors' operations work
 (and are scoped, audited and visible to the officials concerned)."""
 
-import asyncio
 import base64
 import json
 import time
@@ -21,7 +20,7 @@ from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
 from gchat.store import directory as store_directory
 from protocol import frames as f
-from tests.support import World
+from tests.support import World, eventually
 
 PLAINTEXT = b"the minister's secret: XYZZY-PLUGH-42"
 
@@ -31,13 +30,6 @@ async def _auditor(world: World, scope: UUID | None = None, name: str = "Auditor
     assert world.app.db is not None
     await store_directory.grant_role(world.app.db.pool, official, "auditor", scope)
     return await world.enroll(await world.new_code(official), f"{name}-laptop")
-
-
-async def _until(predicate, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while not await predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def _entries(app: App) -> list[dict[str, object]]:
@@ -76,7 +68,7 @@ async def test_every_event_kind_and_no_content(world: World) -> None:
     async def delivered() -> bool:
         return "message.delivered" in await _kinds(app)
 
-    await _until(delivered)
+    await eventually(delivered)
 
     # auditor queries are audited too
     auditor = await _auditor(world)

@@ -10,7 +10,7 @@ from gchat.app import App
 from gchat.audit.log import AuditEvent
 from gchat.audit.sequencer import LOCK_KEY
 from tests.audit.conftest import LogBench
-from tests.support import node_config
+from tests.support import eventually, node_config
 
 
 async def _leaves(pool: asyncpg.Pool) -> list[tuple[int, int]]:
@@ -58,10 +58,9 @@ async def test_fail_over_between_two_nodes(database_url: str, tmp_path: Path) ->
     try:
         assert first.db is not None
         pool = first.db.pool
-        for _ in range(100):
-            if any(a.sequencer and a.sequencer.leading for a in apps):
-                break
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: any(a.sequencer and a.sequencer.leading for a in apps), what="a leader"
+        )
         leader = next(a for a in apps if a.sequencer and a.sequencer.leading)
         other = second if leader is first else first
         assert other.sequencer is not None and not other.sequencer.leading
@@ -86,12 +85,14 @@ async def test_fail_over_between_two_nodes(database_url: str, tmp_path: Path) ->
         await leader.stop()
         apps.remove(leader)
         await write(other, 20)
-        for _ in range(300):
-            count = await other.db.pool.fetchval("SELECT count(*) FROM audit_log")  # type: ignore[union-attr]
-            total = await other.db.pool.fetchval("SELECT count(*) FROM audit_events")  # type: ignore[union-attr]
-            if count == total:
-                break
-            await asyncio.sleep(0.02)
+        other_pool = other.db.pool  # type: ignore[union-attr]
+
+        async def sequenced() -> int:
+            count = await other_pool.fetchval("SELECT count(*) FROM audit_log")
+            total = await other_pool.fetchval("SELECT count(*) FROM audit_events")
+            return int(total) if count == total else 0
+
+        total = await eventually(sequenced, within=6, what="the other node sequences the rest")
         assert other.sequencer.leading
         _assert_contiguous(await _leaves(other.db.pool), int(total))  # type: ignore[union-attr]
         assert total >= 60

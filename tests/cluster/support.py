@@ -11,9 +11,7 @@ import time
 
 import pytest
 
-from tests.support import eventually, free_port
-
-__all__ = ["PrivateRedis", "eventually"]
+from tests.support import free_port
 
 
 class PrivateRedis:

@@ -28,7 +28,7 @@ from gchat.client.state import DeviceState
 from gchat.config import Config
 from protocol import frames as f
 from tests.cluster.harness import Cluster, People, failover
-from tests.support import eventually
+from tests.support import eventually, stays
 
 pytestmark = pytest.mark.slow  # three real node processes per test
 
@@ -148,7 +148,8 @@ async def test_devices_on_three_nodes_exchange_messages_exactly_once_in_order(
 
     await eventually(all_arrived, within=30, what="every message at every recipient device")
     elapsed = time.monotonic() - started
-    await asyncio.sleep(0.3)  # anything extra would show up now
+    # Anything extra would show up now.
+    await stays(lambda: all(len(i.messages) == len(want[d]) for d, i in by_device.items()))
     for device, inbox in by_device.items():
         got = [m.message_id for m in inbox.messages]
         assert len(got) == len(set(got)), "a message was yielded twice"
@@ -339,7 +340,8 @@ async def test_sigterm_closes_with_1001_and_loses_no_accepted_send(
     cluster[1].signal(signal.SIGTERM)
     assert await asyncio.to_thread(cluster[1].wait, 30) == 0
     await eventually(lambda: all(i.rc.client is not None for i in tx), within=10)
-    await asyncio.sleep(0.5)  # some traffic through the new nodes
+    moved_at = len(accepted)
+    await eventually(lambda: len(accepted) >= moved_at + 10, what="traffic through the others")
     stop.set()
     await asyncio.wait_for(asyncio.gather(*lanes), 30)
 
@@ -349,7 +351,7 @@ async def test_sigterm_closes_with_1001_and_loses_no_accepted_send(
     assert "stopped node=node1" in log
     ids = set(accepted.values())
     await eventually(lambda: rx.ids() >= ids, within=20, what="every accepted send delivered")
-    await asyncio.sleep(0.3)
+    await stays(lambda: len(rx.messages) == len(ids))  # and nothing twice
     got = [m.message_id for m in rx.messages]
     assert len(got) == len(set(got)) and set(got) == ids
     assert rx.rc.redelivered == []

@@ -25,12 +25,14 @@ from uuid import UUID
 
 import pytest
 
+from gchat.client.events import Received
 from gchat.client.reconnecting import Reconnecting
 from gchat.client.rpc import ClientError
 from gchat.client.sdk import Client
 from gchat.runtime.embedded_postgres import EmbeddedPostgres, find_binaries
 from tests.cluster.harness import Cluster, People
-from tests.cluster.support import PrivateRedis, eventually
+from tests.cluster.support import PrivateRedis
+from tests.support import eventually
 
 OUTAGE_SECONDS = 10.0
 #: "A few dozen": what the log may hold for the whole outage.
@@ -62,6 +64,7 @@ async def test_postgres_outage_under_load_is_quiet_and_loses_nothing(
     cluster = Cluster(tmp_path, pg.dsn(), redis.url, "gchat-outage:", size=1)
     people = People(cluster)
     online: list[Reconnecting] = []
+    collectors: list[asyncio.Task[None]] = []
     try:
         await cluster.start()
         await people.bootstrap()
@@ -101,20 +104,29 @@ async def test_postgres_outage_under_load_is_quiet_and_loses_nothing(
                 seq += 1
                 await asyncio.sleep(0.03)
 
+        got: dict[UUID, list[Received]] = defaultdict(list)  # device -> messages, in order
+
+        async def collect(rc: Reconnecting) -> None:
+            assert rc.state.device_id is not None
+            while True:
+                got[rc.state.device_id].append(await rc.received.get())
+
+        collectors = [asyncio.create_task(collect(rc)) for rc in online]
         lanes = [asyncio.create_task(lane(rc)) for rc in online]
-        await asyncio.sleep(2.0)
+        await eventually(lambda: len(accepted) >= 20, within=30, what="traffic before the outage")
         log_path = cluster[0].log_path
         outage_offset = log_path.stat().st_size
         before = len(accepted)
         await pg.stop()
         down_at = time.monotonic()
-        await asyncio.sleep(OUTAGE_SECONDS)
+        await asyncio.sleep(OUTAGE_SECONDS)  # the scenario itself, not a wait for anything
         await pg.start()
         up_after = time.monotonic() - down_at
         # Until sends are accepted again, then a little longer.
         during = len(accepted)
         await eventually(lambda: len(accepted) > during + 8, within=30, what="sends resume")
-        await asyncio.sleep(2.0)
+        resumed = len(accepted)
+        await eventually(lambda: len(accepted) >= resumed + 40, within=30, what="traffic after")
         stop.set()
         await asyncio.wait_for(asyncio.gather(*lanes), 90)
 
@@ -128,10 +140,9 @@ async def test_postgres_outage_under_load_is_quiet_and_loses_nothing(
         for message_id, (_, to) in accepted.items():
             for device in devices_of[to]:
                 want[device].add(message_id)
-        by_device = {rc.state.device_id: rc for rc in online}
 
         def received(device: UUID) -> set[UUID]:
-            return {m.message_id for m in list(by_device[device].received._queue)}  # type: ignore[attr-defined]
+            return {m.message_id for m in got[device]}
 
         await eventually(
             lambda: all(received(d) >= ids for d, ids in want.items()),
@@ -152,13 +163,16 @@ async def test_postgres_outage_under_load_is_quiet_and_loses_nothing(
         for rc in online:
             assert rc.undecryptable == []
             order: dict[str, list[int]] = defaultdict(list)
-            for message in list(rc.received._queue):  # type: ignore[attr-defined]
+            assert rc.state.device_id is not None
+            for message in got[rc.state.device_id]:
                 sender, seq = message.plaintext.decode().rsplit(":", 1)
                 order[sender].append(int(seq))
             for sender, numbers in order.items():
                 assert numbers == sorted(numbers), f"out of order from {sender}"
                 assert len(numbers) == len(set(numbers)), f"duplicate from {sender}"
     finally:
+        for task in collectors:
+            task.cancel()
         for rc in online:
             await rc.close()
         await people.close()

@@ -13,7 +13,8 @@ import pytest
 from gchat.runtime.broker import Signal, SignalKind
 from gchat.runtime.metrics import NodeMetrics
 from gchat.runtime.redis_broker import RedisBroker, connect_redis
-from tests.cluster.support import PrivateRedis, eventually
+from tests.cluster.support import PrivateRedis
+from tests.support import eventually, stays
 
 
 class Recorder:
@@ -89,8 +90,8 @@ async def test_local_listeners_are_called_once_without_a_redis_hop(two_nodes) ->
     await subscribed(a, device, here)
     await a.publish([device], Signal(SignalKind.REVOKED))
     assert here.kinds() == [SignalKind.REVOKED]  # synchronously, before any round trip
-    await asyncio.sleep(0.3)  # its own message comes back from Redis and is ignored
-    assert here.kinds() == [SignalKind.REVOKED]
+    # Its own message comes back from Redis and is ignored.
+    await stays(lambda: here.kinds() == [SignalKind.REVOKED])
 
 
 async def test_unsubscribed_device_hears_nothing(two_nodes) -> None:  # noqa: ANN001
@@ -99,10 +100,13 @@ async def test_unsubscribed_device_hears_nothing(two_nodes) -> None:  # noqa: AN
     on_b = Recorder()
     await subscribed(b, device, on_b)
     b.unsubscribe(device, on_b)
-    await asyncio.sleep(0.2)
+
+    async def gone() -> bool:
+        return await a.connected([device]) == set()
+
+    await eventually(gone, what="Redis no longer lists b's subscription")
     await a.publish([device], Signal(SignalKind.WAKE))
-    await asyncio.sleep(0.3)
-    assert on_b.signals == []
+    await stays(lambda: on_b.signals == [])
 
 
 async def test_connected_sees_devices_on_any_node(two_nodes) -> None:  # noqa: ANN001
@@ -128,15 +132,14 @@ async def test_publishes_of_a_batch_share_a_pipeline(two_nodes) -> None:  # noqa
     recorders = [Recorder() for _ in devices]
     for device, recorder in zip(devices, recorders, strict=True):
         b.subscribe(device, recorder)
-    await recorders[-1].until(lambda: bool(recorders[-1].signals))
-    await asyncio.sleep(0.2)
+    await eventually(lambda: all(r.signals for r in recorders), what="every subscription confirmed")
     for recorder in recorders:
         recorder.signals.clear()
     await a.publish(devices, Signal(SignalKind.WAKE))
     for recorder in recorders:
         await recorder.until(lambda r=recorder: bool(r.signals))  # type: ignore[misc]
-    await asyncio.sleep(0.1)  # the pipeline's replies may come after the messages
-    assert a._metrics.value("gchat_broker_published_total") == 300
+    # The pipeline's replies may come after the messages.
+    await eventually(lambda: a._metrics.value("gchat_broker_published_total") == 300)
     assert b._metrics.value("gchat_broker_received_total") == 300
 
 
@@ -167,10 +170,9 @@ async def test_redis_outage_polls_then_resubscribes_and_resyncs(redis_prefix: st
         # Back: b resubscribed, and the confirmation woke the device (its
         # poller only wakes while degraded), so whatever was missed is read.
         await eventually(lambda: on_b.healthy_wakes >= 1, within=3, what="wake after resubscribe")
-        await asyncio.sleep(0.3)
         polls = b._metrics.value("gchat_broker_degraded_polls_total")
-        await asyncio.sleep(0.4)
-        assert b._metrics.value("gchat_broker_degraded_polls_total") == polls  # polling stopped
+        # Polling stopped: four poll intervals and not one more.
+        await stays(lambda: b._metrics.value("gchat_broker_degraded_polls_total") == polls, 0.4)
         assert b._metrics.value("gchat_redis_reconnects_total") == 1
         on_b.signals.clear()
         await a.publish([device], Signal(SignalKind.REVOKED))

@@ -4,7 +4,6 @@ Every official and device is enrolled through the protocol (``World``); every
 message is encrypted by the reference client and read back by it.
 """
 
-import asyncio
 import copy
 import uuid
 from uuid import UUID
@@ -20,7 +19,7 @@ from gchat.client.sdk import Client
 from gchat.store import directory as directory_store
 from protocol import frames as f
 from tests.fixtures import WorldFactory
-from tests.support import World
+from tests.support import World, eventually
 
 
 async def read(client: Client, count: int, wait: float = 5.0) -> list[bytes]:
@@ -69,13 +68,6 @@ async def body_of(pool: asyncpg.Pool, message_id: UUID) -> bytes:
     return bytes(body)
 
 
-async def until(predicate, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + within
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_three_officials_two_devices_each_every_device_reads_every_message(
     world: World,
 ) -> None:
@@ -112,7 +104,7 @@ async def test_three_officials_two_devices_each_every_device_reads_every_message
         assert client.undecryptable == [], [e.detail for e in client.events]
     # The body goes with its last delivery (every device has acked by now).
     query = "SELECT count(*) FROM message_bodies WHERE message_id = ANY($1)"
-    await until(lambda: _zero(pool, query, sent_ids))
+    await eventually(lambda: _zero(pool, query, sent_ids), step=0.05)
 
 
 async def _zero(pool: asyncpg.Pool, query: str, *args: object) -> bool:

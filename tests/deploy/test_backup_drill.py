@@ -8,7 +8,6 @@ there, the message that was waiting is delivered and decrypts, and the
 audit log verifies against the audit key from before the wipe.
 """
 
-import asyncio
 import io
 import json
 import os
@@ -22,7 +21,14 @@ from gchat.app import App
 from gchat.audit.verify import verify_export
 from gchat.client.sdk import Client
 from tests.audit.conftest import registered_auditor
-from tests.support import World, create_database, drop_databases, node_config, run_sync
+from tests.support import (
+    World,
+    create_database,
+    drop_databases,
+    eventually,
+    node_config,
+    run_sync,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PASSPHRASE = "correct horse battery staple"
@@ -47,15 +53,18 @@ DEVICES = "SELECT id, official_id, identity_key, certificate FROM devices"
 async def wait_for_signed_head(app: App) -> int:
     """Every event sequenced and covered by a signed tree head; returns its size."""
     assert app.db is not None
-    for _ in range(200):
-        events = await app.db.pool.fetchval("SELECT count(*) FROM audit_events")
-        signed = await app.db.pool.fetchval(
-            "SELECT coalesce(max(tree_size), 0) FROM audit_tree_heads"
+    pool = app.db.pool
+
+    async def signed_up_to_date() -> int:
+        events = await pool.fetchval("SELECT count(*) FROM audit_events")
+        signed = await pool.fetchval("SELECT coalesce(max(tree_size), 0) FROM audit_tree_heads")
+        return int(signed) if events and signed == events else 0
+
+    return int(
+        await eventually(
+            signed_up_to_date, within=20, step=0.1, what="the audit log signed up to date"
         )
-        if events and signed == events:
-            return int(signed)
-        await asyncio.sleep(0.1)
-    raise AssertionError("the audit log was not signed up to date")
+    )
 
 
 async def test_backup_wipe_restore_finds_everything(

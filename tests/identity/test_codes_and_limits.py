@@ -14,6 +14,7 @@ from gchat.identity import codes
 from gchat.runtime.ratelimit import Limit, Limits, LocalRateLimiter
 from protocol import limits
 from protocol.errors import ErrorCode
+from tests.support import FakeClock
 
 # --- enrolment codes --------------------------------------------------------------
 
@@ -102,17 +103,6 @@ def test_code_hash_differs_per_code() -> None:
 
 
 # --- rate limiter -------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -212,7 +202,7 @@ def test_memory_is_bounded(clock: FakeClock) -> None:
     limiter = LocalRateLimiter(clock=clock, max_keys=3)
     for i in range(10):
         limiter.check_now(Limits.MESSAGES, f"k{i}")
-    assert len(limiter._buckets) <= 3
+    assert len(limiter) <= 3
 
 
 def test_a_flood_of_new_keys_does_not_forgive_an_exhausted_bucket(clock: FakeClock) -> None:
@@ -224,7 +214,7 @@ def test_a_flood_of_new_keys_does_not_forgive_an_exhausted_bucket(clock: FakeClo
         clock.advance(0.001)
         limiter.check_now(Limits.BUNDLE_FETCHES, f"flood-{i}", cost=0)
     refused(limiter, Limits.ENROLMENT_ATTEMPTS, "guesser")
-    assert len(limiter._buckets) <= 50
+    assert len(limiter) <= 50
 
 
 def test_zero_cost_is_a_peek(limiter: LocalRateLimiter) -> None:

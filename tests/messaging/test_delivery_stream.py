@@ -7,6 +7,7 @@ from uuid import uuid4
 from gchat.messaging.delivery import _MAX_PENDING_ACKS, DeliveryStream
 from gchat.store.messages import InboxEntry
 from protocol.frames import Deliver, QueueEmpty
+from tests.support import eventually, stays
 
 
 class SlowInbox:
@@ -38,7 +39,8 @@ async def started(inbox: SlowInbox, window: int) -> tuple[DeliveryStream, asynci
 
     stream = DeliveryStream(inbox, uuid4(), uuid4(), push, window)  # type: ignore[arg-type]
     task = asyncio.create_task(stream.run())
-    await asyncio.sleep(0.01)
+    # Running: it has pushed what the window allows.
+    await eventually(lambda: len(pushed) >= min(window, len(inbox.backlog)))
     return stream, task
 
 
@@ -61,8 +63,7 @@ async def test_a_connection_waits_when_its_ack_deletes_pile_up() -> None:
         for position in range(1, _MAX_PENDING_ACKS + 1):
             await stream.ack([position])
         blocked = asyncio.create_task(stream.ack([_MAX_PENDING_ACKS + 1]))
-        await asyncio.sleep(0.05)
-        assert not blocked.done()  # the read loop of that connection is paused
+        await stays(lambda: not blocked.done(), 0.05)  # that connection's read loop is paused
         inbox.acks[0][1].set_result(1)
         await asyncio.wait_for(blocked, 1)
         assert len(inbox.acks) == _MAX_PENDING_ACKS + 1

@@ -75,7 +75,7 @@ async def test_a_blocked_event_loop_shows_as_lag() -> None:
     metrics = NodeMetrics()
     sampler = asyncio.create_task(samplers.event_loop_lag(metrics, interval=0.05))
     try:
-        await asyncio.sleep(0.2)
+        await eventually(lambda: metrics.value("gchat_event_loop_delay_seconds_count") >= 2)
         time.sleep(0.4)  # noqa: ASYNC251 - a handler blocking the loop: what the gauge is for
         await eventually(lambda: metrics.value("gchat_event_loop_lag_seconds") >= 0.3)
         assert metrics.value("gchat_event_loop_delay_seconds_bucket", le="0.25") < metrics.value(
@@ -113,11 +113,16 @@ async def test_sequencer_backlog_counts_events_without_a_leaf(started: App) -> N
     assert started.db is not None and started.sequencer is not None
     await started.sequencer.stop()  # nobody sequences: events pile up
     await Directory(started.db, 3600, started.audit).bootstrap("MIN", "Ministry", "Admin")
-    await asyncio.sleep(0.3)
-    async with started.db.pool.acquire() as conn:
-        waiting, age = await audit.sequencing_backlog(conn)
-    assert waiting >= 1
-    assert age >= 0.2
+    db = started.db
+
+    async def aged() -> bool:
+        """Events wait, and the oldest has aged while nobody sequences."""
+        async with db.pool.acquire() as conn:
+            waiting, age = await audit.sequencing_backlog(conn)
+        assert waiting >= 1
+        return age >= 0.2
+
+    await eventually(aged, what="the backlog's age grows")
 
 
 async def test_the_leading_node_shows_the_sequencer_lag_within_a_second(started: App) -> None:
@@ -137,17 +142,16 @@ async def test_the_leading_node_shows_the_sequencer_lag_within_a_second(started:
         async def waiting() -> float:
             return samples((await scrape(url))[2])["gchat_audit_unsequenced_events"]
 
-        deadline = time.monotonic() + 5
-        while await waiting() < 1:
-            assert time.monotonic() < deadline, "the backlog never showed"
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.2)
-        assert samples((await scrape(url))[2])["gchat_audit_sequencer_lag_seconds"] >= 0.5
+        async def lagging() -> bool:
+            return samples((await scrape(url))[2])["gchat_audit_sequencer_lag_seconds"] >= 0.5
+
+        async def drained() -> bool:
+            return await waiting() == 0
+
+        await eventually(waiting, step=0.1, what="the backlog shows")
+        await eventually(lagging, step=0.1, what="the lag shows")
         sequencer.start()
-        deadline = time.monotonic() + 5
-        while await waiting() > 0:
-            assert time.monotonic() < deadline, "the backlog never drained on /metrics"
-            await asyncio.sleep(0.1)
+        await eventually(drained, step=0.1, what="the backlog drains on /metrics")
         assert samples((await scrape(url))[2])["gchat_audit_sequenced_leaves"] >= 1
     finally:
         leads = False
@@ -158,16 +162,15 @@ async def test_the_leading_node_shows_the_sequencer_lag_within_a_second(started:
 async def test_sequencer_backlog_empties_when_the_sequencer_runs(started: App) -> None:
     assert started.db is not None
     await Directory(started.db, 3600, started.audit).bootstrap("MIN", "Ministry", "Admin")
-    deadline = time.monotonic() + 10
-    while True:
-        async with started.db.pool.acquire() as conn:
+    db = started.db
+
+    async def caught_up() -> bool:
+        async with db.pool.acquire() as conn:
             waiting, age = await audit.sequencing_backlog(conn)
             leaves = await conn.fetchval("SELECT count(*) FROM audit_log")
-        if waiting == 0 and leaves > 0:
-            break
-        assert time.monotonic() < deadline, "the sequencer never caught up"
-        await asyncio.sleep(0.1)
-    assert age == 0
+        return waiting == 0 and leaves > 0 and age == 0
+
+    await eventually(caught_up, within=10, step=0.1, what="the sequencer catches up")
 
 
 async def test_metrics_behind_a_bearer_token(database_url: str, tmp_path: Path) -> None:

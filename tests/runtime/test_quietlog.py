@@ -6,18 +6,11 @@ import asyncpg
 import pytest
 
 from gchat.runtime.quietlog import QuietLog, is_outage
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import FakeClock
 
 
 def test_a_thousand_refused_commits_are_three_lines(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     quiet = QuietLog(logging.getLogger("t.quiet"), interval=10, clock=clock)
     caplog.set_level(logging.DEBUG, logger="t.quiet")
     for i in range(1000):
@@ -33,7 +26,7 @@ def test_a_thousand_refused_commits_are_three_lines(caplog: pytest.LogCaptureFix
 
 
 def test_an_unexpected_error_gets_one_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    quiet = QuietLog(logging.getLogger("t.bug"), clock=Clock())
+    quiet = QuietLog(logging.getLogger("t.bug"), clock=FakeClock(0.0))
     caplog.set_level(logging.DEBUG, logger="t.bug")
     for _ in range(50):
         try:
@@ -55,7 +48,7 @@ def test_outage_errors_are_recognised_through_their_cause() -> None:
 def test_an_episode_ends_by_itself_after_a_quiet_interval(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     quiet = QuietLog(logging.getLogger("t.episodes"), interval=10, clock=clock)
     caplog.set_level(logging.DEBUG, logger="t.episodes")
     for start in (0.0, 100.0):  # two outages, nobody calls recovered()

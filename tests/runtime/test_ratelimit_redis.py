@@ -14,6 +14,7 @@ from gchat.runtime.metrics import NodeMetrics
 from gchat.runtime.ratelimit import Limits, LocalRateLimiter, RedisRateLimiter
 from gchat.runtime.redis_broker import connect_redis
 from tests.cluster.support import PrivateRedis
+from tests.support import FakeClock
 
 
 async def refused(check) -> float:  # noqa: ANN001
@@ -101,7 +102,10 @@ async def test_falls_back_to_local_buckets_and_returns_to_redis(
     redis = PrivateRedis()  # nothing listens on its port yet
     client = connect_redis(redis.url, timeout=0.3)
     metrics = NodeMetrics()
-    limiter = RedisRateLimiter(client, redis_prefix, metrics=metrics, retry_interval=0.1)
+    clock = FakeClock()  # when the limiter may try Redis again
+    limiter = RedisRateLimiter(
+        client, redis_prefix, metrics=metrics, retry_interval=0.1, clock=clock
+    )
     caplog.set_level(logging.WARNING, logger="gchat.runtime.ratelimit")
     try:
         for _ in range(100):
@@ -112,7 +116,7 @@ async def test_falls_back_to_local_buckets_and_returns_to_redis(
         assert sum("fall back to local" in r.message for r in caplog.records) == 1
 
         redis.start()
-        await asyncio.sleep(0.15)
+        clock.advance(0.15)  # past the retry interval
         await limiter.check(Limits.BUNDLE_FETCHES, "dev")  # a fresh bucket in Redis
         assert limiter.shared
         assert any("shared through redis again" in r.message for r in caplog.records)
@@ -135,7 +139,8 @@ async def test_after_a_redis_restart_the_limiter_returns_on_first_try(
     redis = PrivateRedis()
     redis.start()
     client = connect_redis(redis.url, timeout=0.3)
-    limiter = RedisRateLimiter(client, redis_prefix, retry_interval=0.1)
+    clock = FakeClock()  # when the limiter may try Redis again
+    limiter = RedisRateLimiter(client, redis_prefix, retry_interval=0.1, clock=clock)
     caplog.set_level(logging.WARNING, logger="gchat.runtime.ratelimit")
     try:
         # Several connections in the pool, as under load.
@@ -145,7 +150,7 @@ async def test_after_a_redis_restart_the_limiter_returns_on_first_try(
         await limiter.check(Limits.MESSAGES, "d0")
         assert not limiter.shared
         redis.start()  # the same port: the pool's other connections are now dead
-        await asyncio.sleep(0.15)
+        clock.advance(0.15)  # past the retry interval
         # Concurrent checks, as under load: each takes a pooled connection.
         await asyncio.gather(*(limiter.check(Limits.MESSAGES, f"d{i}") for i in range(10)))
         assert limiter.shared
