@@ -202,10 +202,18 @@ class App:
         self.push = self._push_notifier(db, keys)
         push = self.push
 
+        self._inbox = Inbox(db, self.audit, self.metrics)
+        inbox = self._inbox
+
         async def wake_recipients(batch: list[NewMessage]) -> None:
             devices = {device for m in batch for device, _ in m.envelopes}
             devices.update(device for m in batch for device in m.fanned_out)  # group sends
-            await broker.publish(devices, Signal(SignalKind.WAKE))
+            # Streams here take the committed rows as they are; other nodes
+            # (a device mid-way through moving to one) still get the wake-up.
+            handed = inbox.hand_over(batch)
+            await broker.publish(devices - handed, Signal(SignalKind.WAKE))
+            if handed:
+                await broker.publish(handed, Signal(SignalKind.WAKE), local=False)
             push.notify(devices)  # returns at once: pushes run in the background
 
         async def prekeys_low(device_id: object, left: int) -> None:
@@ -259,7 +267,6 @@ class App:
             config.max_devices_per_official,
             config.retention_seconds,
         )
-        self._inbox = Inbox(db, self.audit)
         self._inbox.start()
         self.failures = FailureAudit(db, self.audit, config.failure_audit_seconds)
         self.failures.start()

@@ -13,6 +13,15 @@ every ack that arrived meanwhile (with their "message.delivered" audit
 events, in the same transaction). An ack frees window room at once; its
 delete follows in the next batch, and a connection closing waits for its
 acks' deletes.
+
+A commit on this node hands the rows it just wrote straight to the streams
+of the devices connected here (``Inbox.hand_over``), so a live recipient is
+pushed its envelope without the inbox being read back. A stream takes what
+it is handed only when it continues exactly where the stream is (the next
+position, the stream caught up, room in the window, no signal from
+elsewhere waiting); otherwise it reads the inbox, as after any other
+wake-up, so what is pushed is always the inbox in order. After an ack the
+inbox is read again only if the last read filled the window.
 """
 
 import asyncio
@@ -27,7 +36,7 @@ from gchat.runtime.batcher import Batcher
 from gchat.runtime.metrics import NodeMetrics
 from gchat.store import messages
 from gchat.store.database import Database, Executor
-from gchat.store.messages import InboxEntry
+from gchat.store.messages import InboxEntry, NewMessage
 from protocol.frames import Deliver, QueueEmpty, wire_time
 
 log = logging.getLogger("gchat.messaging.delivery")
@@ -57,13 +66,17 @@ class _Ack:
 class Inbox:
     """The node's batched inbox reads and ack deletes."""
 
-    def __init__(self, db: Database, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self, db: Database, audit: AuditLog | None = None, metrics: NodeMetrics | None = None
+    ) -> None:
         self._db = db
+        self._metrics = metrics
         self._audit = audit if audit is not None and audit.enabled else None
         self._reads: Batcher[_Read, list[InboxEntry]] = Batcher(
             "inbox-read", self._read, _MAX_BATCH
         )
         self._acks: Batcher[_Ack, int] = Batcher("inbox-ack", self._delete, _MAX_BATCH)
+        self._streams: dict[UUID, DeliveryStream] = {}
 
     def start(self) -> None:
         self._reads.start()
@@ -72,6 +85,41 @@ class Inbox:
     async def stop(self) -> None:
         await self._acks.stop()
         await self._reads.stop()
+
+    def attach(self, stream: "DeliveryStream") -> None:
+        """``stream`` is the device's live stream on this node (the newest wins)."""
+        self._streams[stream.device_id] = stream
+
+    def detach(self, stream: "DeliveryStream") -> None:
+        if self._streams.get(stream.device_id) is stream:
+            del self._streams[stream.device_id]
+
+    def hand_over(self, batch: list[NewMessage]) -> set[UUID]:
+        """Give each committed inbox row to its device's stream on this node;
+        returns the devices that were given theirs (their streams are woken)."""
+        given: dict[UUID, list[InboxEntry]] = {}
+        for message in batch:
+            for device, position, ciphertext in message.placed:
+                if device not in self._streams:
+                    continue
+                body = ciphertext if ciphertext is not None else message.body
+                if body is None:  # not expected: the stream reads it instead
+                    continue
+                given.setdefault(device, []).append(
+                    InboxEntry(
+                        position=position,
+                        message_id=message.message_id,
+                        sender_official=message.sender_official,
+                        sender_device=message.sender_device,
+                        sent_at=message.sent_at,
+                        ciphertext=body,
+                        kind=message.kind,
+                        conversation_id=message.conversation_id,
+                    )
+                )
+        for device, entries in given.items():
+            self._streams[device].offer(entries)
+        return set(given)
 
     def read(self, device_id: UUID, after: int, limit: int) -> "asyncio.Future[list[InboxEntry]]":
         return self._reads.submit(_Read(device_id, after, limit))
@@ -82,6 +130,8 @@ class Inbox:
         return self._acks.submit(_Ack(device_id, official_id, positions))
 
     async def _read(self, reads: list[_Read]) -> list[list[InboxEntry]]:
+        if self._metrics is not None:
+            self._metrics.inbox_reads.inc(len(reads))
         return await messages.fetch_inboxes(
             self._db.pool, [(r.device_id, r.after, r.limit) for r in reads]
         )
@@ -146,12 +196,37 @@ class DeliveryStream:
         self._pending_acks: list[asyncio.Future[int]] = []
         self._last_pushed = 0
         self._caught_up = False
+        #: Rows committed on this node since the last turn (``offer``).
+        self._offered: list[InboxEntry] = []
+        #: The inbox may hold what this stream has not seen: a signal came,
+        #: the last read filled the window, or offered rows did not fit.
+        self._must_read = True
         self._wake = asyncio.Event()
         self._wake.set()
 
     def wake(self) -> None:
         """New envelopes may be waiting (called from broker signals)."""
+        self._must_read = True
         self._wake.set()
+
+    def offer(self, entries: list[InboxEntry]) -> None:
+        """Rows just committed for this device on this node, in position order."""
+        self._offered.extend(entries)
+        self._wake.set()
+
+    def _take_offered(self, room: int) -> list[InboxEntry] | None:
+        """The offered rows if they are exactly what a read would return now."""
+        # Rows a read during their commit already returned are done with.
+        offered = [e for e in self._offered if e.position > self._last_pushed]
+        self._offered = []
+        if not offered:
+            return None
+        first = self._last_pushed + 1
+        follows = [e.position for e in offered] == list(range(first, first + len(offered)))
+        if self._must_read or not self._caught_up or len(offered) > room or not follows:
+            self._must_read = True  # read the inbox instead: it has them, in order
+            return None
+        return offered
 
     async def ack(self, positions: list[int]) -> None:
         """Free window room now; the envelopes are deleted in the next ack batch.
@@ -173,7 +248,8 @@ class DeliveryStream:
         self._pending_acks.append(future)
         if self._metrics is not None:
             self._metrics.acks.inc(len(positions))
-        self._wake.set()
+        if self._must_read:  # the window held the stream back: room now
+            self._wake.set()
 
     async def flush_acks(self) -> None:
         """Wait until every ack received so far is stored (or has failed)."""
@@ -181,13 +257,32 @@ class DeliveryStream:
         self._pending_acks.clear()
 
     async def run(self) -> None:
+        self._inbox.attach(self)
+        try:
+            await self._run()
+        finally:
+            self._inbox.detach(self)
+
+    async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             room = self._window - len(self._unacked)
             if room <= 0:
+                if self._offered:  # read them once acks make room
+                    self._offered.clear()
+                    self._must_read = True
                 continue
-            entries = await self._inbox.read(self.device_id, self._last_pushed, room)
+            entries = self._take_offered(room)
+            if entries is not None and self._metrics is not None:
+                self._metrics.handed_over.inc(len(entries))
+            if entries is None:
+                if not self._must_read:
+                    continue  # nothing new: e.g. offered rows already read
+                self._must_read = False
+                entries = await self._inbox.read(self.device_id, self._last_pushed, room)
+                if len(entries) == room:
+                    self._must_read = True  # there may be more; the window decides
             for entry in entries:
                 self._unacked.add(entry.position)
                 self._last_pushed = entry.position
@@ -205,8 +300,8 @@ class DeliveryStream:
                 )
                 if self._metrics is not None:
                     self._metrics.deliveries.inc()
-            if len(entries) == room:
-                self._wake.set()  # there may be more; the window decides
+            if self._must_read:
+                self._wake.set()
             elif not self._caught_up:
                 self._caught_up = True
                 await self._push(QueueEmpty())

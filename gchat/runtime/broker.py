@@ -53,7 +53,13 @@ class Broker(Protocol):
 
     def unsubscribe(self, device_id: UUID, listener: Listener) -> None: ...
 
-    async def publish(self, device_ids: Iterable[UUID], signal: Signal) -> None: ...
+    async def publish(
+        self, device_ids: Iterable[UUID], signal: Signal, *, local: bool = True
+    ) -> None:
+        """Signal these devices on every node; with ``local=False`` on the
+        other nodes only (this node's connections were already given what the
+        signal would have made them read)."""
+        ...
 
     def devices(self) -> list[UUID]:
         """The devices with a listener on this node."""
@@ -121,8 +127,11 @@ class InProcessBroker:
                 except Exception:
                     log.exception("listener failed device=%s signal=%s", device_id, signal.kind)
 
-    async def publish(self, device_ids: Iterable[UUID], signal: Signal) -> None:
-        self.deliver(device_ids, signal)
+    async def publish(
+        self, device_ids: Iterable[UUID], signal: Signal, *, local: bool = True
+    ) -> None:
+        if local:
+            self.deliver(device_ids, signal)
 
     async def close(self) -> None:
         self._listeners.clear()

@@ -89,6 +89,14 @@ class NodeMetrics:
         self.deliveries = Counter(
             "gchat_deliveries_total", "envelopes pushed to devices", registry=r
         )
+        self.handed_over = Counter(
+            "gchat_deliveries_handed_over_total",
+            "envelopes pushed as committed on this node, without reading the inbox",
+            registry=r,
+        )
+        self.inbox_reads = Counter(
+            "gchat_inbox_reads_total", "device inboxes read from the database", registry=r
+        )
         self.inbox_envelopes = Gauge(
             "gchat_inbox_envelopes",
             "envelopes waiting in all inboxes (PostgreSQL's live-row estimate, every 15 s)",

@@ -182,15 +182,19 @@ class RedisBroker:
             self._dirty.add(device_id)
             self._changed.set()
 
-    async def publish(self, device_ids: Iterable[UUID], signal: Signal) -> None:
-        """Signal these devices here at once and on every other node soon.
+    async def publish(
+        self, device_ids: Iterable[UUID], signal: Signal, *, local: bool = True
+    ) -> None:
+        """Signal these devices here at once (unless ``local`` is False) and on
+        every other node soon.
 
         Returns without waiting for Redis: the PUBLISHes are queued and
         pipelined by one flusher task, so a commit never waits on Redis and
         every publish of a busy moment shares a round trip.
         """
         ids = list(device_ids)
-        self._local.deliver(ids, signal)
+        if local:
+            self._local.deliver(ids, signal)
         if self._closing or not ids:
             return
         if not self._healthy or len(self._outbox) + len(ids) > MAX_OUTBOX:

@@ -46,6 +46,10 @@ class NewMessage:
     conversation_seq: int | None = None
     #: Filled by store_batch: the member devices the conversation expanded to.
     fanned_out: list[UUID] = field(default_factory=list)
+    #: Filled by store_batch: each inbox row written, as (device, position,
+    #: ciphertext; None for this message's body), so the node can hand them
+    #: to connections it holds without reading them back.
+    placed: list[tuple[UUID, int, bytes | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,7 @@ async def _enqueue(conn: Executor, messages: list[NewMessage], expires_at: datet
                 continue  # device vanished between the check and the commit
             device_ids.append(device)
             positions.append(next_position[device])
+            message.placed.append((device, next_position[device], ciphertext))
             next_position[device] += 1
             message_ids.append(message.message_id)
             ciphertexts.append(ciphertext)
@@ -222,7 +227,7 @@ bumped AS (
 INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
 SELECT b.id, b.base + u.k, u.m, u.c, $11
 FROM bumped b, unnest(b.mids, b.cts) WITH ORDINALITY AS u(m, c, k)
-RETURNING device_id, message_id
+RETURNING device_id, message_id, position, ciphertext IS NULL AS shared
 """
 
 
@@ -251,10 +256,14 @@ async def _enqueue_with_conversations(
         expires_at,
     )
     by_id = {m.message_id: m for _, m in shared}
+    every = {m.message_id: m for m in messages}
     for row in rows:
         message = by_id.get(row["message_id"])
         if message is not None:
             message.fanned_out.append(row["device_id"])
+        owner = every[row["message_id"]]
+        ciphertext = None if row["shared"] else dict(owner.envelopes)[row["device_id"]]
+        owner.placed.append((row["device_id"], row["position"], ciphertext))
 
 
 async def fetch_inboxes(

@@ -19,8 +19,26 @@ class SlowInbox:
             for p in range(1, backlog + 1)
         ]
         self.acks: list[tuple[list[int], asyncio.Future[int]]] = []
+        self.reads = 0
+
+    def attach(self, stream: DeliveryStream) -> None:
+        pass
+
+    def detach(self, stream: DeliveryStream) -> None:
+        pass
+
+    def commit(self, count: int) -> list[InboxEntry]:
+        """Append ``count`` rows, as a commit does; returns them."""
+        start = len(self.backlog) + 1
+        rows = [
+            InboxEntry(p, uuid4(), uuid4(), uuid4(), datetime.now(UTC), b"c")
+            for p in range(start, start + count)
+        ]
+        self.backlog.extend(rows)
+        return rows
 
     def read(self, device_id, after, limit):  # noqa: ANN001, ANN201
+        self.reads += 1
         future = asyncio.get_running_loop().create_future()
         future.set_result([e for e in self.backlog if e.position > after][:limit])
         return future
@@ -31,17 +49,23 @@ class SlowInbox:
         return future
 
 
-async def started(inbox: SlowInbox, window: int) -> tuple[DeliveryStream, asyncio.Task[None]]:
-    pushed: list[Deliver | QueueEmpty] = []
+async def started(
+    inbox: SlowInbox, window: int, pushed: list[Deliver | QueueEmpty] | None = None
+) -> tuple[DeliveryStream, asyncio.Task[None]]:
+    into: list[Deliver | QueueEmpty] = pushed if pushed is not None else []
 
     async def push(frame: Deliver | QueueEmpty) -> None:
-        pushed.append(frame)
+        into.append(frame)
 
     stream = DeliveryStream(inbox, uuid4(), uuid4(), push, window)  # type: ignore[arg-type]
     task = asyncio.create_task(stream.run())
     # Running: it has pushed what the window allows.
     await eventually(lambda: len(pushed) >= min(window, len(inbox.backlog)))
     return stream, task
+
+
+def positions(pushed: list[Deliver | QueueEmpty]) -> list[int]:
+    return [frame.position for frame in pushed if isinstance(frame, Deliver)]
 
 
 async def test_acks_for_positions_never_pushed_queue_nothing() -> None:
@@ -67,5 +91,87 @@ async def test_a_connection_waits_when_its_ack_deletes_pile_up() -> None:
         inbox.acks[0][1].set_result(1)
         await asyncio.wait_for(blocked, 1)
         assert len(inbox.acks) == _MAX_PENDING_ACKS + 1
+    finally:
+        task.cancel()
+
+
+async def test_rows_handed_over_in_order_are_pushed_without_a_read() -> None:
+    inbox = SlowInbox(backlog=2)
+    pushed: list[Deliver | QueueEmpty] = []
+    stream, task = await started(inbox, window=10, pushed=pushed)
+    try:
+        assert inbox.reads == 1 and isinstance(pushed[-1], QueueEmpty)
+        stream.offer(inbox.commit(3))
+        await asyncio.sleep(0.01)
+        assert positions(pushed) == [1, 2, 3, 4, 5]
+        assert inbox.reads == 1
+        await stream.ack([1, 2, 3, 4, 5])  # the last read did not fill the window
+        await asyncio.sleep(0.01)
+        assert inbox.reads == 1
+    finally:
+        task.cancel()
+
+
+async def test_a_gap_before_the_handed_rows_reads_the_inbox_instead() -> None:
+    inbox = SlowInbox(backlog=1)
+    pushed: list[Deliver | QueueEmpty] = []
+    stream, task = await started(inbox, window=10, pushed=pushed)
+    try:
+        inbox.commit(1)  # committed on another node; its wake-up is still on the way
+        stream.offer(inbox.commit(1))
+        await asyncio.sleep(0.01)
+        assert positions(pushed) == [1, 2, 3]  # 2 is read, not skipped
+        assert inbox.reads == 2
+    finally:
+        task.cancel()
+
+
+async def test_a_signal_from_elsewhere_wins_over_handed_rows() -> None:
+    inbox = SlowInbox(backlog=0)
+    pushed: list[Deliver | QueueEmpty] = []
+    stream, task = await started(inbox, window=10, pushed=pushed)
+    try:
+        stream.offer(inbox.commit(1))
+        inbox.commit(1)  # another node's row after ours, and its wake-up
+        stream.wake()
+        await asyncio.sleep(0.01)
+        assert positions(pushed) == [1, 2]
+        assert inbox.reads == 2
+    finally:
+        task.cancel()
+
+
+async def test_handed_rows_beyond_the_window_wait_in_the_inbox_for_room() -> None:
+    inbox = SlowInbox(backlog=0)
+    pushed: list[Deliver | QueueEmpty] = []
+    stream, task = await started(inbox, window=3, pushed=pushed)
+    try:
+        stream.offer(inbox.commit(5))
+        await asyncio.sleep(0.01)
+        assert positions(pushed) == [1, 2, 3]  # read, as a read would
+        await stream.ack([1, 2])
+        await asyncio.sleep(0.01)
+        assert positions(pushed) == [1, 2, 3, 4, 5]
+        stream.offer(inbox.commit(1))  # no room: dropped, and read once there is
+        await asyncio.sleep(0.01)
+        assert positions(pushed) == [1, 2, 3, 4, 5]
+        await stream.ack([3])
+        await asyncio.sleep(0.01)
+        assert positions(pushed) == [1, 2, 3, 4, 5, 6]
+    finally:
+        task.cancel()
+
+
+async def test_rows_a_read_already_returned_are_not_pushed_twice() -> None:
+    inbox = SlowInbox(backlog=0)
+    pushed: list[Deliver | QueueEmpty] = []
+    stream, task = await started(inbox, window=10, pushed=pushed)
+    try:
+        rows = inbox.commit(2)
+        stream.wake()  # read them first (a signal raced the hand-over)
+        await asyncio.sleep(0.01)
+        stream.offer(rows)
+        await asyncio.sleep(0.01)
+        assert positions(pushed) == [1, 2]
     finally:
         task.cancel()

@@ -260,3 +260,35 @@ async def test_inbox_depth_is_exposed_for_monitoring(world: World) -> None:
 
     text = await asyncio.to_thread(scrape)
     assert "# TYPE gchat_inbox_envelopes gauge" in text
+
+
+async def test_a_live_recipient_gets_committed_rows_without_an_inbox_read(world: World) -> None:
+    """A commit hands its rows to the recipient's connection on this node: the
+    inbox is not read back, and what is pushed is what a read would give."""
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert isinstance(await next_of(bob, f.QueueEmpty), f.QueueEmpty)
+    assert bob.state.official_id is not None
+    registry = world.app.metrics.registry
+
+    def count(name: str) -> float:
+        return registry.get_sample_value(name) or 0.0
+
+    reads = count("gchat_inbox_reads_total")
+    handed = count("gchat_deliveries_handed_over_total")
+    for i in range(3):
+        await alice.send_message(bob.state.official_id, f"h{i}".encode(), f"h{i}")
+    live = []
+    while len(live) < 3:
+        frame = await bob.receive(5)
+        if isinstance(frame, f.Deliver):
+            live.append(frame)  # not acked: a new connection gets them from the inbox
+    assert count("gchat_deliveries_handed_over_total") - handed == 3
+    assert count("gchat_inbox_reads_total") == reads
+    assert [(await bob.open(d)).plaintext for d in live] == [b"h0", b"h1", b"h2"]
+
+    bob2 = await world.reconnect(bob)
+    read = await drain(bob2, 3)
+    assert read == live  # position, ids, sender, sent_at, ciphertext, kind: all equal
+    assert count("gchat_inbox_reads_total") > reads
+    await stays(lambda: count("gchat_inbox_reads_total") == reads + 1)  # acks read nothing
