@@ -354,9 +354,7 @@ class App:
         self.metrics.audit_sequencer_leading.set_function(lambda: float(sequencer.leading))
         self.metrics.audit_sequenced.set_function(lambda: float(sequencer.sequenced))
         self._background.append(
-            asyncio.create_task(
-                samplers.audit_backlog(db, self.metrics, lambda: sequencer.leading)
-            )
+            asyncio.create_task(samplers.audit_backlog(db, self.metrics, lambda: sequencer.leading))
         )
         if config.metrics_port:
             self._metrics_server = serve_separately(

@@ -775,6 +775,9 @@ class ListOfficials(_Frame, tag="list_officials"):
     status: OfficialStatus | None = None
     offset: PageOffset = 0
     limit: PageLimit = 100
+    #: Keyset paging: the page after this official (a ``next_after``); what an
+    #: export walks, each page costing the same at 400,000 officials as at 400.
+    after: UUID | None = None
 
 
 class GrantRole(_Frame, tag="grant_role"):
@@ -890,6 +893,7 @@ class OfficialList(_Frame, tag="officials"):
     rid: RequestId
     officials: list[OfficialInfo]
     next_offset: int | None  # None: no more
+    next_after: UUID | None = None  # the last official's id when there are more
 
 
 class DeviceList(_Frame, tag="devices"):

@@ -238,9 +238,18 @@ def chunks(rows: Iterable[f.ImportRow]) -> Iterator[list[f.ImportRow]]:
 
 def write_csv(officials: Sequence[f.OfficialInfo], roles: Sequence[str], out: TextIO) -> None:
     """The export: BOM, import columns first, every cell formula-safe."""
+    write_csv_header(out)
+    write_csv_rows(officials, roles, out)
+
+
+def write_csv_header(out: TextIO) -> None:
     out.write(BOM)
+    csv.writer(out, lineterminator="\r\n").writerow(IMPORT_COLUMNS + EXPORT_ONLY_COLUMNS)
+
+
+def write_csv_rows(officials: Sequence[f.OfficialInfo], roles: Sequence[str], out: TextIO) -> None:
+    """One page of the export (after ``write_csv_header``)."""
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(IMPORT_COLUMNS + EXPORT_ONLY_COLUMNS)
     for o, role_text in zip(officials, roles, strict=True):
         writer.writerow(
             [

@@ -7,6 +7,7 @@ read them (an id is shown as it is otherwise, never a guess).
 """
 
 import uuid
+from collections.abc import AsyncIterator
 
 from gchat.client.cli_errors import UserError
 from gchat.client.rpc import ClientError
@@ -79,20 +80,27 @@ class Names:
         return f"{name} ({str(oid)[:8]})" if name else str(oid)
 
 
+async def official_pages(
+    client: Client, agency: uuid.UUID | None, status: str | None
+) -> AsyncIterator[list[f.OfficialInfo]]:
+    """Every official of an agency's subtree (default: the caller's scope), page by page.
+
+    Keyset paging (``after``): each page costs the server the same however
+    far into the directory it is, and the caller holds one page at a time.
+    """
+    after: uuid.UUID | None = None
+    while True:
+        page: f.OfficialList = await client.request(
+            f.ListOfficials, agency_id=agency, status=status, after=after, limit=limits.MAX_PAGE
+        )
+        yield page.officials
+        if page.next_after is None:
+            return
+        after = page.next_after
+
+
 async def all_officials(
     client: Client, agency: uuid.UUID | None, status: str | None
 ) -> list[f.OfficialInfo]:
     """Every official of an agency's subtree (default: the caller's scope), all pages."""
-    found: list[f.OfficialInfo] = []
-    offset: int | None = 0
-    while offset is not None:
-        page: f.OfficialList = await client.request(
-            f.ListOfficials,
-            agency_id=agency,
-            status=status,
-            offset=offset,
-            limit=limits.MAX_PAGE,
-        )
-        found.extend(page.officials)
-        offset = page.next_offset
-    return found
+    return [o async for page in official_pages(client, agency, status) for o in page]

@@ -326,7 +326,9 @@ class Administration:
         status: str | None,
         offset: int,
         limit: int,
-    ) -> tuple[list[OfficialRecord], int | None]:
+        after: UUID | None = None,
+    ) -> tuple[list[OfficialRecord], int | None, UUID | None]:
+        """A page, the next offset and the next keyset cursor (None: no more)."""
         async with self._db.transaction() as conn:
             scope = await authz.current(conn, principal)
             if agency_id is None:
@@ -334,9 +336,12 @@ class Administration:
             else:
                 await self._agency(scope, agency_id, write=False)
                 root = agency_id
-            found = await store.list_officials(conn, root, status, offset, limit + 1)
-        more = len(found) > limit
-        return found[:limit], (offset + limit if more else None)
+            found = await store.list_officials(conn, root, status, offset, limit + 1, after)
+        if found is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, "no such official to page after")
+        if len(found) <= limit:
+            return found, None, None
+        return found[:limit], offset + limit, found[limit - 1].id
 
     async def update_official(
         self, principal: Principal, official_id: UUID, **fields: str | None

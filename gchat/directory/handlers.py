@@ -181,11 +181,14 @@ class DirectoryHandlers:
 
     @handles(f.ListOfficials)
     async def list_officials(self, actor: Principal, frame: f.ListOfficials) -> f.OfficialList:
-        found, next_offset = await self._admin.list_officials(
-            actor, frame.agency_id, frame.status, frame.offset, frame.limit
+        found, next_offset, next_after = await self._admin.list_officials(
+            actor, frame.agency_id, frame.status, frame.offset, frame.limit, frame.after
         )
         return f.OfficialList(
-            rid=frame.rid, officials=[official_info(r) for r in found], next_offset=next_offset
+            rid=frame.rid,
+            officials=[official_info(r) for r in found],
+            next_offset=next_offset,
+            next_after=next_after,
         )
 
     @handles(f.GrantRole)
