@@ -607,8 +607,9 @@ class Administration:
     async def set_policy(
         self, principal: Principal, agency_id: UUID | None, row: PolicyRow
     ) -> tuple[PolicyRow, Effective | None]:
-        if row.message_scope is not None and row.message_scope not in policies.SCOPES:
-            raise invalid("message_scope must be agency, ministry or all")
+        scopes = get_args(frames.MessageScope)
+        if row.message_scope is not None and row.message_scope not in scopes:
+            raise invalid(f"message_scope must be one of {', '.join(scopes)}")
         async with self._db.transaction() as conn:
             scope = await authz.current(conn, principal)
             if agency_id is None:

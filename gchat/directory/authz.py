@@ -19,7 +19,7 @@ One answer for "you may not see it" and "it does not exist": ``find_or_forbid``
 says ``not_found`` only to an actor who could see the thing wherever it was,
 and ``forbidden`` to everyone else, so that absence is no oracle.
 
-Used by directory administration and import, conversations
+Used by directory administration, import and search, conversations
 (agency admins act on groups of their agencies) and the auditor service.
 """
 

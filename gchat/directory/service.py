@@ -2,10 +2,11 @@
 
 ``bootstrap`` makes the first superadmin on the server host, where whoever
 can run it already owns the database; ``search`` is the directory look-up
-every official may use, filtered by messaging policy and
-rate-limited per device (each search is a database query any official can
-repeat). The admin operations are in ``gchat.directory.administration``,
-who may do what in ``gchat.directory.authz``.
+every active official may use from a usable device (``authz.current``),
+filtered by messaging policy and rate-limited per device (each search is a
+database query any official can repeat). The admin operations are in
+``gchat.directory.administration``, who may do what in
+``gchat.directory.authz``.
 """
 
 import uuid
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from gchat.audit.log import AuditEvent, AuditLog
+from gchat.directory import authz
 from gchat.errors import ServiceError
 from gchat.identity import codes
 from gchat.identity.principal import Principal
@@ -67,6 +69,7 @@ class Directory:
         words = terms.words(query)
         if len(words) > limits.MAX_SEARCH_WORDS:
             raise ServiceError(ErrorCode.INVALID_FIELD, f"at most {limits.MAX_SEARCH_WORDS} words")
+        await authz.current(self._db.pool, actor)  # a revoked device searches nothing
         cards = await directory.search_officials(
             self._db.pool, actor.official_id, SearchQuery(words, agency_id, offset, limit)
         )

@@ -16,11 +16,16 @@ from uuid import UUID
 
 from gchat.store.database import Executor
 
+#: The message scopes, strictest first: a scope's rank is its place here
+#: (1-based). The store imports nothing of protocol/, so the wire's
+#: ``protocol.frames.MessageScope`` and the column's CHECK (migration 0002)
+#: are held to these same values by tests/store/test_policies.py.
 SCOPES = ("agency", "ministry", "all")
 
 
 def _rank(column: str) -> str:
-    return f"(CASE {column} WHEN 'agency' THEN 1 WHEN 'ministry' THEN 2 WHEN 'all' THEN 3 END)"
+    ranks = " ".join(f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(SCOPES, 1))
+    return f"(CASE {column} {ranks} END)"
 
 
 _GLOBAL = "(SELECT * FROM directory_policies WHERE agency_id IS NULL)"

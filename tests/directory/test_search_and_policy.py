@@ -61,6 +61,22 @@ async def test_paging_and_only_active(tree: Tree) -> None:
     assert card.agency_code == "DIV-A1" and card.active_devices == 0
 
 
+async def test_a_revoked_device_whose_close_signal_was_lost_searches_nothing(
+    tree: Tree,
+) -> None:
+    """Search asks authz for the actor's standing, as every request does."""
+    await tree.official("Somchai Jaidee", "DIV-A1")
+    me = tree.clients["official"]
+    assert await names(me, "som") == ["Somchai Jaidee"]
+    # Revoked in the database only: no REVOKED signal, the connection stays open.
+    await tree.world.app.db.pool.execute(  # type: ignore[union-attr]
+        "UPDATE devices SET status = 'revoked' WHERE id = $1", me.state.device_id
+    )
+    with pytest.raises(ClientError) as refused:
+        await names(me, "som")
+    assert refused.value.code == "forbidden"
+
+
 async def test_search_never_returns_what_policy_hides(tree: Tree) -> None:
     """DEPT-A keeps to itself: nobody inside sees out, nobody outside sees in."""
     await tree.agency("MIN2", None)
