@@ -128,5 +128,14 @@ await build({
   external: ["libsodium-wrappers-sumo"],
   logLevel: "warning",
 });
+// The console's HR CSV reader and writer alone, for node --test (pure: no DOM, no libsodium).
+await build({
+  entryPoints: [join(here, "src/console/admin/hrcsv.ts")],
+  bundle: true,
+  format: "esm",
+  platform: "node",
+  outfile: join(here, "build/hrcsv.mjs"),
+  logLevel: "warning",
+});
 writeFileSync(join(dist, ".stamp"), version + "\n");
 console.log(`web: built ${entry} (${outputs.length} assets)`);

@@ -7,12 +7,15 @@ import type { Issued } from "./api";
 import { Letters } from "./letters";
 import { NewOfficial, OfficialPage, OfficialsList } from "./officials";
 import { PolicyView } from "./policy";
+import { ExportView, ImportView } from "./transfer";
 import { adminT, type AdminKey } from "./strings";
 
 const TABS: { id: string; label: AdminKey }[] = [
   { id: "agencies", label: "agencies" },
   { id: "officials", label: "officials" },
   { id: "policy", label: "policy" },
+  { id: "import", label: "importTab" },
+  { id: "export", label: "exportTab" },
 ];
 
 export function AdminView({ lang, device, path }: ConsoleProps) {
@@ -26,6 +29,8 @@ export function AdminView({ lang, device, path }: ConsoleProps) {
   else if (tab === "officials" && path[1] === "new") body = <NewOfficial t={t} lang={lang} device={device} />;
   else if (tab === "officials" && path[1] !== undefined) body = <OfficialPage t={t} lang={lang} device={device} id={path[1]} onLetters={onLetters} />;
   else if (tab === "officials") body = <OfficialsList t={t} lang={lang} device={device} onLetters={onLetters} />;
+  else if (tab === "import") body = <ImportView t={t} lang={lang} device={device} />;
+  else if (tab === "export") body = <ExportView t={t} lang={lang} device={device} />;
   else if (tab === "policy") body = <PolicyView t={t} lang={lang} device={device} />;
   else body = <Agencies t={t} lang={lang} device={device} />;
   return (
