@@ -23,15 +23,19 @@ export async function listAgencies(device: Device): Promise<Agency[]> {
   return (await device.call({ type: "list_agencies" }))["agencies"] as Agency[];
 }
 
-/** Every official of a subtree (the caller's scope when `agency` is null), page by page. */
+/**
+ * Every official of a subtree (the caller's scope when `agency` is null),
+ * by name, in keyset pages of 500 (`after` = the last page's `next_after`:
+ * each page costs the node the same wherever it is in the directory).
+ */
 export async function allOfficials(device: Device, agency: string | null, status: Status | null, cap = LIST_CAP): Promise<Official[]> {
   const out: Official[] = [];
-  let offset: number | null = 0;
-  while (offset !== null && out.length < cap) {
-    const reply = await device.call({ type: "list_officials", agency_id: agency, status, offset, limit: 500 });
+  let after: string | null = null;
+  do {
+    const reply = await device.call({ type: "list_officials", agency_id: agency, status, after, limit: 500 });
     out.push(...(reply["officials"] as Official[]));
-    offset = reply["next_offset"] as number | null;
-  }
+    after = (reply["next_after"] as string | null | undefined) ?? null;
+  } while (after !== null && out.length < cap);
   return out;
 }
 
