@@ -59,8 +59,10 @@ async def started(
 
     stream = DeliveryStream(inbox, uuid4(), uuid4(), push, window)  # type: ignore[arg-type]
     task = asyncio.create_task(stream.run())
-    # Running: it has pushed what the window allows.
-    await eventually(lambda: len(pushed) >= min(window, len(inbox.backlog)))
+    # Running: its first read is pushed (all of it, or what the window allows).
+    await eventually(
+        lambda: len(into) >= window or any(isinstance(x, QueueEmpty) for x in into)
+    )
     return stream, task
 
 
