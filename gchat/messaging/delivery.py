@@ -56,11 +56,26 @@ class _Read:
     limit: int
 
 
-@dataclass(frozen=True)
-class _Ack:
+@dataclass
+class PendingAck:
+    """One connection's acked positions waiting for the next ack batch.
+
+    Acks that arrive while it still waits join it (``join``), so a device
+    acking each envelope costs one queued delete per batch, not one per ack.
+    """
+
     device_id: UUID
     official_id: UUID
     positions: list[int]
+    #: Set once its batch has begun: later acks queue a new one.
+    taken: bool = False
+    future: "asyncio.Future[int] | None" = None
+
+    def join(self, positions: list[int]) -> bool:
+        if self.taken:
+            return False
+        self.positions.extend(positions)
+        return True
 
 
 class Inbox:
@@ -75,7 +90,7 @@ class Inbox:
         self._reads: Batcher[_Read, list[InboxEntry]] = Batcher(
             "inbox-read", self._read, _MAX_BATCH
         )
-        self._acks: Batcher[_Ack, int] = Batcher("inbox-ack", self._delete, _MAX_BATCH)
+        self._acks: Batcher[PendingAck, int] = Batcher("inbox-ack", self._delete, _MAX_BATCH)
         self._streams: dict[UUID, DeliveryStream] = {}
 
     def start(self) -> None:
@@ -124,10 +139,11 @@ class Inbox:
     def read(self, device_id: UUID, after: int, limit: int) -> "asyncio.Future[list[InboxEntry]]":
         return self._reads.submit(_Read(device_id, after, limit))
 
-    def ack(
-        self, device_id: UUID, official_id: UUID, positions: list[int]
-    ) -> "asyncio.Future[int]":
-        return self._acks.submit(_Ack(device_id, official_id, positions))
+    def ack(self, device_id: UUID, official_id: UUID, positions: list[int]) -> PendingAck:
+        """Queue these positions' delete; the returned ack takes more until its batch begins."""
+        pending = PendingAck(device_id, official_id, positions)
+        pending.future = self._acks.submit(pending)
+        return pending
 
     async def _read(self, reads: list[_Read]) -> list[list[InboxEntry]]:
         if self._metrics is not None:
@@ -136,7 +152,9 @@ class Inbox:
             self._db.pool, [(r.device_id, r.after, r.limit) for r in reads]
         )
 
-    async def _delete(self, acks: list[_Ack]) -> list[int]:
+    async def _delete(self, acks: list[PendingAck]) -> list[int]:
+        for ack in acks:  # before any await: nothing joins them from here on
+            ack.taken = True
         officials = {ack.device_id: ack.official_id for ack in acks}
 
         async def record(conn: Executor, rows: list[Any]) -> None:
@@ -194,6 +212,7 @@ class DeliveryStream:
         self._metrics = metrics
         self._unacked: set[int] = set()
         self._pending_acks: list[asyncio.Future[int]] = []
+        self._open_ack: PendingAck | None = None
         self._last_pushed = 0
         self._caught_up = False
         #: Rows committed on this node since the last turn (``offer``).
@@ -235,17 +254,21 @@ class DeliveryStream:
         count, so a client cannot queue deletes for arbitrary positions; and
         a connection with ``_MAX_PENDING_ACKS`` deletes queued waits (stops
         reading) until one is done, so no client can grow the node's queue.
+        Acks arriving while this connection's last delete still waits for
+        its batch join it.
         """
         positions = [p for p in dict.fromkeys(positions) if p in self._unacked]
         if not positions:
             return
         self._unacked.difference_update(positions)
-        self._pending_acks = [f for f in self._pending_acks if not f.done()]
-        if len(self._pending_acks) >= _MAX_PENDING_ACKS:
-            await asyncio.wait(self._pending_acks, return_when=asyncio.FIRST_COMPLETED)
-        future = self._inbox.ack(self.device_id, self._official_id, positions)
-        future.add_done_callback(_log_failure)
-        self._pending_acks.append(future)
+        if self._open_ack is None or not self._open_ack.join(positions):
+            self._pending_acks = [f for f in self._pending_acks if not f.done()]
+            if len(self._pending_acks) >= _MAX_PENDING_ACKS:
+                await asyncio.wait(self._pending_acks, return_when=asyncio.FIRST_COMPLETED)
+            self._open_ack = self._inbox.ack(self.device_id, self._official_id, positions)
+            assert self._open_ack.future is not None
+            self._open_ack.future.add_done_callback(_log_failure)
+            self._pending_acks.append(self._open_ack.future)
         if self._metrics is not None:
             self._metrics.acks.inc(len(positions))
         if self._must_read:  # the window held the stream back: room now

@@ -4,7 +4,7 @@ import asyncio
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from gchat.messaging.delivery import _MAX_PENDING_ACKS, DeliveryStream
+from gchat.messaging.delivery import _MAX_PENDING_ACKS, DeliveryStream, PendingAck
 from gchat.store.messages import InboxEntry
 from protocol.frames import Deliver, QueueEmpty
 from tests.support import eventually, stays
@@ -19,6 +19,7 @@ class SlowInbox:
             for p in range(1, backlog + 1)
         ]
         self.acks: list[tuple[list[int], asyncio.Future[int]]] = []
+        self.queued: list[PendingAck] = []
         self.reads = 0
 
     def attach(self, stream: DeliveryStream) -> None:
@@ -44,9 +45,17 @@ class SlowInbox:
         return future
 
     def ack(self, device_id, official_id, positions):  # noqa: ANN001, ANN201
-        future = asyncio.get_running_loop().create_future()
-        self.acks.append((positions, future))
-        return future
+        pending = PendingAck(device_id, official_id, positions)
+        pending.future = asyncio.get_running_loop().create_future()
+        self.acks.append((positions, pending.future))
+        self.queued.append(pending)
+        return pending
+
+    def begin_batch(self) -> None:
+        """The ack batcher takes what is queued (later acks queue anew)."""
+        for pending in self.queued:
+            pending.taken = True
+        self.queued.clear()
 
 
 async def started(
@@ -88,6 +97,7 @@ async def test_a_connection_waits_when_its_ack_deletes_pile_up() -> None:
     try:
         for position in range(1, _MAX_PENDING_ACKS + 1):
             await stream.ack([position])
+            inbox.begin_batch()  # each is taken before the next arrives
         blocked = asyncio.create_task(stream.ack([_MAX_PENDING_ACKS + 1]))
         await stays(lambda: not blocked.done(), 0.05)  # that connection's read loop is paused
         inbox.acks[0][1].set_result(1)
@@ -102,14 +112,13 @@ async def test_rows_handed_over_in_order_are_pushed_without_a_read() -> None:
     pushed: list[Deliver | QueueEmpty] = []
     stream, task = await started(inbox, window=10, pushed=pushed)
     try:
-        assert inbox.reads == 1 and isinstance(pushed[-1], QueueEmpty)
+        await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
+        assert inbox.reads == 1
         stream.offer(inbox.commit(3))
-        await asyncio.sleep(0.01)
-        assert positions(pushed) == [1, 2, 3, 4, 5]
+        await eventually(lambda: positions(pushed) == [1, 2, 3, 4, 5])
         assert inbox.reads == 1
         await stream.ack([1, 2, 3, 4, 5])  # the last read did not fill the window
-        await asyncio.sleep(0.01)
-        assert inbox.reads == 1
+        await stays(lambda: inbox.reads == 1)
     finally:
         task.cancel()
 
@@ -119,10 +128,10 @@ async def test_a_gap_before_the_handed_rows_reads_the_inbox_instead() -> None:
     pushed: list[Deliver | QueueEmpty] = []
     stream, task = await started(inbox, window=10, pushed=pushed)
     try:
+        await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
         inbox.commit(1)  # committed on another node; its wake-up is still on the way
         stream.offer(inbox.commit(1))
-        await asyncio.sleep(0.01)
-        assert positions(pushed) == [1, 2, 3]  # 2 is read, not skipped
+        await eventually(lambda: positions(pushed) == [1, 2, 3])  # 2 is read, not skipped
         assert inbox.reads == 2
     finally:
         task.cancel()
@@ -133,11 +142,11 @@ async def test_a_signal_from_elsewhere_wins_over_handed_rows() -> None:
     pushed: list[Deliver | QueueEmpty] = []
     stream, task = await started(inbox, window=10, pushed=pushed)
     try:
+        await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
         stream.offer(inbox.commit(1))
         inbox.commit(1)  # another node's row after ours, and its wake-up
         stream.wake()
-        await asyncio.sleep(0.01)
-        assert positions(pushed) == [1, 2]
+        await eventually(lambda: positions(pushed) == [1, 2])
         assert inbox.reads == 2
     finally:
         task.cancel()
@@ -148,18 +157,15 @@ async def test_handed_rows_beyond_the_window_wait_in_the_inbox_for_room() -> Non
     pushed: list[Deliver | QueueEmpty] = []
     stream, task = await started(inbox, window=3, pushed=pushed)
     try:
+        await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
         stream.offer(inbox.commit(5))
-        await asyncio.sleep(0.01)
-        assert positions(pushed) == [1, 2, 3]  # read, as a read would
+        await eventually(lambda: positions(pushed) == [1, 2, 3])  # read, as a read would
         await stream.ack([1, 2])
-        await asyncio.sleep(0.01)
-        assert positions(pushed) == [1, 2, 3, 4, 5]
+        await eventually(lambda: positions(pushed) == [1, 2, 3, 4, 5])
         stream.offer(inbox.commit(1))  # no room: dropped, and read once there is
-        await asyncio.sleep(0.01)
-        assert positions(pushed) == [1, 2, 3, 4, 5]
+        await stays(lambda: positions(pushed) == [1, 2, 3, 4, 5])
         await stream.ack([3])
-        await asyncio.sleep(0.01)
-        assert positions(pushed) == [1, 2, 3, 4, 5, 6]
+        await eventually(lambda: positions(pushed) == [1, 2, 3, 4, 5, 6])
     finally:
         task.cancel()
 
@@ -169,11 +175,26 @@ async def test_rows_a_read_already_returned_are_not_pushed_twice() -> None:
     pushed: list[Deliver | QueueEmpty] = []
     stream, task = await started(inbox, window=10, pushed=pushed)
     try:
+        await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
         rows = inbox.commit(2)
         stream.wake()  # read them first (a signal raced the hand-over)
-        await asyncio.sleep(0.01)
+        await eventually(lambda: positions(pushed) == [1, 2])
         stream.offer(rows)
-        await asyncio.sleep(0.01)
-        assert positions(pushed) == [1, 2]
+        await stays(lambda: positions(pushed) == [1, 2])
+    finally:
+        task.cancel()
+
+
+async def test_acks_arriving_while_a_delete_waits_join_it() -> None:
+    inbox = SlowInbox(backlog=10)
+    stream, task = await started(inbox, window=10)
+    try:
+        for position in range(1, 6):
+            await stream.ack([position])
+        assert [positions for positions, _ in inbox.acks] == [[1, 2, 3, 4, 5]]
+        inbox.begin_batch()
+        await stream.ack([6])  # its batch has begun: a new delete
+        await stream.ack([7, 6])
+        assert [positions for positions, _ in inbox.acks] == [[1, 2, 3, 4, 5], [6, 7]]
     finally:
         task.cancel()
