@@ -1,6 +1,7 @@
 // Builds web/dist: hashed app chunks (libsodium split off), index.html, the
 // service worker with the app-shell list, the manifest and icons. Also builds
-// build/crypto.mjs (the crypto modules alone) for `node --test`.
+// build/crypto.mjs (the crypto modules alone) and build/audit.mjs (the
+// auditor's logic) for `node --test`.
 // Usage: node build.mjs [--metafile]
 import { build } from "esbuild";
 import { createHash } from "node:crypto";
@@ -118,14 +119,18 @@ await build({
   logLevel: "warning",
 });
 
-// The crypto modules alone, for node --test (libsodium stays an external import).
+// The crypto modules alone and the auditor's logic (no screens), for node
+// --test; one build so that both share one libsodium (split into a chunk).
+rmSync(join(here, "build"), { recursive: true, force: true });
 await build({
-  entryPoints: [join(here, "src/crypto/index.ts")],
+  entryPoints: { crypto: join(here, "src/crypto/index.ts"), audit: join(here, "src/console/audit/auditor.ts") },
   bundle: true,
+  splitting: true,
   format: "esm",
   platform: "node",
-  outfile: join(here, "build/crypto.mjs"),
-  external: ["libsodium-wrappers-sumo"],
+  outdir: join(here, "build"),
+  outExtension: { ".js": ".mjs" },
+  external: ["libsodium-wrappers-sumo", "@msgpack/msgpack"],
   logLevel: "warning",
 });
 // The console's HR CSV reader and writer alone, for node --test (pure: no DOM, no libsodium).

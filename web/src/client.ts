@@ -167,6 +167,8 @@ export class Device {
   get roles(): readonly string[] { return this.currentRoles; }
   /** A plain request as this device, for the console's views (audit, administration). */
   call(frame: Frame): Promise<Frame> { return this.request(frame); }
+  /** The device's sealed store, for the console's own records (the pinned audit key). */
+  get store(): Vault { return this.vault; }
   get deviceId(): string { return this.state.deviceId; }
 
   start(): void {

@@ -1,4 +1,5 @@
 /** Entry point: load libsodium, then mount the app. */
+import "uplot/dist/uPlot.min.css";
 import "./styles.css";
 import { render } from "preact";
 import { App } from "./ui/app";

@@ -24,6 +24,7 @@ from crypto.session import Session
 from crypto.x3dh import PrekeyBundle, x3dh_initiate
 from gchat.audit import merkle
 from gchat.audit.verify import key_id
+from gchat.client.audit_cli import KINDS
 from gchat.client.sdk import Content, _content_encoder
 from protocol.frames import GroupMember, members_digest
 
@@ -175,18 +176,23 @@ def audit_vectors() -> dict[str, Any]:
     key = IdentityKeyPair.from_seed(seed(80))
     head = merkle.TreeHead(tree_size=13, root_hash=roots[13], timestamp_ms=1_796_374_800_123)
     message = head.signing_message()
+    older = merkle.TreeHead(tree_size=8, root_hash=roots[8], timestamp_ms=1_796_371_200_000)
     return {
         "entries": entries, "leaf_hashes": [h(x) for x in leaves],
         "roots": {str(n): h(r) for n, r in roots.items()},
         "node_hash": {"left": h(leaves[0]), "right": h(leaves[1]),
                       "hash": h(merkle.node_hash(leaves[0], leaves[1]))},
+        "kinds": list(KINDS),
         "inclusion": inclusion, "consistency": consistency,
         "bad_inclusion": bad_inclusion, "bad_consistency": bad_consistency,
         "tree_head": {"public_key": h(key.public_key), "key_id": h(key_id(key.public_key)),
                       "tree_size": 13, "timestamp_ms": head.timestamp_ms,
                       "root_hash": h(roots[13]), "message": h(message),
                       "signature": h(key.sign(message)),
-                      "other_key": h(IdentityKeyPair.from_seed(seed(81)).public_key)},
+                      "other_key": h(IdentityKeyPair.from_seed(seed(81)).public_key),
+                      "older": {"tree_size": 8, "timestamp_ms": older.timestamp_ms,
+                                "root_hash": h(roots[8]),
+                                "signature": h(key.sign(older.signing_message()))}},
     }
 
 

@@ -11,6 +11,7 @@
 import type { FunctionComponent } from "preact";
 import type { Device } from "../client";
 import type { Key, Lang } from "../i18n";
+import { AuditView } from "./audit/view";
 import { AdminView } from "./admin/view";
 
 export interface ConsoleProps {
@@ -32,7 +33,7 @@ export const isAuditor = (roles: readonly string[]): boolean => roles.includes("
 
 export const ENTRIES: ConsoleEntry[] = [
   { id: "admin", label: "navAdmin", allowed: isAdmin, View: AdminView },
-  // console-audit: { id: "audit", label: "navAudit", allowed: isAuditor, View: AuditView },
+  { id: "audit", label: "navAudit", allowed: isAuditor, View: AuditView },
 ];
 
 export const visibleEntries = (roles: readonly string[]): ConsoleEntry[] => ENTRIES.filter((e) => e.allowed(roles));

@@ -8,6 +8,8 @@ import { visibleEntries } from "../console/nav";
 import { go, useRoute } from "../console/route";
 import { Vault, WrongPassphrase } from "../store/vault";
 import { qrSvg } from "./qr";
+import { auditText } from "../console/audit/strings";
+import { AccessesView } from "../console/audit/view";
 
 type T = (k: Key, v?: Record<string, string | number>) => string;
 type Screen =
@@ -17,7 +19,8 @@ type Screen =
   | { name: "safety"; official: string; back: string }
   | { name: "newGroup" }
   | { name: "groupInfo"; chatId: string }
-  | { name: "settings" };
+  | { name: "settings" }
+  | { name: "accesses" };
 
 const PAGE = 50;
 
@@ -63,10 +66,14 @@ export function App() {
   }, [lang]);
   useEffect(() => {
     if (device === null) return undefined;
-    const off = device.subscribe(() => {
+    const sync = (): void => {
       if (device.status === "revoked") setEnded("revoked");
       setTick((n) => n + 1);
-    });
+    };
+    const off = device.subscribe(sync);
+    // The device may have connected (and said so) before this effect ran: a
+    // fast connection then stayed "connecting" on screen, without its roles.
+    sync();
     return () => { off(); };
   }, [device]);
 
@@ -246,7 +253,9 @@ function Home({ t, lang, device, onSignedOut }: { t: T; lang: Lang; device: Devi
     case "groupInfo":
       return <GroupInfo t={t} device={device} chatId={screen.chatId} onBack={() => setScreen({ name: "chat", chatId: screen.chatId })} />;
     case "settings":
-      return <Settings t={t} device={device} onBack={home} onSignedOut={onSignedOut} />;
+      return <Settings t={t} lang={lang} device={device} onBack={home} onSignedOut={onSignedOut} onAccesses={() => setScreen({ name: "accesses" })} />;
+    case "accesses":
+      return <AccessesView lang={lang} device={device} onBack={() => setScreen({ name: "settings" })} backLabel={t("back")} />;
     default:
       return <ChatList t={t} lang={lang} device={device} onOpen={(chatId) => setScreen({ name: "chat", chatId })}
         onSearch={() => setScreen({ name: "search" })} onNewGroup={() => setScreen({ name: "newGroup" })} onSettings={() => setScreen({ name: "settings" })} />;
@@ -505,7 +514,7 @@ function Rename({ t, title, onRename }: { t: T; title: string; onRename: (title:
   );
 }
 
-function Settings({ t, device, onBack, onSignedOut }: { t: T; device: Device; onBack: () => void; onSignedOut: () => Promise<void> }) {
+function Settings({ t, lang, device, onBack, onSignedOut, onAccesses }: { t: T; lang: Lang; device: Device; onBack: () => void; onSignedOut: () => Promise<void>; onAccesses: () => void }) {
   return (
     <main>
       <button type="button" class="secondary" onClick={onBack}>{t("back")}</button>
@@ -513,6 +522,7 @@ function Settings({ t, device, onBack, onSignedOut }: { t: T; device: Device; on
       <ul class="list">
         {device.ownDevices().map((d) => <li key={d.deviceId} class="pad">{d.current ? `${t("thisDevice")}: ${device.state.deviceName}` : `…${d.deviceId.slice(-6)}`}</li>)}
       </ul>
+      <button type="button" class="secondary" data-testid="open-accesses" onClick={onAccesses}>{auditText(lang, "accessesTitle")}</button>
       <button type="button" onClick={async () => { if (confirm(t("signOutConfirm"))) await onSignedOut(); }}>{t("signOut")}</button>
     </main>
   );
