@@ -119,11 +119,12 @@ await build({
   logLevel: "warning",
 });
 
-// The crypto modules alone and the auditor's logic (no screens), for node
-// --test; one build so that both share one libsodium (split into a chunk).
+// The crypto modules alone, the auditor's logic (no screens) and the
+// console's HR CSV reader and writer, for node --test; one build so that
+// they share one libsodium (split into a chunk).
 rmSync(join(here, "build"), { recursive: true, force: true });
 await build({
-  entryPoints: { crypto: join(here, "src/crypto/index.ts"), audit: join(here, "src/console/audit/auditor.ts") },
+  entryPoints: { crypto: join(here, "src/crypto/index.ts"), audit: join(here, "src/console/audit/auditor.ts"), hrcsv: join(here, "src/console/admin/hrcsv.ts") },
   bundle: true,
   splitting: true,
   format: "esm",
@@ -131,15 +132,6 @@ await build({
   outdir: join(here, "build"),
   outExtension: { ".js": ".mjs" },
   external: ["libsodium-wrappers-sumo", "@msgpack/msgpack"],
-  logLevel: "warning",
-});
-// The console's HR CSV reader and writer alone, for node --test (pure: no DOM, no libsodium).
-await build({
-  entryPoints: [join(here, "src/console/admin/hrcsv.ts")],
-  bundle: true,
-  format: "esm",
-  platform: "node",
-  outfile: join(here, "build/hrcsv.mjs"),
   logLevel: "warning",
 });
 writeFileSync(join(dist, ".stamp"), version + "\n");

@@ -9,6 +9,7 @@ authenticated connection are refused.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -49,16 +50,26 @@ def admin(node: Node, loop: Loop) -> PyDevice:
     return admin_device(node, loop)
 
 
-@pytest.fixture(scope="module")
-def superadmin_page(browser: Browser, node: Node, admin: PyDevice) -> Iterator[Page]:
+@contextlib.contextmanager
+def superadmin_browser(
+    browser: Browser, node: Node, admin: PyDevice, device_name: str
+) -> Iterator[Page]:
+    """The superadmin's browser: a second device of the same official, with a code it issued."""
     code = admin.request(f.IssueCode, official_id=admin.official_id).code
-    context = browser.new_context(viewport=ui.DESKTOP, locale="th-TH")
+    context = browser.new_context(viewport=ui.DESKTOP, locale="th-TH", accept_downloads=True)
+    context.add_init_script(SPY)
     try:
         page = context.new_page()
-        ui.enrol(page, node.http, code, "คอมพิวเตอร์สำนักงาน")
+        ui.enrol(page, node.http, code, device_name)
         yield page
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def superadmin_page(browser: Browser, node: Node, admin: PyDevice) -> Iterator[Page]:
+    with superadmin_browser(browser, node, admin, "คอมพิวเตอร์สำนักงาน") as page:
+        yield page
 
 
 def official_context(browser: Browser) -> BrowserContext:
@@ -92,6 +103,15 @@ def test_superadmin_sees_the_admin_entry_and_the_tree(superadmin_page: Page) -> 
     assert page.url.endswith("#/admin")
     tree = page.get_by_test_id("agency-tree")
     expect(tree.locator("li[data-code=MOI]")).to_contain_text("กระทรวงมหาดไทย")
+    # In English too, and back.
+    page.get_by_role("button", name="เปลี่ยนภาษา").click()
+    english = page.get_by_role("navigation", name="App sections")
+    english.get_by_role("link", name="Administration").click()
+    expect(page.get_by_role("navigation", name="Administration sections")).to_contain_text(
+        "AgenciesOfficialsPolicyImportExport"
+    )
+    expect(page.get_by_role("heading", name="Agency tree")).to_be_visible()
+    page.get_by_role("button", name="Change language").click()
     nav.get_by_role("link", name="แชต").click()
     expect(page.get_by_role("heading", name="การสนทนา")).to_be_visible()
 

@@ -25,7 +25,7 @@ from gchat.client.output import roles_text
 from protocol import frames as f
 from tests.web import ui
 from tests.web.harness import Loop, Node, PyDevice, admin_device
-from tests.web.test_browser_console import SPY, send_by_hand
+from tests.web.test_browser_console import open_admin, send_by_hand, superadmin_browser
 
 ROWS = 2000
 HEADER = ["employee_id", "name_th", "name_en", "position", "agency_code", "email", "phone"]
@@ -70,20 +70,8 @@ def admin(node: Node, loop: Loop) -> PyDevice:
 
 @pytest.fixture(scope="module")
 def page(browser: Browser, node: Node, admin: PyDevice) -> Iterator[Page]:
-    code = admin.request(f.IssueCode, official_id=admin.official_id).code
-    context = browser.new_context(viewport=ui.DESKTOP, locale="th-TH", accept_downloads=True)
-    context.add_init_script(SPY)
-    try:
-        opened = context.new_page()
-        ui.enrol(opened, node.http, code, "คอมพิวเตอร์ฝ่ายบุคคล")
+    with superadmin_browser(browser, node, admin, "คอมพิวเตอร์ฝ่ายบุคคล") as opened:
         yield opened
-    finally:
-        context.close()
-
-
-def open_tab(page: Page, tab: str) -> None:
-    page.get_by_role("navigation", name="ส่วนของแอป").get_by_role("link", name="ผู้ดูแลระบบ").click()
-    page.get_by_role("navigation", name="ส่วนงานผู้ดูแล").get_by_role("link", name=tab).click()
 
 
 def choose(page: Page, name: str, data: bytes) -> None:
@@ -122,7 +110,7 @@ def test_a_faulty_cp874_file_shows_every_problem_and_changes_nothing(
     rows[58].append("extra")  # one field too many
     planted[60] = ""
     before = len(all_officials(admin))
-    open_tab(page, "นำเข้า")
+    open_admin(page, "นำเข้า")
     choose(page, "hr-faulty.csv", encode(rows))
     expect(page.get_by_test_id("import-read")).to_contain_text("อ่านเป็น TIS-620 (cp874): 2000 แถว")
     page.get_by_role("button", name="ตรวจสอบ (ยังไม่เปลี่ยนแปลงข้อมูล)").click()
@@ -159,7 +147,7 @@ def test_a_clean_cp874_file_is_applied_with_progress_then_exported_inert(
     rows[2][2] = "@Somchai"
     rows[3][2] = "+Plus Name"
     before = len(all_officials(admin))
-    open_tab(page, "นำเข้า")
+    open_admin(page, "นำเข้า")
     choose(page, "hr-clean.csv", encode(rows))
     page.get_by_role("button", name="ตรวจสอบ (ยังไม่เปลี่ยนแปลงข้อมูล)").click()
     progress = page.get_by_test_id("import-progress")
@@ -179,7 +167,7 @@ def test_a_clean_cp874_file_is_applied_with_progress_then_exported_inert(
     assert by_employee["C01999"].name_th == rows[1999][1]
     assert by_employee["C00005"].agency_code == "HR-NORTH-CM"
 
-    open_tab(page, "ส่งออก")
+    open_admin(page, "ส่งออก")
     with page.expect_download() as download:
         page.get_by_role("button", name="ส่งออก CSV").click()
     data = Path(download.value.path()).read_bytes()
