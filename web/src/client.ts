@@ -185,6 +185,11 @@ export class Device {
     this.wire = null;
   }
 
+  /** Connect now if waiting to retry (the app was opened from a push notification). */
+  wake(): void {
+    this.reconnectNow();
+  }
+
   private readonly reconnectNow = (): void => {
     if (this.status === "offline" && !this.stopped) {
       if (this.timer !== null) clearTimeout(this.timer);
@@ -725,6 +730,21 @@ export class Device {
   }
 
   // --- directory -------------------------------------------------------------------
+
+  // --- Web Push registration (PROTOCOL.md "Push notifications"; the browser side is push.ts) ---
+
+  async pushConfig(): Promise<{ vapidKey: Uint8Array; registered: boolean }> {
+    const reply = await this.request({ type: "get_push_config" });
+    return { vapidKey: reply["vapid_public_key"] as Uint8Array, registered: reply["registered"] === true };
+  }
+
+  async registerPush(endpoint: string, p256dh: Uint8Array, auth: Uint8Array): Promise<void> {
+    await this.request({ type: "register_push", endpoint, p256dh, auth });
+  }
+
+  async unregisterPush(): Promise<void> {
+    await this.request({ type: "unregister_push" });
+  }
 
   async search(query: string): Promise<Frame[]> {
     const reply = await this.request({ type: "search_officials", query, limit: 20 });

@@ -84,6 +84,15 @@ const th = {
   navAdmin: "ผู้ดูแลระบบ",
   navAudit: "ตรวจสอบ",
   consoleNav: "ส่วนของแอป",
+  pushTitle: "การแจ้งเตือน",
+  pushHelp: "แจ้งเมื่อมีข้อความใหม่ขณะปิดแอป การแจ้งเตือนบอกเพียงว่า \"ข้อความใหม่\" ไม่บอกผู้ส่งหรือเนื้อหา",
+  pushEnable: "เปิดการแจ้งเตือน",
+  pushDisable: "ปิดการแจ้งเตือน",
+  pushOn: "การแจ้งเตือนเปิดอยู่",
+  pushOff: "การแจ้งเตือนปิดอยู่",
+  pushDenied: "เบราว์เซอร์ไม่อนุญาตการแจ้งเตือนของแอปนี้ เปิดได้ในการตั้งค่าของเบราว์เซอร์",
+  pushUnsupported: "เบราว์เซอร์นี้แสดงการแจ้งเตือนไม่ได้",
+  pushNotification: "ข้อความใหม่",
 };
 
 export type Key = keyof typeof th;
@@ -171,6 +180,15 @@ const en: Record<Key, string> = {
   navAdmin: "Administration",
   navAudit: "Audit",
   consoleNav: "App sections",
+  pushTitle: "Notifications",
+  pushHelp: "Be told when new messages arrive while the app is closed. A notification says only \"new messages\": never who sent them or what they say.",
+  pushEnable: "Turn on notifications",
+  pushDisable: "Turn off notifications",
+  pushOn: "Notifications are on",
+  pushOff: "Notifications are off",
+  pushDenied: "The browser blocks notifications for this app; allow them in the browser's settings.",
+  pushUnsupported: "This browser cannot show notifications.",
+  pushNotification: "New messages",
 };
 
 const tables: Record<Lang, Record<Key, string>> = { th, en };

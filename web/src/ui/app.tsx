@@ -6,10 +6,12 @@ import { formatTime, translate, type Key, type Lang } from "../i18n";
 import { ServerError, type Frame } from "../net/wire";
 import { visibleEntries } from "../console/nav";
 import { go, useRoute } from "../console/route";
+import { disablePush, wakeOnNotification } from "../push";
 import { Vault, WrongPassphrase } from "../store/vault";
 import { qrSvg } from "./qr";
 import { auditText } from "../console/audit/strings";
 import { AccessesView } from "../console/audit/view";
+import { PushSetting } from "./push";
 
 type T = (k: Key, v?: Record<string, string | number>) => string;
 type Screen =
@@ -67,14 +69,18 @@ export function App() {
   useEffect(() => {
     if (device === null) return undefined;
     const sync = (): void => {
-      if (device.status === "revoked") setEnded("revoked");
+      if (device.status === "revoked") {
+        setEnded("revoked");
+        void disablePush(device); // the node stops pushing to a revoked device; the browser drops it too
+      }
       setTick((n) => n + 1);
     };
     const off = device.subscribe(sync);
     // The device may have connected (and said so) before this effect ran: a
     // fast connection then stayed "connecting" on screen, without its roles.
     sync();
-    return () => { off(); };
+    const offWake = wakeOnNotification(device);
+    return () => { off(); offWake(); };
   }, [device]);
 
   const bar = (
@@ -111,6 +117,7 @@ export function App() {
       }
     }} />;
   } else body = <Shell t={t} lang={lang} device={device} onSignedOut={async () => {
+    await disablePush(device); // the node forgets the subscription, the browser drops it
     await device.signOut();
     setDevice(null);
     setVault(null); // a new (empty) store is made only when the next enrolment starts
@@ -523,6 +530,7 @@ function Settings({ t, lang, device, onBack, onSignedOut, onAccesses }: { t: T; 
         {device.ownDevices().map((d) => <li key={d.deviceId} class="pad">{d.current ? `${t("thisDevice")}: ${device.state.deviceName}` : `…${d.deviceId.slice(-6)}`}</li>)}
       </ul>
       <button type="button" class="secondary" data-testid="open-accesses" onClick={onAccesses}>{auditText(lang, "accessesTitle")}</button>
+      <PushSetting t={t} device={device} />
       <button type="button" onClick={async () => { if (confirm(t("signOutConfirm"))) await onSignedOut(); }}>{t("signOut")}</button>
     </main>
   );
