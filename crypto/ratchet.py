@@ -109,13 +109,13 @@ def _unopt(s: Any) -> bytes | None:
 class RatchetSession:
     """One side of a Double Ratchet conversation."""
 
-    __slots__ = ("_s",)
+    __slots__ = ("_state",)
 
     def __init__(self, state: _State) -> None:
-        self._s = state
+        self._state = state
 
     def __repr__(self) -> str:
-        return f"RatchetSession(ns={self._s.ns}, nr={self._s.nr})"
+        return f"RatchetSession(ns={self._state.ns}, nr={self._state.nr})"
 
     @classmethod
     def init_initiator(
@@ -138,26 +138,26 @@ class RatchetSession:
     @property
     def can_send(self) -> bool:
         """False for a responder until the first message has been received."""
-        return self._s.cks is not None
+        return self._state.cks is not None
 
     @property
     def has_received(self) -> bool:
         """True once a message from the peer decrypted (a receiving chain exists)."""
-        return self._s.ckr is not None
+        return self._state.ckr is not None
 
     @property
     def associated_data(self) -> bytes:
         """The X3DH AD bound into every message of this session."""
-        return self._s.ad
+        return self._state.ad
 
     @property
     def skipped_count(self) -> int:
         """How many skipped message keys are stored."""
-        return len(self._s.skipped)
+        return len(self._state.skipped)
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """Return ``header(40) || nonce(24) || ciphertext || tag(16)``."""
-        s = self._s
+        s = self._state
         if s.cks is None:
             raise InvalidState("cannot send before the first message was received")
         if s.ns >= _U32 - 1:
@@ -183,7 +183,7 @@ class RatchetSession:
             raise InvalidMessage("message number out of range")
         body = bytes(message[HEADER_SIZE:])
         clock = int(time.time() if now is None else now)
-        s = copy.deepcopy(self._s)
+        s = copy.deepcopy(self._state)
         s.skipped = {k: v for k, v in s.skipped.items() if clock - v[1] < SKIPPED_KEY_MAX_AGE}
         ad = s.ad + raw_header
         found = s.skipped.pop((header.dh, header.n), None)
@@ -212,12 +212,12 @@ class RatchetSession:
             mk, s.ckr = chain_kdf(s.ckr)
             s.nr += 1
         plaintext = open_(mk, body, ad)
-        self._s = s
+        self._state = s
         return plaintext
 
     def to_bytes(self) -> bytes:
         """Serialise to UTF-8 JSON (versioned, base64 for bytes, sorted keys)."""
-        s = self._s
+        s = self._state
         obj = {
             "v": _STATE_VERSION,
             "dhs_private": b64(s.dhs_private),

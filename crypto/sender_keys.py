@@ -83,13 +83,13 @@ class _State:
 class SenderKeyState:
     """One sender's key for one group: the owner's copy or a receiver's copy."""
 
-    __slots__ = ("_s",)
+    __slots__ = ("_state",)
 
     def __init__(self, state: _State) -> None:
-        self._s = state
+        self._state = state
 
     def __repr__(self) -> str:
-        return f"SenderKeyState(key_id={self._s.key_id}, iteration={self._s.iteration})"
+        return f"SenderKeyState(key_id={self._state.key_id}, iteration={self._state.iteration})"
 
     @classmethod
     def generate(cls, key_id: int | None = None) -> SenderKeyState:
@@ -114,29 +114,29 @@ class SenderKeyState:
     @property
     def key_id(self) -> int:
         """The u32 id naming this chain; changes on rotation."""
-        return self._s.key_id
+        return self._state.key_id
 
     @property
     def iteration(self) -> int:
         """Index of the next message key of the chain."""
-        return self._s.iteration
+        return self._state.iteration
 
     @property
     def signing_public_key(self) -> bytes:
         """The Ed25519 key group messages of this chain are signed with."""
-        return self._s.signing_public
+        return self._state.signing_public
 
     @property
     def can_send(self) -> bool:
         """True for the owner's state (it holds the signing key)."""
-        return self._s.signing_seed is not None
+        return self._state.signing_seed is not None
 
     def distribution_message(self) -> bytes:
         """Distribution message starting at the current iteration.
 
         A member who joins later gets no key for earlier messages.
         """
-        s = self._s
+        s = self._state
         return (bytes([TYPE_DISTRIBUTION]) + s.key_id.to_bytes(4, "big")
                 + s.iteration.to_bytes(4, "big") + s.chain_key + s.signing_public)
 
@@ -156,14 +156,15 @@ class SenderKeyState:
           on our chain raises InvalidMessage.
         """
         incoming = SenderKeyState.from_distribution(data)
-        s = self._s
+        s = self._state
         if incoming.key_id < s.key_id:
             raise ReplayedMessage("distribution for an older sender key id")
         if incoming.key_id > s.key_id:
             return incoming
         if incoming.signing_public_key != s.signing_public:
             raise InvalidMessage("same sender key id with another signing key")
-        behind, ahead = (incoming._s, s) if incoming.iteration <= s.iteration else (s, incoming._s)
+        theirs = incoming._state
+        behind, ahead = (theirs, s) if incoming.iteration <= s.iteration else (s, theirs)
         if ahead.iteration - behind.iteration > MAX_SKIP:
             raise TooManySkippedMessages(f"distribution more than {MAX_SKIP} messages away")
         moved = copy.deepcopy(s)
@@ -185,11 +186,11 @@ class SenderKeyState:
         """A fresh sending state with the next key id (old one is unaffected)."""
         if not self.can_send:
             raise InvalidState("only the owner can rotate a sender key")
-        return SenderKeyState.generate((self._s.key_id + 1) % _U32)
+        return SenderKeyState.generate((self._state.key_id + 1) % _U32)
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """Encrypt and sign one group message."""
-        s = self._s
+        s = self._state
         if s.signing_seed is None:
             raise InvalidState("receiving sender key state cannot encrypt")
         if s.iteration >= _U32 - 1:
@@ -211,7 +212,7 @@ class SenderKeyState:
             raise InvalidMessage("malformed group message")
         body, sig = bytes(message[:-_SIG]), bytes(message[-_SIG:])
         clock = int(time.time() if now is None else now)
-        s = copy.deepcopy(self._s)
+        s = copy.deepcopy(self._state)
         s.skipped = {k: v for k, v in s.skipped.items() if clock - v[1] < SKIPPED_KEY_MAX_AGE}
         key_id = int.from_bytes(body[1:5], "big")
         n = int.from_bytes(body[5:9], "big")
@@ -236,12 +237,12 @@ class SenderKeyState:
             mk, s.chain_key = chain_kdf(s.chain_key)
             s.iteration += 1
         plaintext = open_(mk, body[_HEADER:], body[:_HEADER])
-        self._s = s
+        self._state = s
         return plaintext
 
     def to_bytes(self) -> bytes:
         """Serialise to UTF-8 JSON (versioned, base64 bytes, sorted keys)."""
-        s = self._s
+        s = self._state
         obj = {
             "v": _STATE_VERSION,
             "key_id": s.key_id,

@@ -353,7 +353,7 @@ def test_sender_key_state_round_trip_keeps_skipped_keys_and_their_age() -> None:
 def test_no_secret_in_any_repr() -> None:
     a, b = pair()
     owner = SenderKeyState.generate()
-    objects = [a, b, a._ratchet, a._ratchet._s, owner, owner._s]  # noqa: SLF001
+    objects = [a, b, a._ratchet, a._ratchet._state, owner, owner._state]  # noqa: SLF001
     for obj in objects:
         shown = repr(obj)
         for secret in secrets_in(a.to_bytes()) + secrets_in(owner.to_bytes()):
