@@ -297,10 +297,10 @@ async def _auditor(env: dict[str, str], url: str, work: Path) -> str:
     boot = await gchat("admin", "bootstrap", "--agency-code", "OAG", "--agency-name", "Audit",
                        "--name", "Admin", "--json")
     await gchat("client", "enroll", "--url", url, "--code", boot["code"], "--state", admin)
-    official = (await gchat("admin", "add-official", "--state", admin, "--name",
+    official = (await gchat("admin", "official", "add", "--state", admin, "--name-en",
                             "Auditor", "--json"))["id"]
     await gchat("admin", "role", "grant", official, "auditor", "--state", admin)
-    code = (await gchat("admin", "issue-code", "--state", admin, "--official", official,
+    code = (await gchat("admin", "code", "issue", official, "--state", admin,
                         "--json"))["code"]
     await gchat("client", "enroll", "--url", url, "--code", code, "--state", auditor)
     return auditor

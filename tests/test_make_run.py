@@ -70,10 +70,10 @@ def test_make_run_then_cli_enrol_send_listen(data_dir: Path) -> None:
         cli("client", "enroll", "--url", url, "--code", boot["code"],
             "--state", str(states / "admin.json"), env=env)
         assert (states / "admin.json").stat().st_mode & 0o777 == 0o600
-        bob = cli("admin", "add-official", "--state", str(states / "admin.json"),
-                  "--name", "Bob", "--json", env=env)
-        code = cli("admin", "issue-code", "--state", str(states / "admin.json"),
-                   "--official", bob["id"], "--json", env=env)["code"]
+        bob = cli("admin", "official", "add", "--state", str(states / "admin.json"),
+                  "--name-en", "Bob", "--json", env=env)
+        code = cli("admin", "code", "issue", bob["id"], "--state", str(states / "admin.json"),
+                   "--json", env=env)["code"]
         cli("client", "enroll", "--url", url, "--code", code,
             "--state", str(states / "bob.json"), env=env)
         sent = cli("client", "send", "--state", str(states / "admin.json"),

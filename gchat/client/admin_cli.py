@@ -168,15 +168,6 @@ def cmd_official_add(args: argparse.Namespace) -> None:
     _run(args, work)
 
 
-def cmd_add_official(args: argparse.Namespace) -> None:
-    """``admin add-official --name N``: ``official add`` with the name in one language."""
-    thai = any("\u0e00" <= ch <= "\u0e7f" for ch in args.name)
-    args.name_th, args.name_en = (args.name, None) if thai else (None, args.name)
-    for name in ("position", "email", "phone", "employee_id"):
-        setattr(args, name, None)
-    cmd_official_add(args)
-
-
 def cmd_official_update(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
         reply: f.OfficialReply = await client.request(
@@ -541,14 +532,6 @@ def register(admin: Any) -> None:
     p = _common(sub.add_parser("issue", help="issue a one-time enrolment code"))
     p.add_argument("official", type=uuid.UUID)
     p.set_defaults(func=cmd_code_issue)
-    # The first forms of these two commands, kept: the same commands, the same output.
-    p = _common(admin.add_parser("issue-code", help="same as: code issue OFFICIAL"))
-    p.add_argument("--official", type=uuid.UUID, required=True)
-    p.set_defaults(func=cmd_code_issue)
-    p = _common(admin.add_parser("add-official", help="same as: official add"))
-    p.add_argument("--name", required=True, help="in Thai or in English")
-    p.add_argument("--agency", help="id or code (default: yours)")
-    p.set_defaults(func=cmd_add_official)
     p = _common(sub.add_parser("list", help="an official's codes"))
     p.add_argument("official", type=uuid.UUID)
     p.set_defaults(func=cmd_code_list)

@@ -296,8 +296,6 @@ def _device_args(parser: argparse.ArgumentParser) -> None:
 
 def register(commands: Any, admin: Any) -> None:
     """Add the client commands, and the admin commands that run as a device."""
-    # ``admin add-official`` and ``admin issue-code`` live with the other admin
-    # commands (gchat.client.admin_cli): one command, one output style.
     client = commands.add_parser("client", help="the reference client").add_subparsers(
         dest="client_command", required=True
     )

@@ -54,10 +54,10 @@ def test_auditor_exports_and_verifies_offline(database_url: str, tmp_path: Path)
                              "Office of the Auditor General", "--name", "Admin", "--json",
                              env=env))
         run("client", "enroll", "--url", url, "--code", boot["code"], "--state", admin, env=env)
-        official = last_json(run("admin", "add-official", "--state", admin, "--name",
+        official = last_json(run("admin", "official", "add", "--state", admin, "--name-en",
                                  "Auditor", "--json", env=env))["id"]
         run("admin", "role", "grant", official, "auditor", "--state", admin, env=env)
-        code = last_json(run("admin", "issue-code", "--state", admin, "--official", official,
+        code = last_json(run("admin", "code", "issue", official, "--state", admin,
                              "--json", env=env))["code"]
         run("client", "enroll", "--url", url, "--code", code, "--state", auditor, env=env)
         run("client", "send", "--state", admin, "--to", official, "--message", "hello", env=env)

@@ -1,6 +1,6 @@
 """Without ``--state`` a device's state lives in the user's config folder
 (``$XDG_CONFIG_HOME/gchat``), private, not in whatever folder the command
-ran from; ``add-official``/``issue-code`` are ``official add``/``code issue``."""
+ran from."""
 
 import json
 from pathlib import Path
@@ -9,11 +9,11 @@ from tests.cli.conftest import Node
 
 
 def test_state_defaults_to_the_config_folder(node: Node, tmp_path: Path) -> None:
-    official = json.loads(node.run("admin", "add-official", "--name", "Wilai", "--json",
-                                   "--state", str(node.admin), check=True).stdout)
-    human = node.run("admin", "issue-code", "--official", official["id"],
+    official = json.loads(node.run("admin", "official", "add", "--name-en", "Wilai",
+                                   "--json", "--state", str(node.admin), check=True).stdout)
+    human = node.run("admin", "code", "issue", official["id"],
                      "--state", str(node.admin), check=True)
-    assert human.stdout.startswith("enrolment code ")  # the same output as code issue
+    assert human.stdout.startswith("enrolment code ")
     code = json.loads(node.run("admin", "code", "issue", official["id"], "--json",
                                "--state", str(node.admin), check=True).stdout)["code"]
     env = node.env | {"XDG_CONFIG_HOME": str(tmp_path / "config")}
