@@ -117,6 +117,22 @@ test("events shown are checked as shown: an altered entry fails, an unsequenced 
   assert.deepEqual(await a.checkEvent({ ...event(6), leafIndex: 0 }), { state: "failed", reason: "altered" });
 });
 
+test("a signed head inside a proof reply is checked too: forged or of another root, the event fails", async () => {
+  const store = new Store();
+  const n = node([head13]);
+  const a = new au.Auditor(async (f) => {
+    const r = await n.call(f);
+    if (f.type === "audit_get_inclusion") r.head = f.leaf_index === 0 ? { ...head13, signature: x(th.older.signature) } : f.leaf_index === 6 ? head13 : null;
+    return r;
+  }, store);
+  await a.load();
+  await a.pin(th.public_key);
+  assert.equal((await a.checkHead()).ok, true);
+  assert.deepEqual(await a.checkEvent(event(0)), { state: "failed", reason: "bad_head" });
+  assert.deepEqual(await a.checkEvent(event(6)), { state: "verified", treeSize: 13 });
+  assert.deepEqual(await a.checkEvent(event(12)), { state: "verified", treeSize: 13 });
+});
+
 test("the kinds offered are the ones the Python client knows", () => {
   assert.deepEqual([...au.KINDS], m.kinds);
 });

@@ -12,7 +12,7 @@
  * inclusion proof leads to the verified head's root. A failure says which
  * check, which event (id, leaf index, kind, time) and what it means.
  */
-import { fromHex, hex, utf8 } from "../../crypto/bytes";
+import { equal, fromHex, hex, utf8 } from "../../crypto/bytes";
 import { auditKeyId, leafHash, verifyConsistency, verifyInclusion, verifyTreeHead, type TreeHead } from "../../crypto/merkle";
 import { ServerError, type Frame } from "../../net/wire";
 import type { Vault } from "../../store/vault";
@@ -53,7 +53,7 @@ export interface Filter {
 export type EventCheck =
   | { state: "verified"; treeSize: number }
   | { state: "pending" } // not in the verified head yet (sequenced after it, or not yet)
-  | { state: "failed"; reason: "altered" | "no_proof" };
+  | { state: "failed"; reason: "altered" | "no_proof" | "bad_head" };
 
 export type HeadProblem =
   | "no_key" // nothing pinned yet
@@ -141,6 +141,8 @@ export class Auditor {
       if (head.tree_size !== saved.tree_size) {
         const c = await this.call({ type: "audit_get_consistency", old_size: saved.tree_size, new_size: head.tree_size });
         proof = (c["proof"] as Uint8Array[] | undefined) ?? [];
+        const old = { tree_size: saved.tree_size, root_hash: fromHex(saved.root_hash) };
+        if (!this.sameHead(c["old_head"], old) || !this.sameHead(c["new_head"], head)) return { ok: false, problem: "bad_signature", head, previous: previous! };
       }
       if (!verifyConsistency(saved.tree_size, head.tree_size, fromHex(saved.root_hash), head.root_hash, proof)) {
         return { ok: false, problem: "inconsistent", head, previous: previous! };
@@ -150,6 +152,14 @@ export class Auditor {
     this.record.head = { tree_size: head.tree_size, timestamp_ms: head.timestamp_ms, root_hash: hex(head.root_hash), signature: hex(head.signature) };
     await this.vault.put(RECORD, this.record);
     return { ok: true, head, ...(previous ? { previous } : {}) };
+  }
+
+  /** A head a reply carries (null: none signed at that size) must verify and match `expected` when it has its size. */
+  private sameHead(given: unknown, expected: { tree_size: number; root_hash: Uint8Array }): boolean {
+    if (given === null || given === undefined) return true;
+    const key = this.pinnedKey;
+    if (key === null || !verifyTreeHead(given, key)) return false;
+    return given.tree_size !== expected.tree_size || equal(given.root_hash, expected.root_hash);
   }
 
   /** One page of events (`after`: the cursor of the previous page). */
@@ -182,6 +192,8 @@ export class Auditor {
     try {
       const r = await this.call({ type: "audit_get_inclusion", leaf_index: event.leafIndex, tree_size: head.tree_size });
       proof = (r["proof"] as Uint8Array[] | undefined) ?? [];
+      // Every signed head the node gives is checked, this one too: it must be the verified head.
+      if (!this.sameHead(r["head"], head)) return { state: "failed", reason: "bad_head" };
     } catch (e) {
       if (e instanceof ServerError) return { state: "failed", reason: "no_proof" };
       throw e;

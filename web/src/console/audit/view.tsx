@@ -298,7 +298,7 @@ function EventTable({ a, lang, auditor, events, checks }: { a: A; lang: Lang; au
         <tbody>
           {events.map((e) => {
             const c = checks.get(e.id);
-            const mark = c === undefined ? "" : c.state === "verified" ? a("verifiedMark") : c.state === "pending" ? a("pendingMark") : c.reason === "altered" ? a("alteredMark") : a("noProofMark");
+            const mark = c === undefined ? "" : c.state === "verified" ? a("verifiedMark") : c.state === "pending" ? a("pendingMark") : c.reason === "altered" ? a("alteredMark") : c.reason === "bad_head" ? a("badHeadMark") : a("noProofMark");
             const ag = e.fields.agency !== undefined ? agencies.get(e.fields.agency) : undefined;
             const details = Object.entries(e.fields.details ?? {}).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ");
             return (
