@@ -10,6 +10,8 @@ library sits underneath.
 from __future__ import annotations
 
 __all__ = [
+    "AttachmentTampered",
+    "AttachmentTruncated",
     "CryptoError",
     "DecryptionFailed",
     "InvalidCertificate",
@@ -61,3 +63,11 @@ class WrongPassphrase(DecryptionFailed):
 
 class InvalidState(CryptoError):
     """Serialised state could not be parsed or is of an unknown version."""
+
+
+class AttachmentTampered(DecryptionFailed):
+    """An attachment's ciphertext does not match the hash or fails to decrypt."""
+
+
+class AttachmentTruncated(DecryptionFailed):
+    """An attachment's ciphertext ends before its final chunk (or goes on after it)."""

@@ -30,6 +30,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import NegotiationError
 from websockets.typing import Subprotocol
 
+from gchat.attachments.capability import Capabilities, derive_key
+from gchat.attachments.handlers import AttachmentHandlers
+from gchat.attachments.service import Attachments
+from gchat.attachments.service import Limits as AttachmentLimits
+from gchat.attachments.storage import FilesystemStore
 from gchat.audit.failures import FailureAudit
 from gchat.audit.handlers import AuditHandlers
 from gchat.audit.log import AuditLog
@@ -157,6 +162,7 @@ class App:
         #: Refused auth/enrolment attempts, audited per address and window.
         self.failures: FailureAudit | None = None
         self.push: PushNotifier | None = None
+        self.attachments: Attachments | None = None
 
     async def _start_broker(self) -> None:
         """The in-process broker alone, or Redis shared by every node."""
@@ -271,6 +277,20 @@ class App:
         self.failures = FailureAudit(db, self.audit, config.failure_audit_seconds)
         self.failures.start()
         limit_table = parse_overrides(config.rate_limits)
+        # Attachments: ciphertext blobs in the attachment folder (shared by the nodes).
+        self.attachments = Attachments(
+            db,
+            FilesystemStore(config.attachment_directory),
+            Capabilities(derive_key(keys.token.seed), config.attachment_capability_seconds),
+            self.audit,
+            AttachmentLimits(
+                max_file=config.max_attachment_bytes,
+                per_day=config.attachment_bytes_per_day,
+                retention_seconds=config.retention_seconds,
+                upload_ttl_seconds=config.attachment_upload_ttl_seconds,
+                max_devices_per_official=config.max_devices_per_official,
+            ),
+        )
         cap = ConnectionCap(
             config.max_connections_per_address, parse_networks(config.connection_cap_exempt)
         )
@@ -317,6 +337,7 @@ class App:
                     ),
                     AuditHandlers(self.audit_service),
                     PushHandlers(PushRegistrations(db, keys.vapid)),
+                    AttachmentHandlers(self.attachments),
                 ],
                 SESSION_FRAMES,
             ),
@@ -361,6 +382,7 @@ class App:
                 self.metrics, config.metrics_host, config.metrics_port
             )
         self._background.append(asyncio.create_task(self._sweep_revocations()))
+        self._background.append(asyncio.create_task(self._collect_attachments()))
         log.info("listening host=%s port=%s node=%s", config.host, self.port, self.node_id)
         if config.tls_cert:
             log.info("tls on: TLS 1.3 only, certificate %s", config.tls_cert)
@@ -432,6 +454,20 @@ class App:
                 self._quiet.failure("revocation sweep", error)
             else:
                 self._quiet.recovered("revocation sweep")
+
+    async def _collect_attachments(self) -> None:
+        """Expired attachments, uploads left unfinished, files no row names."""
+        assert self.attachments is not None
+        while True:
+            await asyncio.sleep(self.config.expiry_interval_seconds)
+            try:
+                count = await self.attachments.collect()
+                if count:
+                    log.info("collected attachments=%d", count)
+            except Exception as error:  # will retry
+                self._quiet.failure("attachment collection", error)
+            else:
+                self._quiet.recovered("attachment collection")
 
     async def _expire_forever(self) -> None:
         assert self.db is not None

@@ -91,10 +91,25 @@ class Config:
     #: Reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For
     #: names the client for per-address limits and the audit log.
     trusted_proxies: str = ""
+    #: Where attachment ciphertext is kept (None: <data_dir>/attachments). Nodes
+    #: of one deployment share it (a shared filesystem; docs/OPERATIONS.md).
+    attachments_dir: Path | None = None
+    #: Largest attachment (ciphertext bytes); agency policy may set less.
+    max_attachment_bytes: int = 100 * 1024 * 1024
+    #: Attachment bytes one official may upload per UTC day; policy may set less.
+    attachment_bytes_per_day: int = 2 * 1024 * 1024 * 1024
+    #: How long an attachment capability is good for (seconds).
+    attachment_capability_seconds: float = 600.0
+    #: An upload unfinished this long (seconds) is collected.
+    attachment_upload_ttl_seconds: int = 24 * 3600
 
     @property
     def key_directory(self) -> Path:
         return self.keys_dir or self.data_dir / "keys"
+
+    @property
+    def attachment_directory(self) -> Path:
+        return self.attachments_dir or self.data_dir / "attachments"
 
 
 _ENV_PREFIX = "GCHAT_"

@@ -46,6 +46,13 @@ class ErrorCode(StrEnum):
     STALE_MEMBERSHIP = "stale_membership"  # membership changed since the given seq
     # directory administration
     CONFLICT = "conflict"  # the name, code or id is already taken, or the state forbids it
+    # attachments
+    TOO_LARGE = "too_large"  # the attachment is over the size limit of the agency's policy
+    QUOTA_EXCEEDED = "quota_exceeded"  # the official's attachment bytes for today are used up
+    CAPABILITY_EXPIRED = "capability_expired"  # ask for a new one (upload_resume, download_begin)
+    CAPABILITY_INVALID = "capability_invalid"  # not issued by this deployment for this device
+    OFFSET_MISMATCH = "offset_mismatch"  # the chunk is not at the stored offset: upload_resume
+    STORAGE_FULL = "storage_full"  # the node's attachment storage has no room; retry later
 
 
 class CloseCode(IntEnum):

@@ -673,6 +673,10 @@ class PolicyInfo(msgspec.Struct, forbid_unknown_fields=True):
     message_scope: MessageScope | None = None
     max_devices: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
     retention_seconds: Annotated[int, msgspec.Meta(ge=60, le=2**31 - 1)] | None = None
+    #: Largest attachment (ciphertext bytes) an official may upload.
+    max_attachment_bytes: Annotated[int, msgspec.Meta(ge=1, le=2**62)] | None = None
+    #: Attachment bytes an official may upload per UTC day.
+    attachment_bytes_per_day: Annotated[int, msgspec.Meta(ge=1, le=2**62)] | None = None
 
 
 class ImportRow(msgspec.Struct, forbid_unknown_fields=True):
@@ -1019,6 +1023,104 @@ class PushUnregistered(_Frame, tag="push_unregistered"):
     removed: bool
 
 
+# --- attachments (docs/PROTOCOL.md "Attachments") ------------------------------------
+
+AttachmentSize = Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_ATTACHMENT_BYTES)]
+Offset = Annotated[int, msgspec.Meta(ge=0, le=limits.MAX_ATTACHMENT_BYTES)]
+Capability = Annotated[
+    bytes, msgspec.Meta(min_length=limits.CAPABILITY_BYTES, max_length=limits.CAPABILITY_BYTES)
+]
+Chunk = Annotated[bytes, msgspec.Meta(min_length=1, max_length=limits.MAX_CHUNK_BYTES)]
+
+
+class UploadBegin(_Frame, tag="upload_begin"):
+    """Announce an attachment of ``size`` ciphertext bytes for one official or one group.
+
+    Exactly one of ``recipient`` and ``conversation_id``: the devices that
+    may download are those a message to them is addressed to now.
+    """
+
+    rid: RequestId
+    size: AttachmentSize
+    recipient: UUID | None = None
+    conversation_id: UUID | None = None
+
+
+class UploadResume(_Frame, tag="upload_resume"):
+    """Where an unfinished upload of ours stands (after a dropped connection)."""
+
+    rid: RequestId
+    attachment_id: UUID
+
+
+class UploadChunk(_Frame, tag="upload_chunk"):
+    rid: RequestId
+    attachment_id: UUID
+    capability: Capability
+    offset: Offset
+    data: Chunk
+
+
+class DownloadBegin(_Frame, tag="download_begin"):
+    rid: RequestId
+    attachment_id: UUID
+
+
+class DownloadChunk(_Frame, tag="download_chunk"):
+    rid: RequestId
+    attachment_id: UUID
+    capability: Capability
+    offset: Offset
+    length: Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_CHUNK_BYTES)]
+
+
+class DownloadDone(_Frame, tag="download_done"):
+    """This device has the attachment: the node may forget it once every device has."""
+
+    rid: RequestId
+    attachment_id: UUID
+
+
+class UploadReady(_Frame, tag="upload_ready"):
+    """Reply to ``upload_begin`` and ``upload_resume``: send chunks from ``offset``."""
+
+    rid: RequestId
+    attachment_id: UUID
+    size: int
+    offset: int
+    capability: bytes
+    expires_at: Timestamp  # the capability's
+    max_chunk: int
+
+
+class UploadProgress(_Frame, tag="upload_progress"):
+    rid: RequestId
+    attachment_id: UUID
+    offset: int  # bytes stored
+    complete: bool
+
+
+class DownloadReady(_Frame, tag="download_ready"):
+    rid: RequestId
+    attachment_id: UUID
+    size: int
+    capability: bytes
+    expires_at: Timestamp
+    max_chunk: int
+
+
+class AttachmentChunk(_Frame, tag="attachment_chunk"):
+    rid: RequestId
+    attachment_id: UUID
+    offset: int
+    data: bytes
+
+
+class DownloadClosed(_Frame, tag="download_closed"):
+    rid: RequestId
+    attachment_id: UUID
+
+
 ClientFrame = (
     Auth
     | AuthToken
@@ -1070,6 +1172,12 @@ ClientFrame = (
     | GetPushConfig
     | RegisterPush
     | UnregisterPush
+    | UploadBegin
+    | UploadResume
+    | UploadChunk
+    | DownloadBegin
+    | DownloadChunk
+    | DownloadDone
 )
 ServerFrame = (
     Challenge
@@ -1107,6 +1215,11 @@ ServerFrame = (
     | PushConfig
     | PushRegistered
     | PushUnregistered
+    | UploadReady
+    | UploadProgress
+    | DownloadReady
+    | AttachmentChunk
+    | DownloadClosed
 )
 
 CLIENT_FRAME_TYPES: tuple[type[_Frame], ...] = get_args(ClientFrame)

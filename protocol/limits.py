@@ -42,3 +42,11 @@ MAX_PAGE: Final = 500
 MAX_SEARCH_WORDS: Final = 8
 #: Longest Web Push endpoint URL accepted by ``register_push``.
 MAX_PUSH_ENDPOINT: Final = 1024
+#: Largest piece of attachment ciphertext in one ``upload_chunk`` or
+#: ``attachment_chunk`` frame (base64 in JSON still fits MAX_FRAME_BYTES).
+MAX_CHUNK_BYTES: Final = 128 * KIB
+#: Largest attachment the schema lets a client announce (the node's and the
+#: agency policy's limits are lower; 100 MiB by default).
+MAX_ATTACHMENT_BYTES: Final = 2**40
+#: Size of an attachment capability (see docs/PROTOCOL.md, Attachments).
+CAPABILITY_BYTES: Final = 50

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gchat.attachments.handlers import AttachmentHandlers
 from gchat.audit.handlers import AuditHandlers
 from gchat.conversations.handlers import ConversationHandlers
 from gchat.directory.handlers import DirectoryHandlers
@@ -32,6 +33,7 @@ def features() -> list[object]:
         DirectoryHandlers(NOTHING, NOTHING, NOTHING),
         AuditHandlers(NOTHING),
         PushHandlers(NOTHING),
+        AttachmentHandlers(NOTHING),
     ]
 
 

@@ -361,13 +361,15 @@ def _policy_out(args: argparse.Namespace, reply: f.PolicyReply) -> None:
     if reply.effective is not None:
         rows.append(("effective", reply.effective))
     table(
-        ("", "message_scope", "max_devices", "retention_seconds"),
+        ("", "message_scope", "max_devices", "retention_seconds", "max_file", "per_day"),
         [
             (
                 label,
                 p.message_scope or "(inherit)",
                 p.max_devices or "(inherit)",
                 p.retention_seconds or "(inherit)",
+                p.max_attachment_bytes or "(inherit)",
+                p.attachment_bytes_per_day or "(inherit)",
             )
             for label, p in rows
         ],
@@ -387,6 +389,8 @@ def cmd_policy_set(args: argparse.Namespace) -> None:
                 message_scope=args.message_scope,
                 max_devices=args.max_devices,
                 retention_seconds=retention,
+                max_attachment_bytes=args.max_attachment_bytes,
+                attachment_bytes_per_day=args.attachment_bytes_per_day,
             ),
         )
         _policy_out(args, reply)
@@ -548,6 +552,8 @@ def register(admin: Any) -> None:
     retention = p.add_mutually_exclusive_group()
     retention.add_argument("--retention-days", type=float)
     retention.add_argument("--retention-seconds", type=int)
+    p.add_argument("--max-attachment-bytes", type=int, help="largest attachment per file")
+    p.add_argument("--attachment-bytes-per-day", type=int, help="attachment quota per official")
     p.set_defaults(func=cmd_policy_set)
     p = _common(sub.add_parser("show", help="the policy set on an agency and what applies"))
     p.add_argument("--agency", help="id or code; none: the global policy")

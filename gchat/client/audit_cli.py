@@ -58,6 +58,8 @@ KINDS = (
     "admin.policy_set",
     "admin.role_granted",
     "admin.role_revoked",
+    "attachment.fetched",
+    "attachment.uploaded",
     "audit.consistency_proof",
     "audit.export",
     "audit.inclusion_proof",

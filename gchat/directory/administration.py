@@ -630,6 +630,8 @@ class Administration:
                         "message_scope": row.message_scope,
                         "max_devices": row.max_devices,
                         "retention_seconds": row.retention_seconds,
+                        "max_attachment_bytes": row.max_attachment_bytes,
+                        "attachment_bytes_per_day": row.attachment_bytes_per_day,
                     },
                 ),
             )

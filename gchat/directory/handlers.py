@@ -96,6 +96,8 @@ def _policy(row: PolicyRow | Effective) -> f.PolicyInfo:
         message_scope=row.message_scope,  # type: ignore[arg-type]
         max_devices=row.max_devices,
         retention_seconds=row.retention_seconds,
+        max_attachment_bytes=row.max_attachment_bytes,
+        attachment_bytes_per_day=row.attachment_bytes_per_day,
     )
 
 
@@ -241,7 +243,14 @@ class DirectoryHandlers:
         row, effective = await self._admin.set_policy(
             actor,
             frame.agency_id,
-            PolicyRow(frame.agency_id, p.message_scope, p.max_devices, p.retention_seconds),
+            PolicyRow(
+                frame.agency_id,
+                p.message_scope,
+                p.max_devices,
+                p.retention_seconds,
+                max_attachment_bytes=p.max_attachment_bytes,
+                attachment_bytes_per_day=p.attachment_bytes_per_day,
+            ),
         )
         return f.PolicyReply(
             rid=frame.rid,

@@ -63,6 +63,8 @@ class PolicyRow:
     retention_seconds: int | None
     updated_at: datetime | None = None
     updated_by: UUID | None = None
+    max_attachment_bytes: int | None = None
+    attachment_bytes_per_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,15 @@ class Effective:
     message_scope: str
     max_devices: int
     retention_seconds: int
+    #: None in the effective policy: no row sets it (the node's default applies).
+    max_attachment_bytes: int | None = None
+    attachment_bytes_per_day: int | None = None
 
 
 async def get(db: Executor, agency_id: UUID | None) -> PolicyRow | None:
     row = await db.fetchrow(
-        """SELECT agency_id, message_scope, max_devices, retention_seconds, updated_at, updated_by
+        """SELECT agency_id, message_scope, max_devices, retention_seconds, updated_at, updated_by,
+                  max_attachment_bytes, attachment_bytes_per_day
            FROM directory_policies WHERE agency_id IS NOT DISTINCT FROM $1""",
         agency_id,
     )
@@ -85,7 +91,13 @@ async def get(db: Executor, agency_id: UUID | None) -> PolicyRow | None:
 
 async def put(db: Executor, row: PolicyRow, by: UUID | None) -> None:
     """Replace the agency's (or the global) row; all-NULL fields delete it."""
-    if row.message_scope is None and row.max_devices is None and row.retention_seconds is None:
+    if (
+        row.message_scope is None
+        and row.max_devices is None
+        and row.retention_seconds is None
+        and row.max_attachment_bytes is None
+        and row.attachment_bytes_per_day is None
+    ):
         await db.execute(
             "DELETE FROM directory_policies WHERE agency_id IS NOT DISTINCT FROM $1",
             row.agency_id,
@@ -93,40 +105,48 @@ async def put(db: Executor, row: PolicyRow, by: UUID | None) -> None:
         return
     await db.execute(
         """INSERT INTO directory_policies
-               (agency_id, message_scope, max_devices, retention_seconds, updated_by)
-           VALUES ($1, $2, $3, $4, $5)
+               (agency_id, message_scope, max_devices, retention_seconds, updated_by,
+                max_attachment_bytes, attachment_bytes_per_day)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (agency_id) DO UPDATE SET
                message_scope = EXCLUDED.message_scope, max_devices = EXCLUDED.max_devices,
                retention_seconds = EXCLUDED.retention_seconds, updated_at = now(),
-               updated_by = EXCLUDED.updated_by""",
+               updated_by = EXCLUDED.updated_by,
+               max_attachment_bytes = EXCLUDED.max_attachment_bytes,
+               attachment_bytes_per_day = EXCLUDED.attachment_bytes_per_day""",
         row.agency_id,
         row.message_scope,
         row.max_devices,
         row.retention_seconds,
         by,
+        row.max_attachment_bytes,
+        row.attachment_bytes_per_day,
     )
 
 
 _UP = f"""
-WITH RECURSIVE up(start, id, parent_id, scope_rank, max_devices, retention) AS (
+WITH RECURSIVE up(start, id, parent_id, scope_rank, max_devices, retention, max_file, per_day)
+AS (
     SELECT a.id, a.id, a.parent_id, {_rank("p.message_scope")}, p.max_devices,
-           p.retention_seconds
+           p.retention_seconds, p.max_attachment_bytes, p.attachment_bytes_per_day
     FROM agencies a LEFT JOIN directory_policies p ON p.agency_id = a.id
     WHERE a.id = ANY($1::uuid[])
   UNION ALL
     SELECT up.start, a.id, a.parent_id, {_rank("p.message_scope")}, p.max_devices,
-           p.retention_seconds
+           p.retention_seconds, p.max_attachment_bytes, p.attachment_bytes_per_day
     FROM up JOIN agencies a ON a.id = up.parent_id
     LEFT JOIN directory_policies p ON p.agency_id = a.id),
 chain AS (
     SELECT start, min(scope_rank) AS scope_rank, min(max_devices) AS max_devices,
-           min(retention) AS retention,
+           min(retention) AS retention, min(max_file) AS max_file, min(per_day) AS per_day,
            (array_agg(id) FILTER (WHERE parent_id IS NULL))[1] AS root_id
     FROM up GROUP BY start)
 SELECT c.start AS agency_id, c.root_id,
        least({_rank("g.message_scope")}, c.scope_rank) AS scope_rank,
        least(coalesce(g.max_devices, $2), c.max_devices) AS max_devices,
-       least($3, g.retention_seconds, c.retention) AS retention_seconds
+       least($3, g.retention_seconds, c.retention) AS retention_seconds,
+       least(g.max_attachment_bytes, c.max_file) AS max_attachment_bytes,
+       least(g.attachment_bytes_per_day, c.per_day) AS attachment_bytes_per_day
 FROM chain c LEFT JOIN {_GLOBAL} g ON true
 """  # noqa: S608 (constant SQL fragments, values are $n parameters)
 
@@ -139,6 +159,8 @@ def _effective(row: Any) -> Effective:
         message_scope=SCOPES[rank - 1],
         max_devices=row["max_devices"],
         retention_seconds=row["retention_seconds"],
+        max_attachment_bytes=row["max_attachment_bytes"],
+        attachment_bytes_per_day=row["attachment_bytes_per_day"],
     )
 
 

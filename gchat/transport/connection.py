@@ -47,6 +47,8 @@ _MAX_IN_FLIGHT = 64
 #: The frames a connection answers itself; every other client frame goes to
 #: a feature's handler.
 SESSION_FRAMES: frozenset[type] = frozenset({f.Auth, f.AuthToken, f.Enroll, f.Ack})
+#: Frames of an authenticated device that the frame-rate bucket does not count.
+_UNCOUNTED = (f.Ack, f.UploadChunk, f.DownloadChunk)
 
 
 @dataclass(frozen=True)
@@ -174,8 +176,11 @@ class Connection:
             return
         # Acks of an authenticated device are not counted: they only answer
         # what the server pushed (a client acks each envelope as it syncs a
-        # backlog), need no reply and cost a set lookup when bogus.
-        counted = not (isinstance(frame, f.Ack) and self._session.authenticated)
+        # backlog), need no reply and cost a set lookup when bogus. Nor are
+        # attachment chunks: a 100 MiB file is 800 of them, each is answered
+        # before the next is read (the client's window is the only
+        # pipelining), and a bogus one costs one HMAC.
+        counted = not (isinstance(frame, _UNCOUNTED) and self._session.authenticated)
         if counted and not await self._admitted(getattr(frame, "rid", None)):
             return
         await self._answer(frame, self._dispatch(frame))

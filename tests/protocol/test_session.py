@@ -59,6 +59,16 @@ SAMPLES: dict[type, f.ClientFrame] = {
         rid=1, endpoint="https://push.example/s", p256dh=b"\x04" + bytes(64), auth=bytes(16)
     ),
     f.UnregisterPush: f.UnregisterPush(rid=1),
+    f.UploadBegin: f.UploadBegin(rid=1, size=1, recipient=ID),
+    f.UploadResume: f.UploadResume(rid=1, attachment_id=ID),
+    f.UploadChunk: f.UploadChunk(
+        rid=1, attachment_id=ID, capability=bytes(50), offset=0, data=b"x"
+    ),
+    f.DownloadBegin: f.DownloadBegin(rid=1, attachment_id=ID),
+    f.DownloadChunk: f.DownloadChunk(
+        rid=1, attachment_id=ID, capability=bytes(50), offset=0, length=1
+    ),
+    f.DownloadDone: f.DownloadDone(rid=1, attachment_id=ID),
     # conversations and groups
     f.OpenDirect: f.OpenDirect(rid=1, official_id=ID),
     f.CreateGroup: f.CreateGroup(rid=1, title="desk", members=[ID]),

@@ -1,0 +1,1 @@
+"""Encrypted attachments: ciphertext blobs uploaded and downloaded in chunks."""

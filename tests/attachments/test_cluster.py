@@ -1,0 +1,71 @@
+"""Two real node processes sharing one attachment folder: a node killed mid-upload."""
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gchat.client.sdk import Client
+from protocol import frames as f
+from tests.attachments.transfer import download, send_from, upload
+from tests.cluster.harness import Cluster, People
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def two_nodes(
+    tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
+) -> AsyncIterator[tuple[Cluster, People, Path]]:
+    shared = tmp_path / "shared-attachments"
+    cluster = Cluster(
+        tmp_path,
+        database_url,
+        redis_url,
+        redis_prefix,
+        size=2,
+        GCHAT_ATTACHMENTS_DIR=str(shared),
+    )
+    people = People(cluster)
+    try:
+        await cluster.start()
+        await people.bootstrap()
+        yield cluster, people, shared
+    finally:
+        await people.close()
+        cluster.close()
+        print(cluster.logs())  # shown by pytest only when the test failed
+
+
+async def test_node_killed_mid_upload_leaves_nothing_visible_and_the_upload_resumes_on_another(
+    two_nodes: tuple[Cluster, People, Path],
+) -> None:
+    cluster, people, shared = two_nodes
+    (alice,) = await people.official("alice", [0])
+    (bob,) = await people.official("bob", [1])
+    assert bob.state.official_id is not None
+    data = os.urandom(400_000)
+    ready = await upload(alice, data, recipient=bob.state.official_id, stop_at=3 * 65536)
+    cluster[0].signal(signal.SIGKILL)
+    cluster[0].wait()
+
+    # Nothing half-written is visible: no blob, and the recipient cannot fetch.
+    assert os.listdir(shared / "blobs") == []
+    assert os.listdir(shared / "partial") == [str(ready.attachment_id)]
+    with pytest.raises(Exception, match="not_found|no such attachment"):
+        await bob.request(f.DownloadBegin, attachment_id=ready.attachment_id)
+
+    alice.state.url = cluster[1].url
+    again = Client(alice.state)
+    people.clients.append(again)
+    await again.connect()
+    await again.authenticate()
+    resumed: f.UploadReady = await again.request(f.UploadResume, attachment_id=ready.attachment_id)
+    assert resumed.offset == 3 * 65536
+    # The capability from the dead node is good on this one (shared key).
+    last = await send_from(again, resumed, data)
+    assert last is not None and last.complete
+    assert os.listdir(shared / "blobs") == [str(ready.attachment_id)]
+    assert await download(bob, ready.attachment_id) == data

@@ -1,0 +1,341 @@
+"""Attachments through a real node: who may fetch, resume, limits, collection, audit."""
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from protocol import frames as f
+from tests.attachments.transfer import CHUNK, download, send_from, upload
+from tests.support import World, expect_error
+
+
+def blobs(world: World) -> dict[str, list[str]]:
+    root = world.app.config.attachment_directory
+    return {d: sorted(os.listdir(root / d)) for d in ("partial", "blobs")}
+
+
+async def test_round_trip_then_deleted_once_every_addressed_device_has_it(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    data = os.urandom(300_000)
+    ready = await upload(alice, data, recipient=bob.state.official_id)
+    attachment = ready.attachment_id
+    assert blobs(world) == {"partial": [], "blobs": [str(attachment)]}
+    # Only ciphertext the client gave is stored, byte for byte.
+    stored = world.app.config.attachment_directory / "blobs" / str(attachment)
+    assert stored.read_bytes() == data
+
+    assert await download(bob, attachment) == data
+    await bob.request(f.DownloadDone, attachment_id=attachment)
+    assert blobs(world) == {"partial": [], "blobs": []}
+    assert world.app.db is not None
+    assert await world.app.db.pool.fetchval("SELECT count(*) FROM attachments") == 0
+    await expect_error("not_found", bob.request(f.DownloadBegin, attachment_id=attachment))
+
+
+async def test_the_senders_other_device_is_addressed_and_blob_stays_until_both_fetch(
+    world: World,
+) -> None:
+    alice = await world.official_with_device("alice")
+    assert alice.state.official_id is not None
+    alice_laptop = await world.enroll(await world.new_code(alice.state.official_id), "laptop")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    data = os.urandom(1000)
+    attachment = (await upload(alice, data, recipient=bob.state.official_id)).attachment_id
+    # The uploading device itself is not addressed.
+    await expect_error("not_found", alice.request(f.DownloadBegin, attachment_id=attachment))
+    assert await download(bob, attachment) == data
+    await bob.request(f.DownloadDone, attachment_id=attachment)
+    assert blobs(world)["blobs"] == [str(attachment)]  # alice's laptop has not fetched yet
+    assert await download(alice_laptop, attachment) == data
+    await alice_laptop.request(f.DownloadDone, attachment_id=attachment)
+    assert blobs(world)["blobs"] == []
+
+
+async def test_a_device_not_addressed_cannot_download_even_with_a_stolen_capability(
+    world: World,
+) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    mallory = await world.official_with_device("mallory")
+    assert bob.state.official_id is not None
+    data = os.urandom(5000)
+    attachment = (await upload(alice, data, recipient=bob.state.official_id)).attachment_id
+    await expect_error("not_found", mallory.request(f.DownloadBegin, attachment_id=attachment))
+    # Saying "done" for a blob not addressed to you is answered and changes nothing.
+    await mallory.request(f.DownloadDone, attachment_id=attachment)
+    # Bob's capability is bound to bob's device: useless on mallory's.
+    stolen = await bob.request(f.DownloadBegin, attachment_id=attachment)
+    await expect_error(
+        "capability_invalid",
+        mallory.request(
+            f.DownloadChunk,
+            attachment_id=attachment,
+            capability=stolen.capability,
+            offset=0,
+            length=100,
+        ),
+    )
+    # ... and to that attachment: not good for another one bob may not read.
+    other = (await upload(alice, data, recipient=mallory.state.official_id)).attachment_id
+    await expect_error(
+        "capability_invalid",
+        bob.request(
+            f.DownloadChunk, attachment_id=other, capability=stolen.capability, offset=0, length=1
+        ),
+    )
+    # A forged capability (one bit flipped in its MAC) is refused too.
+    forged = bytearray(stolen.capability)
+    forged[-1] ^= 1
+    await expect_error(
+        "capability_invalid",
+        bob.request(
+            f.DownloadChunk,
+            attachment_id=attachment,
+            capability=bytes(forged),
+            offset=0,
+            length=1,
+        ),
+    )
+    # An upload capability does not download, nor a download capability upload.
+    await expect_error(
+        "capability_invalid",
+        bob.request(
+            f.UploadChunk,
+            attachment_id=attachment,
+            capability=stolen.capability,
+            offset=0,
+            data=b"x",
+        ),
+    )
+    # Nothing mallory tried changed what bob gets.
+    assert await download(bob, attachment) == data
+
+
+async def test_an_unfinished_upload_is_invisible_and_resumes_on_a_new_connection(
+    world: World,
+) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    data = os.urandom(200_000)
+    ready = await upload(alice, data, recipient=bob.state.official_id, stop_at=65536)
+    attachment = ready.attachment_id
+    assert blobs(world) == {"partial": [str(attachment)], "blobs": []}
+    await expect_error("not_found", bob.request(f.DownloadBegin, attachment_id=attachment))
+    await alice.close()
+
+    again = await world.reconnect(alice)
+    resumed: f.UploadReady = await again.request(f.UploadResume, attachment_id=attachment)
+    assert resumed.offset == 65536 and resumed.size == len(data)
+    # A chunk that is not at the stored offset is refused; nothing changes.
+    await expect_error(
+        "offset_mismatch",
+        again.request(
+            f.UploadChunk,
+            attachment_id=attachment,
+            capability=resumed.capability,
+            offset=0,
+            data=data[:10],
+        ),
+    )
+    last = await send_from(again, resumed, data)
+    assert last is not None and last.complete and last.offset == len(data)
+    assert (await again.request(f.UploadResume, attachment_id=attachment)).offset == len(data)
+    assert await download(bob, attachment) == data
+    # Another device may not resume (or even learn of) alice's upload.
+    await expect_error("not_found", bob.request(f.UploadResume, attachment_id=attachment))
+
+
+async def test_a_chunk_past_the_announced_size_is_refused(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    ready = await alice.request(f.UploadBegin, size=10, recipient=bob.state.official_id)
+    await expect_error(
+        "invalid_field",
+        alice.request(
+            f.UploadChunk,
+            attachment_id=ready.attachment_id,
+            capability=ready.capability,
+            offset=0,
+            data=b"x" * 11,
+        ),
+    )
+    await expect_error(
+        "invalid_field",
+        alice.request(f.UploadBegin, size=10, recipient=None, conversation_id=None),
+    )
+
+
+async def test_capabilities_expire(world_with) -> None:  # noqa: ANN001
+    async with world_with(attachment_capability_seconds=0.3) as world:
+        alice = await world.official_with_device("alice")
+        bob = await world.official_with_device("bob")
+        data = os.urandom(1000)
+        ready = await alice.request(f.UploadBegin, size=len(data), recipient=bob.state.official_id)
+        await asyncio.sleep(0.4)
+        await expect_error(
+            "capability_expired",
+            alice.request(
+                f.UploadChunk,
+                attachment_id=ready.attachment_id,
+                capability=ready.capability,
+                offset=0,
+                data=data,
+            ),
+        )
+        fresh = await alice.request(f.UploadResume, attachment_id=ready.attachment_id)
+        assert fresh.offset == 0
+        await send_from(alice, fresh, data)
+        grant = await bob.request(f.DownloadBegin, attachment_id=ready.attachment_id)
+        await asyncio.sleep(0.4)
+        await expect_error(
+            "capability_expired",
+            bob.request(
+                f.DownloadChunk,
+                attachment_id=ready.attachment_id,
+                capability=grant.capability,
+                offset=0,
+                length=10,
+            ),
+        )
+
+
+async def test_size_limit_and_daily_quota_from_agency_policy(world_with) -> None:  # noqa: ANN001
+    async with world_with(attachment_bytes_per_day=10_000) as world:
+        alice = await world.official_with_device("alice")
+        bob = await world.official_with_device("bob")
+        assert world.admin is not None and world.admin.state.agency_id is not None
+        await world.admin.request(
+            f.SetPolicy,
+            agency_id=world.admin.state.agency_id,
+            policy=f.PolicyInfo(max_attachment_bytes=4000),
+        )
+        shown = await world.admin.request(f.GetPolicy, agency_id=world.admin.state.agency_id)
+        assert shown.policy.max_attachment_bytes == 4000
+        assert shown.effective.max_attachment_bytes == 4000
+        to_bob = {"recipient": bob.state.official_id}
+        await expect_error("too_large", alice.request(f.UploadBegin, size=4001, **to_bob))
+        await alice.request(f.UploadBegin, size=4000, **to_bob)
+        await alice.request(f.UploadBegin, size=4000, **to_bob)
+        # 8000 of today's 10 000 used (announced uploads count, finished or not).
+        await expect_error("quota_exceeded", alice.request(f.UploadBegin, size=2001, **to_bob))
+        await alice.request(f.UploadBegin, size=2000, **to_bob)
+        # Bob's quota is his own.
+        await bob.request(f.UploadBegin, size=4000, recipient=alice.state.official_id)
+
+
+async def test_group_members_download_and_others_cannot(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    carol = await world.official_with_device("carol")
+    dave = await world.official_with_device("dave")
+    members = [bob.state.official_id, carol.state.official_id]
+    group = await alice.create_group("files", members)  # type: ignore[arg-type]
+    data = os.urandom(70_000)
+    attachment = (await upload(alice, data, conversation_id=group.conversation_id)).attachment_id
+    for member in (bob, carol):
+        assert await download(member, attachment) == data
+    await expect_error("not_found", dave.request(f.DownloadBegin, attachment_id=attachment))
+    await expect_error(
+        "not_a_member",
+        dave.request(f.UploadBegin, size=10, conversation_id=group.conversation_id),
+    )
+    for member in (bob, carol):
+        await member.request(f.DownloadDone, attachment_id=attachment)
+    assert blobs(world)["blobs"] == []
+
+
+async def test_collection_of_expired_unfinished_and_orphaned_blobs(world_with) -> None:  # noqa: ANN001
+    async with world_with(attachment_upload_ttl_seconds=3600) as world:
+        alice = await world.official_with_device("alice")
+        bob = await world.official_with_device("bob")
+        to_bob = {"recipient": bob.state.official_id}
+        done = (await upload(alice, os.urandom(100), **to_bob)).attachment_id
+        kept = (await upload(alice, os.urandom(100), **to_bob)).attachment_id
+        unfinished = (await upload(alice, os.urandom(100), stop_at=50, **to_bob)).attachment_id
+        orphan = UUID(int=7)
+        root = world.app.config.attachment_directory
+        (root / "blobs" / str(orphan)).write_bytes(b"left behind")
+        old = 1_000_000_000
+        os.utime(root / "blobs" / str(orphan), (old, old))
+        pool = world.app.db.pool
+        await pool.execute(
+            "UPDATE attachments SET expires_at = now() - interval '1s' WHERE id = $1", done
+        )
+        await pool.execute(
+            "UPDATE attachments SET created_at = now() - interval '2h' WHERE id = $1", unfinished
+        )
+        assert await world.app.attachments.collect() == 3
+        assert blobs(world) == {"partial": [], "blobs": [str(kept)]}
+        assert [r[0] for r in await pool.fetch("SELECT id FROM attachments")] == [kept]
+
+
+async def test_audit_records_ids_sizes_and_parties_only(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    attachment = (
+        await upload(alice, os.urandom(777), recipient=bob.state.official_id)
+    ).attachment_id
+    await download(bob, attachment)
+    await bob.request(f.DownloadDone, attachment_id=attachment)
+    rows = await world.app.db.pool.fetch(
+        "SELECT kind, actor_device, officials, devices, entry FROM audit_events "
+        "WHERE kind LIKE 'attachment.%' ORDER BY id"
+    )
+    assert [r["kind"] for r in rows] == ["attachment.uploaded", "attachment.fetched"]
+    uploaded, fetched = rows
+    assert uploaded["actor_device"] == alice.state.device_id
+    assert bob.state.official_id in uploaded["officials"]
+    assert bob.state.device_id in uploaded["devices"]
+    assert fetched["actor_device"] == bob.state.device_id
+    for row in rows:
+        entry = bytes(row["entry"])
+        assert str(attachment).encode() in entry or attachment.bytes in entry
+        assert b"777" in entry or (777).to_bytes(2, "big") in entry
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real filesystem of 1 MiB (tmpfs; mounting needs root)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    made = subprocess.run(  # noqa: S603
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],  # noqa: S607
+        capture_output=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)  # noqa: S603,S607
+
+
+async def test_storage_full_is_a_clear_error_and_loses_nothing_stored(
+    world_with,
+    tiny_disk: Path,  # noqa: ANN001
+) -> None:
+    async with world_with(attachments_dir=tiny_disk) as world:
+        alice = await world.official_with_device("alice")
+        bob = await world.official_with_device("bob")
+        first = os.urandom(600_000)
+        kept = (await upload(alice, first, recipient=bob.state.official_id)).attachment_id
+        second = os.urandom(600_000)
+        ready = await alice.request(
+            f.UploadBegin, size=len(second), recipient=bob.state.official_id
+        )
+        error = await expect_error("storage_full", send_from(alice, ready, second))
+        assert "storage is full" in str(error)
+        # The refused chunk left nothing behind: the stored offset is a chunk boundary.
+        resumed = await alice.request(f.UploadResume, attachment_id=ready.attachment_id)
+        assert resumed.offset % CHUNK == 0 and resumed.offset < len(second)
+        assert await download(bob, kept) == first
