@@ -153,6 +153,8 @@ def test_auditor_sees_names_and_the_browser_verifies_the_log(
     arunee = table.locator(f"[data-official='{people.arunee}']").first
     expect(arunee).to_contain_text("อรุณี ทดสอบระบบ")
     expect(arunee).to_contain_text("MOI")
+    device = table.locator("[data-device]", has_text="เครื่องของอรุณี").first
+    expect(device).to_contain_text("(cli)")  # the device's name and platform next to its id
     somchai = table.locator(f"[data-official='{people.somchai}']").first
     expect(somchai).to_contain_text("สมชาย ใจดี")
     expect(table).to_contain_text("message.accepted")

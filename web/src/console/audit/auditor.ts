@@ -85,6 +85,7 @@ export class Auditor {
   private record: AuditRecord | null = null;
   private verified: TreeHead | null = null;
   private readonly officials = new Map<string, { name: string; agency: string } | null>();
+  private readonly devices = new Map<string, string>();
   private agencies: Map<string, { code: string; name: string }> | null = null;
 
   constructor(private readonly call: Call, private readonly vault: Vault) {}
@@ -239,7 +240,7 @@ export class Auditor {
     return this.agencies;
   }
 
-  /** Names of these officials (null: not ours to read), fetched once each. */
+  /** Names of these officials and of their devices (null: not ours to read), fetched once each. */
   async resolve(ids: Iterable<string>, lang: "th" | "en"): Promise<void> {
     const wanted = [...new Set(ids)].filter((id) => !this.officials.has(id));
     await Promise.all(wanted.map(async (id) => {
@@ -248,11 +249,17 @@ export class Auditor {
         const o = r["official"] as Frame;
         const name = String((lang === "en" ? o["name_en"] ?? o["name_th"] : o["name_th"] ?? o["name_en"]) ?? "");
         this.officials.set(id, { name, agency: String(o["agency_code"] ?? "") });
+        for (const d of await this.devicesOf(id)) this.devices.set(String(d["device_id"]), `${String(d["name"])} (${String(d["platform"])})`);
       } catch (e) {
         if (!(e instanceof ServerError)) throw e;
         this.officials.set(id, null);
       }
     }));
+  }
+
+  /** A device's name and platform, when its official's devices were readable. */
+  deviceName(id: string | undefined): string | null {
+    return id === undefined ? null : this.devices.get(id) ?? null;
   }
 
   /** Officials by name, to filter on (the directory search every official may use). */
@@ -275,11 +282,6 @@ export class Auditor {
 
   official(id: string | undefined): { name: string; agency: string } | null {
     return id === undefined ? null : this.officials.get(id) ?? null;
-  }
-
-  forgetNames(): void {
-    this.officials.clear();
-    this.agencies = null;
   }
 }
 

@@ -283,7 +283,8 @@ function Who({ auditor, id, device }: { auditor: Auditor; id: string | undefined
     <span data-official={id}>
       {o !== null && o.name ? <span class="who">{o.name}</span> : null}
       {o !== null && o.agency ? <span class="agency-code"> {o.agency}</span> : null}
-      <span class="mono fine"> {id.slice(0, 8)}{device ? ` · ${device.slice(0, 8)}` : ""}</span>
+      <span class="mono fine"> {id.slice(0, 8)}</span>
+      {device ? <span class="fine" data-device={device}> · {auditor.deviceName(device) ?? ""} <span class="mono">{device.slice(0, 8)}</span></span> : null}
     </span>
   );
 }
