@@ -8,7 +8,6 @@ contiguous and committed in order: a reader that has seen position P never
 later finds a smaller one appear.
 """
 
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -96,23 +95,19 @@ async def store_batch(
                ORDER BY id FOR SHARE""",
             conversations,
         )
-    inserted = await conn.fetch(
-        """INSERT INTO messages (id, sender_device, sender_official, recipient_official,
-                                 client_message_id, sent_at, kind, conversation_id)
-           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
-                                $5::text[], $6::timestamptz[], $7::text[], $8::uuid[])
-           ON CONFLICT (sender_device, client_message_id) DO NOTHING
-           RETURNING id""",
-        [m.message_id for m in unique],
-        [m.sender_device for m in unique],
-        [m.sender_official for m in unique],
-        [m.recipient_official for m in unique],
-        [m.client_message_id for m in unique],
-        [m.sent_at for m in unique],
-        [m.kind for m in unique],
-        [m.conversation_id for m in unique],
-    )
-    new_ids = {row["id"] for row in inserted}
+    if conversations:
+        inserted = await conn.fetch(
+            """INSERT INTO messages (id, sender_device, sender_official, recipient_official,
+                                     client_message_id, sent_at, kind, conversation_id)
+               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
+                                    $5::text[], $6::timestamptz[], $7::text[], $8::uuid[])
+               ON CONFLICT (sender_device, client_message_id) DO NOTHING
+               RETURNING id""",
+            *_message_columns(unique),
+        )
+        new_ids = {row["id"] for row in inserted}
+    else:  # the common case: messages and their inbox rows in one statement
+        new_ids = await _store_and_enqueue(conn, unique, expires_at)
     fresh = [m for m in unique if m.message_id in new_ids]
     stored = {
         (m.sender_device, m.client_message_id): StoredMessage(m.message_id, m.sent_at, False)
@@ -140,10 +135,8 @@ async def store_batch(
                 [m.message_id for m in bodies],
                 [m.body for m in bodies],
             )
-        if any(m.conversation_id for m in fresh):
+        if conversations:
             await _enqueue_with_conversations(conn, fresh, expires_at)
-        else:
-            await _enqueue(conn, fresh, expires_at)
     results = []
     for message in batch:
         original = stored[(message.sender_device, message.client_message_id)]
@@ -154,42 +147,85 @@ async def store_batch(
     return results
 
 
-async def _enqueue(conn: Executor, messages: list[NewMessage], expires_at: datetime) -> None:
-    """Append every envelope to its device's inbox with the next positions."""
-    per_device = Counter(device for m in messages for device, _ in m.envelopes)
-    devices = sorted(per_device)
+def _message_columns(messages: list[NewMessage]) -> list[list[Any]]:
+    return [
+        [m.message_id for m in messages],
+        [m.sender_device for m in messages],
+        [m.sender_official for m in messages],
+        [m.recipient_official for m in messages],
+        [m.client_message_id for m in messages],
+        [m.sent_at for m in messages],
+        [m.kind for m in messages],
+        [m.conversation_id for m in messages],
+    ]
+
+
+# Pairwise sends in one statement: insert the messages (a retry's client id
+# inserts nothing), then append the envelopes of those inserted to their
+# devices' inboxes. Device rows are locked in id order and their inbox heads
+# bumped, as in ``_FAN_OUT``, so positions stay contiguous and in commit
+# order; a device that vanished since the check gets nothing. Every join is
+# on a primary key or between the statement's own rows, so the plan does
+# not depend on table statistics.
+_STORE_AND_ENQUEUE = """
+WITH ins AS (
+    INSERT INTO messages (id, sender_device, sender_official, recipient_official,
+                          client_message_id, sent_at, kind, conversation_id)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
+                         $5::text[], $6::timestamptz[], $7::text[], $8::uuid[])
+    ON CONFLICT (sender_device, client_message_id) DO NOTHING
+    RETURNING id),
+per_device AS (
+    SELECT e.d AS device_id, count(*) AS n,
+           array_agg(e.m ORDER BY e.o) AS mids, array_agg(e.c ORDER BY e.o) AS cts
+    FROM unnest($9::uuid[], $10::uuid[], $11::bytea[], $12::int[]) AS e(d, m, c, o)
+    JOIN ins ON ins.id = e.m
+    GROUP BY e.d),
+locked AS (
+    SELECT d.id, p.n, p.mids, p.cts FROM per_device p JOIN devices d ON d.id = p.device_id
+    ORDER BY d.id FOR NO KEY UPDATE OF d),
+bumped AS (
+    UPDATE devices d SET inbox_head = d.inbox_head + l.n
+    FROM locked l WHERE d.id = l.id
+    RETURNING d.id, d.inbox_head - l.n AS base, l.mids, l.cts),
+placed AS (
+    INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
+    SELECT b.id, b.base + u.k, u.m, u.c, $13
+    FROM bumped b, unnest(b.mids, b.cts) WITH ORDINALITY AS u(m, c, k)
+    RETURNING device_id, message_id, position)
+SELECT id AS message_id, NULL::uuid AS device_id, NULL::bigint AS position FROM ins
+UNION ALL
+SELECT message_id, device_id, position FROM placed
+"""
+
+
+async def _store_and_enqueue(
+    conn: Executor, messages: list[NewMessage], expires_at: datetime
+) -> set[UUID]:
+    """Insert these messages and their envelopes; returns the ids inserted
+    (and fills each inserted message's ``placed``)."""
+    envelopes = [
+        (device, m.message_id, ciphertext, order)
+        for order, m in enumerate(messages)
+        for device, ciphertext in m.envelopes
+    ]
     rows = await conn.fetch(
-        """WITH locked AS (
-               SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE)
-           UPDATE devices d SET inbox_head = d.inbox_head + c.n
-           FROM unnest($1::uuid[], $2::bigint[]) AS c(id, n), locked l
-           WHERE d.id = c.id AND l.id = c.id
-           RETURNING d.id, d.inbox_head""",
-        devices,
-        [per_device[d] for d in devices],
-    )
-    next_position = {row["id"]: row["inbox_head"] - per_device[row["id"]] + 1 for row in rows}
-    device_ids, positions, message_ids, ciphertexts = [], [], [], []
-    for message in messages:
-        for device, ciphertext in message.envelopes:
-            if device not in next_position:
-                continue  # device vanished between the check and the commit
-            device_ids.append(device)
-            positions.append(next_position[device])
-            message.placed.append((device, next_position[device], ciphertext))
-            next_position[device] += 1
-            message_ids.append(message.message_id)
-            ciphertexts.append(ciphertext)
-    await conn.execute(
-        """INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
-           SELECT d, p, m, c, $5 FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::bytea[])
-               AS e(d, p, m, c)""",
-        device_ids,
-        positions,
-        message_ids,
-        ciphertexts,
+        _STORE_AND_ENQUEUE,
+        *_message_columns(messages),
+        [e[0] for e in envelopes],
+        [e[1] for e in envelopes],
+        [e[2] for e in envelopes],
+        [e[3] for e in envelopes],
         expires_at,
     )
+    inserted = {row["message_id"] for row in rows if row["device_id"] is None}
+    by_id = {m.message_id: m for m in messages}
+    for row in sorted((r for r in rows if r["device_id"] is not None), key=lambda r: r["position"]):
+        message = by_id[row["message_id"]]
+        message.placed.append(
+            (row["device_id"], row["position"], dict(message.envelopes)[row["device_id"]])
+        )
+    return inserted
 
 
 # One statement fans a whole batch out: the pairwise envelopes as given, and

@@ -101,3 +101,43 @@ async def test_a_group_send_is_rechecked_under_the_conversations_lock(database_u
         assert await verdict("admin") is None
     finally:
         await db.close()
+
+
+async def test_placed_rows_are_the_inbox_rows_written_and_a_retry_places_none(
+    database_url: str,
+) -> None:
+    from gchat.store import messages
+
+    db = await Database.connect(database_url)
+    async with db.pool.acquire() as conn:
+        await migrations.migrate(conn)
+    official, sender, recipients = await seed(db.pool)
+    expires = datetime.now(UTC) + timedelta(days=1)
+
+    def send(cid: str, devices: list[uuid.UUID]) -> NewMessage:
+        return NewMessage(uuid.uuid4(), sender, official, official, cid, datetime.now(UTC),
+                          [(d, f"{cid}:{d}".encode()) for d in devices])
+
+    try:
+        first = send("a", recipients)
+        async with db.transaction() as conn:
+            await messages.store_batch(conn, [first], expires)
+        gone = uuid.uuid4()  # a device that no longer exists gets nothing
+        retry, fresh = send("a", recipients), send("b", [*recipients, gone])
+        again = send("b", recipients)  # the same client id later in the same batch
+        async with db.transaction() as conn:
+            results = await messages.store_batch(conn, [retry, fresh, again], expires)
+        assert [r.duplicate for r in results] == [True, False, True]
+        assert results[0].message_id == first.message_id
+        assert results[2].message_id == fresh.message_id
+        assert retry.placed == [] and again.placed == []
+        rows = await db.pool.fetch(
+            "SELECT device_id, position, message_id, ciphertext FROM inbox"
+        )
+        written = {(r["device_id"], r["position"], r["ciphertext"]) for r in rows
+                   if r["message_id"] == fresh.message_id}
+        assert set(fresh.placed) == written
+        assert {(d, p) for d, p, _ in first.placed} == {(d, 1) for d in recipients}
+        assert {(d, p) for d, p, _ in fresh.placed} == {(d, 2) for d in recipients}
+    finally:
+        await db.close()
