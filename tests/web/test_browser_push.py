@@ -99,9 +99,12 @@ def deliver_push(context: BrowserContext, page: Page, node: Node, data: str) -> 
     cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.extend(
         e["registrations"]))
     cdp.send("ServiceWorker.enable")
-    page.wait_for_timeout(300)  # the registrations are reported as events
-    ids = {r["registrationId"] for r in registrations
-           if r["scopeURL"] == f"{node.http}/" and not r["isDeleted"]}
+    ids: set[str] = set()
+    started = time.monotonic()
+    while not ids and time.monotonic() - started < 10:  # reported as events, soon
+        page.wait_for_timeout(100)
+        ids = {r["registrationId"] for r in registrations
+               if r["scopeURL"] == f"{node.http}/" and not r["isDeleted"]}
     assert len(ids) == 1, registrations
     cdp.send("ServiceWorker.deliverPushMessage",
              {"origin": node.http, "registrationId": ids.pop(), "data": data})
