@@ -133,10 +133,6 @@ test("a signed head inside a proof reply is checked too: forged or of another ro
   assert.deepEqual(await a.checkEvent(event(12)), { state: "verified", treeSize: 13 });
 });
 
-test("the kinds offered are the ones the Python client knows", () => {
-  assert.deepEqual([...au.KINDS], m.kinds);
-});
-
 test("events per hour by kind family", () => {
   const e = (kind, time) => ({ id: 1, leafIndex: 0, kind, time, entry: "{}", fields: {} });
   const h = 3_600_000;

@@ -329,7 +329,7 @@ export function perHour(events: AuditEvent[]): { hours: number[]; series: Map<st
   }
   return { hours, series };
 }
-/** Event kinds the node records (docs/AUDIT.md); web/test checks this list equals the Python client's. */
+/** Event kinds the node records (docs/AUDIT.md); tests/web/test_audit_kinds.py checks this list equals the Python client's. */
 export const KINDS: readonly string[] = [
   "admin.agency_created",
   "admin.agency_moved",
@@ -348,6 +348,8 @@ export const KINDS: readonly string[] = [
   "admin.policy_set",
   "admin.role_granted",
   "admin.role_revoked",
+  "attachment.fetched",
+  "attachment.uploaded",
   "audit.consistency_proof",
   "audit.export",
   "audit.inclusion_proof",
