@@ -344,6 +344,8 @@ def test_an_agency_admin_sees_and_changes_only_its_subtree(
         tree = page.get_by_test_id("agency-tree")
         expect(tree.locator("li")).to_have_count(1)
         expect(tree.locator("li[data-code='MOF-TAX']")).to_be_visible()
+        # What it may not do is not offered: no new ministry.
+        expect(page.locator("select[name=parent] option[value='']")).to_have_count(0)
         open_admin(page, "เจ้าหน้าที่")
         rows = page.get_by_test_id("officials").locator("tbody tr")
         expect(rows).to_have_count(2)
@@ -353,6 +355,10 @@ def test_an_agency_admin_sees_and_changes_only_its_subtree(
         expect(page.get_by_role("alert")).to_have_text("คุณไม่มีสิทธิ์ทำรายการนี้")
         # Its own official, it may change.
         page.goto(f"{node.http}/#/admin/officials/{insider}")
+        # Nor a superadmin role, nor a global scope.
+        expect(page.locator("select[name=role] option")).to_have_count(2)
+        expect(page.locator("select[name=role] option[value=superadmin]")).to_have_count(0)
+        expect(page.locator("select[name=scope] option[value='']")).to_have_count(0)
         page.get_by_test_id("official-page").get_by_label("ตำแหน่ง").fill("นักวิชาการภาษี")
         page.get_by_test_id("official-page").get_by_role("button", name="บันทึก").click()
         expect(page.get_by_test_id("official-page").get_by_role("status")).to_have_text("บันทึกแล้ว")

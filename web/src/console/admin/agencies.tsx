@@ -10,6 +10,7 @@ export function Agencies({ t, lang, device }: { t: AT; lang: Lang; device: Devic
   const [error, setError] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
   const [editing, setEditing] = useState<string | null>(null);
+  const superadmin = device.roles.includes("superadmin"); // only a superadmin makes or moves a ministry (top level)
   const reload = async (): Promise<void> => {
     try { setAgencies(await listAgencies(device)); } catch (e) { setError(explain(t, e)); }
   };
@@ -39,7 +40,7 @@ export function Agencies({ t, lang, device }: { t: AT; lang: Lang; device: Devic
             <li key={a.id} data-depth={Math.min(a.depth, 8)} data-code={a.code}>
               <span class="name"><span class="code">{a.code}</span> {agencyName(a, lang)}</span>
               <button type="button" class="secondary small" aria-label={`${t("rename")}: ${a.code}`} onClick={() => setEditing(editing === a.id ? null : a.id)}>{t("rename")}</button>
-              {editing === a.id ? <AgencyEdit t={t} lang={lang} agency={a} agencies={agencies} onCancel={() => setEditing(null)}
+              {editing === a.id ? <AgencyEdit t={t} lang={lang} agency={a} agencies={agencies} superadmin={superadmin} onCancel={() => setEditing(null)}
                 onSave={async (fields, parent) => {
                   const ok = await act(async () => {
                     await device.call({ type: "update_agency", agency_id: a.id, ...fields });
@@ -51,14 +52,14 @@ export function Agencies({ t, lang, device }: { t: AT; lang: Lang; device: Devic
           ))}
         </ul>
       )}
-      <NewAgency t={t} lang={lang} agencies={agencies} onCreate={(fields) => act(() => device.call({ type: "create_agency", ...fields }), t("created"))} />
+      <NewAgency t={t} lang={lang} agencies={agencies} superadmin={superadmin} onCreate={(fields) => act(() => device.call({ type: "create_agency", ...fields }), t("created"))} />
     </section>
   );
 }
 
 type Fields = { code: string; name_th: string | null; name_en: string | null };
 
-function AgencyEdit({ t, lang, agency, agencies, onSave, onCancel }: { t: AT; lang: Lang; agency: Agency; agencies: Agency[]; onSave: (f: Fields, parent: string | null | undefined) => Promise<void>; onCancel: () => void }) {
+function AgencyEdit({ t, lang, agency, agencies, superadmin, onSave, onCancel }: { t: AT; lang: Lang; agency: Agency; agencies: Agency[]; superadmin: boolean; onSave: (f: Fields, parent: string | null | undefined) => Promise<void>; onCancel: () => void }) {
   const [code, setCode] = useState(agency.code);
   const [nameTh, setNameTh] = useState(agency.name_th ?? "");
   const [nameEn, setNameEn] = useState(agency.name_en ?? "");
@@ -71,7 +72,7 @@ function AgencyEdit({ t, lang, agency, agencies, onSave, onCancel }: { t: AT; la
       <label>{t("nameEn")}<input type="text" value={nameEn} onInput={(e) => setNameEn(e.currentTarget.value)} /></label>
       <label>{t("moveTo")}
         <select value={parent} onChange={(e) => setParent(e.currentTarget.value)}>
-          <option value="">{t("topLevel")}</option>
+          {superadmin ? <option value="">{t("topLevel")}</option> : null}
           {agencies.filter((x) => !below.has(x.id)).map((x) => <option key={x.id} value={x.id}>{x.code} {agencyName(x, lang)}</option>)}
         </select>
       </label>
@@ -80,7 +81,7 @@ function AgencyEdit({ t, lang, agency, agencies, onSave, onCancel }: { t: AT; la
   );
 }
 
-function NewAgency({ t, lang, agencies, onCreate }: { t: AT; lang: Lang; agencies: Agency[]; onCreate: (f: Fields & { parent_id: string | null }) => Promise<boolean> }) {
+function NewAgency({ t, lang, agencies, superadmin, onCreate }: { t: AT; lang: Lang; agencies: Agency[]; superadmin: boolean; onCreate: (f: Fields & { parent_id: string | null }) => Promise<boolean> }) {
   const [code, setCode] = useState("");
   const [nameTh, setNameTh] = useState("");
   const [nameEn, setNameEn] = useState("");
@@ -93,7 +94,7 @@ function NewAgency({ t, lang, agencies, onCreate }: { t: AT; lang: Lang; agencie
       <h3 id="new-agency">{t("newAgency")}</h3>
       <label>{t("parent")}
         <select name="parent" value={parent} onChange={(e) => setParent(e.currentTarget.value)}>
-          <option value="">{t("topLevel")}</option>
+          {superadmin ? <option value="">{t("topLevel")}</option> : null}
           {agencies.map((x) => <option key={x.id} value={x.id}>{"\u00a0".repeat(2 * x.depth)}{x.code} {agencyName(x, lang)}</option>)}
         </select>
       </label>

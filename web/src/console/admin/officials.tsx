@@ -206,7 +206,7 @@ export function OfficialPage({ t, lang, device, id, onLetters }: Props & { id: s
           </div>
         </div>
       ) : null}
-      <Roles t={t} lang={lang} official={official} agencies={agencies} onGrant={(role, scope) => act(() => device.call({ type: "grant_role", official_id: id, role, scope_agency_id: scope }))}
+      <Roles t={t} lang={lang} official={official} agencies={agencies} superadmin={device.roles.includes("superadmin")} onGrant={(role, scope) => act(() => device.call({ type: "grant_role", official_id: id, role, scope_agency_id: scope }))}
         onRevoke={(role) => act(() => device.call({ type: "revoke_role", official_id: id, role }))} />
       <h4>{t("devices")}</h4>
       {devices.length === 0 ? <p>{t("noDevices")}</p> : (
@@ -237,9 +237,9 @@ export function OfficialPage({ t, lang, device, id, onLetters }: Props & { id: s
   );
 }
 
-const GRANTABLE = ["agency_admin", "auditor", "superadmin"] as const;
-
-function Roles({ t, lang, official, agencies, onGrant, onRevoke }: { t: AT; lang: Lang; official: Official; agencies: Agency[]; onGrant: (role: string, scope: string | null) => Promise<void>; onRevoke: (role: string) => Promise<void> }) {
+/** Roles an admin may grant: a superadmin any, with any scope; an agency admin scoped ones inside its subtree (the node's rule). */
+function Roles({ t, lang, official, agencies, superadmin, onGrant, onRevoke }: { t: AT; lang: Lang; official: Official; agencies: Agency[]; superadmin: boolean; onGrant: (role: string, scope: string | null) => Promise<void>; onRevoke: (role: string) => Promise<void> }) {
+  const grantable = superadmin ? ["agency_admin", "auditor", "superadmin"] as const : ["agency_admin", "auditor"] as const;
   const [role, setRole] = useState<string>("agency_admin");
   const [scope, setScope] = useState<string>(official.agency_id);
   const codes = new Map(agencies.map((a) => [a.id, a]));
@@ -255,8 +255,8 @@ function Roles({ t, lang, official, agencies, onGrant, onRevoke }: { t: AT; lang
         ))}
       </ul>
       <form class="actions" onSubmit={(e) => { e.preventDefault(); void onGrant(role, role === "superadmin" || scope === "" ? null : scope); }}>
-        <label>{t("roles")}<select name="role" value={role} onChange={(e) => setRole(e.currentTarget.value)}>{GRANTABLE.map((r) => <option key={r} value={r}>{t(`role_${r}`)}</option>)}</select></label>
-        {role !== "superadmin" ? <label>{t("scope")}<AgencySelect t={t} lang={lang} agencies={agencies} value={scope} onChange={setScope} empty={t("everywhere")} name="scope" /></label> : null}
+        <label>{t("roles")}<select name="role" value={role} onChange={(e) => setRole(e.currentTarget.value)}>{grantable.map((r) => <option key={r} value={r}>{t(`role_${r}`)}</option>)}</select></label>
+        {role !== "superadmin" ? <label>{t("scope")}<AgencySelect t={t} lang={lang} agencies={agencies} value={scope} onChange={setScope} {...(superadmin ? { empty: t("everywhere") } : {})} name="scope" /></label> : null}
         <button type="submit" disabled={official.status !== "active"}>{t("grant")}</button>
       </form>
     </section>
