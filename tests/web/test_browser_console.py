@@ -304,17 +304,28 @@ def test_policy_is_set_per_agency_and_shows_what_applies(
     superadmin_page: Page, admin: PyDevice
 ) -> None:
     page = superadmin_page
+    mib = 1024 * 1024
+    moi = next(a for a in admin.request(f.ListAgencies).agencies if a.code == "MOI")
+    admin.request(
+        f.SetPolicy, agency_id=moi.id, policy=f.PolicyInfo(attachment_bytes_per_day=5 * mib)
+    )
     open_admin(page, "นโยบาย")
     page.get_by_label("นโยบายของ").select_option(label="MOI กระทรวงมหาดไทย")
-    expect(page.get_by_test_id("policy-effective")).to_contain_text("ทุกหน่วยงาน")  # loaded
+    expect(page.locator("input[name=attachment_mib_per_day]")).to_have_value("5")  # loaded
     page.locator("select[name=message_scope]").select_option("ministry")
     page.locator("input[name=max_devices]").fill("3")
     page.locator("input[name=retention_days]").fill("7")
+    page.locator("input[name=max_attachment_mib]").fill("10")
     page.get_by_role("button", name="บันทึก").click()
     expect(page.get_by_test_id("policy-effective")).to_contain_text("ภายในกระทรวงเดียวกัน")
-    moi = next(a for a in admin.request(f.ListAgencies).agencies if a.code == "MOI")
     row = admin.request(f.GetPolicy, agency_id=moi.id).policy
-    assert (row.message_scope, row.max_devices, row.retention_seconds) == ("ministry", 3, 7 * 86400)
+    assert row == f.PolicyInfo(
+        message_scope="ministry",
+        max_devices=3,
+        retention_seconds=7 * 86400,
+        max_attachment_bytes=10 * mib,
+        attachment_bytes_per_day=5 * mib,
+    )
 
 
 def test_an_agency_admin_sees_and_changes_only_its_subtree(

@@ -13,7 +13,10 @@ export interface Official {
 }
 export interface DeviceInfo { device_id: string; name: string; platform: string; status: "active" | "revoked"; enrolled_at: number; last_seen_at: number | null; revoked_at: number | null }
 export interface CodeInfo { code_id: string; state: "pending" | "used" | "cancelled" | "expired"; created_at: number; expires_at: number; device_id: string | null }
-export interface Policy { message_scope: "agency" | "ministry" | "all" | null; max_devices: number | null; retention_seconds: number | null }
+export interface Policy {
+  message_scope: "agency" | "ministry" | "all" | null; max_devices: number | null; retention_seconds: number | null;
+  max_attachment_bytes?: number | null; attachment_bytes_per_day?: number | null;
+}
 export interface Issued { official: Official; code: string; expiresAt: number }
 
 /** The most officials the list view fetches (pages of 500); a bigger subtree is narrowed by agency. */
