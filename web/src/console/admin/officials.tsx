@@ -4,7 +4,7 @@ import type { Device } from "../../client";
 import { formatTime, type Lang } from "../../i18n";
 import { go } from "../route";
 import {
-  agencyName, allOfficials, explain, getOfficial, issueCode, listAgencies, matches, officialName,
+  agencyName, allOfficials, explain, LIST_CAP, getOfficial, issueCode, listAgencies, matches, officialName,
   type Agency, type CodeInfo, type DeviceInfo, type Issued, type Official, type Role, type Status,
 } from "./api";
 import type { AdminKey, AT } from "./strings";
@@ -64,6 +64,7 @@ export function OfficialsList({ t, lang, device, onLetters }: Props) {
       {officials === null ? <p>{t("loading")}</p> : found.length === 0 ? <p>{t("noOfficials")}</p> : (
         <>
           <p class="status" role="status">{t("shown", { shown: shown.length, total: found.length })}</p>
+          {(officials ?? []).length >= LIST_CAP ? <p class="banner">{t("capped", { n: LIST_CAP })}</p> : null}
           <table class="grid" data-testid="officials">
             <thead><tr>
               <th><input type="checkbox" aria-label={t("selectAll")} checked={shown.every((o) => selected.has(o.id))} onChange={(e) => setSelected(e.currentTarget.checked ? new Set([...selected, ...shown.map((o) => o.id)]) : new Set())} /></th>
