@@ -24,7 +24,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from gchat.client import admin_import
 from gchat.client.cli import _as_device, _device_args
@@ -509,7 +509,7 @@ def register(admin: Any) -> None:
     p.set_defaults(func=cmd_official_show)
     p = _common(sub.add_parser("list", help="officials of your scope or an agency"))
     p.add_argument("--agency", help="id or code (with its sub-agencies)")
-    p.add_argument("--status", choices=("active", "suspended", "retired"))
+    p.add_argument("--status", choices=get_args(f.OfficialStatus))
     p.set_defaults(func=cmd_official_list)
 
     group = admin.add_parser("role", help="grant or revoke roles")
@@ -517,7 +517,8 @@ def register(admin: Any) -> None:
     for name, func in (("grant", cmd_role_grant), ("revoke", cmd_role_revoke)):
         p = _common(sub.add_parser(name, help=f"{name} a role"))
         p.add_argument("official", type=uuid.UUID)
-        p.add_argument("role", choices=("agency_admin", "auditor", "superadmin"))
+        # "official" is everyone's standing, not a role one is granted.
+        p.add_argument("role", choices=[r for r in get_args(f.RoleName) if r != "official"])
         if name == "grant":
             p.add_argument("--scope", help="agency (id or code) the role covers; none: global")
         p.set_defaults(func=func)

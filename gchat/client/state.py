@@ -168,10 +168,6 @@ class DeviceState:
             times.pop(index)
         self.remember_session(device_id, session)
 
-    def update_session(self, device_id: UUID, index: int, session: bytes) -> None:
-        """Store session ``index`` advanced in place (after a decrypt that we refuse)."""
-        self.sessions[device_id][index] = session
-
     def expire_sessions(self, now: float, ttl: float = ARCHIVED_SESSION_TTL) -> int:
         """Delete archived sessions (never the first) unused for ``ttl``; how many."""
         dropped = 0

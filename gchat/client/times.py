@@ -9,6 +9,7 @@ import re
 from datetime import datetime, timedelta
 
 from gchat.client.cli_errors import UserError
+from protocol import frames as f
 
 _RELATIVE = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -38,4 +39,4 @@ def parse_time(text: str, *, now: datetime | None = None) -> int:
             ) from None
         if moment.tzinfo is None:
             moment = moment.astimezone()  # local time
-    return int(moment.timestamp() * 1000)
+    return f.wire_time(moment)

@@ -146,10 +146,6 @@ class WebApp:
     def from_directory(cls, root: Path, allowed_origins: Iterable[str] = ()) -> "WebApp":
         return cls(load_files(root), allowed_origins)
 
-    @property
-    def has_app(self) -> bool:
-        return "/" in self._files
-
     def answer(self, path: str, header: HeaderValues) -> Answer | None:
         """The answer to a request, or None to let the node handle it."""
         if any("websocket" in v.lower() for v in header("Upgrade")):

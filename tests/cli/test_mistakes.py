@@ -1,4 +1,4 @@
-"""Every ordinary mistake of issue 18, made with the real ``gchat`` command
+"""The ordinary mistakes of the people running ``gchat``, made with the real command
 against a real node: one plain line on stderr, exit status 1, no traceback,
 and nothing left behind (no stray key file, no orphaned PostgreSQL)."""
 

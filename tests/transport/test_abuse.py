@@ -1,7 +1,7 @@
 """Abuse is capped: connections per address, frames per connection, searches, HTTP methods.
 
 Written as the attacker would run them, against a real node on real
-PostgreSQL; each would have passed unhindered before issue 17.
+PostgreSQL; each would pass unhindered without its cap.
 """
 
 import asyncio
