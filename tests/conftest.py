@@ -13,18 +13,4 @@ one story in order (tests/web/test_browser_chat.py) keep working.
 pytest-xdist 3.8 cannot regroup tests under pytest 9.)
 """
 
-from tests.support import TEST_DB_PREFIX, dsn_with_database, free_port, run_sync
-from tests.support import create_database as _create_database
-from tests.support import drop_databases as _drop_databases
-
 pytest_plugins = ["tests.fixtures"]
-
-# Kept importable from here for tests written before tests/support.py ; new code imports from there.
-__all__ = [
-    "TEST_DB_PREFIX",
-    "_create_database",
-    "_drop_databases",
-    "dsn_with_database",
-    "free_port",
-    "run_sync",
-]
