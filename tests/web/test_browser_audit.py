@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
-from gchat.client.sdk import ClientError
+from gchat.client.rpc import ClientError
 from protocol import frames as f
 from tests.support import dsn_with_database, run_sync
 from tests.web import ui
