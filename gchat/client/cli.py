@@ -26,6 +26,7 @@ import segno
 
 from crypto.errors import CryptoError
 from crypto.identity import IdentityKeyPair
+from gchat.client import files
 from gchat.client.cli_errors import UserError
 from gchat.client.events import Received
 from gchat.client.reconnecting import Reconnecting
@@ -104,30 +105,84 @@ def cmd_enroll(args: argparse.Namespace) -> None:
     _run(run())
 
 
+def _body(
+    args: argparse.Namespace,
+    client: Client,
+    recipient: uuid.UUID | None = None,
+    conversation_id: uuid.UUID | None = None,
+) -> Awaitable[bytes]:
+    """The message body: the text, or (``--file``) the file uploaded and its reference."""
+
+    async def make() -> bytes:
+        if args.file is None:
+            if args.message is None:
+                raise UserError("give --message, --file or both")
+            return str(args.message).encode()
+        if not args.file.is_file():
+            raise UserError(f"{args.file} is not a readable file")
+        spool = await asyncio.to_thread(files.Spool, args.file)
+        try:
+            await files.upload(
+                client.rpc, spool, recipient=recipient, conversation_id=conversation_id
+            )
+        except files.TransferError as error:
+            raise UserError(str(error)) from None
+        finally:
+            spool.discard()
+        return files.encode_body(spool.reference(), args.message or "")
+
+    return make()
+
+
 def cmd_send(args: argparse.Namespace) -> None:
     async def work(client: Client) -> None:
-        reply = await client.send_message(
-            args.to, args.message.encode(), args.id or uuid.uuid4().hex
-        )
+        body = await _body(args, client, recipient=args.to)
+        reply = await client.send_message(args.to, body, args.id or uuid.uuid4().hex)
         _print({"message_id": str(reply.message_id), "server_time": reply.server_time})
 
     _as_device(args, work)
 
 
 def _message_line(message: Received) -> dict[str, Any]:
-    line = {
+    line: dict[str, Any] = {
         "kind": message.kind,
         "conversation_id": str(message.conversation_id) if message.conversation_id else None,
         "message_id": str(message.message_id),
         "from_official": str(message.sender_official),
         "from_device": str(message.sender_device),
         "sent_at": message.sent_at,
-        "text": message.plaintext.decode(errors="replace"),
     }
+    try:
+        text, reference = files.decode_body(message.plaintext)
+    except ValueError as error:
+        text, reference = f"(a file reference that could not be read: {error})", None
+    line["text"] = text
+    if reference is not None:
+        line["file"] = {
+            "name": reference.name,
+            "size": reference.size,
+            "media_type": reference.media_type,
+        }
     if message.recipient is not None:
         # Sent by this official from another device: the chat it belongs to (PROTOCOL.md §E6a).
         line["to_official"] = str(message.recipient)
     return line
+
+
+async def _save_file(
+    rc: Reconnecting, message: Received, line: dict[str, Any], folder: Path
+) -> None:
+    """Fetch, check and save a message's file; the line says where, or why not."""
+    _, reference = files.decode_body(message.plaintext)
+    assert reference is not None
+
+    async def fetch(client: Client) -> Path:
+        return await files.download(client.rpc, reference, folder)
+
+    try:
+        line["file"]["saved_to"] = str(await rc.call(fetch))
+    except (files.TransferError, CryptoError) as error:
+        line["file"]["refused"] = f"the file was not saved: {error}"
 
 
 #: listen's exit status and sentence per final close code.
@@ -174,7 +229,10 @@ def cmd_listen(args: argparse.Namespace) -> None:
                         return 0
                     continue
                 idle_since = loop.time()
-                _print(_message_line(message))
+                line = _message_line(message)
+                if "file" in line and args.save_dir is not None:
+                    await _save_file(rc, message, line, args.save_dir)
+                _print(line)
                 count += 1
                 if args.count and count >= args.count:
                     return 0
@@ -262,9 +320,8 @@ def cmd_group(args: argparse.Namespace) -> None:
         elif action == "remove":
             _print(_event_line(await client.remove_members(args.conversation, args.member)))
         elif action == "send":
-            reply = await client.send_group(
-                args.conversation, args.message.encode(), args.id or uuid.uuid4().hex
-            )
+            body = await _body(args, client, conversation_id=args.conversation)
+            reply = await client.send_group(args.conversation, body, args.id or uuid.uuid4().hex)
             _print({"message_id": str(reply.message_id), "server_time": reply.server_time})
         else:  # list: the members of one group, as the signed state says
             _print(_event_line(await client.groups.refresh(args.conversation)))
@@ -308,13 +365,17 @@ def register(commands: Any, admin: Any) -> None:
     send = client.add_parser("send", help="send a message to an official")
     _device_args(send)
     send.add_argument("--to", type=uuid.UUID, required=True)
-    send.add_argument("--message", required=True)
+    send.add_argument("--message", help="the text (with --file: its caption)")
+    send.add_argument("--file", type=Path, help="send this file, end-to-end encrypted")
     send.add_argument("--id", help="client message id (for an idempotent retry)")
     send.set_defaults(func=cmd_send)
     listen = client.add_parser("listen", help="print messages as JSON lines, acking each")
     _device_args(listen)
     listen.add_argument("--count", type=int, default=0, help="stop after N messages")
     listen.add_argument("--idle", type=float, default=None, help="stop after N idle seconds")
+    listen.add_argument(
+        "--save-dir", type=Path, help="download, check and save received files here"
+    )
     listen.set_defaults(func=cmd_listen)
     for name, func, text in (
         (
@@ -366,7 +427,8 @@ def register(commands: Any, admin: Any) -> None:
         )
     send_group = group.add_parser("send", help="send a message to a group")
     send_group.add_argument("--conversation", type=uuid.UUID, required=True)
-    send_group.add_argument("--message", required=True)
+    send_group.add_argument("--message", help="the text (with --file: its caption)")
+    send_group.add_argument("--file", type=Path, help="send this file, end-to-end encrypted")
     send_group.add_argument("--id", help="client message id (for an idempotent retry)")
     listing = group.add_parser("list", help="a group's members (its signed state)")
     listing.add_argument("--conversation", type=uuid.UUID, required=True)

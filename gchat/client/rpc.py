@@ -61,6 +61,13 @@ async def retrying(
     return await attempt()
 
 
+async def _checked(reply: "asyncio.Future[Any]") -> Any:
+    frame = await reply
+    if isinstance(frame, f.Error):
+        raise ClientError(frame)
+    return frame
+
+
 class Rpc:
     """A connection: ``request`` awaits its reply, ``pushed`` holds the rest."""
 
@@ -139,6 +146,16 @@ class Rpc:
 
     async def request(self, make: Any, **fields: Any) -> Any:
         """Send a request frame built as ``make(rid=..., **fields)``; await its reply."""
+        return await (await self.submit(make, **fields))
+
+    async def submit(self, make: Any, **fields: Any) -> "asyncio.Future[Any]":
+        """Send a request now and return its reply to await later.
+
+        For pipelining (attachment chunks): several requests in flight, sent
+        in the order of the calls; the server answers them in that order.
+        The future raises ClientError for an error reply, ConnectionError if
+        the connection goes first.
+        """
         rid = next(self._rids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
@@ -150,10 +167,7 @@ class Rpc:
             if isinstance(error, ConnectionClosed):  # one error for "the connection went"
                 raise ConnectionError(f"connection closed: {error}") from error
             raise
-        reply = await future
-        if isinstance(reply, f.Error):
-            raise ClientError(reply)
-        return reply
+        return asyncio.ensure_future(_checked(future))
 
     async def receive(self, wait: float | None = None) -> f.ServerFrame:
         """The next frame the server pushed (deliver, queue_empty, prekeys_low...)."""

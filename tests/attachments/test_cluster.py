@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gchat.client import files
 from gchat.client.sdk import Client
 from protocol import frames as f
 from tests.attachments.transfer import download, send_from, upload
@@ -69,3 +70,46 @@ async def test_node_killed_mid_upload_leaves_nothing_visible_and_the_upload_resu
     assert last is not None and last.complete
     assert os.listdir(shared / "blobs") == [str(ready.attachment_id)]
     assert await download(bob, ready.attachment_id) == data
+
+
+async def test_the_sdk_resumes_a_file_on_another_node_and_the_recipient_gets_it_whole(
+    two_nodes: tuple[Cluster, People, Path], tmp_path: Path
+) -> None:
+    cluster, people, shared = two_nodes
+    (alice,) = await people.official("alice", [0])
+    (bob,) = await people.official("bob", [1])
+    assert bob.state.official_id is not None
+    source = tmp_path / "report.pdf"
+    source.write_bytes(os.urandom(3_000_000))
+    spool = files.Spool(source, tmp_path)
+    killed: list[int] = []
+
+    def kill_midway(done: int, total: int) -> None:
+        if not killed and done > total // 3:
+            killed.append(done)
+            cluster[0].signal(signal.SIGKILL)
+
+    with pytest.raises(ConnectionError):
+        await files.upload(alice.rpc, spool, recipient=bob.state.official_id, progress=kill_midway)
+    assert killed and os.listdir(shared / "blobs") == []
+
+    alice.state.url = cluster[1].url
+    again = Client(alice.state)
+    people.clients.append(again)
+    await again.connect()
+    await again.authenticate()
+    seen: list[int] = []
+    attachment = await files.upload(
+        again.rpc, spool, recipient=bob.state.official_id, progress=lambda d, t: seen.append(d)
+    )
+    assert seen[0] > killed[0] - 8 * 128 * 1024  # went on, did not start again
+    await again.send_message(bob.state.official_id, files.encode_body(spool.reference()), "f-1")
+    spool.discard()
+
+    [message] = [m async for m in bob.messages(idle_timeout=2)]
+    _, reference = files.decode_body(message.plaintext)
+    assert reference is not None and reference.id == attachment
+    saved = await files.download(bob.rpc, reference, tmp_path / "bob")
+    assert saved.name == "report.pdf"
+    assert saved.read_bytes() == source.read_bytes()
+    assert os.listdir(shared / "blobs") == []  # bob was the only addressed device
