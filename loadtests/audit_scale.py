@@ -31,22 +31,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import random
 import statistics
 import sys
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from gchat.audit import proofs
-from gchat.audit.merkle import MerkleAccumulator
+from gchat.audit.log import AuditEvent, encode_entry, involved
+from gchat.audit.merkle import MerkleAccumulator, leaf_hash
 from gchat.audit.sequencer import Sequencer, resume
 from gchat.runtime.server_keys import ServerKeys
 from gchat.store import audit as store
+from gchat.store import audit_codec as codec
 from gchat.store import migrations
 from gchat.store.database import Database
 from loadtests.harness import (
@@ -61,7 +66,8 @@ from loadtests.harness import (
 
 #: One generated ``message.accepted`` event per row of generate_series: ids
 #: derived from the row number (5,000 senders in 50 agencies), an entry of
-#: the size and shape the node writes (about 420 bytes).
+#: the size and shape the node writes (about 420 bytes).  The tables of
+#: migrations before 0008 (:func:`fill_pre_0008`: a log an older node left).
 _EVENTS = r"""
 INSERT INTO audit_events (kind, created_at, actor_official, actor_device, subject_official,
                           officials, devices, agencies, entry)
@@ -81,8 +87,6 @@ FROM (SELECT g, now() - make_interval(secs => ($2 - g) * 0.05) AS at,
       FROM generate_series($1::bigint, $2::bigint) AS g) AS x
 """
 
-# Leaves for every event without one, in id order, after the last leaf; the
-# low bound is the xmin of this (later) transaction, as a sequencer stores it.
 _LEAVES = r"""
 INSERT INTO audit_log (leaf_index, event_id, leaf_hash, low_xid)
 SELECT $1 + row_number() OVER (ORDER BY e.id) - 1, e.id, sha256('\x00'::bytea || e.entry),
@@ -91,16 +95,8 @@ FROM audit_events e WHERE e.id > $2 ORDER BY e.id
 """
 
 
-async def fill(
-    conn: asyncpg.Connection, leaves: int, *, subtrees: bool = True, chunk: int = 100_000,
-    log: Any = None,
-) -> None:
-    """Append ``leaves`` generated events, sequenced, to the log (set-based SQL).
-
-    With ``subtrees`` the stored subtree roots are computed too (the
-    migration's ``audit_backfill_subtrees``), so the log is what a sequencer
-    would have left.  Triggers allow this: it only inserts.
-    """
+async def fill_pre_0008(conn: asyncpg.Connection, leaves: int, chunk: int = 100_000) -> None:
+    """``leaves`` sequenced events in the tables of migrations 0003-0007 (set-based SQL)."""
     done = 0
     while done < leaves:
         n = min(chunk, leaves - done)
@@ -109,18 +105,81 @@ async def fill(
         await conn.execute(_EVENTS, done + 1, done + n)
         await conn.execute(_LEAVES, size, last_id)
         done += n
+
+
+def _uuid(seed: str) -> str:
+    return str(uuid.UUID(bytes=hashlib.md5(seed.encode()).digest()))  # noqa: S324 - ids, not security
+
+
+def generated_events(first: int, n: int, end: int) -> list[tuple[int, datetime, bytes, bytes]]:
+    """Events ``first``..``first + n - 1`` as the node writes them: (id, time, leaf hash,
+    stored entry) of a ``message.accepted`` between 5,000 officials in 50 agencies,
+    one every 50 ms up to ``end`` events before now."""
+    now = datetime.now(UTC)
+    out = []
+    for g in range(first, first + n):
+        at = now - timedelta(seconds=(end - g) * 0.05)
+        a, s = _uuid(f"o{g % 5000}"), _uuid(f"o{(g * 7 + 1) % 5000}")
+        d, r = _uuid(f"d{g % 5000}"), _uuid(f"d{(g * 7 + 1) % 5000}")
+        event = AuditEvent(
+            "message.accepted", actor_official=uuid.UUID(a), actor_device=uuid.UUID(d),
+            subject_official=uuid.UUID(s),
+            details={"message_id": _uuid(f"m{g}"), "sent_at": int(at.timestamp() * 1000),
+                     "ciphertext_bytes": 300 + g % 700, "recipient_devices": [r]},
+        )
+        entry = encode_entry(event, at)
+        officials, devices = involved(event)
+        agencies = sorted({_uuid(f"g{g % 50}"), _uuid(f"g{(g * 7 + 1) % 50}")})
+        stored = codec.encode(entry, event.kind, officials, agencies, devices, at)
+        out.append((g, at, leaf_hash(entry), stored))
+    return out
+
+
+async def fill(
+    conn: asyncpg.Connection, leaves: int, *, subtrees: bool = True, chunk: int = 50_000,
+    log: Any = None,
+) -> None:
+    """Append ``leaves`` generated events, sequenced, to the log.
+
+    Entries, leaf hashes, packs and subtree roots are made by the node's own
+    code (:mod:`gchat.store.audit_codec`, the sequencer's packing, the
+    Merkle accumulator), copied in without the backlog table.  Without
+    ``subtrees`` the roots are left out, as a node older than 0006 left them.
+    """
+    size = await store.log_size(conn)
+    tree = await resume(conn, size) if subtrees else MerkleAccumulator()
+    done = 0
+    while done < leaves:
+        n = min(chunk, leaves - done)
+        events = generated_events(size + done + 1, n, size + leaves)
+        rows = []
+        last_at = None
+        for start in range(0, n, codec.PACK):
+            part = events[start : start + codec.PACK]
+            at = max(e[1] for e in part)
+            last_at = at if last_at is None else max(last_at, at)
+            rows.append((size + done + start, last_at, min(e[1] for e in part),
+                         part[0][0], part[-1][0], b"".join(e[2] for e in part),
+                         codec.pack_events([(e[0], e[1], e[3]) for e in part])))
+        await store.ensure_partitions(conn, sorted({r[1] for r in rows}))
+        await conn.copy_records_to_table(
+            "audit_packs", records=rows,
+            columns=["first_leaf", "at", "min_at", "min_id", "max_id", "hashes", "events"])
+        roots = tree.extend([e[2] for e in events])
+        if subtrees and roots:
+            await conn.executemany(
+                "INSERT INTO audit_subtrees (height, idx, hash) VALUES ($1, $2, $3)", roots)
+        done += n
         if log:
             log(f"filled {done} leaves")
-    if subtrees:
-        await conn.execute("SELECT audit_backfill_subtrees()")
+    await conn.execute(
+        "SELECT setval('audit_events_id_seq', greatest($1, (SELECT last_value"
+        " FROM audit_events_id_seq)))", size + leaves + 1)
 
 
 # --- measurements ---------------------------------------------------------------
 
-_OLD_POLL = """SELECT e.id, e.entry FROM audit_events e
-               WHERE e.xid >= $1::text::xid8
-                 AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)
-               ORDER BY e.id LIMIT 5000"""
+
 
 
 def _ms(seconds: float) -> float:
@@ -140,7 +199,7 @@ async def _takeover(url: str, keys: ServerKeys) -> dict[str, float]:
     db = await Database.connect(url, min_size=1, max_size=2)
     try:
         async with db.pool.acquire() as conn:
-            size, _ = await store.log_state(conn)
+            size = await store.log_size(conn)
             times = []
             for _ in range(5):
                 started = time.perf_counter()
@@ -156,27 +215,6 @@ async def _takeover(url: str, keys: ServerKeys) -> dict[str, float]:
         return {"leaves": size, "resume_ms": _ms(_median(times)), "elected_ms": _ms(elected)}
     finally:
         await db.close()
-
-
-async def _old_takeover(url: str) -> float:
-    """What takeover cost before: every leaf hash read and appended."""
-    conn = await asyncpg.connect(url)
-    try:
-        started = time.perf_counter()
-        acc = MerkleAccumulator()
-        after = -1
-        while True:
-            rows = await conn.fetch(
-                """SELECT leaf_index, leaf_hash FROM audit_log WHERE leaf_index > $1
-                   ORDER BY leaf_index LIMIT 100000""", after)
-            if not rows:
-                break
-            for row in rows:
-                acc.append_leaf_hash(bytes(row[1]))
-            after = rows[-1][0]
-        return time.perf_counter() - started
-    finally:
-        await conn.close()
 
 
 async def _proof_latency(url: str, samples: int) -> dict[str, float]:
@@ -220,25 +258,16 @@ async def _idle_polls(url: str) -> dict[str, Any]:
         plain = await asyncpg.connect(url)
         try:
             await store.pin_index_plans(pinned)
-            _, low = await store.log_state(pinned)
-            horizon, _ = await store.idle_check(pinned, store.Horizon(low))  # as the 1st poll
+            horizon, _ = await store.idle_check(pinned, store.Horizon("0"))  # as the 1st poll
             out[phase] = {
                 "idle_check": await _backend_cost(
                     pinned, store.IDLE_CHECK, (horizon.xmax, list(horizon.running)), 2000),
-                "old_statement": await _backend_cost(
-                    plain, _OLD_POLL, (low,), 10 if phase == "no_statistics" else 2000),
             }
             if phase == "no_statistics":
-                await plain.execute("ANALYZE audit_events; ANALYZE audit_log")
+                await plain.execute("ANALYZE audit_pending; ANALYZE audit_packs")
         finally:
             await pinned.close()
             await plain.close()
-    for phase in out.values():
-        new = phase["idle_check"]["pg_cpu_ms"]
-        phase["old_over_new_cpu"] = (
-            round(phase["old_statement"]["pg_cpu_ms"] / new, 1) if new else None)
-        phase["old_over_new_wall"] = round(
-            phase["old_statement"]["wall_ms"] / phase["idle_check"]["wall_ms"], 1)
     return out
 
 
@@ -382,11 +411,9 @@ async def run(leaves: int, samples: int, export: int, log: Any) -> dict[str, Any
         keys = ServerKeys.load_or_create(work.path("keys"))
         log("takeover")
         took_big, took_small = await _takeover(big.url, keys), await _takeover(small.url, keys)
-        old = await _old_takeover(big.url)
         result["takeover"] = {
             "big": took_big, "small": took_small,
             "big_over_small_resume": round(took_big["resume_ms"] / took_small["resume_ms"], 2),
-            "old_read_every_leaf_ms": _ms(old),
         }
         log("proofs")
         proof_big = await _proof_latency(big.url, samples)

@@ -5,10 +5,11 @@ that makes the change, so an event exists if and only if the change it
 records was committed, and no event costs a commit of its own.  Events carry
 metadata only (ids, sizes, counts), never content and never key material.
 
-Each event is stored in ``audit_events`` as the canonical JSON bytes of its
-entry (the Merkle leaf data); the sequencer (:mod:`gchat.audit.sequencer`)
-later gives every committed event a contiguous leaf index in ``audit_log``
-and signs tree heads.  See docs/AUDIT.md for the catalogue and formats.
+Each event's entry is its canonical JSON (the Merkle leaf data), written to
+``audit_pending`` in its compact stored form (:mod:`gchat.store.audit_codec`)
+with its leaf hash; the sequencer (:mod:`gchat.audit.sequencer`) later
+moves every committed event into the log with a contiguous leaf index and
+signs tree heads.  See docs/AUDIT.md for the catalogue and formats.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from uuid import UUID
 
 import msgspec
 
+from gchat.audit.merkle import leaf_hash
 from gchat.store import audit as store
+from gchat.store import audit_codec as codec
 from gchat.store.database import Executor
 from gchat.store.messages import NewMessage, StoredMessage
 from protocol.frames import wire_time
@@ -71,7 +74,7 @@ def encode_entry(event: AuditEvent, at: datetime) -> bytes:
     entry: dict[str, object] = {
         "v": ENTRY_VERSION,
         "kind": event.kind,
-        "time": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "time": codec.time_text(at),
     }
     for name in ("actor_official", "actor_device", "subject_official", "subject_device"):
         value = getattr(event, name)
@@ -128,31 +131,20 @@ class AuditLog:
         if not self.enabled or not events:
             return
         at = datetime.now(UTC)
-        columns: list[list[Any]] = [[] for _ in range(10)]
         parties = [involved(event) for event in events]
         # One look-up of every involved official's agency for the whole batch
         # (an auditor's scope is checked against the agencies of an event).
         agency_of = await store.agencies_of(conn, sorted({o for os, _ in parties for o in os}))
+        hashes, stored = [], []
         for event, (officials, devices) in zip(events, parties, strict=True):
             agencies = sorted(
                 {agency_of[o] for o in officials if o in agency_of}
                 | ({str(event.agency_id)} if event.agency_id else set())
             )
-            row = (
-                event.kind,
-                at,
-                event.actor_official,
-                event.actor_device,
-                event.subject_official,
-                event.subject_device,
-                msgspec.json.encode(officials).decode(),
-                msgspec.json.encode(devices).decode(),
-                msgspec.json.encode(agencies).decode(),
-                encode_entry(event, at),
-            )
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
-        await store.insert_events(conn, columns)
+            entry = encode_entry(event, at)
+            hashes.append(leaf_hash(entry))
+            stored.append(codec.encode(entry, event.kind, officials, agencies, devices, at))
+        await store.insert_events(conn, at, hashes, stored)
 
 
 def accepted_events(

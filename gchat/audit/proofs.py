@@ -35,8 +35,7 @@ _CHUNK = 64
 
 async def stored_size(conn: Executor) -> int:
     """Number of leaves in the stored log."""
-    size, _ = await store.log_state(conn)
-    return size
+    return await store.log_size(conn)
 
 
 async def read(conn: Executor, plan: ProofPlan) -> StoredNodes:

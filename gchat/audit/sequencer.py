@@ -39,15 +39,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from crypto.identity import IdentityKeyPair
-from gchat.audit.merkle import MerkleAccumulator, ProofPlan, StoredNodes, TreeHead, leaf_hash
+from gchat.audit.merkle import MerkleAccumulator, ProofPlan, StoredNodes, TreeHead
 from gchat.audit.verify import key_id
 from gchat.runtime.quietlog import QuietLog
 from gchat.store import audit as store
+from gchat.store import audit_codec as codec
 from gchat.store.database import Database
 
 log = logging.getLogger("gchat.audit.sequencer")
@@ -68,8 +70,9 @@ class Sequencer:
         sign_interval: float = 5.0,
         poll_interval: float = 0.1,
         retry_seconds: float = 1.0,
-        batch: int = 5000,
+        batch: int = 20_000,
         node_id: str = "",
+        vacuum_every: int = 10_000,
     ) -> None:
         self._db = db
         self._key = key
@@ -79,12 +82,16 @@ class Sequencer:
         self._retry = retry_seconds
         self._batch = batch
         self._node_id = node_id
+        self._vacuum_every = vacuum_every
         self._task: asyncio.Task[None] | None = None
         self._sign_now = asyncio.Event()
         self._kick = asyncio.Event()
         self.leading = False
         self.sequenced = 0  # leaves this node appended (for tests and metrics)
         self._quiet = QuietLog(log)
+        self._last_at: datetime | None = None  # ``at`` of the newest pack
+        self._months: set[tuple[int, int]] = set()  # partitions known to exist
+        self._moved_since_vacuum = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-sequencer")
@@ -127,9 +134,15 @@ class Sequencer:
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
         await store.pin_index_plans(conn)
-        size, low_xid = await store.log_state(conn)
-        horizon = store.Horizon(low_xid)
+        size = await store.log_size(conn)
+        # Every pending row is unsequenced, so the first pass looks at all of them.
+        horizon = store.Horizon("0")
         tree = await resume(conn, size)
+        self._last_at = await store.last_pack_time(conn)
+        self._months.clear()
+        # This month's partition and the next, ahead of the first pass that needs them.
+        today = datetime.now(UTC)
+        await store.ensure_partitions(conn, [today, today.replace(day=28) + timedelta(days=4)])
         # When PostgreSQL ends the session, asyncpg hands the connection back
         # to the pool: note it, so the loop stops instead of using a
         # connection that is no longer ours.
@@ -176,22 +189,66 @@ class Sequencer:
                 horizon = await store.snapshot_horizon(conn)
                 rows = await store.unsequenced(conn, since, self._batch)
                 if rows:
-                    hashes = [leaf_hash(entry) for _, entry in rows]
                     first = tree.size
+                    packs = self._packs(first, rows)
+                    await self._partitions(conn, packs)
                     # If the write fails the term ends and this tree is dropped:
                     # the next term resumes from what was committed.
-                    subtrees = tree.extend(hashes)
-                    await store.append_leaves(
-                        conn,
-                        first,
-                        [event_id for event_id, _ in rows],
-                        hashes,
-                        since.floor,
-                        subtrees,
-                    )
+                    subtrees = tree.extend([row.leaf_hash for row in rows])
+                    await store.append_leaves(conn, packs, subtrees)
+            if rows:
+                self._last_at = packs[-1].at
             self.sequenced += len(rows)
+            self._moved_since_vacuum += len(rows)
             if len(rows) < self._batch:
+                await self._vacuum(conn)
                 return horizon
+
+    def _packs(self, first: int, rows: list[store.PendingEvent]) -> list[store.Pack]:
+        """``rows`` as packs of up to ``PACK`` leaves from leaf ``first``.
+
+        A pack's ``at`` (its partition key) is its newest event's time, or
+        the previous pack's if that is later, so packs' times never go back:
+        a month partition then holds one run of leaves, and every event is
+        at or before its pack's ``at`` (what a time-bounded query relies on).
+        """
+        packs = []
+        last = self._last_at
+        for start in range(0, len(rows), codec.PACK):
+            chunk = rows[start : start + codec.PACK]
+            times = [row.created_at for row in chunk]
+            at = max(times) if last is None else max(last, *times)
+            packs.append(
+                store.Pack(
+                    first_leaf=first + start,
+                    at=at,
+                    min_at=min(times),
+                    min_id=min(row.id for row in chunk),
+                    max_id=max(row.id for row in chunk),
+                    hashes=b"".join(row.leaf_hash for row in chunk),
+                    events=codec.pack_events([(r.id, r.created_at, r.entry) for r in chunk]),
+                )
+            )
+            last = at
+        return packs
+
+    async def _partitions(self, conn: asyncpg.Connection, packs: list[store.Pack]) -> None:
+        """Create the month partitions these packs need (once per month per term)."""
+        needed = {(p.at.astimezone(UTC).year, p.at.astimezone(UTC).month): p.at for p in packs}
+        missing = [at for month, at in needed.items() if month not in self._months]
+        if missing:
+            await store.ensure_partitions(conn, missing)
+            self._months.update(needed)
+
+    async def _vacuum(self, conn: asyncpg.Connection) -> None:
+        """Reclaim moved backlog rows now and then (autovacuum may be off)."""
+        if self._moved_since_vacuum < self._vacuum_every:
+            return
+        self._moved_since_vacuum = 0
+        try:
+            await store.vacuum_backlog(conn)
+        except Exception as error:  # a role that may not vacuum: autovacuum's job then
+            self._quiet.failure("audit backlog vacuum", error)
 
     async def _sign(self, conn: asyncpg.Connection, tree: MerkleAccumulator) -> None:
         head = TreeHead(tree.size, tree.root(), int(time.time() * 1000))

@@ -1,36 +1,23 @@
-"""The audit tables: events, the Merkle log's leaves, signed tree heads.
+"""The audit tables: pending events, the Merkle log's packs of leaves, signed tree heads.
 
-Append-only by construction: nothing here updates or deletes (the tables'
-triggers would refuse it), so the application's role needs only SELECT and
-INSERT on them.
+Append-only by construction: nothing here updates, and the only delete is
+the sequencer's move of pending events into the log, in the transaction
+that appends them (migration 0008, docs/AUDIT.md section 2).  Entries are
+kept in their stored form (:mod:`gchat.store.audit_codec`) and decoded to
+their canonical JSON here, so callers see only the JSON.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
+from gchat.store import audit_codec as codec
 from gchat.store.database import Executor
-
-# One statement for any number of events: the arrays are zipped by unnest
-# (the per-event id lists travel as JSON arrays, since SQL arrays of arrays
-# must be rectangular).
-_INSERT = """
-INSERT INTO audit_events (kind, created_at, actor_official, actor_device,
-                          subject_official, subject_device, officials, devices,
-                          agencies, entry)
-SELECT t.kind, t.at, t.ao, t.ad, t.so, t.sd,
-       ARRAY(SELECT jsonb_array_elements_text(t.offs::jsonb)::uuid),
-       ARRAY(SELECT jsonb_array_elements_text(t.devs::jsonb)::uuid),
-       ARRAY(SELECT jsonb_array_elements_text(t.ags::jsonb)::uuid),
-       t.entry
-FROM unnest($1::text[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::uuid[],
-            $6::uuid[], $7::text[], $8::text[], $9::text[], $10::bytea[])
-     AS t(kind, at, ao, ad, so, sd, offs, devs, ags, entry)
-"""
 
 
 async def agencies_of(conn: Executor, official_ids: Sequence[str]) -> dict[str, str]:
@@ -44,9 +31,17 @@ async def agencies_of(conn: Executor, official_ids: Sequence[str]) -> dict[str, 
     return {row["id"]: row["agency_id"] for row in rows}
 
 
-async def insert_events(conn: Executor, columns: Sequence[Sequence[Any]]) -> None:
-    """Insert events given column-wise (see ``_INSERT`` for the order)."""
-    await conn.execute(_INSERT, *columns)
+async def insert_events(
+    conn: Executor, at: datetime, hashes: Sequence[bytes], entries: Sequence[bytes]
+) -> None:
+    """Append events (stored entries with their leaf hashes) in one statement."""
+    await conn.execute(
+        """INSERT INTO audit_pending (created_at, leaf_hash, entry)
+           SELECT $1, h, e FROM unnest($2::bytea[], $3::bytea[]) AS t(h, e)""",
+        at,
+        hashes,
+        entries,
+    )
 
 
 # --- the sequencer ------------------------------------------------------------
@@ -58,19 +53,14 @@ class Horizon:
     or in ``running`` (both from the previous pass's snapshot).
 
     Every other transaction had finished when that snapshot was taken, so its
-    events were visible to the pass and sequenced by it.  Unlike a lower xid
-    bound alone, this does not stay behind a long transaction elsewhere in
-    the cluster (a backup's ``pg_dump``, a forgotten session): the events
-    committed since it began are not walked again on every poll.
+    events were visible to the pass and moved into the log by it.  Unlike a
+    lower xid bound alone, this does not stay behind a long transaction
+    elsewhere in the cluster (a backup's ``pg_dump``, a forgotten session):
+    the events committed since it began are not walked again on every poll.
     """
 
     xmax: str
     running: tuple[str, ...] = ()
-
-    @property
-    def floor(self) -> str:
-        """Every transaction below this had finished (stored with leaves as ``low_xid``)."""
-        return str(min(int(x) for x in (self.xmax, *self.running)))
 
 
 _SNAPSHOT = """SELECT pg_snapshot_xmax(s)::text AS xmax,
@@ -88,19 +78,17 @@ async def snapshot_horizon(conn: Executor) -> Horizon:
 
 
 # The sequencer's statements must not depend on statistics (PostgreSQL here
-# runs without autovacuum, and a fresh database is never analysed): without
-# them the planner guesses that most of ``audit_events`` is past the bound
-# and scans both tables on every poll (measured: 69-114 ms per idle poll at
-# 212,000 events).  Every one of them is answered best by its indexes --
-# walk ``audit_events_xid`` from the horizon, probe ``audit_log``'s unique
-# index per row, read leaves and subtrees by primary key -- so the
-# sequencer's session pins that plan (:func:`pin_index_plans`) and an idle
-# poll touches a few index pages whatever the log's size.
+# runs without autovacuum, and a fresh database is never analysed).  Each is
+# answered best by an index -- ``audit_pending_xid`` from the horizon, packs
+# by ``first_leaf``, subtrees by primary key -- so the sequencer's session
+# pins that plan (:func:`pin_index_plans`) and an idle poll touches a few
+# index pages whatever the log's size.
 _PENDING = """
-    FROM (SELECT id, xid, entry FROM audit_events WHERE xid >= $1::text::xid8
+    FROM (SELECT id, xid, created_at, leaf_hash, entry FROM audit_pending
+          WHERE xid >= $1::text::xid8
           UNION ALL
-          SELECT id, xid, entry FROM audit_events WHERE xid = ANY($2::text[]::xid8[])) AS e
-    WHERE NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)
+          SELECT id, xid, created_at, leaf_hash, entry FROM audit_pending
+          WHERE xid = ANY($2::text[]::xid8[])) AS e
 """
 
 
@@ -137,42 +125,74 @@ async def idle_check(conn: Executor, since: Horizon) -> tuple[Horizon, bool]:
     """(this snapshot's horizon, whether any event past ``since`` waits for a leaf).
 
     One statement, one snapshot: when nothing waits, its horizon is the next
-    pass's (every transaction before it had finished and its events were
-    seen sequenced), so an idle poll is a single cheap round trip.
+    pass's, so an idle poll is a single cheap round trip.
     """
     row = await conn.fetchrow(IDLE_CHECK, since.xmax, list(since.running))
     assert row is not None
     return _horizon(row), bool(row["pending"])
 
 
-async def unsequenced(conn: Executor, since: Horizon, limit: int) -> list[tuple[int, bytes]]:
-    """Visible events past ``since`` that have no leaf yet, by (xid, id)."""
+@dataclass(frozen=True)
+class PendingEvent:
+    id: int
+    created_at: datetime
+    leaf_hash: bytes
+    entry: bytes  # stored form
+
+
+async def unsequenced(conn: Executor, since: Horizon, limit: int) -> list[PendingEvent]:
+    """Visible events past ``since`` (none of them has a leaf yet), by (xid, id)."""
     rows = await conn.fetch(
-        f"SELECT e.id, e.entry {_PENDING} ORDER BY e.xid, e.id LIMIT $3",
+        f"SELECT e.id, e.created_at, e.leaf_hash, e.entry {_PENDING}"  # noqa: S608
+        " ORDER BY e.xid, e.id LIMIT $3",
         since.xmax,
         list(since.running),
         limit,
     )
-    return [(row["id"], bytes(row["entry"])) for row in rows]
+    return [
+        PendingEvent(r["id"], r["created_at"], bytes(r["leaf_hash"]), bytes(r["entry"]))
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Up to ``codec.PACK`` consecutive leaves, as one row of ``audit_packs``."""
+
+    first_leaf: int
+    at: datetime  # partition key: not before any event in it, nor before the previous pack
+    min_at: datetime
+    min_id: int
+    max_id: int
+    hashes: bytes
+    events: bytes
+
+
+async def ensure_partitions(conn: Executor, times: Sequence[datetime]) -> None:
+    """The month partitions of ``audit_packs`` holding these times exist."""
+    await conn.execute(
+        "SELECT audit_partition_for(t) FROM unnest($1::timestamptz[]) AS t", list(times)
+    )
 
 
 async def append_leaves(
-    conn: Executor,
-    first_index: int,
-    event_ids: list[int],
-    hashes: list[bytes],
-    low_xid: str,
-    subtrees: Sequence[tuple[int, int, bytes]] = (),
+    conn: Executor, packs: Sequence[Pack], subtrees: Sequence[tuple[int, int, bytes]] = ()
 ) -> None:
-    """Write leaves from ``first_index`` on, and the subtree roots they completed."""
+    """Write packs of leaves, move their events out of the backlog, store completed subtrees.
+
+    ``audit_append_packs`` (migration 0008) raises if any packed event is not
+    pending exactly as packed (another sequencer moved it): nothing is then
+    written.
+    """
     await conn.execute(
-        """INSERT INTO audit_log (leaf_index, event_id, leaf_hash, low_xid)
-           SELECT $1 + o - 1, e, h, $4::text::xid8
-           FROM unnest($2::bigint[], $3::bytea[]) WITH ORDINALITY AS t(e, h, o)""",
-        first_index,
-        event_ids,
-        hashes,
-        low_xid,
+        "SELECT audit_append_packs($1, $2, $3, $4, $5, $6, $7)",
+        [p.first_leaf for p in packs],
+        [p.at for p in packs],
+        [p.min_at for p in packs],
+        [p.min_id for p in packs],
+        [p.max_id for p in packs],
+        [p.hashes for p in packs],
+        [p.events for p in packs],
     )
     if subtrees:
         await conn.execute(
@@ -185,12 +205,26 @@ async def append_leaves(
 
 
 async def backfill_subtrees(conn: asyncpg.Connection) -> int:
-    """Store the subtree roots missing for the leaves in ``audit_log`` (migration 0006).
+    """Store the subtree roots missing for the leaves in the log (migration 0006).
 
     Reads every leaf: only for a log some older node appended to.
     """
     async with conn.transaction():
         return int(await conn.fetchval("SELECT audit_backfill_subtrees()"))
+
+
+async def vacuum_backlog(conn: Executor) -> None:
+    """Reclaim the backlog's moved rows (where this role may; otherwise autovacuum's job)."""
+    await conn.execute("VACUUM (SKIP_LOCKED) audit_pending")
+
+
+# Packs and archived runs that hold leaves [lo, hi): a pack holds at most
+# ``codec.PACK`` leaves, so its first leaf is above lo - PACK.
+_HASH_RUNS = """(SELECT first_leaf, hashes FROM audit_packs
+                 WHERE first_leaf > ${a} AND first_leaf < ${b} ORDER BY first_leaf LIMIT ${c})
+                UNION ALL
+                (SELECT first_leaf, hashes FROM audit_archived_leaves
+                 WHERE first_leaf > ${a} AND first_leaf < ${b} ORDER BY first_leaf LIMIT ${c})"""
 
 
 async def stored_nodes(
@@ -199,7 +233,8 @@ async def stored_nodes(
     """The stored hashes of ``spans`` (``(height, first, end)``; height 0: leaf hashes).
 
     One statement whatever the number of runs; each run is an ordered,
-    limited range scan of a primary key, a plan that needs no statistics.
+    limited range scan of a primary key or unique index, a plan that needs
+    no statistics.
     """
     if not spans:
         return {}
@@ -210,11 +245,11 @@ async def stored_nodes(
         n = len(args)
         if height == 0:
             parts.append(
-                f"(SELECT 0::smallint, leaf_index, leaf_hash FROM audit_log"  # noqa: S608
-                f" WHERE leaf_index >= ${n + 1} AND leaf_index < ${n + 2}"
-                f" ORDER BY leaf_index LIMIT ${n + 3})"
+                "(SELECT 0::smallint AS height, first_leaf AS idx, hashes FROM ("  # noqa: S608
+                + _HASH_RUNS.format(a=n + 1, b=n + 2, c=n + 3)
+                + ") AS r)"
             )
-            args += [lo, hi, hi - lo]
+            args += [lo - codec.PACK, hi, hi - lo + codec.PACK]
         else:
             parts.append(
                 f"(SELECT height, idx, hash FROM audit_subtrees WHERE height = ${n + 1}"  # noqa: S608
@@ -222,35 +257,39 @@ async def stored_nodes(
             )
             args += [height, lo, hi, hi - lo]
     rows = await conn.fetch(" UNION ALL ".join(parts), *args)
-    return {(row[0], row[1]): bytes(row[2]) for row in rows}
+    out: dict[tuple[int, int], bytes] = {}
+    for height, idx, value in rows:
+        if height:
+            out[(height, idx)] = bytes(value)
+            continue
+        for i in range(len(value) // 32):
+            out[(0, idx + i)] = bytes(value[32 * i : 32 * i + 32])
+    return out
 
 
-async def log_state(conn: Executor) -> tuple[int, str]:
-    """(tree size, low xid of the last leaf's pass); (0, '0') when empty."""
-    row = await conn.fetchrow(
-        "SELECT leaf_index, low_xid::text AS low FROM audit_log ORDER BY leaf_index DESC LIMIT 1"
+async def log_size(conn: Executor) -> int:
+    """Number of leaves in the log."""
+    return int(await conn.fetchval("SELECT audit_log_size()"))
+
+
+async def last_pack_time(conn: Executor) -> datetime | None:
+    """``at`` of the newest pack (packs' times never go back: see the sequencer)."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT at FROM audit_packs ORDER BY first_leaf DESC LIMIT 1"
     )
-    return (0, "0") if row is None else (row["leaf_index"] + 1, row["low"])
+    return value
 
 
 async def sequencing_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
     """(events without a leaf, age in seconds of the oldest of them; 0 when none).
 
-    Searches from the last pass's low xid bound, as the sequencer does, so
-    the cost follows the backlog rather than the size of the log -- with
-    index plans pinned, as the sequencer's are, since without statistics the
-    planner would scan both tables.
+    The backlog table holds only what waits, so this costs what waits.
     """
-    async with conn.transaction():
-        await conn.execute(_PIN.replace("SET ", "SET LOCAL "))
-        row = await conn.fetchrow(
-            """SELECT count(*) AS waiting,
-                      coalesce(extract(epoch FROM now() - min(e.created_at)), 0) AS age
-               FROM audit_events e
-               WHERE e.xid >= coalesce(
-                       (SELECT low_xid FROM audit_log ORDER BY leaf_index DESC LIMIT 1), '0'::xid8)
-                 AND NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.event_id = e.id)"""
-        )
+    row = await conn.fetchrow(
+        """SELECT count(*) AS waiting,
+                  coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+           FROM audit_pending"""
+    )
     assert row is not None
     return int(row["waiting"]), max(0.0, float(row["age"]))
 
@@ -327,7 +366,7 @@ class EventRow:
     kind: str
     created_at: datetime
     officials: list[UUID]
-    entry: bytes
+    entry: bytes  # canonical JSON
     in_scope: bool = True
     leaf_hash: bytes | None = None  # as stored when sequenced (entries_range only)
 
@@ -345,17 +384,114 @@ async def agency_subtree(conn: Executor, root: UUID) -> list[UUID]:
     return [row["id"] for row in rows]
 
 
-def _event(row: Any, in_scope: bool = True, leaf_hash: bytes | None = None) -> EventRow:
-    return EventRow(
-        row["id"],
-        row["leaf_index"],
-        row["kind"],
-        row["created_at"],
-        list(row["officials"]),
-        bytes(row["entry"]),
-        in_scope,
-        leaf_hash,
+_kind_decoder = msgspec.json.Decoder()
+
+
+def _row(
+    event_id: int,
+    leaf: int | None,
+    at: datetime,
+    stored: bytes,
+    scope: list[UUID] | None = None,
+    leaf_hash: bytes | None = None,
+) -> EventRow:
+    officials, agencies, _ = codec.parties(stored)
+    entry = codec.decode(stored, at)
+    kind = codec.kind_of(stored) or str(_kind_decoder.decode(entry)["kind"])
+    in_scope = scope is None or not set(agencies).isdisjoint(scope)
+    return EventRow(event_id, leaf, kind, at, officials, entry, in_scope, leaf_hash)
+
+
+@dataclass(frozen=True)
+class _Match:
+    """What an event must involve (every given set, any of its ids) and be."""
+
+    any_of: list[list[UUID]]
+    device: UUID | None
+    kinds: set[str] | None
+    since: datetime | None
+    until: datetime | None
+    after_id: int
+    also: Callable[[EventRow], bool] | None = None
+
+    def wants(self, event_id: int, at: datetime, stored: bytes) -> bool:
+        if event_id <= self.after_id:
+            return False
+        if (self.since is not None and at < self.since) or (
+            self.until is not None and at >= self.until
+        ):
+            return False
+        officials, agencies, devices = codec.parties(stored)
+        involved = {*officials, *agencies}
+        if any(involved.isdisjoint(ids) for ids in self.any_of):
+            return False
+        return self.device is None or self.device in devices
+
+    def keeps(self, row: EventRow) -> bool:
+        if self.kinds is not None and row.kind not in self.kinds:
+            return False
+        return self.also is None or self.also(row)
+
+
+# Candidate packs, by their first event id: the GIN index of the parties
+# answers the "involves" conditions, the month partitions and ``at`` the
+# time bound (every event of a pack is at or before its ``at``).
+PACKS_QUERY = """SELECT first_leaf, min_id, events FROM audit_packs
+            WHERE max_id > $1 AND min_id > $2
+              AND ($3::timestamptz IS NULL OR at >= $3)
+              AND ($4::timestamptz IS NULL OR min_at < $4)
+              {involves}
+            ORDER BY min_id LIMIT $5"""
+_BACKLOG = """SELECT id, created_at, entry FROM audit_pending
+              WHERE id > $1 AND ($3::timestamptz IS NULL OR created_at >= $3)
+                AND ($4::timestamptz IS NULL OR created_at < $4) {involves}
+              ORDER BY id LIMIT $2"""
+_CHUNK = 64
+
+
+async def _matching(conn: Executor, match: _Match, limit: int) -> list[EventRow]:
+    """The first ``limit`` events (by id) that ``match`` wants, sequenced or not."""
+    involves = "".join(
+        f" AND audit_pack_ids(events) && ${6 + i}::uuid[]" for i in range(len(match.any_of))
     )
+    pending_involves = "".join(
+        f" AND audit_entry_ids(entry) && ${5 + i}::uuid[]" for i in range(len(match.any_of))
+    )
+    found: list[EventRow] = []
+    last_min = -1
+    while True:
+        packs = await conn.fetch(
+            PACKS_QUERY.format(involves=involves),
+            match.after_id, last_min, match.since, match.until, _CHUNK, *match.any_of,
+        )
+        for pack in packs:
+            first = pack["first_leaf"]
+            for i, (event_id, at, stored) in enumerate(codec.unpack_events(pack["events"])):
+                if match.wants(event_id, at, stored):
+                    row = _row(event_id, first + i, at, stored)
+                    if match.keeps(row):
+                        found.append(row)
+            last_min = pack["min_id"]
+        found.sort(key=lambda r: r.id)
+        if len(packs) < _CHUNK or (len(found) >= limit and last_min >= found[limit - 1].id):
+            break
+    after = match.after_id
+    while True:  # the backlog: events not sequenced yet (leaf_index None)
+        rows = await conn.fetch(
+            _BACKLOG.format(involves=pending_involves),
+            after, _CHUNK, match.since, match.until, *match.any_of,
+        )
+        for r in rows:
+            stored = bytes(r["entry"])
+            if match.wants(r["id"], r["created_at"], stored):
+                row = _row(r["id"], None, r["created_at"], stored)
+                if match.keeps(row):
+                    found.append(row)
+            after = r["id"]
+        if len(rows) < _CHUNK:  # the backlog is short: read it all
+            break
+    found.sort(key=lambda r: r.id)
+    return found[:limit]
 
 
 async def query_events(
@@ -375,30 +511,23 @@ async def query_events(
 
     ``scope`` None means everything; otherwise an event must involve an
     agency in ``scope``.  ``agencies`` matches events involving any of them.
+    A device is looked up through its official (the index holds officials
+    and agencies; the device is then checked in each candidate).
     """
-    rows = await conn.fetch(
-        """SELECT e.id, l.leaf_index, e.kind, e.created_at, e.officials, e.entry
-           FROM audit_events e LEFT JOIN audit_log l ON l.event_id = e.id
-           WHERE e.id > $1
-             AND ($2::uuid[] IS NULL OR e.agencies && $2::uuid[])
-             AND ($3::uuid IS NULL OR e.officials @> ARRAY[$3::uuid])
-             AND ($4::uuid IS NULL OR e.devices @> ARRAY[$4::uuid])
-             AND ($5::uuid[] IS NULL OR e.agencies && $5::uuid[])
-             AND ($6::text[] IS NULL OR e.kind = ANY($6::text[]))
-             AND ($7::timestamptz IS NULL OR e.created_at >= $7)
-             AND ($8::timestamptz IS NULL OR e.created_at < $8)
-           ORDER BY e.id LIMIT $9""",
-        after_id,
-        scope,
-        official,
-        device,
-        agencies,
-        kinds,
-        since,
-        until,
-        limit,
-    )
-    return [_event(row) for row in rows]
+    any_of: list[list[UUID]] = []
+    if scope is not None:
+        any_of.append(scope)
+    if agencies is not None:
+        any_of.append(agencies)
+    if official is not None:
+        any_of.append([official])
+    if device is not None:
+        owner = await conn.fetchval("SELECT official_id FROM devices WHERE id = $1", device)
+        if owner is None:
+            return []
+        any_of.append([owner])
+    match = _Match(any_of, device, set(kinds) if kinds else None, since, until, after_id)
+    return await _matching(conn, match, limit)
 
 
 async def event_at(conn: Executor, leaf_index: int, scope: list[UUID] | None) -> EventRow | None:
@@ -409,44 +538,43 @@ async def event_at(conn: Executor, leaf_index: int, scope: list[UUID] | None) ->
 async def entries_range(
     conn: Executor, start: int, end: int, scope: list[UUID] | None
 ) -> list[EventRow]:
-    """Leaves [start, end) with their entries, in index order.
+    """Leaves [start, end) that still have their entries, in index order.
 
-    The ``LIMIT`` (the range's length) keeps the plan an ordered walk of
-    ``audit_log``'s primary key with a probe per row whether or not the
-    planner has statistics (without, it chose a parallel bitmap scan and a
-    sort: 20-50 ms instead of about 1 ms at a million leaves).
-
-    ``in_scope`` tells whether the caller's scope covers the entry (the
-    caller then withholds the entry bytes and keeps only the leaf hash).
+    Leaves whose entries retention archived are not returned (their hashes
+    stay: :func:`stored_nodes`).  ``in_scope`` tells whether the caller's
+    scope covers the entry (the caller then withholds the entry bytes and
+    keeps only the leaf hash).  An ordered, limited walk of ``first_leaf``
+    whether or not the planner has statistics.
     """
+    if end <= start:
+        return []
     rows = await conn.fetch(
-        """SELECT e.id, l.leaf_index, l.leaf_hash, e.kind, e.created_at, e.officials, e.entry,
-                  ($3::uuid[] IS NULL OR e.agencies && $3::uuid[]) AS in_scope
-           FROM audit_log l JOIN audit_events e ON e.id = l.event_id
-           WHERE l.leaf_index >= $1 AND l.leaf_index < $2
-           ORDER BY l.leaf_index LIMIT $4""",
-        start,
+        """SELECT first_leaf, hashes, events FROM audit_packs
+           WHERE first_leaf > $1 AND first_leaf < $2 ORDER BY first_leaf LIMIT $3""",
+        start - codec.PACK,
         end,
-        scope,
-        max(0, end - start),
+        end - start + codec.PACK,
     )
-    return [_event(row, row["in_scope"], bytes(row["leaf_hash"])) for row in rows]
+    out = []
+    for pack in rows:
+        first, hashes = pack["first_leaf"], pack["hashes"]
+        for i, (event_id, at, stored) in enumerate(codec.unpack_events(pack["events"])):
+            if start <= first + i < end:
+                leaf_hash = bytes(hashes[32 * i : 32 * i + 32])
+                out.append(_row(event_id, first + i, at, stored, scope, leaf_hash))
+    return out
 
 
 async def audit_queries_about(
     conn: Executor, official: UUID, before: datetime, after_id: int, limit: int
 ) -> list[EventRow]:
-    """Auditor queries that concerned ``official``, made before ``before``."""
-    rows = await conn.fetch(
-        """SELECT e.id, l.leaf_index, e.kind, e.created_at, e.officials, e.entry
-           FROM audit_events e LEFT JOIN audit_log l ON l.event_id = e.id
-           WHERE e.kind LIKE 'audit.%' AND e.officials @> ARRAY[$1::uuid]
-             AND e.actor_official IS DISTINCT FROM $1
-             AND e.created_at < $2 AND e.id > $3
-           ORDER BY e.id LIMIT $4""",
-        official,
-        before,
-        after_id,
-        limit,
+    """Auditor requests that concerned ``official``, made before ``before`` by others."""
+
+    def by_another(row: EventRow) -> bool:
+        actor = _kind_decoder.decode(row.entry).get("actor_official")
+        return bool(actor != str(official))
+
+    match = _Match(
+        [[official]], None, set(codec.AUDITOR_KINDS), None, before, after_id, by_another
     )
-    return [_event(row) for row in rows]
+    return await _matching(conn, match, limit)

@@ -1,5 +1,6 @@
-"""The application needs only SELECT and INSERT on the log tables: run the
-recorder and the sequencer as a role without UPDATE, DELETE or TRUNCATE."""
+"""The application needs only SELECT and INSERT on the log tables (and the
+sequencer's append function): run the recorder and the sequencer as a role
+without UPDATE, DELETE or TRUNCATE."""
 
 import asyncio
 import secrets
@@ -13,15 +14,43 @@ from gchat.audit.log import AuditEvent, AuditLog
 from gchat.audit.sequencer import Sequencer
 from gchat.audit.service import AuditService
 from gchat.runtime.server_keys import ServerKeys
+from gchat.store import audit_codec as codec
 from gchat.store import migrations
 from gchat.store.database import Database
 from tests.audit.conftest import registered_auditor
 
 GRANTS = """
-GRANT SELECT, INSERT ON audit_events, audit_log, audit_tree_heads, audit_subtrees TO {role};
+GRANT SELECT, INSERT ON audit_pending, audit_packs, audit_tree_heads, audit_subtrees TO {role};
+GRANT SELECT ON audit_archived_leaves TO {role};
+GRANT EXECUTE ON FUNCTION audit_append_packs(bigint[], timestamptz[], timestamptz[], bigint[],
+                                             bigint[], bytea[], bytea[]) TO {role};
 GRANT USAGE ON SEQUENCE audit_events_id_seq TO {role};
 GRANT SELECT ON officials, agencies, devices, official_roles TO {role};
 """
+
+
+async def _an_event_leaves_the_backlog_only_into_the_log(
+    db: Database, sequencer: Sequencer, log: AuditLog
+) -> None:
+    """The append function is the role's only way to remove a pending event: an
+    attacker with the node's role who packs a forged entry (or a forged hash)
+    under a pending event's id is refused, and the event stays pending."""
+    await sequencer.stop()
+    async with db.transaction() as conn:
+        await log.record(conn, AuditEvent("test.evidence", details={"n": 1}))
+    row = await db.pool.fetchrow("SELECT id, created_at, leaf_hash, entry FROM audit_pending")
+    assert row is not None
+    size = await db.pool.fetchval("SELECT audit_log_size()")
+    forged = bytes(row["entry"]).replace(b'"n":1', b'"n":2')
+    for entry, leaf in ((forged, bytes(row["leaf_hash"])), (bytes(row["entry"]), b"\x00" * 32)):
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+            await db.pool.execute(
+                "SELECT audit_append_packs($1, $2, $2, $3, $3, $4, $5)",
+                [size], [row["created_at"]], [row["id"]], [leaf],
+                [codec.pack_events([(row["id"], row["created_at"], entry)])],
+            )
+    assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 1
+    assert await db.pool.fetchval("SELECT audit_log_size()") == size
 
 
 async def test_recorder_and_sequencer_need_only_select_and_insert(
@@ -50,16 +79,18 @@ async def test_recorder_and_sequencer_need_only_select_and_insert(
             service = AuditService(db, log, keys.audit.public_key, 0, fresh_head_timeout=3)
             head = await service.tree_head(who)
             assert head.tree_size >= 5
-            for sql in ("UPDATE audit_events SET kind = 'x'", "DELETE FROM audit_log",
-                        "TRUNCATE audit_tree_heads"):
+            for sql in ("UPDATE audit_packs SET min_id = 0", "DELETE FROM audit_packs",
+                        "DELETE FROM audit_pending", "TRUNCATE audit_tree_heads"):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await db.pool.execute(sql)
+            await _an_event_leaves_the_backlog_only_into_the_log(db, sequencer, log)
         finally:
             await sequencer.stop()
             await db.close()
     finally:
         await admin.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
         await admin.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}")
+        await admin.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM {role}")
         await admin.close()
         await asyncio.sleep(0)
         drop = await asyncpg.connect(database_url)

@@ -1,0 +1,248 @@
+"""How an audit entry is stored: its canonical JSON, compacted, exactly recoverable.
+
+The Merkle leaf is the entry's canonical JSON (docs/AUDIT.md section 1),
+about 410 bytes for a ``message.accepted``, half of it hex UUIDs and key
+names.  Stored as JSON with its index columns an event cost about 1 KB.
+Stored this way it takes about 155 bytes and carries its own index keys,
+with nothing written twice:
+
+    header | kind | ids (16 bytes each) | body
+
+``header`` is three bytes ``k m n`` (when every count is below 255) or
+``0xFF`` and three big-endian uint16 ``k m n``: ``k`` ids, of which the
+first ``n`` are the officials the event involves, up to ``m`` the
+agencies, then the devices.  The first ``m`` are what the GIN index of
+``audit_entries`` holds (``audit_entry_ids()`` in migration 0008): an
+auditor looks events up by official or agency; a device query goes through
+the device's official.  ``kind`` is the kind's position in :data:`KINDS`
+(255: another kind).  ``body`` is the JSON with these substitutions (JSON
+never holds a raw byte below 0x20, so a marker cannot be taken for text):
+
+    0x01 i       "ids[i]" (quoted), i one byte      0x02 i i  the same, i two bytes
+    0x03 16 B    "<UUID>" (quoted), not an id       0x07 16 B  a UUID inside a string
+    0x04         "<the row's created_at>" (the entry's "time", quoted)
+    0x06 8 B     "<time>" (quoted): int64 microseconds since 1970, as
+                 YYYY-MM-DDTHH:MM:SS.ffffffZ        0x08 8 B  such a time inside a string
+    0x05 p       PHRASES[p]
+
+Every substitution maps exactly the bytes it replaces, and back
+(:func:`decode`; property-tested in tests/audit/test_entry_codec.py), so a
+stored entry hashes to its leaf.  ``audit_entry_json()`` in the migration
+decodes the same format in SQL, for operators' ad-hoc queries and the
+``audit_events`` view.  KINDS and PHRASES only ever grow: stored entries
+refer to positions in them.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
+from uuid import UUID
+
+#: The catalogue's kinds (docs/AUDIT.md section 1).  Append only.
+KINDS: tuple[str, ...] = (
+    "message.accepted", "message.delivered", "auth.succeeded", "auth.failed",
+    "device.enrolled", "device.enrolment_refused", "keys.bundle_fetched", "audit.query",
+    "audit.tree_head", "audit.inclusion_proof", "audit.consistency_proof", "audit.export",
+    "admin.bootstrap", "admin.official_created", "admin.code_issued", "admin.device_revoked",
+    "admin.official_suspended", "admin.official_reinstated", "admin.official_retired",
+    "admin.official_updated", "admin.official_moved", "admin.officials_imported",
+    "admin.role_granted", "admin.role_revoked", "admin.agency_created", "admin.agency_updated",
+    "admin.agency_moved", "admin.policy_set", "admin.code_cancelled",
+    "conversation.direct_created", "conversation.group_created",
+    "conversation.members_added", "conversation.members_removed",
+    "conversation.members_left", "conversation.renamed", "conversation.announcement_set",
+)
+#: Kinds an auditor's own requests are recorded under (access transparency).
+AUDITOR_KINDS = tuple(k for k in KINDS if k.startswith("audit."))
+
+_KEYS = (
+    "actor_device", "actor_official", "agency", "details", "kind", "subject_device",
+    "subject_official", "time", "v", "message_id", "sent_at", "ciphertext_bytes",
+    "recipient_devices", "conversation_id", "message_kind", "position", "sender_official",
+    "sender_device", "method", "remote", "device_name", "platform", "one_time_prekeys",
+    "bundle_devices", "one_time_prekeys_claimed", "returned", "queried_officials",
+    "after_id", "filter_official", "filter_device", "filter_agency", "filter_kinds",
+    "filter_since", "filter_until", "leaf_index", "tree_size", "old_size", "new_size",
+    "start", "end", "fresh", "count", "reasons", "first_at", "last_at", "window_seconds",
+    "claimed_devices", "members", "member_devices", "agency_code", "role", "via",
+)
+#: Key names with what comes before them, and the kinds as values.  Append
+#: only; never a single quote (the migration quotes them).
+PHRASES: tuple[str, ...] = (
+    *(f',"{key}":' for key in _KEYS),
+    *(f'{{"{key}":' for key in _KEYS),
+    *(f'"{kind}"' for kind in KINDS),
+)
+
+_UUID = rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_TIME = rb"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
+_PHRASE_INDEX = {p.encode(): i for i, p in enumerate(PHRASES)}
+_KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
+_ENCODE = re.compile(
+    b'"(' + _UUID + b')"|(' + _UUID + b')|"(' + _TIME + b')"|(' + _TIME + b")"
+    + rb'|([,{]"[a-z_]+":|"[a-z]+\.[a-z_.]+")'
+)
+_DECODE = re.compile(
+    rb"\x01(.)|\x02(..)|\x03(.{16})|(\x04)|\x05(.)|\x06(.{8})|\x07(.{16})|\x08(.{8})", re.DOTALL
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+OTHER_KIND = 255
+
+
+def time_text(at: datetime) -> str:
+    """An entry's time as entries write it (UTC, microseconds)."""
+    return at.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def _header(k: int, m: int, n: int) -> bytes:
+    if k < 255:
+        return bytes((k, m, n))
+    if k > 0xFFFF:
+        raise ValueError("an audit event involves at most 65,535 ids")
+    return b"\xff" + struct.pack(">HHH", k, m, n)
+
+
+def _layout(stored: bytes) -> tuple[int, int, int, int]:
+    """(k, m, n, offset of the kind byte)."""
+    if stored[0] < 255:
+        return stored[0], stored[1], stored[2], 3
+    k, m, n = struct.unpack(">HHH", stored[1:7])
+    return k, m, n, 7
+
+
+def encode(
+    entry: bytes,
+    kind: str,
+    officials: Sequence[str],
+    agencies: Sequence[str],
+    devices: Sequence[str],
+    at: datetime,
+) -> bytes:
+    """The stored form of ``entry`` (canonical JSON of ``kind``) recorded at ``at``.
+
+    ``officials``, ``agencies``, ``devices``: the ids the event involves
+    (canonical UUID strings, each once).
+    """
+    ids = [*officials, *agencies, *devices]
+    ref = {s.encode(): i for i, s in enumerate(ids)}
+    own_time = time_text(at).encode()
+
+    def substitute(match: re.Match[bytes]) -> bytes:
+        quoted, bare, qtime, btime, phrase = match.groups()
+        if quoted is not None:
+            i = ref.get(quoted)
+            if i is None:
+                return b"\x03" + bytes.fromhex(quoted.replace(b"-", b"").decode())
+            return bytes((1, i)) if i < 256 else b"\x02" + i.to_bytes(2, "big")
+        if bare is not None:
+            return b"\x07" + bytes.fromhex(bare.replace(b"-", b"").decode())
+        moment = qtime or btime
+        if moment is not None:
+            if qtime == own_time:
+                return b"\x04"
+            try:
+                parsed = datetime.strptime(moment.decode(), _TIME_FORMAT).replace(tzinfo=UTC)
+            except ValueError:
+                return match.group(0)
+            micros = (parsed - _EPOCH) // timedelta(microseconds=1)
+            return (b"\x06" if qtime else b"\x08") + struct.pack(">q", micros)
+        p = _PHRASE_INDEX.get(phrase)
+        return phrase if p is None else bytes((5, p))
+
+    head = _header(len(ids), len(officials) + len(agencies), len(officials))
+    head += bytes((_KIND_INDEX.get(kind, OTHER_KIND),))
+    head += bytes.fromhex("".join(ids).replace("-", ""))
+    return head + _ENCODE.sub(substitute, entry)
+
+
+def _uuid_text(raw: bytes) -> bytes:
+    h = raw.hex().encode()
+    return h[:8] + b"-" + h[8:12] + b"-" + h[12:16] + b"-" + h[16:20] + b"-" + h[20:]
+
+
+def _time_bytes(raw: bytes) -> bytes:
+    micros = struct.unpack(">q", raw)[0]
+    return time_text(_EPOCH + timedelta(microseconds=micros)).encode()
+
+
+def decode(stored: bytes, at: datetime) -> bytes:
+    """The canonical JSON of a stored entry whose row says ``created_at`` = ``at``."""
+    k, _, _, o = _layout(stored)
+    ids = stored[o + 1 : o + 1 + 16 * k]
+
+    def expand(match: re.Match[bytes]) -> bytes:
+        ref1, ref2, quoted, own, phrase, qtime, bare, btime = match.groups()
+        if ref1 is not None or ref2 is not None:
+            i = int.from_bytes(ref1 or ref2, "big")
+            return b'"' + _uuid_text(ids[16 * i : 16 * i + 16]) + b'"'
+        if quoted is not None:
+            return b'"' + _uuid_text(quoted) + b'"'
+        if own is not None:
+            return b'"' + time_text(at).encode() + b'"'
+        if phrase is not None:
+            return PHRASES[phrase[0]].encode()
+        if qtime is not None:
+            return b'"' + _time_bytes(qtime) + b'"'
+        if bare is not None:
+            return _uuid_text(bare)
+        return _time_bytes(btime)
+
+    return _DECODE.sub(expand, stored[o + 1 + 16 * k :])
+
+
+def parties(stored: bytes) -> tuple[list[UUID], list[UUID], list[UUID]]:
+    """(officials, agencies, devices) a stored entry involves."""
+    k, m, n, o = _layout(stored)
+    ids = [UUID(bytes=stored[o + 1 + 16 * i : o + 17 + 16 * i]) for i in range(k)]
+    return ids[:n], ids[n:m], ids[m:]
+
+
+def kind_of(stored: bytes) -> str | None:
+    """The kind, when it is one of :data:`KINDS` (None: read it from the JSON)."""
+    code = stored[_layout(stored)[3]]
+    return None if code == OTHER_KIND else KINDS[code]
+
+
+def kind_codes(kinds: Sequence[str]) -> list[int]:
+    """The kind bytes to look for (OTHER_KIND stands for every kind not in KINDS)."""
+    return sorted({_KIND_INDEX.get(kind, OTHER_KIND) for kind in kinds})
+
+
+def leaf_hash_of(stored: bytes, at: datetime) -> bytes:
+    """RFC 9162 leaf hash of a stored entry: SHA-256(0x00 || canonical JSON)."""
+    return sha256(b"\x00" + decode(stored, at)).digest()
+
+
+# --- packs: up to 16 consecutive leaves in one row of audit_packs -------------------
+
+#: Most leaves in one pack (a row of ``audit_packs``; its CHECK allows 16).
+PACK = 16
+_RECORD = struct.Struct(">qqH")
+
+
+def pack_events(records: Sequence[tuple[int, datetime, bytes]]) -> bytes:
+    """``events`` of a pack: per event int8 id, int8 microseconds, uint16 length, stored entry."""
+    out = bytearray()
+    for event_id, at, stored in records:
+        if len(stored) > 0xFFFF:
+            raise ValueError("a stored audit entry is at most 65,535 bytes")
+        out += _RECORD.pack(event_id, (at - _EPOCH) // timedelta(microseconds=1), len(stored))
+        out += stored
+    return bytes(out)
+
+
+def unpack_events(events: bytes) -> list[tuple[int, datetime, bytes]]:
+    """The (id, created_at, stored entry) of each event of a pack, in leaf order."""
+    out = []
+    pos = 0
+    while pos < len(events):
+        event_id, micros, length = _RECORD.unpack_from(events, pos)
+        pos += _RECORD.size
+        out.append((event_id, _EPOCH + timedelta(microseconds=micros), events[pos : pos + length]))
+        pos += length
+    return out

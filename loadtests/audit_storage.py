@@ -1,0 +1,250 @@
+"""Audit storage as the node builds it: bytes per event, sequencer lag, auditor queries.
+
+    python -m loadtests.audit_storage [--events 200000] [--query-events 1000000]
+
+1. **Write path** (a database made for this run, never analysed): two
+   writers record batches of 64 ``message.accepted`` and 64
+   ``message.delivered`` events per transaction through ``AuditLog.record``
+   (what the committer and the ack batcher do), as fast as they can, with
+   a ``Sequencer`` running as on a node.  Reports the write rate, the
+   sequencer's lag (events waiting and age of the oldest, sampled every
+   0.2 s during the run) and how long it took to drain after.
+2. **Bytes per event**: ``pg_total_relation_size`` (heap, TOAST, every
+   index) of every audit table and partition, divided by the events --
+   against the same events in the tables of migrations 0003-0007 (filled
+   set-based, one row per event and per leaf, in a second database).
+3. **Auditor queries** on a log of ``--query-events`` events made by the
+   node's own code (``audit_scale.fill``), never analysed: an official's
+   last day, p50/p95 over 50 officials, and the plan (``EXPLAIN``).
+
+Prints one JSON object (the figures in docs/PERFORMANCE.md come from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from gchat.audit.log import AuditEvent, AuditLog
+from gchat.audit.sequencer import Sequencer
+from gchat.runtime.server_keys import ServerKeys
+from gchat.store import audit as store
+from gchat.store import migrations
+from gchat.store.database import Database
+from loadtests.audit_scale import _uuid, fill, fill_pre_0008
+from loadtests.harness import TempDatabase, Workspace
+
+_BATCH = 64
+_OFFICIALS = 5000
+_AGENCIES = 50
+
+
+async def _directory(conn: asyncpg.Connection) -> None:
+    """50 agencies and 5,000 officials with the ids the generated events use."""
+    await conn.executemany(
+        "INSERT INTO agencies (id, code, name_en) VALUES ($1, $2, $3)",
+        [(uuid.UUID(_uuid(f"g{i}")), f"LT-{i}", f"Agency {i}") for i in range(_AGENCIES)],
+    )
+    await conn.executemany(
+        "INSERT INTO officials (id, agency_id, name_en) VALUES ($1, $2, $3)",
+        [(uuid.UUID(_uuid(f"o{i}")), uuid.UUID(_uuid(f"g{i % _AGENCIES}")), f"Official {i}")
+         for i in range(_OFFICIALS)],
+    )
+
+
+def _message_events(g: int) -> list[AuditEvent]:
+    """The two events of message ``g``: accepted (sender) and delivered (recipient)."""
+    a, s = uuid.UUID(_uuid(f"o{g % _OFFICIALS}")), uuid.UUID(_uuid(f"o{(g * 7 + 1) % _OFFICIALS}"))
+    d, r = uuid.UUID(_uuid(f"d{g % _OFFICIALS}")), uuid.UUID(_uuid(f"d{(g * 7 + 1) % _OFFICIALS}"))
+    message = uuid.uuid4()
+    return [
+        AuditEvent("message.accepted", actor_official=a, actor_device=d, subject_official=s,
+                   details={"message_id": message, "sent_at": int(time.time() * 1000),
+                            "ciphertext_bytes": 300 + g % 700, "recipient_devices": [r]}),
+        AuditEvent("message.delivered", actor_official=s, actor_device=r,
+                   details={"message_id": message, "position": g, "sender_official": a,
+                            "sender_device": d}),
+    ]
+
+
+async def _sizes(conn: asyncpg.Connection, tables: list[str]) -> dict[str, int]:
+    """Bytes on disk (heap, TOAST, indexes) of each table, partitions included."""
+    out = {}
+    for table in tables:
+        out[table] = int(await conn.fetchval(
+            """SELECT CASE WHEN c.relkind = 'p'
+                           THEN (SELECT sum(pg_total_relation_size(t.relid))
+                                 FROM pg_partition_tree(c.oid) AS t)
+                           ELSE pg_total_relation_size(c.oid) END
+               FROM pg_class c WHERE c.oid = $1::regclass""", table))
+    return out
+
+
+async def _write_path(url: str, events: int, work: Workspace, log: Any) -> dict[str, Any]:
+    db = await Database.connect(url, min_size=2, max_size=6)
+    keys = ServerKeys.load_or_create(work.path("keys"))
+    sequencer = Sequencer(db, keys.audit, sign_interval=5.0)
+    audit = AuditLog()
+    lags: list[tuple[int, float]] = []
+    messages = events // 2
+    next_message = 0
+
+    async def writer() -> None:
+        nonlocal next_message
+        while next_message < messages:
+            first = next_message
+            next_message += _BATCH
+            batch = [e for g in range(first, min(first + _BATCH, messages))
+                     for e in _message_events(g)]
+            async with db.transaction() as conn:
+                await audit.record(conn, *batch)
+
+    async def sampler() -> None:
+        while True:
+            async with db.pool.acquire() as conn:
+                lags.append(await store.sequencing_backlog(conn))
+            await asyncio.sleep(0.2)
+
+    try:
+        sequencer.start()
+        watch = asyncio.create_task(sampler())
+        started = time.perf_counter()
+        await asyncio.gather(writer(), writer())
+        written = time.perf_counter() - started
+        log(f"wrote {events} events in {written:.1f}s")
+        while True:
+            async with db.pool.acquire() as conn:
+                waiting, _ = await store.sequencing_backlog(conn)
+            if waiting == 0:
+                break
+            await asyncio.sleep(0.05)
+        drained = time.perf_counter() - started - written
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+        async with db.pool.acquire() as conn:
+            size = await store.log_size(conn)
+            sizes = await _sizes(conn, ["audit_packs", "audit_pending", "audit_subtrees",
+                                        "audit_tree_heads", "audit_archived_leaves"])
+        total = sum(sizes.values())
+        return {
+            "events": size,
+            "write_s": round(written, 2),
+            "events_per_s": round(events / written),
+            "lag_max_events": max(w for w, _ in lags),
+            "lag_max_age_s": round(max(a for _, a in lags), 3),
+            "lag_p95_age_s": round(sorted(a for _, a in lags)[int(len(lags) * 0.95)], 3),
+            "drain_after_s": round(drained, 3),
+            "sequenced_by_this_sequencer": sequencer.sequenced,
+            "bytes": sizes,
+            "bytes_per_event": round(total / size, 1),
+        }
+    finally:
+        await sequencer.stop()
+        await db.close()
+
+
+async def _old_layout(url: str, events: int, work: Workspace) -> dict[str, Any]:
+    """The same number of events in the tables of migrations 0003-0007."""
+    older = work.path("migrations-0007")
+    older.mkdir(exist_ok=True)
+    for migration in migrations.discover():
+        if migration.version <= 7:
+            shutil.copy(migrations.MIGRATIONS_DIR / migration.name, older / migration.name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrations.migrate(conn, older)
+        await fill_pre_0008(conn, events)
+        sizes = await _sizes(conn, ["audit_events", "audit_log", "audit_subtrees"])
+        return {"bytes": sizes, "bytes_per_event": round(sum(sizes.values()) / events, 1)}
+    finally:
+        await conn.close()
+
+
+async def _queries(url: str, events: int, log: Any) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        await migrations.migrate(conn)
+        started = time.perf_counter()
+        await fill(conn, events, log=log)
+        filled = time.perf_counter() - started
+        since = datetime.now(UTC) - timedelta(days=1)
+        times = []
+        for i in range(50):
+            official = uuid.UUID(_uuid(f"o{i * 97 % _OFFICIALS}"))
+            t = time.perf_counter()
+            rows = await store.query_events(
+                conn, scope=None, official=official, device=None, agencies=None, kinds=None,
+                since=since, until=None, after_id=0, limit=100)
+            times.append(time.perf_counter() - t)
+            assert rows, "an official with no events in the last day"
+        plan = await conn.fetch(
+            "EXPLAIN " + store.PACKS_QUERY.format(
+                involves=" AND audit_pack_ids(events) && $6::uuid[]"),
+            0, -1, since, None, 64, [uuid.UUID(_uuid("o1"))])
+        return {
+            "events": events, "fill_s": round(filled, 1),
+            "official_last_day_p50_ms": round(statistics.median(times) * 1000, 2),
+            "official_last_day_p95_ms": round(sorted(times)[47] * 1000, 2),
+            "rows_returned": len(rows),
+            "analysed": bool(await conn.fetchval(
+                "SELECT bool_or(last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)"
+                " FROM pg_stat_user_tables WHERE relname LIKE 'audit_packs_%'")),
+            "plan": [r[0] for r in plan],
+        }
+    finally:
+        await conn.close()
+
+
+async def run(events: int, query_events: int, log: Any) -> dict[str, Any]:
+    dbs = [TempDatabase() for _ in range(3)]
+    work = Workspace()
+    try:
+        for db in dbs:
+            await db.create()
+        conn = await asyncpg.connect(dbs[0].url)
+        try:
+            await migrations.migrate(conn)
+            await _directory(conn)
+        finally:
+            await conn.close()
+        log("write path")
+        result: dict[str, Any] = {"write_path": await _write_path(dbs[0].url, events, work, log)}
+        log("old layout")
+        result["old_layout"] = await _old_layout(dbs[1].url, events, work)
+        result["old_over_new_bytes"] = round(
+            result["old_layout"]["bytes_per_event"] / result["write_path"]["bytes_per_event"], 2)
+        if query_events:
+            log("queries")
+            result["queries"] = await _queries(dbs[2].url, query_events, log)
+        return result
+    finally:
+        for db in dbs:
+            await db.drop()
+        work.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.audit_storage")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--query-events", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    print(json.dumps(asyncio.run(run(args.events, args.query_events, log)), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

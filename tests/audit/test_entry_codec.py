@@ -1,0 +1,131 @@
+"""The stored form of an entry gives back its canonical JSON byte for byte.
+
+A stored entry that decoded to other bytes would hash to another leaf: its
+inclusion proof would fail as if it had been tampered with.  So the codec is
+tested on arbitrary entries (hypothesis: ids, times, phrases, lookalikes and
+unicode in any place), and the SQL decoder of migration 0008 against the
+Python one on a real database.
+"""
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import asyncpg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gchat.audit.log import AuditEvent, encode_entry, involved
+from gchat.audit.merkle import leaf_hash
+from gchat.store import audit_codec as codec
+from gchat.store import migrations
+
+_AT = datetime(2026, 12, 4, 9, 15, 2, 123456, tzinfo=UTC)
+
+_uuids = st.uuids().map(str)
+_times = st.datetimes(
+    min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31)
+).map(lambda d: d.replace(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+_texts = st.one_of(
+    st.text(max_size=40),
+    _uuids,
+    _times,
+    _uuids.map(lambda u: f"x{u}y"),
+    _uuids.map(str.upper),
+    _times.map(lambda t: f"at {t}!"),
+    st.sampled_from(["2026-02-30T00:00:00.000000Z", "0999-01-01T00:00:00.000000Z", "true"]),
+    st.sampled_from(codec.KINDS),
+    st.sampled_from(codec.PHRASES),
+)
+_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), _texts),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(_texts, st.sampled_from(["message_id", "sent_at", "n"])),
+                        inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kind=st.one_of(st.sampled_from(codec.KINDS), st.text(min_size=1, max_size=20)),
+    details=st.dictionaries(st.text(max_size=12), _values, max_size=5),
+    who=st.lists(st.uuids(), min_size=0, max_size=4),
+    agency=st.lists(_uuids, max_size=2, unique=True),
+    at=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+)
+def test_stored_form_decodes_to_the_exact_entry(
+    kind: str, details: dict[str, object], who: list[UUID], agency: list[str], at: datetime
+) -> None:
+    event = AuditEvent(kind, *(who + [None] * 4)[:4], details=details)  # type: ignore[arg-type]
+    when = at.replace(tzinfo=UTC)
+    entry = encode_entry(event, when)
+    officials, devices = involved(event)
+    stored = codec.encode(entry, kind, officials, agency, devices, when)
+    assert codec.decode(stored, when) == entry
+    assert codec.leaf_hash_of(stored, when) == leaf_hash(entry)
+    got_officials, got_agencies, got_devices = codec.parties(stored)
+    assert [str(u) for u in got_officials] == officials
+    assert [str(u) for u in got_agencies] == agency
+    assert [str(u) for u in got_devices] == devices
+    assert codec.kind_of(stored) == (kind if kind in codec.KINDS else None)
+
+
+def test_more_than_255_ids_and_a_message_are_stored_and_indexed() -> None:
+    queried = sorted(str(uuid4()) for _ in range(300))
+    event = AuditEvent("audit.query", actor_official=uuid4(),
+                       details={"queried_officials": queried, "returned": 300})
+    entry = encode_entry(event, _AT)
+    officials, devices = involved(event)
+    stored = codec.encode(entry, event.kind, officials, [], devices, _AT)
+    assert codec.decode(stored, _AT) == entry
+    assert len(codec.parties(stored)[0]) == 301
+
+
+def test_a_message_event_takes_under_half_its_json() -> None:
+    event = AuditEvent("message.accepted", actor_official=uuid4(), actor_device=uuid4(),
+                       subject_official=uuid4(),
+                       details={"message_id": uuid4(), "sent_at": 1764851234123,
+                                "ciphertext_bytes": 412, "recipient_devices": [uuid4()]})
+    entry = encode_entry(event, _AT)
+    officials, devices = involved(event)
+    stored = codec.encode(entry, event.kind, officials, [str(uuid4())], devices, _AT)
+    assert len(stored) < 0.4 * len(entry), (len(stored), len(entry))
+
+
+def test_packs_keep_every_event_in_order() -> None:
+    records = [(i * 7, _AT + timedelta(microseconds=i), bytes([i]) * i) for i in range(16)]
+    assert codec.unpack_events(codec.pack_events(records)) == records
+
+
+async def test_the_sql_decoder_and_index_agree_with_python(empty_database_url: str) -> None:
+    """audit_entry_json() and audit_pack_ids() of migration 0008 read what Python wrote,
+    for every phrase, every kind, an id list past 255 and times in and out of range."""
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await migrations.migrate(conn)
+        events = [
+            AuditEvent(kind, actor_official=uuid4(), actor_device=uuid4(),
+                       details={"all": list(codec.PHRASES), "other": str(uuid4()),
+                                "when": "2030-01-01T00:00:00.000001Z", "bad": "2026-02-30T00:00"
+                                ":00.000000Z", "in": f"x{uuid4()}y", "thai": "สำนักงาน"})
+            for kind in (*codec.KINDS, "test.other")
+        ]
+        events.append(AuditEvent("audit.query", actor_official=uuid4(),
+                                 details={"queried_officials": [uuid4() for _ in range(300)]}))
+        stored = []
+        for event in events:
+            entry = encode_entry(event, _AT)
+            officials, devices = involved(event)
+            agencies = [str(uuid4())]
+            stored.append((entry, codec.encode(entry, event.kind, officials, agencies, devices,
+                                               _AT)))
+        for entry, form in stored:
+            assert bytes(await conn.fetchval("SELECT audit_entry_json($1, $2)", form, _AT)) == entry
+            officials, agencies, _ = codec.parties(form)
+            pack = codec.pack_events([(1, _AT, form), (2, _AT, form)])
+            ids = await conn.fetchval("SELECT audit_pack_ids($1)", pack)
+            assert ids == [*officials, *agencies] * 2
+    finally:
+        await conn.close()
