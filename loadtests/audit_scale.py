@@ -67,7 +67,7 @@ from loadtests.harness import (
 #: One generated ``message.accepted`` event per row of generate_series: ids
 #: derived from the row number (5,000 senders in 50 agencies), an entry of
 #: the size and shape the node writes (about 420 bytes).  The tables of
-#: migrations before 0008 (:func:`fill_pre_0008`: a log an older node left).
+#: migrations before 0010 (:func:`fill_old_layout`: a log an older node left).
 _EVENTS = r"""
 INSERT INTO audit_events (kind, created_at, actor_official, actor_device, subject_official,
                           officials, devices, agencies, entry)
@@ -95,8 +95,8 @@ FROM audit_events e WHERE e.id > $2 ORDER BY e.id
 """
 
 
-async def fill_pre_0008(conn: asyncpg.Connection, leaves: int, chunk: int = 100_000) -> None:
-    """``leaves`` sequenced events in the tables of migrations 0003-0007 (set-based SQL)."""
+async def fill_old_layout(conn: asyncpg.Connection, leaves: int, chunk: int = 100_000) -> None:
+    """``leaves`` sequenced events in the tables before migration 0010 (set-based SQL)."""
     done = 0
     while done < leaves:
         n = min(chunk, leaves - done)

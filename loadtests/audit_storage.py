@@ -11,7 +11,7 @@
    0.2 s during the run) and how long it took to drain after.
 2. **Bytes per event**: ``pg_total_relation_size`` (heap, TOAST, every
    index) of every audit table and partition, divided by the events --
-   against the same events in the tables of migrations 0003-0007 (filled
+   against the same events in the tables before migration 0010 (filled
    set-based, one row per event and per leaf, in a second database).
 3. **Auditor queries** on a log of ``--query-events`` events made by the
    node's own code (``audit_scale.fill``), never analysed: an official's
@@ -41,7 +41,7 @@ from gchat.runtime.server_keys import ServerKeys
 from gchat.store import audit as store
 from gchat.store import migrations
 from gchat.store.database import Database
-from loadtests.audit_scale import _uuid, fill, fill_pre_0008
+from loadtests.audit_scale import _uuid, fill, fill_old_layout
 from loadtests.harness import TempDatabase, Workspace
 
 _BATCH = 64
@@ -154,16 +154,16 @@ async def _write_path(url: str, events: int, work: Workspace, log: Any) -> dict[
 
 
 async def _old_layout(url: str, events: int, work: Workspace) -> dict[str, Any]:
-    """The same number of events in the tables of migrations 0003-0007."""
-    older = work.path("migrations-0007")
+    """The same number of events in the tables before migration 0010."""
+    older = work.path("migrations-before-0010")
     older.mkdir(exist_ok=True)
     for migration in migrations.discover():
-        if migration.version <= 7:
+        if migration.version < 10:  # 0010 moved the log into packs
             shutil.copy(migrations.MIGRATIONS_DIR / migration.name, older / migration.name)
     conn = await asyncpg.connect(url)
     try:
         await migrations.migrate(conn, older)
-        await fill_pre_0008(conn, events)
+        await fill_old_layout(conn, events)
         sizes = await _sizes(conn, ["audit_events", "audit_log", "audit_subtrees"])
         return {"bytes": sizes, "bytes_per_event": round(sum(sizes.values()) / events, 1)}
     finally:

@@ -2,7 +2,7 @@
 
 Append-only by construction: nothing here updates, and the only delete is
 the sequencer's move of pending events into the log, in the transaction
-that appends them (migration 0008, docs/AUDIT.md section 2).  Entries are
+that appends them (migration 0010, docs/AUDIT.md section 2).  Entries are
 kept in their stored form (:mod:`gchat.store.audit_codec`) and decoded to
 their canonical JSON here, so callers see only the JSON.
 """
@@ -180,7 +180,7 @@ async def append_leaves(
 ) -> None:
     """Write packs of leaves, move their events out of the backlog, store completed subtrees.
 
-    ``audit_append_packs`` (migration 0008) raises if any packed event is not
+    ``audit_append_packs`` (migration 0010) raises if any packed event is not
     pending exactly as packed (another sequencer moved it): nothing is then
     written.
     """

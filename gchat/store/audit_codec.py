@@ -12,7 +12,7 @@ with nothing written twice:
 ``0xFF`` and three big-endian uint16 ``k m n``: ``k`` ids, of which the
 first ``n`` are the officials the event involves, up to ``m`` the
 agencies, then the devices.  The first ``m`` are what the GIN index of
-``audit_entries`` holds (``audit_entry_ids()`` in migration 0008): an
+``audit_packs`` holds (``audit_entry_ids()`` in migration 0010): an
 auditor looks events up by official or agency; a device query goes through
 the device's official.  ``kind`` is the kind's position in :data:`KINDS`
 (255: another kind).  ``body`` is the JSON with these substitutions (JSON

@@ -3,7 +3,7 @@
 A stored entry that decoded to other bytes would hash to another leaf: its
 inclusion proof would fail as if it had been tampered with.  So the codec is
 tested on arbitrary entries (hypothesis: ids, times, phrases, lookalikes and
-unicode in any place), and the SQL decoder of migration 0008 against the
+unicode in any place), and the SQL decoder of migration 0010 against the
 Python one on a real database.
 """
 
@@ -100,7 +100,7 @@ def test_packs_keep_every_event_in_order() -> None:
 
 
 async def test_the_sql_decoder_and_index_agree_with_python(empty_database_url: str) -> None:
-    """audit_entry_json() and audit_pack_ids() of migration 0008 read what Python wrote,
+    """audit_entry_json() and audit_pack_ids() of migration 0010 read what Python wrote,
     for every phrase, every kind, an id list past 255 and times in and out of range."""
     conn = await asyncpg.connect(empty_database_url)
     try:

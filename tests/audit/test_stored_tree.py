@@ -24,7 +24,7 @@ from gchat.audit.sequencer import resume
 from gchat.audit.verify import verify_export
 from gchat.store import audit as store
 from gchat.store import migrations
-from loadtests.audit_scale import fill, fill_pre_0008
+from loadtests.audit_scale import fill, fill_old_layout
 from tests.audit.conftest import LogBench, registered_auditor
 
 #: Past 2**16: subtrees of height 8 and 16 are stored, plus a ragged right edge.
@@ -112,7 +112,7 @@ async def test_migration_backfills_the_subtrees_of_an_existing_log(
     empty_database_url: str, tmp_path: Path
 ) -> None:
     """A log sequenced before 0006 gets exactly the subtree roots a sequencer stores,
-    and 0008 moves its leaves into packs unchanged (same hashes, same tree)."""
+    and 0010 moves its leaves into packs unchanged (same hashes, same tree)."""
     older = tmp_path / "migrations"
     older.mkdir()
     for path in migrations.discover():
@@ -121,7 +121,7 @@ async def test_migration_backfills_the_subtrees_of_an_existing_log(
     conn = await asyncpg.connect(empty_database_url)
     try:
         await migrations.migrate(conn, older)
-        await fill_pre_0008(conn, SIZE)
+        await fill_old_layout(conn, SIZE)
         await migrations.migrate(conn)
         rows = await conn.fetch("SELECT height, idx, hash FROM audit_subtrees")
         expected = MerkleAccumulator().extend(await _leaf_hashes(conn))
