@@ -267,6 +267,53 @@ async def stored_nodes(
     return out
 
 
+async def pack_partitions(conn: Executor) -> list[str]:
+    """Names of the month partitions of ``audit_packs``."""
+    rows = await conn.fetch(
+        """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           WHERE i.inhparent = 'audit_packs'::regclass ORDER BY c.relname"""
+    )
+    return [row[0] for row in rows]
+
+
+async def partition_leaves(conn: Executor, name: str) -> tuple[int, int, int]:
+    """(first leaf, end, number of leaves) of one partition; (0, 0, 0) when empty."""
+    row = await conn.fetchrow(
+        f"""SELECT coalesce(min(first_leaf), 0) AS lo,
+                   coalesce(max(first_leaf + length(hashes) / 32), 0) AS hi,
+                   coalesce(sum(length(hashes) / 32), 0) AS n
+            FROM {_quoted(name)}"""  # noqa: S608 - a partition's name, quoted
+    )
+    assert row is not None
+    return int(row["lo"]), int(row["hi"]), int(row["n"])
+
+
+async def live_leaves_below(conn: Executor, leaf: int) -> bool:
+    """Whether packs below ``leaf`` are still in the database."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM audit_packs WHERE first_leaf < $1)", leaf
+        )
+    )
+
+
+async def drop_partition(conn: asyncpg.Connection, name: str) -> None:
+    """Keep a partition's leaf hashes in ``audit_archived_leaves``, then drop it, atomically."""
+    async with conn.transaction():
+        await conn.execute(
+            f"""INSERT INTO audit_archived_leaves (first_leaf, hashes)
+                SELECT first_leaf, hashes FROM {_quoted(name)}"""  # noqa: S608
+        )
+        await conn.execute(f"ALTER TABLE audit_packs DETACH PARTITION {_quoted(name)}")
+        await conn.execute(f"DROP TABLE {_quoted(name)}")
+
+
+def _quoted(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a partition name: {name!r}")
+    return '"' + name + '"'
+
+
 async def log_size(conn: Executor) -> int:
     """Number of leaves in the log."""
     return int(await conn.fetchval("SELECT audit_log_size()"))
@@ -369,6 +416,7 @@ class EventRow:
     entry: bytes  # canonical JSON
     in_scope: bool = True
     leaf_hash: bytes | None = None  # as stored when sequenced (entries_range only)
+    archived: bool = False  # retention removed the entry; only its leaf hash is kept
 
 
 async def agency_subtree(conn: Executor, root: UUID) -> list[UUID]:
@@ -397,7 +445,7 @@ def _row(
 ) -> EventRow:
     officials, agencies, _ = codec.parties(stored)
     entry = codec.decode(stored, at)
-    kind = codec.kind_of(stored) or str(_kind_decoder.decode(entry)["kind"])
+    kind = codec.kind_of(stored) or str(_kind_decoder.decode(entry).get("kind", ""))
     in_scope = scope is None or not set(agencies).isdisjoint(scope)
     return EventRow(event_id, leaf, kind, at, officials, entry, in_scope, leaf_hash)
 
@@ -462,7 +510,12 @@ async def _matching(conn: Executor, match: _Match, limit: int) -> list[EventRow]
     while True:
         packs = await conn.fetch(
             PACKS_QUERY.format(involves=involves),
-            match.after_id, last_min, match.since, match.until, _CHUNK, *match.any_of,
+            match.after_id,
+            last_min,
+            match.since,
+            match.until,
+            _CHUNK,
+            *match.any_of,
         )
         for pack in packs:
             first = pack["first_leaf"]
@@ -479,7 +532,11 @@ async def _matching(conn: Executor, match: _Match, limit: int) -> list[EventRow]
     while True:  # the backlog: events not sequenced yet (leaf_index None)
         rows = await conn.fetch(
             _BACKLOG.format(involves=pending_involves),
-            after, _CHUNK, match.since, match.until, *match.any_of,
+            after,
+            _CHUNK,
+            match.since,
+            match.until,
+            *match.any_of,
         )
         for r in rows:
             stored = bytes(r["entry"])
@@ -549,20 +606,33 @@ async def entries_range(
     if end <= start:
         return []
     rows = await conn.fetch(
-        """SELECT first_leaf, hashes, events FROM audit_packs
-           WHERE first_leaf > $1 AND first_leaf < $2 ORDER BY first_leaf LIMIT $3""",
+        """(SELECT first_leaf, hashes, events FROM audit_packs
+            WHERE first_leaf > $1 AND first_leaf < $2 ORDER BY first_leaf LIMIT $3)
+           UNION ALL
+           (SELECT first_leaf, hashes, NULL FROM audit_archived_leaves
+            WHERE first_leaf > $1 AND first_leaf < $2 ORDER BY first_leaf LIMIT $3)""",
         start - codec.PACK,
         end,
         end - start + codec.PACK,
     )
     out = []
     for pack in rows:
-        first, hashes = pack["first_leaf"], pack["hashes"]
+        first, hashes = pack["first_leaf"], bytes(pack["hashes"])
+        if pack["events"] is None:  # archived: the leaf hashes only
+            for i in range(len(hashes) // 32):
+                if start <= first + i < end:
+                    out.append(_archived(first + i, hashes[32 * i : 32 * i + 32]))
+            continue
         for i, (event_id, at, stored) in enumerate(codec.unpack_events(pack["events"])):
             if start <= first + i < end:
-                leaf_hash = bytes(hashes[32 * i : 32 * i + 32])
+                leaf_hash = hashes[32 * i : 32 * i + 32]
                 out.append(_row(event_id, first + i, at, stored, scope, leaf_hash))
+    out.sort(key=lambda r: r.leaf_index or 0)
     return out
+
+
+def _archived(leaf: int, leaf_hash: bytes) -> EventRow:
+    return EventRow(0, leaf, "", codec.EPOCH, [], b"", False, leaf_hash, archived=True)
 
 
 async def audit_queries_about(
@@ -574,7 +644,5 @@ async def audit_queries_about(
         actor = _kind_decoder.decode(row.entry).get("actor_official")
         return bool(actor != str(official))
 
-    match = _Match(
-        [[official]], None, set(codec.AUDITOR_KINDS), None, before, after_id, by_another
-    )
+    match = _Match([[official]], None, set(codec.AUDITOR_KINDS), None, before, after_id, by_another)
     return await _matching(conn, match, limit)
