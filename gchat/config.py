@@ -70,6 +70,9 @@ class Config:
     audit_enabled: bool = True
     #: The audit sequencer signs a tree head this often when the log grew.
     audit_sign_interval_seconds: float = 5.0
+    #: ``gchat audit archive`` archives and drops the months of the audit log
+    #: that ended more than this many days ago (0: keep the log forever).
+    audit_retention_days: int = 0
     #: Officials see auditors' queries about them only after this delay.
     audit_transparency_delay_seconds: int = 7 * 24 * 3600
     #: Largest group conversation (members), at most the protocol limit.

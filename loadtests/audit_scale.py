@@ -111,11 +111,13 @@ def _uuid(seed: str) -> str:
     return str(uuid.UUID(bytes=hashlib.md5(seed.encode()).digest()))  # noqa: S324 - ids, not security
 
 
-def generated_events(first: int, n: int, end: int) -> list[tuple[int, datetime, bytes, bytes]]:
+def generated_events(
+    first: int, n: int, end: int, until: datetime | None = None
+) -> list[tuple[int, datetime, bytes, bytes]]:
     """Events ``first``..``first + n - 1`` as the node writes them: (id, time, leaf hash,
     stored entry) of a ``message.accepted`` between 5,000 officials in 50 agencies,
-    one every 50 ms up to ``end`` events before now."""
-    now = datetime.now(UTC)
+    one every 50 ms, event ``end`` at ``until`` (default now)."""
+    now = until or datetime.now(UTC)
     out = []
     for g in range(first, first + n):
         at = now - timedelta(seconds=(end - g) * 0.05)
@@ -137,7 +139,7 @@ def generated_events(first: int, n: int, end: int) -> list[tuple[int, datetime, 
 
 async def fill(
     conn: asyncpg.Connection, leaves: int, *, subtrees: bool = True, chunk: int = 50_000,
-    log: Any = None,
+    log: Any = None, until: datetime | None = None,
 ) -> None:
     """Append ``leaves`` generated events, sequenced, to the log.
 
@@ -145,13 +147,14 @@ async def fill(
     code (:mod:`gchat.store.audit_codec`, the sequencer's packing, the
     Merkle accumulator), copied in without the backlog table.  Without
     ``subtrees`` the roots are left out, as a node older than 0006 left them.
+    ``until``: the time of the last event (default now).
     """
     size = await store.log_size(conn)
     tree = await resume(conn, size) if subtrees else MerkleAccumulator()
     done = 0
     while done < leaves:
         n = min(chunk, leaves - done)
-        events = generated_events(size + done + 1, n, size + leaves)
+        events = generated_events(size + done + 1, n, size + leaves, until)
         rows = []
         last_at = None
         for start in range(0, n, codec.PACK):

@@ -208,6 +208,10 @@ class AuditService:
         if not 0 <= leaf_index < tree_size <= await proofs.stored_size(self._db.pool):
             raise ServiceError(ErrorCode.NOT_FOUND, "no such leaf or tree size")
         row = await store.event_at(self._db.pool, leaf_index, scope)
+        if row is not None and row.archived:
+            raise ServiceError(
+                ErrorCode.NOT_FOUND, "entry archived by retention: see its archive file"
+            )
         if row is None or not row.in_scope or row.leaf_hash is None:
             raise ServiceError(ErrorCode.FORBIDDEN, "entry outside the auditor's scope")
         try:

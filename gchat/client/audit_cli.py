@@ -21,10 +21,12 @@ JSON lines (ids, epoch milliseconds) for scripts. WHEN is a date
 """
 
 import argparse
+import gzip
 import json
 import re
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +159,10 @@ def cmd_verify(args: argparse.Namespace) -> None:
                 f"{name} is not a saved tree head (JSON from gchat audit tree-head --json)"
             ) from None
     key = _public_key(args.key)
-    with Path(args.export).open("rb") as file:
+    with Path(args.export).open("rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"  # an archive: gzip-compressed JSON Lines
+    opened = gzip.open if compressed else open
+    with opened(Path(args.export), "rb") as file:
         report = verify_export(file, key, known)
     print(report.summary())
     sys.exit(0 if report.ok else 1)
@@ -197,6 +202,71 @@ def cmd_public_key(args: argparse.Namespace) -> None:
             "gchat audit verify --export FILE --key audit.pub",
             file=sys.stderr,
         )
+
+
+def cmd_archive(args: argparse.Namespace) -> None:
+    """On the server host, as the database owner: archive and drop old months of the log."""
+    import asyncio
+
+    import asyncpg
+
+    from gchat import config
+    from gchat.audit import retention
+
+    try:
+        cfg = config.load(toml_path=args.config)
+    except ValueError as error:
+        raise UserError(f"bad configuration: {error}") from None
+    if args.before is not None:
+        try:
+            before = datetime.fromisoformat(args.before).replace(tzinfo=UTC)
+        except ValueError:
+            raise UserError(f"--before {args.before}: give a date, like 2026-01-01") from None
+    elif cfg.audit_retention_days > 0:
+        before = datetime.now(UTC) - timedelta(days=cfg.audit_retention_days)
+    else:
+        raise UserError(
+            "the audit log is kept forever (audit_retention_days = 0): give --before DATE"
+        )
+    if not cfg.database_url:
+        raise UserError(
+            "archive needs the node's database_url (GCHAT_DATABASE_URL); with the embedded "
+            "database, stop the node and give it that cluster's address"
+        )
+    keys_dir = args.keys_dir if args.keys_dir is not None else cfg.key_directory
+    path = keys_dir / "audit.key"
+    if not path.exists():
+        raise UserError(f"no audit key at {path}: run this on the node's host")
+    public = IdentityKeyPair.from_seed(bytes.fromhex(path.read_text().strip())).public_key
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> list[retention.Archived]:
+        conn = await asyncpg.connect(cfg.database_url)
+        try:
+            return await retention.archive(conn, before, args.out, public)
+        finally:
+            await conn.close()
+
+    try:
+        done = asyncio.run(run())
+    except retention.RetentionError as error:
+        raise UserError(str(error)) from None
+    except asyncpg.InsufficientPrivilegeError:
+        raise UserError(
+            "the database role may not drop audit partitions: run this as the owner "
+            "(the role migrations run as)"
+        ) from None
+    for item in done:
+        if args.json:
+            emit_json({"month": item.month, "file": str(item.path) if item.path else None,
+                       "start": item.start, "end": item.end, "tree_size": item.tree_size})
+        elif item.path is None:
+            print(f"{item.month}: empty, dropped")
+        else:
+            print(f"{item.month}: leaves {item.start}..{item.end - 1} -> {item.path} "
+                  f"(verified against the head of size {item.tree_size}), partition dropped")
+    if not done:
+        print(f"nothing to archive before {before:%Y-%m-%d}")
 
 
 def cmd_kinds(args: argparse.Namespace) -> None:
@@ -382,6 +452,16 @@ def register(commands: Any) -> None:
     public.add_argument("--keys-dir", type=Path)
     public.add_argument("--json", action="store_true", help="JSON with the key id")
     public.set_defaults(func=cmd_public_key)
+
+    archive = audit.add_parser(
+        "archive", help="archive and drop months past retention (server host, database owner)"
+    )
+    archive.add_argument("--out", required=True, type=Path, help="folder for the archives")
+    archive.add_argument("--before", help="archive months that ended by this date (YYYY-MM-DD); "
+                         "default: now minus audit_retention_days")
+    archive.add_argument("--keys-dir", type=Path)
+    archive.add_argument("--json", action="store_true", help="JSON lines for scripts")
+    archive.set_defaults(func=cmd_archive)
 
     kinds = audit.add_parser("kinds", help="the event kinds --kind accepts")
     kinds.set_defaults(func=cmd_kinds)

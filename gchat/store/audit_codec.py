@@ -89,7 +89,7 @@ _ENCODE = re.compile(
 _DECODE = re.compile(
     rb"\x01(.)|\x02(..)|\x03(.{16})|(\x04)|\x05(.)|\x06(.{8})|\x07(.{16})|\x08(.{8})", re.DOTALL
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 OTHER_KIND = 255
 
