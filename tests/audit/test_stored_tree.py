@@ -207,9 +207,8 @@ async def test_polls_scan_no_table_when_the_planner_has_no_statistics(bench: Log
                 await bench.add(2000)
             await bench.settle()
             await bench.sequencer.stop()
-            assert await conn.fetchval(
-                "SELECT reltuples FROM pg_class WHERE relname = 'audit_pending'"
-            ) <= 0  # statistics of an empty table (analysed by the migration) or none
+            # No ANALYZE ran (the migration's saw an empty table; the sequencer's
+            # VACUUM may have counted rows since, without column statistics).
             await store.pin_index_plans(conn)  # as the sequencer's session does
             # A new sequencer's first poll looks at the whole backlog table.
             horizon, pending = await store.idle_check(conn, store.Horizon("0"))

@@ -209,9 +209,10 @@ def test_rows_altered_by_sql_are_reported_and_located(
     assert len(old) == len(new)
     as_attacker(
         node,
-        f"""UPDATE audit_events SET entry = overlay(entry placing '\\x{new.hex()}'::bytea
-               from position('\\x{old.hex()}'::bytea in entry) for {len(old)})
-           WHERE id = {event_id}""",
+        # The stored entry keeps string values as UTF-8 (gchat/store/audit_codec.py).
+        f"""UPDATE audit_packs SET events = overlay(events placing '\\x{new.hex()}'::bytea
+               from position('\\x{old.hex()}'::bytea in events) for {len(old)})
+           WHERE position('\\x{old.hex()}'::bytea in events) > 0""",
     )
     page.goto(node.http)
     open_audit(page)
@@ -235,7 +236,10 @@ def test_rows_altered_by_sql_are_reported_and_located(
     # Now the stored leaf hash of an early event too: the log no longer
     # extends the head this browser remembered, and the console says so.
     as_attacker(
-        node, "UPDATE audit_log SET leaf_hash = sha256('forged'::bytea) WHERE leaf_index = 1"
+        node,
+        """UPDATE audit_packs SET hashes = overlay(hashes placing sha256('forged'::bytea)
+               from (32 * (1 - first_leaf) + 1)::integer for 32)
+           WHERE first_leaf <= 1 AND first_leaf + length(hashes) / 32 > 1""",
     )
     page.reload()
     open_audit(page)
