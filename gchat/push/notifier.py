@@ -5,8 +5,9 @@ as background tasks, so a slow, hanging or failing push service never
 delays ``accepted``. Who is connected is asked of the broker (``Presence``)
 in two steps, so that the per-commit work stays small: on the commit path
 only "connected here?" (a set lookup per recipient; most recipients of a
-busy node are online); in the background, for the devices that have a
-subscription, "connected on any node?" (the Redis broker asks Redis who
+busy node are online); in the background, at most once per
+``lookup_interval`` for all the devices gathered meanwhile, which of them
+have a subscription (one query), and for those "connected on any node?" (the Redis broker asks Redis who
 is subscribed to their channels). A device gets at most one push per window (the
 ``Coalescer``: in process, or Redis ``SET NX PX`` shared by every node so
 a cluster sends one in total). 404/410 removes the subscription; 429,
@@ -78,6 +79,7 @@ class PushNotifier:
         presence: Presence,
         attempts: int = 4,
         backoff_seconds: float = 1.0,
+        lookup_interval: float = 0.5,
     ) -> None:
         self._db = db
         self._sender = sender
@@ -86,18 +88,46 @@ class PushNotifier:
         self._attempts = attempts
         self._backoff = backoff_seconds
         self._tasks: set[asyncio.Task[None]] = set()
+        # Devices not connected here, gathered over commits: one lookup of
+        # subscriptions per ``lookup_interval`` at most, not one per commit
+        # batch (docs/PERFORMANCE.md, "Push check").
+        self._interval = lookup_interval
+        self._waiting: set[UUID] = set()
+        self._ready = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    async def idle(self) -> None:
+        """Wait until the waiting devices were looked up and pushed to (load tests)."""
+        while self._waiting or self._tasks:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(self._interval / 10)  # noqa: ASYNC110 - test helper
 
     def notify(self, device_ids: Iterable[UUID]) -> None:
         """Push, in the background, to those of ``device_ids`` connected nowhere."""
         has_listeners = self._presence.has_listeners
-        offline = [d for d in set(device_ids) if not has_listeners(d)]
-        if offline:
-            self._spawn(self._push_all(offline))
+        before = len(self._waiting)
+        self._waiting.update(d for d in device_ids if not has_listeners(d))
+        if len(self._waiting) == before:
+            return
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._look_up_forever(), name="push-lookups")
+        self._ready.set()
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    async def _look_up_forever(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            devices, self._waiting = list(self._waiting), set()
+            await self._spawn(self._push_all(devices))
+            await asyncio.sleep(self._interval)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _push_all(self, device_ids: list[UUID]) -> None:
         try:
@@ -134,6 +164,9 @@ class PushNotifier:
         log.info("push to device %s given up (%s)", subscription.device_id, reason)
 
     async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
