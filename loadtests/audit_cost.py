@@ -54,6 +54,28 @@ async def _setup(db: Database, pairs: int) -> list[Pair]:
     return out
 
 
+async def send_for(committer: SendCommitter, pairs: list[Pair], seconds: float, size: int) -> int:
+    """Each pair sends one message after the other for ``seconds``; how many were sent."""
+    body = os.urandom(size)
+    sent = 0
+    stop = time.monotonic() + seconds
+
+    async def sender(pair: Pair) -> None:
+        nonlocal sent
+        s_off, s_dev, r_off, r_dev = pair
+        while time.monotonic() < stop:
+            await committer.submit(
+                NewMessage(
+                    uuid.uuid4(), s_dev, s_off, r_off, uuid.uuid4().hex,
+                    datetime.now(UTC), [(r_dev, body)],
+                )
+            )
+            sent += 1
+
+    await asyncio.gather(*(sender(p) for p in pairs))
+    return sent
+
+
 async def _round(
     db: Database,
     keys: ServerKeys,
@@ -72,25 +94,9 @@ async def _round(
     sequencer = Sequencer(db, keys.audit, sign_interval=5.0) if audit else None
     if sequencer:
         sequencer.start()
-    body = os.urandom(size)
-    sent = 0
-    stop = time.monotonic() + seconds
-
-    async def sender(pair: Pair) -> None:
-        nonlocal sent
-        s_off, s_dev, r_off, r_dev = pair
-        while time.monotonic() < stop:
-            await committer.submit(
-                NewMessage(
-                    uuid.uuid4(), s_dev, s_off, r_off, uuid.uuid4().hex,
-                    datetime.now(UTC), [(r_dev, body)],
-                )
-            )
-            sent += 1
-
     events_before = await db.pool.fetchval("SELECT count(*) FROM audit_events")
     started = time.monotonic()
-    await asyncio.gather(*(sender(p) for p in pairs))
+    sent = await send_for(committer, pairs, seconds, size)
     elapsed = time.monotonic() - started
     await committer.stop()
     lag = 0

@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -42,7 +40,7 @@ from gchat.runtime.broker import InProcessBroker, Signal, SignalKind
 from gchat.store import migrations
 from gchat.store.database import Database
 from gchat.store.messages import NewMessage
-from loadtests.audit_cost import Pair, _setup
+from loadtests.audit_cost import Pair, _setup, send_for
 from loadtests.harness import TempDatabase, backend_pids, cpu_seconds_of
 
 MODES = ("off-online", "on-online", "off-offline", "on-offline")
@@ -73,28 +71,12 @@ async def _round(db: Database, mode: str, pairs: list[Pair], seconds: float, siz
 
     committer = SendCommitter(db, 256, timedelta(days=1), after_commit)
     committer.start()
-    body = os.urandom(size)
-    sent = 0
-    stop = time.monotonic() + seconds
-
-    async def sender(pair: Pair) -> None:
-        nonlocal sent
-        s_off, s_dev, r_off, r_dev = pair
-        while time.monotonic() < stop:
-            await committer.submit(
-                NewMessage(
-                    uuid.uuid4(), s_dev, s_off, r_off, uuid.uuid4().hex,
-                    datetime.now(UTC), [(r_dev, body)],
-                )
-            )
-            sent += 1
-
     async with db.pool.acquire() as conn:
         pids = await backend_pids(conn)
     pg_before = cpu_seconds_of(pids)
     cpu_before = time.process_time()
     started = time.monotonic()
-    await asyncio.gather(*(sender(p) for p in pairs))
+    sent = await send_for(committer, pairs, seconds, size)
     await committer.stop()
     if notifier is not None:
         await notifier.idle()  # the background lookups count too
