@@ -7,12 +7,13 @@ in two steps, so that the per-commit work stays small: on the commit path
 only "connected here?" (a set lookup per recipient; most recipients of a
 busy node are online); in the background, at most once per
 ``lookup_interval`` for all the devices gathered meanwhile, which of them
-have a subscription (one query), and for those "connected on any node?" (the Redis broker asks Redis who
-is subscribed to their channels). A device gets at most one push per window (the
-``Coalescer``: in process, or Redis ``SET NX PX`` shared by every node so
-a cluster sends one in total). 404/410 removes the subscription; 429,
-5xx and network errors are retried with exponential backoff, then given
-up (the device still finds its messages when it next connects).
+have a subscription (one query), and for those "connected on any node?"
+(the Redis broker asks Redis who is subscribed to their channels). A device
+gets at most one push per window (the ``Coalescer``: in process, or Redis
+``SET NX PX`` shared by every node so a cluster sends one in total).
+404/410 removes the subscription; 429, 5xx and network errors are retried
+with exponential backoff, then given up (the device still finds its
+messages when it next connects).
 """
 
 import asyncio
