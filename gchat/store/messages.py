@@ -160,6 +160,20 @@ def _message_columns(messages: list[NewMessage]) -> list[list[Any]]:
     ]
 
 
+# The end of both enqueue statements: given ``per_device`` (device_id, n,
+# mids, cts), lock those device rows in id order (so concurrent batches on
+# several nodes cannot deadlock) and bump their inbox heads by n; ``bumped``
+# has each device's base position.
+_LOCK_AND_BUMP = """locked AS (
+    SELECT d.id, p.n, p.mids, p.cts FROM per_device p JOIN devices d ON d.id = p.device_id
+    ORDER BY d.id FOR NO KEY UPDATE OF d),
+bumped AS (
+    UPDATE devices d SET inbox_head = d.inbox_head + l.n
+    FROM locked l WHERE d.id = l.id
+    RETURNING d.id, d.inbox_head - l.n AS base, l.mids, l.cts)
+"""
+
+
 # Pairwise sends in one statement: insert the messages (a retry's client id
 # inserts nothing), then append the envelopes of those inserted to their
 # devices' inboxes. Device rows are locked in id order and their inbox heads
@@ -167,7 +181,7 @@ def _message_columns(messages: list[NewMessage]) -> list[list[Any]]:
 # order; a device that vanished since the check gets nothing. Every join is
 # on a primary key or between the statement's own rows, so the plan does
 # not depend on table statistics.
-_STORE_AND_ENQUEUE = """
+_STORE_AND_ENQUEUE = f"""
 WITH ins AS (
     INSERT INTO messages (id, sender_device, sender_official, recipient_official,
                           client_message_id, sent_at, kind, conversation_id)
@@ -181,13 +195,7 @@ per_device AS (
     FROM unnest($9::uuid[], $10::uuid[], $11::bytea[], $12::int[]) AS e(d, m, c, o)
     JOIN ins ON ins.id = e.m
     GROUP BY e.d),
-locked AS (
-    SELECT d.id, p.n, p.mids, p.cts FROM per_device p JOIN devices d ON d.id = p.device_id
-    ORDER BY d.id FOR NO KEY UPDATE OF d),
-bumped AS (
-    UPDATE devices d SET inbox_head = d.inbox_head + l.n
-    FROM locked l WHERE d.id = l.id
-    RETURNING d.id, d.inbox_head - l.n AS base, l.mids, l.cts),
+{_LOCK_AND_BUMP},
 placed AS (
     INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
     SELECT b.id, b.base + u.k, u.m, u.c, $13
@@ -196,7 +204,7 @@ placed AS (
 SELECT id AS message_id, NULL::uuid AS device_id, NULL::bigint AS position FROM ins
 UNION ALL
 SELECT message_id, device_id, position FROM placed
-"""
+"""  # noqa: S608 - constant SQL
 
 
 async def _store_and_enqueue(
@@ -232,8 +240,8 @@ async def _store_and_enqueue(
 # every conversation message expanded to its members' active devices (minus
 # the sending device for a group send, whose sender must still be a member).
 # Device rows are locked in id order and their inbox heads bumped, exactly
-# as ``_enqueue`` does, so positions stay contiguous and in commit order.
-_FAN_OUT = """
+# as pairwise sends do, so positions stay contiguous and in commit order.
+_FAN_OUT = f"""
 WITH targets AS MATERIALIZED (
     SELECT e.d AS device_id, e.m AS message_id, e.c AS ciphertext, e.o AS ord
     FROM unnest($1::uuid[], $2::uuid[], $3::bytea[], $4::int[]) AS e(d, m, c, o)
@@ -253,24 +261,18 @@ per_device AS (
            array_agg(message_id ORDER BY ord) AS mids,
            array_agg(ciphertext ORDER BY ord) AS cts
     FROM targets GROUP BY device_id),
-locked AS (
-    SELECT d.id, p.n, p.mids, p.cts FROM per_device p JOIN devices d ON d.id = p.device_id
-    ORDER BY d.id FOR NO KEY UPDATE OF d),
-bumped AS (
-    UPDATE devices d SET inbox_head = d.inbox_head + l.n
-    FROM locked l WHERE d.id = l.id
-    RETURNING d.id, d.inbox_head - l.n AS base, l.mids, l.cts)
+{_LOCK_AND_BUMP}
 INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
 SELECT b.id, b.base + u.k, u.m, u.c, $11
 FROM bumped b, unnest(b.mids, b.cts) WITH ORDINALITY AS u(m, c, k)
 RETURNING device_id, message_id, position, ciphertext IS NULL AS shared
-"""
+"""  # noqa: S608 - constant SQL
 
 
 async def _enqueue_with_conversations(
     conn: Executor, messages: list[NewMessage], expires_at: datetime
 ) -> None:
-    """Like ``_enqueue``, with conversation messages expanded in the same statement."""
+    """Like ``_store_and_enqueue``, with conversation messages expanded to their members."""
     pairwise = [
         (device, m.message_id, ciphertext, order)
         for order, m in enumerate(messages)

@@ -12,6 +12,13 @@ from gchat.store.database import Database
 from gchat.store.messages import NewMessage
 
 
+async def migrated(database_url: str) -> Database:
+    db = await Database.connect(database_url)
+    async with db.pool.acquire() as conn:
+        await migrations.migrate(conn)
+    return db
+
+
 async def seed(pool: asyncpg.Pool) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
     agency, official = uuid.uuid4(), uuid.uuid4()
     await directory.create_agency(pool, agency, "A", "Agency")
@@ -29,9 +36,7 @@ async def seed(pool: asyncpg.Pool) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID
 async def test_concurrent_sends_commit_in_few_batches_with_contiguous_positions(
     database_url: str,
 ) -> None:
-    db = await Database.connect(database_url)
-    async with db.pool.acquire() as conn:
-        await migrations.migrate(conn)
+    db = await migrated(database_url)
     official, sender, recipients = await seed(db.pool)
     woken: list[set[uuid.UUID]] = []
 
@@ -108,9 +113,7 @@ async def test_placed_rows_are_the_inbox_rows_written_and_a_retry_places_none(
 ) -> None:
     from gchat.store import messages
 
-    db = await Database.connect(database_url)
-    async with db.pool.acquire() as conn:
-        await migrations.migrate(conn)
+    db = await migrated(database_url)
     official, sender, recipients = await seed(db.pool)
     expires = datetime.now(UTC) + timedelta(days=1)
 
