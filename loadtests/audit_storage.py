@@ -189,7 +189,7 @@ async def _queries(url: str, events: int, log: Any) -> dict[str, Any]:
             assert rows, "an official with no events in the last day"
         plan = await conn.fetch(
             "EXPLAIN " + store.PACKS_QUERY.format(
-                involves=" AND audit_pack_ids(events) && $6::uuid[]"),
+                involves=" AND audit_pack_ids(events) && $6::uuid[]", next_page="$2 < 0"),
             0, -1, since, None, 64, [uuid.UUID(_uuid("o1"))])
         return {
             "events": events, "fill_s": round(filled, 1),

@@ -485,7 +485,7 @@ class _Match:
 # answers the "involves" conditions, the month partitions and ``at`` the
 # time bound (every event of a pack is at or before its ``at``).
 PACKS_QUERY = """SELECT first_leaf, min_id, events FROM audit_packs
-            WHERE max_id > $1 AND min_id > $2
+            WHERE max_id > $1 AND {next_page}
               AND ($3::timestamptz IS NULL OR at >= $3)
               AND ($4::timestamptz IS NULL OR min_at < $4)
               {involves}
@@ -509,7 +509,11 @@ async def _matching(conn: Executor, match: _Match, limit: int) -> list[EventRow]
     last_min = -1
     while True:
         packs = await conn.fetch(
-            PACKS_QUERY.format(involves=involves),
+            # The first chunk has no lower bound on min_id: stated anyway, the
+            # planner without statistics ANDs a bitmap of the whole min_id index.
+            PACKS_QUERY.format(
+                involves=involves, next_page="min_id > $2" if last_min >= 0 else "$2 < 0"
+            ),
             match.after_id,
             last_min,
             match.since,

@@ -31,7 +31,8 @@ async def test_an_officials_last_day_uses_the_index_and_skips_old_months(
         ) == 0
         official = UUID(_uuid("o1"))
         since = datetime.now(UTC) - timedelta(days=1)
-        sql = store.PACKS_QUERY.format(involves=" AND audit_pack_ids(events) && $6::uuid[]")
+        sql = store.PACKS_QUERY.format(
+            involves=" AND audit_pack_ids(events) && $6::uuid[]", next_page="$2 < 0")
         plan = "\n".join(
             r[0] for r in await conn.fetch(
                 f"EXPLAIN (ANALYZE, COSTS OFF) {sql}", 0, -1, since, None, 64, [official])
