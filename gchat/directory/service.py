@@ -70,9 +70,10 @@ class Directory:
         if len(words) > limits.MAX_SEARCH_WORDS:
             raise ServiceError(ErrorCode.INVALID_FIELD, f"at most {limits.MAX_SEARCH_WORDS} words")
         await authz.current(self._db.pool, actor)  # a revoked device searches nothing
-        cards = await directory.search_officials(
-            self._db.pool, actor.official_id, SearchQuery(words, agency_id, offset, limit)
-        )
+        async with self._db.transaction() as conn:  # the plan is pinned per transaction
+            cards = await directory.search_officials(
+                conn, actor.official_id, SearchQuery(words, agency_id, offset, limit)
+            )
         more = len(cards) > limit
         return cards[:limit], (offset + limit if more else None)
 

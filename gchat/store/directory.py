@@ -636,49 +636,72 @@ class SearchQuery:
     limit: int = 20
 
 
-def _word_matches(low: int, high: int) -> str:
-    """(id, agency_id, name) of active officials with a term, or in an agency
-    with a term, in [low, high)."""
-    return f"""SELECT official_id AS id, agency_id, name FROM official_terms
-               WHERE term >= ${low} AND term < ${high} AND active
-               UNION
-               SELECT o.id, o.agency_id, o.name
-               FROM agency_terms t JOIN officials o ON o.agency_id = t.agency_id
-               WHERE t.term >= ${low} AND t.term < ${high} AND o.status = 'active'"""  # noqa: S608
+#: A subtree of at most this many officials is browsed by reading them all
+#: (sorted); a bigger one by walking the name index, filtered by agency.
+NARROW = 4000
+
+_SUBTREE_SET = """WITH RECURSIVE subtree AS (
+                      SELECT id FROM agencies WHERE id = $1
+                      UNION
+                      SELECT a.id FROM agencies a JOIN subtree s ON a.parent_id = s.id)
+                  SELECT o.id FROM officials o
+                  WHERE o.agency_id IN (SELECT id FROM subtree) AND o.status = 'active'"""
 
 
 async def search_officials(
     db: Executor, viewer_official: UUID, query: SearchQuery
 ) -> list[OfficialCard]:
     """Active officials matching every word (a prefix of a term of theirs or of
-    their agency), whom the viewer may message under the policy, by name.
+    their agency), whom the viewer may message under the policy.
 
-    Each word is one index range scan over the terms (of officials, and of
-    agencies, whose officials then match); the word sets are intersected, so
-    the cost follows the number of matches, not the directory's size.
-    Returns up to ``limit + 1`` cards (one more tells the caller there is a
-    next page).
+    Order: officials whose own names or position match come first, by the
+    term that matched the first (longest) word, then name; then officials
+    found through their agency's names, by that term, agency and name. In
+    that order the page is read straight off an index range (``official_terms
+    (term, name, official_id)``, ``officials (agency_id, name, id)``) and the
+    read stops when the page is full, so a prefix that matches 300,000
+    officials costs what one that matches 30 does. Each other word is an
+    index probe per candidate. Only candidates that the other words or the
+    viewer's policy reject lengthen the read. Without words (browsing an
+    agency) officials come by name. Must run in a transaction (the plan is
+    pinned to index order). Returns up to ``limit + 1`` cards (one more
+    tells the caller there is a next page).
     """
-    sql, args = search_sql(viewer_official, query)
-    rows = await db.fetch(sql, *args)
-    return [OfficialCard(**row) for row in rows]
+    await pin_index_order(db)
+    if query.words:
+        return await _cards(db, *_search(viewer_official, query))
+    narrow = False
+    if query.agency_root is not None:
+        capped = f"SELECT count(*) FROM ({_SUBTREE_SET} LIMIT {NARROW + 1}) AS c"  # noqa: S608
+        narrow = int(await db.fetchval(capped, query.agency_root)) <= NARROW
+    return await _cards(db, *_browse(viewer_official, query, narrow))
 
 
-def search_sql(viewer_official: UUID, query: SearchQuery) -> tuple[str, list[Any]]:
-    """The search statement and its arguments (also for EXPLAIN in tests and benchmarks)."""
-    args: list[Any] = [viewer_official, query.offset, query.limit + 1, query.agency_root]
-    sets = []
-    for word in query.words:
-        args.extend(prefix_range(word))
-        sets.append(f"({_word_matches(len(args) - 1, len(args))})")
-    if sets:
-        # Each word's set comes from one index range scan; the sets are
-        # intersected by hashing, so a query costs what its matches cost.
-        candidates = " INTERSECT ".join(sets)
-    else:
-        candidates = """SELECT o.id, o.agency_id, o.name FROM officials o
-                        WHERE o.agency_id IN (SELECT id FROM subtree) AND o.status = 'active'"""
-    sql = f"""
+async def _cards(db: Executor, sql: str, args: list[Any]) -> list[OfficialCard]:
+    return [OfficialCard(**row) for row in await db.fetch(sql, *args)]
+
+
+def _probe(sql: str) -> str:
+    """An index probe per row: a LIMIT 1 subquery the planner cannot turn into
+    a hash of every match (which reads them all)."""
+    return f"coalesce(({sql} LIMIT 1), false)"
+
+
+def _holds(column: str, agency: str, low: int, high: int) -> str:
+    """Official ``column`` (of agency ``agency``) has a term, or its agency has one,
+    in [$low, $high)."""
+    own = _probe(
+        f"SELECT true FROM official_terms w WHERE w.official_id = {column} "  # noqa: S608
+        f"AND w.term >= ${low} AND w.term < ${high}"
+    )
+    via = _probe(
+        f"SELECT true FROM agency_terms w WHERE w.agency_id = {agency} "  # noqa: S608
+        f"AND w.term >= ${low} AND w.term < ${high}"
+    )
+    return f"({own} OR {via})"
+
+
+_CTES = f"""
         WITH RECURSIVE {policies.EFFECTIVE_CTE},
         viewer AS (
             SELECT e.id, e.root_id, e.scope_rank FROM officials me JOIN effective e
@@ -686,22 +709,96 @@ def search_sql(viewer_official: UUID, query: SearchQuery) -> tuple[str, list[Any
         subtree AS (
             SELECT id FROM agencies WHERE id = $4 OR ($4::uuid IS NULL AND parent_id IS NULL)
             UNION
-            SELECT a.id FROM agencies a JOIN subtree s ON a.parent_id = s.id),
-        candidates AS MATERIALIZED ({candidates}),
-        found AS (
-            SELECT c.id, c.name FROM candidates c
-            JOIN effective e ON e.id = c.agency_id
-            CROSS JOIN viewer v
-            WHERE ($4::uuid IS NULL OR c.agency_id IN (SELECT id FROM subtree))
-              AND {
-        policies.MAY_MESSAGE.format(a="v", b="e", a_agency="v.id", b_agency="c.agency_id")
-    }
-            ORDER BY c.name, c.id OFFSET $2 LIMIT $3)
+            SELECT a.id FROM agencies a JOIN subtree s ON a.parent_id = s.id)"""  # noqa: S608
+
+
+def _visible(agency: str) -> str:
+    """The viewer may message officials of ``agency``, which is in the subtree asked for."""
+    may = policies.MAY_MESSAGE.format(a="v", b="e", a_agency="v.id", b_agency=agency)
+    return f"""($4::uuid IS NULL OR {agency} IN (SELECT id FROM subtree))
+               AND EXISTS (SELECT 1 FROM effective e CROSS JOIN viewer v
+                           WHERE e.id = {agency} AND {may})"""  # noqa: S608
+
+
+_CARD = """
         SELECT o.id, o.name_th, o.name_en, o.position, o.agency_id, a.code AS agency_code,
                a.name_th AS agency_name_th, a.name_en AS agency_name_en,
                (SELECT count(*) FROM devices d
                 WHERE d.official_id = o.id AND d.status = 'active') AS active_devices
         FROM found f JOIN officials o ON o.id = f.id JOIN agencies a ON a.id = o.agency_id
-        WHERE o.status = 'active'
-        ORDER BY f.name, f.id"""  # noqa: S608
+        ORDER BY f.position"""
+
+
+def search_sql(viewer_official: UUID, query: SearchQuery) -> tuple[str, list[Any]]:
+    """The search statement and its arguments (also for EXPLAIN in tests and
+    benchmarks); browsing without words as over a big subtree."""
+    if query.words:
+        return _search(viewer_official, query)
+    return _browse(viewer_official, query, narrow=False)
+
+
+def _search(viewer_official: UUID, query: SearchQuery) -> tuple[str, list[Any]]:
+    """Words: two ordered index ranges of the driving (longest) word, the
+    other words as probes, merged in order; $5, $6 the driving word's range."""
+    words = sorted(query.words, key=len, reverse=True)
+    args: list[Any] = [viewer_official, query.offset, query.limit + 1, query.agency_root]
+    args.extend(prefix_range(words[0]))
+    own_others, via_others = [], []
+    for word in words[1:]:
+        args.extend(prefix_range(word))
+        own_others.append(
+            " AND " + _holds("t.official_id", "t.agency_id", len(args) - 1, len(args))
+        )
+        via_others.append(" AND " + _holds("o.id", "o.agency_id", len(args) - 1, len(args)))
+    first_own = _probe(
+        "SELECT true FROM official_terms x WHERE x.official_id = t.official_id "
+        "AND x.term >= $5 AND x.term < t.term"
+    )
+    own_match = _probe(
+        "SELECT true FROM official_terms x WHERE x.official_id = o.id "
+        "AND x.term >= $5 AND x.term < $6"
+    )
+    first_via = _probe(
+        "SELECT true FROM agency_terms x WHERE x.agency_id = g.agency_id "
+        "AND x.term >= $5 AND x.term < g.term"
+    )
+    sql = f"""{_CTES},
+        own AS (
+            SELECT t.official_id AS id, t.term, t.name FROM official_terms t
+            WHERE t.term >= $5 AND t.term < $6 AND t.active
+              AND NOT {first_own} AND {_visible("t.agency_id")}{"".join(own_others)}
+            ORDER BY t.term, t.name, t.official_id
+            LIMIT $2::int + $3::int),
+        via AS (
+            SELECT o.id, g.term, g.agency_id, o.name FROM agency_terms g
+            JOIN officials o ON o.agency_id = g.agency_id AND o.status = 'active'
+            WHERE g.term >= $5 AND g.term < $6
+              AND NOT {first_via} AND NOT {own_match}
+              AND {_visible("g.agency_id")}{"".join(via_others)}
+            ORDER BY g.term, g.agency_id, o.name, o.id
+            LIMIT $2::int + $3::int),
+        found AS (
+            SELECT id, row_number() OVER (ORDER BY part, term, agency_id, name, id) AS position
+            FROM (SELECT 0 AS part, id, term, NULL::uuid AS agency_id, name FROM own
+                  UNION ALL
+                  SELECT 1, id, term, agency_id, name FROM via) AS m
+            ORDER BY position OFFSET $2 LIMIT $3)
+        {_CARD}"""  # noqa: S608
+    return sql, args
+
+
+def _browse(viewer_official: UUID, query: SearchQuery, narrow: bool) -> tuple[str, list[Any]]:
+    """No words: the subtree's officials by name (all of them read if ``narrow``,
+    else the name index walked and filtered by agency, which stops at the page)."""
+    args: list[Any] = [viewer_official, query.offset, query.limit + 1, query.agency_root]
+    source = "officials o"
+    if narrow:
+        source = "(SELECT * FROM officials WHERE agency_id IN (SELECT id FROM subtree)) o"
+    sql = f"""{_CTES},
+        found AS (
+            SELECT o.id, row_number() OVER (ORDER BY o.name, o.id) AS position
+            FROM {source}
+            WHERE o.status = 'active' AND {_visible("o.agency_id")}
+            ORDER BY o.name, o.id OFFSET $2 LIMIT $3)
+        {_CARD}"""  # noqa: S608
     return sql, args
