@@ -8,6 +8,10 @@ at a time: while it runs, new requests queue, and they form the next batch.
 Under light load a batch is one request and waits for nothing; under heavy
 load batches grow by themselves. One batch at a time also keeps the order
 in which requests were submitted, which per-device ordering relies on.
+
+Work nobody waits for (ack deletes: the window room is freed at once) may
+``linger``: a batch then waits that long for company after its first
+request, so at low load it still carries many requests instead of one.
 """
 
 import asyncio
@@ -28,8 +32,11 @@ Work = Callable[[list[In]], Awaitable[Sequence[Out | BaseException]]]
 
 
 class Batcher(Generic[In, Out]):
-    def __init__(self, name: str, work: Work[In, Out], max_batch: int) -> None:
+    def __init__(
+        self, name: str, work: Work[In, Out], max_batch: int, linger: float = 0.0
+    ) -> None:
         self.name = name
+        self._linger = linger
         self._quiet = QuietLog(log)
         self._work = work
         self._max_batch = max_batch
@@ -63,6 +70,8 @@ class Batcher(Generic[In, Out]):
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._linger:
+                await asyncio.sleep(self._linger)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
