@@ -77,6 +77,11 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
                     migration.checksum,
                 )
             applied_now.append(migration.name)
+        if applied_now:
+            # New tables and indexes have no statistics until autovacuum (off
+            # on some deployments, behind after a bulk load) gets to them:
+            # plans made without them fell off a cliff (issue 20).
+            await conn.execute("ANALYZE")
         unknown = set(recorded) - {m.version for m in migrations}
         if unknown:
             raise MigrationError(f"database has migrations this code lacks: {sorted(unknown)}")

@@ -93,3 +93,28 @@ async def test_a_newer_versions_migration_keeps_an_old_node_ready(
             await migrations.migrate(conn, old)  # an old node restarting stops, and says why
     finally:
         await conn.close()
+
+
+async def test_migrating_leaves_statistics_and_churn_autovacuum_settings(
+    empty_database_url: str,
+) -> None:
+    """Plans made on a freshly migrated database have statistics to go by, and
+    the churn tables carry their own autovacuum thresholds (docs/OPERATIONS.md)."""
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await migrations.migrate(conn)
+        # ANALYZE ran on the tables the hot paths and the directory read.
+        hot = ["inbox", "messages", "officials", "official_terms", "devices", "agencies"]
+        analysed = await conn.fetch(
+            """SELECT relname FROM pg_stat_user_tables
+               WHERE relname = ANY($1::text[]) AND last_analyze IS NOT NULL""", hot)
+        assert sorted(r["relname"] for r in analysed) == sorted(hot)
+        options = {
+            r["relname"]: set(r["reloptions"] or [])
+            for r in await conn.fetch(
+                "SELECT relname, reloptions FROM pg_class WHERE relname IN ('inbox', 'messages')")
+        }
+        assert "autovacuum_vacuum_scale_factor=0.01" in options["inbox"]
+        assert "autovacuum_analyze_scale_factor=0.02" in options["messages"]
+    finally:
+        await conn.close()
