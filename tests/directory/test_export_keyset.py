@@ -13,27 +13,14 @@ import uuid
 import pytest
 
 from gchat.store import directory as store
-from gchat.store.directory import NewOfficial
 from protocol import frames as f
 from tests.directory.conftest import Tree
 
 
 async def fill(tree: Tree, count: int) -> None:
-    db = tree.world.app.db
-    assert db is not None
-    new = [
-        NewOfficial(
-            id=uuid.uuid4(),
-            agency_id=tree.agencies["DIV-A1" if i % 3 else "DEPT-B"],
-            # Only 40 distinct names: pages end in the middle of a run of equals.
-            name_th=f"ข้าราชการ {i % 40:02d}",
-            name_en=None,
-        )
-        for i in range(count)
-    ]
-    async with db.transaction() as conn:
-        await store.create_officials(conn, new)
-
+    # Only 40 distinct names: pages end in the middle of a run of equals.
+    await tree.bulk([("DIV-A1" if i % 3 else "DEPT-B", f"ข้าราชการ {i % 40:02d}", None, None)
+                     for i in range(count)])
 
 
 async def test_keyset_pages_cover_the_scope_once_in_order(tree: Tree) -> None:

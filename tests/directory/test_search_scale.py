@@ -13,7 +13,7 @@ import uuid
 
 from gchat.store import directory as store
 from gchat.store import terms
-from gchat.store.directory import NewOfficial, SearchQuery
+from gchat.store.directory import SearchQuery
 from protocol import frames as f
 from tests.directory.conftest import Tree
 
@@ -22,20 +22,13 @@ FAMILY = ["ใจดี", "รักชาติ", "ทองคำ", "แสง
 
 
 async def fill(tree: Tree, count: int) -> None:
-    db = tree.world.app.db
-    assert db is not None
-    new = [
-        NewOfficial(
-            id=uuid.uuid4(),
-            agency_id=tree.agencies["DIV-A1" if i % 2 else "DEPT-B"],
-            name_th=f"{GIVEN[i % 6]} {FAMILY[i % 5]}{'x' if i % 97 == 0 else ''}",
-            name_en=f"Official {i:05d}",
-            position="นิติกร" if i % 400 == 0 else None,
-        )
+    await tree.bulk([
+        ("DIV-A1" if i % 2 else "DEPT-B",
+         f"{GIVEN[i % 6]} {FAMILY[i % 5]}{'x' if i % 97 == 0 else ''}",
+         f"Official {i:05d}",
+         "นิติกร" if i % 400 == 0 else None)
         for i in range(count)
-    ]
-    async with db.transaction() as conn:
-        await store.create_officials(conn, new)
+    ])
 
 
 async def every_page(tree: Tree, query: str) -> list[uuid.UUID]:
