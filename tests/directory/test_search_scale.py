@@ -11,6 +11,7 @@ the page, under statistics as stale as a fresh database's.
 
 import uuid
 
+from gchat.runtime.ratelimit import LocalRateLimiter
 from gchat.store import directory as store
 from gchat.store import terms
 from gchat.store.directory import SearchQuery
@@ -35,7 +36,10 @@ async def every_page(tree: Tree, query: str) -> list[uuid.UUID]:
     me = tree.clients["official"]
     seen: list[uuid.UUID] = []
     offset: int | None = 0
+    limiter = tree.world.app.limiter
     while offset is not None:
+        if isinstance(limiter, LocalRateLimiter):
+            limiter._buckets.clear()  # hundreds of pages: more than the per-device search limit
         page = await me.request(f.SearchOfficials, query=query, offset=offset, limit=100)
         seen.extend(c.official_id for c in page.results)
         offset = page.next_offset
