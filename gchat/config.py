@@ -60,7 +60,7 @@ class Config:
     #: Refused auth and enrolment attempts are audited as one event per
     #: address and this window (gchat.audit.failures), never one per attempt.
     failure_audit_seconds: float = 60.0
-    #: At most one Web Push per device per this many seconds (issue 15).
+    #: At most one Web Push per device per this many seconds.
     push_coalesce_seconds: float = 30.0
     #: The VAPID ``sub`` claim: how a push service reaches the operator.
     push_subject: str = "mailto:admin@localhost"

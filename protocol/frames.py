@@ -650,7 +650,7 @@ class DeviceInfo(msgspec.Struct, forbid_unknown_fields=True):
     enrolled_at: Timestamp
     last_seen_at: Timestamp | None
     revoked_at: Timestamp | None
-    #: A Web Push subscription is registered (issue 15), and its push
+    #: A Web Push subscription is registered, and its push
     #: service's origin; the endpoint's path (the capability) and keys never leave the node.
     push: bool
     push_origin: str | None

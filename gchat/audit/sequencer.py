@@ -104,10 +104,6 @@ class Sequencer:
         self._task = None
         self.leading = False
 
-    def kick(self) -> None:
-        """Run a pass soon (new events may be waiting)."""
-        self._kick.set()
-
     async def _run(self) -> None:
         while True:
             try:

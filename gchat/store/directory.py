@@ -452,14 +452,6 @@ async def set_status(db: Executor, official_id: UUID, status: str) -> None:
     )
 
 
-async def existing_employee_ids(db: Executor, employee_ids: Sequence[str]) -> set[str]:
-    rows = await db.fetch(
-        "SELECT employee_id FROM officials WHERE employee_id = ANY($1::text[])",
-        list(employee_ids),
-    )
-    return {row["employee_id"] for row in rows}
-
-
 async def records_by_employee_id(
     db: Executor, employee_ids: Sequence[str]
 ) -> dict[str, OfficialRecord]:

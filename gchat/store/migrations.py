@@ -80,7 +80,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
         if applied_now:
             # New tables and indexes have no statistics until autovacuum (off
             # on some deployments, behind after a bulk load) gets to them:
-            # plans made without them fell off a cliff (issue 20).
+            # plans made without them fell off a cliff.
             await conn.execute("ANALYZE")
         unknown = set(recorded) - {m.version for m in migrations}
         if unknown:
