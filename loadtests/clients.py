@@ -32,6 +32,7 @@ from gchat.client.state import DeviceState
 from protocol import frames as f
 from protocol import limits
 from protocol.codec import Codec, client_codec
+from protocol.errors import ErrorCode
 from protocol.version import MSGPACK_SUBPROTOCOL
 
 #: Plaintext size of a simulated message; the sealed box adds 48 bytes.
@@ -160,7 +161,7 @@ class GChatConn:
             if isinstance(reply, f.Authenticated):
                 return
             if isinstance(reply, f.Error):
-                if reply.code == "token_invalid" and use_token:
+                if reply.code == ErrorCode.TOKEN_INVALID and use_token:
                     raise AuthFailed("token_invalid")
                 raise AuthFailed(f"{reply.code}: {reply.message}")
 

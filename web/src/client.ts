@@ -78,6 +78,8 @@ interface OutboxItem { chatId: string; cmid: string; text: string }
 export type Status = "connecting" | "online" | "offline" | "revoked" | "displaced";
 
 export class BlockedError extends Error {}
+/** The recipient has no device to encrypt for: a client-side failure, not a server error code. */
+export class NoDevicesError extends Error {}
 export type { Member };
 
 const newPrekeys = (first: number, n: number): Prekey[] =>
@@ -491,7 +493,7 @@ export class Device {
     if (this.devicesOf(recipient).length === 0) await this.establish(recipient, null);
     for (let attempt = 0; ; attempt++) {
       const targets = [...new Set([...this.devicesOf(recipient), ...this.devicesOf(own)])].filter((d) => d !== this.state.deviceId).sort();
-      if (targets.length === 0) throw new Error("no_devices");
+      if (targets.length === 0) throw new NoDevicesError("no devices to encrypt for");
       const mine = new Set(this.devicesOf(own));
       const envelopes = targets.map((device) => {
         const s = this.state.sessions[device]![0]!;
@@ -885,7 +887,7 @@ export class Device {
       try {
         await this.sendPairwise(m.official_id, { body: new Uint8Array(0), certificate: unb64(s.certificate), sender_key: distribution, conversation_id: cid }, cmid);
       } catch (e) {
-        if (!(e instanceof Error) || e.message !== "no_devices") throw e; // nobody to give it to (yet)
+        if (!(e instanceof NoDevicesError)) throw e; // nobody to give it to (yet)
       }
       holders.push(m.official_id);
       await this.save();
