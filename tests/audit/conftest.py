@@ -78,7 +78,7 @@ class LogBench:
             assert waiting == 0, f"sequencer behind: {waiting} events wait"
             return True
 
-        await eventually(caught_up, step=0.01, what="the sequencer catches up")
+        await eventually(caught_up, within=30.0, step=0.01, what="the sequencer catches up")
         return int(await pool.fetchval("SELECT audit_log_size()"))
 
     async def sign(self) -> int:

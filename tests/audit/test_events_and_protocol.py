@@ -38,6 +38,18 @@ async def _entries(app: App) -> list[dict[str, object]]:
     return [json.loads(bytes(r[0])) for r in rows]
 
 
+async def _sequenced(app: App) -> None:
+    """Wait until every committed event is in the Merkle log: auditors'
+    queries read the log, so an event is found once the sequencer moved it."""
+    assert app.db is not None
+    pool = app.db.pool
+
+    async def empty_backlog() -> bool:
+        return await pool.fetchval("SELECT count(*) FROM audit_pending") == 0
+
+    await eventually(empty_backlog, within=30.0, what="the sequencer empties the backlog")
+
+
 async def _kinds(app: App) -> set[str]:
     return {str(e["kind"]) for e in await _entries(app)}
 
@@ -124,6 +136,7 @@ async def test_auditor_operations(world: World) -> None:
     await alice.send_message(bob.state.official_id, b"hello", "m-1")  # type: ignore[arg-type]
     auditor = await _auditor(world)
     public_key = app.audit_service.public_key
+    await _sequenced(app)
 
     # query by official, device, kind, time range; paged
     page = await auditor.request(f.AuditQuery, official_id=bob.state.official_id, limit=2)
