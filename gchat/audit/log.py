@@ -15,6 +15,7 @@ signs tree heads.  See docs/AUDIT.md for the catalogue and formats.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,8 +88,21 @@ def encode_entry(event: AuditEvent, at: datetime) -> bytes:
     return _encoder.encode(entry)
 
 
+#: An id as the server writes one (``str(UUID)``): the only text indexed as an id.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _ids(values: Iterable[object]) -> set[str]:
-    return {str(v) for v in values if v is not None}
+    """The ids among ``values``: UUIDs and UUIDs written in canonical form.
+
+    Anything else under an id-named key (a typo, an empty string) is not an
+    id: it stays in the entry's details but is not indexed, since the stored
+    form keeps indexed ids as 16 raw bytes.
+    """
+    return {
+        str(v) for v in values
+        if isinstance(v, UUID) or (isinstance(v, str) and _CANONICAL_UUID.fullmatch(v))
+    }
 
 
 def involved(event: AuditEvent) -> tuple[list[str], list[str]]:
@@ -105,10 +119,7 @@ def involved(event: AuditEvent) -> tuple[list[str], list[str]]:
         )
         if target is None:
             continue
-        if isinstance(value, (list, tuple, set, frozenset)):
-            target |= _ids(value)
-        elif isinstance(value, (UUID, str)):
-            target.add(str(value))
+        target |= _ids(value if isinstance(value, (list, tuple, set, frozenset)) else (value,))
     return sorted(officials), sorted(devices)
 
 

@@ -72,6 +72,21 @@ def test_stored_form_decodes_to_the_exact_entry(
     assert codec.kind_of(stored) == (kind if kind in codec.KINDS else None)
 
 
+@given(value=st.sampled_from(
+    ["", "0", "0" * 32, str(UUID(int=0xABC)).upper(), f"x{UUID(int=0xABC)}"]
+))
+def test_text_that_is_not_an_id_under_an_id_key_is_kept_but_not_indexed(value: str) -> None:
+    # Found by hypothesis in CI: "_device": "" made the stored form decode to other bytes.
+    event = AuditEvent("message.accepted", actor_device=UUID(int=1),
+                       details={"_device": value, "other_devices": [value, UUID(int=2)]})
+    entry = encode_entry(event, _AT)
+    officials, devices = involved(event)
+    assert devices == [str(UUID(int=1)), str(UUID(int=2))]
+    stored = codec.encode(entry, event.kind, officials, [], devices, _AT)
+    assert codec.decode(stored, _AT) == entry
+    assert [str(u) for u in codec.parties(stored)[2]] == devices
+
+
 def test_more_than_255_ids_and_a_message_are_stored_and_indexed() -> None:
     queried = sorted(str(uuid4()) for _ in range(300))
     event = AuditEvent("audit.query", actor_official=uuid4(),
