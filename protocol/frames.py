@@ -695,7 +695,11 @@ class ImportRow(msgspec.Struct, forbid_unknown_fields=True):
 class RowError(msgspec.Struct, forbid_unknown_fields=True):
     line: int
     field: str  # the column at fault ("" for the row as a whole)
-    reason: str
+    reason: str  # the node's sentence, in English
+    #: Stable, for a client to word the problem in its own language (PROTOCOL.md
+    #: "Import problems"); "" from a node older than the codes.
+    code: str = ""
+    ref_line: int | None = None  # "repeated": the line the value first appears on
 
 
 class CreateAgency(_Frame, tag="create_agency"):

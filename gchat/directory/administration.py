@@ -58,27 +58,39 @@ def invalid(message: str) -> ServiceError:
     return ServiceError(ErrorCode.INVALID_FIELD, message)
 
 
+class TextRefused(ValueError):
+    """Why a field's text is unacceptable: a stable ``code`` (an import
+    problem's, PROTOCOL.md "Import problems") and an English sentence."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def check_text(field: str, value: str | None, *, thai: bool = False) -> str | None:
-    """Trimmed text or None; the reason it is unacceptable as a ValueError."""
+    """Trimmed text or None; the reason it is unacceptable as a TextRefused."""
     if value is None:
         return None
     value = value.strip()
     if not value:
         return None
     if len(value) > limits.MAX_TEXT:
-        raise ValueError(f"{field} is longer than {limits.MAX_TEXT} characters")
+        raise TextRefused("too_long", f"{field} is longer than {limits.MAX_TEXT} characters")
     try:  # the protocol's one text rule (import rows reach here unchecked)
         value = text.clean(value, display=True)
     except ValueError as error:
-        raise ValueError(f"{field} {error}") from None
+        raise TextRefused("bad_text", f"{field} {error}") from None
     if field == "email" and not _EMAIL.match(value):
-        raise ValueError("email is not an address")
+        raise TextRefused("not_email", "email is not an address")
     if field == "phone" and not _PHONE.match(value):
-        raise ValueError("phone is not a phone number")
+        raise TextRefused("not_phone", "phone is not a phone number")
     if field == "employee_id" and not _EMPLOYEE_ID.match(value):
-        raise ValueError("employee_id may hold only letters, digits and _ . / - (at most 64)")
+        raise TextRefused(
+            "bad_employee_id",
+            "employee_id may hold only letters, digits and _ . / - (at most 64)",
+        )
     if thai and not has_thai(value):
-        raise ValueError(f"{field} has no Thai characters")
+        raise TextRefused("no_thai", f"{field} has no Thai characters")
     return value
 
 

@@ -102,7 +102,10 @@ def _policy(row: PolicyRow | Effective) -> f.PolicyInfo:
 
 
 def _errors(problems: list[RowProblem]) -> list[f.RowError]:
-    return [f.RowError(line=p.line, field=p.field, reason=p.reason) for p in problems]
+    return [
+        f.RowError(line=p.line, field=p.field, reason=p.reason, code=p.code, ref_line=p.ref_line)
+        for p in problems
+    ]
 
 
 class DirectoryHandlers:

@@ -33,7 +33,7 @@ import asyncpg
 
 from gchat.audit.log import AuditEvent, AuditLog
 from gchat.directory import authz
-from gchat.directory.administration import Administration, check_text
+from gchat.directory.administration import Administration, TextRefused, check_text
 from gchat.directory.authz import Scope, forbidden
 from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
@@ -55,9 +55,15 @@ _UPDATED = ("name_th", "name_en", "position", "email", "phone")
 
 @dataclass(frozen=True)
 class RowProblem:
+    """A row's fault: ``code`` is stable (the app words it in Thai or English),
+    ``reason`` the node's English sentence, ``ref_line`` the other line a
+    repeat refers to."""
+
     line: int
     field: str
     reason: str
+    code: str
+    ref_line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,18 +116,24 @@ class _Checker:
         for name in _FIELDS:
             try:
                 values[name] = check_text(name, getattr(row, name), thai=name == "name_th")
-            except ValueError as error:
-                problems.append(RowProblem(row.line, name, str(error)))
+            except TextRefused as error:
+                problems.append(RowProblem(row.line, name, str(error), error.code))
                 values[name] = None
         employee_id = values["employee_id"]
         if employee_id is None and not any(p.field == "employee_id" for p in problems):
-            problems.append(RowProblem(row.line, "employee_id", "employee_id is missing"))
+            problems.append(
+                RowProblem(row.line, "employee_id", "employee_id is missing", "missing")
+            )
         if employee_id is not None:
             first = self.earlier.setdefault(employee_id, row.line)
             if first != row.line:
                 problems.append(
                     RowProblem(
-                        row.line, "employee_id", f"employee_id {employee_id} repeats line {first}"
+                        row.line,
+                        "employee_id",
+                        f"employee_id {employee_id} repeats line {first}",
+                        "repeated",
+                        first,
                     )
                 )
             elif employee_id in self.existing and not self.update:
@@ -131,6 +143,7 @@ class _Checker:
                         "employee_id",
                         f"employee_id {employee_id} is already in the "
                         "directory (import --update changes officials)",
+                        "exists",
                     )
                 )
             elif employee_id in self.existing:
@@ -141,6 +154,7 @@ class _Checker:
                             row.line,
                             "employee_id",
                             f"employee_id {employee_id} belongs to an official outside your scope",
+                            "outside_scope",
                         )
                     )
                 elif record.status == "retired":
@@ -149,6 +163,7 @@ class _Checker:
                             row.line,
                             "employee_id",
                             f"employee_id {employee_id} belongs to a retired official",
+                            "retired",
                         )
                     )
         if (
@@ -156,19 +171,32 @@ class _Checker:
             and values["name_en"] is None
             and not any(p.field in ("name_th", "name_en") for p in problems)
         ):
-            problems.append(RowProblem(row.line, "name_th", "neither a Thai nor an English name"))
+            problems.append(
+                RowProblem(row.line, "name_th", "neither a Thai nor an English name", "no_name")
+            )
         agency = None
         code = values["agency_code"]
         if code is None:
             if not any(p.field == "agency_code" for p in problems):
-                problems.append(RowProblem(row.line, "agency_code", "agency_code is missing"))
+                problems.append(
+                    RowProblem(row.line, "agency_code", "agency_code is missing", "missing")
+                )
         else:
             agency = self.agencies.get(code)
             if agency is None:
-                problems.append(RowProblem(row.line, "agency_code", f"no agency with code {code}"))
+                problems.append(
+                    RowProblem(
+                        row.line, "agency_code", f"no agency with code {code}", "unknown_agency"
+                    )
+                )
             elif self.allowed is not None and agency.id not in self.allowed:
                 problems.append(
-                    RowProblem(row.line, "agency_code", f"agency {code} is outside your scope")
+                    RowProblem(
+                        row.line,
+                        "agency_code",
+                        f"agency {code} is outside your scope",
+                        "outside_scope",
+                    )
                 )
         if problems or agency is None:
             return problems, None

@@ -32,6 +32,16 @@ BAD = {
     7777: ("agency_code", {"agency_code": "DEPT-B"}, "outside your scope"),
     9998: ("phone", {"phone": "call me"}, "not a phone number"),
 }
+#: line -> the stable code (and the line a repeat refers to) a client words it from
+CODES = {
+    120: ("missing", None),
+    1503: ("repeated", 11),
+    2999: ("unknown_agency", None),
+    4500: ("no_thai", None),
+    6001: ("not_email", None),
+    7777: ("outside_scope", None),
+    9998: ("not_phone", None),
+}
 
 
 def write_file(path: Path, bad: bool) -> None:
@@ -83,6 +93,7 @@ async def test_import_ten_thousand(tree: Tree, tmp_path: Path) -> None:
     assert set(named) == {(line, column) for line, (column, _, _) in BAD.items()}
     for line, (column, _, reason) in BAD.items():
         assert reason in named[(line, column)], (line, named[(line, column)])
+    assert {p.line: (p.code, p.ref_line) for p in problems} == CODES
 
     started = time.perf_counter()
     with log.open("a") as out:

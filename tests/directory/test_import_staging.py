@@ -75,6 +75,7 @@ async def test_a_repeat_across_chunks_is_found(
     await admin.request(f.ImportRows, import_id=begun.import_id, rows=rows)
     result = await admin.request(f.ImportApply, import_id=begun.import_id, dry_run=True)
     assert result.error_count == 1 and "repeats line 3" in result.errors[0].reason
+    assert (result.errors[0].code, result.errors[0].ref_line) == ("repeated", 3)
     # A dry run keeps the staged rows (the CLI discards them, or applies).
     assert await staged_count(tree) == (1, 8)
     await admin.request(f.ImportDiscard, import_id=begun.import_id)

@@ -124,8 +124,31 @@ def test_a_faulty_cp874_file_shows_every_problem_and_changes_nothing(
     assert shown == set(planted.items())
     expect(table.locator("tr[data-line='60']")).to_contain_text("แถวนี้มี 8/7 ช่อง")
     expect(table.locator("tr[data-line='2000']")).to_contain_text("U+0007")
-    expect(table.locator("tr[data-line='10']")).to_contain_text("no Thai characters")
+    # The node's problems come as stable codes, worded by the app in Thai...
+    thai = {
+        10: "ชื่อภาษาไทยไม่มีอักษรไทย",
+        20: "ไม่มีหน่วยงานรหัส NOPE",
+        30: '"not-an-address" ไม่ใช่ที่อยู่อีเมล',
+        40: f"รหัสพนักงาน {rows[37][0]} ซ้ำกับบรรทัด 39",
+        50: "ว่างอยู่ ต้องกรอก",
+        1500: '"call me" ไม่ใช่หมายเลขโทรศัพท์',
+    }
+    for line, text in thai.items():
+        expect(table.locator(f"tr[data-line='{line}']")).to_contain_text(text)
     ui.shot(page, "console-import-problems")
+    # ... and in English when the official switches language (no new request).
+    page.locator("button.lang").click()
+    english = {
+        10: "the Thai name has no Thai characters",
+        20: "no agency with code NOPE",
+        40: f"employee id {rows[37][0]} repeats line 39",
+        1500: '"call me" is not a phone number',
+    }
+    for line, text in english.items():
+        expect(table.locator(f"tr[data-line='{line}']")).to_contain_text(text)
+    expect(table.locator("tr[data-line='60']")).to_contain_text("the row has 8/7 fields")
+    page.locator("button.lang").click()
+    expect(table.locator("tr[data-line='10']")).to_contain_text("ชื่อภาษาไทยไม่มีอักษรไทย")
     apply = page.get_by_role("button", name="นำเข้าทั้งหมด")
     expect(apply).to_be_disabled()
     # Forcing it (the staged import's own apply, sent by hand) is refused by the node too.

@@ -44,6 +44,19 @@ const S = {
     exportJson: "ส่งออก JSON",
     exporting: "กำลังอ่านรายชื่อ…",
     exported: "ส่งออก {officials} คน {agencies} หน่วยงาน",
+    p_too_long: "ยาวเกิน 200 ตัวอักษร",
+    p_bad_text: "มีอักขระที่ใช้ไม่ได้ (อักขระควบคุมหรืออักขระที่มองไม่เห็น)",
+    p_not_email: "\"{value}\" ไม่ใช่ที่อยู่อีเมล",
+    p_not_phone: "\"{value}\" ไม่ใช่หมายเลขโทรศัพท์",
+    p_bad_employee_id: "รหัสพนักงานมีได้เฉพาะตัวอักษร ตัวเลข และ _ . / - ไม่เกิน 64 ตัว",
+    p_no_thai: "ชื่อภาษาไทยไม่มีอักษรไทย",
+    p_missing: "ว่างอยู่ ต้องกรอก",
+    p_repeated: "รหัสพนักงาน {value} ซ้ำกับบรรทัด {ref}",
+    p_exists: "รหัสพนักงาน {value} มีในระบบแล้ว (เลือก \"ปรับปรุงเจ้าหน้าที่ที่มีอยู่แล้ว\" เพื่อแก้ไขข้อมูลเดิม)",
+    p_outside_scope: "\"{value}\" อยู่นอกขอบเขตที่คุณดูแล",
+    p_retired: "รหัสพนักงาน {value} เป็นของเจ้าหน้าที่ที่พ้นจากราชการแล้ว",
+    p_no_name: "ไม่มีทั้งชื่อภาษาไทยและภาษาอังกฤษ",
+    p_unknown_agency: "ไม่มีหน่วยงานรหัส {value}",
   },
   en: {
     importTitle: "Import officials from an HR CSV file",
@@ -81,12 +94,36 @@ const S = {
     exportJson: "Export JSON",
     exporting: "Reading the directory…",
     exported: "Exported {officials} officials and {agencies} agencies",
+    p_too_long: "longer than 200 characters",
+    p_bad_text: "has characters that are not allowed (control or invisible characters)",
+    p_not_email: "\"{value}\" is not an email address",
+    p_not_phone: "\"{value}\" is not a phone number",
+    p_bad_employee_id: "an employee id holds only letters, digits and _ . / -, at most 64",
+    p_no_thai: "the Thai name has no Thai characters",
+    p_missing: "is empty; it is required",
+    p_repeated: "employee id {value} repeats line {ref}",
+    p_exists: "employee id {value} is already in the directory (tick \"Update officials already in the directory\" to change them)",
+    p_outside_scope: "\"{value}\" is outside your scope",
+    p_retired: "employee id {value} belongs to a retired official",
+    p_no_name: "has neither a Thai nor an English name",
+    p_unknown_agency: "no agency with code {value}",
   },
 };
 type K = keyof typeof S.th;
 
-interface Problem { line: number; column: string; reason: string }
-interface Result { rows: number; created: number; updated: number; unchanged: number; error_count: number; bad_rows: number; errors: { line: number; field: string; reason: string }[]; applied: boolean }
+/** A problem as shown: worded at each render, so it follows the language chosen. */
+interface Problem { line: number; column: string; key: K | null; vars: Record<string, string | number>; raw: string }
+/** A node's row error (PROTOCOL.md "Import problems"): worded here from its stable code. */
+interface RowError { line: number; field: string; reason: string; code?: string; ref_line?: number | null }
+interface Result { rows: number; created: number; updated: number; unchanged: number; error_count: number; bad_rows: number; errors: RowError[]; applied: boolean }
+
+/** The node's problem as a key of this app's tables; its English sentence only for a code this app does not know. */
+function nodeProblem(hr: HrFile, byLine: Map<number, Record<string, unknown>>, e: RowError): Problem {
+  const key = `p_${e.code ?? ""}`;
+  const row = byLine.get(e.line);
+  const vars = { value: String(row?.[e.field] ?? ""), ref: e.ref_line ?? "" };
+  return { line: e.line, column: columnOf(hr.header, e.field), key: key in S.th ? key as K : null, vars, raw: e.reason };
+}
 type Phase = { name: "idle" } | { name: "staging"; done: number; total: number } | { name: "checking" } | { name: "applying"; total: number };
 
 export function ImportView({ lang, device, t: at }: { t: AT; lang: Lang; device: Device }) {
@@ -123,7 +160,9 @@ export function ImportView({ lang, device, t: at }: { t: AT; lang: Lang; device:
     if (hr === null) return;
     setError(null); setResult(null); setDone(null);
     discard();
-    const local: Problem[] = hr.problems.map((p) => ({ line: p.line, column: p.field ? columnOf(hr.header, p.field) : "", reason: t(p.reason, { detail: p.detail }) }));
+    const byLine = new Map(hr.rows.map((r) => [r.line, r as Record<string, unknown>]));
+    const word = (e: RowError): Problem => nodeProblem(hr, byLine, e);
+    const local: Problem[] = hr.problems.map((p) => ({ line: p.line, column: p.field ? columnOf(hr.header, p.field) : "", key: p.reason, vars: { detail: p.detail }, raw: "" }));
     try {
       const id = String((await device.call({ type: "import_begin" }))["import_id"]);
       setImportId(id);
@@ -133,13 +172,13 @@ export function ImportView({ lang, device, t: at }: { t: AT; lang: Lang; device:
       setPhase({ name: "staging", done: 0, total: hr.rows.length });
       for (const chunk of chunks(hr.rows)) {
         const reply = await device.call({ type: "import_rows", import_id: id, rows: chunk, update });
-        for (const e of reply["errors"] as Result["errors"]) seen.push({ line: e.line, column: columnOf(hr.header, e.field), reason: e.reason });
+        for (const e of reply["errors"] as Result["errors"]) seen.push(word(e));
         sent += chunk.length;
         setPhase({ name: "staging", done: sent, total: hr.rows.length });
       }
       setPhase({ name: "checking" });
       const r = (await device.call({ type: "import_apply", import_id: id, dry_run: true, update })) as unknown as Result;
-      const server = r.error_count > 0 && r.errors.length > seen.length ? r.errors.map((e) => ({ line: e.line, column: columnOf(hr.header, e.field), reason: e.reason })) : seen;
+      const server = r.error_count > 0 && r.errors.length > seen.length ? r.errors.map(word) : seen;
       setProblems([...local, ...server].sort((a, b) => a.line - b.line));
       setResult({ ...r, rows: r.rows + new Set(hr.problems.map((p) => p.line)).size, error_count: r.error_count + hr.problems.length, bad_rows: r.bad_rows + new Set(hr.problems.map((p) => p.line)).size });
     } catch (e) { setError(explain(at, e)); } finally { setPhase({ name: "idle" }); }
@@ -154,7 +193,8 @@ export function ImportView({ lang, device, t: at }: { t: AT; lang: Lang; device:
       setImportId(null); // applied or not, the node has ended this import
       staged.current = null;
       if (r.applied) { setDone(t("applied", { created: r.created, updated: r.updated })); setResult(null); }
-      else { setError(t("refused")); setProblems(r.errors.map((e) => ({ line: e.line, column: columnOf(hr.header, e.field), reason: e.reason }))); }
+      else { setError(t("refused")); const byLine = new Map(hr.rows.map((x) => [x.line, x as Record<string, unknown>]));
+        setProblems(r.errors.map((e) => nodeProblem(hr, byLine, e))); }
     } catch (e) { setError(explain(at, e)); } finally { setPhase({ name: "idle" }); }
   };
 
@@ -195,7 +235,7 @@ export function ImportView({ lang, device, t: at }: { t: AT; lang: Lang; device:
         <>
           <table class="grid" data-testid="import-problems">
             <thead><tr><th>{t("line")}</th><th>{t("column")}</th><th>{t("problem")}</th></tr></thead>
-            <tbody>{problems.map((p, i) => <tr key={i} data-line={p.line}><td>{p.line}</td><td>{p.column}</td><td>{p.reason}</td></tr>)}</tbody>
+            <tbody>{problems.map((p, i) => <tr key={i} data-line={p.line}><td>{p.line}</td><td>{p.column}</td><td>{p.key !== null ? t(p.key, p.vars) : p.raw}</td></tr>)}</tbody>
           </table>
           {result !== null && result.error_count > problems.length ? <p>{t("more", { n: result.error_count - problems.length })}</p> : null}
         </>
