@@ -8,10 +8,21 @@ them is addressed to (PROTOCOL.md §11.4), decided by the same directory
 policy as a send. The node never learns the file's name, type or key: those
 travel in the end-to-end message.
 
+A device enrolled after the upload was not addressed and cannot download
+(the message it refers to was not addressed to that device either), and a
+member removed from a conversation no longer downloads its attachments.
+
+The daily quota counts bytes when they are announced (``upload_begin``), so
+parallel uploads cannot together overshoot it; an upload that is never
+finished gives its bytes back to the day they were counted against when it
+is collected.
+
 A blob goes when every addressed device still active has said
-``download_done``, or when retention ends; an upload left unfinished is
-collected after ``upload_ttl`` seconds, and so is a stored file that no row
-names any more (a deletion interrupted between the database and the disk).
+``download_done`` (at once), or else at the next collection once no active
+addressed device lacks it (the last one was revoked), or when retention
+ends; an upload left unfinished is collected after ``upload_ttl`` seconds,
+and so is a stored file that no row names any more (a deletion interrupted
+between the database and the disk).
 """
 
 import logging
@@ -128,6 +139,7 @@ class Attachments:
                 recipient,
                 conversation_id,
                 size,
+                now,
                 now + timedelta(seconds=retention),
                 sorted(addressed),
             )

@@ -72,7 +72,7 @@ async def test_a_file_to_a_group_of_three(world: World, tmp_path: Path) -> None:
     assert stored(world) == []
 
 
-@pytest.mark.parametrize("attack", ["flip", "truncate"])
+@pytest.mark.parametrize("attack", ["flip", "truncate", "cut-on-disk", "swap"])
 async def test_a_tampered_or_truncated_file_is_refused_with_a_clear_message(
     world: World, tmp_path: Path, attack: str
 ) -> None:
@@ -86,9 +86,13 @@ async def test_a_tampered_or_truncated_file_is_refused_with_a_clear_message(
     pool = world.app.db.pool  # type: ignore[union-attr]
     if attack == "flip":  # whoever holds the disk changes one bit
         data[100_000] ^= 0x01
-    else:  # or cuts the last chunk off, consistently on disk and in the database
+    elif attack == "truncate":  # or cuts the end off, on disk and in the database alike
         del data[-20_000:]
         await pool.execute("UPDATE attachments SET size = $1", len(data))
+    elif attack == "cut-on-disk":  # or only on disk: the node serves short chunks
+        del data[-20_000:]
+    else:  # or puts other bytes of the same length in its place
+        data = bytearray(os.urandom(len(data)))
     blob.write_bytes(bytes(data))
 
     inbox = tmp_path / "bob-files"
@@ -98,7 +102,7 @@ async def test_a_tampered_or_truncated_file_is_refused_with_a_clear_message(
     [line] = lines(out)
     refused = line["file"]["refused"]
     assert "saved_to" not in line["file"]
-    if attack == "flip":
+    if attack in ("flip", "swap"):
         assert "was altered" in refused
     else:
         assert "refused" in refused and ("not the" in refused or "truncated" in refused)

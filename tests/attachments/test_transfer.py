@@ -1,18 +1,18 @@
 """Attachments through a real node: who may fetch, resume, limits, collection, audit."""
 
-import asyncio
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 
+from gchat.client.rpc import ClientError
 from protocol import frames as f
 from tests.attachments.transfer import CHUNK, download, send_from, upload
-from tests.support import World, expect_error
+from tests.support import World, eventually, expect_error
 
 
 def blobs(world: World) -> dict[str, list[str]]:
@@ -175,38 +175,63 @@ async def test_a_chunk_past_the_announced_size_is_refused(world: World) -> None:
     )
 
 
+async def _until_expired(call: Callable[[], Awaitable[object]]) -> None:
+    """Repeat ``call`` (a request the node refuses with ``invalid_field`` while its
+    capability is good, so it changes nothing) until ``capability_expired``."""
+
+    async def expired() -> bool:
+        error = await expect_error_any(call())
+        assert error.code in ("invalid_field", "capability_expired"), error
+        return error.code == "capability_expired"
+
+    await eventually(expired, within=10, what="the capability to expire")
+
+
+async def expect_error_any(call: Awaitable[object]) -> ClientError:
+    try:
+        await call
+    except ClientError as error:
+        return error
+    raise AssertionError("not refused")
+
+
 async def test_capabilities_expire(world_with) -> None:  # noqa: ANN001
     async with world_with(attachment_capability_seconds=0.3) as world:
         alice = await world.official_with_device("alice")
         bob = await world.official_with_device("bob")
         data = os.urandom(1000)
         ready = await alice.request(f.UploadBegin, size=len(data), recipient=bob.state.official_id)
-        await asyncio.sleep(0.4)
-        await expect_error(
-            "capability_expired",
-            alice.request(
+
+        def chunk(capability: bytes, data: bytes) -> Awaitable[object]:
+            return alice.request(
                 f.UploadChunk,
                 attachment_id=ready.attachment_id,
-                capability=ready.capability,
+                capability=capability,
                 offset=0,
                 data=data,
-            ),
-        )
+            )
+
+        # One byte past the size: refused (and nothing stored) while the capability holds.
+        await _until_expired(lambda: chunk(ready.capability, data + b"x"))
+        await expect_error("capability_expired", chunk(ready.capability, data))
         fresh = await alice.request(f.UploadResume, attachment_id=ready.attachment_id)
         assert fresh.offset == 0
         await send_from(alice, fresh, data)
         grant = await bob.request(f.DownloadBegin, attachment_id=ready.attachment_id)
-        await asyncio.sleep(0.4)
-        await expect_error(
-            "capability_expired",
-            bob.request(
+
+        def fetch(offset: int) -> Awaitable[object]:
+            return bob.request(
                 f.DownloadChunk,
                 attachment_id=ready.attachment_id,
                 capability=grant.capability,
-                offset=0,
+                offset=offset,
                 length=10,
-            ),
-        )
+            )
+
+        await _until_expired(lambda: fetch(len(data)))  # past the end: refused meanwhile
+        await expect_error("capability_expired", fetch(0))
+        # A fresh one works again.
+        assert await download(bob, ready.attachment_id) == data
 
 
 async def test_size_limit_and_daily_quota_from_agency_policy(world_with) -> None:  # noqa: ANN001
@@ -288,8 +313,7 @@ async def test_audit_records_ids_sizes_and_parties_only(world: World) -> None:
     await download(bob, attachment)
     await bob.request(f.DownloadDone, attachment_id=attachment)
     rows = await world.app.db.pool.fetch(
-        "SELECT kind, officials, entry FROM audit_events "
-        "WHERE kind LIKE 'attachment.%' ORDER BY id"
+        "SELECT kind, officials, entry FROM audit_events WHERE kind LIKE 'attachment.%' ORDER BY id"
     )
     assert [r["kind"] for r in rows] == ["attachment.uploaded", "attachment.fetched"]
     uploaded, fetched = rows
