@@ -9,7 +9,9 @@ node, commit what is in flight, release the database.
 The broker is chosen here: with ``redis_url`` empty the in-process broker
 and local rate-limit buckets serve a single node; with it set, the Redis
 broker (``gchat.runtime.redis_broker``) carries wake-ups, displacements and
-revocations between nodes and the limits live in Redis, shared by all.
+revocations between nodes and the limits live in Redis, shared by all;
+with ``broker = postgres`` (what ``gchat serve --workers N`` gives its
+workers when there is no Redis) PostgreSQL LISTEN/NOTIFY carries them.
 """
 
 import asyncio
@@ -19,7 +21,7 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,6 +71,7 @@ from gchat.runtime import logs, node_id, samplers
 from gchat.runtime.broker import Broker, InProcessBroker, Signal, SignalKind
 from gchat.runtime.embedded_postgres import EmbeddedPostgres
 from gchat.runtime.metrics import CONTENT_TYPE, NodeMetrics, bearer_access, serve_separately
+from gchat.runtime.postgres_broker import PostgresBroker
 from gchat.runtime.quietlog import QuietLog
 from gchat.runtime.ratelimit import (
     Limits,
@@ -164,9 +167,13 @@ class App:
         self.push: PushNotifier | None = None
         self.attachments: Attachments | None = None
 
-    async def _start_broker(self) -> None:
-        """The in-process broker alone, or Redis shared by every node."""
+    async def _start_broker(self, dsn: str) -> None:
+        """The in-process broker alone, Redis shared by every node, or
+        PostgreSQL LISTEN/NOTIFY between processes sharing the database."""
         config = self.config
+        if not config.redis_url and config.broker == "postgres":
+            assert self.db is not None
+            self.broker = PostgresBroker(dsn, self.db.pool, self.node_id, self.metrics)
         if config.redis_url:
             self._redis = connect_redis(config.redis_url)
             self.broker = RedisBroker(self._redis, config.redis_prefix, self.node_id, self.metrics)
@@ -201,7 +208,8 @@ class App:
         self.db, self._embedded = await open_database(config)
         db = self.db
         keys = ServerKeys.load_or_create(config.key_directory)
-        await self._start_broker()
+        embedded = self._embedded
+        await self._start_broker(config.database_url or (embedded.dsn() if embedded else ""))
         broker = self.broker
         limiter = self.limiter
         self.revocations = Revocations(db, broker)
@@ -365,6 +373,7 @@ class App:
             ),
             ssl=self._tls(),
             backlog=1024,  # a reconnect storm overflows asyncio's default of 100
+            reuse_port=config.reuse_port or None,  # --workers: one port, several processes
             **WEBSOCKET_SETTINGS,
         )
         self.port = self._server.sockets[0].getsockname()[1]
@@ -520,8 +529,11 @@ class App:
         log.info("stopped node=%s", self.node_id)
 
 
-async def run(config: Config) -> None:
-    """Run a node until SIGTERM or SIGINT, then stop it gracefully."""
+async def run(config: Config, ready: Callable[[], None] | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT, then stop it gracefully.
+
+    ``ready`` is called once the node serves (``--workers`` tells its parent).
+    """
     app = App(config)
     try:
         await app.start()
@@ -539,6 +551,8 @@ async def run(config: Config) -> None:
         log.info("%s", app.banner())
     else:
         print(app.banner(), flush=True)
+    if ready is not None:
+        ready()
     try:
         await stopping.wait()
     finally:
@@ -562,12 +576,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def main(config: Config) -> None:
+def main(config: Config, ready: Callable[[], None] | None = None) -> None:
     config = replace(config, node_id=node_id.load_or_create(config.data_dir, config.node_id))
     logs.configure(config.log_format, config.node_id)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
-        asyncio.run(run(config))
+        asyncio.run(run(config, ready))
     else:
-        uvloop.run(run(config))
+        uvloop.run(run(config, ready))

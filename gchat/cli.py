@@ -1,7 +1,7 @@
 """``gchat``: run a node, migrate, administer, and the reference client.
 
     gchat [--debug] [--config FILE] COMMAND ...
-    gchat serve [--host H] [--port P] [--data-dir D]
+    gchat serve [--host H] [--port P] [--data-dir D] [--workers N]
     gchat migrate
     gchat admin bootstrap --agency-code C --agency-name N --name ADMIN
                           [--new-data-dir] [--force] [--json]
@@ -23,6 +23,7 @@ A person's mistake ends in one line and exit status 1
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -49,6 +50,7 @@ def _config(args: argparse.Namespace) -> config.Config:
                 "host": getattr(args, "host", None),
                 "port": getattr(args, "port", None),
                 "data_dir": getattr(args, "data_dir", None),
+                "workers": getattr(args, "workers", None),
             },
         )
     except ValueError as error:
@@ -90,7 +92,23 @@ async def _with_database(cfg: config.Config, work: Callable[[Any], Awaitable[Non
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    app.main(_config(args))
+    from gchat import workers
+    from gchat.client.cli_errors import UserError
+
+    cfg = _config(args)
+    if cfg.workers > 1:
+        try:
+            workers.main(cfg, args.config)
+        except workers.WorkerFailed as error:
+            raise UserError(str(error)) from None
+        return
+    ready_fd = args.ready_fd
+
+    def ready() -> None:  # tells the parent of --workers that this worker serves
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+
+    app.main(cfg, ready if ready_fd is not None else None)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -167,6 +185,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir", type=Path)
+    serve.add_argument(
+        "--workers", type=int, help="node processes sharing the port (default 1; GCHAT_WORKERS)"
+    )
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # set by --workers
     serve.set_defaults(func=cmd_serve)
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations")

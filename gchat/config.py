@@ -24,6 +24,14 @@ class Config:
     database_url: str = ""
     #: Redis URL; empty means the in-process broker (single node).
     redis_url: str = ""
+    #: Without Redis: ``auto`` (in-process for one process, PostgreSQL
+    #: LISTEN/NOTIFY for ``workers`` > 1) or ``postgres`` (LISTEN/NOTIFY always,
+    #: for several single-process nodes on one database without Redis).
+    broker: str = "auto"
+    #: ``gchat serve --workers N``: node processes sharing the port (SO_REUSEPORT).
+    workers: int = 1
+    #: Bind the port with SO_REUSEPORT (set for each worker by --workers).
+    reuse_port: bool = False
     #: Prefix of every Redis key and channel (several deployments, or tests, may share a Redis).
     redis_prefix: str = "gchat:"
     #: Names this deployment in the signed auth message (domain separation).
@@ -171,6 +179,10 @@ def load(
     parse_trusted(config.trusted_proxies)  # a typo stops start-up, naming the entry
     if config.log_format not in ("text", "json"):
         raise ValueError("log_format must be text or json")
+    if config.broker not in ("auto", "postgres"):
+        raise ValueError("broker must be auto or postgres")
+    if config.workers < 1:
+        raise ValueError("workers must be at least 1")
     if config.max_group_members > limits.MAX_GROUP_MEMBERS:
         raise ValueError("max_group_members cannot exceed the protocol limit")
     return config
