@@ -60,7 +60,7 @@ from gchat.runtime.version import version
 log = logging.getLogger("gchat.workers")
 
 #: How long a stopping worker gets before it is killed.
-STOP_TIMEOUT = 30.0
+STOP_TIMEOUT = 25.0  # under systemd's TimeoutStopSec=30s (deploy/systemd)
 #: A worker that lived shorter than this before dying is restarted later each time.
 _STABLE_AFTER = 60.0
 _RESTART_MIN = 1.0

@@ -107,6 +107,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (``gchat serve --workers N``: the parent and
+    its workers), from /proc/PID/task/*/children."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as kids:
+                    todo.extend(int(k) for k in kids.read().split())
+        except OSError:
+            continue
+    return out
+
+
 def postgres_cpu_seconds() -> float:
     """CPU seconds of every process named ``postgres`` on this host.
 
@@ -179,7 +195,7 @@ class CpuMeter:
         return {
             "wall": time.monotonic(),
             "softirq": host_softirq_seconds(),
-            "server": sum(cpu_seconds(pid) for pid in self.server_pids),
+            "server": sum(cpu_seconds(p) for pid in self.server_pids for p in family(pid)),
             "postgres": postgres_cpu_seconds(),
             "host_busy": busy,
             "host_total": total,

@@ -32,7 +32,7 @@ from loadtests.clients import Dev, local_client, seal_pool
 from loadtests.worker import Workers
 from protocol.frames import CreateOfficial, IssueCode
 
-SCENARIOS = ("relay", "backlog", "idle", "fanout", "storm", "cluster")
+SCENARIOS = ("relay", "backlog", "idle", "fanout", "storm", "cluster", "workers")
 
 #: Seconds over which the CPU of a node holding idle connections is metered.
 IDLE_CPU_S = 5.0
@@ -71,6 +71,7 @@ class Params:
         need = {
             "relay": 2 * self.pairs,
             "cluster": 2 * self.pairs,
+            "workers": 2 * self.pairs,
             "backlog": self.backlog_devices + 1,
             "idle": self.idle,
             "fanout": self.fanout + 1,
@@ -618,6 +619,61 @@ class Run:
         ]
         return {"status": "ok", "rows": rows, "details": {"two_nodes": two,
                                                           "single_node": single}}
+
+    async def scenario_workers(self) -> dict[str, Any]:
+        """``gchat serve --workers N`` at N = 1 and 2, without Redis (so N = 2
+        signals through PostgreSQL LISTEN/NOTIFY), closed loop, alternating
+        1, 2, 1, 2 on fresh processes; each figure is the mean of its two runs.
+        The run's own node is stopped meanwhile, so that the audit sequencer
+        (and its CPU) is in the measured processes."""
+        assert self.database_url is not None and self.node is not None
+        data, logs = self.workspace.path("node"), self.workspace.path("logs")
+        self.log("workers: gchat serve --workers 1 and 2 (no Redis), closed loop, alternating")
+        self.node.stop()
+        runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        try:
+            for n in (1, 2, 1, 2):
+                server = harness.start_node(
+                    f"gchat-workers-{n}", self.database_url, data, logs,
+                    GCHAT_WORKERS=str(n), **self.node_env)
+                try:
+                    await self.audit_drained_after()
+                    runs[n].append(await self.relay_phase(
+                        "gchat", "closed", label=f"workers{n}", send_url=server.url,
+                        recv_url=server.url, servers=[server]))
+                finally:
+                    server.stop(timeout=40)
+        finally:
+            await self.restart_node()
+
+        def mean(n: int, key: str) -> float:
+            return float(sum(r[key] for r in runs[n])) / len(runs[n])
+
+        one, two = (
+            {k: mean(n, k) for k in ("throughput", "p99_ms", "server_ms_per_msg",
+                                     "db_ms_per_msg", "cpu_ms_per_msg")}
+            for n in (1, 2))
+        cores = {n: sum(r["cpu"].get("server_cores", 0.0) for r in runs[n]) / len(runs[n])
+                 for n in (1, 2)}
+        rows = [
+            row("workers", "throughput, 2 workers (ratio: vs 1)", "msg/s",
+                two["throughput"], None, ratio=two["throughput"] / one["throughput"]),
+            row("workers", "throughput, 1 worker", "msg/s", one["throughput"]),
+            row("workers", "CPU per message, 2 workers (server + PG; ratio: vs 1)", "ms",
+                two["cpu_ms_per_msg"], None,
+                ratio=two["cpu_ms_per_msg"] / one["cpu_ms_per_msg"]),
+            row("workers", "CPU per message, 1 worker (server + PG)", "ms",
+                one["cpu_ms_per_msg"]),
+            row("workers", "node CPU per message, 2 workers (ratio: vs 1)", "ms",
+                two["server_ms_per_msg"], None,
+                ratio=two["server_ms_per_msg"] / one["server_ms_per_msg"]),
+            row("workers", "node cores used, 2 workers (ratio: vs 1)", "cores", cores[2], None,
+                ratio=cores[2] / cores[1] if cores[1] else float("nan")),
+            row("workers", "p99, 2 workers (ratio: vs 1)", "ms", two["p99_ms"], None,
+                ratio=two["p99_ms"] / one["p99_ms"]),
+        ]
+        return {"status": "ok", "rows": rows,
+                "details": {"one": runs[1], "two": runs[2], "load": os.getloadavg()}}
 
     # --- driver ---------------------------------------------------------------------------------
 
