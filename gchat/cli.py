@@ -103,6 +103,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise UserError(str(error)) from None
         return
     ready_fd = args.ready_fd
+    if ready_fd is not None:
+        workers.die_with_parent()
 
     def ready() -> None:  # tells the parent of --workers that this worker serves
         os.write(ready_fd, b"ready\n")

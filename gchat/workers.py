@@ -80,7 +80,11 @@ class Worker:
     restarts: int = field(default=0)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """In a worker, first thing: SIGTERM when the parent dies (Linux; elsewhere
+    nothing). Done by the worker itself, not between fork and exec, because
+    the parent has threads then (a fork of a threaded process may run no
+    library code before exec)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -142,7 +146,7 @@ class Supervisor:
         argv += ["serve", "--ready-fd", str(write_end)]
         try:
             worker.proc = await asyncio.create_subprocess_exec(
-                *argv, env=env, pass_fds=(write_end,), preexec_fn=_die_with_parent
+                *argv, env=env, pass_fds=(write_end,)
             )
         finally:
             os.close(write_end)

@@ -6,7 +6,8 @@
 - the LISTEN connections killed with ``pg_terminate_backend`` while messages
   flow: nothing is lost, and the workers listen again;
 - a worker killed with SIGKILL: the other goes on serving, its devices
-  reconnect, nothing is lost, and the parent starts the worker again;
+  reconnect, nothing is lost, and the parent starts the worker again; the
+  parent killed with SIGKILL takes its workers with it;
 - SIGTERM to the parent stops every worker gracefully, exit status 0;
 - a worker that cannot start: the parent stops the others and says so in
   one sentence, exit status 1.
@@ -303,6 +304,14 @@ async def test_a_killed_worker_leaves_the_other_serving_and_is_restarted(
         await eventually(restarted, within=20, what="the parent restarts worker 2")
         await eventually(workers.all_up, within=30, what="worker 2's /metrics back")
         assert "worker 2 (pid" in workers.node.log_text()
+        # The parent killed outright: its workers do not linger on the port.
+        survivors = children(workers.parent)
+        os.kill(workers.parent, signal.SIGKILL)
+        await eventually(
+            lambda: all(gone(p) for p in survivors),
+            within=20,
+            what="the workers stop with their parent",
+        )
     finally:
         await rc_a.close()
         await rc_b.close()
