@@ -323,19 +323,22 @@ def start_node(
     return ServerProcess(name, proc, port, log_path, log)
 
 
-def start_raw_relay(log_dir: Path) -> ServerProcess:
+def start_raw_relay(log_dir: Path, module: str = "loadtests.raw_relay",
+                    name: str = "raw-relay") -> ServerProcess:
+    """A bare reference server (``module``, which prints "listening" once it
+    accepts connections) on a free port."""
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    argv = [sys.executable, "-m", "loadtests.raw_relay", "--port", str(port)]
-    proc, log_path, log = _spawn("raw-relay", argv, env, log_dir)
+    argv = [sys.executable, "-m", module, "--port", str(port)]
+    proc, log_path, log = _spawn(name, argv, env, log_dir)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"raw relay exited early; see {log_path}")
+            raise RuntimeError(f"{name} exited early; see {log_path}")
         if b"listening" in log_path.read_bytes():
-            return ServerProcess("raw-relay", proc, port, log_path, log)
+            return ServerProcess(name, proc, port, log_path, log)
         time.sleep(0.1)
-    raise RuntimeError(f"raw relay did not start; see {log_path}")
+    raise RuntimeError(f"{name} did not start; see {log_path}")
 
 
 def bootstrap_admin(database_url: str, data_dir: Path) -> dict[str, Any]:

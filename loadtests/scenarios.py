@@ -27,12 +27,12 @@ import asyncpg
 from crypto.identity import IdentityKeyPair
 from gchat.client.state import DeviceState
 from gchat.store.audit import sequencing_backlog
-from loadtests import harness
+from loadtests import files, harness
 from loadtests.clients import Dev, local_client, seal_pool
 from loadtests.worker import Workers
 from protocol.frames import CreateOfficial, IssueCode
 
-SCENARIOS = ("relay", "backlog", "idle", "fanout", "storm", "cluster", "workers")
+SCENARIOS = ("relay", "backlog", "idle", "fanout", "storm", "cluster", "workers", "files")
 
 #: Seconds over which the CPU of a node holding idle connections is metered.
 IDLE_CPU_S = 5.0
@@ -56,6 +56,11 @@ class Params:
     fanout: int
     storm: int
     storm_queued: int
+    #: files: the big file (MiB), rounds of it per side, pairs moving files at once, MiB each
+    files_big_mib: float = 100
+    files_rounds: int = 2
+    files_pairs: int = 50
+    files_each_mib: float = 5
 
     @classmethod
     def for_mode(cls, short: bool) -> Params:
@@ -76,6 +81,7 @@ class Params:
             "idle": self.idle,
             "fanout": self.fanout + 1,
             "storm": self.storm + 1,
+            "files": 2 * self.files_pairs,
         }
         return max(need[s] for s in scenarios)
 
@@ -581,6 +587,101 @@ class Run:
             "auth_max_s": max(auth, default=None), "failed": failed,
             "errors": [e for r in results for e in r["errors"]], "cpu": cpu}}
 
+    # --- attachments ----------------------------------------------------------------------------
+
+    async def files_phase(self) -> dict[str, Any]:
+        """The figures of ``loadtests.files``: a big file against the bare file
+        handler, the node's memory meanwhile, many files at once."""
+        p = self.params
+        assert self.node is not None
+        bare = harness.start_raw_relay(self.workspace.path("logs"), "loadtests.bare_files",
+                                       "bare-files")
+        self._extra.append(bare)
+        node_url = self.node.url
+
+        async def to_node(dev: Dev) -> files.FileConn:
+            return await files.FileConn.gchat(node_url, dev)
+
+        async def to_bare(dev: Dev) -> files.FileConn:
+            return await files.FileConn.bare(bare.url, dev)
+
+        openers = {"gchat": to_node, "raw": to_bare}
+        sender, recipient = self.devs[0], self.devs[1]
+        for opener in openers.values():  # warm-up: connections, worker threads, plans
+            await files.one_file(opener, sender, recipient, files.MIB, files.new_tag())
+        big = int(p.files_big_mib * files.MIB)
+        rounds: dict[str, list[dict[str, Any]]] = {"gchat": [], "raw": []}
+        watch = files.RssWatch(self.node.pid)
+        cpu0 = harness.cpu_seconds(self.node.pid)
+        watch.start()
+        for n in range(p.files_rounds):
+            for side in ("raw", "gchat") if n % 2 == 0 else ("gchat", "raw"):
+                rounds[side].append(await files.one_file(openers[side], sender, recipient, big,
+                                                         files.new_tag()))
+                done = rounds[side][-1]
+                self.log(f"  {side} {p.files_big_mib:g} MiB: upload "
+                         f"{files.mib_per_s(big, done['upload_s']):.0f} MiB/s, download "
+                         f"{files.mib_per_s(big, done['download_s']):.0f} MiB/s, "
+                         f"verified {done['verified']}")
+        growth = await watch.stop()
+        node_cpu = harness.cpu_seconds(self.node.pid) - cpu0
+
+        def best(side: str, leg: str) -> float:
+            return max(files.mib_per_s(big, r[f"{leg}_s"]) for r in rounds[side])
+
+        pairs = [(self.devs[2 * k], self.devs[2 * k + 1]) for k in range(p.files_pairs)]
+        each = int(p.files_each_mib * files.MIB)
+        many: dict[str, dict[str, Any]] = {}
+        many["raw"] = await files.many_files(to_bare, pairs, each, files.new_tag())
+        many_watch = files.RssWatch(self.node.pid)
+        many_watch.start()
+        many["gchat"] = await files.many_files(to_node, pairs, each, files.new_tag())
+        many_growth = await many_watch.stop()
+        total = each * len(pairs)
+        for side, got in many.items():
+            self.log(f"  {side} {len(pairs)} x {p.files_each_mib:g} MiB at once: upload "
+                     f"{files.mib_per_s(total, got['upload_s']):.0f} MiB/s, download "
+                     f"{files.mib_per_s(total, got['download_s']):.0f} MiB/s, "
+                     f"verified {got['verified']}/{got['files']}")
+        blobs = self.workspace.path("node") / "attachments" / "blobs"
+        verified_big = all(r["verified"] for side in rounds.values() for r in side)
+        return {
+            "big_bytes": big, "rounds": rounds, "node_rss_growth_mib": round(growth, 2),
+            "node_rss_samples": watch.samples, "node_cpu_s_big": round(node_cpu, 2),
+            "verified_big": verified_big,
+            "best_mib_s": {side: {leg: round(best(side, leg), 1) for leg in ("upload", "download")}
+                           for side in rounds},
+            "many": many, "many_bytes_each": each, "many_rss_growth_mib": round(many_growth, 2),
+            "blobs_left": len(os.listdir(blobs)) if blobs.exists() else 0,
+        }
+
+    async def scenario_files(self) -> dict[str, Any]:
+        p = self.params
+        s = await self.files_phase()
+        big = f"{p.files_big_mib:g} MiB"
+        rows = []
+        for leg in ("upload", "download"):
+            gchat, raw = s["best_mib_s"]["gchat"][leg], s["best_mib_s"]["raw"][leg]
+            rows.append(row("files", f"{big} {leg} (best of {p.files_rounds})", "MiB/s", gchat,
+                            raw, ">= 0.5x", gchat / raw >= 0.5 and s["verified_big"]))
+        rows.append(row("files", f"node RSS growth moving {big}", "MiB",
+                        s["node_rss_growth_mib"], None, "<= 16 MiB",
+                        s["node_rss_growth_mib"] <= 16))
+        moved = 2 * p.files_rounds * p.files_big_mib  # MiB up and down through the node
+        rows.append(row("files", f"node CPU per MiB moved ({big} files)", "ms/MiB",
+                        1000 * s["node_cpu_s_big"] / moved))
+        total = s["many_bytes_each"] * p.files_pairs
+        many = s["many"]
+        for leg in ("upload", "download"):
+            gchat = files.mib_per_s(total, many["gchat"][f"{leg}_s"])
+            raw = files.mib_per_s(total, many["raw"][f"{leg}_s"])
+            rows.append(row("files", f"{p.files_pairs} x {p.files_each_mib:g} MiB {leg} at once",
+                            "MiB/s", gchat, raw, "all verified",
+                            many["gchat"]["verified"] == p.files_pairs))
+        rows.append(row("files", f"node RSS growth, {p.files_pairs} at once", "MiB",
+                        s["many_rss_growth_mib"]))
+        return s | {"rows": rows}
+
     # --- two nodes through Redis --------------------------------------------------------------
 
     async def scenario_cluster(self) -> dict[str, Any]:
@@ -763,6 +864,20 @@ async def inbox_left(dsn: str, device_ids: list[uuid.UUID]) -> int:
             "SELECT count(*) FROM inbox WHERE device_id = ANY($1::uuid[])", device_ids))
     finally:
         await conn.close()
+
+
+async def smoke_files(database_url: str, log: Callable[[str], None] = print,
+                      **overrides: Any) -> dict[str, Any]:
+    """The files scenario, small, against a node on ``database_url`` (for the test suite)."""
+    params = {"files_big_mib": 2, "files_rounds": 1, "files_pairs": 3,
+              "files_each_mib": 0.25} | overrides
+    run = Run(short=True, workers_count=1, database_url=database_url, log=log,
+              overrides=params)
+    try:
+        await run.setup(run.params.pool_size(("files",)), raw_relay=False)
+        return await run.files_phase()
+    finally:
+        await run.teardown()
 
 
 async def smoke_relay(database_url: str, pairs: int = 4, seconds: float = 3.0,

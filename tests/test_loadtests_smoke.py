@@ -29,3 +29,22 @@ async def test_relay_smoke_counts_add_up(database_url: str) -> None:
     # Every accepted and delivered message's audit events reached the Merkle log.
     assert summary["audit"]["samples"] >= 1
     assert 0 <= summary["audit"]["drained_after_s"] < 60
+
+
+async def test_files_smoke_every_file_comes_back_whole(database_url: str) -> None:
+    from loadtests.scenarios import smoke_files
+
+    summary = await smoke_files(database_url, log=lambda _: None)
+
+    # The big file went through the node and the bare handler, and came back whole.
+    assert summary["verified_big"]
+    assert len(summary["rounds"]["gchat"]) == len(summary["rounds"]["raw"]) == 1
+    for side in ("gchat", "raw"):
+        for leg in ("upload", "download"):
+            assert summary["best_mib_s"][side][leg] > 0
+    # The node's memory was read from /proc while it worked.
+    assert summary["node_rss_samples"] >= 1 and summary["node_cpu_s_big"] > 0
+    # Three files at once, each verified; the node deleted every fetched blob.
+    for side in ("gchat", "raw"):
+        assert summary["many"][side]["verified"] == summary["many"][side]["files"] == 3
+    assert summary["blobs_left"] == 0

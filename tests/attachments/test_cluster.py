@@ -1,9 +1,13 @@
-"""Two real node processes sharing one attachment folder: a node killed mid-upload."""
+"""Two real node processes sharing one attachment folder: the CLI from one to the
+other, and a node killed mid-upload."""
 
+import filecmp
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -11,6 +15,7 @@ from gchat.client import files
 from gchat.client.sdk import Client
 from protocol import frames as f
 from tests.attachments.transfer import download, send_from, upload
+from tests.client.test_cli import ok
 from tests.cluster.harness import Cluster, People
 
 pytestmark = pytest.mark.slow
@@ -113,3 +118,31 @@ async def test_the_sdk_resumes_a_file_on_another_node_and_the_recipient_gets_it_
     assert saved.name == "report.pdf"
     assert saved.read_bytes() == source.read_bytes()
     assert os.listdir(shared / "blobs") == []  # bob was the only addressed device
+
+
+async def test_cli_to_cli_through_two_real_nodes(
+    two_nodes: tuple[Cluster, People, Path], tmp_path: Path
+) -> None:
+    cluster, people, shared = two_nodes
+    assert people.admin is not None
+    states: dict[str, tuple[str, UUID]] = {}
+    for name, node in (("alice", 0), ("bob", 1)):
+        official = UUID(str((await people.admin.request(f.CreateOfficial, name=name)).official_id))
+        code = (await people.admin.request(f.IssueCode, official_id=official)).code
+        state = str(tmp_path / f"{name}.state")
+        await ok("client", "enroll", "--url", cluster[node].url, "--code", code,
+                 "--state", state, "--name", name)
+        states[name] = (state, official)
+    (alice, _), (bob, bob_id) = states["alice"], states["bob"]
+    document = tmp_path / "minutes.pdf"
+    document.write_bytes(b"%PDF-1.7\n" + os.urandom(700_000))
+    await ok("client", "send", "--state", alice, "--to", str(bob_id), "--file", str(document),
+             "--message", "minutes of the meeting")
+    assert len(os.listdir(shared / "blobs")) == 1  # written by node 0, in the shared folder
+
+    inbox = tmp_path / "bob-files"
+    out = await ok("client", "listen", "--state", bob, "--idle", "2", "--save-dir", str(inbox))
+    [line] = [json.loads(x) for x in out.splitlines()]
+    assert line["text"] == "minutes of the meeting"
+    assert filecmp.cmp(line["file"]["saved_to"], document, shallow=False)
+    assert os.listdir(shared / "blobs") == []  # fetched through node 1, then deleted
