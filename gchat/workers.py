@@ -193,7 +193,10 @@ class Supervisor:
                     f"worker {first.index} of {len(self._workers)} could not start "
                     f"(exit status {status}); its error is above"
                 )
-            print(self._banner(port), flush=True)
+            if config.log_format == "json":  # one record, so every output line stays JSON
+                log.info("%s", self._banner(port))
+            else:
+                print(self._banner(port), flush=True)
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._stopping.set)

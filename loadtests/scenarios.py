@@ -722,14 +722,16 @@ class Run:
                                                           "single_node": single}}
 
     async def scenario_workers(self) -> dict[str, Any]:
-        """``gchat serve --workers N`` at N = 1 and 2, without Redis (so N = 2
-        signals through PostgreSQL LISTEN/NOTIFY), closed loop, alternating
-        1, 2, 1, 2 on fresh processes; each figure is the mean of its two runs.
-        The run's own node is stopped meanwhile, so that the audit sequencer
-        (and its CPU) is in the measured processes."""
+        """``gchat serve --workers N`` at N = 1 and 2 (without ``--node-env
+        GCHAT_REDIS_URL=...``, N = 2 signals through PostgreSQL LISTEN/NOTIFY),
+        closed loop, alternating 1, 2, 1, 2 on fresh processes; each figure is
+        the mean of its two runs. The run's own node is stopped meanwhile, so
+        that the audit sequencer (and its CPU) is in the measured processes."""
         assert self.database_url is not None and self.node is not None
         data, logs = self.workspace.path("node"), self.workspace.path("logs")
-        self.log("workers: gchat serve --workers 1 and 2 (no Redis), closed loop, alternating")
+        broker = ("Redis" if self.node_env.get("GCHAT_REDIS_URL")
+                  else "no Redis: 2 workers signal through LISTEN/NOTIFY")
+        self.log(f"workers: gchat serve --workers 1 and 2 ({broker}), closed loop, alternating")
         self.node.stop()
         runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
         try:
