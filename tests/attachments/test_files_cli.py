@@ -184,3 +184,25 @@ async def test_cli_mistakes_get_one_sentence(world: World, tmp_path: Path) -> No
         assert status != 0 and out == "" and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1 and words in err, err
     assert isinstance(bob_id, UUID)
+
+
+async def test_a_full_disk_is_one_sentence_at_the_cli_and_loses_nothing_stored(
+    world_with, tiny_disk: Path, tmp_path: Path  # noqa: ANN001
+) -> None:
+    async with world_with(attachments_dir=tiny_disk) as world:
+        alice, _ = await enrol(world, tmp_path, "alice")
+        bob, bob_id = await enrol(world, tmp_path, "bob")
+        first = tmp_path / "first.bin"
+        first.write_bytes(os.urandom(600_000))
+        await ok("client", "send", "--state", alice, "--to", str(bob_id), "--file", str(first))
+        second = tmp_path / "second.bin"
+        second.write_bytes(os.urandom(600_000))  # does not fit beside the first on 1 MiB
+        status, out, err = await gchat("client", "send", "--state", alice, "--to", str(bob_id),
+                                       "--file", str(second), "--message", "second")
+        assert status != 0 and out == "" and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1 and "storage is full" in err, err
+
+        inbox = tmp_path / "bob-files"
+        [line] = lines(await ok("client", "listen", "--state", bob, "--idle", "1.5",
+                                "--save-dir", str(inbox)))  # the second was never sent
+        assert _sha256(Path(line["file"]["saved_to"])) == _sha256(first)

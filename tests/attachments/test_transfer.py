@@ -2,12 +2,9 @@
 
 import json
 import os
-import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from uuid import UUID
-
-import pytest
 
 from gchat.client.rpc import ClientError
 from protocol import frames as f
@@ -328,24 +325,6 @@ async def test_audit_records_ids_sizes_and_parties_only(world: World) -> None:
         entry = bytes(row["entry"])
         assert str(attachment).encode() in entry or attachment.bytes in entry
         assert b"777" in entry or (777).to_bytes(2, "big") in entry
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real filesystem of 1 MiB (tmpfs; mounting needs root)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    made = subprocess.run(  # noqa: S603
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],  # noqa: S607
-        capture_output=True,
-        check=False,
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)  # noqa: S603,S607
 
 
 async def test_storage_full_is_a_clear_error_and_loses_nothing_stored(
