@@ -265,6 +265,10 @@ class Supervisor:
             )
         else:
             metrics = "/metrics on the client port, answered by any one worker"
+            log.warning(
+                "metrics_port is not set: /metrics on the client port shows one worker at a "
+                "time; set metrics_port to scrape each worker (docs/OPERATIONS.md)"
+            )
         broker = "Redis" if config.redis_url else "PostgreSQL LISTEN/NOTIFY"
         return "\n".join(
             [
