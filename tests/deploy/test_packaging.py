@@ -240,6 +240,14 @@ tests:
         values: '1 1 1 0 0 0 0 0 0 0 0'
       - series: 'gchat_commit_failures_total{{job="gchat",instance="fine"}}'
         values: '0x10'
+      - series: 'gchat_broker_healthy{{job="gchat",instance="redis-lost"}}'
+        values: '1 0 0 0 0 0 0 0 0 0 0'
+      - series: 'gchat_redis_up{{job="gchat",instance="redis-lost"}}'
+        values: '1 0 0 0 0 0 0 0 0 0 0'
+      - series: 'gchat_broker_healthy{{job="gchat",instance="pg-worker"}}'
+        values: '1x10'
+      - series: 'gchat_redis_up{{job="gchat",instance="pg-worker"}}'
+        values: '0x10'
     alert_rule_test:
       - eval_time: 5m
         alertname: GChatEventLoopLag
@@ -268,6 +276,12 @@ tests:
       - eval_time: 10m
         alertname: GChatCommitFailures
         exp_alerts: []
+      - eval_time: 5m
+        alertname: GChatBrokerDegraded
+        exp_alerts:
+          - exp_labels: {{severity: page, job: gchat, instance: redis-lost}}
+            exp_annotations:
+              summary: "redis-lost: signals between nodes are down, nodes fall back to polling PostgreSQL"
 """
 
 
