@@ -281,7 +281,7 @@ tests:
         exp_alerts:
           - exp_labels: {{severity: page, job: gchat, instance: redis-lost}}
             exp_annotations:
-              summary: "redis-lost: signals between nodes are down, nodes fall back to polling PostgreSQL"
+              summary: "redis-lost: signals between nodes down, polling PostgreSQL"
 """
 
 
