@@ -131,7 +131,7 @@ def generated_events(
         )
         entry = encode_entry(event, at)
         officials, devices = involved(event)
-        agencies = sorted({_uuid(f"g{g % 50}"), _uuid(f"g{(g * 7 + 1) % 50}")})
+        agencies = sorted({uuid.UUID(_uuid(f"g{k}")) for k in (g % 50, (g * 7 + 1) % 50)})
         stored = codec.encode(entry, event.kind, officials, agencies, devices, at)
         out.append((g, at, leaf_hash(entry), stored))
     return out

@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
-
-import msgspec
 
 from gchat.audit.merkle import leaf_hash
 from gchat.store import audit as store
@@ -61,22 +58,9 @@ class AuditEvent:
     details: Mapping[str, object] = field(default_factory=dict)
 
 
-def _enc_hook(value: Any) -> Any:
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=str)
-    raise TypeError(f"audit details cannot hold {type(value).__name__}")
-
-
-_encoder = msgspec.json.Encoder(enc_hook=_enc_hook, order="sorted")
-
-
-def encode_entry(event: AuditEvent, at: datetime) -> bytes:
-    """The canonical JSON bytes of one entry: sorted keys, no spaces, UTF-8, no nulls."""
-    entry: dict[str, object] = {
-        "v": ENTRY_VERSION,
-        "kind": event.kind,
-        "time": codec.time_text(at),
-    }
+def entry_fields(event: AuditEvent, time: str) -> dict[str, object]:
+    """The fields of an entry whose ``time`` is ``time`` (:func:`codec.time_text`)."""
+    entry: dict[str, object] = {"v": ENTRY_VERSION, "kind": event.kind, "time": time}
     for name in ("actor_official", "actor_device", "subject_official", "subject_device"):
         value = getattr(event, name)
         if value is not None:
@@ -85,30 +69,39 @@ def encode_entry(event: AuditEvent, at: datetime) -> bytes:
         entry["agency"] = event.agency_id
     if event.details:
         entry["details"] = dict(event.details)
-    return _encoder.encode(entry)
+    return entry
+
+
+def encode_entry(event: AuditEvent, at: datetime) -> bytes:
+    """The canonical JSON bytes of one entry: sorted keys, no spaces, UTF-8, no nulls."""
+    return codec.canonical_json(entry_fields(event, codec.time_text(at)))
 
 
 #: An id as the server writes one (``str(UUID)``): the only text indexed as an id.
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _ids(values: Iterable[object]) -> set[str]:
+def _ids(values: Iterable[object]) -> Iterator[UUID]:
     """The ids among ``values``: UUIDs and UUIDs written in canonical form.
 
     Anything else under an id-named key (a typo, an empty string) is not an
     id: it stays in the entry's details but is not indexed, since the stored
     form keeps indexed ids as 16 raw bytes.
     """
-    return {
-        str(v) for v in values
-        if isinstance(v, UUID) or (isinstance(v, str) and _CANONICAL_UUID.fullmatch(v))
-    }
+    for v in values:
+        if isinstance(v, UUID):
+            yield v
+        elif isinstance(v, str) and _CANONICAL_UUID.fullmatch(v):
+            yield UUID(v)
 
 
-def involved(event: AuditEvent) -> tuple[list[str], list[str]]:
-    """The officials and devices an event is about (for the query indexes)."""
-    officials = _ids((event.actor_official, event.subject_official))
-    devices = _ids((event.actor_device, event.subject_device))
+def involved(event: AuditEvent) -> tuple[list[UUID], list[UUID]]:
+    """The officials and devices an event is about (for the query indexes), sorted.
+
+    Sorted as UUIDs they are in the order of their canonical text.
+    """
+    officials = set(_ids((event.actor_official, event.subject_official)))
+    devices = set(_ids((event.actor_device, event.subject_device)))
     for key, value in event.details.items():
         target = (
             officials
@@ -119,7 +112,7 @@ def involved(event: AuditEvent) -> tuple[list[str], list[str]]:
         )
         if target is None:
             continue
-        target |= _ids(value if isinstance(value, (list, tuple, set, frozenset)) else (value,))
+        target.update(_ids(value if isinstance(value, (list, tuple, set, frozenset)) else (value,)))
     return sorted(officials), sorted(devices)
 
 
@@ -142,19 +135,22 @@ class AuditLog:
         if not self.enabled or not events:
             return
         at = datetime.now(UTC)
+        time = codec.time_text(at)
         parties = [involved(event) for event in events]
         # One look-up of every involved official's agency for the whole batch
         # (an auditor's scope is checked against the agencies of an event).
-        agency_of = await store.agencies_of(conn, sorted({o for os, _ in parties for o in os}))
+        agency_of = await store.agencies_of(conn, list({o for os, _ in parties for o in os}))
         hashes, stored = [], []
         for event, (officials, devices) in zip(events, parties, strict=True):
             agencies = sorted(
                 {agency_of[o] for o in officials if o in agency_of}
-                | ({str(event.agency_id)} if event.agency_id else set())
+                | set(_ids((event.agency_id,)))
             )
-            entry = encode_entry(event, at)
-            hashes.append(leaf_hash(entry))
-            stored.append(codec.encode(entry, event.kind, officials, agencies, devices, at))
+            fields = entry_fields(event, time)
+            hashes.append(leaf_hash(codec.canonical_json(fields)))
+            stored.append(
+                codec.encode_fields(fields, event.kind, officials, agencies, devices, time)
+            )
         await store.insert_events(conn, at, hashes, stored)
 
 

@@ -20,13 +20,12 @@ from gchat.store import audit_codec as codec
 from gchat.store.database import Executor
 
 
-async def agencies_of(conn: Executor, official_ids: Sequence[str]) -> dict[str, str]:
-    """Each official's agency (as strings, the form events list them in)."""
+async def agencies_of(conn: Executor, official_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+    """Each official's agency."""
     if not official_ids:
         return {}
     rows = await conn.fetch(
-        "SELECT id::text, agency_id::text FROM officials WHERE id = ANY($1::text[]::uuid[])",
-        list(official_ids),
+        "SELECT id, agency_id FROM officials WHERE id = ANY($1::uuid[])", list(official_ids)
     )
     return {row["id"]: row["agency_id"] for row in rows}
 

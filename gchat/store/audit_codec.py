@@ -37,10 +37,13 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
+from typing import Any
 from uuid import UUID
+
+import msgspec
 
 #: The catalogue's kinds (docs/AUDIT.md section 1).  Append only.
 KINDS: tuple[str, ...] = (
@@ -115,22 +118,18 @@ def _layout(stored: bytes) -> tuple[int, int, int, int]:
     return k, m, n, 7
 
 
-def encode(
-    entry: bytes,
-    kind: str,
-    officials: Sequence[str],
-    agencies: Sequence[str],
-    devices: Sequence[str],
-    at: datetime,
-) -> bytes:
-    """The stored form of ``entry`` (canonical JSON of ``kind``) recorded at ``at``.
+def _enc_hook(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    raise TypeError(f"audit details cannot hold {type(value).__name__}")
 
-    ``officials``, ``agencies``, ``devices``: the ids the event involves
-    (canonical UUID strings, each once).
-    """
-    ids = [*officials, *agencies, *devices]
-    ref = {s.encode(): i for i, s in enumerate(ids)}
-    own_time = time_text(at).encode()
+
+canonical_json = msgspec.json.Encoder(enc_hook=_enc_hook, order="sorted").encode
+"""The canonical JSON of an entry or of a value in it: sorted keys, no spaces, UTF-8."""
+
+
+def _substitution(ref: dict[bytes, int], own_time: bytes) -> Callable[[re.Match[bytes]], bytes]:
+    """What :data:`_ENCODE` puts in place of each match, given the row's ids and time."""
 
     def substitute(match: re.Match[bytes]) -> bytes:
         quoted, bare, qtime, btime, phrase = match.groups()
@@ -154,10 +153,162 @@ def encode(
         p = _PHRASE_INDEX.get(phrase)
         return phrase if p is None else bytes((5, p))
 
+    return substitute
+
+
+def _head(kind: str, officials: Sequence[UUID], agencies: Sequence[UUID],
+          devices: Sequence[UUID]) -> tuple[list[UUID], bytes]:
+    ids = [*officials, *agencies, *devices]
     head = _header(len(ids), len(officials) + len(agencies), len(officials))
     head += bytes((_KIND_INDEX.get(kind, OTHER_KIND),))
-    head += bytes.fromhex("".join(ids).replace("-", ""))
-    return head + _ENCODE.sub(substitute, entry)
+    return ids, head + b"".join([i.bytes for i in ids])
+
+
+def encode(
+    entry: bytes,
+    kind: str,
+    officials: Sequence[UUID],
+    agencies: Sequence[UUID],
+    devices: Sequence[UUID],
+    at: datetime,
+) -> bytes:
+    """The stored form of ``entry`` (canonical JSON of ``kind``) recorded at ``at``.
+
+    ``officials``, ``agencies``, ``devices``: the ids the event involves
+    (each once).  This scans the JSON with :data:`_ENCODE`; the node writes
+    events with :func:`encode_fields`, whose form decodes to the same bytes
+    and costs about a third of this.
+    """
+    ids, head = _head(kind, officials, agencies, devices)
+    ref = {str(u).encode(): i for i, u in enumerate(ids)}
+    return head + _ENCODE.sub(_substitution(ref, time_text(at).encode()), entry)
+
+
+#: ``{"key":`` and ``,"key":`` as stored (a phrase, or the bytes themselves),
+#: by (first?, key); filled as keys are met.
+_KEY_FORMS: dict[tuple[bool, object], bytes] = {}
+_SIMPLE_KEY = re.compile(r"[a-z_][a-z0-9_]*")
+_QUOTED_PHRASE = {p.encode(): bytes((5, i)) for i, p in enumerate(PHRASES) if p[0] == '"'}
+
+
+def _key_form(first: bool, key: object) -> bytes | None:
+    """The stored ``{"key":`` / ``,"key":``; None for a key that JSON might escape
+    or that might sort otherwise than in Python (then the dict takes the slow path)."""
+    form = _KEY_FORMS.get((first, key))
+    if form is None:
+        if type(key) is not str or _SIMPLE_KEY.fullmatch(key) is None:
+            return None
+        text = ("{" if first else ",") + f'"{key}":'
+        p = _PHRASE_INDEX.get(text.encode())
+        form = text.encode() if p is None else bytes((5, p))
+        if len(_KEY_FORMS) < 4096:
+            _KEY_FORMS[(first, key)] = form
+    return form
+
+
+class _Fields:
+    """Writes the stored body of an entry from its fields (see :func:`encode_fields`)."""
+
+    def __init__(self, ids: list[UUID], own_time: str) -> None:
+        self.ref = {u: i for i, u in enumerate(ids)}
+        self.own_time = own_time
+        self.out = bytearray()
+        self._slow: Callable[[re.Match[bytes]], bytes] | None = None
+
+    def _substitute(self) -> Callable[[re.Match[bytes]], bytes]:
+        if self._slow is None:
+            self._slow = _substitution(
+                {str(u).encode(): i for u, i in self.ref.items()}, self.own_time.encode()
+            )
+        return self._slow
+
+    def slow(self, value: object) -> None:
+        """Any value: its canonical JSON through the scanning encoder."""
+        self.out += _ENCODE.sub(self._substitute(), canonical_json(value))
+
+    def value(self, value: object) -> None:
+        out = self.out
+        kind = type(value)
+        if kind is UUID:
+            i = self.ref.get(value)  # type: ignore[call-overload]
+            if i is None:
+                out += b"\x03"
+                out += value.bytes  # type: ignore[attr-defined]
+            elif i < 256:
+                out.append(1)
+                out.append(i)
+            else:
+                out += b"\x02" + i.to_bytes(2, "big")
+        elif kind is int or kind is bool or value is None:
+            out += canonical_json(value)  # digits, true, false, null: no marker
+        elif kind is str:
+            if value == self.own_time:
+                out.append(4)
+                return
+            quoted = canonical_json(value)
+            phrase = _QUOTED_PHRASE.get(quoted)
+            if phrase is not None:
+                out += phrase
+            else:
+                out += _ENCODE.sub(self._substitute(), quoted)
+        elif kind is list or kind is tuple:
+            out.append(0x5B)  # [
+            first = True
+            for item in value:  # type: ignore[attr-defined]
+                if not first:
+                    out.append(0x2C)  # ,
+                first = False
+                self.value(item)
+            out.append(0x5D)  # ]
+        elif kind is dict:
+            self.mapping(value)  # type: ignore[arg-type]
+        else:
+            self.slow(value)
+
+    def mapping(self, fields: Mapping[str, object]) -> None:
+        out = self.out
+        start = len(out)
+        first = True
+        try:
+            keys = sorted(fields)
+        except TypeError:  # keys of several types: msgspec says what it makes of them
+            self.slow(fields)
+            return
+        for key in keys:
+            form = _KEY_FORMS.get((first, key)) or _key_form(first, key)
+            if form is None:  # a key to escape, or one not sorted as Python sorts it
+                del out[start:]
+                self.slow(fields)
+                return
+            out += form
+            self.value(fields[key])
+            first = False
+        if first:
+            out += b"{}"
+        else:
+            out.append(0x7D)  # }
+
+
+def encode_fields(
+    fields: Mapping[str, object],
+    kind: str,
+    officials: Sequence[UUID],
+    agencies: Sequence[UUID],
+    devices: Sequence[UUID],
+    own_time: str,
+) -> bytes:
+    """A stored form of the entry whose canonical JSON is ``canonical_json(fields)``.
+
+    It decodes to exactly those bytes, like :func:`encode`'s, but is written
+    from the fields (ids, times, kinds and keys of the common shapes looked
+    up, anything else through the scanning encoder) instead of scanning the
+    JSON: this runs for every event inside the sender's transaction.
+    ``own_time`` is :func:`time_text` of the row's ``created_at``.
+    """
+    ids, head = _head(kind, officials, agencies, devices)
+    body = _Fields(ids, own_time)
+    body.mapping(fields)
+    return head + bytes(body.out)
 
 
 def _uuid_text(raw: bytes) -> bytes:
