@@ -1,4 +1,5 @@
-"""``python -m loadtests run SCENARIO [--short]`` and ``python -m loadtests compare A B``.
+"""``python -m loadtests run SCENARIO [--short]``, ``python -m loadtests compare A B``
+and ``python -m loadtests ab --variant A=... --variant B=...`` (see loadtests/ab.py).
 
 Scenarios: relay, backlog, idle, fanout, storm, cluster, or ``all``. Each run
 starts its own G-Chat node and raw relay against a database created for the
@@ -61,6 +62,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_ab(args: argparse.Namespace) -> int:
+    from loadtests import ab
+
+    variants = [ab.Variant.parse(spec) for spec in args.variant]
+    if len(variants) < 2:
+        raise SystemExit("give at least two --variant NAME=...")
+    out = args.results / f"{time.strftime('%Y%m%d-%H%M%S')}-ab"
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python -m loadtests " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print(f"{command}: results in {out}", flush=True)
+    run = Run(short=True, workers_count=args.workers, out_dir=out,
+              log=lambda line: print(line, flush=True),
+              overrides={k: v for k, v in (("pairs", args.pairs),
+                                           ("capacity_s", args.seconds)) if v})
+    load_before = os.getloadavg()
+    try:
+        import uvloop
+
+        result = uvloop.run(ab.run_ab(run, variants, args.rounds))
+    except ImportError:  # pragma: no cover
+        result = asyncio.run(ab.run_ab(run, variants, args.rounds))
+    result |= {"command": command, "load_average": {"before": load_before,
+                                                    "after": os.getloadavg()}}
+    ab.write(result, out / "report.json")
+    print()
+    print(ab.table(result))
+    print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}"
+          .format(*load_before, *result["load_average"]["after"]))
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     print(report.compare(args.a, args.b))
     return 0
@@ -81,6 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--node-env", action="append", default=[], metavar="GCHAT_X=VALUE",
                      help="server setting for the node(s), e.g. GCHAT_DB_POOL_SIZE=20")
     run.set_defaults(func=cmd_run)
+    abp = commands.add_parser(
+        "ab", help="closed-loop relay on node variants (checkouts or settings), alternated")
+    abp.add_argument("--variant", action="append", default=[], metavar="NAME=CHECKOUT|GCHAT_X=V",
+                     help="a node variant (the first is the base of ratios); see loadtests/ab.py")
+    abp.add_argument("--rounds", type=int, default=3, help="closed-loop phases per variant")
+    abp.add_argument("--seconds", type=float, help="length of each phase (default: short's)")
+    abp.add_argument("--pairs", type=int, help="sender/recipient pairs")
+    abp.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    abp.add_argument("--results", type=Path, default=REPO / "results")
+    abp.set_defaults(func=cmd_ab)
     comp = commands.add_parser("compare", help="show the change between two report.json")
     comp.add_argument("a", type=Path)
     comp.add_argument("b", type=Path)

@@ -1,0 +1,102 @@
+"""``python -m loadtests ab``: one run, closed-loop relay phases on alternating node variants.
+
+A before/after comparison on a shared, noisy machine: two runs of the relay
+scenario minutes apart see different neighbours, so their ratio says
+little. Here every variant runs against the same database and the same
+enrolled devices, each phase on a freshly started node once the audit
+backlog is zero, in the order A B ... then ... B A, round after round; the
+medians per variant, and their ratios to the first variant, are the result.
+
+A variant is ``NAME=CHECKOUT`` (a directory holding another version of this
+repository: its ``gchat`` runs the node) or ``NAME=GCHAT_X=V,GCHAT_Y=W``
+(settings for this checkout's node), or both, ``NAME=CHECKOUT,GCHAT_X=V``.
+Every checkout must have the same migrations (one database serves them all).
+Besides throughput and latency, the figures that survive noise best are the
+node's and its PostgreSQL backends' CPU per delivered message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtests import harness
+from loadtests.scenarios import Run
+
+FIGURES = ("throughput", "p50_ms", "p99_ms", "server_ms_per_msg", "db_ms_per_msg",
+           "cpu_ms_per_msg")
+
+
+@dataclass
+class Variant:
+    name: str
+    checkout: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        name, _, rest = spec.partition("=")
+        checkout, env = harness.REPO, {}
+        for part in filter(None, rest.split(",")):
+            if part.startswith("GCHAT_") and "=" in part:
+                key, _, value = part.partition("=")
+                env[key] = value
+            else:
+                checkout = Path(part).absolute()
+                if not (checkout / "gchat" / "__main__.py").exists():
+                    raise SystemExit(f"{checkout}: not a checkout of this repository")
+        if not name:
+            raise SystemExit(f"variant {spec!r}: give it a name, NAME=...")
+        return cls(name, checkout, env)
+
+
+async def run_ab(run: Run, variants: list[Variant], rounds: int) -> dict[str, Any]:
+    """Closed-loop phases, ``rounds`` per variant, alternating; medians and ratios."""
+    phases: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    home = harness.REPO
+    try:
+        harness.REPO = variants[0].checkout
+        run.node_env = dict(variants[0].env)
+        await run.setup(2 * run.params.pairs, raw_relay=False)
+        for r in range(rounds):
+            for variant in variants if r % 2 == 0 else variants[::-1]:
+                harness.REPO = variant.checkout  # the node's working directory: its gchat
+                run.node_env = dict(variant.env)
+                await run.restart_node()
+                await run.audit_drained_after()
+                run.log(f"  {variant.name} round {r + 1}/{rounds} ({variant.checkout}), "
+                        f"load {os.getloadavg()[0]:.1f}")
+                got = await run.relay_phase("gchat", "closed", label=f"{variant.name}{r}")
+                phases[variant.name].append(
+                    {k: got[k] for k in FIGURES} | {"cpu": got["cpu"], "audit": got["audit"]})
+    finally:
+        harness.REPO = home
+        await run.teardown()
+    medians = {name: {k: statistics.median(p[k] for p in got) for k in FIGURES}
+               for name, got in phases.items()}
+    base = medians[variants[0].name]
+    ratios = {name: {k: (m[k] / base[k] if base[k] else float("nan")) for k in FIGURES}
+              for name, m in medians.items()}
+    return {"variants": {v.name: {"checkout": str(v.checkout), "env": v.env} for v in variants},
+            "rounds": rounds, "phases": phases, "medians": medians, "ratios": ratios}
+
+
+def table(result: dict[str, Any]) -> str:
+    names = list(result["medians"])
+    lines = [f"| figure (median of {result['rounds']}) | " + " | ".join(names) + " | ratio "
+             + " | ratio ".join(names[1:]) + f" to {names[0]} |",
+             "|---" * (1 + 2 * len(names) - 1) + "|"]
+    for k in FIGURES:
+        cells = [f"{result['medians'][n][k]:,.3f}" if "ms" in k else
+                 f"{result['medians'][n][k]:,.0f}" for n in names]
+        ratios = [f"{result['ratios'][n][k]:.2f}x" for n in names[1:]]
+        lines.append(f"| {k} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    out.write_text(json.dumps(result, indent=1, default=str))
