@@ -1,4 +1,4 @@
--- Tamper-evident audit log (DESIGN.md section 7, docs/AUDIT.md).
+-- Tamper-evident audit log (docs/AUDIT.md).
 --
 -- audit_events: one row per event, written in the transaction of the change
 --   it records. ``entry`` is the canonical JSON of the event: the Merkle leaf

@@ -1,12 +1,15 @@
 """The migration runner against a real database."""
 
 import asyncio
+import hashlib
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from gchat.app import App
 from gchat.store import migrations
+from tests.support import node_config
 
 
 async def test_applies_once_and_records_every_file(empty_database_url: str) -> None:
@@ -118,3 +121,85 @@ async def test_migrating_leaves_statistics_and_churn_autovacuum_settings(
         assert "autovacuum_analyze_scale_factor=0.02" in options["messages"]
     finally:
         await conn.close()
+
+
+def _sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_a_superseded_checksum_is_accepted_and_nothing_else(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """A database migrated with a file's old text still starts after a reviewed
+    comment-only edit listed in superseded.txt; any other edit is still refused."""
+    old_text = "-- the old comment\nCREATE TABLE t (id int);\n"
+    new_text = "-- the corrected comment\nCREATE TABLE t (id int);\n"
+    second = "CREATE TABLE u (id int);\n"
+    (tmp_path / "0001_first.sql").write_text(old_text)
+    (tmp_path / "0002_second.sql").write_text(second)
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        assert await migrations.migrate(conn, tmp_path) == ["0001_first.sql", "0002_second.sql"]
+        (tmp_path / "0001_first.sql").write_text(new_text)
+        with pytest.raises(migrations.MigrationError, match="0001_first.sql was edited"):
+            await migrations.migrate(conn, tmp_path)  # not listed yet
+
+        (tmp_path / migrations.SUPERSEDED_FILE).write_text(
+            "# a comment-only edit\n"
+            f"0001_first.sql {_sha256_hex(old_text)} {_sha256_hex(new_text)}\n"
+        )
+        assert await migrations.migrate(conn, tmp_path) == []
+        recorded = await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1")
+        assert bytes(recorded).hex() == _sha256_hex(old_text)  # left as the old node wrote it
+
+        # The alias holds for that exact new text only, and for that file only.
+        (tmp_path / "0001_first.sql").write_text("-- edited again\nCREATE TABLE t (id bigint);\n")
+        with pytest.raises(migrations.MigrationError, match="0001_first.sql was edited"):
+            await migrations.migrate(conn, tmp_path)
+        (tmp_path / "0001_first.sql").write_text(new_text)
+        edited_second = "CREATE TABLE u (id bigint);\n"
+        (tmp_path / "0002_second.sql").write_text(edited_second)
+        (tmp_path / migrations.SUPERSEDED_FILE).write_text(
+            f"0001_first.sql {_sha256_hex(old_text)} {_sha256_hex(new_text)}\n"
+            f"0001_first.sql {_sha256_hex(second)} {_sha256_hex(edited_second)}\n"
+        )
+        with pytest.raises(migrations.MigrationError, match="0002_second.sql was edited"):
+            await migrations.migrate(conn, tmp_path)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "0009_missing.sql " + "0" * 64 + " " + "1" * 64,  # no such file
+        "0001_first.sql 1234 " + "1" * 64,  # not a SHA-256
+        "0001_first.sql " + "0" * 64,  # only one checksum
+    ],
+)
+def test_a_malformed_superseded_list_is_refused(tmp_path: Path, line: str) -> None:
+    (tmp_path / "0001_first.sql").write_text("CREATE TABLE t (id int);")
+    (tmp_path / migrations.SUPERSEDED_FILE).write_text(line + "\n")
+    with pytest.raises(migrations.MigrationError, match="superseded.txt line 1"):
+        migrations.discover(tmp_path)
+
+
+async def test_a_database_migrated_before_the_0003_comment_edit_still_starts(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Deployments that applied 0003_audit.sql before its first comment was
+    corrected recorded the old checksum; their nodes must still start."""
+    (audit,) = [m for m in migrations.discover() if m.name == "0003_audit.sql"]
+    ((old, new),) = audit.superseded
+    assert new == audit.checksum and old != new
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE schema_migrations SET checksum = $1 WHERE version = 3", old)
+    finally:
+        await conn.close()
+    app = App(node_config(database_url, tmp_path))
+    await app.start()  # migrates, accepting the old checksum
+    try:
+        assert app.port > 0
+    finally:
+        await app.stop()
