@@ -1,14 +1,20 @@
 """The Redis broker in one process: two brokers stand for two nodes.
 
 Real Redis: the shared one (isolated by ``redis_prefix``) for the normal
-paths, a private redis-server for the outage (killed and restarted).
+paths, a private redis-server for the failures: killed and restarted for the
+outage, and an ACL user per node where one node alone must fail (its
+PUBLISH denied, or its connections cut and its login disabled). The tests
+see what a node shows: its listeners, its metrics and its log.
 """
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import pytest
+from redis.asyncio import Redis
 
 from gchat.runtime.broker import Signal, SignalKind
 from gchat.runtime.metrics import NodeMetrics
@@ -40,26 +46,55 @@ class Recorder:
                 await self.event.wait()
 
 
-async def make_broker(url: str, prefix: str, node: str, **kw: float) -> RedisBroker:
-    broker = RedisBroker(connect_redis(url, timeout=0.5), prefix, node, NodeMetrics(), **kw)
-    await broker.start(wait=5)
-    return broker
+@dataclass
+class Node:
+    """One node's broker with the Redis client and metrics it was given."""
+
+    broker: RedisBroker
+    redis: Redis
+    metrics: NodeMetrics
+
+    def count(self, name: str) -> float:
+        return self.metrics.value(name)
+
+    async def close(self) -> None:
+        await self.broker.close()
+        await self.redis.aclose()
 
 
-async def close(broker: RedisBroker) -> None:
-    await broker.close()
-    await broker._redis.aclose()
+async def make_node(url: str, prefix: str, name: str, **kw: float) -> Node:
+    redis, metrics = connect_redis(url, timeout=0.5), NodeMetrics()
+    node = Node(RedisBroker(redis, prefix, name, metrics, **kw), redis, metrics)
+    await node.broker.start(wait=5)
+    return node
 
 
 @pytest.fixture
-async def two_nodes(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[RedisBroker, ...]]:
-    a = await make_broker(redis_url, redis_prefix, "node-a")
-    b = await make_broker(redis_url, redis_prefix, "node-b")
+async def two_nodes(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[Node, Node]]:
+    a = await make_node(redis_url, redis_prefix, "node-a")
+    b = await make_node(redis_url, redis_prefix, "node-b")
     try:
         yield a, b
     finally:
-        await close(a)
-        await close(b)
+        await a.close()
+        await b.close()
+
+
+@pytest.fixture
+async def redis_with_user_a() -> AsyncIterator[tuple[PrivateRedis, Redis, str]]:
+    """A private Redis, an admin client on it, and the URL node a logs in with
+    (ACL user ``node-a``, which the test may restrict; node b is ``default``)."""
+    server = PrivateRedis()
+    server.start()
+    admin = Redis.from_url(server.url)
+    try:
+        await admin.execute_command(
+            "ACL", "SETUSER", "node-a", "on", ">a-secret", "~*", "&*", "+@all"
+        )
+        yield server, admin, f"redis://node-a:a-secret@127.0.0.1:{server.port}/0"
+    finally:
+        await admin.aclose()
+        server.kill()
 
 
 async def subscribed(broker: RedisBroker, device: uuid.UUID, listener: Recorder) -> None:
@@ -70,7 +105,7 @@ async def subscribed(broker: RedisBroker, device: uuid.UUID, listener: Recorder)
 
 
 async def test_signal_reaches_the_node_holding_the_device(two_nodes) -> None:  # noqa: ANN001
-    a, b = two_nodes
+    a, b = (node.broker for node in two_nodes)
     assert a.healthy and b.healthy
     device, other = uuid.uuid4(), uuid.uuid4()
     on_b = Recorder()
@@ -84,7 +119,7 @@ async def test_signal_reaches_the_node_holding_the_device(two_nodes) -> None:  #
 
 
 async def test_local_listeners_are_called_once_without_a_redis_hop(two_nodes) -> None:  # noqa: ANN001
-    a, _ = two_nodes
+    a = two_nodes[0].broker
     device = uuid.uuid4()
     here = Recorder()
     await subscribed(a, device, here)
@@ -95,7 +130,7 @@ async def test_local_listeners_are_called_once_without_a_redis_hop(two_nodes) ->
 
 
 async def test_unsubscribed_device_hears_nothing(two_nodes) -> None:  # noqa: ANN001
-    a, b = two_nodes
+    a, b = (node.broker for node in two_nodes)
     device = uuid.uuid4()
     on_b = Recorder()
     await subscribed(b, device, on_b)
@@ -110,7 +145,7 @@ async def test_unsubscribed_device_hears_nothing(two_nodes) -> None:  # noqa: AN
 
 
 async def test_connected_sees_devices_on_any_node(two_nodes) -> None:  # noqa: ANN001
-    a, b = two_nodes
+    a, b = (node.broker for node in two_nodes)
     here, there, nowhere = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     on_a, on_b = Recorder(), Recorder()
     await subscribed(a, here, on_a)
@@ -127,7 +162,8 @@ async def test_connected_sees_devices_on_any_node(two_nodes) -> None:  # noqa: A
 
 
 async def test_publishes_of_a_batch_share_a_pipeline(two_nodes) -> None:  # noqa: ANN001
-    a, b = two_nodes
+    node_a, node_b = two_nodes
+    a, b = node_a.broker, node_b.broker
     devices = [uuid.uuid4() for _ in range(300)]
     recorders = [Recorder() for _ in devices]
     for device, recorder in zip(devices, recorders, strict=True):
@@ -139,19 +175,20 @@ async def test_publishes_of_a_batch_share_a_pipeline(two_nodes) -> None:  # noqa
     for recorder in recorders:
         await recorder.until(lambda r=recorder: bool(r.signals))  # type: ignore[misc]
     # The pipeline's replies may come after the messages.
-    await eventually(lambda: a._metrics.value("gchat_broker_published_total") == 300)
-    assert b._metrics.value("gchat_broker_received_total") == 300
+    await eventually(lambda: node_a.count("gchat_broker_published_total") == 300)
+    assert node_b.count("gchat_broker_received_total") == 300
 
 
 async def test_redis_outage_polls_then_resubscribes_and_resyncs(redis_prefix: str) -> None:
     redis = PrivateRedis()
     redis.start()
-    a = b = None
+    node_a = node_b = None
     try:
         fast = {"poll_interval": 0.1, "backoff_min": 0.05, "backoff_max": 0.3,
                 "ping_interval": 0.3}
-        a = await make_broker(redis.url, redis_prefix, "node-a", **fast)
-        b = await make_broker(redis.url, redis_prefix, "node-b", **fast)
+        node_a = await make_node(redis.url, redis_prefix, "node-a", **fast)
+        node_b = await make_node(redis.url, redis_prefix, "node-b", **fast)
+        a, b = node_a.broker, node_b.broker
         device = uuid.uuid4()
         on_b = Recorder(b)
         await subscribed(b, device, on_b)
@@ -160,9 +197,9 @@ async def test_redis_outage_polls_then_resubscribes_and_resyncs(redis_prefix: st
         await on_b.until(lambda: not b.healthy, within=5)
         # Degraded: node b wakes its devices itself so they read PostgreSQL.
         await on_b.until(lambda: on_b.kinds().count(SignalKind.WAKE) >= 3, within=3)
-        assert b._metrics.value("gchat_broker_degraded_polls_total") >= 3
+        assert node_b.count("gchat_broker_degraded_polls_total") >= 3
         await a.publish([device], Signal(SignalKind.PREKEYS_LOW, 1))  # lost: Redis is down
-        assert a._metrics.value("gchat_broker_publish_failures_total") >= 1
+        assert node_a.count("gchat_broker_publish_failures_total") >= 1
 
         on_b.healthy_wakes = 0
         redis.start()
@@ -170,59 +207,91 @@ async def test_redis_outage_polls_then_resubscribes_and_resyncs(redis_prefix: st
         # Back: b resubscribed, and the confirmation woke the device (its
         # poller only wakes while degraded), so whatever was missed is read.
         await eventually(lambda: on_b.healthy_wakes >= 1, within=3, what="wake after resubscribe")
-        polls = b._metrics.value("gchat_broker_degraded_polls_total")
+        polls = node_b.count("gchat_broker_degraded_polls_total")
         # Polling stopped: four poll intervals and not one more.
-        await stays(lambda: b._metrics.value("gchat_broker_degraded_polls_total") == polls, 0.4)
-        assert b._metrics.value("gchat_redis_reconnects_total") == 1
+        await stays(lambda: node_b.count("gchat_broker_degraded_polls_total") == polls, 0.4)
+        assert node_b.count("gchat_redis_reconnects_total") == 1
         on_b.signals.clear()
         await a.publish([device], Signal(SignalKind.REVOKED))
         await on_b.until(lambda: SignalKind.REVOKED in on_b.kinds(), within=3)
     finally:
-        for broker in (a, b):
-            if broker is not None:
-                await close(broker)
+        for node in (node_a, node_b):
+            if node is not None:
+                await node.close()
         redis.kill()
 
 
-async def test_node_that_lost_publishes_asks_every_node_to_resync(two_nodes) -> None:  # noqa: ANN001
-    a, b = two_nodes
-    device = uuid.uuid4()
-    on_b = Recorder(b)
-    await subscribed(b, device, on_b)
-    received = b._metrics.value("gchat_broker_received_total")
-    a._missed = True  # as after a failed pipeline
-    a._recycle.set()  # which also makes it reconnect
-    await eventually(
-        lambda: b._metrics.value("gchat_broker_received_total") > received, what="resync"
-    )
-    await on_b.until(lambda: SignalKind.WAKE in on_b.kinds())
-    assert a.healthy and not a._missed
-
-
-async def test_a_node_falling_silent_makes_the_others_wake_their_devices(
-    redis_url: str, redis_prefix: str
+async def test_node_that_lost_publishes_asks_every_node_to_resync(
+    redis_with_user_a: tuple[PrivateRedis, Redis, str], redis_prefix: str
 ) -> None:
-    fast = {"ping_interval": 0.2}
-    a = await make_broker(redis_url, redis_prefix, "node-a", **fast)
-    b = await make_broker(redis_url, redis_prefix, "node-b", **fast)
+    server, admin, url_a = redis_with_user_a
+    fast = {"backoff_min": 0.05, "backoff_max": 0.2}
+    node_a = await make_node(url_a, redis_prefix, "node-a", **fast)
+    node_b = await make_node(server.url, redis_prefix, "node-b", **fast)
+    a, b = node_a.broker, node_b.broker
     try:
         device = uuid.uuid4()
         on_b = Recorder(b)
         await subscribed(b, device, on_b)
-        await eventually(lambda: a._node in b._peers, what="heartbeat")
-        a._closing = True  # a goes quiet without a word, as if killed
-        for task in a._tasks:
-            task.cancel()
-        await on_b.until(lambda: SignalKind.WAKE in on_b.kinds(), within=3)
-        assert a._node not in b._peers
+        received = node_b.count("gchat_broker_received_total")
+
+        await admin.execute_command("ACL", "SETUSER", "node-a", "-publish")
+        await a.publish([device], Signal(SignalKind.PREKEYS_LOW, 1))  # its pipeline fails
+        await eventually(lambda: node_a.count("gchat_broker_publish_failures_total") >= 1)
+        await admin.execute_command("ACL", "SETUSER", "node-a", "+publish")
+
+        # Back on a fresh connection, a asks for a resync and b wakes its devices.
+        await eventually(
+            lambda: node_b.count("gchat_broker_received_total") > received, what="resync"
+        )
+        await on_b.until(lambda: SignalKind.WAKE in on_b.kinds())
+        assert SignalKind.PREKEYS_LOW not in on_b.kinds()  # that one was lost: only a hint
+        await eventually(lambda: a.healthy)
+        resyncs = node_b.count("gchat_broker_received_total")
+        await stays(lambda: node_b.count("gchat_broker_received_total") == resyncs)  # just once
     finally:
-        await close(a)
-        await close(b)
+        await node_a.close()
+        await node_b.close()
+
+
+async def test_a_node_falling_silent_makes_the_others_wake_their_devices(
+    redis_with_user_a: tuple[PrivateRedis, Redis, str],
+    redis_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, admin, url_a = redis_with_user_a
+    caplog.set_level(logging.INFO, logger="gchat.runtime.redis_broker")
+    fast = {"ping_interval": 0.2}
+    node_a = await make_node(url_a, redis_prefix, "node-a", **fast)
+    node_b = await make_node(server.url, redis_prefix, "node-b", **fast)
+    b = node_b.broker
+
+    def logged(words: str) -> bool:
+        return any(
+            r.getMessage().startswith("node node-a#") and words in r.getMessage()
+            for r in caplog.records
+        )
+
+    try:
+        device = uuid.uuid4()
+        on_b = Recorder(b)
+        await subscribed(b, device, on_b)
+        await eventually(lambda: logged("is alive"), what="b hears a's heartbeat")
+        # a vanishes as if killed: its connections cut, and it cannot log in again.
+        await admin.execute_command("ACL", "SETUSER", "node-a", "off")
+        await admin.execute_command("CLIENT", "KILL", "USER", "node-a")
+        await on_b.until(lambda: SignalKind.WAKE in on_b.kinds(), within=3)
+        assert logged("went silent")
+        assert b.healthy  # b itself never lost Redis: the wake is for a's silence
+    finally:
+        await node_a.close()
+        await node_b.close()
 
 
 async def test_node_starts_degraded_when_redis_is_down(redis_prefix: str) -> None:
     redis = PrivateRedis()  # a free port with nothing listening yet
-    broker = RedisBroker(connect_redis(redis.url, timeout=0.3), redis_prefix, "n",
+    client = connect_redis(redis.url, timeout=0.3)
+    broker = RedisBroker(client, redis_prefix, "n",
                          poll_interval=0.05, backoff_min=0.05, backoff_max=0.2)
     try:
         await broker.start(wait=0.3)
@@ -234,5 +303,6 @@ async def test_node_starts_degraded_when_redis_is_down(redis_prefix: str) -> Non
         redis.start()
         await eventually(lambda: broker.healthy, within=10)
     finally:
-        await close(broker)
+        await broker.close()
+        await client.aclose()
         redis.kill()
