@@ -122,10 +122,14 @@ class FakeClock:
 def unread(client: Client, kind: type[T]) -> list[T]:
     """Frames of type ``kind`` the server pushed to ``client`` that nobody read yet.
 
-    Peeks the client's push queue without consuming it: the one place tests
-    look inside it (asyncio.Queue has no public peek).
+    Leaves the client's push queue as it was: asyncio.Queue has no peek, so
+    the frames are taken out and put back in order in one synchronous step
+    (no other task runs in between).
     """
-    queued = list(client.pushed._queue)  # type: ignore[attr-defined]
+    queue = client.pushed
+    queued = [queue.get_nowait() for _ in range(queue.qsize())]
+    for frame in queued:
+        queue.put_nowait(frame)
     return [frame for frame in queued if isinstance(frame, kind)]
 
 
