@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from gchat import app, config
+from gchat import config
 from gchat.audit.log import AuditLog
 from gchat.directory.service import Directory
 from gchat.runtime.embedded_postgres import EmbeddedPostgres
@@ -75,6 +75,7 @@ async def _with_database(cfg: config.Config, work: Callable[[Any], Awaitable[Non
 
     An embedded cluster that a running node already started is left running.
     """
+    from gchat import app  # the composition root: only host-side commands pay its imports
     from gchat.client.cli_errors import UserError
 
     pgdata = EmbeddedPostgres(cfg.data_dir / "postgres").pgdata
@@ -92,7 +93,7 @@ async def _with_database(cfg: config.Config, work: Callable[[Any], Awaitable[Non
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from gchat import workers
+    from gchat import app, workers
     from gchat.client.cli_errors import UserError
 
     cfg = _config(args)
