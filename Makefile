@@ -97,6 +97,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy protocol crypto gchat
 
+# The suite starts hundreds of Python processes (workers, `gchat` commands,
+# nodes): let them cache compiled modules (__pycache__, git-ignored) even where
+# the environment sets PYTHONDONTWRITEBYTECODE, or each one compiles gchat/
+# and tests/ from source again.
+pytest test test-fast: export PYTHONDONTWRITEBYTECODE :=
+
 pytest: $(STAMP)
 	$(PYTEST) $(PYTEST_ARGS)
 
