@@ -8,7 +8,6 @@ real ``gchat`` command as a subprocess, the way an operator would.
 import contextlib
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -19,14 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import (
-    TEST_DB_PREFIX,
-    create_database,
-    drop_databases,
-    dsn_with_database,
-    free_port,
-    run_sync,
-)
+from tests.fixtures import TestDatabases
+from tests.support import free_port
 from tests.test_make_run import REPO, wait_healthy
 
 GCHAT = [sys.executable, "-m", "gchat"]
@@ -63,14 +56,12 @@ def clean_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_node(pg_admin_dsn: str) -> Iterator[tuple[dict[str, str], int, Path]]:
-    """A node on a new database: (its environment, port, a folder for files)."""
-    name = f"{TEST_DB_PREFIX}{secrets.token_hex(6)}"
-    run_sync(create_database(pg_admin_dsn, name))
+def running_node(database_url: str) -> Iterator[tuple[dict[str, str], int, Path]]:
+    """A node on this database (migrated or not): (its environment, port, a folder for files)."""
     home = Path(tempfile.mkdtemp(prefix="gchat-cli-"))
     port = free_port()
     env = clean_env() | {
-        "GCHAT_DATABASE_URL": dsn_with_database(pg_admin_dsn, name),
+        "GCHAT_DATABASE_URL": database_url,
         "GCHAT_DATA_DIR": str(home / "data"),
         "GCHAT_PORT": str(port),
         "GCHAT_AUDIT_SIGN_INTERVAL_SECONDS": "0.5",
@@ -86,19 +77,24 @@ def running_node(pg_admin_dsn: str) -> Iterator[tuple[dict[str, str], int, Path]
         os.killpg(server.pid, signal.SIGTERM)
         server.communicate(timeout=60)
         subprocess.run(["rm", "-rf", str(home)], check=False)
-        run_sync(drop_databases(pg_admin_dsn, [name], TEST_DB_PREFIX))
 
 
 @pytest.fixture(scope="module")
-def node(pg_admin_dsn: str) -> Iterator[Node]:
-    """A bootstrapped node with the superadmin's device (``node.admin``)."""
-    with running_node(pg_admin_dsn) as (env, port, home):
-        node = Node(env, f"ws://127.0.0.1:{port}", port, home, home / "admin.state", "MOI")
-        boot = node.json("admin", "bootstrap", "--agency-code", "MOI", "--agency-name",
-                         "Ministry of Interior", "--name", "สมชาย ใจดี", "--json")
-        node.run("client", "enroll", "--url", node.url, "--code", boot["code"],
-                 "--state", str(node.admin), check=True)
-        yield node
+def node(test_databases: TestDatabases) -> Iterator[Node]:
+    """A bootstrapped node with the superadmin's device (``node.admin``), on a
+    clone of the migrated template (the first-start migration is tested in
+    tests/test_make_run.py and tests/store/test_migrations.py)."""
+    database_url = test_databases.create(migrated=True)
+    try:
+        with running_node(database_url) as (env, port, home):
+            node = Node(env, f"ws://127.0.0.1:{port}", port, home, home / "admin.state", "MOI")
+            boot = node.json("admin", "bootstrap", "--agency-code", "MOI", "--agency-name",
+                             "Ministry of Interior", "--name", "สมชาย ใจดี", "--json")
+            node.run("client", "enroll", "--url", node.url, "--code", boot["code"],
+                     "--state", str(node.admin), check=True)
+            yield node
+    finally:
+        test_databases.drop_later(database_url)
 
 
 def one_line_error(out: subprocess.CompletedProcess[str], *words: str) -> str:

@@ -66,8 +66,8 @@ def run_lines(lines: list[str], env: dict[str, str], port: int, cwd: Path,
     return outputs
 
 
-def test_readme_then_auditor_walkthrough(pg_admin_dsn: str, tmp_path: Path) -> None:
-    with running_node(pg_admin_dsn) as (env, port, _):
+def test_readme_then_auditor_walkthrough(database_url: str, tmp_path: Path) -> None:
+    with running_node(database_url) as (env, port, _):
         env = env | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"}
         values: dict[str, str] = {}
         readme = block(REPO / "README.md", "## Try it: two officials")
@@ -94,8 +94,8 @@ INTAKE = (
 )
 
 
-def test_admin_walkthrough(pg_admin_dsn: str, tmp_path: Path) -> None:
-    with running_node(pg_admin_dsn) as (env, port, _):
+def test_admin_walkthrough(database_url: str, tmp_path: Path) -> None:
+    with running_node(database_url) as (env, port, _):
         env = env | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"}
         values: dict[str, str] = {}
         run_lines(["gchat admin bootstrap --agency-code OPM --agency-name 'Office of the "
