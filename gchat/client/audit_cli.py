@@ -63,6 +63,7 @@ KINDS = (
     "attachment.fetched",
     "attachment.uploaded",
     "audit.consistency_proof",
+    "audit.directory_read",
     "audit.export",
     "audit.inclusion_proof",
     "audit.query",

@@ -143,6 +143,33 @@ class Administration:
         record = await store.get_official_record(scope.conn, official_id)
         return await scope.find_or_forbid(record, "official", may)
 
+    async def _auditor_read(
+        self, scope: Scope, request: str, agency_id: UUID | None, officials: Sequence[UUID]
+    ) -> None:
+        """Log a read of directory records that only the auditor role allowed.
+
+        Auditors' reads are themselves audited (``audit.directory_read``,
+        with every official read), so that access transparency shows an
+        official whose record an auditor opened; an admin reading what it
+        administers is doing its job and is not logged.
+        """
+        if not officials or scope.actor.role("auditor") is None:
+            return
+        if agency_id is None:
+            if await scope.administers_everywhere():
+                return
+        elif await scope.administers(agency_id):
+            return
+        await self._audit.record(
+            scope.conn,
+            self._event(
+                scope,
+                "audit.directory_read",
+                agency_id=agency_id,
+                details={"request": request, "queried_officials": sorted(set(officials), key=str)},
+            ),
+        )
+
     async def _agency(self, scope: Scope, agency_id: UUID, *, write: bool) -> Agency:
         """The agency, if the actor may administer (or read) it."""
         may = scope.administers if write else scope.reads
@@ -329,7 +356,9 @@ class Administration:
     async def get_official(self, principal: Principal, official_id: UUID) -> OfficialRecord:
         async with self._db.transaction() as conn:
             scope = await authz.current(conn, principal)
-            return await self._target(scope, official_id, write=False)
+            record = await self._target(scope, official_id, write=False)
+            await self._auditor_read(scope, "get_official", record.agency_id, [record.id])
+            return record
 
     async def list_officials(
         self,
@@ -349,6 +378,9 @@ class Administration:
                 await self._agency(scope, agency_id, write=False)
                 root = agency_id
             found = await store.list_officials(conn, root, status, offset, limit + 1, after)
+            if found is not None:
+                shown = [r.id for r in found[:limit]]
+                await self._auditor_read(scope, "list_officials", root, shown)
         if found is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "no such official to page after")
         if len(found) <= limit:
@@ -537,7 +569,8 @@ class Administration:
     async def list_devices(self, principal: Principal, official_id: UUID) -> list[DeviceListing]:
         async with self._db.transaction() as conn:
             scope = await authz.current(conn, principal)
-            await self._target(scope, official_id, write=False)
+            record = await self._target(scope, official_id, write=False)
+            await self._auditor_read(scope, "list_devices", record.agency_id, [official_id])
             return await store.list_devices(conn, official_id)
 
     async def revoke_device(self, principal: Principal, device_id: UUID) -> None:
@@ -590,7 +623,8 @@ class Administration:
     async def list_codes(self, principal: Principal, official_id: UUID) -> list[CodeRow]:
         async with self._db.transaction() as conn:
             scope = await authz.current(conn, principal)
-            await self._target(scope, official_id, write=False)
+            record = await self._target(scope, official_id, write=False)
+            await self._auditor_read(scope, "list_codes", record.agency_id, [official_id])
             return await store.list_codes(conn, official_id)
 
     async def cancel_code(self, principal: Principal, code_id: UUID) -> None:

@@ -58,6 +58,7 @@ KINDS: tuple[str, ...] = (
     "conversation.direct_created", "conversation.group_created",
     "conversation.members_added", "conversation.members_removed",
     "conversation.members_left", "conversation.renamed", "conversation.announcement_set",
+    "audit.directory_read",
 )
 #: Kinds an auditor's own requests are recorded under (access transparency).
 AUDITOR_KINDS = tuple(k for k in KINDS if k.startswith("audit."))

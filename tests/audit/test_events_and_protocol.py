@@ -241,3 +241,48 @@ async def test_revoking_the_auditor_role_takes_effect_on_the_open_connection(
         raise AssertionError("a revoked auditor could still query")
     except ClientError as error:
         assert error.code == "forbidden"
+
+
+async def test_an_auditors_directory_reads_are_audited_and_shown_to_the_official(
+    world: World,
+) -> None:
+    """An auditor opening an official's record, devices and codes, or listing
+    officials, leaves an ``audit.directory_read`` event naming whom it read;
+    the official sees it under access transparency. An admin's own reads of
+    what it administers are its job and leave none."""
+    app = world.app
+    assert app.db is not None and world.admin is not None
+    bob = await world.official_with_device("Bob")
+    carol = await world.official_with_device("Carol")
+    bob_id, carol_id = bob.state.official_id, carol.state.official_id
+    assert bob_id is not None and carol_id is not None
+    auditor = await _auditor(world)
+
+    async def reads() -> list[dict[str, object]]:
+        return [e for e in await _entries(app) if e["kind"] == "audit.directory_read"]
+
+    await world.admin.request(f.GetOfficial, official_id=bob_id)
+    await world.admin.request(f.ListDevices, official_id=bob_id)
+    assert await reads() == []  # the admin's own reads
+
+    await auditor.request(f.GetOfficial, official_id=bob_id)
+    await auditor.request(f.ListDevices, official_id=bob_id)
+    await auditor.request(f.ListCodes, official_id=bob_id)
+    listed = await auditor.request(f.ListOfficials, limit=500)
+    assert {carol_id, bob_id} <= {o.id for o in listed.officials}
+    logged = await reads()
+    assert [e["details"]["request"] for e in logged] == [  # type: ignore[index]
+        "get_official", "list_devices", "list_codes", "list_officials",
+    ]
+    assert all(e["actor_official"] == str(auditor.state.official_id) for e in logged)
+    assert logged[0]["details"]["queried_officials"] == [str(bob_id)]  # type: ignore[index]
+    assert str(carol_id) in logged[3]["details"]["queried_officials"]  # type: ignore[index]
+
+    await _sequenced(app)
+    app.audit_service._delay = timedelta(0)  # noqa: SLF001 (the configured delay has passed)
+    for official, expected in ((bob, 4), (carol, 1)):
+        seen = [e for e in (await official.request(f.AuditListAccesses)).events
+                if e.kind == "audit.directory_read"]
+        assert len(seen) == expected
+        assert all(json.loads(e.entry)["actor_official"] == str(auditor.state.official_id)
+                   for e in seen)

@@ -351,6 +351,7 @@ export const KINDS: readonly string[] = [
   "attachment.fetched",
   "attachment.uploaded",
   "audit.consistency_proof",
+  "audit.directory_read",
   "audit.export",
   "audit.inclusion_proof",
   "audit.query",
