@@ -540,12 +540,25 @@ class SignedTreeHead(msgspec.Struct, forbid_unknown_fields=True):
     key_id: bytes
 
 
+class AuditorName(msgspec.Struct, forbid_unknown_fields=True):
+    """Who an auditor is, as the directory names them (access transparency)."""
+
+    official_id: UUID
+    name_th: str | None
+    name_en: str | None
+    agency_code: str
+
+
 class AuditEvents(_Frame, tag="audit_events"):
-    """Reply to ``audit_query`` / ``audit_list_accesses``; ``next_after`` None: no more."""
+    """Reply to ``audit_query`` / ``audit_list_accesses``; ``next_after`` None: no more.
+
+    ``auditors``: for ``audit_list_accesses``, the directory's names of the
+    auditors whose requests are listed (an official may not read their records)."""
 
     rid: RequestId
     events: list[AuditEventInfo]
     next_after: int | None
+    auditors: list[AuditorName] = msgspec.field(default_factory=list)
 
 
 class AuditTreeHead(_Frame, tag="audit_tree_head"):

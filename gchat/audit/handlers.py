@@ -107,9 +107,18 @@ class AuditHandlers:
 
     @handles(f.AuditListAccesses)
     async def accesses(self, actor: Principal, frame: f.AuditListAccesses) -> f.AuditEvents:
-        rows = await self._audit.accesses(actor, frame.after, frame.limit)
+        rows, names = await self._audit.accesses(actor, frame.after, frame.limit)
         return f.AuditEvents(
             rid=frame.rid,
             events=[_info(r) for r in rows],
             next_after=rows[-1].id if len(rows) == frame.limit else None,
+            auditors=[
+                f.AuditorName(
+                    official_id=n.id,
+                    name_th=n.name_th,
+                    name_en=n.name_en,
+                    agency_code=n.agency_code,
+                )
+                for n in names
+            ],
         )

@@ -28,6 +28,7 @@ from gchat.directory import authz
 from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
 from gchat.store import audit as store
+from gchat.store import directory
 from gchat.store.database import Database
 from protocol.errors import ErrorCode
 from protocol.frames import wire_time
@@ -295,22 +296,30 @@ class AuditService:
         )
         return page.lines, page.cursor, size
 
-    async def accesses(self, actor: Principal, after_id: int, limit: int) -> list[store.EventRow]:
+    async def accesses(
+        self, actor: Principal, after_id: int, limit: int
+    ) -> tuple[list[store.EventRow], list[directory.OfficialName]]:
         """Access transparency: auditors' queries that concerned the caller's metadata.
 
         Only queries older than the configured delay are shown, so an
         investigation is not tipped off while it runs; and each is shown as
         who asked, what and when, without the other officials it concerned
-        (their metadata is theirs, not the caller's).
+        (their metadata is theirs, not the caller's). The auditors are named
+        as the directory names them, since the caller may not read their
+        records.
         """
         before = datetime.now(UTC) - self._delay
         rows = await store.audit_queries_about(
             self._db.pool, actor.official_id, before, after_id, max(1, min(limit, MAX_PAGE))
         )
-        return [replace(row, entry=_redacted(row.entry), officials=[]) for row in rows]
+        shown = [replace(row, entry=_redacted(row.entry), officials=[]) for row in rows]
+        auditors = {_kind_decoder.decode(row.entry).get("actor_official") for row in shown}
+        ids = sorted(UUID(a) for a in auditors if isinstance(a, str))
+        return shown, await directory.names_of(self._db.pool, ids)
 
 
 _redaction_encoder = msgspec.json.Encoder(order="sorted")
+_kind_decoder = msgspec.json.Decoder()
 
 
 def _redacted(entry: bytes) -> bytes:

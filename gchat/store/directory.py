@@ -344,6 +344,26 @@ def _record(row: Any) -> OfficialRecord:
     return OfficialRecord(**values)
 
 
+@dataclass(frozen=True)
+class OfficialName:
+    """An official as others see them named: names and agency code."""
+
+    id: UUID
+    name_th: str | None
+    name_en: str | None
+    agency_code: str
+
+
+async def names_of(db: Executor, official_ids: Sequence[UUID]) -> list[OfficialName]:
+    rows = await db.fetch(
+        """SELECT o.id, o.name_th, o.name_en, a.code AS agency_code
+           FROM officials o JOIN agencies a ON a.id = o.agency_id
+           WHERE o.id = ANY($1::uuid[]) ORDER BY o.id""",
+        list(official_ids),
+    )
+    return [OfficialName(**row) for row in rows]
+
+
 async def get_official_record(db: Executor, official_id: UUID) -> OfficialRecord | None:
     row = await db.fetchrow(_RECORD + " WHERE o.id = $1", official_id)
     return _record(row) if row else None

@@ -281,8 +281,11 @@ async def test_an_auditors_directory_reads_are_audited_and_shown_to_the_official
     await _sequenced(app)
     app.audit_service._delay = timedelta(0)  # noqa: SLF001 (the configured delay has passed)
     for official, expected in ((bob, 4), (carol, 1)):
-        seen = [e for e in (await official.request(f.AuditListAccesses)).events
-                if e.kind == "audit.directory_read"]
+        page = await official.request(f.AuditListAccesses)
+        seen = [e for e in page.events if e.kind == "audit.directory_read"]
         assert len(seen) == expected
         assert all(json.loads(e.entry)["actor_official"] == str(auditor.state.official_id)
                    for e in seen)
+        # The auditor is named (the official may not read the auditor's record).
+        named = {(a.official_id, a.name_en, a.name_th) for a in page.auditors}
+        assert named == {(auditor.state.official_id, "Auditor", None)}

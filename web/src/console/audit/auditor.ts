@@ -173,9 +173,18 @@ export class Auditor {
     return { events: toEvents(reply), next: (reply["next_after"] as number | null) ?? null };
   }
 
-  /** Access transparency, for any official: the auditors' requests about me. */
-  async accesses(after = 0, limit = 100): Promise<{ events: AuditEvent[]; next: number | null }> {
+  /**
+   * Access transparency, for any official: the auditors' requests about me.
+   * The auditors are named from the reply's `auditors` (the node's directory
+   * records: an official may not read another's), the same trust as every
+   * name the console shows (docs/THREAT_MODEL.md).
+   */
+  async accesses(lang: "th" | "en", after = 0, limit = 100): Promise<{ events: AuditEvent[]; next: number | null }> {
     const reply = await this.call({ type: "audit_list_accesses", after, limit });
+    for (const a of (reply["auditors"] as Frame[] | undefined) ?? []) {
+      const name = String((lang === "en" ? a["name_en"] ?? a["name_th"] : a["name_th"] ?? a["name_en"]) ?? "");
+      this.officials.set(String(a["official_id"]), { name, agency: String(a["agency_code"] ?? "") });
+    }
     return { events: toEvents(reply), next: (reply["next_after"] as number | null) ?? null };
   }
 

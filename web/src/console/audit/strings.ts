@@ -70,6 +70,10 @@ const th = {
   noAccesses: "ยังไม่มีผู้ตรวจสอบดูข้อมูลของคุณ (ในช่วงที่แสดงได้)",
   colAuditor: "ผู้ตรวจสอบ",
   colRequest: "คำขอ",
+  req_query: "ค้นเหตุการณ์ในบันทึกตรวจสอบ",
+  req_inclusion_proof: "ตรวจหลักฐานของเหตุการณ์",
+  req_export: "ส่งออกบันทึกตรวจสอบ",
+  req_directory_read: "เปิดดูข้อมูลในทำเนียบเจ้าหน้าที่",
   error: "ทำไม่สำเร็จ ลองอีกครั้ง",
   forbidden: "บัญชีนี้ไม่มีสิทธิ์ผู้ตรวจสอบสำหรับคำขอนี้",
 };
@@ -144,12 +148,17 @@ const en: Table<AuditKey> = {
   noAccesses: "No auditor has looked at your records (in the period that can be shown)",
   colAuditor: "Auditor",
   colRequest: "Request",
+  req_query: "searched the audit log",
+  req_inclusion_proof: "checked an event's proof",
+  req_export: "exported the audit log",
+  req_directory_read: "opened directory records",
   error: "That did not work; try again",
   forbidden: "This account has no auditor right for this request",
 };
 
 export type AT = (k: AuditKey, v?: Vars) => string;
 export const auditT = (lang: Lang): AT => translator({ th, en }, lang);
+export const isAuditKey = (key: string): key is AuditKey => key in th;
 
 /** One string (for a button placed outside the audit views). */
 export const auditText = (lang: Lang, key: AuditKey): string => auditT(lang)(key);

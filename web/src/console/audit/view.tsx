@@ -10,7 +10,7 @@ import {
   Auditor, BadAuditKey, KINDS, keyFingerprint, officialsOf, perHour,
   type AuditEvent, type EventCheck, type Filter, type HeadCheck,
 } from "./auditor";
-import { auditT, auditTime, type AT } from "./strings";
+import { auditT, auditTime, isAuditKey, type AT } from "./strings";
 import type { Device } from "../../client";
 import type { ConsoleProps } from "../nav";
 import { hex } from "../../crypto/bytes";
@@ -276,6 +276,12 @@ function FilterForm({ a, lang, auditor, onQuery }: { a: A; lang: Lang; auditor: 
   );
 }
 
+/** What an auditor's request was, in words, beside its kind. */
+function requestLabel(a: A, kind: string): string {
+  const key = `req_${kind.replace(/^audit\./, "")}`;
+  return isAuditKey(key) ? a(key) : "";
+}
+
 function Who({ auditor, id, device }: { auditor: Auditor; id: string | undefined; device?: string | undefined }) {
   if (id === undefined) return device ? <span class="mono fine">{device.slice(0, 8)}</span> : null;
   const o = auditor.official(id);
@@ -305,7 +311,7 @@ function EventTable({ a, lang, auditor, events, checks }: { a: A; lang: Lang; au
             return (
               <tr key={e.id} data-testid="audit-event" data-event-id={e.id} data-leaf={e.leafIndex ?? ""} data-check={c?.state ?? ""} class={c?.state === "failed" ? "bad" : ""}>
                 <td>{auditTime(lang, e.time)}</td>
-                <td class="mono">{e.kind}</td>
+                <td>{requestLabel(a, e.kind)} <span class="mono fine">{e.kind}</span></td>
                 <td><Who auditor={auditor} id={e.fields.actor_official} device={e.fields.actor_device} /></td>
                 <td><Who auditor={auditor} id={e.fields.subject_official} device={e.fields.subject_device} /></td>
                 <td>{ag ? <span title={ag.name}>{ag.code}</span> : e.fields.agency ? <span class="mono fine">{e.fields.agency.slice(0, 8)}</span> : ""}</td>
@@ -364,8 +370,7 @@ export function AccessesView({ lang, device, onBack, backLabel }: { lang: Lang; 
   useEffect(() => {
     void (async () => {
       try {
-        const page = await auditor.accesses();
-        await auditor.resolve(page.events.flatMap(officialsOf), lang);
+        const page = await auditor.accesses(lang);
         setEvents(page.events);
       } catch (e) {
         setError(errorText(a, e));
@@ -387,7 +392,7 @@ export function AccessesView({ lang, device, onBack, backLabel }: { lang: Lang; 
               <tr key={e.id} data-testid="access">
                 <td>{auditTime(lang, e.time)}</td>
                 <td><Who auditor={auditor} id={e.fields.actor_official} device={e.fields.actor_device} /></td>
-                <td class="mono">{e.kind}</td>
+                <td>{requestLabel(a, e.kind)} <span class="mono fine">{e.kind}</span></td>
               </tr>
             ))}
           </tbody>
