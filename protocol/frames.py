@@ -799,6 +799,9 @@ class ListOfficials(_Frame, tag="list_officials"):
     #: Keyset paging: the page after this official (a ``next_after``); what an
     #: export walks, each page costing the same at 400,000 officials as at 400.
     after: UUID | None = None
+    #: Only officials (any status) with a name, position or agency term
+    #: starting with every word, or whose employee id is the whole query.
+    query: Annotated[str, msgspec.Meta(max_length=limits.MAX_TEXT)] = ""
 
 
 class GrantRole(_Frame, tag="grant_role"):

@@ -30,7 +30,7 @@ from gchat.errors import ServiceError
 from gchat.identity import codes
 from gchat.identity.principal import Principal
 from gchat.identity.revocation import Revocations
-from gchat.store import devices, policies
+from gchat.store import devices, policies, terms
 from gchat.store import directory as store
 from gchat.store.database import Database, Executor
 from gchat.store.directory import (
@@ -368,8 +368,17 @@ class Administration:
         offset: int,
         limit: int,
         after: UUID | None = None,
+        query: str = "",
     ) -> tuple[list[OfficialRecord], int | None, UUID | None]:
-        """A page, the next offset and the next keyset cursor (None: no more)."""
+        """A page, the next offset and the next keyset cursor (None: no more).
+
+        With ``query``: only officials whose names, position or agency have
+        a term starting with every word, or whose employee id is the query
+        (``store.search_records``), searched on the node, not in the browser.
+        """
+        words = terms.words(query)
+        if len(words) > limits.MAX_SEARCH_WORDS:
+            raise invalid(f"at most {limits.MAX_SEARCH_WORDS} words")
         async with self._db.transaction() as conn:
             scope = await authz.current(conn, principal)
             if agency_id is None:
@@ -377,7 +386,12 @@ class Administration:
             else:
                 await self._agency(scope, agency_id, write=False)
                 root = agency_id
-            found = await store.list_officials(conn, root, status, offset, limit + 1, after)
+            if words:
+                found = await store.search_records(
+                    conn, root, status, words, query.strip(), offset, limit + 1, after
+                )
+            else:
+                found = await store.list_officials(conn, root, status, offset, limit + 1, after)
             if found is not None:
                 shown = [r.id for r in found[:limit]]
                 await self._auditor_read(scope, "list_officials", root, shown)

@@ -187,7 +187,13 @@ class DirectoryHandlers:
     @handles(f.ListOfficials)
     async def list_officials(self, actor: Principal, frame: f.ListOfficials) -> f.OfficialList:
         found, next_offset, next_after = await self._admin.list_officials(
-            actor, frame.agency_id, frame.status, frame.offset, frame.limit, frame.after
+            actor,
+            frame.agency_id,
+            frame.status,
+            frame.offset,
+            frame.limit,
+            frame.after,
+            frame.query,
         )
         return f.OfficialList(
             rid=frame.rid,

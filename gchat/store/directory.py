@@ -425,6 +425,89 @@ async def list_officials(
     return [_record(row) for row in rows]
 
 
+#: An admin search whose driving word matches at most this many term rows
+#: (and members of agencies named by it) reads those officials and sorts them
+#: by name; a broader one walks the name index and stops at the page.
+ADMIN_NARROW = 5000
+
+
+def search_records_sql(narrow: bool, words: int) -> str:
+    """The admin search statement: $1 root, $2 status, $3 offset, $4 limit,
+    $5 the whole query (an exact employee id), $6/$7 the (name, id) to start
+    after, then per word its prefix range; the first word drives (also for
+    EXPLAIN in tests)."""
+    holds = " AND ".join(_holds("o.id", "o.agency_id", 8 + 2 * i, 9 + 2 * i) for i in range(words))
+    source = "officials o"
+    if narrow:
+        source = """(SELECT * FROM officials WHERE id IN (
+                       SELECT t.official_id FROM official_terms t
+                       WHERE t.term >= $8 AND t.term < $9
+                       UNION
+                       SELECT m.id FROM agency_terms g JOIN officials m ON m.agency_id = g.agency_id
+                       WHERE g.term >= $8 AND g.term < $9
+                       UNION
+                       SELECT e.id FROM officials e WHERE e.employee_id = $5)) o"""
+    return f"""WITH RECURSIVE down AS (
+                 SELECT id FROM agencies WHERE $1::uuid IS NULL OR id = $1
+                 UNION
+                 SELECT a.id FROM agencies a JOIN down d ON a.parent_id = d.id)
+              SELECT o.id, o.agency_id, a.code AS agency_code, o.name_th, o.name_en, o.position,
+                     o.email, o.phone, o.employee_id, o.status,
+                     ARRAY(SELECT r.role || ':' || coalesce(r.scope_agency_id::text, '')
+                           FROM official_roles r WHERE r.official_id = o.id ORDER BY r.role)
+                       AS roles
+              FROM {source} JOIN agencies a ON a.id = o.agency_id
+              WHERE o.agency_id IN (SELECT id FROM down)
+                AND ($2::text IS NULL OR o.status = $2) AND (o.name, o.id) > ($6, $7::uuid)
+                AND (({holds}) OR o.employee_id = $5::text)
+              ORDER BY o.name, o.id OFFSET $3 LIMIT $4"""  # noqa: S608
+
+
+async def search_records(
+    db: Executor,
+    root_id: UUID | None,
+    status: str | None,
+    words: Sequence[str],
+    whole: str,
+    offset: int,
+    limit: int,
+    after: UUID | None = None,
+) -> list[OfficialRecord] | None:
+    """Officials of the subtree under ``root_id`` (all if None), any status
+    unless ``status``, whose names, position or agency (code, names) have a
+    term starting with every one of ``words``, or whose employee id is
+    ``whole``; by name, paged like :func:`list_officials` (None if ``after``
+    is no official).
+
+    The admin's search, unlike :func:`search_officials` not limited to whom
+    the caller may message or to active officials. A narrow driving word
+    (the longest) reads its few candidates off ``official_terms`` and
+    ``agency_terms`` and sorts them; a broad one walks the name index from
+    the cursor, testing each official with index probes, and stops at the
+    page. Must run in a transaction (the broad plan is pinned).
+    """
+    ordered = sorted(words, key=len, reverse=True)
+    ranges = [bound for w in ordered for bound in prefix_range(w)]
+    cursor: list[Any] = ["", UUID(int=0)]  # before every name (a name is never empty)
+    if after is not None:
+        row = await db.fetchrow("SELECT name, id FROM officials WHERE id = $1", after)
+        if row is None:
+            return None
+        cursor = [row["name"], row["id"]]
+    low, high = ranges[0], ranges[1]
+    capped = f"""SELECT (SELECT count(*) FROM (SELECT 1 FROM official_terms
+                         WHERE term >= $1 AND term < $2 LIMIT {ADMIN_NARROW + 1}) AS t)
+                      + (SELECT count(*) FROM (SELECT 1 FROM agency_terms g
+                         JOIN officials m ON m.agency_id = g.agency_id
+                         WHERE g.term >= $1 AND g.term < $2 LIMIT {ADMIN_NARROW + 1}) AS g)"""  # noqa: S608
+    narrow = int(await db.fetchval(capped, low, high)) <= ADMIN_NARROW
+    if not narrow:
+        await pin_index_order(db)
+    sql = search_records_sql(narrow, len(ordered))
+    rows = await db.fetch(sql, root_id, status, offset, limit, whole or None, *cursor, *ranges)
+    return [_record(row) for row in rows]
+
+
 async def update_official(db: Executor, record: OfficialRecord) -> None:
     """Write names, position and contact (not agency or status) and the terms."""
     await db.execute(

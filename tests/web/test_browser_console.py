@@ -361,6 +361,14 @@ def test_an_agency_admin_sees_and_changes_only_its_subtree(
         rows = page.get_by_test_id("officials").locator("tbody tr")
         expect(rows).to_have_count(2)
         expect(page.get_by_test_id("officials")).not_to_contain_text("ภายนอก")
+        # The node's search looks only inside its subtree: the outsider is not found by name.
+        search = page.get_by_label("ค้นหา (ชื่อไทยหรืออังกฤษ ตำแหน่ง รหัสพนักงาน)")
+        search.fill("ภายนอก")
+        expect(page.get_by_text("ไม่พบเจ้าหน้าที่")).to_be_visible()
+        search.fill("ภาษี")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("นางภาษี ภายใน")
+        search.fill("")
         # A link typed by hand to an outsider's page shows a refusal, not the official.
         page.goto(f"{node.http}/#/admin/officials/{outsider}")
         expect(page.get_by_role("alert")).to_have_text("คุณไม่มีสิทธิ์ทำรายการนี้")
@@ -400,6 +408,45 @@ def test_an_agency_admin_sees_and_changes_only_its_subtree(
         assert "MOF-X" not in codes and codes["MOF-CUS"].name_th == "กรมศุลกากร"
     finally:
         context.close()
+
+
+def test_the_officials_list_is_searched_and_paged_on_the_node(
+    superadmin_page: Page, admin: PyDevice
+) -> None:
+    """150 officials named alike: the first page of 100 comes with "show
+    more", the next page completes it; an exact employee id finds one;
+    English in any case; retired officials too (any status)."""
+    agency = admin.request(f.CreateAgency, code="PG", name_th="กองทดสอบหน้า").agency
+    begun = admin.request(f.ImportBegin)
+    rows = [
+        f.ImportRow(line=i + 2, employee_id=f"PG-{i:04d}", name_th=f"นายเพจจิ้ง ลำดับ{i:04d}",
+                    name_en=f"Paging Number{i:04d}", agency_code="PG")
+        for i in range(150)
+    ]
+    admin.request(f.ImportRows, import_id=begun.import_id, rows=rows)
+    assert admin.request(f.ImportApply, import_id=begun.import_id, dry_run=False).created == 150
+    page = superadmin_page
+    open_admin(page, "เจ้าหน้าที่")
+    search = page.get_by_label("ค้นหา (ชื่อไทยหรืออังกฤษ ตำแหน่ง รหัสพนักงาน)")
+    table = page.get_by_test_id("officials").locator("tbody tr")
+    search.fill("เพจจิ้ง")
+    expect(page.get_by_test_id("officials-count")).to_have_text("แสดง 100 คนแรก ยังมีอีก")
+    expect(table).to_have_count(100)
+    expect(table.first).to_contain_text("นายเพจจิ้ง ลำดับ0000")
+    page.get_by_role("button", name="แสดงเพิ่ม").click()
+    expect(page.get_by_test_id("officials-count")).to_have_text("พบ 150 คน")
+    expect(table).to_have_count(150)
+    expect(table.last).to_contain_text("นายเพจจิ้ง ลำดับ0149")
+    expect(page.get_by_role("button", name="แสดงเพิ่ม")).to_have_count(0)
+    search.fill("PG-0123")
+    expect(table).to_have_count(1)
+    expect(table.first).to_contain_text("Paging Number0123")
+    last = admin.request(f.ListOfficials, agency_id=agency.id, query="number0149").officials
+    admin.request(f.SetOfficialStatus, official_id=last[0].id, status="retired")
+    search.fill("paging NUMBER0149")
+    expect(table).to_have_count(1)
+    expect(table.first).to_have_attribute("data-status", "retired")
+    search.fill("")
 
 
 def decode_qr(png: bytes) -> str:

@@ -10,6 +10,7 @@ writes, and the cells a spreadsheet would run as formulas are inert.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -78,6 +79,28 @@ def choose(page: Page, name: str, data: bytes) -> None:
     page.locator("input[name=file]").set_input_files(
         files=[{"name": name, "mimeType": "text/csv", "buffer": data}]
     )
+
+
+#: A save picker that hands out one file of the origin private file system
+#: (a real FileSystemFileHandle whose createWritable() streams to disk).
+PICK_PRIVATE_FILE = """
+window.showSaveFilePicker = async () => {
+  const root = await navigator.storage.getDirectory();
+  await root.removeEntry("export", {}).catch(() => undefined);
+  return root.getFileHandle("export", { create: true });
+}"""
+
+
+def picked_file(page: Page) -> bytes:
+    """What the export wrote to the picked file."""
+    text: str = page.evaluate("""async () => {
+      const root = await navigator.storage.getDirectory();
+      const bytes = new Uint8Array(await (await (await root.getFileHandle("export")).getFile())
+        .arrayBuffer());
+      let s = ""; for (const b of bytes) s += String.fromCharCode(b);
+      return btoa(s);
+    }""")
+    return base64.b64decode(text)
 
 
 def all_officials(admin: PyDevice) -> list[f.OfficialInfo]:
@@ -191,10 +214,18 @@ def test_a_clean_cp874_file_is_applied_with_progress_then_exported_inert(
     assert by_employee["C00005"].agency_code == "HR-NORTH-CM"
 
     open_admin(page, "ส่งออก")
+    # A browser without the File System Access API: a Blob of one part per page.
+    page.evaluate("window.showSaveFilePicker = undefined")
     with page.expect_download() as download:
         page.get_by_role("button", name="ส่งออก CSV").click()
     data = Path(download.value.path()).read_bytes()
     expect(page.get_by_test_id("export-note")).to_contain_text(f"ส่งออก {len(officials)} คน")
+    # With it (Chromium), each page is written to the file the admin picks as it
+    # arrives; here the picker hands out a file of the origin's private file system.
+    page.evaluate(PICK_PRIVATE_FILE)
+    page.get_by_role("button", name="ส่งออก CSV").click()
+    expect(page.get_by_test_id("export-note")).to_have_attribute("data-done", "2")
+    assert picked_file(page) == data
     codes = {a.id: a.code for a in admin.request(f.ListAgencies).agencies}
     expected = io.StringIO(newline="")
     hr_csv.write_csv(officials, [roles_text(o.roles, codes) for o in officials], expected)
@@ -211,9 +242,15 @@ def test_a_clean_cp874_file_is_applied_with_progress_then_exported_inert(
     assert again["C00000"].name_en == rows[0][2]
     assert again["C00000"].phone == "+66 2 123 4567"
 
+    page.get_by_role("button", name="ส่งออก JSON").click()
+    expect(page.get_by_test_id("export-note")).to_have_attribute("data-done", "3")
+    from_file: dict[str, Any] = json.loads(picked_file(page))
+    page.evaluate("window.showSaveFilePicker = undefined")
     with page.expect_download() as download:
         page.get_by_role("button", name="ส่งออก JSON").click()
     exported: dict[str, Any] = json.loads(Path(download.value.path()).read_text("utf-8"))
+    assert exported == from_file
     assert len(exported["officials"]) == len(officials)
+    assert [o["id"] for o in exported["officials"]] == [str(o.id) for o in officials]
     assert {a["code"] for a in exported["agencies"]} >= set(CODES)
     ui.shot(page, "console-export")

@@ -19,27 +19,21 @@ export interface Policy {
 }
 export interface Issued { official: Official; code: string; expiresAt: number }
 
-/** The most officials the list view fetches (pages of 500); a bigger subtree is narrowed by agency. */
-export const LIST_CAP = 20_000;
-
 export async function listAgencies(device: Device): Promise<Agency[]> {
   return (await device.call({ type: "list_agencies" }))["agencies"] as Agency[];
 }
 
+export interface OfficialsQuery { agency: string | null; status: Status | null; query?: string; after: string | null; limit: number }
+
 /**
- * Every official of a subtree (the caller's scope when `agency` is null),
- * by name, in keyset pages of 500 (`after` = the last page's `next_after`:
- * each page costs the node the same wherever it is in the directory).
+ * One page of a subtree's officials (the caller's scope when `agency` is
+ * null) by name, searched on the node when `query` has words; `next` is the
+ * cursor of the page after (null: no more). Keyset pages: each costs the
+ * node the same wherever it is in the directory.
  */
-export async function allOfficials(device: Device, agency: string | null, status: Status | null, cap = LIST_CAP): Promise<Official[]> {
-  const out: Official[] = [];
-  let after: string | null = null;
-  do {
-    const reply = await device.call({ type: "list_officials", agency_id: agency, status, after, limit: 500 });
-    out.push(...(reply["officials"] as Official[]));
-    after = (reply["next_after"] as string | null | undefined) ?? null;
-  } while (after !== null && out.length < cap);
-  return out;
+export async function officialsPage(device: Device, q: OfficialsQuery): Promise<{ officials: Official[]; next: string | null }> {
+  const reply = await device.call({ type: "list_officials", agency_id: q.agency, status: q.status, query: q.query ?? "", after: q.after, limit: q.limit });
+  return { officials: reply["officials"] as Official[], next: (reply["next_after"] as string | null | undefined) ?? null };
 }
 
 export async function getOfficial(device: Device, id: string): Promise<Official> {
@@ -70,19 +64,3 @@ export const agencyName = (a: Pick<Agency, "name_th" | "name_en" | "code">, lang
 
 export const officialName = (o: Pick<Official, "name_th" | "name_en">, lang: "th" | "en"): string =>
   (lang === "th" ? o.name_th ?? o.name_en : o.name_en ?? o.name_th) ?? "";
-
-/**
- * Whether an official matches what was typed: every word of the query is
- * found in the names, position, employee id, email or agency code, after
- * NFKC (the two ways of typing Thai sara am are one) and case folding. A
- * substring, not a word start, so "สมชาย" finds "นายสมชาย" (Thai titles are
- * written glued to the name).
- */
-export function matches(o: Official, query: string): boolean {
-  const words = fold(query).split(/\s+/).filter((w) => w !== "");
-  if (words.length === 0) return true;
-  const hay = fold([o.name_th, o.name_en, o.position, o.employee_id, o.email, o.agency_code].filter((x) => x).join(" "));
-  return words.every((w) => hay.includes(w));
-}
-
-const fold = (s: string): string => s.normalize("NFKC").toLocaleLowerCase();

@@ -237,12 +237,19 @@ export interface ExportOfficial {
   agency_code: string; email: string | null; phone: string | null; status: string;
 }
 
-/** The export: BOM, import columns first, every cell formula-safe, CRLF (byte for byte the CLI's). */
+/** The export's first line: BOM and the columns, import columns first. */
+export function csvHeader(): string {
+  return BOM + [...IMPORT_COLUMNS, ...EXPORT_ONLY_COLUMNS].map(field).join(",") + "\r\n";
+}
+
+/** The export's lines for these officials: every cell formula-safe, CRLF (byte for byte the CLI's). */
+export function csvRows(officials: ExportOfficial[], roles: string[]): string {
+  return officials.map((o, i) =>
+    [o.employee_id, o.name_th, o.name_en, o.position, o.agency_code, o.email, o.phone, o.status, roles[i] ?? "", o.id]
+      .map((v) => field(escapeCell(v ?? ""))).join(",") + "\r\n").join("");
+}
+
+/** The whole export at once (the console streams `csvHeader` and `csvRows` per page instead). */
 export function writeCsv(officials: ExportOfficial[], roles: string[]): string {
-  const lines = [[...IMPORT_COLUMNS, ...EXPORT_ONLY_COLUMNS].map(field).join(",")];
-  officials.forEach((o, i) => {
-    lines.push([o.employee_id, o.name_th, o.name_en, o.position, o.agency_code, o.email, o.phone, o.status, roles[i] ?? "", o.id]
-      .map((v) => field(escapeCell(v ?? ""))).join(","));
-  });
-  return BOM + lines.map((l) => l + "\r\n").join("");
+  return csvHeader() + csvRows(officials, roles);
 }

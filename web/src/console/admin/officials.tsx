@@ -1,38 +1,57 @@
 /** Officials: the list with search and selection, adding one, and one official's page. */
-import { useEffect, useMemo, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import type { Device } from "../../client";
 import { formatTime, type Lang } from "../../i18n";
 import { go } from "../route";
 import {
-  agencyName, allOfficials, explain, LIST_CAP, getOfficial, issueCode, listAgencies, matches, officialName,
+  agencyName, explain, getOfficial, issueCode, listAgencies, officialName, officialsPage,
   type Agency, type CodeInfo, type DeviceInfo, type Issued, type Official, type Role, type Status,
 } from "./api";
 import type { AdminKey, AT } from "./strings";
 
-const SHOWN = 200; // rows drawn at once: the rest is reached by searching
+const PAGE = 100; // officials per request; "show more" asks for the next page
 
 interface Props { t: AT; lang: Lang; device: Device; onLetters: (issued: Issued[]) => void }
 
+/**
+ * The officials of the admin's scope, searched on the node (`list_officials`
+ * with `query`: names in Thai or English, position, agency, exact employee
+ * id) and paged with its keyset cursor, so a ministry of 300,000 costs the
+ * browser one page at a time.
+ */
 export function OfficialsList({ t, lang, device, onLetters }: Props) {
   const [agencies, setAgencies] = useState<Agency[]>([]);
   const [agency, setAgency] = useState<string>("");
   const [status, setStatus] = useState<Status | "">("");
   const [query, setQuery] = useState("");
+  const [asked, setAsked] = useState("");
   const [officials, setOfficials] = useState<Official[] | null>(null);
+  const [next, setNext] = useState<string | null>(null);
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const latest = useRef(0);
   useEffect(() => { listAgencies(device).then(setAgencies, (e) => setError(explain(t, e))); }, []);
-  useEffect(() => {
-    setOfficials(null);
-    allOfficials(device, agency || null, status || null).then(setOfficials, (e) => setError(explain(t, e)));
-  }, [agency, status]);
-  const found = useMemo(() => (officials ?? []).filter((o) => matches(o, query)), [officials, query]);
-  const shown = found.slice(0, SHOWN);
+  useEffect(() => { // ask the node once typing pauses
+    const timer = setTimeout(() => setAsked(query.trim()), 250);
+    return () => clearTimeout(timer);
+  }, [query]);
+  const load = async (after: string | null): Promise<void> => {
+    const ticket = ++latest.current;
+    try {
+      const page = await officialsPage(device, { agency: agency || null, status: status || null, query: asked, after, limit: PAGE });
+      if (ticket !== latest.current) return; // a newer search was asked meanwhile
+      setOfficials((before) => (after === null ? page.officials : [...(before ?? []), ...page.officials]));
+      setNext(page.next);
+      setError(null);
+    } catch (e) { if (ticket === latest.current) setError(explain(t, e)); }
+  };
+  useEffect(() => { setOfficials(null); setNext(null); void load(null); }, [agency, status, asked]);
+  const shown = officials ?? [];
   const toggle = (id: string): void => {
-    const next = new Set(selected);
-    if (next.has(id)) next.delete(id); else next.add(id);
-    setSelected(next);
+    const nextSet = new Set(selected);
+    if (nextSet.has(id)) nextSet.delete(id); else nextSet.add(id);
+    setSelected(nextSet);
   };
   return (
     <section class="stack" aria-labelledby="officials-h">
@@ -43,7 +62,7 @@ export function OfficialsList({ t, lang, device, onLetters }: Props) {
           setBusy(true);
           setError(null);
           try {
-            const chosen = (officials ?? []).filter((o) => selected.has(o.id) && o.status === "active");
+            const chosen = shown.filter((o) => selected.has(o.id) && o.status === "active");
             const issued: Issued[] = [];
             for (const o of chosen) issued.push(await issueCode(device, o));
             onLetters(issued);
@@ -61,10 +80,9 @@ export function OfficialsList({ t, lang, device, onLetters }: Props) {
         </label>
       </div>
       {error !== null ? <p role="alert" class="error">{error}</p> : null}
-      {officials === null ? <p>{t("loading")}</p> : found.length === 0 ? <p>{t("noOfficials")}</p> : (
+      {officials === null ? <p>{t("loading")}</p> : shown.length === 0 ? <p>{t("noOfficials")}</p> : (
         <>
-          <p class="status" role="status">{t("shown", { shown: shown.length, total: found.length })}</p>
-          {(officials ?? []).length >= LIST_CAP ? <p class="banner">{t("capped", { n: LIST_CAP })}</p> : null}
+          <p class="status" role="status" data-testid="officials-count">{t(next === null ? "shownAll" : "shownSome", { n: shown.length })}</p>
           <table class="grid" data-testid="officials">
             <thead><tr>
               <th><input type="checkbox" aria-label={t("selectAll")} checked={shown.every((o) => selected.has(o.id))} onChange={(e) => setSelected(e.currentTarget.checked ? new Set([...selected, ...shown.map((o) => o.id)]) : new Set())} /></th>
@@ -84,6 +102,7 @@ export function OfficialsList({ t, lang, device, onLetters }: Props) {
               ))}
             </tbody>
           </table>
+          {next !== null ? <button type="button" class="secondary" onClick={() => void load(next)}>{t("showMore")}</button> : null}
         </>
       )}
     </section>

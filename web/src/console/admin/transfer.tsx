@@ -3,8 +3,8 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import type { Device } from "../../client";
 import type { Lang } from "../../i18n";
 import { translator } from "../strings";
-import { allOfficials, explain, listAgencies, type Official } from "./api";
-import { chunks, columnOf, ImportFileError, readImport, writeCsv, type Encoding, type HrFile } from "./hrcsv";
+import { explain, listAgencies, officialsPage, type Official } from "./api";
+import { chunks, columnOf, csvHeader, csvRows, ImportFileError, readImport, type Encoding, type HrFile } from "./hrcsv";
 import type { AT } from "./strings";
 
 const S = {
@@ -43,6 +43,7 @@ const S = {
     exportCsv: "ส่งออก CSV",
     exportJson: "ส่งออก JSON",
     exporting: "กำลังอ่านรายชื่อ…",
+    exportingCount: "เขียนลงไฟล์แล้ว {n} คน…",
     exported: "ส่งออก {officials} คน {agencies} หน่วยงาน",
     p_too_long: "ยาวเกิน 200 ตัวอักษร",
     p_bad_text: "มีอักขระที่ใช้ไม่ได้ (อักขระควบคุมหรืออักขระที่มองไม่เห็น)",
@@ -93,6 +94,7 @@ const S = {
     exportCsv: "Export CSV",
     exportJson: "Export JSON",
     exporting: "Reading the directory…",
+    exportingCount: "{n} officials written to the file…",
     exported: "Exported {officials} officials and {agencies} agencies",
     p_too_long: "longer than 200 characters",
     p_bad_text: "has characters that are not allowed (control or invisible characters)",
@@ -260,36 +262,92 @@ function rolesText(o: Official, codes: Map<string, string>): string {
   return o.roles.filter((r) => r.role !== "official").map((r) => r.role + (r.scope_agency_id === null ? "" : "@" + (codes.get(r.scope_agency_id) ?? r.scope_agency_id))).join(",");
 }
 
-function download(name: string, type: string, text: string): void {
-  const url = URL.createObjectURL(new Blob([text], { type }));
-  const a = document.createElement("a");
-  a.href = url;
-  a.download = name;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+/** Where an export goes, a page at a time. */
+interface Sink { write(text: string): Promise<void>; close(): Promise<void>; abort(): Promise<void> }
+
+interface SavePicker { (options: { suggestedName: string; types: { description: string; accept: Record<string, string[]> }[] }): Promise<{ createWritable(): Promise<{ write(data: string): Promise<void>; close(): Promise<void>; abort(): Promise<void> }> }> }
+
+/**
+ * The export's destination. Where the browser has the File System Access
+ * API (Chromium), the file the admin chooses, each page written as it
+ * arrives: nothing of the directory stays in memory. Elsewhere, each page
+ * becomes a Blob at once and the download is a Blob of those parts: the
+ * page's script holds one page at a time, and the browser keeps the parts
+ * (Chromium spills big ones to disk). Null: the admin cancelled the choice.
+ */
+async function openSink(name: string, type: string, ext: string): Promise<Sink | null> {
+  const picker = (window as unknown as { showSaveFilePicker?: SavePicker }).showSaveFilePicker;
+  if (typeof picker === "function") {
+    let handle;
+    try {
+      handle = await picker({ suggestedName: name, types: [{ description: name, accept: { [type.split(";")[0] ?? type]: [ext] } }] });
+    } catch (e) {
+      if (e instanceof DOMException && e.name === "AbortError") return null;
+      throw e;
+    }
+    const file = await handle.createWritable();
+    return { write: (text) => file.write(text), close: () => file.close(), abort: () => file.abort() };
+  }
+  const parts: Blob[] = [];
+  return {
+    write: async (text) => { parts.push(new Blob([text])); },
+    close: async () => {
+      const url = URL.createObjectURL(new Blob(parts, { type }));
+      parts.length = 0;
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = name;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    },
+    abort: async () => { parts.length = 0; },
+  };
 }
+
+const EXPORT_PAGE = 500;
 
 export function ExportView({ lang, device, t: at }: { t: AT; lang: Lang; device: Device }) {
   const t = translator(S, lang);
   const [busy, setBusy] = useState(false);
   const [note, setNote] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [done, setDone] = useState(0); // exports finished on this screen (a test waits on it)
   const run = async (format: "csv" | "json"): Promise<void> => {
-    setBusy(true); setError(null); setNote(t("exporting"));
+    const stamp = new Date().toISOString().slice(0, 10);
+    setError(null);
+    // The file is chosen first, while the click still counts as the admin's gesture.
+    let sink: Sink | null;
+    try {
+      sink = format === "csv"
+        ? await openSink(`officials-${stamp}.csv`, "text/csv;charset=utf-8", ".csv")
+        : await openSink(`directory-${stamp}.json`, "application/json", ".json");
+    } catch (e) { setError(explain(at, e)); return; }
+    if (sink === null) return;
+    setBusy(true); setNote(t("exporting"));
+    let count = 0;
     try {
       const agencies = await listAgencies(device);
-      const officials = await allOfficials(device, null, null, Number.MAX_SAFE_INTEGER);
-      const stamp = new Date().toISOString().slice(0, 10);
-      if (format === "csv") {
-        const codes = new Map(agencies.map((a) => [a.id, a.code]));
-        download(`officials-${stamp}.csv`, "text/csv;charset=utf-8", writeCsv(officials, officials.map((o) => rolesText(o, codes))));
-      } else {
-        download(`directory-${stamp}.json`, "application/json", JSON.stringify({ agencies, officials }, null, 1) + "\n");
-      }
-      setNote(t("exported", { officials: officials.length, agencies: agencies.length }));
-    } catch (e) { setNote(null); setError(explain(at, e)); } finally { setBusy(false); }
+      const codes = new Map(agencies.map((a) => [a.id, a.code]));
+      await sink.write(format === "csv" ? csvHeader() : `{\n "agencies": ${JSON.stringify(agencies)},\n "officials": [`);
+      let after: string | null = null;
+      do {
+        const page = await officialsPage(device, { agency: null, status: null, after, limit: EXPORT_PAGE });
+        if (format === "csv") await sink.write(csvRows(page.officials, page.officials.map((o) => rolesText(o, codes))));
+        else await sink.write(page.officials.map((o, i) => (count + i === 0 ? "\n  " : ",\n  ") + JSON.stringify(o)).join(""));
+        count += page.officials.length;
+        after = page.next;
+        setNote(t("exportingCount", { n: count }));
+      } while (after !== null);
+      if (format === "json") await sink.write("\n ]\n}\n");
+      await sink.close();
+      setNote(t("exported", { officials: count, agencies: agencies.length }));
+      setDone((n) => n + 1);
+    } catch (e) {
+      await sink.abort().catch(() => undefined);
+      setNote(null); setError(explain(at, e));
+    } finally { setBusy(false); }
   };
   return (
     <section class="stack" aria-labelledby="export-h">
@@ -299,7 +357,7 @@ export function ExportView({ lang, device, t: at }: { t: AT; lang: Lang; device:
         <button type="button" disabled={busy} onClick={() => run("csv")}>{t("exportCsv")}</button>
         <button type="button" class="secondary" disabled={busy} onClick={() => run("json")}>{t("exportJson")}</button>
       </div>
-      {note !== null ? <p role="status" data-testid="export-note">{note}</p> : null}
+      {note !== null ? <p role="status" data-testid="export-note" data-done={done}>{note}</p> : null}
       {error !== null ? <p role="alert" class="error">{error}</p> : null}
     </section>
   );
