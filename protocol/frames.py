@@ -836,6 +836,16 @@ class ListCodes(_Frame, tag="list_codes"):
     official_id: UUID
 
 
+class ListPendingCodes(_Frame, tag="list_pending_codes"):
+    """Admin or auditor: the pending enrolment codes of a subtree (default: the
+    caller's scope), soonest to expire first, keyset-paged by ``after`` (a code id)."""
+
+    rid: RequestId
+    agency_id: UUID | None = None
+    after: UUID | None = None
+    limit: PageLimit = 100
+
+
 class CancelCode(_Frame, tag="cancel_code"):
     rid: RequestId
     code_id: UUID
@@ -935,6 +945,25 @@ class CodeList(_Frame, tag="codes"):
     rid: RequestId
     official_id: UUID
     codes: list[CodeInfo]
+
+
+class PendingCode(msgspec.Struct, forbid_unknown_fields=True):
+    """A code not yet used, cancelled or expired, with whose it is."""
+
+    code_id: UUID
+    official_id: UUID
+    name_th: str | None
+    name_en: str | None
+    agency_code: str
+    issued_by: UUID | None
+    created_at: Timestamp
+    expires_at: Timestamp
+
+
+class PendingCodes(_Frame, tag="pending_codes"):
+    rid: RequestId
+    codes: list[PendingCode]
+    next_after: UUID | None  # the last code's id when there are more
 
 
 class CodeCancelled(_Frame, tag="code_cancelled"):
@@ -1166,6 +1195,7 @@ ClientFrame = (
     | ListDevices
     | RevokeDevice
     | ListCodes
+    | ListPendingCodes
     | CancelCode
     | SetPolicy
     | GetPolicy
@@ -1219,6 +1249,7 @@ ServerFrame = (
     | DeviceList
     | DeviceRevoked
     | CodeList
+    | PendingCodes
     | CodeCancelled
     | PolicyReply
     | SearchResults

@@ -39,6 +39,7 @@ from gchat.store.directory import (
     DeviceListing,
     NewOfficial,
     OfficialRecord,
+    PendingCodeRow,
 )
 from gchat.store.policies import Effective, PolicyRow
 from gchat.store.terms import has_thai
@@ -640,6 +641,26 @@ class Administration:
             record = await self._target(scope, official_id, write=False)
             await self._auditor_read(scope, "list_codes", record.agency_id, [official_id])
             return await store.list_codes(conn, official_id)
+
+    async def pending_codes(
+        self, principal: Principal, agency_id: UUID | None, after: UUID | None, limit: int
+    ) -> tuple[list[PendingCodeRow], UUID | None]:
+        """A page of the subtree's pending codes and the cursor of the next (None: no more)."""
+        async with self._db.transaction() as conn:
+            scope = await authz.current(conn, principal)
+            if agency_id is None:
+                root = await scope.read_root()
+            else:
+                await self._agency(scope, agency_id, write=False)
+                root = agency_id
+            found = await store.pending_codes(conn, root, after, limit + 1)
+            if found is None:
+                raise ServiceError(ErrorCode.NOT_FOUND, "no such code to page after")
+            page = found[:limit]
+            await self._auditor_read(
+                scope, "list_pending_codes", root, [c.official_id for c in page]
+            )
+        return page, (page[-1].id if len(found) > limit else None)
 
     async def cancel_code(self, principal: Principal, code_id: UUID) -> None:
         async with self._db.transaction() as conn:

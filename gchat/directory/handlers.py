@@ -241,6 +241,29 @@ class DirectoryHandlers:
             rid=frame.rid, official_id=frame.official_id, codes=[_code(c, now) for c in found]
         )
 
+    @handles(f.ListPendingCodes)
+    async def pending_codes(self, actor: Principal, frame: f.ListPendingCodes) -> f.PendingCodes:
+        found, next_after = await self._admin.pending_codes(
+            actor, frame.agency_id, frame.after, frame.limit
+        )
+        return f.PendingCodes(
+            rid=frame.rid,
+            codes=[
+                f.PendingCode(
+                    code_id=c.id,
+                    official_id=c.official_id,
+                    name_th=c.name_th,
+                    name_en=c.name_en,
+                    agency_code=c.agency_code,
+                    issued_by=c.issued_by,
+                    created_at=_ms(c.created_at) or 0,
+                    expires_at=_ms(c.expires_at) or 0,
+                )
+                for c in found
+            ],
+            next_after=next_after,
+        )
+
     @handles(f.CancelCode)
     async def cancel_code(self, actor: Principal, frame: f.CancelCode) -> f.CodeCancelled:
         await self._admin.cancel_code(actor, frame.code_id)

@@ -115,6 +115,10 @@ async def list_officials(t: Tree, call: Call) -> Any:
     return await call(f.ListOfficials, agency_id=t.agencies["DEPT-A"])
 
 
+async def list_pending_codes(t: Tree, call: Call) -> Any:
+    return await call(f.ListPendingCodes, agency_id=t.agencies["DEPT-A"])
+
+
 async def grant_admin_in_subtree(t: Tree, call: Call) -> Any:
     target = await t.official("Target", "DIV-A1")
     return await call(f.GrantRole, official_id=target, role="agency_admin",
@@ -231,6 +235,7 @@ MATRIX: dict[Op, set[str]] = {
     revoke_device: ADMINS,
     issue_code: ADMINS,
     list_codes: READERS,
+    list_pending_codes: READERS,
     cancel_code: ADMINS,
     set_policy: ADMINS,
     set_global_policy: SUPER,

@@ -99,6 +99,7 @@ SAMPLES: dict[type, f.ClientFrame] = {
     f.ListDevices: f.ListDevices(rid=1, official_id=ID),
     f.RevokeDevice: f.RevokeDevice(rid=1, device_id=ID),
     f.ListCodes: f.ListCodes(rid=1, official_id=ID),
+    f.ListPendingCodes: f.ListPendingCodes(rid=1),
     f.CancelCode: f.CancelCode(rid=1, code_id=ID),
     f.SetPolicy: f.SetPolicy(rid=1, policy=f.PolicyInfo(message_scope="agency")),
     f.GetPolicy: f.GetPolicy(rid=1),

@@ -22,6 +22,7 @@ import zxingcpp
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from gchat.client.rpc import ClientError
 from protocol import frames as f
 from tests.web import ui
 from tests.web.harness import Loop, Node, PyDevice, admin_device, new_official
@@ -108,7 +109,7 @@ def test_superadmin_sees_the_admin_entry_and_the_tree(superadmin_page: Page) -> 
     english = page.get_by_role("navigation", name="App sections")
     english.get_by_role("link", name="Administration").click()
     expect(page.get_by_role("navigation", name="Administration sections")).to_contain_text(
-        "AgenciesOfficialsPolicyImportExport"
+        "AgenciesOfficialsEnrolment codesPolicyImportExport"
     )
     expect(page.get_by_role("heading", name="Agency tree")).to_be_visible()
     page.get_by_role("button", name="Change language").click()
@@ -507,3 +508,49 @@ def test_letters_for_a_selection_print_on_a4_and_their_qr_enrols(
     page.get_by_role("button", name="ปิด (รหัสจะไม่แสดงอีก)").click()
     expect(page.get_by_test_id("letter")).to_have_count(0)
     assert codes[0] not in page.content()
+
+
+def test_pending_codes_of_the_scope_are_listed_cancelled_and_reissued(
+    superadmin_page: Page, admin: PyDevice, node: Node, loop: Loop
+) -> None:
+    """Every pending code of the scope on one screen, soonest to expire first,
+    with whose it is; one is cancelled (it leaves the list and cannot enrol),
+    another is reissued with its letter."""
+    agency = admin.request(f.CreateAgency, code="PC", name_th="กองรหัสรอใช้").agency
+    people = [
+        admin.request(f.CreateOfficial, name=f"นายรอรหัส คนที่{i}", agency_id=agency.id).official_id
+        for i in range(3)
+    ]
+    issued = [admin.request(f.IssueCode, official_id=o) for o in people]
+    page = superadmin_page
+    open_admin(page, "รหัสลงทะเบียน")
+    table = page.get_by_test_id("pending-codes")
+    page.get_by_label("หน่วยงาน").select_option(label="PC กองรหัสรอใช้")
+    rows = table.locator("tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.first).to_contain_text("นายรอรหัส คนที่0")  # issued first, expires first
+    expect(rows.first).to_contain_text("PC")
+    listed = admin.request(f.ListPendingCodes, agency_id=agency.id).codes
+    assert [r.get_attribute("data-code") for r in rows.all()] == [str(c.code_id) for c in listed]
+    assert [c.expires_at for c in listed] == sorted(c.expires_at for c in listed)
+    ui.shot(page, "console-pending-codes")
+    # Cancel the second: it leaves the list, and its code no longer enrols.
+    page.once("dialog", lambda d: d.accept())
+    rows.nth(1).get_by_role("button", name="ยกเลิกรหัส").click()
+    expect(page.get_by_role("status").filter(has_text="ยกเลิกรหัสของ")).to_contain_text(
+        "นายรอรหัส คนที่1")
+    expect(rows).to_have_count(2)
+    expect(table).not_to_contain_text("คนที่1")
+    codes = admin.request(f.ListCodes, official_id=people[1]).codes
+    assert [c.state for c in codes] == ["cancelled"]
+    with pytest.raises(ClientError):  # the cancelled letter's code enrols nothing
+        PyDevice(loop, node.ws).enroll(str(issued[1].code), "stolen letter")
+    # Reissue for the third: a new code and its letter.
+    rows.nth(1).get_by_role("button", name="ออกรหัสและพิมพ์หนังสือแจ้ง").click()
+    letter = page.get_by_test_id("letter")
+    expect(letter).to_have_count(1)
+    expect(letter).to_contain_text("นายรอรหัส คนที่2")
+    expect(letter.get_by_test_id("letter-code")).not_to_have_text(issued[2].code)
+    page.get_by_role("button", name="ปิด (รหัสจะไม่แสดงอีก)").click()
+    states = sorted(c.state for c in admin.request(f.ListCodes, official_id=people[2]).codes)
+    assert states == ["pending", "pending"]

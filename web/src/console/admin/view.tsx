@@ -4,6 +4,7 @@ import type { ConsoleProps } from "../nav";
 import { go } from "../route";
 import { Agencies } from "./agencies";
 import type { Issued } from "./api";
+import { PendingCodes } from "./codes";
 import { Letters } from "./letters";
 import { NewOfficial, OfficialPage, OfficialsList } from "./officials";
 import { PolicyView } from "./policy";
@@ -13,6 +14,7 @@ import { adminT, type AdminKey } from "./strings";
 const TABS: { id: string; label: AdminKey }[] = [
   { id: "agencies", label: "agencies" },
   { id: "officials", label: "officials" },
+  { id: "codes", label: "codesTab" },
   { id: "policy", label: "policy" },
   { id: "import", label: "importTab" },
   { id: "export", label: "exportTab" },
@@ -29,6 +31,7 @@ export function AdminView({ lang, device, path }: ConsoleProps) {
   else if (tab === "officials" && path[1] === "new") body = <NewOfficial t={t} lang={lang} device={device} />;
   else if (tab === "officials" && path[1] !== undefined) body = <OfficialPage t={t} lang={lang} device={device} id={path[1]} onLetters={onLetters} />;
   else if (tab === "officials") body = <OfficialsList t={t} lang={lang} device={device} onLetters={onLetters} />;
+  else if (tab === "codes") body = <PendingCodes t={t} lang={lang} device={device} onLetters={onLetters} />;
   else if (tab === "import") body = <ImportView t={t} lang={lang} device={device} />;
   else if (tab === "export") body = <ExportView t={t} lang={lang} device={device} />;
   else if (tab === "policy") body = <PolicyView t={t} lang={lang} device={device} />;
