@@ -9,3 +9,4 @@ export * from "./session";
 export { loadSodium } from "./sodium";
 export * from "./content";
 export * from "./merkle";
+export * from "./attachment";
