@@ -34,7 +34,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         # libsodium runs as WebAssembly; no inline or eval'd script.
         "script-src 'self' 'wasm-unsafe-eval'",
         "style-src 'self'",
-        "img-src 'self'",
+        "img-src 'self' blob:",  # decrypted photos and thumbnails are shown from blob: URLs
         "connect-src 'self'",
         "worker-src 'self'",
         "manifest-src 'self'",

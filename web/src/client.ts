@@ -16,6 +16,7 @@
  */
 import { decode } from "@msgpack/msgpack";
 import { b64, equal, readU32, unb64, utf8, fromUtf8 } from "./crypto/bytes";
+import { decodeFileBody, encodeFileBody, isFileBody, type FileRef } from "./crypto/attachment";
 import { decodeContent, encodeContent, membersDigest, type Content, type Member } from "./crypto/content";
 import { CryptoError, InvalidMessage, ReplayedMessage } from "./crypto/errors";
 import { authMessage, certificateFor, signedPrekeyMessage, verifyCertificate, verifyMembership } from "./crypto/formats";
@@ -28,6 +29,8 @@ import {
   accept, expireArchivedSessions, initiate, parsePrekeyMessage, prekeyMessageDigest, sessionDecrypt, sessionEncrypt, type SessionState,
 } from "./crypto/session";
 import { nodeUrl, ServerError, Wire, type Frame } from "./net/wire";
+import { Shelf, viewableType } from "./files/shelf";
+import { Cancelled, decryptKept, download, upload, type Net, type Progress } from "./files/transfer";
 import type { Vault } from "./store/vault";
 
 const PREKEY_BATCH = 50;
@@ -72,9 +75,12 @@ interface DeviceRecord {
 }
 
 export type MsgState = "sending" | "sent" | "failed" | "received" | "unreadable";
-export interface Msg { id: string; from: string; text: string; at: number; state: MsgState; reason?: string }
+/** A file a message carries (§E13), bytes in base64: kept only inside the sealed history. */
+export interface MsgFile { id: string; key: string; sha256: string; size: number; name: string; type: string; thumb?: string }
+/** `text` is the message, or a file's caption. */
+export interface Msg { id: string; from: string; text: string; at: number; state: MsgState; reason?: string; file?: MsgFile }
 export interface Chat { id: string; kind: "direct" | "group"; peer?: string; title: string; last: string; lastAt: number; unread: number }
-interface OutboxItem { chatId: string; cmid: string; text: string }
+interface OutboxItem { chatId: string; cmid: string; text: string; file?: MsgFile }
 export type Status = "connecting" | "online" | "offline" | "revoked" | "displaced";
 
 export class BlockedError extends Error {}
@@ -84,6 +90,22 @@ export type { Member };
 
 const newPrekeys = (first: number, n: number): Prekey[] =>
   Array.from({ length: n }, (_, i) => { const p = x25519Pair(); return { id: (first + i) % 2 ** 32, priv: b64(p.privateKey), pub: b64(p.publicKey) }; });
+
+const toMsgFile = (r: FileRef): MsgFile => ({
+  id: r.id, key: b64(r.key), sha256: b64(r.sha256), size: r.size, name: r.name, type: r.media_type,
+  ...(r.thumbnail !== undefined ? { thumb: b64(r.thumbnail) } : {}),
+});
+const toFileRef = (f: MsgFile): FileRef => ({
+  id: f.id, key: unb64(f.key), sha256: unb64(f.sha256), size: f.size, name: f.name, media_type: f.type,
+  ...(f.thumb !== undefined ? { thumbnail: unb64(f.thumb) } : {}),
+});
+/** A message body as the user sees it: text, or a file and its caption (§E13). */
+function readBody(body: Uint8Array): { text: string; file?: MsgFile } {
+  if (!isFileBody(body)) return { text: fromUtf8(body) };
+  const { caption, file } = decodeFileBody(body);
+  return { text: caption, file: toMsgFile(file) };
+}
+const bodyOf = (item: { text: string; file?: MsgFile }): Uint8Array => (item.file ? encodeFileBody(toFileRef(item.file), item.text) : utf8(item.text));
 
 const randomId = (): string => b64(randomBytes(12)).replace(/[+/=]/g, (c) => (c === "+" ? "-" : c === "/" ? "_" : "")); // [A-Za-z0-9_-]
 
@@ -101,6 +123,9 @@ export class Device {
   private readonly identity: Ed25519Pair;
   private readonly listeners = new Set<() => void>();
   private currentRoles: string[] = [];
+  /** Files opened or moving in this page (memory only). */
+  readonly shelf = new Shelf();
+  private readonly net: Net = { call: (frame) => this.request(frame), online: (signal) => this.whenOnline(signal) };
 
   private constructor(private readonly vault: Vault, readonly state: DeviceRecord) {
     this.identity = ed25519FromSeed(unb64(state.identitySeed));
@@ -326,7 +351,7 @@ export class Device {
     if (i >= 0) list[i] = msg;
     else list.push(msg);
     const old = this.chats[chatId];
-    this.chats[chatId] = { ...chat, title: old?.title && chat.kind === "direct" ? old.title : chat.title, last: msg.text, lastAt: msg.at, unread: (old?.unread ?? 0) + (unread ? 1 : 0) };
+    this.chats[chatId] = { ...chat, title: old?.title && chat.kind === "direct" ? old.title : chat.title, last: msg.file ? `📎 ${msg.file.name}${msg.text ? ` ${msg.text}` : ""}` : msg.text, lastAt: msg.at, unread: (old?.unread ?? 0) + (unread ? 1 : 0) };
     await this.vault.put(`h:${chatId}`, list);
     await this.vault.put("chats", this.chats);
   }
@@ -360,14 +385,68 @@ export class Device {
 
   /** Queue a message; it is sent now if online, else when back online (the outbox survives reloads). */
   async sendText(chatId: string, text: string): Promise<void> {
+    await this.enqueue(chatId, text);
+  }
+
+  private async enqueue(chatId: string, text: string, file?: MsgFile): Promise<void> {
     const chat = this.chats[chatId];
     if (chat === undefined) throw new Error("no such chat");
-    const item = { chatId, cmid: `w-${randomId()}`, text };
+    const item: OutboxItem = { chatId, cmid: `w-${randomId()}`, text, ...(file ? { file } : {}) };
     this.outbox.push(item);
     await this.vault.put("outbox", this.outbox);
-    await this.record(chatId, { id: item.cmid, from: this.state.officialId, text, at: Date.now(), state: "sending" }, chat, false);
+    await this.record(chatId, { id: item.cmid, from: this.state.officialId, text, at: Date.now(), state: "sending", ...(file ? { file } : {}) }, chat, false);
     this.emit();
     void this.serial(() => this.flushOutbox());
+  }
+
+  /**
+   * Encrypt and upload a file for this chat's devices, then send the message
+   * that refers to it (§E13). The upload picks up again after a dropped
+   * connection while the page is open; `signal` cancels it (Cancelled).
+   * The checked ciphertext is kept on this device so the file opens again
+   * after a reload; the sender's own pick is shown from memory now.
+   */
+  async sendFile(chatId: string, file: File, caption: string, thumbnail: Uint8Array | undefined, onProgress?: Progress, signal?: AbortSignal): Promise<void> {
+    const chat = this.chats[chatId];
+    if (chat === undefined) throw new Error("no such chat");
+    const target = chat.kind === "direct" ? { recipient: chat.peer! } : { conversation_id: chat.id.slice(2) };
+    const up = await upload(this.net, file, target, onProgress, signal);
+    await this.vault.putCiphertext(up.id, up.ciphertext);
+    const ref: FileRef = {
+      id: up.id, key: up.key, sha256: up.sha256, size: file.size, name: file.name || "file", media_type: file.type || "application/octet-stream",
+      ...(thumbnail !== undefined ? { thumbnail } : {}),
+    };
+    this.shelf.ready(up.id, new Blob([file], { type: viewableType(ref.media_type) }));
+    await this.enqueue(chatId, caption, toMsgFile(ref));
+  }
+
+  /** Show a message's file: the kept ciphertext, else fetched from the node; checked either way. */
+  openFile(file: MsgFile): Promise<void> {
+    return this.shelf.open(file.id, (onProgress, signal) => this.fetchFile(file, onProgress, signal));
+  }
+
+  private async fetchFile(file: MsgFile, onProgress: Progress, signal: AbortSignal): Promise<Blob> {
+    const secrets = { id: file.id, key: unb64(file.key), sha256: unb64(file.sha256), size: file.size };
+    const type = viewableType(file.type);
+    const kept = await this.vault.getCiphertext(file.id);
+    if (kept !== undefined) return decryptKept(kept, secrets, type);
+    const { plain, ciphertext } = await download(this.net, secrets, type, onProgress, signal);
+    await this.vault.putCiphertext(file.id, ciphertext);
+    // Checked and kept: the node may delete its copy once every addressed device said so.
+    await this.request({ type: "download_done", attachment_id: file.id }).catch(() => undefined);
+    return plain;
+  }
+
+  /** Resolves when connected again (a transfer waits here after a drop). */
+  private whenOnline(signal?: AbortSignal): Promise<void> {
+    if (this.status === "online" && this.wire !== null) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const off = this.subscribe(() => {
+        if (this.status === "online" && this.wire !== null) { off(); resolve(); }
+        else if (this.stopped) { off(); reject(new Cancelled("the device stopped")); }
+      });
+      signal?.addEventListener("abort", () => { off(); reject(new Cancelled("cancelled")); });
+    });
   }
 
   /** Retry a failed message with the same client message id (the server never stores it twice). */
@@ -375,7 +454,7 @@ export class Device {
     const msg = (await this.messages(chatId)).find((m) => m.id === cmid);
     if (msg === undefined || msg.state !== "failed") return;
     msg.state = "sending";
-    this.outbox.push({ chatId, cmid, text: msg.text });
+    this.outbox.push({ chatId, cmid, text: msg.text, ...(msg.file ? { file: msg.file } : {}) });
     await this.vault.put("outbox", this.outbox);
     this.emit();
     void this.serial(() => this.flushOutbox());
@@ -390,9 +469,9 @@ export class Device {
       try {
         if (chat === undefined) throw new Error("chat gone");
         if (chat.kind === "direct") {
-          await this.sendPairwise(chat.peer!, { body: utf8(item.text), certificate: unb64(this.state.certificate) }, item.cmid);
+          await this.sendPairwise(chat.peer!, { body: bodyOf(item), certificate: unb64(this.state.certificate) }, item.cmid);
         } else {
-          await this.sendGroup(chat.id.slice(2), utf8(item.text), item.cmid);
+          await this.sendGroup(chat.id.slice(2), bodyOf(item), item.cmid);
         }
       } catch (e) {
         if (this.wire === null || (e instanceof Error && /closed|offline|timeout/.test(e.message))) return; // stays queued
@@ -589,7 +668,7 @@ export class Device {
       if (binding.official !== official) throw new CryptoError("sender does not match the certificate");
       const [pt, next] = groupDecrypt(key, ct);
       this.state.groupKeys[cid]![device] = next;
-      await this.record(`g:${cid}`, { id, from: binding.official, text: fromUtf8(pt), at, state: "received" }, this.groupChat(cid), true);
+      await this.record(`g:${cid}`, { id, from: binding.official, ...readBody(pt), at, state: "received" }, this.groupChat(cid), true);
       return;
     }
     const content = this.decryptPairwise(official, device, ct);
@@ -599,14 +678,14 @@ export class Device {
       await this.takeDistribution(from, device, content);
       return;
     }
-    const text = fromUtf8(content.body);
+    const body = readBody(content.body);
     if (content.recipient !== undefined) {
       // A copy of what we sent from another of our devices: in the chat with whom it went to, as ours.
-      await this.record(`d:${content.recipient}`, { id, from, text, at, state: "sent" }, this.directChat(content.recipient), false);
+      await this.record(`d:${content.recipient}`, { id, from, ...body, at, state: "sent" }, this.directChat(content.recipient), false);
       return;
     }
     // From a peer, or a note to self from another of our devices (shown in our own notes).
-    await this.record(`d:${from}`, { id, from, text, at, state: "received" }, this.directChat(from), from !== this.state.officialId);
+    await this.record(`d:${from}`, { id, from, ...body, at, state: "received" }, this.directChat(from), from !== this.state.officialId);
   }
 
   private spkById(id: number): Prekey | undefined {

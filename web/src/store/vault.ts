@@ -10,6 +10,11 @@
  * each time the app opens and its key lives only in memory.
  * Nothing is kept in localStorage. `wipe` deletes the whole database
  * (sign-out and revocation).
+ *
+ * Attachments (PROTOCOL.md §E13) are kept as the ciphertext that was
+ * uploaded or downloaded and checked, in their own store (a Blob each, so a
+ * large file is not copied through a sealed JSON record); their keys live
+ * only in the sealed message history, so the store holds nothing readable.
  */
 import { utf8 } from "../crypto/bytes";
 import { DecryptionFailed } from "../crypto/errors";
@@ -27,6 +32,7 @@ interface PassphraseParams { salt: Uint8Array; ops: number; mem: number }
 export class WrongPassphrase extends Error {}
 const STORE = "sealed";
 const KEYS = "keys";
+const FILES = "files";
 
 function request<T>(r: IDBRequest<T>): Promise<T> {
   return new Promise((resolve, reject) => {
@@ -36,10 +42,9 @@ function request<T>(r: IDBRequest<T>): Promise<T> {
 }
 
 function openDb(): Promise<IDBDatabase> {
-  const r = indexedDB.open(DB_NAME, 1);
+  const r = indexedDB.open(DB_NAME, 2);
   r.onupgradeneeded = () => {
-    r.result.createObjectStore(STORE);
-    r.result.createObjectStore(KEYS);
+    for (const name of [STORE, KEYS, FILES]) if (!r.result.objectStoreNames.contains(name)) r.result.createObjectStore(name);
   };
   return request(r);
 }
@@ -121,6 +126,15 @@ export class Vault {
 
   async delete(name: string): Promise<void> {
     await request(this.db.transaction(STORE, "readwrite").objectStore(STORE).delete(name));
+  }
+
+  /** An attachment's ciphertext, exactly as uploaded (§E13); its key is in the sealed history only. */
+  async putCiphertext(attachmentId: string, ciphertext: Blob): Promise<void> {
+    await request(this.db.transaction(FILES, "readwrite").objectStore(FILES).put(ciphertext, attachmentId));
+  }
+
+  async getCiphertext(attachmentId: string): Promise<Blob | undefined> {
+    return await request(this.db.transaction(FILES).objectStore(FILES).get(attachmentId)) as Blob | undefined;
   }
 
   /** Sign-out: close and delete every record and the sealing key. */

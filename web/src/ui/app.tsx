@@ -1,6 +1,9 @@
 /** The app's screens. State lives in the Device; screens re-render on its changes. */
 import { useEffect, useRef, useState } from "preact/hooks";
 import { BlockedError, Device, type Chat, type Msg } from "../client";
+import { Cancelled } from "../files/transfer";
+import { thumbnailOf } from "../files/thumbnail";
+import { FileBox } from "./filebox";
 import { loadSodium } from "../crypto/sodium";
 import { formatTime, translate, type Key, type Lang } from "../i18n";
 import { ServerError, type Frame } from "../net/wire";
@@ -355,7 +358,8 @@ function MessageRow({ t, lang, device, m, chatId, group }: { t: T; lang: Lang; d
   return (
     <div class={mine ? "msg mine" : "msg"} data-testid="message" data-state={m.state}>
       {group && !mine ? <span class="meta">{device.nameOf(m.from) || t("you")}</span> : null}
-      <span class="text">{m.text}</span>
+      {m.file ? <FileBox t={t} device={device} file={m.file} /> : null}
+      {m.text || !m.file ? <span class="text">{m.text}</span> : null}
       <span class="meta">{formatTime(lang, m.at)}{stateText ? ` · ${stateText}` : ""}
         {m.state === "failed" ? <> <button type="button" class="secondary" onClick={() => void device.retry(chatId, m.id)}>{t("retry")}</button></> : null}
       </span>
@@ -369,6 +373,7 @@ function ChatView({ t, lang, device, chatId, onBack, onSafety, onInfo }: { t: T;
   const [text, setText] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [loadedOnce, setLoadedOnce] = useState(false);
+  const [uploads, setUploads] = useState<Upload[]>([]);
   const chat = device.chats[chatId];
   const end = useRef<HTMLDivElement>(null);
   useEffect(() => {
@@ -390,6 +395,27 @@ function ChatView({ t, lang, device, chatId, onBack, onSafety, onInfo }: { t: T;
   const left = group && !device.isMember(cid);
   const peer = chat.peer;
   const page = msgs.slice(Math.max(0, msgs.length - shown));
+  /** A picked file (or photo) goes at once, with what is typed as its caption. */
+  const pick = (input: HTMLInputElement): void => {
+    const file = input.files?.[0];
+    input.value = "";
+    if (file === undefined) return;
+    const caption = text.trim();
+    setText("");
+    const u: Upload = { key: `${Date.now()}-${Math.random()}`, name: file.name, done: 0, total: 0, abort: new AbortController() };
+    const update = (): void => setUploads((list) => list.map((x) => (x.key === u.key ? { ...u } : x)));
+    setUploads((list) => [...list, u]);
+    void (async () => {
+      try {
+        await device.sendFile(chatId, file, caption, await thumbnailOf(file), (done, total) => { u.done = done; u.total = total; update(); }, u.abort.signal);
+        setError(null);
+      } catch (err) {
+        if (!(err instanceof Cancelled)) setError(t(sendFileError(err)));
+      } finally {
+        setUploads((list) => list.filter((x) => x.key !== u.key));
+      }
+    })();
+  };
   return (
     <main class="chat">
       <div class="actions">
@@ -406,7 +432,20 @@ function ChatView({ t, lang, device, chatId, onBack, onSafety, onInfo }: { t: T;
         {page.map((m) => <MessageRow key={m.id} t={t} lang={lang} device={device} m={m} chatId={chatId} group={group} />)}
         <div ref={end} />
       </section>
+      {uploads.map((u) => (
+        <div class="upload" data-testid="upload" key={u.key}>
+          <span>{t("uploading", { name: u.name })}</span>
+          <progress max={u.total || 1} value={u.done} aria-label={t("uploading", { name: u.name })} />
+          <button type="button" class="secondary" onClick={() => u.abort.abort()}>{t("cancel")}</button>
+        </div>
+      ))}
       {error !== null ? <p role="alert" class="error">{error}</p> : null}
+      {canPost ? (
+        <div class="attach">
+          <label class="button secondary">{t("attachFile")}<input type="file" class="visually-hidden" data-testid="attach-file" onChange={(e) => { pick(e.currentTarget); }} /></label>
+          <label class="button secondary">{t("takePhoto")}<input type="file" class="visually-hidden" accept="image/*" capture="environment" data-testid="attach-photo" onChange={(e) => { pick(e.currentTarget); }} /></label>
+        </div>
+      ) : null}
       {canPost ? (
         <form class="compose" onSubmit={async (e) => {
           e.preventDefault();
@@ -422,6 +461,17 @@ function ChatView({ t, lang, device, chatId, onBack, onSafety, onInfo }: { t: T;
       ) : <p class="status">{t(left ? "notMember" : "announcementBlocked")}</p>}
     </main>
   );
+}
+
+interface Upload { key: string; name: string; done: number; total: number; abort: AbortController }
+
+function sendFileError(err: unknown): Key {
+  const code = err instanceof ServerError ? err.code : "";
+  if (code === "too_large") return "fileTooLarge";
+  if (code === "quota_exceeded") return "fileQuota";
+  if (code === "storage_full") return "fileStorageFull";
+  if (err instanceof BlockedError) return "verifiedChangedBlock";
+  return "fileSendFailed";
 }
 
 function Safety({ t, device, official, onBack }: { t: T; device: Device; official: string; onBack: () => void }) {
