@@ -99,6 +99,19 @@ class Node:
         )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
+    def kill(self) -> None:
+        """SIGKILL the node: no goodbye to its clients, nothing flushed."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def restart(self) -> None:
+        """Start the node again on the same port, database and data folder."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gchat", "serve"], cwd=REPO, env=self.env,
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self._wait_ready()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

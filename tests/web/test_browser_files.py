@@ -11,53 +11,29 @@ with one sentence and no preview or link.
 
 from __future__ import annotations
 
-import io
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
 from tests.web import ui
-from tests.web.harness import CliDevice, Loop, Node, admin_device, new_official
-
-REFUSED_TH = "ไฟล์นี้ถูกแก้ไขหรือได้รับมาไม่ครบ จึงไม่เปิดและไม่บันทึก"
-REFUSED_EN = "This file was altered or arrived incomplete, so it was not opened or saved."
-
-
-def photo_bytes(seed: int, fmt: str = "PNG") -> bytes:
-    """A real picture the browser can decode (random pixels, so its bytes are unique)."""
-    rnd = os.urandom(96 * 64 * 3)
-    image = Image.frombytes("RGB", (96, 64), rnd)
-    image.putpixel((0, 0), (seed % 256, 0, 0))
-    out = io.BytesIO()
-    image.save(out, fmt)
-    return out.getvalue()
-
-
-def pdf_bytes(title: str) -> bytes:
-    body = f"%PDF-1.4\n% {title}\n".encode() + os.urandom(150_000)  # more than two chunks
-    return body + b"\n%%EOF\n"
-
-
-class Team:
-    def __init__(self, node: Node, loop: Loop) -> None:
-        self.admin = admin_device(node, loop)
-        self.anong, self.anong_code = new_official(self.admin, "อนงค์ ศรีสุข", "ผู้อำนวยการกอง")
-        self.boon, self.boon_code = new_official(self.admin, "บุญมี มั่นคง")
-        self.chai, chai_code = new_official(self.admin, "ชัยวัฒน์ พึ่งธรรม")
-        self.cli = CliDevice(node, node.tmp / "chai.state")
-        assert self.cli.enroll(chai_code) == self.chai
-        self.node = node
-
-    def cli_files(self, folder: Path, idle: float = 8) -> list[dict[str, Any]]:
-        """Messages the CLI receives now, its files saved (and checked) under ``folder``."""
-        out = self.cli.run("listen", "--idle", str(idle), "--save-dir", str(folder))
-        return [m for m in map(json.loads, out.splitlines()) if "file" in m]
+from tests.web.files import (
+    REFUSED_EN,
+    REFUSED_TH,
+    Team,
+    attach,
+    blobs,
+    browser_storage_holds,
+    enrolled_page,
+    pdf_bytes,
+    photo_bytes,
+    saved_bytes,
+    sent,
+    shown_image_bytes,
+)
+from tests.web.harness import Loop, Node
 
 
 @pytest.fixture(scope="module")
@@ -67,50 +43,15 @@ def team(node: Node, loop: Loop) -> Team:
 
 @pytest.fixture(scope="module")
 def anong(browser: Browser, node: Node, team: Team) -> Iterator[Page]:
-    context = browser.new_context(viewport=ui.PHONE_LARGE, locale="th-TH", is_mobile=True, accept_downloads=True)
-    page = context.new_page()
-    ui.enrol(page, node.http, team.anong_code, "โทรศัพท์อนงค์")
-    try:
+    with enrolled_page(browser, node, team.anong_code, "โทรศัพท์อนงค์",
+                       viewport=ui.PHONE_LARGE, is_mobile=True) as page:
         yield page
-    finally:
-        context.close()
 
 
 @pytest.fixture(scope="module")
 def boon(browser: Browser, node: Node, team: Team) -> Iterator[Page]:
-    context = browser.new_context(viewport=ui.DESKTOP, locale="th-TH", accept_downloads=True)
-    page = context.new_page()
-    ui.enrol(page, node.http, team.boon_code, "คอมพิวเตอร์บุญมี")
-    try:
+    with enrolled_page(browser, node, team.boon_code, "คอมพิวเตอร์บุญมี", viewport=ui.DESKTOP) as page:
         yield page
-    finally:
-        context.close()
-
-
-def blobs(node: Node) -> list[Path]:
-    return sorted((node.tmp / "data" / "attachments" / "blobs").iterdir())
-
-
-def shown_image_bytes(page: Page, name: str) -> bytes:
-    """The photo is shown by itself (decoded from its decrypted blob: URL); the bytes Save gives."""
-    image = page.locator(f"img[data-testid=file-image][alt='{name}']").last
-    expect(image).to_be_visible(timeout=20_000)
-    assert (image.get_attribute("src") or "").startswith("blob:")
-    page.wait_for_function("img => img.complete && img.naturalWidth === 96", arg=image.element_handle())
-    return saved_bytes(page, name)
-
-
-def saved_bytes(page: Page, name: str) -> bytes:
-    """Press Save on the named file; the bytes the browser downloads."""
-    box = page.locator("[data-testid=file]", has_text=name).last
-    if box.get_by_role("button", name="ดาวน์โหลด").count() > 0:
-        box.get_by_role("button", name="ดาวน์โหลด").click()
-    save = box.get_by_test_id("file-save")
-    expect(save).to_be_visible(timeout=20_000)
-    with page.expect_download() as download:
-        save.click()
-    assert download.value.suggested_filename == name
-    return Path(download.value.path()).read_bytes()
 
 
 def test_cli_sends_a_pdf_and_a_photo_the_browser_checks_shows_and_saves(
@@ -129,12 +70,21 @@ def test_cli_sends_a_pdf_and_a_photo_the_browser_checks_shows_and_saves(
     expect(anong.get_by_text("บันทึกฉบับลงนาม")).to_be_visible()
     # The PDF waits for a tap; then it opens in a new tab (a blob: URL) or is saved.
     assert saved_bytes(anong, "บันทึกข้อความ.pdf") == pdf.read_bytes()
-    opener = anong.locator("[data-testid=file]", has_text="บันทึกข้อความ.pdf").get_by_test_id("file-open")
+    pdf_box = anong.locator("[data-testid=file]", has_text="บันทึกข้อความ.pdf")
+    opener = pdf_box.get_by_test_id("file-open")
     assert (opener.get_attribute("href") or "").startswith("blob:")
     assert opener.get_attribute("target") == "_blank"
     ui.shot(anong, "phone-files")
     # Both devices said download_done after keeping the checked copy: the node deleted its blobs.
     assert blobs(team.node) == []
+    # The browser keeps the two files only as ciphertext (24 + size + 17 per 64 KiB chunk),
+    # and no stored byte string holds a piece of either file or the caption in clear.
+    pdf_data, photo_data = pdf.read_bytes(), photo.read_bytes()
+    sizes, found = browser_storage_holds(anong, [
+        pdf_data[1000:1048], photo_data[len(photo_data) // 2:][:48], "บันทึกฉบับลงนาม".encode(),
+    ])
+    assert sizes == sorted(24 + len(d) + 17 * -(-len(d) // 65536) for d in (pdf_data, photo_data))
+    assert found == [False, False, False]
     # After a reload the files open from the kept ciphertext (checked again), not from the node.
     anong.reload()
     ui.open_first_chat(anong)
@@ -148,15 +98,11 @@ def test_a_file_and_a_photo_attached_in_the_browser_are_saved_identical_by_the_c
     ui.open_chat_by_search(anong, "ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")
     report = os.urandom(300_000)  # five chunks: pipelined upload, progress
     anong.get_by_label("พิมพ์ข้อความ").fill("รายงานประจำเดือน")
-    anong.get_by_test_id("attach-file").set_input_files(
-        files=[{"name": "report-2569.bin", "mimeType": "application/octet-stream", "buffer": report}]
-    )
-    expect(anong.locator("[data-testid=message][data-state=sent]", has_text="report-2569.bin")).to_be_visible(timeout=20_000)
+    attach(anong, "attach-file", "report-2569.bin", "application/octet-stream", report)
+    sent(anong, "report-2569.bin")
     picture = photo_bytes(2, "JPEG")
-    anong.get_by_test_id("attach-photo").set_input_files(
-        files=[{"name": "camera.jpg", "mimeType": "image/jpeg", "buffer": picture}]
-    )
-    expect(anong.locator("[data-testid=message][data-state=sent]", has_text="camera.jpg")).to_be_visible(timeout=20_000)
+    attach(anong, "attach-photo", "camera.jpg", "image/jpeg", picture)
+    sent(anong, "camera.jpg")
     assert anong.get_by_test_id("attach-photo").get_attribute("capture") == "environment"
     assert anong.get_by_test_id("attach-photo").get_attribute("accept") == "image/*"
 
@@ -185,10 +131,8 @@ def test_a_group_of_three_with_two_browsers_and_the_cli_shares_files(
     expect(anong.get_by_test_id("chat-title")).to_contain_text("ตรวจพื้นที่")
     ui.send(anong, "เริ่มส่งภาพ")
     picture = photo_bytes(3)
-    anong.get_by_test_id("attach-photo").set_input_files(
-        files=[{"name": "หน้างาน.png", "mimeType": "image/png", "buffer": picture}]
-    )
-    expect(anong.locator("[data-testid=message][data-state=sent]", has_text="หน้างาน.png")).to_be_visible(timeout=20_000)
+    attach(anong, "attach-photo", "หน้างาน.png", "image/png", picture)
+    sent(anong, "หน้างาน.png")
 
     expect(boon.get_by_test_id("chat-row")).to_contain_text("หน้างาน.png", timeout=20_000)
     ui.open_first_chat(boon)
@@ -204,7 +148,8 @@ def test_a_group_of_three_with_two_browsers_and_the_cli_shares_files(
     sheet.write_bytes(pdf_bytes("sheet"))
     team.cli.run("group", "send", "--conversation", conversation, "--file", str(sheet))
     for page in (anong, boon):
-        expect(page.locator("[data-testid=file]", has_text="ตาราง.pdf")).to_be_visible(timeout=20_000)
+        box = page.locator("[data-testid=file]", has_text="ตาราง.pdf")
+        expect(box).to_be_visible(timeout=20_000)
         assert saved_bytes(page, "ตาราง.pdf") == sheet.read_bytes()
     ui.shot(boon, "desktop-group-files")
     ui.back_home(anong)
@@ -219,7 +164,9 @@ def test_a_tampered_or_truncated_ciphertext_is_refused_with_one_sentence(
     name = f"สัญญา-{attack}.png"
     photo = tmp_path / name
     photo.write_bytes(photo_bytes(4))
-    team.cli.run("send", "--to", str(team.anong), "--file", str(photo), "--message", f"ฉบับ {attack}")
+    team.cli.run(
+        "send", "--to", str(team.anong), "--file", str(photo), "--message", f"ฉบับ {attack}"
+    )
     [blob] = blobs(team.node)
     data = bytearray(blob.read_bytes())
     if attack == "flip":  # whoever holds the storage changes one bit
@@ -235,10 +182,10 @@ def test_a_tampered_or_truncated_ciphertext_is_refused_with_one_sentence(
     expect(box.get_by_test_id("file-save")).to_have_count(0)
     assert blobs(team.node) == [blob]  # not reported as fetched: the node keeps it
     if attack == "flip":
+        anong.evaluate("window.scrollTo(0, document.body.scrollHeight)")
         ui.shot(anong, "phone-file-refused")
         anong.locator("button.lang").click()  # the same sentence in English
         expect(box.get_by_test_id("file-refused")).to_have_text(REFUSED_EN)
         anong.locator("button.lang").click()
     blob.unlink()  # the next case starts with an empty store
     ui.back_home(anong)
-

@@ -351,7 +351,7 @@ export class Device {
     if (i >= 0) list[i] = msg;
     else list.push(msg);
     const old = this.chats[chatId];
-    this.chats[chatId] = { ...chat, title: old?.title && chat.kind === "direct" ? old.title : chat.title, last: msg.file ? `📎 ${msg.file.name}${msg.text ? ` ${msg.text}` : ""}` : msg.text, lastAt: msg.at, unread: (old?.unread ?? 0) + (unread ? 1 : 0) };
+    this.chats[chatId] = { ...chat, title: old?.title && chat.kind === "direct" ? old.title : chat.title, last: msg.file ? `${msg.file.name}${msg.text ? ` ${msg.text}` : ""}` : msg.text, lastAt: msg.at, unread: (old?.unread ?? 0) + (unread ? 1 : 0) };
     await this.vault.put(`h:${chatId}`, list);
     await this.vault.put("chats", this.chats);
   }

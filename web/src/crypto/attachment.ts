@@ -252,14 +252,9 @@ export function decodeFileBody(body: Uint8Array): { caption: string; file: FileR
   if (!(key instanceof Uint8Array) || key.length !== FILE_KEY_BYTES || !(sha256 instanceof Uint8Array) || sha256.length !== 32) return bad();
   if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) return bad();
   if (typeof name !== "string" || typeof mediaType !== "string") return bad();
-  if (thumbnail !== undefined && thumbnail !== null && (!(thumbnail instanceof Uint8Array) || thumbnail.length > MAX_THUMBNAIL_BYTES)) return bad();
-  return {
-    caption,
-    file: {
-      id: id.toLowerCase(), key, sha256, size, name, media_type: mediaType,
-      ...(thumbnail instanceof Uint8Array ? { thumbnail } : {}),
-    },
-  };
+  if (thumbnail !== undefined && thumbnail !== null && !(thumbnail instanceof Uint8Array)) return bad();
+  const preview = thumbnail instanceof Uint8Array && thumbnail.length <= MAX_THUMBNAIL_BYTES ? { thumbnail } : {}; // a larger one is ignored
+  return { caption, file: { id: id.toLowerCase(), key, sha256, size, name, media_type: mediaType, ...preview } };
 }
 
 /** A sender's file name made harmless (§E13): no folders, no control characters, no leading dots, at most 255 bytes. */

@@ -12,6 +12,8 @@ import { isImage } from "../files/shelf";
 import type { Key } from "../i18n";
 
 type T = (k: Key, v?: Record<string, string | number>) => string;
+/** Photos up to this size are fetched by themselves; a larger one waits for a tap like any file. */
+const AUTO_FETCH_BYTES = 20 * 1024 * 1024;
 
 export function formatSize(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
@@ -24,6 +26,7 @@ export function FileBox({ t, device, file }: { t: T; device: Device; file: MsgFi
   const [thumb, setThumb] = useState<string | null>(null);
   useEffect(() => device.shelf.subscribe(() => tick((n) => n + 1)), [device]);
   const image = isImage(file.type);
+  const auto = image && file.size <= AUTO_FETCH_BYTES;
   useEffect(() => {
     if (file.thumb === undefined) return undefined;
     const url = URL.createObjectURL(new Blob([unb64(file.thumb) as BlobPart], { type: "image/jpeg" }));
@@ -32,7 +35,7 @@ export function FileBox({ t, device, file }: { t: T; device: Device; file: MsgFi
   }, [file.id]);
   useEffect(() => {
     // Photos are fetched and shown by themselves; other files wait for a tap.
-    if (image && device.shelf.get(file.id).status === "idle") void device.openFile(file);
+    if (auto && device.shelf.get(file.id).status === "idle") void device.openFile(file);
   }, [file.id]);
   const view = device.shelf.get(file.id);
   const name = safeFileName(file.name);
@@ -40,7 +43,7 @@ export function FileBox({ t, device, file }: { t: T; device: Device; file: MsgFi
     <div class="file" data-testid="file" data-status={view.status}>
       {view.status === "ready" && image ? <img class="preview" src={view.url} alt={name} data-testid="file-image" />
         : thumb !== null && view.status !== "refused" ? <img class="preview thumb" src={thumb} alt={name} data-testid="file-thumbnail" /> : null}
-      <span class="file-name">📎 {name} · {formatSize(file.size)}</span>
+      <span class="file-name">{name} · {formatSize(file.size)}</span>
       {view.status === "idle" ? <button type="button" class="secondary" onClick={() => void device.openFile(file)}>{t("fileDownload")}</button> : null}
       {view.status === "loading" ? (
         <span class="file-progress">
@@ -57,6 +60,7 @@ export function FileBox({ t, device, file }: { t: T; device: Device; file: MsgFi
       {view.status === "refused" ? (
         <p role="alert" class="error" data-testid="file-refused">{t(view.reason === "tampered" ? "fileTampered" : view.reason === "gone" ? "fileGone" : "fileFailed")}</p>
       ) : null}
+      {view.status === "refused" && view.reason === "failed" ? <button type="button" class="secondary" onClick={() => void device.openFile(file)}>{t("fileDownload")}</button> : null}
     </div>
   );
 }
