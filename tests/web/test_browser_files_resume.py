@@ -104,12 +104,20 @@ def test_a_download_cut_by_a_killed_node_resumes_and_checks_out(
     ui.back_home(anong)
 
 
-def test_cancel_stops_an_upload_and_sends_nothing(team: Team, anong: Page, tmp_path: Path) -> None:
+def test_cancel_stops_an_upload_and_sends_nothing(
+    team: Team, anong: Page, tmp_path: Path
+) -> None:
     ui.open_chat_by_search(anong, "ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")
     attach(anong, "attach-file", "draft.bin", "application/octet-stream", os.urandom(BIG))
     mid_transfer(anong, "[data-testid=upload] progress")
+    # Cancelled while it cannot finish (its node is down, it waits to resume): nothing is sent,
+    # also not once the node is back.
+    team.node.kill()
+    expect(anong.locator("[data-status=offline]")).to_be_visible(timeout=20_000)
     anong.get_by_test_id("upload").get_by_role("button", name="ยกเลิก").click()
     expect(anong.get_by_test_id("upload")).to_have_count(0)
+    team.node.restart()
+    expect(anong.locator("[data-status=online]")).to_be_visible(timeout=60_000)
     expect(anong.locator("[data-testid=message]", has_text="draft.bin")).to_have_count(0)
     assert team.cli_files(tmp_path / "chai-none", idle=3) == []  # no message went out
     ui.back_home(anong)

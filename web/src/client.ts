@@ -411,6 +411,7 @@ export class Device {
     if (chat === undefined) throw new Error("no such chat");
     const target = chat.kind === "direct" ? { recipient: chat.peer! } : { conversation_id: chat.id.slice(2) };
     const up = await upload(this.net, file, target, onProgress, signal);
+    if (signal?.aborted) throw new Cancelled("cancelled"); // the last bytes went up while cancel was pressed: send nothing
     await this.vault.putCiphertext(up.id, up.ciphertext);
     const ref: FileRef = {
       id: up.id, key: up.key, sha256: up.sha256, size: file.size, name: file.name || "file", media_type: file.type || "application/octet-stream",
