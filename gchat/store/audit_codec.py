@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from typing import Any
@@ -354,6 +354,14 @@ def parties(stored: bytes) -> tuple[list[UUID], list[UUID], list[UUID]]:
     return ids[:n], ids[n:m], ids[m:]
 
 
+def raw_ids(stored: bytes) -> tuple[list[bytes], list[bytes]]:
+    """The ids a stored entry involves as 16 raw bytes each: (officials and agencies,
+    devices).  What a filter compares against: no UUID objects for every candidate."""
+    k, m, _, o = _layout(stored)
+    ids = [stored[o + 1 + 16 * i : o + 17 + 16 * i] for i in range(k)]
+    return ids[:m], ids[m:]
+
+
 def kind_of(stored: bytes) -> str | None:
     """The kind, when it is one of :data:`KINDS` (None: read it from the JSON)."""
     code = stored[_layout(stored)[3]]
@@ -383,18 +391,62 @@ def pack_events(records: Sequence[tuple[int, datetime, bytes]]) -> bytes:
     for event_id, at, stored in records:
         if len(stored) > 0xFFFF:
             raise ValueError("a stored audit entry is at most 65,535 bytes")
-        out += _RECORD.pack(event_id, (at - _EPOCH) // timedelta(microseconds=1), len(stored))
+        out += _RECORD.pack(event_id, micros_of(at), len(stored))
         out += stored
     return bytes(out)
 
 
-def unpack_events(events: bytes) -> list[tuple[int, datetime, bytes]]:
-    """The (id, created_at, stored entry) of each event of a pack, in leaf order."""
-    out = []
+def scan_events(events: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """The (id, created_at in microseconds since 1970, stored entry) of each event of a
+    pack, in leaf order: what a filter reads before it keeps an event (no datetime)."""
     pos = 0
     while pos < len(events):
         event_id, micros, length = _RECORD.unpack_from(events, pos)
         pos += _RECORD.size
-        out.append((event_id, _EPOCH + timedelta(microseconds=micros), events[pos : pos + length]))
+        yield event_id, micros, events[pos : pos + length]
         pos += length
-    return out
+
+
+def scan_involving(
+    events: bytes, keys: Iterable[bytes]
+) -> Iterator[tuple[int, int, int, bytes]]:
+    """(position in the pack, id, microseconds, stored entry) of the events of a pack
+    whose bytes hold one of ``keys`` (raw 16-byte ids), found by a byte search:
+    the other events are passed over unread.  A hit may be a UUID in the body
+    rather than an id the event involves: the caller still checks each one."""
+    hits = []
+    for key in keys:
+        at = events.find(key)
+        while at >= 0:
+            hits.append(at)
+            at = events.find(key, at + 1)
+    if not hits:
+        return
+    hits.sort()
+    h = 0
+    pos = 0
+    i = 0
+    while pos < len(events) and h < len(hits):
+        event_id, micros, length = _RECORD.unpack_from(events, pos)
+        end = pos + _RECORD.size + length
+        if hits[h] < end:
+            yield i, event_id, micros, events[pos + _RECORD.size : end]
+            while h < len(hits) and hits[h] < end:
+                h += 1
+        pos = end
+        i += 1
+
+
+def time_of(micros: int) -> datetime:
+    """The datetime of ``micros`` (microseconds since 1970, UTC)."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def micros_of(at: datetime) -> int:
+    """Microseconds since 1970 of ``at`` (the inverse of :func:`time_of`)."""
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def unpack_events(events: bytes) -> list[tuple[int, datetime, bytes]]:
+    """The (id, created_at, stored entry) of each event of a pack, in leaf order."""
+    return [(event_id, time_of(micros), stored) for event_id, micros, stored in scan_events(events)]

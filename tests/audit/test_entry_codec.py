@@ -124,6 +124,41 @@ def test_packs_keep_every_event_in_order() -> None:
     assert codec.unpack_events(codec.pack_events(records)) == records
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    parties=st.lists(st.lists(st.uuids(), min_size=1, max_size=4), min_size=1, max_size=16),
+    mentioned=st.lists(st.booleans(), min_size=16, max_size=16),
+    key_pick=st.integers(min_value=0, max_value=63),
+)
+def test_the_byte_search_finds_every_event_that_holds_a_key(
+    parties: list[list[UUID]], mentioned: list[bool], key_pick: int
+) -> None:
+    """scan_involving (an auditor's query reads only the events it yields) yields
+    exactly the events whose ids or body hold a key, in order, with their fields --
+    the key as an id, inside the body only, or nowhere."""
+    every = [u for ids in parties for u in ids]
+    key = every[key_pick % len(every)]
+    records = []
+    for n, ids in enumerate(parties):
+        body = {"other": str(key)} if mentioned[n] else {}
+        event = AuditEvent("keys.bundle_fetched", actor_official=ids[0], details=body)
+        entry = encode_entry(event, _AT)
+        officials, devices = involved(event)
+        stored = codec.encode(entry, event.kind, officials, [str(u) for u in ids[1:]], devices,
+                              _AT)
+        records.append((100 + n, _AT + timedelta(seconds=n), stored))
+    found = list(codec.scan_involving(codec.pack_events(records), [key.bytes]))
+    assert found == [
+        (n, 100 + n, codec.micros_of(at), stored)
+        for n, (_, at, stored) in enumerate(records) if key.bytes in stored
+    ]
+    assert [codec.time_of(micros) for _, _, micros, _ in found] == [
+        records[n][1] for n, *_ in found]
+    for n, _, _, stored in found:
+        involved_ids, _ = codec.raw_ids(stored)
+        assert (key.bytes in involved_ids) == (key in parties[n])
+
+
 async def test_the_sql_decoder_and_index_agree_with_python(empty_database_url: str) -> None:
     """audit_entry_json() and audit_pack_ids() of migration 0010 read what Python wrote,
     for every phrase, every kind, an id list past 255 and times in and out of range."""

@@ -49,6 +49,35 @@ async def test_an_officials_last_day_uses_the_index_and_skips_old_months(
         assert all(official in r.officials for r in rows)
 
 
+async def test_stale_statistics_do_not_turn_the_query_into_a_scan(bench: LogBench) -> None:
+    """Statistics taken while the month was small make the planner read every pack
+    and run audit_pack_ids() on each (about a millisecond a pack); the query pins
+    the parties' index, so its plan stays a bitmap of the official's packs."""
+    await bench.sequencer.stop()
+    async with bench.db.pool.acquire() as conn:
+        await fill(conn, 3000)
+        await conn.execute("ANALYZE")  # autovacuum's last visit, when the log was small
+        await fill(conn, 20000)
+        official = UUID(_uuid("o1"))
+        since = datetime.now(UTC) - timedelta(days=1)
+        sql = "EXPLAIN (COSTS OFF) " + store.PACKS_QUERY.format(
+            involves=" AND audit_pack_ids(events) && $6::uuid[]", next_page="$2 < 0")
+        args = (0, -1, since, None, 108, [official])
+        unpinned = "\n".join(r[0] for r in await conn.fetch(sql, *args))
+        assert "Seq Scan" in unpinned, unpinned  # the trap is real on these statistics
+        async with store.parties_index_pinned(conn):
+            plan = "\n".join(r[0] for r in await conn.fetch(sql, *args))
+        assert "Bitmap Index Scan on " in plan and "audit_pack_ids" in plan, plan
+        assert "Seq Scan" not in plan, plan
+        # ... and the pin is undone for whatever the connection runs next.
+        assert await conn.fetchval("SHOW enable_seqscan") == "on"
+        rows = await store.query_events(
+            conn, scope=None, official=official, device=None, agencies=None, kinds=None,
+            since=since, until=None, after_id=0, limit=100)
+        assert rows and all(official in r.officials for r in rows)
+        assert await conn.fetchval("SHOW enable_seqscan") == "on"
+
+
 async def test_pages_match_a_brute_force_filter(bench: LogBench) -> None:
     """Events of several officials, sequenced and not, paged by the cursor."""
     a, b, c = uuid4(), uuid4(), uuid4()
