@@ -128,14 +128,18 @@ class Run:
 
     # --- set-up and tear-down ----------------------------------------------------
 
-    async def setup(self, pool: int, raw_relay: bool = True) -> None:
+    async def setup(self, pool: int, raw_relay: bool = True,
+                    node: harness.ServerProcess | None = None,
+                    admin_code: str | None = None) -> None:
+        """Node (started here, or ``node`` with a superadmin's ``admin_code``),
+        raw relay, load generators, and ``pool`` enrolled devices."""
         self.log(f"open files limit: {harness.raise_nofile()}")
         if self.database_url is None:
             self._db = harness.TempDatabase()
             self.database_url = await self._db.create()
             self.log(f"database {self._db.name} created")
         started = time.monotonic()
-        self.node = harness.start_node(
+        self.node = node or harness.start_node(
             "gchat-node", self.database_url, self.workspace.path("node"),
             self.workspace.path("logs"), **self.node_env)
         if raw_relay:
@@ -144,12 +148,14 @@ class Run:
             self.database_url, min_size=2, max_size=2,
             server_settings={"application_name": harness.PROBE_APP})
         self.workers = Workers(self.workers_count)
-        boot = await asyncio.to_thread(
-            harness.bootstrap_admin, self.database_url, self.workspace.path("node"))
+        if admin_code is None:
+            boot = await asyncio.to_thread(
+                harness.bootstrap_admin, self.database_url, self.workspace.path("node"))
+            admin_code = str(boot["code"])
         self.log(f"node up (pid {self.node.pid}), admin bootstrapped "
                  f"in {time.monotonic() - started:.1f}s; enrolling {pool} devices")
         started = time.monotonic()
-        self.devs = await self._enrol(boot["code"], pool)
+        self.devs = await self._enrol(admin_code, pool)
         self.results["setup"] = {"devices": len(self.devs),
                                  "enrol_s": round(time.monotonic() - started, 2)}
         self.log(f"enrolled {len(self.devs)} devices through the protocol in "

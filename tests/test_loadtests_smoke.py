@@ -49,3 +49,33 @@ async def test_files_smoke_every_file_comes_back_whole(database_url: str) -> Non
     for side in ("gchat", "raw"):
         assert summary["many"][side]["verified"] == summary["many"][side]["files"] == 3
     assert summary["blobs_left"] == 0
+
+
+async def test_scale_scenario_smoke_counts_add_up(empty_database_url: str) -> None:
+    """``python -m loadtests.scale`` scaled down: the import, search, export, audit log
+    and relay it measures happened as counted (the figures are in PERFORMANCE.md)."""
+    from loadtests import scale
+    from loadtests.scale import BROAD
+
+    result = await scale.run(officials=300, measured=300, events=3000, relay_seconds=2.0,
+                             pairs=2, rounds=len(BROAD), log=lambda _: None,
+                             database_url=empty_database_url)
+
+    assert result["import_base"] is None and result["import_measured"]["seconds"] > 0
+    assert result["import_measured"]["node_rss_peak_mib"] >= result["node_rss_start_mib"] > 0
+    # Every imported official, the superadmin and the searcher are in the export.
+    assert result["export"]["rows"] == 300 + 2
+    assert result["search"]["narrow"]["results_per_page"] >= 1
+    broad = result["search"]["broad"]["page_of"]
+    assert set(broad) == set(scale.BROAD)
+    assert broad["สม"] == broad["som"] == 20
+    assert result["auditor_last_day"]["rows_last"] >= 1
+    assert result["audit_log"]["leaves"] >= 3000 and result["audit_log"]["bytes_per_event"] > 0
+    assert result["inclusion_proof"]["leaves"] == result["audit_log"]["leaves"]
+    relay = result["relay"]
+    for phase in (relay["stale_statistics"], relay["analysed"]):
+        assert phase["rejected"] == {} and phase["outstanding_at_end"] == 0
+        assert phase["sent"] == phase["accepted"] == phase["delivered"] > 0
+    # Each message leaves an accepted and a delivered event in the log.
+    assert relay["audit_events"] >= 2 * relay["messages"]
+    assert relay["audit_bytes_per_message"] > 0 and relay["stale_over_analysed"] > 0

@@ -1,6 +1,6 @@
 """Directory export by keyset pagination: complete, in order, and an index range per page.
 
-The 400,000-official export time comes from ``python -m loadtests.directory_scale``;
+The 400,000-official export time comes from ``python -m loadtests.scale``;
 here: walking ``list_officials`` with ``after`` returns each official of the
 scope exactly once, in (name, id) order, even when many share one name; a
 page deep into the directory is an index range on ``officials_name`` that

@@ -1,6 +1,6 @@
 """Import staging at scale, scaled down: chunked apply, indexed look-ups, no leftovers.
 
-The 300,000-row figures come from ``python -m loadtests.directory_scale``;
+The 300,000-row figures come from ``python -m loadtests.scale``;
 these tests pin the properties that make them possible: the apply works
 chunk by chunk and still changes nothing if a row of a late chunk is bad,
 the staging look-up of earlier employee ids is an index range (not a scan of

@@ -1,6 +1,6 @@
 """Search at scale, scaled down: complete pages in the documented order, read off an index.
 
-The 400,000-official latencies come from ``python -m loadtests.directory_scale``.
+The 400,000-official latencies come from ``python -m loadtests.scale``.
 Here, over 6,000 officials: paging through a broad, a narrow, a two-word
 and an agency query returns every match exactly once (checked against a
 brute-force reading of the terms), in the documented order (own matches by

@@ -1,0 +1,417 @@
+"""The national-scale scenario: 400,000 officials and a million audit events on one node.
+
+    python -m loadtests.scale [--officials 400000] [--measured-import 300000]
+                              [--events 1000000] [--relay-seconds 60] [--pairs 100]
+
+One database made for the run (``GCHAT_LOADTEST_DATABASE_URL`` /
+``GCHAT_TEST_DATABASE_URL``, default postgres@127.0.0.1), dropped after,
+and one real node (``gchat serve``), filled the way an operator fills it:
+
+1. **Directory**: ``gchat admin bootstrap``, a four-level agency tree
+   (4 ministries x 5 departments x 4 bureaus x 3 divisions: 344 agencies),
+   then ``--officials`` officials with Thai and English names imported
+   through ``gchat admin import --apply`` (the CLI as its own process,
+   against the node): first the rest, then ``--measured-import`` rows into
+   a directory that already holds them.  Reports import time, the CLI's peak
+   RSS and the node's RSS (sampled every 0.2 s) before and at its peak.
+2. **Search** through the node (``search_officials`` from an official's
+   device): p50/p95 of narrow queries (a family name with its number, Thai
+   or English: 1 to 11 matches) and of broad ones (prefixes matching tens of thousands).
+3. **Export**: ``gchat admin export --output`` of the whole directory (time,
+   CLI peak RSS, rows written).
+4. **Audit log**: the node stopped, ``--events`` events appended the way the
+   node builds them (``audit_scale.fill``: the node's codec, packing and
+   Merkle accumulator), the node started again (restart time includes the
+   sequencer's takeover).  An official's last-day query (the node's
+   ``query_events``, 50 officials), inclusion proofs from storage, bytes per
+   event on disk (every audit table, partitions, indexes, TOAST).
+5. **Send throughput, statistics as a fresh database has them** (those
+   migrations took of empty tables; autovacuum off here): a closed-loop
+   relay (``--pairs`` pairs, window 2) for ``--relay-seconds``, then
+   ``ANALYZE``, then the same again: the ratio is taken in one run.  Bytes
+   per message: the growth of the audit tables (what stays) and of the
+   whole database over both phases, per message accepted.
+
+Node RSS after each stage.  Prints one JSON object (the figures in
+docs/PERFORMANCE.md and the sizing table in docs/OPERATIONS.md come from
+it); progress goes to stderr.  ``tests/test_loadtests_smoke.py`` runs it
+scaled down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from crypto.identity import IdentityKeyPair
+from gchat.client.state import DeviceState
+from gchat.store import audit as store
+from gchat.store import directory
+from loadtests import harness
+from loadtests.audit_scale import _last_json, _proof_latency, _run_measured, _uuid, fill
+from loadtests.audit_storage import _sizes
+from loadtests.clients import local_client
+from loadtests.scenarios import Run, percentile
+from protocol import frames as f
+
+GIVEN_TH = ["สมชาย", "สมหญิง", "สมศักดิ์", "ประยุทธ", "วิไล", "อนันต์", "กาญจนา", "ธนพล",
+            "ศิริพร", "ณัฐวุฒิ", "พิมพ์ชนก", "วรวุฒิ", "อรุณี", "สุรชัย", "มาลี", "ปกรณ์"]
+FAMILY_TH = ["ใจดี", "รักชาติ", "ทองคำ", "แสงทอง", "บุญมา", "ศรีสุข", "วงศ์ใหญ่", "พงษ์ไพร",
+             "สุขสวัสดิ์", "ธรรมรักษ์"]
+GIVEN_EN = ["Somchai", "Somying", "Somsak", "Prayut", "Wilai", "Anan", "Kanchana", "Thanaphon",
+            "Siriporn", "Nattawut", "Pimchanok", "Worawut", "Arunee", "Surachai", "Malee",
+            "Pakorn"]
+FAMILY_EN = ["Jaidee", "Rakchat", "Thongkham", "Saengthong", "Boonma", "Srisuk", "Wongyai",
+             "Pongprai", "Suksawat", "Thammarak"]
+POSITIONS = ["นักวิเคราะห์นโยบายและแผน", "นิติกร", "ผู้อำนวยการกอง", "นักวิชาการคอมพิวเตอร์",
+             "เจ้าพนักงานธุรการ", "นักทรัพยากรบุคคล"]
+#: Prefixes that match tens of thousands of officials each (own names, positions,
+#: agency names): the searches whose cost used to follow the matches.
+BROAD = ["สม", "som", "กรม", "สำนักงาน", "นิติ", "กอง", "jai", "ส"]
+#: Agency tree: ministries x departments x bureaus x divisions (344 agencies).
+SHAPE = (4, 5, 4, 3)
+AUDIT_OFFICIALS = 5000  # the generated audit events' officials (audit_scale.generated_events)
+
+
+def agency_tree() -> list[tuple[str, str, str, str | None]]:
+    """(code, Thai name, English name, parent code), parents first."""
+    out: list[tuple[str, str, str, str | None]] = []
+    for m in range(SHAPE[0]):
+        mc = f"M{m}"
+        out.append((mc, f"กระทรวงที่ {m}", f"Ministry {m}", None))
+        for d in range(SHAPE[1]):
+            dc = f"{mc}-D{d}"
+            out.append((dc, f"กรมที่ {d}", f"Department {d}", mc))
+            for b in range(SHAPE[2]):
+                bc = f"{dc}-B{b}"
+                out.append((bc, f"สำนักงานที่ {b}", f"Bureau {b}", dc))
+                for v in range(SHAPE[3]):
+                    out.append((f"{bc}-V{v}", f"กองที่ {v}", f"Division {v}", bc))
+    return out
+
+
+def write_officials(path: Path, first: int, count: int, codes: list[str]) -> None:
+    """An HR file of officials ``first``..``first + count - 1`` (UTF-8, the import's columns).
+
+    Every name is a common given name and a family name with the official's
+    number (E0000123 is ``... ใจดี123``), so a family name with its number
+    is a narrow query and a given name's first letters a broad one.
+    """
+    rng = random.Random(first)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        w = csv.writer(out)
+        w.writerow(["employee_id", "name_th", "name_en", "position", "agency_code", "email",
+                    "phone"])
+        for i in range(first, first + count):
+            g, fam = rng.randrange(len(GIVEN_TH)), i % len(FAMILY_TH)
+            w.writerow([f"E{i:07d}", f"{GIVEN_TH[g]} {FAMILY_TH[fam]}{i}",
+                        f"{GIVEN_EN[g]} {FAMILY_EN[fam]}{i}", POSITIONS[i % len(POSITIONS)],
+                        codes[i % len(codes)], "", ""])
+
+
+async def _create_agencies(url: str) -> list[str]:
+    """The agency tree, written directly (the subject here is officials); leaf codes."""
+    conn = await asyncpg.connect(url)
+    ids: dict[str, uuid.UUID] = {}
+    try:
+        async with conn.transaction():
+            for code, th, en, parent in agency_tree():
+                ids[code] = uuid.uuid4()
+                await directory.create_agency(conn, ids[code], code, None,
+                                              ids[parent] if parent else None,
+                                              name_th=th, name_en=en)
+        await conn.execute("ANALYZE agencies")
+    finally:
+        await conn.close()
+    # Most officials in divisions, some directly in a bureau or a department,
+    # in an order that mixes them even in a small run.
+    tree = [c for c, _, _, _ in agency_tree()]
+    codes = [c for c in tree if "-V" in c] * 12 + [c for c in tree if c.count("-") in (1, 2)]
+    random.Random(1).shuffle(codes)
+    return codes
+
+
+async def _import(path: Path, state: Path, env: dict[str, str],
+                  node: harness.ServerProcess) -> dict[str, Any]:
+    """``gchat admin import PATH --apply``: time, CLI peak RSS, node RSS before and at peak."""
+    before = node.rss_kib()
+    peak = before
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                peak = max(peak, node.rss_kib())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.2)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        _, took, cli_peak = await _run_measured(
+            ["admin", "import", str(path), "--apply", "--json", "--state", str(state)], env)
+    finally:
+        done.set()
+        await sampler
+    return {"seconds": round(took, 1), "cli_peak_rss_mib": round(cli_peak / 1024, 1),
+            "node_rss_before_mib": round(before / 1024, 1),
+            "node_rss_peak_mib": round(peak / 1024, 1),
+            "node_rss_after_mib": round(node.rss_kib() / 1024, 1)}
+
+
+async def _searches(url: str, code: str, officials: int, rounds: int) -> dict[str, Any]:
+    """search_officials through the node from an official's device, narrow and broad."""
+    client = local_client(DeviceState(url=url, identity_seed=IdentityKeyPair.generate().seed),
+                          "127.0.0.1")
+    await client.connect()
+    try:
+        await client.enroll(code, "searcher", "loadtest")
+        rng = random.Random(5)
+        narrow: list[str] = []
+        for _ in range(rounds):
+            i = rng.randrange(officials)
+            fam = i % len(FAMILY_TH)
+            narrow.append(rng.choice([f"{FAMILY_TH[fam]}{i}", f"{FAMILY_EN[fam].lower()}{i}"]))
+        broad = [BROAD[k % len(BROAD)] for k in range(rounds)]
+        out: dict[str, Any] = {}
+        for name, queries in (("narrow", narrow), ("broad", broad)):
+            for q in queries[:3]:  # warm up
+                await client.request(f.SearchOfficials, query=q, limit=20)
+            times: list[float] = []
+            found = 0
+            pages: dict[str, int] = {}
+            for q in queries:
+                t = time.perf_counter()
+                page = await client.request(f.SearchOfficials, query=q, limit=20)
+                times.append((time.perf_counter() - t) * 1000)
+                found += len(page.results)
+                pages[q] = len(page.results)
+            out[name] = {"queries": len(queries), "p50_ms": round(percentile(times, 50), 2),
+                         "p95_ms": round(percentile(times, 95), 2),
+                         "max_ms": round(max(times), 2),
+                         "results_per_page": round(found / len(queries), 1)}
+            if name == "broad":
+                out[name]["page_of"] = pages
+        return out
+    finally:
+        await client.close()
+
+
+async def _auditor_queries(url: str, first: int, events: int,
+                           samples: int = 50) -> dict[str, Any]:
+    """An official's last day (the node's query_events, first page of 100), no ANALYZE.
+
+    The officials are senders of generated events ``first`` .. ``first + events - 1``
+    (audit_scale.generated_events: event g's sender is official g mod 5,000).
+    """
+    conn = await asyncpg.connect(url)
+    try:
+        since = datetime.now(UTC) - timedelta(days=1)
+        times: list[float] = []
+        rows: list[store.EventRow] = []
+        step = max(1, min(events, AUDIT_OFFICIALS) // (samples + 3))
+        for i in range(samples + 3):
+            official = uuid.UUID(_uuid(f"o{(first + i * step) % AUDIT_OFFICIALS}"))
+            t = time.perf_counter()
+            rows = await store.query_events(
+                conn, scope=None, official=official, device=None, agencies=None, kinds=None,
+                since=since, until=None, after_id=0, limit=100)
+            if i >= 3:  # the first three warm the caches
+                times.append((time.perf_counter() - t) * 1000)
+            if not rows:
+                raise RuntimeError(f"official {official}: no events")
+        return {"officials": samples, "page": 100, "rows_last": len(rows),
+                "p50_ms": round(percentile(times, 50), 2),
+                "p95_ms": round(percentile(times, 95), 2)}
+    finally:
+        await conn.close()
+
+
+_AUDIT_TABLES = ["audit_packs", "audit_pending", "audit_subtrees", "audit_tree_heads",
+                 "audit_archived_leaves"]
+
+
+async def _bytes(url: str) -> tuple[int, int, int]:
+    """(audit tables' bytes, the database's bytes, leaves in the log)."""
+    conn = await asyncpg.connect(url)
+    try:
+        audit = sum((await _sizes(conn, _AUDIT_TABLES)).values())
+        total = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+        return audit, total, await store.log_size(conn)
+    finally:
+        await conn.close()
+
+
+async def _relay(url: str, node: harness.ServerProcess, code: str, pairs: int, seconds: float,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """Closed-loop send throughput before and after ANALYZE, and bytes per message."""
+    run = Run(short=True, workers_count=2, database_url=url, log=log,
+              overrides={"pairs": pairs, "capacity_s": seconds, "warmup_s": min(3.0, seconds / 4)})
+    try:
+        await run.setup(2 * pairs, raw_relay=False, node=node, admin_code=code)
+        audit0, total0, leaves0 = await _bytes(url)
+        log("relay, statistics as migrations left them")
+        stale = await run.relay_phase("gchat", "closed", label="stale")
+        conn = await asyncpg.connect(url)
+        try:
+            started = time.perf_counter()
+            await conn.execute("ANALYZE")
+            analysed_s = time.perf_counter() - started
+        finally:
+            await conn.close()
+        log(f"relay after ANALYZE ({analysed_s:.1f}s)")
+        fresh = await run.relay_phase("gchat", "closed", label="analysed")
+        await run.audit_drained_after()
+        audit1, total1, leaves1 = await _bytes(url)
+        messages = stale["accepted"] + fresh["accepted"]
+        keep = ("throughput", "p50_ms", "p99_ms", "sent", "accepted", "delivered", "rejected",
+                "outstanding_at_end")
+        return {
+            "pairs": pairs, "seconds": seconds,
+            "stale_statistics": {k: stale[k] for k in keep},
+            "analysed": {k: fresh[k] for k in keep},
+            "analyze_s": round(analysed_s, 1),
+            "stale_over_analysed": round(stale["throughput"] / fresh["throughput"], 3),
+            "messages": messages, "audit_events": leaves1 - leaves0,
+            "audit_bytes_per_message": round((audit1 - audit0) / messages, 1),
+            "database_bytes_per_message": round((total1 - total0) / messages, 1),
+        }
+    finally:
+        run.node = None  # the caller's node: it stops it
+        await run.teardown()
+
+
+async def run(officials: int, measured: int, events: int, relay_seconds: float, pairs: int,
+              rounds: int, log: Callable[[str], None],
+              database_url: str | None = None) -> dict[str, Any]:
+    """The scenario; on ``database_url`` (an empty database, kept) if given."""
+    db = None if database_url is not None else harness.TempDatabase()
+    work = harness.Workspace()
+    data, logs = work.path("node"), work.path("logs")
+    node: harness.ServerProcess | None = None
+    result: dict[str, Any] = {"officials": officials, "measured_import": measured,
+                              "events": events, "started": datetime.now(UTC).isoformat()}
+    try:
+        url = database_url if db is None else await db.create()
+        env = harness.node_env(url, data, 0)
+        out, _, _ = await _run_measured(
+            ["admin", "bootstrap", "--agency-code", "OPS", "--agency-name", "Operations",
+             "--name", "Scale admin", "--json"], env)
+        boot = _last_json(out)
+        codes = await _create_agencies(url)
+        node = harness.start_node("node", url, data, logs)
+        env = harness.node_env(url, data, node.port)
+        result["node_rss_start_mib"] = round(node.rss_kib() / 1024, 1)
+        admin = work.root / "admin.state"
+        await _run_measured(["client", "enroll", "--url", node.url, "--code", boot["code"],
+                             "--state", str(admin)], env)
+
+        async def cli(*args: str) -> dict[str, Any]:
+            return _last_json((await _run_measured([*args, "--state", str(admin)], env))[0])
+
+        base, rest = officials - measured, work.root / "base.csv"
+        measured_file = work.root / "measured.csv"
+        write_officials(rest, 0, base, codes)
+        write_officials(measured_file, base, measured, codes)
+        log(f"importing {base} officials, then {measured} measured")
+        result["import_base"] = await _import(rest, admin, env, node) if base else None
+        result["import_measured"] = await _import(measured_file, admin, env, node)
+        result["import_measured"]["rows_per_s"] = round(
+            measured / result["import_measured"]["seconds"])
+        log(f"import: {result['import_measured']}")
+
+        searcher = (await cli("admin", "official", "add", "--agency", codes[0], "--name-th",
+                              "ผู้ค้นหา ทดสอบ", "--json"))["id"]
+        code = (await cli("admin", "code", "issue", searcher, "--json"))["code"]
+        log("searches")
+        result["search"] = await _searches(node.url, code, officials, rounds)
+        log(f"search: {result['search']}")
+
+        export = work.root / "export.csv"
+        _, took, peak = await _run_measured(
+            ["admin", "export", "--output", str(export), "--state", str(admin)], env)
+        with export.open(encoding="utf-8-sig") as written:
+            rows = sum(1 for _ in csv.reader(written)) - 1
+        result["export"] = {"seconds": round(took, 1), "rows": rows,
+                            "cli_peak_rss_mib": round(peak / 1024, 1),
+                            "file_mib": round(export.stat().st_size / 2**20, 1)}
+        export.unlink()
+        result["node_rss_after_directory_mib"] = round(node.rss_kib() / 1024, 1)
+        log(f"export: {result['export']}")
+
+        # The relay's admin code, while the admin's state file still names this
+        # node's port (the restarted node gets another).
+        relay_code = (await cli("admin", "code", "issue", boot["official_id"], "--json"))["code"]
+        node.stop()
+        log(f"appending {events} audit events")
+        conn = await asyncpg.connect(url)
+        try:
+            first_event = await store.log_size(conn) + 1  # fill's first generated event
+            started = time.perf_counter()
+            await fill(conn, events, log=log)
+            filled = time.perf_counter() - started
+        finally:
+            await conn.close()
+        started = time.perf_counter()
+        node = harness.start_node("node", url, data, logs)
+        result["audit_fill_s"] = round(filled, 1)
+        result["node_restart_s"] = round(time.perf_counter() - started, 2)
+        result["node_rss_restarted_mib"] = round(node.rss_kib() / 1024, 1)
+        result["auditor_last_day"] = await _auditor_queries(url, first_event, events)
+        log(f"auditor query: {result['auditor_last_day']}")
+        result["inclusion_proof"] = await _proof_latency(url, 200)
+        audit_bytes, total, leaves = await _bytes(url)
+        result["audit_log"] = {"leaves": leaves, "bytes": audit_bytes,
+                               "bytes_per_event": round(audit_bytes / leaves, 1),
+                               "database_mib": round(total / 2**20, 1)}
+        log(f"audit log: {result['audit_log']}")
+
+        result["relay"] = await _relay(url, node, relay_code, pairs, relay_seconds, log)
+        result["node_rss_end_mib"] = round(node.rss_kib() / 1024, 1)
+        result["finished"] = datetime.now(UTC).isoformat()
+        return result
+    finally:
+        if node is not None:
+            node.stop()
+        if db is not None:
+            with contextlib.suppress(Exception):
+                await db.drop()
+        work.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.scale")
+    parser.add_argument("--officials", type=int, default=400_000)
+    parser.add_argument("--measured-import", type=int, default=300_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--relay-seconds", type=float, default=60.0)
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--searches", type=int, default=200, help="of each kind")
+    args = parser.parse_args(argv)
+    if not 0 < args.measured_import <= args.officials:
+        parser.error("--measured-import must be between 1 and --officials")
+
+    def log(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
+
+    result = asyncio.run(run(args.officials, args.measured_import, args.events,
+                             args.relay_seconds, args.pairs, args.searches, log))
+    print(json.dumps(result, indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
