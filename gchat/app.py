@@ -81,6 +81,7 @@ from gchat.runtime.ratelimit import (
     parse_overrides,
 )
 from gchat.runtime.redis_broker import RedisBroker, connect_redis
+from gchat.runtime.redis_pool import IdlePool
 from gchat.runtime.server_keys import ServerKeys
 from gchat.runtime.version import version
 from gchat.store import messages, migrations
@@ -175,7 +176,15 @@ class App:
             assert self.db is not None
             self.broker = PostgresBroker(dsn, self.db.pool, self.node_id, self.metrics)
         if config.redis_url:
-            self._redis = connect_redis(config.redis_url)
+            self._redis = connect_redis(
+                config.redis_url, max_connections=config.redis_max_connections
+            )
+            pool = self._redis.connection_pool
+            if isinstance(pool, IdlePool):
+                self._background.append(
+                    asyncio.create_task(pool.reap_forever(config.redis_idle_seconds))
+                )
+                self.metrics.redis_connections.set_function(lambda: float(pool.size()[0]))
             self.broker = RedisBroker(self._redis, config.redis_prefix, self.node_id, self.metrics)
             self.limiter = RedisRateLimiter(
                 self._redis,

@@ -34,6 +34,10 @@ class Config:
     reuse_port: bool = False
     #: Prefix of every Redis key and channel (several deployments, or tests, may share a Redis).
     redis_prefix: str = "gchat:"
+    #: Most Redis connections a node opens (pub/sub included); idle ones beyond
+    #: one are closed after ``redis_idle_seconds`` unused.
+    redis_max_connections: int = 32
+    redis_idle_seconds: float = 30.0
     #: Names this deployment in the signed auth message (domain separation).
     server_id: str = "gchat"
     #: Names this process in logs and metrics.

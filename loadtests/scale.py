@@ -305,7 +305,7 @@ async def run(officials: int, measured: int, events: int, relay_seconds: float, 
     result: dict[str, Any] = {"officials": officials, "measured_import": measured,
                               "events": events, "started": datetime.now(UTC).isoformat()}
     try:
-        url = database_url if db is None else await db.create()
+        url = await db.create() if db is not None else str(database_url)
         env = harness.node_env(url, data, 0)
         out, _, _ = await _run_measured(
             ["admin", "bootstrap", "--agency-code", "OPS", "--agency-name", "Operations",

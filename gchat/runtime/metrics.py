@@ -98,8 +98,9 @@ class NodeMetrics:
             "gchat_inbox_reads_total", "device inboxes read from the database", registry=r
         )
         self.inbox_envelopes = Gauge(
-            "gchat_inbox_envelopes",
-            "envelopes waiting in all inboxes (PostgreSQL's live-row estimate, every 15 s)",
+            "gchat_inbox_envelopes_estimate",
+            "envelopes waiting in all inboxes: PostgreSQL's live-row estimate (n_live_tup), "
+            "sampled every 15 s; it lags the truth by seconds, more after bulk changes",
             registry=r,
         )
         self.acks = Counter(
@@ -124,6 +125,11 @@ class NodeMetrics:
         self.redis_up = Gauge(
             "gchat_redis_up",
             "1 when the Redis pub/sub connection is up, 0 when degraded",
+            registry=r,
+        )
+        self.redis_connections = Gauge(
+            "gchat_redis_connections",
+            "Redis connections this node holds open, in use or idle (0 without Redis)",
             registry=r,
         )
         self.redis_reconnects = Counter(

@@ -63,6 +63,7 @@ from redis.backoff import NoBackoff
 
 from gchat.runtime.broker import InProcessBroker, Listener, Signal, SignalKind
 from gchat.runtime.metrics import NodeMetrics
+from gchat.runtime.redis_pool import IdlePool
 
 log = logging.getLogger("gchat.runtime.redis_broker")
 
@@ -73,21 +74,28 @@ _ALIVE = "alive"
 MAX_OUTBOX = 200_000
 
 
-def connect_redis(url: str, timeout: float = 1.0) -> Redis:
+def connect_redis(url: str, timeout: float = 1.0, max_connections: int = 32) -> Redis:
     """A client for ``url`` that fails fast instead of retrying on its own.
 
     The broker and the rate limiter each decide what to do when Redis is
     unreachable (poll PostgreSQL, count locally), so a command must not
-    hang in redis-py's own retry loop meanwhile.
+    hang in redis-py's own retry loop meanwhile.  At most
+    ``max_connections`` (the pub/sub one included; a command beyond them
+    waits up to ``timeout`` for one, then fails as if Redis were down),
+    closed again when idle (:class:`~gchat.runtime.redis_pool.IdlePool`:
+    the node runs its reaper).
     """
-    client: Redis = Redis.from_url(
+    pool = IdlePool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         socket_keepalive=True,
         retry=Retry(NoBackoff(), 0),
         decode_responses=False,
     )
+    client: Redis = Redis.from_pool(pool)
     return client
 
 

@@ -259,7 +259,7 @@ async def test_inbox_depth_is_exposed_for_monitoring(world: World) -> None:
             return str(response.read().decode())
 
     text = await asyncio.to_thread(scrape)
-    assert "# TYPE gchat_inbox_envelopes gauge" in text
+    assert "# TYPE gchat_inbox_envelopes_estimate gauge" in text
 
 
 async def test_a_live_recipient_gets_committed_rows_without_an_inbox_read(world: World) -> None:

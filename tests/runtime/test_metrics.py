@@ -99,7 +99,8 @@ async def test_node_exposes_process_runtime_and_audit_metrics(started: App) -> N
         "gchat_event_loop_lag_seconds",
         "gchat_audit_sequencer_lag_seconds",
         "gchat_audit_unsequenced_events",
-        "gchat_inbox_envelopes",
+        "gchat_inbox_envelopes_estimate",
+        "gchat_redis_connections",
         "gchat_connections",
     ):
         assert name in values, name
