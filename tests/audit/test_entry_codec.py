@@ -144,7 +144,7 @@ def test_the_byte_search_finds_every_event_that_holds_a_key(
         event = AuditEvent("keys.bundle_fetched", actor_official=ids[0], details=body)
         entry = encode_entry(event, _AT)
         officials, devices = involved(event)
-        stored = codec.encode(entry, event.kind, officials, [str(u) for u in ids[1:]], devices,
+        stored = codec.encode(entry, event.kind, officials, ids[1:], devices,
                               _AT)
         records.append((100 + n, _AT + timedelta(seconds=n), stored))
     found = list(codec.scan_involving(codec.pack_events(records), [key.bytes]))
