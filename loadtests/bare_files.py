@@ -17,16 +17,13 @@ Run it with ``python -m loadtests.bare_files --port 0``; it prints
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-import signal
 import uuid
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from gchat.app import WEBSOCKET_SETTINGS
+from loadtests import bare_server
 from protocol import frames as f
 from protocol import limits
 from protocol.codec import server_codec
@@ -78,36 +75,9 @@ class BareFiles:
                 await ws.send(codec.encode(self.answer(codec.decode(data))))
 
 
-async def run(host: str, port: int) -> None:
-    handler = BareFiles()
-    async with serve(
-        handler.handle,
-        host,
-        port,
-        subprotocols=[MSGPACK_SUBPROTOCOL],  # type: ignore[list-item]
-        **WEBSOCKET_SETTINGS,
-    ) as server:
-        bound = server.sockets[0].getsockname()
-        print(f"bare file handler listening on {bound[0]}:{bound[1]}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.bare_files")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        asyncio.run(run(args.host, args.port))
-    else:
-        uvloop.run(run(args.host, args.port))
+    bare_server.main("bare_files", BareFiles().handle, MSGPACK_SUBPROTOCOL,
+                     "bare file handler", argv)
 
 
 if __name__ == "__main__":

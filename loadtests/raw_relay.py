@@ -22,16 +22,13 @@ Run it on its own with ``python -m loadtests.raw_relay --port 0``; it prints
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-import signal
 
 import msgspec
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from gchat.app import WEBSOCKET_SETTINGS
+from loadtests import bare_server
 from protocol.version import MSGPACK_SUBPROTOCOL
 
 SUBPROTOCOL = MSGPACK_SUBPROTOCOL
@@ -78,36 +75,8 @@ class Relay:
                 del self.peers[me]
 
 
-async def run(host: str, port: int) -> None:
-    relay = Relay()
-    async with serve(
-        relay.handle,
-        host,
-        port,
-        subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-        **WEBSOCKET_SETTINGS,
-    ) as server:
-        bound = server.sockets[0].getsockname()
-        print(f"raw relay listening on {bound[0]}:{bound[1]}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.raw_relay")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        asyncio.run(run(args.host, args.port))
-    else:
-        uvloop.run(run(args.host, args.port))
+    bare_server.main("raw_relay", Relay().handle, SUBPROTOCOL, "raw relay", argv)
 
 
 if __name__ == "__main__":
