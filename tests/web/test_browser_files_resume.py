@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -36,6 +37,31 @@ def anong(browser: Browser, node: Node, team: Team) -> Iterator[Page]:
     with enrolled_page(browser, node, team.anong_code, "โทรศัพท์อนงค์",
                        viewport=ui.PHONE_LARGE, is_mobile=True) as page:
         yield page
+
+
+@pytest.fixture(autouse=True)
+def node_back_up(team: Team) -> Iterator[None]:
+    """A test that failed between kill and restart must not leave the next one without a node."""
+    yield
+    if team.node.proc.poll() is not None:
+        team.node.restart()
+
+
+@contextmanager
+def slowed(page: Page, rate: int = 10) -> Iterator[None]:
+    """Run the page's JavaScript ``rate`` times slower (CDP CPU throttling).
+
+    The page encrypts, decrypts and hashes every chunk, so this stretches a
+    transfer from a fraction of a second on a quiet machine to seconds: the
+    kill lands mid-transfer instead of racing its end (it lost that race in CI).
+    """
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Emulation.setCPUThrottlingRate", {"rate": rate})
+    try:
+        yield
+    finally:
+        cdp.send("Emulation.setCPUThrottlingRate", {"rate": 1})
+        cdp.detach()
 
 
 #: Large enough that a transfer is still moving when the test kills the node.
@@ -68,8 +94,9 @@ def test_an_upload_cut_by_a_killed_node_resumes_where_it_stopped(
     rows = attachment_rows(team.node)
     data = os.urandom(BIG)
     attach(anong, "attach-file", "survey.bin", "application/octet-stream", data)
-    mid_transfer(anong, "[data-testid=upload] progress")
-    team.node.kill()
+    with slowed(anong):
+        mid_transfer(anong, "[data-testid=upload] progress")
+        team.node.kill()
     # Cut before its end: still uploading, nothing sent; it waits for the node.
     expect(anong.locator("[data-status=offline]")).to_be_visible(timeout=20_000)
     expect(anong.get_by_test_id("upload")).to_be_visible()
@@ -94,8 +121,9 @@ def test_a_download_cut_by_a_killed_node_resumes_and_checks_out(
     ui.open_first_chat(anong)
     box = anong.locator("[data-testid=file]", has_text="scan.bin")
     box.get_by_role("button", name="ดาวน์โหลด").click()
-    mid_transfer(anong, "[data-testid=file] progress")
-    team.node.kill()
+    with slowed(anong):
+        mid_transfer(anong, "[data-testid=file] progress")
+        team.node.kill()
     expect(anong.locator("[data-status=offline]")).to_be_visible(timeout=20_000)
     expect(box.get_by_test_id("file-save")).to_have_count(0)  # cut before its end
     team.node.restart()
@@ -109,10 +137,11 @@ def test_cancel_stops_an_upload_and_sends_nothing(
 ) -> None:
     ui.open_chat_by_search(anong, "ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")
     attach(anong, "attach-file", "draft.bin", "application/octet-stream", os.urandom(BIG))
-    mid_transfer(anong, "[data-testid=upload] progress")
-    # Cancelled while it cannot finish (its node is down, it waits to resume): nothing is sent,
-    # also not once the node is back.
-    team.node.kill()
+    with slowed(anong):
+        mid_transfer(anong, "[data-testid=upload] progress")
+        # Cancelled while it cannot finish (its node is down, it waits to resume): nothing
+        # is sent, also not once the node is back.
+        team.node.kill()
     expect(anong.locator("[data-status=offline]")).to_be_visible(timeout=20_000)
     anong.get_by_test_id("upload").get_by_role("button", name="ยกเลิก").click()
     expect(anong.get_by_test_id("upload")).to_have_count(0)
