@@ -2,8 +2,11 @@
 
 The broker carries hints, never messages: PostgreSQL holds the envelopes,
 and a lost signal only delays delivery until the next one (or reconnect).
-``InProcessBroker`` serves a single node; ``gchat.runtime.redis_broker.RedisBroker``
-serves many nodes. Both implement ``Broker``.
+``InProcessBroker`` serves a single process. Across processes,
+``gchat.runtime.redis_broker.RedisBroker`` (Redis pub/sub, many nodes) and
+``gchat.runtime.postgres_broker.PostgresBroker`` (LISTEN/NOTIFY, workers
+sharing a database) carry signals; their common recovery rules are
+``gchat.runtime.relayed_broker.RelayedBroker``'s. All implement ``Broker``.
 """
 
 import logging

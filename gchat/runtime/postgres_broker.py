@@ -50,15 +50,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
-from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from gchat.runtime.broker import InProcessBroker, Listener, Signal, SignalKind
+from gchat.runtime.broker import Signal, SignalKind
 from gchat.runtime.metrics import NodeMetrics
+from gchat.runtime.relayed_broker import ALIVE, RESYNC, RelayedBroker
 
 log = logging.getLogger("gchat.runtime.postgres_broker")
 
@@ -71,8 +70,6 @@ MAX_PAYLOAD = 7900
 MAX_OUTBOX = 20_000
 #: Notifications sent in one statement.
 _PER_STATEMENT = 500
-_RESYNC = "resync"
-_ALIVE = "alive"
 _APPLICATION = "gchat-signals"
 
 
@@ -91,8 +88,18 @@ def payloads(origin: str, kind: str, value: int | str | None, devices: list[UUID
     return out
 
 
-class PostgresBroker:
-    """The ``Broker`` for processes sharing a database and no Redis."""
+class PostgresBroker(RelayedBroker[str]):
+    """The ``Broker`` for processes sharing a database and no Redis.
+
+    The recovery rules are ``RelayedBroker``'s; this class holds the
+    LISTENing connection and the batched NOTIFYs.
+    """
+
+    log = log
+    task_name = "pg-broker"
+    peer = "process"
+    transport = "signals"
+    degraded_at_start = "cannot LISTEN yet: polling PostgreSQL every %.0f ms until it can"
 
     def __init__(
         self,
@@ -107,123 +114,37 @@ class PostgresBroker:
         ping_interval: float = 1.0,
         channel: str = CHANNEL,
     ) -> None:
+        super().__init__(
+            node_id,
+            metrics,
+            poll_interval=poll_interval,
+            backoff_min=backoff_min,
+            backoff_max=backoff_max,
+            ping_interval=ping_interval,
+        )
         self._dsn = dsn
         self._pool = pool
-        # Names this process, not just the node: two processes with one node
-        # id would otherwise drop each other's signals as their own.
-        self._node = f"{node_id}#{secrets.token_hex(3)}"
-        self._metrics = metrics if metrics is not None else NodeMetrics()
-        self._poll_interval = poll_interval
-        self._backoff_min = backoff_min
-        self._backoff_max = backoff_max
-        self._ping_interval = ping_interval
         self._channel = channel
-        self._local = InProcessBroker()
-        self._outbox: list[str] = []
-        self._outbox_ready = asyncio.Event()
-        self._up = asyncio.Event()
-        self._healthy = False
-        self._missed = False  # a publish was lost: send a resync first next time
-        self._closing = False
-        self._ever_up = False
-        self._last_heard = 0.0
-        self._peers: dict[str, float] = {}  # process -> when it last said it is alive
-        self._dead_after = 3 * ping_interval + 0.5
-        self._tasks: list[asyncio.Task[None]] = []
-        self._flusher: asyncio.Task[None] | None = None
         #: The listening connection's backend pid (tests terminate it).
         self.listener_pid: int | None = None
 
-    # --- Broker -------------------------------------------------------------
-
-    @property
-    def healthy(self) -> bool:
-        return self._healthy
-
-    async def start(self, wait: float = 3.0) -> None:
-        """Start listening; a process that cannot yet starts degraded (polling)."""
-        self._tasks = [
-            asyncio.create_task(self._supervise(), name="pg-broker-listener"),
-            asyncio.create_task(self._poll(), name="pg-broker-poller"),
-        ]
-        self._flusher = asyncio.create_task(self._flush_forever(), name="pg-broker-flusher")
-        try:
-            await asyncio.wait_for(self._up.wait(), wait)
-        except TimeoutError:
-            log.warning(
-                "cannot LISTEN yet: polling PostgreSQL every %.0f ms until it can",
-                self._poll_interval * 1000,
-            )
-
-    def subscribe(self, device_id: UUID, listener: Listener) -> None:
-        self._local.subscribe(device_id, listener)
-
-    def unsubscribe(self, device_id: UUID, listener: Listener) -> None:
-        self._local.unsubscribe(device_id, listener)
-
-    def devices(self) -> list[UUID]:
-        return self._local.devices()
-
-    def has_listeners(self, device_id: UUID) -> bool:
-        return self._local.has_listeners(device_id)
-
-    async def connected(self, device_ids: Iterable[UUID]) -> set[UUID]:
-        """This process's devices only (see the module docstring)."""
-        return await self._local.connected(device_ids)
-
-    def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
-        self._local.deliver(device_ids, signal)
-
-    async def publish(
-        self, device_ids: Iterable[UUID], signal: Signal, *, local: bool = True
-    ) -> None:
-        """Signal these devices here at once (unless ``local`` is False) and in
-        every other process soon (queued for the flusher; never waits)."""
-        ids = list(device_ids)
-        if local:
-            self._local.deliver(ids, signal)
-        if self._closing or not ids:
-            return
-        if len(self._outbox) >= MAX_OUTBOX:
-            self._missed = True
-            self._metrics.broker_publish_failures.inc(len(ids))
-            return
-        self._outbox.extend(payloads(self._node, signal.kind.value, signal.value, ids))
-        self._metrics.broker_published.inc(len(ids))
-        self._outbox_ready.set()
-
-    async def close(self) -> None:
-        """Send what is queued (briefly), then stop listening."""
-        self._closing = True
-        self._outbox_ready.set()
-        if self._flusher is not None:
-            try:
-                await asyncio.wait_for(self._flusher, 2.0)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
-            except Exception:
-                log.exception("flush at close failed")
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._set_healthy(False, "closed")
-
     # --- publishing -----------------------------------------------------------
 
-    async def _flush_forever(self) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            batch, self._outbox = self._outbox, []
-            if batch:
-                await self._flush(batch)
-            if self._closing and not self._outbox:
-                return
+    def _room_for(self, devices: int) -> bool:
+        # Queued even while not listening: NOTIFY goes through the pool.
+        return len(self._outbox) < MAX_OUTBOX
+
+    def _queue(self, device_ids: list[UUID], signal: Signal) -> None:
+        self._outbox.extend(payloads(self._node, signal.kind.value, signal.value, device_ids))
+        self._metrics.broker_published.inc(len(device_ids))
+
+    def _control(self, kind: str) -> str:
+        return json.dumps([self._node, kind, None, ""])
 
     async def _flush(self, batch: list[str]) -> None:
         missed = self._missed
         if missed:
-            batch = [json.dumps([self._node, _RESYNC, None, ""]), *batch]
+            batch = [self._control(RESYNC), *batch]
         try:
             async with self._pool.acquire() as conn:
                 for start in range(0, len(batch), _PER_STATEMENT):
@@ -275,16 +196,15 @@ class PostgresBroker:
             if self._closing:
                 break
             self._set_healthy(False, reason)
-            delay = min(self._backoff_max, self._backoff_min * 2**attempt)
+            await self._back_off(attempt)
             attempt += 1
-            await asyncio.sleep(delay * (0.5 + secrets.randbelow(500) / 1000))  # jitter
 
     async def _watch(self, lost: asyncio.Event) -> None:
         """Say ``alive`` every ping interval; return when the connection is lost
         or has heard nothing (not even our own ``alive``) for too long."""
         loop = asyncio.get_running_loop()
         while True:
-            self._enqueue(_ALIVE)
+            self._enqueue(ALIVE)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lost.wait(), self._ping_interval)
             if lost.is_set():
@@ -293,8 +213,7 @@ class PostgresBroker:
                 raise ConnectionError("heard no notification, not even our own")
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        loop = asyncio.get_running_loop()
-        self._last_heard = loop.time()
+        self._last_heard = asyncio.get_running_loop().time()
         try:
             origin, kind, value, hexes = json.loads(payload)
         except (ValueError, TypeError):
@@ -302,16 +221,12 @@ class PostgresBroker:
             return
         if origin == self._node:
             return  # our own: local listeners were called when it was published
-        if kind == _ALIVE:
-            if origin not in self._peers:
-                log.info("process %s is alive", origin)
-            self._peers[origin] = loop.time()
+        if kind == ALIVE:
+            self._heard_alive(origin)
             return
         self._metrics.broker_received.inc()
-        if kind == _RESYNC:
-            devices = self._local.devices()
-            log.info("resync from %s: waking %d devices", origin, len(devices))
-            self._local.deliver(devices, Signal(SignalKind.WAKE))
+        if kind == RESYNC:
+            self._heard_resync(origin)
             return
         try:
             signal = Signal(SignalKind(kind), value)
@@ -332,56 +247,8 @@ class PostgresBroker:
 
     # --- health -------------------------------------------------------------
 
-    def _set_healthy(self, up: bool, reason: str = "") -> None:
-        if up == self._healthy:
-            return
-        self._healthy = up
-        if up:
-            self._up.set()
-            if self._ever_up:
-                log.warning("LISTEN back: waking every device, leaving PostgreSQL polling")
-            else:
-                log.info("listening for signals on %s as %s", self._channel, self._node)
-            self._ever_up = True
+    def _came_up(self, again: bool) -> None:
+        if again:
+            log.warning("LISTEN back: waking every device, leaving PostgreSQL polling")
         else:
-            self._up.clear()
-            self._peers.clear()  # we cannot hear them: not evidence that they died
-            if not self._closing:
-                log.warning(
-                    "signals degraded (%s): polling PostgreSQL every %.0f ms",
-                    reason,
-                    self._poll_interval * 1000,
-                )
-
-    def _enqueue(self, kind: str) -> None:
-        self._outbox.append(json.dumps([self._node, kind, None, ""]))
-        self._outbox_ready.set()
-
-    async def _poll(self) -> None:
-        """Wake every local device each poll interval while not listening;
-        wake them once when another process falls silent."""
-        wake = Signal(SignalKind.WAKE)
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self._poll_interval)
-            if self._closing:
-                continue
-            if self._healthy:
-                now = loop.time()
-                silent = [n for n, t in self._peers.items() if now - t > self._dead_after]
-                for node in silent:
-                    del self._peers[node]
-                if silent:
-                    devices = self._local.devices()
-                    log.warning(
-                        "process %s went silent: waking %d devices in case its last "
-                        "signals were lost",
-                        ",".join(silent),
-                        len(devices),
-                    )
-                    self._local.deliver(devices, wake)
-                continue
-            devices = self._local.devices()
-            if devices:
-                self._metrics.degraded_polls.inc()
-                self._local.deliver(devices, wake)
+            log.info("listening for signals on %s as %s", self._channel, self._node)

@@ -51,8 +51,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
-import secrets
 from collections.abc import Iterable
 from uuid import UUID
 
@@ -61,14 +59,13 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from gchat.runtime.broker import InProcessBroker, Listener, Signal, SignalKind
+from gchat.runtime.broker import Listener, Signal, SignalKind
 from gchat.runtime.metrics import NodeMetrics
 from gchat.runtime.redis_pool import IdlePool
+from gchat.runtime.relayed_broker import ALIVE, RESYNC, RelayedBroker
 
 log = logging.getLogger("gchat.runtime.redis_broker")
 
-_RESYNC = "resync"
-_ALIVE = "alive"
 #: Publishes waiting for the flusher beyond this are dropped (and a resync
 #: is sent later): memory stays bounded when Redis is slow.
 MAX_OUTBOX = 200_000
@@ -104,8 +101,21 @@ def _chunks(items: list[bytes], size: int) -> Iterable[list[bytes]]:
         yield items[i : i + size]
 
 
-class RedisBroker:
-    """The ``Broker`` for many nodes: per-device channels on one Redis."""
+class RedisBroker(RelayedBroker[tuple[bytes, bytes]]):
+    """The ``Broker`` for many nodes: per-device channels on one Redis.
+
+    The recovery rules are ``RelayedBroker``'s; this class holds the
+    subscriptions, the pipelined PUBLISHes and presence by ``PUBSUB NUMSUB``.
+    """
+
+    log = log
+    task_name = "redis-broker"
+    peer = "node"
+    transport = "redis pub/sub"
+    degraded_at_start = (
+        "redis unreachable at start: node runs degraded, polling PostgreSQL "
+        "every %.0f ms until it connects"
+    )
 
     def __init__(
         self,
@@ -121,61 +131,27 @@ class RedisBroker:
         subscribe_chunk: int = 500,
         publish_chunk: int = 1000,
     ) -> None:
+        super().__init__(
+            node_id,
+            metrics,
+            poll_interval=poll_interval,
+            backoff_min=backoff_min,
+            backoff_max=backoff_max,
+            ping_interval=ping_interval,
+        )
         self._redis = redis
         self._prefix = prefix
         self._device_prefix = f"{prefix}dev:".encode()
         self._cluster = f"{prefix}cluster".encode()
-        # The origin of our signals names this process, not just the node:
-        # two processes configured with one node id (one shared data folder)
-        # would otherwise drop each other's signals as their own.
-        self._node = f"{node_id}#{secrets.token_hex(3)}"
-        self._metrics = metrics if metrics is not None else NodeMetrics()
-        self._poll_interval = poll_interval
-        self._backoff_min = backoff_min
-        self._backoff_max = backoff_max
-        self._ping_interval = ping_interval
         self._subscribe_chunk = subscribe_chunk
         self._publish_chunk = publish_chunk
-        self._local = InProcessBroker()
         self._dirty: set[UUID] = set()  # devices whose subscription may need changing
         self._subscribed: set[UUID] = set()
         self._changed = asyncio.Event()
-        self._outbox: list[tuple[bytes, bytes]] = []
-        self._outbox_ready = asyncio.Event()
         self._recycle = asyncio.Event()
-        self._up = asyncio.Event()
-        self._healthy = False
-        self._missed = False  # a publish was lost: send a resync once back
-        self._closing = False
-        self._ever_up = False
-        self._last_heard = 0.0
-        self._peers: dict[str, float] = {}  # node id -> when it last said it is alive
-        self._dead_after = 3 * ping_interval + 0.5
-        self._tasks: list[asyncio.Task[None]] = []
-        self._flusher: asyncio.Task[None] | None = None
         self._metrics.redis_up.set(0)
 
     # --- Broker -------------------------------------------------------------
-
-    @property
-    def healthy(self) -> bool:
-        return self._healthy
-
-    async def start(self, wait: float = 3.0) -> None:
-        """Connect and subscribe; a node whose Redis is down starts degraded."""
-        self._tasks = [
-            asyncio.create_task(self._supervise(), name="redis-broker-supervisor"),
-            asyncio.create_task(self._poll_while_degraded(), name="redis-broker-poller"),
-        ]
-        self._flusher = asyncio.create_task(self._flush_forever(), name="redis-broker-flusher")
-        try:
-            await asyncio.wait_for(self._up.wait(), wait)
-        except TimeoutError:
-            log.warning(
-                "redis unreachable at start: node runs degraded, polling PostgreSQL "
-                "every %.0f ms until it connects",
-                self._poll_interval * 1000,
-            )
 
     def subscribe(self, device_id: UUID, listener: Listener) -> None:
         first = not self._local.has_listeners(device_id)
@@ -190,56 +166,41 @@ class RedisBroker:
             self._dirty.add(device_id)
             self._changed.set()
 
-    async def publish(
-        self, device_ids: Iterable[UUID], signal: Signal, *, local: bool = True
-    ) -> None:
-        """Signal these devices here at once (unless ``local`` is False) and on
-        every other node soon.
+    async def connected(self, device_ids: Iterable[UUID]) -> set[UUID]:
+        """Devices listening here, or on a node SUBSCRIBEd to their channel.
 
-        Returns without waiting for Redis: the PUBLISHes are queued and
-        pipelined by one flusher task, so a commit never waits on Redis and
-        every publish of a busy moment shares a round trip.
+        One ``PUBSUB NUMSUB`` for the devices not connected here: the
+        subscriptions this broker keeps are the presence record, so nothing
+        is written on connect and nothing is left stale when a node dies.
+        A device that connected a moment ago may not be subscribed yet (one
+        push too many, never a message lost). Redis unreachable: this node's
+        devices only. (On Redis Cluster NUMSUB counts one shard's clients.)
         """
-        ids = list(device_ids)
-        if local:
-            self._local.deliver(ids, signal)
-        if self._closing or not ids:
-            return
-        if not self._healthy or len(self._outbox) + len(ids) > MAX_OUTBOX:
-            self._missed = True
-            self._metrics.broker_publish_failures.inc(len(ids))
-            return
-        payload = json.dumps([self._node, signal.kind.value, signal.value]).encode()
-        self._outbox.extend((self._device_prefix + str(d).encode(), payload) for d in ids)
-        self._outbox_ready.set()
-
-    async def close(self) -> None:
-        """Send what is queued (briefly), then drop the connection."""
-        self._closing = True
-        self._outbox_ready.set()
-        if self._flusher is not None:
-            try:
-                await asyncio.wait_for(self._flusher, 2.0)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
-            except Exception:
-                log.exception("flush at close failed")
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._set_healthy(False, "closed")
+        ids = set(device_ids)
+        here = {d for d in ids if self._local.has_listeners(d)}
+        others = [d for d in ids if d not in here]
+        if not others or not self._healthy:
+            return here
+        channels = [self._device_prefix + str(d).encode() for d in others]
+        try:
+            counts = await self._redis.pubsub_numsub(*channels)
+        except Exception as error:  # noqa: BLE001 - presence is a hint
+            log.debug("presence lookup failed (%s)", _describe(error))
+            return here
+        return here | {d for d, (_, n) in zip(others, counts, strict=True) if int(n) > 0}
 
     # --- publishing -----------------------------------------------------------
 
-    async def _flush_forever(self) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            batch, self._outbox = self._outbox, []
-            if batch:
-                await self._flush(batch)
-            if self._closing and not self._outbox:
-                return
+    def _room_for(self, devices: int) -> bool:
+        # Down, a PUBLISH would fail: counted as lost now, resynced once back.
+        return self._healthy and len(self._outbox) + devices <= MAX_OUTBOX
+
+    def _queue(self, device_ids: list[UUID], signal: Signal) -> None:
+        payload = json.dumps([self._node, signal.kind.value, signal.value]).encode()
+        self._outbox.extend((self._device_prefix + str(d).encode(), payload) for d in device_ids)
+
+    def _control(self, kind: str) -> tuple[bytes, bytes]:
+        return self._cluster, json.dumps([self._node, kind, None]).encode()
 
     async def _flush(self, batch: list[tuple[bytes, bytes]]) -> None:
         if not self._healthy:
@@ -303,9 +264,8 @@ class RedisBroker:
             if self._healthy:
                 log.warning("redis pub/sub lost (%s)", reason)
             self._set_healthy(False, reason)
-            delay = min(self._backoff_max, self._backoff_min * 2**attempt)
+            await self._back_off(attempt)
             attempt += 1
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             log.debug("redis reconnect attempt %d", attempt)
 
     async def _run_connected(self, pubsub: PubSub) -> None:
@@ -358,7 +318,7 @@ class RedisBroker:
             if now - last_ping >= self._ping_interval:
                 last_ping = now
                 await pubsub.ping()
-                self._enqueue(self._cluster, _ALIVE)
+                self._enqueue(ALIVE)
             if now - self._last_heard > 3 * self._ping_interval + 1:
                 raise ConnectionError("redis stopped answering pings")
 
@@ -398,17 +358,13 @@ class RedisBroker:
             return
         if origin == self._node:
             return  # our own: local listeners were called when it was published
-        if channel == self._cluster and kind == _ALIVE:
-            if origin not in self._peers:
-                log.info("node %s is alive", origin)
-            self._peers[origin] = asyncio.get_running_loop().time()
+        if channel == self._cluster and kind == ALIVE:
+            self._heard_alive(origin)
             return
         self._metrics.broker_received.inc()
         if channel == self._cluster:
-            if kind == _RESYNC:
-                devices = self._local.devices()
-                log.info("resync from node=%s: waking %d devices", origin, len(devices))
-                self._local.deliver(devices, Signal(SignalKind.WAKE))
+            if kind == RESYNC:
+                self._heard_resync(origin)
             return
         device = self._device_of(channel)
         if device is None:
@@ -420,101 +376,25 @@ class RedisBroker:
             return
         self._local.deliver([device], signal)
 
-    def devices(self) -> list[UUID]:
-        return self._local.devices()
-
-    def has_listeners(self, device_id: UUID) -> bool:
-        return self._local.has_listeners(device_id)
-
-    async def connected(self, device_ids: Iterable[UUID]) -> set[UUID]:
-        """Devices listening here, or on a node SUBSCRIBEd to their channel.
-
-        One ``PUBSUB NUMSUB`` for the devices not connected here: the
-        subscriptions this broker keeps are the presence record, so nothing
-        is written on connect and nothing is left stale when a node dies.
-        A device that connected a moment ago may not be subscribed yet (one
-        push too many, never a message lost). Redis unreachable: this node's
-        devices only. (On Redis Cluster NUMSUB counts one shard's clients.)
-        """
-        ids = set(device_ids)
-        here = {d for d in ids if self._local.has_listeners(d)}
-        others = [d for d in ids if d not in here]
-        if not others or not self._healthy:
-            return here
-        channels = [self._device_prefix + str(d).encode() for d in others]
-        try:
-            counts = await self._redis.pubsub_numsub(*channels)
-        except Exception as error:  # noqa: BLE001 - presence is a hint
-            log.debug("presence lookup failed (%s)", _describe(error))
-            return here
-        return here | {d for d, (_, n) in zip(others, counts, strict=True) if int(n) > 0}
-
-    def deliver(self, device_ids: Iterable[UUID], signal: Signal) -> None:
-        self._local.deliver(device_ids, signal)
-
     # --- health -------------------------------------------------------------
 
     def _set_healthy(self, up: bool, reason: str = "") -> None:
-        if up == self._healthy:
-            return
-        self._healthy = up
-        self._metrics.redis_up.set(1 if up else 0)
-        if up:
-            self._up.set()
-            if self._ever_up:
-                self._metrics.redis_reconnects.inc()
-                log.warning(
-                    "redis pub/sub back: resubscribed %d devices, leaving PostgreSQL polling",
-                    len(self._subscribed),
-                )
-            else:
-                log.info("redis pub/sub connected node=%s", self._node)
-            self._ever_up = True
-            if self._missed:
-                self._missed = False
-                self._enqueue(self._cluster, _RESYNC)
+        if up != self._healthy:
+            self._metrics.redis_up.set(1 if up else 0)
+        super()._set_healthy(up, reason)
+
+    def _came_up(self, again: bool) -> None:
+        if again:
+            self._metrics.redis_reconnects.inc()
+            log.warning(
+                "redis pub/sub back: resubscribed %d devices, leaving PostgreSQL polling",
+                len(self._subscribed),
+            )
         else:
-            self._up.clear()
-            self._peers.clear()  # we cannot hear them: not evidence that they died
-            if not self._closing:
-                log.warning(
-                    "redis pub/sub degraded (%s): polling PostgreSQL every %.0f ms",
-                    reason,
-                    self._poll_interval * 1000,
-                )
-
-    def _enqueue(self, channel: bytes, kind: str) -> None:
-        self._outbox.append((channel, json.dumps([self._node, kind, None]).encode()))
-        self._outbox_ready.set()
-
-    async def _poll_while_degraded(self) -> None:
-        """Wake every local device each poll interval while Redis is down;
-        wake them once when another node falls silent."""
-        wake = Signal(SignalKind.WAKE)
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self._poll_interval)
-            if self._closing:
-                continue
-            if self._healthy:
-                now = loop.time()
-                silent = [n for n, t in self._peers.items() if now - t > self._dead_after]
-                for node in silent:
-                    del self._peers[node]
-                if silent:
-                    devices = self._local.devices()
-                    log.warning(
-                        "node %s went silent: waking %d devices in case its last wake-ups "
-                        "were lost",
-                        ",".join(silent),
-                        len(devices),
-                    )
-                    self._local.deliver(devices, wake)
-                continue
-            devices = self._local.devices()
-            if devices:
-                self._metrics.degraded_polls.inc()
-                self._local.deliver(devices, wake)
+            log.info("redis pub/sub connected node=%s", self._node)
+        if self._missed:
+            self._missed = False
+            self._enqueue(RESYNC)
 
 
 def _describe(error: BaseException) -> str:
