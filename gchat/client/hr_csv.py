@@ -248,23 +248,28 @@ def write_csv_header(out: TextIO) -> None:
 
 
 def write_csv_rows(officials: Sequence[f.OfficialInfo], roles: Sequence[str], out: TextIO) -> None:
-    """One page of the export (after ``write_csv_header``)."""
-    writer = csv.writer(out, lineterminator="\r\n")
-    for o, role_text in zip(officials, roles, strict=True):
-        writer.writerow(
-            [
-                escape(v or "")
-                for v in (
-                    o.employee_id,
-                    o.name_th,
-                    o.name_en,
-                    o.position,
-                    o.agency_code,
-                    o.email,
-                    o.phone,
-                    o.status,
-                    role_text,
-                    str(o.id),
-                )
-            ]
+    """One page of the export (after ``write_csv_header``).
+
+    The cells as ``escape`` makes them, in one ``writerows``: a 400,000-row
+    export spends its client time here. The id is never escaped (hex digits
+    and dashes start no formula).
+    """
+
+    def cell(value: str | None) -> str:
+        return escape(value) if value else ""
+
+    csv.writer(out, lineterminator="\r\n").writerows(
+        (
+            cell(o.employee_id),
+            cell(o.name_th),
+            cell(o.name_en),
+            cell(o.position),
+            cell(o.agency_code),
+            cell(o.email),
+            cell(o.phone),
+            cell(o.status),
+            cell(role_text),
+            str(o.id),
         )
+        for o, role_text in zip(officials, roles, strict=True)
+    )

@@ -6,6 +6,7 @@ and print names next to the ids they show, when the device's official may
 read them (an id is shown as it is otherwise, never a guess).
 """
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -86,17 +87,29 @@ async def official_pages(
     """Every official of an agency's subtree (default: the caller's scope), page by page.
 
     Keyset paging (``after``): each page costs the server the same however
-    far into the directory it is, and the caller holds one page at a time.
+    far into the directory it is, and the caller holds one page at a time
+    (and the next one in flight: the server reads it while the caller
+    writes this one).
     """
-    after: uuid.UUID | None = None
-    while True:
-        page: f.OfficialList = await client.request(
-            f.ListOfficials, agency_id=agency, status=status, after=after, limit=limits.MAX_PAGE
+
+    def ask(after: uuid.UUID | None) -> "asyncio.Future[f.OfficialList]":
+        return asyncio.ensure_future(
+            client.request(
+                f.ListOfficials, agency_id=agency, status=status, after=after, limit=limits.MAX_PAGE
+            )
         )
-        yield page.officials
-        if page.next_after is None:
-            return
-        after = page.next_after
+
+    pending = ask(None)
+    try:
+        while True:
+            page = await pending
+            if page.next_after is not None:
+                pending = ask(page.next_after)
+            yield page.officials
+            if page.next_after is None:
+                return
+    finally:
+        pending.cancel()  # a caller that stopped early: no request left behind
 
 
 async def all_officials(

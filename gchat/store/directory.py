@@ -338,13 +338,17 @@ FROM officials o
 
 
 def _record(row: Any) -> OfficialRecord:
+    """A row of ``_RECORD`` (its columns in OfficialRecord's order, roles last).
+
+    Positional, not by name: an export builds 400,000 of these and the
+    dict of each row was a third of the node's time for it.
+    """
+    *fields, texts = row
     roles = []
-    for text in row["roles"]:
+    for text in texts:
         role, _, scope = text.partition(":")
         roles.append(Role(role, UUID(scope) if scope else None))
-    values = dict(row)
-    values["roles"] = tuple(roles)
-    return OfficialRecord(**values)
+    return OfficialRecord(*fields, tuple(roles))
 
 
 @dataclass(frozen=True)
