@@ -177,6 +177,14 @@ class Administration:
         agency = await store.get_agency(scope.conn, agency_id)
         return await scope.find_or_forbid(agency, "agency", lambda a: may(a.id))
 
+    async def _read_root(self, scope: Scope, agency_id: UUID | None) -> UUID | None:
+        """Where a listing starts: ``agency_id`` if the actor may read it (else
+        the refusal ``find_or_forbid`` gives), or with None the root of all the
+        actor may read (None: everything)."""
+        if agency_id is None:
+            return await scope.read_root()
+        return (await self._agency(scope, agency_id, write=False)).id
+
     # --- agencies ---------------------------------------------------------------
 
     async def create_agency(
@@ -299,10 +307,7 @@ class Administration:
     async def list_agencies(self, principal: Principal, root_id: UUID | None) -> list[Agency]:
         async with self._db.transaction() as conn:
             scope = await authz.current(conn, principal)
-            if root_id is None:
-                root_id = await scope.read_root()
-            else:
-                await self._agency(scope, root_id, write=False)
+            root_id = await self._read_root(scope, root_id)
             return await store.list_agencies(conn, root_id)
 
     # --- officials ----------------------------------------------------------------
@@ -382,11 +387,7 @@ class Administration:
             raise invalid(f"at most {limits.MAX_SEARCH_WORDS} words")
         async with self._db.transaction() as conn:
             scope = await authz.current(conn, principal)
-            if agency_id is None:
-                root = await scope.read_root()
-            else:
-                await self._agency(scope, agency_id, write=False)
-                root = agency_id
+            root = await self._read_root(scope, agency_id)
             if words:
                 found = await store.search_records(
                     conn, root, status, words, query.strip(), offset, limit + 1, after
@@ -648,11 +649,7 @@ class Administration:
         """A page of the subtree's pending codes and the cursor of the next (None: no more)."""
         async with self._db.transaction() as conn:
             scope = await authz.current(conn, principal)
-            if agency_id is None:
-                root = await scope.read_root()
-            else:
-                await self._agency(scope, agency_id, write=False)
-                root = agency_id
+            root = await self._read_root(scope, agency_id)
             found = await store.pending_codes(conn, root, after, limit + 1)
             if found is None:
                 raise ServiceError(ErrorCode.NOT_FOUND, "no such code to page after")
