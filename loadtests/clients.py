@@ -109,6 +109,22 @@ def opener(dev: Dev) -> SealedBox[Any]:
 # --- G-Chat, lean ------------------------------------------------------------------
 
 
+async def open_socket(url: str, ip: str) -> ClientConnection:
+    """A MessagePack WebSocket from the local address ``ip``, opened the one way
+    every simulated device opens it (G-Chat, raw relay, file transfers), so
+    the servers compared in one run see the same clients."""
+    return await connect(
+        url,
+        subprotocols=[MSGPACK_SUBPROTOCOL],  # type: ignore[list-item]
+        compression=None,
+        max_size=limits.MAX_FRAME_BYTES,
+        open_timeout=60,
+        ping_interval=None,
+        close_timeout=2,
+        local_addr=(ip, 0),
+    )
+
+
 class AuthFailed(Exception):
     pass
 
@@ -125,16 +141,7 @@ class GChatConn:
 
     @classmethod
     async def open(cls, url: str, dev: Dev, use_token: bool = True) -> GChatConn:
-        ws = await connect(
-            url,
-            subprotocols=[MSGPACK_SUBPROTOCOL],  # type: ignore[list-item]
-            compression=None,
-            max_size=limits.MAX_FRAME_BYTES,
-            open_timeout=60,
-            ping_interval=None,
-            close_timeout=2,
-            local_addr=(dev.ip, 0),
-        )
+        ws = await open_socket(url, dev.ip)
         codec = client_codec(MSGPACK_SUBPROTOCOL)
         conn = cls(dev, ws, codec)
         try:
@@ -193,16 +200,7 @@ class RawConn:
 
     @classmethod
     async def open(cls, url: str, name: str, ip: str) -> RawConn:
-        ws = await connect(
-            url,
-            subprotocols=[MSGPACK_SUBPROTOCOL],  # type: ignore[list-item]
-            compression=None,
-            max_size=limits.MAX_FRAME_BYTES,
-            open_timeout=60,
-            ping_interval=None,
-            close_timeout=2,
-            local_addr=(ip, 0),
-        )
+        ws = await open_socket(url, ip)
         await ws.send(msgspec.msgpack.encode({"t": "hello", "id": name}))
         reply = raw_decode(await ws.recv())  # type: ignore[arg-type]
         if reply.t != "ok":

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
 from loadtests import harness
-from loadtests.clients import Dev, GChatConn
+from loadtests.clients import Dev, GChatConn, open_socket
 from protocol import frames as f
 from protocol import limits
 from protocol.codec import Codec, client_codec
@@ -86,16 +86,7 @@ class FileConn:
 
     @classmethod
     async def bare(cls, url: str, dev: Dev) -> FileConn:
-        ws = await connect(
-            url,
-            subprotocols=[MSGPACK_SUBPROTOCOL],  # type: ignore[list-item]
-            compression=None,
-            max_size=limits.MAX_FRAME_BYTES,
-            open_timeout=60,
-            ping_interval=None,
-            close_timeout=2,
-            local_addr=(dev.ip, 0),
-        )
+        ws = await open_socket(url, dev.ip)
         return cls(ws, client_codec(MSGPACK_SUBPROTOCOL))
 
     async def close(self) -> None:
