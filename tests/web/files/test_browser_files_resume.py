@@ -17,26 +17,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.support import run_sync
 from tests.web import ui
-from tests.web.files import Team, attach, enrolled_page, saved_bytes, sent
-from tests.web.harness import Loop, Node
+from tests.web.files.support import Team, attach, saved_bytes, sent
+from tests.web.harness import Node
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def team(node: Node, loop: Loop) -> Team:
-    return Team(node, loop)
-
-
-@pytest.fixture(scope="module")
-def anong(browser: Browser, node: Node, team: Team) -> Iterator[Page]:
-    with enrolled_page(browser, node, team.anong_code, "โทรศัพท์อนงค์",
-                       viewport=ui.PHONE_LARGE, is_mobile=True) as page:
-        yield page
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """What the file tests share: pictures and PDFs, three officials, and the steps with files.
 
-Used by tests/web/test_browser_files.py and test_browser_files_resume.py
-(two modules, so a parallel run starts them on two workers).
+Used by test_browser_files.py and test_browser_files_resume.py beside it
+(two modules, so a parallel run starts them on two workers); their shared
+fixtures are in conftest.py.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.web import ui
-from tests.web.files import (
+from tests.web.files.support import (
     REFUSED_EN,
     REFUSED_TH,
     Team,
@@ -33,19 +33,7 @@ from tests.web.files import (
     sent,
     shown_image_bytes,
 )
-from tests.web.harness import Loop, Node
-
-
-@pytest.fixture(scope="module")
-def team(node: Node, loop: Loop) -> Team:
-    return Team(node, loop)
-
-
-@pytest.fixture(scope="module")
-def anong(browser: Browser, node: Node, team: Team) -> Iterator[Page]:
-    with enrolled_page(browser, node, team.anong_code, "โทรศัพท์อนงค์",
-                       viewport=ui.PHONE_LARGE, is_mobile=True) as page:
-        yield page
+from tests.web.harness import Node
 
 
 @pytest.fixture(scope="module")
