@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserType, Playwright, sync_playwright
 
+from tests.fixtures import TestDatabases
 from tests.web.harness import Loop, Node, chromium_path
 
 
@@ -51,10 +52,10 @@ def browser_context_args() -> dict:
 
 
 @pytest.fixture(scope="module")
-def node(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+def node(test_databases: TestDatabases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     tmp: Path = tmp_path_factory.mktemp("web-node")
     tmp.chmod(0o755)
-    started = Node(pg_admin_dsn, tmp)
+    started = Node(test_databases, tmp)
     try:
         yield started
     finally:

@@ -1,9 +1,10 @@
 """A real node for the browser tests, and Python devices that act beside the browsers.
 
-One node process (``python -m gchat serve``) and one fresh database per test
-module; the browsers reach it on its own port. ``PyDevice`` is the reference
-client (gchat.client.sdk) on its own event loop thread, so a sync Playwright
-test can use it as an admin, as a peer, or as a group member.
+One node process (``python -m gchat serve``) and one database per test
+module (a clone of the migrated template, see tests/fixtures.py); the
+browsers reach it on its own port. ``PyDevice`` is the reference client
+(gchat.client.sdk) on its own event loop thread, so a sync Playwright test
+can use it as an admin, as a peer, or as a group member.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -28,14 +28,8 @@ from uuid import UUID
 from crypto.identity import IdentityKeyPair
 from gchat.client.sdk import Client
 from gchat.client.state import DeviceState
-from tests.support import (
-    TEST_DB_PREFIX,
-    create_database,
-    drop_databases,
-    dsn_with_database,
-    free_port,
-    run_sync,
-)
+from tests.fixtures import TestDatabases
+from tests.support import free_port
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -51,15 +45,16 @@ def chromium_path() -> str:
 class Node:
     """A node process with its own database and data folder."""
 
-    def __init__(self, admin_dsn: str, tmp: Path, **env: str) -> None:
+    def __init__(self, databases: TestDatabases, tmp: Path, **env: str) -> None:
         self.tmp = tmp
-        self.db_name = f"{TEST_DB_PREFIX}{secrets.token_hex(6)}"
-        self.admin_dsn = admin_dsn
-        run_sync(create_database(admin_dsn, self.db_name))
+        # A clone of the migrated template, like every other test's database
+        # (a node's first-start migration is tested in tests/test_make_run.py).
+        self.databases = databases
+        self.database_url = databases.create(migrated=True)
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("GCHAT_")}
         self.env |= {
-            "GCHAT_DATABASE_URL": dsn_with_database(admin_dsn, self.db_name),
+            "GCHAT_DATABASE_URL": self.database_url,
             "GCHAT_DATA_DIR": str(tmp / "data"),
             "GCHAT_PORT": str(self.port),
             "GCHAT_REVOCATION_SWEEP_SECONDS": "1",
@@ -120,7 +115,7 @@ class Node:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        run_sync(drop_databases(self.admin_dsn, [self.db_name], TEST_DB_PREFIX))
+        self.databases.drop_later(self.database_url)
 
 
 class Loop:

@@ -26,7 +26,8 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from gchat.client.rpc import ClientError
 from protocol import frames as f
-from tests.support import dsn_with_database, run_sync
+from tests.fixtures import TestDatabases
+from tests.support import run_sync
 from tests.web import ui
 from tests.web.harness import REPO, Loop, Node, PyDevice, admin_device, new_official
 
@@ -34,12 +35,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def node(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+def node(test_databases: TestDatabases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """This module's own node: its log gets tampered with. Auditors' requests
     are shown to officials at once (no transparency delay) so the test can see them."""
     tmp: Path = tmp_path_factory.mktemp("audit-node")
     tmp.chmod(0o755)
-    started = Node(pg_admin_dsn, tmp, GCHAT_AUDIT_TRANSPARENCY_DELAY_SECONDS="0")
+    started = Node(test_databases, tmp, GCHAT_AUDIT_TRANSPARENCY_DELAY_SECONDS="0")
     try:
         yield started
     finally:
@@ -90,7 +91,7 @@ def as_attacker(node: Node, *statements: str) -> None:
     """SQL as a database superuser who bypasses the append-only triggers."""
 
     async def go() -> None:
-        conn = await asyncpg.connect(dsn_with_database(node.admin_dsn, node.db_name))
+        conn = await asyncpg.connect(node.database_url)
         try:
             async with conn.transaction():
                 await conn.execute("SET LOCAL session_replication_role = replica")
@@ -267,7 +268,7 @@ def test_rows_altered_by_sql_are_reported_and_located(
 
 
 async def _event_id(node: Node, kind: str, official: uuid.UUID) -> int:
-    conn = await asyncpg.connect(dsn_with_database(node.admin_dsn, node.db_name))
+    conn = await asyncpg.connect(node.database_url)
     try:
         found: Any = await conn.fetchval(
             "SELECT id FROM audit_events WHERE kind = $1 AND convert_from(entry, 'UTF8') LIKE $2",
