@@ -12,8 +12,10 @@ may retry (the client message id keeps retries idempotent).
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 from gchat.audit.log import AuditLog, accepted_events
 from gchat.runtime.batcher import Batcher
@@ -28,13 +30,23 @@ log = logging.getLogger("gchat.messaging.committer")
 AfterCommit = Callable[[list[NewMessage]], Awaitable[None]]
 
 
-#: Per send: None to store it, a StoredMessage to answer with (an earlier
-#: send), or an exception to refuse it with; runs inside the transaction.
-Prepare = Callable[[Executor, list[NewMessage]], Awaitable[Sequence[object]]]
+@dataclass(frozen=True)
+class Checked:
+    """What the prepare hook decided for a batch, inside its transaction."""
+
+    #: Per send: None to store it, a StoredMessage to answer with (an
+    #: earlier send), or an exception to refuse it with.
+    verdicts: Sequence[object]
+    #: Agencies of officials the check read: their "message.accepted"
+    #: events need them, and reading them again costs a statement per batch.
+    agencies: Mapping[UUID, UUID] = field(default_factory=dict)
 
 
-async def _accept_all(conn: Executor, sends: list[NewMessage]) -> list[object]:
-    return [None] * len(sends)
+Prepare = Callable[[Executor, list[NewMessage]], Awaitable[Checked]]
+
+
+async def _accept_all(conn: Executor, sends: list[NewMessage]) -> Checked:
+    return Checked([None] * len(sends))
 
 
 class SendCommitter:
@@ -87,7 +99,8 @@ class SendCommitter:
         started = asyncio.get_running_loop().time()
         try:
             async with self._db.transaction() as conn:
-                verdicts = list(await self._prepare(conn, sends))
+                checked = await self._prepare(conn, sends)
+                verdicts = list(checked.verdicts)
                 fresh = [m for m, v in zip(sends, verdicts, strict=True) if v is None]
                 stored = iter(await messages.store_batch(conn, fresh, expires) if fresh else [])
                 results: list[StoredMessage | BaseException] = [
@@ -101,7 +114,9 @@ class SendCommitter:
                 ]
                 # One multi-row insert for the batch's "message.accepted" events.
                 await self._audit.record(
-                    conn, *accepted_events([m for m, _ in written], [r for _, r in written])
+                    conn,
+                    *accepted_events([m for m, _ in written], [r for _, r in written]),
+                    agencies=checked.agencies,
                 )
         except Exception:
             if self._metrics is not None:

@@ -165,7 +165,16 @@ class Inbox:
 
         async def record(conn: Executor, rows: list[Any]) -> None:
             assert self._audit is not None
-            await self._audit.record(conn, *(_delivered(row, officials) for row in rows))
+            agencies = {}  # read by the delete itself: no look-up of its own
+            for row in rows:
+                if row["sender_agency"] is not None:
+                    agencies[row["sender_official"]] = row["sender_agency"]
+                official = officials.get(row["device_id"])
+                if official is not None and row["device_agency"] is not None:
+                    agencies[official] = row["device_agency"]
+            await self._audit.record(
+                conn, *(_delivered(row, officials) for row in rows), agencies=agencies
+            )
 
         rows = await messages.delete_acked_many(
             self._db.pool,

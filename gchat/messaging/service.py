@@ -13,14 +13,13 @@ the write for a device to be enrolled or revoked in.
 
 import asyncio
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
 from gchat.directory.policy import send_refusal
 from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
-from gchat.messaging.committer import SendCommitter
+from gchat.messaging.committer import Checked, SendCommitter
 from gchat.runtime.ratelimit import Limits, RateLimiter
 from gchat.store import conversations, devices, messages, policies
 from gchat.store.database import Executor
@@ -85,7 +84,7 @@ def _post_refusal(standing: conversations.Standing | None, seq: int | None) -> S
     return None
 
 
-async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[object]:
+async def check_batch(conn: Executor, sends: list[NewMessage]) -> Checked:
     """The committer's prepare hook: who may send what, for a whole batch at once.
 
     Every client send (pairwise or group) needs its sending device still
@@ -99,12 +98,13 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[objec
 
     Per send: None (store it), an earlier StoredMessage (a retry of a send
     already stored, answered the same way even if devices changed since), or
-    a ServiceError (refused; nothing stored).
+    a ServiceError (refused; nothing stored); and the agencies of the
+    officials it read, for the batch's audit events.
     """
     verdicts: list[object] = [None] * len(sends)
     checked = [i for i, m in enumerate(sends) if m.kind in ("pairwise", "group")]
     if not checked:
-        return verdicts
+        return Checked(verdicts)
     officials: set[UUID] = set()
     for i in checked:
         officials.add(sends[i].sender_official)
@@ -162,4 +162,4 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Sequence[objec
                 missing=sorted(expected - given),
                 stale=sorted(given - expected),
             )
-    return verdicts
+    return Checked(verdicts, {o: p.agency_id for o, p in parties.items()})

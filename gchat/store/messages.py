@@ -353,14 +353,20 @@ async def delete_acked_many(
     with its last inbox row. Call it outside a transaction (with the pool):
     the body check is its own statement after the delete committed, so of
     two devices acking the last two rows at once, the later check sees both
-    deletes and drops the body.
+    deletes and drops the body. Each row also carries the agencies of the
+    acking device's official and of the sender (NULL if unknown), which
+    its "message.delivered" audit event needs.
     """
     delete = """DELETE FROM inbox i
                 USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position), messages m
                 WHERE i.device_id = a.device_id AND i.position = a.position
                   AND m.id = i.message_id
                 RETURNING i.device_id, i.message_id, i.position, i.ciphertext IS NULL AS shared,
-                          m.sender_official, m.sender_device"""
+                          m.sender_official, m.sender_device,
+                          (SELECT o.agency_id FROM devices d JOIN officials o
+                             ON o.id = d.official_id WHERE d.id = i.device_id) AS device_agency,
+                          (SELECT o.agency_id FROM officials o
+                             WHERE o.id = m.sender_official) AS sender_agency"""
     args = ([device for device, _ in acks], [position for _, position in acks])
     if on_deleted is None:
         rows = await db.fetch(delete, *args)

@@ -128,6 +128,39 @@ async def test_every_event_kind_and_no_content(world: World) -> None:
             assert form[:24] not in raw
 
 
+async def test_a_message_is_in_the_scope_of_both_parties_agencies(world: World) -> None:
+    """Both of a message's events are found by an auditor of the sender's
+    agency and by one of the recipient's: the send's policy check and the
+    ack's delete supply the agencies (no look-up of their own), and each
+    must supply both."""
+    app = world.app
+    assert app.db is not None and world.admin is not None
+    root = world.admin.state.agency_id
+    parties = []
+    for code, name in (("SA", "Alice"), ("SB", "Bob")):
+        agency = uuid.uuid4()
+        await store_directory.create_agency(app.db.pool, agency, code, f"Agency {code}", root)
+        official = await world.admin.request(f.CreateOfficial, name=name, agency_id=agency)
+        client = await world.enroll(await world.new_code(official.official_id), f"{name}-phone")
+        parties.append((agency, client))
+    (sender_agency, alice), (recipient_agency, bob) = parties
+    assert bob.state.official_id is not None
+    await alice.send_message(bob.state.official_id, PLAINTEXT, "scoped-1")
+    assert [m.plaintext async for m in bob.messages(idle_timeout=1.0)] == [PLAINTEXT]
+
+    async def delivered() -> bool:
+        return "message.delivered" in await _kinds(app)
+
+    await eventually(delivered)
+    await _sequenced(app)
+    for agency in (sender_agency, recipient_agency):
+        auditor = await _auditor(world, agency, f"Auditor-{agency.hex[:6]}")
+        found = await auditor.request(f.AuditQuery, official_id=bob.state.official_id,
+                                      kinds=["message.accepted", "message.delivered"])
+        assert sorted(e.kind for e in found.events) == ["message.accepted",
+                                                        "message.delivered"], agency
+
+
 async def test_auditor_operations(world: World) -> None:
     app = world.app
     assert app.db is not None and app.audit_service is not None

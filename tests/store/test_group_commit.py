@@ -89,7 +89,7 @@ async def test_a_group_send_is_rechecked_under_the_conversations_lock(database_u
 
         async def verdict(cid: str) -> object:
             async with db.transaction() as conn:
-                return (await messaging.check_batch(conn, [post(cid)]))[0]
+                return (await messaging.check_batch(conn, [post(cid)])).verdicts[0]
 
         refused = await verdict("not-yet-a-member")
         assert getattr(refused, "code", None) == "not_a_member"
