@@ -75,14 +75,15 @@ def cmd_ab(args: argparse.Namespace) -> int:
     run = Run(short=True, workers_count=args.workers, out_dir=out,
               log=lambda line: print(line, flush=True),
               overrides={k: v for k, v in (("pairs", args.pairs),
-                                           ("capacity_s", args.seconds)) if v})
+                                           ("capacity_s", args.seconds),
+                                           ("rate_s", args.seconds)) if v})
     load_before = os.getloadavg()
     try:
         import uvloop
 
-        result = uvloop.run(ab.run_ab(run, variants, args.rounds))
+        result = uvloop.run(ab.run_ab(run, variants, args.rounds, args.rate))
     except ImportError:  # pragma: no cover
-        result = asyncio.run(ab.run_ab(run, variants, args.rounds))
+        result = asyncio.run(ab.run_ab(run, variants, args.rounds, args.rate))
     result |= {"command": command, "load_average": {"before": load_before,
                                                     "after": os.getloadavg()}}
     ab.write(result, out / "report.json")
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     abp.add_argument("--rounds", type=int, default=3, help="closed-loop phases per variant")
     abp.add_argument("--seconds", type=float, help="length of each phase (default: short's)")
     abp.add_argument("--pairs", type=int, help="sender/recipient pairs")
+    abp.add_argument("--rate", type=float, default=0.0,
+                     help="fixed-rate phases at this many msg/s (default: closed loop)")
     abp.add_argument("--workers", type=int, default=2, help="load-generator processes")
     abp.add_argument("--results", type=Path, default=REPO / "results")
     abp.set_defaults(func=cmd_ab)

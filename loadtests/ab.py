@@ -13,6 +13,10 @@ repository: its ``gchat`` runs the node) or ``NAME=GCHAT_X=V,GCHAT_Y=W``
 Every checkout must have the same migrations (one database serves them all).
 Besides throughput and latency, the figures that survive noise best are the
 node's and its PostgreSQL backends' CPU per delivered message.
+
+``--rate R`` makes every phase a fixed rate of R msg/s instead of a closed
+loop: the low-load figures (p50, CPU per message at 10% of capacity), where
+a batch is one message and every statement per batch is paid per message.
 """
 
 from __future__ import annotations
@@ -54,8 +58,10 @@ class Variant:
         return cls(name, checkout, env)
 
 
-async def run_ab(run: Run, variants: list[Variant], rounds: int) -> dict[str, Any]:
-    """Closed-loop phases, ``rounds`` per variant, alternating; medians and ratios."""
+async def run_ab(run: Run, variants: list[Variant], rounds: int,
+                 rate: float = 0.0) -> dict[str, Any]:
+    """Closed-loop (or ``rate`` msg/s) phases, ``rounds`` per variant, alternating;
+    medians and ratios."""
     phases: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
     home = harness.REPO
     try:
@@ -70,7 +76,8 @@ async def run_ab(run: Run, variants: list[Variant], rounds: int) -> dict[str, An
                 await run.audit_drained_after()
                 run.log(f"  {variant.name} round {r + 1}/{rounds} ({variant.checkout}), "
                         f"load {os.getloadavg()[0]:.1f}")
-                got = await run.relay_phase("gchat", "closed", label=f"{variant.name}{r}")
+                got = await run.relay_phase("gchat", "rate" if rate else "closed", rate,
+                                            label=f"{variant.name}{r}")
                 phases[variant.name].append(
                     {k: got[k] for k in FIGURES} | {"cpu": got["cpu"], "audit": got["audit"]})
     finally:
@@ -82,7 +89,7 @@ async def run_ab(run: Run, variants: list[Variant], rounds: int) -> dict[str, An
     ratios = {name: {k: (m[k] / base[k] if base[k] else float("nan")) for k in FIGURES}
               for name, m in medians.items()}
     return {"variants": {v.name: {"checkout": str(v.checkout), "env": v.env} for v in variants},
-            "rounds": rounds, "phases": phases, "medians": medians, "ratios": ratios}
+            "rounds": rounds, "rate": rate or None, "phases": phases, "medians": medians, "ratios": ratios}
 
 
 def table(result: dict[str, Any]) -> str:
