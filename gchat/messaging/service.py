@@ -21,7 +21,7 @@ from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
 from gchat.messaging.committer import Checked, SendCommitter
 from gchat.runtime.ratelimit import Limits, RateLimiter
-from gchat.store import conversations, devices, messages, policies
+from gchat.store import conversations, messages, policies
 from gchat.store.database import Executor
 from gchat.store.messages import NewMessage, StoredMessage
 from protocol.errors import ErrorCode
@@ -112,7 +112,7 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Checked:
         if recipient is not None:
             officials.add(recipient)
     parties = await policies.send_standings(conn, sorted(officials))
-    active = await devices.active_ids(conn, sorted(officials))
+    active = {o: parties[o].active_devices if o in parties else frozenset() for o in officials}
     posting = await conversations.lock_for_posting(
         conn,
         [

@@ -174,17 +174,20 @@ async def effective(
 
 @dataclass(frozen=True)
 class SendStanding:
-    """An official as the messaging policy sees them: status, ministry, message scope."""
+    """An official as the messaging policy sees them: status, ministry, message
+    scope, and active devices (a send must name exactly those)."""
 
     official_id: UUID
     agency_id: UUID
     status: str
     root_id: UUID
     scope_rank: int
+    active_devices: frozenset[UUID] = frozenset()
 
 
 async def send_standings(db: Executor, official_ids: list[UUID]) -> dict[UUID, SendStanding]:
-    """Status, agency and effective message scope of these officials: one query."""
+    """Status, agency, effective message scope and active devices of these
+    officials: one query (a send's whole check reads nothing else)."""
     rows = await db.fetch(
         f"""WITH RECURSIVE o AS (
                 SELECT id, agency_id, status FROM officials WHERE id = ANY($1::uuid[])),
@@ -201,13 +204,20 @@ async def send_standings(db: Executor, official_ids: list[UUID]) -> dict[UUID, S
                        (array_agg(id) FILTER (WHERE parent_id IS NULL))[1] AS root_id
                 FROM up GROUP BY start)
             SELECT o.id, o.agency_id, o.status, c.root_id,
-                   coalesce(least({_rank("g.message_scope")}, c.scope_rank), 3) AS scope_rank
+                   coalesce(least({_rank("g.message_scope")}, c.scope_rank), 3) AS scope_rank,
+                   ARRAY(SELECT d.id FROM devices d
+                         WHERE d.official_id = o.id AND d.status = 'active') AS active_devices
             FROM o JOIN chain c ON c.start = o.agency_id LEFT JOIN {_GLOBAL} g ON true""",  # noqa: S608
         official_ids,
     )
     return {
         row["id"]: SendStanding(
-            row["id"], row["agency_id"], row["status"], row["root_id"], row["scope_rank"]
+            row["id"],
+            row["agency_id"],
+            row["status"],
+            row["root_id"],
+            row["scope_rank"],
+            frozenset(row["active_devices"]),
         )
         for row in rows
     }
