@@ -25,7 +25,7 @@ from gchat.audit.merkle import leaf_hash
 from gchat.store import audit as store
 from gchat.store import audit_codec as codec
 from gchat.store.database import Executor
-from gchat.store.messages import NewMessage, StoredMessage
+from gchat.store.messages import NewMessage
 from protocol.frames import wire_time
 
 log = logging.getLogger("gchat.audit.log")
@@ -133,12 +133,28 @@ class AuditLog:
 
         Pass the pool only for events that have no transaction of their own
         (an authentication failure): they are then committed at once.
-        ``agencies`` are officials' agencies the caller read in the same
-        transaction (a send's policy check, an ack's delete): those are not
-        read again, so a send or an ack batch costs one statement less.
+        ``agencies``: see :meth:`encode`.
+        """
+        encoded = await self.encode(conn, list(events), agencies)
+        if encoded is not None:
+            await store.insert_events(conn, encoded)
+
+    async def encode(
+        self,
+        conn: Executor,
+        events: Sequence[AuditEvent],
+        agencies: Mapping[UUID, UUID] | None = None,
+    ) -> store.EncodedEvents | None:
+        """``events`` as a statement appends them (None: nothing to write).
+
+        For a caller that writes them with its own statement (a send batch:
+        with its messages). ``agencies`` are officials' agencies the caller
+        read in the same transaction (a send's policy check, an ack's
+        delete): those are not read again, so such a batch costs no
+        statement here.
         """
         if not self.enabled or not events:
-            return
+            return None
         at = datetime.now(UTC)
         time = codec.time_text(at)
         parties = [involved(event) for event in events]
@@ -156,20 +172,15 @@ class AuditLog:
             )
             fields = entry_fields(event, time)
             hashes.append(leaf_hash(codec.canonical_json(fields)))
-            stored.append(
-                codec.encode_fields(fields, event.kind, officials, scope, devices, time)
-            )
-        await store.insert_events(conn, at, hashes, stored)
+            stored.append(codec.encode_fields(fields, event.kind, officials, scope, devices, time))
+        return store.EncodedEvents(at, hashes, stored)
 
 
-def accepted_events(
-    sends: Sequence[NewMessage], results: Sequence[StoredMessage]
-) -> list[AuditEvent]:
-    """One "message.accepted" event per newly stored send (retries log nothing)."""
+def accepted_events(sends: Sequence[NewMessage]) -> list[AuditEvent]:
+    """One "message.accepted" event per send; the store writes those of the
+    sends it inserts (a retry logs nothing)."""
     events = []
-    for message, result in zip(sends, results, strict=True):
-        if result.duplicate:
-            continue
+    for message in sends:
         devices = [device for device, _ in message.envelopes]
         fanned = getattr(message, "fanned_out", None) or []
         size = sum(len(c) for _, c in message.envelopes if c is not None)

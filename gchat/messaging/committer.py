@@ -102,22 +102,23 @@ class SendCommitter:
                 checked = await self._prepare(conn, sends)
                 verdicts = list(checked.verdicts)
                 fresh = [m for m, v in zip(sends, verdicts, strict=True) if v is None]
-                stored = iter(await messages.store_batch(conn, fresh, expires) if fresh else [])
+                # Their "message.accepted" events, written by the store's
+                # statement for the sends it inserts (not for retries).
+                accepted = await self._audit.encode(
+                    conn, accepted_events(fresh), agencies=checked.agencies
+                )
+                stored = iter(
+                    await messages.store_batch(conn, fresh, expires, accepted) if fresh else []
+                )
                 results: list[StoredMessage | BaseException] = [
                     next(stored) if v is None else v  # type: ignore[misc]
                     for v in verdicts
                 ]
                 written = [
-                    (m, r)
+                    m
                     for m, r in zip(sends, results, strict=True)
                     if isinstance(r, StoredMessage) and not r.duplicate
                 ]
-                # One multi-row insert for the batch's "message.accepted" events.
-                await self._audit.record(
-                    conn,
-                    *accepted_events([m for m, _ in written], [r for _, r in written]),
-                    agencies=checked.agencies,
-                )
         except Exception:
             if self._metrics is not None:
                 self._metrics.commit_failures.inc()
@@ -129,7 +130,7 @@ class SendCommitter:
             self._metrics.commit_latency.observe(asyncio.get_running_loop().time() - started)
         if written:
             try:
-                await self._after_commit([m for m, _ in written])
+                await self._after_commit(written)
             except Exception as error:  # devices catch up on the next signal
                 self._quiet.failure("after-commit wake-up", error)
             else:

@@ -31,16 +31,23 @@ async def agencies_of(conn: Executor, official_ids: Sequence[UUID]) -> dict[UUID
     return {row["id"]: row["agency_id"] for row in rows}
 
 
-async def insert_events(
-    conn: Executor, at: datetime, hashes: Sequence[bytes], entries: Sequence[bytes]
-) -> None:
+@dataclass(frozen=True)
+class EncodedEvents:
+    """Events ready for ``audit_pending``: their time, leaf hashes and stored entries."""
+
+    at: datetime
+    hashes: list[bytes]
+    entries: list[bytes]
+
+
+async def insert_events(conn: Executor, events: EncodedEvents) -> None:
     """Append events (stored entries with their leaf hashes) in one statement."""
     await conn.execute(
         """INSERT INTO audit_pending (created_at, leaf_hash, entry)
            SELECT $1, h, e FROM unnest($2::bytea[], $3::bytea[]) AS t(h, e)""",
-        at,
-        hashes,
-        entries,
+        events.at,
+        events.hashes,
+        events.entries,
     )
 
 

@@ -17,6 +17,7 @@ from uuid import UUID
 
 import asyncpg
 
+from gchat.store.audit import EncodedEvents, insert_events
 from gchat.store.database import Executor
 
 
@@ -73,13 +74,18 @@ class InboxEntry:
 
 
 async def store_batch(
-    conn: Executor, batch: list[NewMessage], expires_at: datetime
+    conn: Executor,
+    batch: list[NewMessage],
+    expires_at: datetime,
+    accepted: EncodedEvents | None = None,
 ) -> list[StoredMessage]:
     """Store a batch (inside the caller's transaction); one result per send.
 
     A send whose (sender device, client message id) is already stored, in an
     earlier batch or earlier in this one, stores nothing and gets the first
-    send's id and time back.
+    send's id and time back. ``accepted`` holds one audit event per send,
+    in order; those of the sends stored are appended to the audit log, by
+    the same statement as pairwise messages (a retry logs nothing).
     """
     first: dict[tuple[UUID, str], NewMessage] = {}
     for message in batch:
@@ -106,8 +112,8 @@ async def store_batch(
             *_message_columns(unique),
         )
         new_ids = {row["id"] for row in inserted}
-    else:  # the common case: messages and their inbox rows in one statement
-        new_ids = await _store_and_enqueue(conn, unique, expires_at)
+    else:  # the common case: messages, inbox rows and audit events in one statement
+        new_ids = await _store_and_enqueue(conn, unique, expires_at, batch, accepted)
     fresh = [m for m in unique if m.message_id in new_ids]
     stored = {
         (m.sender_device, m.client_message_id): StoredMessage(m.message_id, m.sent_at, False)
@@ -137,6 +143,16 @@ async def store_batch(
             )
         if conversations:
             await _enqueue_with_conversations(conn, fresh, expires_at)
+            if accepted is not None:
+                kept = [i for i, m in enumerate(batch) if m.message_id in new_ids]
+                await insert_events(
+                    conn,
+                    EncodedEvents(
+                        accepted.at,
+                        [accepted.hashes[i] for i in kept],
+                        [accepted.entries[i] for i in kept],
+                    ),
+                )
     results = []
     for message in batch:
         original = stored[(message.sender_device, message.client_message_id)]
@@ -178,7 +194,9 @@ bumped AS (
 # inserts nothing), then append the envelopes of those inserted to their
 # devices' inboxes. Device rows are locked in id order and their inbox heads
 # bumped, as in ``_FAN_OUT``, so positions stay contiguous and in commit
-# order; a device that vanished since the check gets nothing. Every join is
+# order; a device that vanished since the check gets nothing. The
+# "message.accepted" audit events of the messages inserted go in with
+# them, so a send batch is one statement after its check. Every join is
 # on a primary key or between the statement's own rows, so the plan does
 # not depend on table statistics.
 _STORE_AND_ENQUEUE = f"""
@@ -200,7 +218,13 @@ placed AS (
     INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
     SELECT b.id, b.base + u.k, u.m, u.c, $13
     FROM bumped b, unnest(b.mids, b.cts) WITH ORDINALITY AS u(m, c, k)
-    RETURNING device_id, message_id, position)
+    RETURNING device_id, message_id, position),
+audited AS (
+    INSERT INTO audit_pending (created_at, leaf_hash, entry)
+    SELECT $14, a.h, a.e
+    FROM unnest($15::uuid[], $16::bytea[], $17::bytea[]) WITH ORDINALITY AS a(m, h, e, o)
+    JOIN ins ON ins.id = a.m
+    ORDER BY a.o)
 SELECT id AS message_id, NULL::uuid AS device_id, NULL::bigint AS position FROM ins
 UNION ALL
 SELECT message_id, device_id, position FROM placed
@@ -208,9 +232,14 @@ SELECT message_id, device_id, position FROM placed
 
 
 async def _store_and_enqueue(
-    conn: Executor, messages: list[NewMessage], expires_at: datetime
+    conn: Executor,
+    messages: list[NewMessage],
+    expires_at: datetime,
+    batch: list[NewMessage],
+    accepted: EncodedEvents | None,
 ) -> set[UUID]:
-    """Insert these messages and their envelopes; returns the ids inserted
+    """Insert these messages, their envelopes and the ``accepted`` events
+    (one per send of ``batch``) of those inserted; returns the ids inserted
     (and fills each inserted message's ``placed``)."""
     envelopes = [
         (device, m.message_id, ciphertext, order)
@@ -225,6 +254,10 @@ async def _store_and_enqueue(
         [e[2] for e in envelopes],
         [e[3] for e in envelopes],
         expires_at,
+        accepted.at if accepted is not None else expires_at,
+        [m.message_id for m in batch] if accepted is not None else [],
+        accepted.hashes if accepted is not None else [],
+        accepted.entries if accepted is not None else [],
     )
     inserted = {row["message_id"] for row in rows if row["device_id"] is None}
     by_id = {m.message_id: m for m in messages}

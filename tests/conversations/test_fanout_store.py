@@ -1,5 +1,6 @@
 """The group fan-out in the store: one body, expanded at commit, cleaned on ack and expiry."""
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,3 +110,46 @@ def test_config_group_settings(tmp_path: Path) -> None:
         load(environ={"GCHAT_ALLOW_CROSS_AGENCY_GROUPS": "maybe"})
     with pytest.raises(ValueError):
         load(environ={"GCHAT_MAX_GROUP_MEMBERS": "1001"})
+
+
+async def test_accepted_events_are_written_for_the_sends_stored_and_not_for_retries(
+    database_url: str,
+) -> None:
+    """Both store statements (pairwise alone, and with group posts) append the
+    batch's "message.accepted" events of exactly the messages they insert."""
+    from gchat.audit.log import AuditLog, accepted_events
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
+    log = AuditLog()
+    try:
+        async with pool.acquire() as conn:
+            await migrations.migrate(conn)
+        offs, devs = await seed(pool, 2)
+        cid = uuid.uuid4()
+        await conversations.create(pool, cid, "group", (await directory.get_official(
+            pool, offs[0])).agency_id, offs[0], "g", False)  # type: ignore[union-attr]
+        await conversations.add_members(pool, cid, offs, {offs[0]}, 1)
+
+        def pairwise(name: str) -> NewMessage:
+            return NewMessage(uuid.uuid4(), devs[0], offs[0], offs[1], name, datetime.now(UTC),
+                              [(devs[1], b"ct")])
+
+        async def store(batch: list[NewMessage]) -> None:
+            async with pool.acquire() as conn, conn.transaction():
+                accepted = await log.encode(conn, accepted_events(batch))
+                await messages.store_batch(conn, batch, datetime.now(UTC) + timedelta(1),
+                                           accepted)
+
+        async def logged() -> list[str]:
+            rows = await pool.fetch("SELECT entry FROM audit_events WHERE kind = "
+                                    "'message.accepted' ORDER BY id")
+            return [json.loads(bytes(r[0]))["details"]["message_id"] for r in rows]
+
+        p1, p2 = pairwise("p1"), pairwise("p2")
+        await store([p1, pairwise("p1"), p2])  # pairwise only; a retry within the batch
+        assert await logged() == [str(p1.message_id), str(p2.message_id)]
+        g1, p3 = group_message(cid, offs[0], devs[0], 1), pairwise("p3")
+        await store([pairwise("p2"), g1, p3, group_message(cid, offs[0], devs[0], 1)])
+        assert await logged() == [str(m.message_id) for m in (p1, p2, g1, p3)]
+    finally:
+        await pool.close()

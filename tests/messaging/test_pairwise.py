@@ -74,6 +74,8 @@ async def test_retry_with_same_client_id_stores_nothing_twice(world: World) -> N
         "SELECT count(*) FROM inbox WHERE message_id = $1", first.message_id
     )
     assert count == 1
+    assert await world.app.db.pool.fetchval(  # the retry logged nothing
+        "SELECT count(*) FROM audit_events WHERE kind = 'message.accepted'") == 1
     delivered = await drain(bob, 1)
     assert [d.message_id for d in delivered] == [first.message_id]
     await stays(lambda: not unread(bob, f.Deliver))  # and no second copy follows
@@ -101,6 +103,8 @@ async def test_concurrent_retries_in_one_batch_store_once(world: World) -> None:
     assert accepted and len({a.message_id for a in accepted}) == 1
     assert world.app.db is not None
     assert await world.app.db.pool.fetchval("SELECT count(*) FROM messages") == 1
+    assert await world.app.db.pool.fetchval(  # and one audit event for it
+        "SELECT count(*) FROM audit_events WHERE kind = 'message.accepted'") == 1
 
 
 async def test_stale_or_incomplete_device_list_is_refused_and_nothing_stored(
