@@ -1,0 +1,144 @@
+"""CPU of one send at a time on the real send path, node and PostgreSQL, checkouts alternated.
+
+    python -m loadtests.send_cost --variant before=/path/to/checkout --variant after=. \\
+        [--sends 1000] [--rounds 3]
+
+Why: at low load every send is a batch of one, so each statement of a send
+transaction is paid per message, and the relay's fixed-rate figures on a
+shared machine are too noisy to show a change of a few statements. This
+drives ``SendCommitter`` with the node's check (``check_batch``) and audit
+log, one send after the other (each its own batch), and measures process
+CPU time: this process's (the node's share) and that of the pool's
+PostgreSQL backends (``/proc/<pid>/stat``), per send, after a warm-up of
+100 sends (plans and caches). Each variant runs in its own process with
+its checkout's ``gchat`` first on ``sys.path``, rounds alternating A B, B A,
+..., each on a fresh database (``GCHAT_LOADTEST_DATABASE_URL`` /
+``GCHAT_TEST_DATABASE_URL``, default postgres@127.0.0.1). Prints one JSON
+line per run and the medians with their ratios to the first variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+_PAIRS = 50
+_WARM_UP = 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one(sends: int) -> dict[str, Any]:
+    """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
+    import gchat
+    from gchat.audit.log import AuditLog
+    from gchat.messaging import service as messaging
+    from gchat.messaging.committer import SendCommitter
+    from gchat.store import devices, directory, migrations
+    from gchat.store.database import Database
+    from gchat.store.messages import NewMessage, StoredMessage
+    from loadtests.harness import TempDatabase
+
+    temp = TempDatabase()
+    db = await Database.connect(await temp.create(), 2, 2)
+    try:
+        async with db.pool.acquire() as conn:
+            await migrations.migrate(conn)
+        agency, pairs = uuid.uuid4(), []
+        async with db.transaction() as conn:
+            await directory.create_agency(conn, agency, "BENCH", "Bench")
+            for i in range(_PAIRS):
+                ids = []
+                for side in "sr":
+                    official, device = uuid.uuid4(), uuid.uuid4()
+                    await directory.create_official(conn, official, agency, f"{side}{i}")
+                    await devices.create(conn, device, official, os.urandom(32), b"c", "d", "p")
+                    ids += [official, device]
+                pairs.append(ids)
+
+        async def after_commit(batch: list[NewMessage]) -> None:
+            return None
+
+        committer = SendCommitter(
+            db, 256, timedelta(days=1), after_commit, audit=AuditLog(),
+            prepare=messaging.check_batch,
+        )
+        committer.start()
+
+        async def send(first: int, count: int) -> None:
+            for k in range(first, first + count):
+                sender_official, sender, recipient_official, recipient = pairs[k % _PAIRS]
+                result = await committer.submit(NewMessage(
+                    uuid.uuid4(), sender, sender_official, recipient_official, f"c{k}",
+                    datetime.now(UTC), [(recipient, os.urandom(348))]))
+                assert isinstance(result, StoredMessage) and not result.duplicate
+
+        await send(0, _WARM_UP)
+        backends = [r[0] for r in await db.pool.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+        db0, node0 = sum(map(_cpu_seconds, backends)), time.process_time()
+        await send(_WARM_UP, sends)
+        db1, node1 = sum(map(_cpu_seconds, backends)), time.process_time()
+        await committer.stop()
+        return {"node_ms": 1000 * (node1 - node0) / sends, "db_ms": 1000 * (db1 - db0) / sends,
+                "backends": len(backends), "load": os.getloadavg()[0],
+                "gchat": str(Path(gchat.__file__).parent)}
+    finally:
+        await db.close()
+        await temp.drop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=CHECKOUT")
+    parser.add_argument("--sends", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(asyncio.run(one(args.sends))), flush=True)
+        return 0
+    variants = [(name, Path(path).absolute()) for name, _, path in
+                (spec.partition("=") for spec in args.variant)]
+    if len(variants) < 2:
+        raise SystemExit("give at least two --variant NAME=CHECKOUT")
+    here = Path(__file__).resolve().parent.parent
+    got: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    for r in range(args.rounds):
+        for name, checkout in variants if r % 2 == 0 else variants[::-1]:
+            # The checkout's gchat first (this file runs as a script).
+            env = os.environ | {"PYTHONPATH": f"{checkout}{os.pathsep}{here}"}
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", "--sends", str(args.sends)],
+                cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
+            run = json.loads(out.strip().splitlines()[-1])
+            got[name].append(run)
+            print(json.dumps({"variant": name, "round": r + 1} | run), flush=True)
+    base = variants[0][0]
+    medians = {name: {k: statistics.median(run[k] for run in runs)
+                      for k in ("node_ms", "db_ms")} for name, runs in got.items()}
+    for name, m in medians.items():
+        total = m["node_ms"] + m["db_ms"]
+        base_total = medians[base]["node_ms"] + medians[base]["db_ms"]
+        print(f"{name:>10}: node {m['node_ms']:.3f} ms + PostgreSQL {m['db_ms']:.3f} ms per send "
+              f"(median of {args.rounds}) = {total:.3f} ms, {total / base_total:.2f}x {base}")
+    print(f"load average after: {os.getloadavg()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
