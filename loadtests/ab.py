@@ -89,7 +89,8 @@ async def run_ab(run: Run, variants: list[Variant], rounds: int,
     ratios = {name: {k: (m[k] / base[k] if base[k] else float("nan")) for k in FIGURES}
               for name, m in medians.items()}
     return {"variants": {v.name: {"checkout": str(v.checkout), "env": v.env} for v in variants},
-            "rounds": rounds, "rate": rate or None, "phases": phases, "medians": medians, "ratios": ratios}
+            "rounds": rounds, "rate": rate or None, "phases": phases, "medians": medians,
+            "ratios": ratios}
 
 
 def table(result: dict[str, Any]) -> str:
