@@ -19,11 +19,11 @@ Why each rule:
 """
 
 import _csv
+import codecs
 import csv
-import io
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -87,45 +87,119 @@ def _letters(index: int) -> str:
     return text
 
 
-def _line_of(raw: bytes, position: int) -> int:
-    return raw.count(b"\n", 0, position) + 1
+#: Bytes read at a time: the CLI's memory does not follow the file's size.
+BLOCK = 1 << 20
+_HIGH = bytes(range(0x80, 0x100))
+
+#: A file's bytes, block by block, from the start each time it is called.
+Blocks = Callable[[], Iterator[bytes]]
 
 
-def decode(raw: bytes, name: str, encoding: str | None = None) -> tuple[str, str]:
-    """(text, the encoding it was read as)."""
+def file_blocks(path: Path) -> Blocks:
+    def blocks() -> Iterator[bytes]:
+        with path.open("rb") as raw:
+            while block := raw.read(BLOCK):
+                yield block
+
+    return blocks
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a file is read: ``codec`` for Python, ``label`` for people, and
+    its line count (sizes a progress bar)."""
+
+    codec: str
+    label: str
+    lines: int
+
+
+class _Undecodable(Exception):
+    def __init__(self, line: int, byte: int) -> None:
+        super().__init__(line, byte)
+        self.line = line
+        self.byte = byte
+
+
+def _lines_as(blocks: Blocks, codec: str) -> int:
+    """The file's lines read as ``codec``, one block at a time; _Undecodable
+    with the line and the byte where it fails."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    lines = 0
+    for block in blocks():
+        try:
+            lines += decoder.decode(block).count("\n")
+        except UnicodeDecodeError as error:
+            # Bytes held back from the last block are an unfinished character: no newline.
+            data = error.object
+            raise _Undecodable(
+                lines + data.count(b"\n", 0, error.start) + 1, data[error.start]
+            ) from None
+    try:
+        lines += decoder.decode(b"", final=True).count("\n")
+    except UnicodeDecodeError as error:
+        raise _Undecodable(
+            lines + error.object.count(b"\n", 0, error.start) + 1, error.object[error.start]
+        ) from None
+    return lines
+
+
+def _utf8_evidence(blocks: Blocks) -> tuple[int, int]:
+    """(bytes >= 0x80, of them in Thai letters written as UTF-8)."""
+    high = thai = 0
+    tail = b""
+    for block in blocks():
+        high += len(block) - len(block.translate(None, _HIGH))
+        # A letter cut by the block boundary is found with the last block's tail;
+        # a letter wholly in that tail was counted already and cannot start it.
+        thai += 3 * len(_UTF8_THAI.findall(tail + block))
+        tail = (tail + block)[-2:]
+    return high, thai
+
+
+def detect(blocks: Blocks, name: str, encoding: str | None = None) -> Encoding:
+    """The file's encoding (``encoding`` if given, checked), by passes over its
+    blocks, never holding the file."""
     if encoding is not None:
         try:
-            return raw.decode(encoding), encoding
-        except UnicodeDecodeError as error:
+            return Encoding(encoding, encoding, _lines_as(blocks, encoding))
+        except _Undecodable as bad:
             raise ImportFileError(
-                f"{name} is not {encoding}: line {_line_of(raw, error.start)} has a byte "
-                f"(0x{raw[error.start]:02x}) that {encoding} does not have"
+                f"{name} is not {encoding}: line {bad.line} has a byte "
+                f"(0x{bad.byte:02x}) that {encoding} does not have"
             ) from None
         except LookupError:
             raise ImportFileError(f"unknown encoding {encoding}: use utf-8 or cp874") from None
-    if raw.startswith(BOM.encode()):
-        raw = raw[3:]
-        label = "UTF-8 (with BOM)"
-    else:
-        label = "UTF-8"
+    head = b""
+    for block in blocks():
+        head += block
+        if len(head) >= 3:
+            break
+    bom = head.startswith(BOM.encode())
+    label = "UTF-8 (with BOM)" if bom else "UTF-8"
     try:
-        return raw.decode("utf-8"), label
-    except UnicodeDecodeError as error:
-        high = sum(1 for b in raw if b >= 0x80)
-        thai_utf8 = 3 * len(_UTF8_THAI.findall(raw))
-        if label != "UTF-8" or thai_utf8 * 2 > high:
+        return Encoding("utf-8-sig" if bom else "utf-8", label, _lines_as(blocks, "utf-8"))
+    except _Undecodable as bad:
+        high, thai_utf8 = _utf8_evidence(blocks)
+        if bom or thai_utf8 * 2 > high:
             raise ImportFileError(
-                f"{name} is UTF-8 but line {_line_of(raw, error.start)} has a damaged "
+                f"{name} is UTF-8 but line {bad.line} has a damaged "
                 "character: fix that line, or give --encoding"
             ) from None
     try:
-        return raw.decode("cp874"), "TIS-620 (cp874)"
-    except UnicodeDecodeError as error:
+        return Encoding("cp874", "TIS-620 (cp874)", _lines_as(blocks, "cp874"))
+    except _Undecodable as bad:
         raise ImportFileError(
-            f"{name} is neither UTF-8 nor TIS-620: line {_line_of(raw, error.start)} has a "
-            f"byte (0x{raw[error.start]:02x}) that neither has; save it as UTF-8 or "
+            f"{name} is neither UTF-8 nor TIS-620: line {bad.line} has a "
+            f"byte (0x{bad.byte:02x}) that neither has; save it as UTF-8 or "
             "give --encoding"
         ) from None
+
+
+def decode(raw: bytes, name: str, encoding: str | None = None) -> tuple[str, str]:
+    """(text, the encoding it was read as): ``detect`` on bytes in memory."""
+    found = detect(lambda: iter((raw,)), name, encoding)
+    return raw.decode(found.codec), found.label
 
 
 def _control(value: str) -> str | None:
@@ -158,30 +232,40 @@ def read_import(path: Path, encoding: str | None = None) -> HrFile:
 def stream_import(path: Path, encoding: str | None = None) -> tuple[HrFile, Iterator[f.ImportRow]]:
     """The file's header at once, its rows as they are read.
 
-    Why: a 300,000-row file as row objects is hundreds of MB; read as a stream,
-    the CLI holds the file's text and one chunk. ``hr.rows`` stays empty;
+    Why: a 300,000-row file as row objects is hundreds of MB, and even its
+    text held whole grew the CLI by 150 MB; the file is read a block at a
+    time (once to find its encoding and lines, once for its rows), so the CLI
+    holds one block and one chunk of rows whatever the file's size. ``hr.rows`` stays empty;
     ``hr.problems`` and ``hr.skipped`` fill in as the rows are read, and
     ``hr.lines`` (the file's line count) sizes a progress bar.
     """
-    text, used = decode(path.read_bytes(), str(path), encoding)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    found = detect(file_blocks(path), str(path), encoding)
+    text = path.open(encoding=found.codec, newline="")  # read as the rows are
+    reader = csv.reader(text, strict=True)
     try:
         header = [h.strip() for h in next(reader, [])]
     except csv.Error as error:
+        text.close()
         raise ImportFileError(f"{path} line 1: {error}") from None
     missing = [c for c in ("employee_id", "agency_code") if c not in header]
     if missing or not {"name_th", "name_en"} & set(header):
+        text.close()
         raise ImportFileError(
             f"{path}: the first line must name the columns employee_id, agency_code and "
             f"name_th and/or name_en (found: {', '.join(header) or 'nothing'}; "
-            f"read as {used})"
+            f"read as {found.label})"
         )
-    hr = HrFile([], header, used, ignored=[h for h in header if h not in IMPORT_COLUMNS])
-    hr.lines = text.count("\n")
-    return hr, _rows(path, reader, hr)
+    hr = HrFile([], header, found.label, ignored=[h for h in header if h not in IMPORT_COLUMNS])
+    hr.lines = found.lines
+    return hr, _rows(path, text, reader, hr)
 
 
-def _rows(path: Path, reader: "_csv.Reader", hr: HrFile) -> Iterator[f.ImportRow]:
+def _rows(path: Path, text: TextIO, reader: "_csv.Reader", hr: HrFile) -> Iterator[f.ImportRow]:
+    with text:
+        yield from _records(path, reader, hr)
+
+
+def _records(path: Path, reader: "_csv.Reader", hr: HrFile) -> Iterator[f.ImportRow]:
     header = hr.header
     where = {name: header.index(name) for name in IMPORT_COLUMNS if name in header}
     exported = header.index("official_id") if "official_id" in header else None
@@ -191,6 +275,8 @@ def _rows(path: Path, reader: "_csv.Reader", hr: HrFile) -> Iterator[f.ImportRow
             record = next(reader, None)
         except csv.Error as error:
             raise ImportFileError(f"{path} line {line}: {error}") from None
+        except UnicodeDecodeError:  # it was read whole before: it changed since
+            raise ImportFileError(f"{path} changed while it was read (line {line})") from None
         if record is None:
             break
         if not record or all(not cell.strip() for cell in record):
