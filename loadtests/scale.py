@@ -2,6 +2,7 @@
 
     python -m loadtests.scale [--officials 400000] [--measured-import 300000]
                               [--events 1000000] [--relay-seconds 60] [--pairs 100]
+                              [--import-only]
 
 One database made for the run (``GCHAT_LOADTEST_DATABASE_URL`` /
 ``GCHAT_TEST_DATABASE_URL``, default postgres@127.0.0.1), dropped after,
@@ -13,7 +14,9 @@ and one real node (``gchat serve``), filled the way an operator fills it:
    through ``gchat admin import --apply`` (the CLI as its own process,
    against the node): first the rest, then ``--measured-import`` rows into
    a directory that already holds them.  Reports import time, the CLI's peak
-   RSS and the node's RSS (sampled every 0.2 s) before and at its peak.
+   RSS, the node's RSS (sampled every 0.2 s) before and at its peak, and the
+   CPU seconds of the node and of its PostgreSQL backends.  ``--import-only``
+   stops here.
 2. **Search** through the node (``search_officials`` from an official's
    device): p50/p95 of narrow queries (a family name with its number, Thai
    or English: 1 to 11 matches) and of broad ones (prefixes matching tens of thousands).
@@ -145,8 +148,12 @@ async def _create_agencies(url: str) -> list[str]:
 
 
 async def _import(path: Path, state: Path, env: dict[str, str],
-                  node: harness.ServerProcess) -> dict[str, Any]:
-    """``gchat admin import PATH --apply``: time, CLI peak RSS, node RSS before and at peak."""
+                  node: harness.ServerProcess, url: str) -> dict[str, Any]:
+    """``gchat admin import PATH --apply``: time, CLI peak RSS, node RSS before and at
+    peak, and the CPU seconds the node and its PostgreSQL backends spent on it (on a
+    shared machine the wall time follows the load; CPU seconds much less)."""
+    backends = harness.cpu_seconds_of(await _node_backends(url))
+    node_cpu = harness.cpu_seconds(node.pid)
     before = node.rss_kib()
     peak = before
     done = asyncio.Event()
@@ -161,15 +168,30 @@ async def _import(path: Path, state: Path, env: dict[str, str],
 
     sampler = asyncio.create_task(sample())
     try:
-        _, took, cli_peak = await _run_measured(
+        out, took, cli_peak = await _run_measured(
             ["admin", "import", str(path), "--apply", "--json", "--state", str(state)], env)
     finally:
         done.set()
         await sampler
-    return {"seconds": round(took, 1), "cli_peak_rss_mib": round(cli_peak / 1024, 1),
+    node_cpu = harness.cpu_seconds(node.pid) - node_cpu
+    # Backends the node opened during the import are counted from zero.
+    backend_cpu = sum(cpu - backends.get(pid, 0.0)
+                      for pid, cpu in harness.cpu_seconds_of(await _node_backends(url)).items())
+    return {"seconds": round(took, 1),
+            **{f"{step}_s": s for step, s in _last_json(out)["seconds"].items()},
+            "cli_peak_rss_mib": round(cli_peak / 1024, 1), "node_cpu_s": round(node_cpu, 1),
+            "postgres_cpu_s": round(backend_cpu, 1),
             "node_rss_before_mib": round(before / 1024, 1),
             "node_rss_peak_mib": round(peak / 1024, 1),
             "node_rss_after_mib": round(node.rss_kib() / 1024, 1)}
+
+
+async def _node_backends(url: str) -> list[int]:
+    probe = await asyncpg.connect(url, server_settings={"application_name": harness.PROBE_APP})
+    try:
+        return await harness.backend_pids(probe)
+    finally:
+        await probe.close()
 
 
 async def _searches(url: str, code: str, officials: int, rounds: int) -> dict[str, Any]:
@@ -296,8 +318,9 @@ async def _relay(url: str, node: harness.ServerProcess, code: str, pairs: int, s
 
 async def run(officials: int, measured: int, events: int, relay_seconds: float, pairs: int,
               rounds: int, log: Callable[[str], None],
-              database_url: str | None = None) -> dict[str, Any]:
-    """The scenario; on ``database_url`` (an empty database, kept) if given."""
+              database_url: str | None = None, import_only: bool = False) -> dict[str, Any]:
+    """The scenario; on ``database_url`` (an empty database, kept) if given;
+    ``import_only`` stops after the import (stage 1)."""
     db = None if database_url is not None else harness.TempDatabase()
     work = harness.Workspace()
     data, logs = work.path("node"), work.path("logs")
@@ -327,11 +350,14 @@ async def run(officials: int, measured: int, events: int, relay_seconds: float, 
         write_officials(rest, 0, base, codes)
         write_officials(measured_file, base, measured, codes)
         log(f"importing {base} officials, then {measured} measured")
-        result["import_base"] = await _import(rest, admin, env, node) if base else None
-        result["import_measured"] = await _import(measured_file, admin, env, node)
+        result["import_base"] = await _import(rest, admin, env, node, url) if base else None
+        result["import_measured"] = await _import(measured_file, admin, env, node, url)
         result["import_measured"]["rows_per_s"] = round(
             measured / result["import_measured"]["seconds"])
         log(f"import: {result['import_measured']}")
+        if import_only:
+            result["finished"] = datetime.now(UTC).isoformat()
+            return result
 
         searcher = (await cli("admin", "official", "add", "--agency", codes[0], "--name-th",
                               "ผู้ค้นหา ทดสอบ", "--json"))["id"]
@@ -400,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay-seconds", type=float, default=60.0)
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--searches", type=int, default=200, help="of each kind")
+    parser.add_argument("--import-only", action="store_true",
+                        help="stop after the directory import (stage 1)")
     args = parser.parse_args(argv)
     if not 0 < args.measured_import <= args.officials:
         parser.error("--measured-import must be between 1 and --officials")
@@ -408,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
     result = asyncio.run(run(args.officials, args.measured_import, args.events,
-                             args.relay_seconds, args.pairs, args.searches, log))
+                             args.relay_seconds, args.pairs, args.searches, log,
+                             import_only=args.import_only))
     print(json.dumps(result, indent=1, ensure_ascii=False))
     return 0
 

@@ -9,11 +9,13 @@ else on stdout (progress goes to stderr either way).
 """
 
 import argparse
+import asyncio
 import contextlib
 import json
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
@@ -34,6 +36,8 @@ MAX_KEPT = 10_000
 
 #: Seconds between progress lines while staging.
 PROGRESS_EVERY = 2.0
+#: Chunks in flight at most: two wait at the node while the next is read.
+IN_FLIGHT = 3
 
 
 async def run_import(
@@ -44,13 +48,15 @@ async def run_import(
     update: bool = False,
     expected: int = 0,
     clean: Callable[[], bool] = lambda: True,
+    seconds: dict[str, float] | None = None,
 ) -> tuple[f.ImportResult, list[f.RowError]]:
     """Stage, dry-run, and (if asked and clean) apply; progress lines go to ``out``.
 
     ``rows`` may be a stream (read as it is sent: the CLI never holds the
     whole file as rows); ``expected`` (about how many) sizes the progress
     line; ``clean()``, asked once every row is read, says whether the reader
-    found no problems of its own (if it did, nothing is applied).
+    found no problems of its own (if it did, nothing is applied);
+    ``seconds``, if given, gets the time staging and the final check took.
     """
     started = time.perf_counter()
     begun: f.ImportStarted = await client.request(f.ImportBegin)
@@ -60,15 +66,29 @@ async def run_import(
     try:
         sent = 0
         shown = started
-        for chunk in hr_csv.chunks(rows):
-            checked: f.ImportChecked = await client.request(
-                f.ImportRows, import_id=import_id, rows=chunk, update=update
-            )
-            problems.extend(checked.errors[: MAX_KEPT - len(problems)])
-            sent += len(chunk)
-            if time.perf_counter() - shown >= PROGRESS_EVERY:
-                shown = time.perf_counter()
-                print(_progress(sent, expected, shown - started), file=out, flush=True)
+        # Chunks sent ahead (the node answers in order): it stages them while
+        # this process reads and encodes the next, so neither waits for the other.
+        waiting: deque[tuple[int, asyncio.Future[f.ImportChecked]]] = deque()
+        try:
+            for chunk in hr_csv.chunks(rows):
+                waiting.append(
+                    (
+                        len(chunk),
+                        await client.rpc.submit(
+                            f.ImportRows, import_id=import_id, rows=chunk, update=update
+                        ),
+                    )
+                )
+                while waiting and (len(waiting) >= IN_FLIGHT or waiting[0][1].done()):
+                    sent += await _checked(waiting.popleft(), problems)
+                if time.perf_counter() - shown >= PROGRESS_EVERY:
+                    shown = time.perf_counter()
+                    print(_progress(sent, expected, shown - started), file=out, flush=True)
+            while waiting:
+                sent += await _checked(waiting.popleft(), problems)
+        finally:
+            for _, reply in waiting:  # an error or the file's: the rest are not wanted
+                reply.cancel()
         apply = apply and clean()
         staged = time.perf_counter()
         # A real apply checks every row again and changes nothing if one is
@@ -81,6 +101,8 @@ async def run_import(
         if result.error_count and len(result.errors) > len(problems):
             problems = list(result.errors)  # the full check saw more (a concurrent change)
         timing = f"staged in {staged - started:.2f}s, checked in {done - staged:.2f}s"
+        if seconds is not None:
+            seconds.update(staging=round(staged - started, 2), checking=round(done - staged, 2))
         if result.error_count:
             print(
                 f"{'not applied' if apply else 'dry run'}: {result.rows} rows; "
@@ -109,6 +131,16 @@ async def run_import(
     return result, problems
 
 
+async def _checked(
+    sent: tuple[int, "asyncio.Future[f.ImportChecked]"], problems: list[f.RowError]
+) -> int:
+    """Wait for a staged chunk's reply; keep its problems; how many rows it held."""
+    rows, reply = sent
+    checked = await reply
+    problems.extend(checked.errors[: MAX_KEPT - len(problems)])
+    return rows
+
+
 def _progress(sent: int, expected: int, seconds: float) -> str:
     rate = sent / seconds if seconds else 0.0
     if expected > sent:
@@ -128,6 +160,7 @@ def cmd_import(args: argparse.Namespace) -> None:
         note(f"note: ignoring columns {', '.join(hr.ignored)}")
 
     async def work(client: Client) -> None:
+        seconds: dict[str, float] = {}
         try:
             result, problems = await run_import(
                 client,
@@ -137,6 +170,7 @@ def cmd_import(args: argparse.Namespace) -> None:
                 args.update,
                 expected=max(hr.lines - 1, 0),
                 clean=lambda: not hr.problems,
+                seconds=seconds,
             )
         except hr_csv.ImportFileError as error:
             raise UserError(f"{error}; nothing was changed") from None
@@ -158,6 +192,7 @@ def cmd_import(args: argparse.Namespace) -> None:
                 bad_rows=bad_rows,
                 rows=result.rows + unread,
                 encoding=hr.encoding,
+                seconds=seconds,
                 errors=[
                     {"line": line, "column": column, "reason": reason}
                     for line, column, reason in found
