@@ -24,6 +24,7 @@ people are renamed, promoted or transferred; the same file, exported and
 edited, imports again.
 """
 
+import asyncio
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -46,6 +47,8 @@ from protocol.errors import ErrorCode
 
 #: Rows per INSERT when applying.
 APPLY_CHUNK = 2000
+#: Rows checked between yields to the chunk being written meanwhile.
+_YIELD_EVERY = 100
 #: Problems reported in full by ``apply`` (the count is always exact).
 MAX_REPORTED = 200
 _FIELDS = ("employee_id", "name_th", "name_en", "position", "agency_code", "email", "phone")
@@ -225,6 +228,14 @@ class _Checker:
         )
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """A checked chunk: the officials it creates and the changes it makes."""
+
+    new: list[NewOfficial]
+    changes: list[Change]
+
+
 class _Refused(Exception):
     """A real apply found problems: roll back, then report them."""
 
@@ -312,8 +323,9 @@ class DirectoryImport:
     ) -> Outcome:
         """Check every staged row, chunk by chunk, and (not a dry run) write as it goes.
 
-        Memory is one chunk of rows plus each employee id seen (to find repeats),
-        not the whole import: a chunk is checked, then written, then dropped.
+        Memory is two chunks of rows (one checked while the one before is
+        written) plus each employee id seen (to find repeats), not the whole
+        import.
         A problem anywhere rolls the whole transaction back. A real apply that
         fails deletes the staged rows (they are personal data, and the run is over).
         """
@@ -348,35 +360,53 @@ class DirectoryImport:
         problems: list[RowProblem] = []
         error_count = bad_rows = rows = created = updated = unchanged = 0
         last = -1
-        while chunk := await imports.staged(conn, import_id, last, APPLY_CHUNK):
-            last = chunk[-1].line
-            rows += len(chunk)
-            checker = await self._checker(scope, chunk, earlier, update, allowed, agencies)
-            new: list[NewOfficial] = []
-            changes: list[Change] = []
-            for row in chunk:
-                found, item = checker.check(row)
-                if found:
-                    error_count += len(found)
-                    bad_rows += 1
-                    problems.extend(found[: MAX_REPORTED - len(problems)])
-                elif isinstance(item, NewOfficial):
-                    new.append(item)
-                elif isinstance(item, Change) and (item.fields() or item.moved):
-                    changes.append(item)
-                elif isinstance(item, Change):
-                    unchanged += 1
-            created += len(new)
-            updated += len(changes)
-            if error_count or dry_run:
-                continue  # keep checking: the report names every problem's count
-            await store.create_officials(conn, new)
-            for change in changes:
-                if change.fields():
-                    await store.update_official(conn, change.after)
-                if change.moved:
-                    await store.move_official(conn, change.after.id, change.after.agency_id)
-            await self._audit.record(conn, *self._events(scope, import_id, new, changes))
+        ready: _Batch | None = None  # checked, to be written
+        while True:
+            # Chunk n + 1 is read, then chunk n written while n + 1 is checked:
+            # the node's checking and PostgreSQL's writing overlap (one
+            # connection, so the reads come first). A row of n + 1 that repeats
+            # one of n is a repeat whether or not n is written yet.
+            chunk = await imports.staged(conn, import_id, last, APPLY_CHUNK)
+            checker = (
+                await self._checker(scope, chunk, earlier, update, allowed, agencies)
+                if chunk
+                else None
+            )
+            writing = (
+                asyncio.create_task(self._write(conn, scope, import_id, ready)) if ready else None
+            )
+            ready = None
+            try:
+                if checker is not None:
+                    last = chunk[-1].line
+                    rows += len(chunk)
+                    new: list[NewOfficial] = []
+                    changes: list[Change] = []
+                    for index, row in enumerate(chunk, 1):
+                        if writing is not None and index % _YIELD_EVERY == 0:
+                            await asyncio.sleep(0)  # let the writer send its next statement
+                        found, item = checker.check(row)
+                        if found:
+                            error_count += len(found)
+                            bad_rows += 1
+                            problems.extend(found[: MAX_REPORTED - len(problems)])
+                        elif isinstance(item, NewOfficial):
+                            new.append(item)
+                        elif isinstance(item, Change) and (item.fields() or item.moved):
+                            changes.append(item)
+                        elif isinstance(item, Change):
+                            unchanged += 1
+                    created += len(new)
+                    updated += len(changes)
+                    # After a problem, keep checking (the report counts every
+                    # problem) but write nothing more: it is all rolled back.
+                    if not (error_count or dry_run):
+                        ready = _Batch(new, changes)
+            finally:
+                if writing is not None:
+                    await writing
+            if checker is None:
+                break
         if error_count:
             return Outcome(rows, 0, problems, error_count, False, bad_rows=bad_rows)
         if dry_run:
@@ -384,6 +414,16 @@ class DirectoryImport:
         await self._audit.record(conn, self._summary(scope, import_id, created, updated))
         await imports.discard(conn, import_id)
         return Outcome(rows, created, [], 0, True, updated, unchanged)
+
+    async def _write(self, conn: Executor, scope: Scope, import_id: UUID, batch: "_Batch") -> None:
+        """One checked chunk into the directory, with its audit events."""
+        await store.create_officials(conn, batch.new)
+        for change in batch.changes:
+            if change.fields():
+                await store.update_official(conn, change.after)
+            if change.moved:
+                await store.move_official(conn, change.after.id, change.after.agency_id)
+        await self._audit.record(conn, *self._events(scope, import_id, batch.new, batch.changes))
 
     def _events(
         self,
