@@ -36,6 +36,11 @@ _LINE_SEPARATORS: Final = frozenset({"\u2028", "\u2029"})
 
 def problem(value: str, *, display: bool) -> str | None:
     """Why ``value`` breaks the text rule, or None when it is acceptable."""
+    if value.isprintable():
+        # No character of categories C* or Z* but the space: none of those
+        # below. Checked in C, where the loop costs Python per character (a
+        # 300,000-row import spent a sixth of its node CPU here).
+        return None
     for char in value:
         category = unicodedata.category(char)
         if category == "Cc":

@@ -184,3 +184,27 @@ def test_json_escapes_cannot_smuggle_what_the_bytes_cannot() -> None:
         assert caught.value.code is ErrorCode.INVALID_FIELD and caught.value.rid == 3
     with pytest.raises(ProtocolError):  # a lone surrogate is not UTF-8 at all
         codec.decode('{"type":"search_officials","rid":3,"query":"\\ud800"}')
+
+
+def _problem_by_character(value: str, display: bool) -> bool:
+    """The rule as written in PROTOCOL.md, one character at a time."""
+    return any(
+        unicodedata.category(c) in ("Cc", "Cs")
+        or (display and (unicodedata.category(c) == "Cf" or c in "\u2028\u2029"))
+        for c in value
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(st.characters(codec=None, exclude_categories=())), display=st.booleans())
+def test_the_quick_check_finds_what_the_character_rule_finds(value: str, display: bool) -> None:
+    """problem() skips its per-character loop for printable text; that must
+    not let through anything the loop refuses (spaces, NBSP and unassigned
+    code points, also not printable, still reach the loop)."""
+    assert (text.problem(value, display=display) is not None) == _problem_by_character(
+        value, display
+    )
+    for bad in ("\x00", "\u202e", "\u00a0\x1b"):
+        assert (text.problem(value + bad, display=True) is not None) == _problem_by_character(
+            value + bad, True
+        )
