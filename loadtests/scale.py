@@ -178,7 +178,7 @@ async def _import(path: Path, state: Path, env: dict[str, str],
     backend_cpu = sum(cpu - backends.get(pid, 0.0)
                       for pid, cpu in harness.cpu_seconds_of(await _node_backends(url)).items())
     return {"seconds": round(took, 1),
-            **{f"{step}_s": s for step, s in _last_json(out)["seconds"].items()},
+            **{f"{step}_s": s for step, s in _last_json(out).get("seconds", {}).items()},
             "cli_peak_rss_mib": round(cli_peak / 1024, 1), "node_cpu_s": round(node_cpu, 1),
             "postgres_cpu_s": round(backend_cpu, 1),
             "node_rss_before_mib": round(before / 1024, 1),
