@@ -88,15 +88,7 @@ def test_group_of_three_with_the_cli_client(
 ) -> None:
     ui.enrol(anong, node.http, team.anong_code, "โทรศัพท์อนงค์")
     ui.enrol(boon, node.http, team.boon_code, "คอมพิวเตอร์บุญมี")
-    anong.get_by_role("button", name="กลุ่มใหม่").click()
-    anong.get_by_label("ชื่อกลุ่ม").fill("คณะทำงานงบประมาณ")
-    for query, name in (("บุญมี", "บุญมี มั่นคง"), ("ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")):
-        anong.get_by_role("button", name="เพิ่มสมาชิก").click()
-        anong.get_by_label("ค้นหาเจ้าหน้าที่").fill(query)
-        anong.get_by_role("button", name="ค้นหาเจ้าหน้าที่").click()
-        anong.get_by_role("button", name=f"เพิ่มสมาชิก: {name}").click()
-    anong.get_by_role("button", name="สร้าง").click()
-    expect(anong.get_by_test_id("chat-title")).to_contain_text("คณะทำงานงบประมาณ")
+    ui.create_group(anong, "คณะทำงานงบประมาณ", [("บุญมี", "บุญมี มั่นคง"), ("ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")])
     ui.send(anong, "เริ่มประชุมกลุ่มครับ")
 
     expect(boon.get_by_test_id("chat-row")).to_contain_text("เริ่มประชุมกลุ่มครับ", timeout=15_000)
@@ -172,14 +164,9 @@ def test_remove_member_then_announcement_only_group(
     expect(boon.get_by_text("หลังนำชัยวัฒน์ออกจากกลุ่ม", exact=True)).to_be_visible(timeout=15_000)
 
     ui.back_home(anong)
-    anong.get_by_role("button", name="กลุ่มใหม่").click()
-    anong.get_by_label("ชื่อกลุ่ม").fill("ประกาศของกอง")
-    anong.get_by_role("button", name="เพิ่มสมาชิก").click()
-    anong.get_by_label("ค้นหาเจ้าหน้าที่").fill("บุญมี")
-    anong.get_by_role("button", name="ค้นหาเจ้าหน้าที่").click()
-    anong.get_by_role("button", name="เพิ่มสมาชิก: บุญมี มั่นคง").click()
-    anong.get_by_label("เฉพาะผู้ดูแลกลุ่มโพสต์ได้").check()
-    anong.get_by_role("button", name="สร้าง").click()
+    ui.create_group(
+        anong, "ประกาศของกอง", [("บุญมี", "บุญมี มั่นคง")], announcement_only=True
+    )
     ui.send(anong, "ประกาศ: ประชุมพรุ่งนี้ 9 โมง")
     ui.back_home(boon)
     boon.get_by_test_id("chat-row").filter(has_text="ประกาศของกอง").click()

@@ -38,6 +38,24 @@ def send(page: Page, text: str) -> None:
     )
 
 
+def create_group(
+    page: Page, title: str, members: list[tuple[str, str]], *, announcement_only: bool = False
+) -> None:
+    """Create a group from the home screen: each member found by a search
+    ``query`` and added by its ``name``; the new group's chat is open after."""
+    page.get_by_role("button", name="กลุ่มใหม่").click()
+    page.get_by_label("ชื่อกลุ่ม").fill(title)
+    for query, name in members:
+        page.get_by_role("button", name="เพิ่มสมาชิก").click()
+        page.get_by_label("ค้นหาเจ้าหน้าที่").fill(query)
+        page.get_by_role("button", name="ค้นหาเจ้าหน้าที่").click()
+        page.get_by_role("button", name=f"เพิ่มสมาชิก: {name}").click()
+    if announcement_only:
+        page.get_by_label("เฉพาะผู้ดูแลกลุ่มโพสต์ได้").check()
+    page.get_by_role("button", name="สร้าง").click()
+    expect(page.get_by_test_id("chat-title")).to_contain_text(title)
+
+
 def open_first_chat(page: Page) -> None:
     page.get_by_test_id("chat-row").first.click()
 

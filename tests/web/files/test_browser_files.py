@@ -108,15 +108,7 @@ def test_a_file_and_a_photo_attached_in_the_browser_are_saved_identical_by_the_c
 def test_a_group_of_three_with_two_browsers_and_the_cli_shares_files(
     team: Team, anong: Page, boon: Page, tmp_path: Path
 ) -> None:
-    anong.get_by_role("button", name="กลุ่มใหม่").click()
-    anong.get_by_label("ชื่อกลุ่ม").fill("ตรวจพื้นที่")
-    for query, name in (("บุญมี", "บุญมี มั่นคง"), ("ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")):
-        anong.get_by_role("button", name="เพิ่มสมาชิก").click()
-        anong.get_by_label("ค้นหาเจ้าหน้าที่").fill(query)
-        anong.get_by_role("button", name="ค้นหาเจ้าหน้าที่").click()
-        anong.get_by_role("button", name=f"เพิ่มสมาชิก: {name}").click()
-    anong.get_by_role("button", name="สร้าง").click()
-    expect(anong.get_by_test_id("chat-title")).to_contain_text("ตรวจพื้นที่")
+    ui.create_group(anong, "ตรวจพื้นที่", [("บุญมี", "บุญมี มั่นคง"), ("ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")])
     ui.send(anong, "เริ่มส่งภาพ")
     picture = photo_bytes(3)
     attach(anong, "attach-photo", "หน้างาน.png", "image/png", picture)
