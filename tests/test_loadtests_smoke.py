@@ -59,23 +59,33 @@ async def test_scale_scenario_smoke_counts_add_up(empty_database_url: str) -> No
 
     result = await scale.run(officials=300, measured=300, events=3000, relay_seconds=2.0,
                              pairs=2, rounds=len(BROAD), log=lambda _: None,
-                             database_url=empty_database_url)
+                             database_url=empty_database_url, audit_rounds=2, relay_rounds=2)
 
     assert result["import_base"] is None and result["import_measured"]["seconds"] > 0
     assert result["import_measured"]["node_rss_peak_mib"] >= result["node_rss_start_mib"] > 0
     # Every imported official, the superadmin and the searcher are in the export.
     assert result["export"]["rows"] == 300 + 2
+    assert result["export"]["cli_cpu_s"] > 0 and result["export"]["node_cpu_s"] >= 0
     assert result["search"]["narrow"]["results_per_page"] >= 1
     broad = result["search"]["broad"]["page_of"]
     assert set(broad) == set(scale.BROAD)
     assert broad["สม"] == broad["som"] == 20
     assert result["auditor_last_day"]["rows_last"] >= 1
+    assert len(result["auditor_last_day"]["rounds"]) == 2
+    assert result["auditor_last_day"]["query_cpu_ms_p50"] > 0
     assert result["audit_log"]["leaves"] >= 3000 and result["audit_log"]["bytes_per_event"] > 0
     assert result["inclusion_proof"]["leaves"] == result["audit_log"]["leaves"]
     relay = result["relay"]
-    for phase in (relay["stale_statistics"], relay["analysed"]):
+    assert [p["statistics"] for p in relay["phases"]] == ["fresh database", "analysed"] * 2
+    for phase in relay["phases"]:
         assert phase["rejected"] == {} and phase["outstanding_at_end"] == 0
         assert phase["sent"] == phase["accepted"] == phase["delivered"] > 0
+        # Each fresh-statistics phase, the second after an ANALYZE too, plans
+        # as the database did before the directory was filled.
+        if phase["statistics"] == "analysed":
+            assert phase["officials_planned"] >= 300
+        else:
+            assert phase["officials_planned"] < 300
     # Each message leaves an accepted and a delivered event in the log.
     assert relay["audit_events"] >= 2 * relay["messages"]
     assert relay["audit_bytes_per_message"] > 0 and relay["stale_over_analysed"] > 0
