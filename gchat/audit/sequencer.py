@@ -50,7 +50,7 @@ from gchat.audit.verify import key_id
 from gchat.runtime.quietlog import QuietLog
 from gchat.store import audit as store
 from gchat.store import audit_codec as codec
-from gchat.store.database import Database
+from gchat.store.database import Database, unlisten
 
 log = logging.getLogger("gchat.audit.sequencer")
 
@@ -84,6 +84,7 @@ class Sequencer:
         self._node_id = node_id
         self._vacuum_every = vacuum_every
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._sign_now = asyncio.Event()
         self._kick = asyncio.Event()
         self.leading = False
@@ -94,18 +95,25 @@ class Sequencer:
         self._moved_since_vacuum = 0
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="audit-sequencer")
 
     async def stop(self) -> None:
         if self._task is None:
             return
+        # The flag, not only the cancellation, ends the loops: an exception
+        # raised while the cancellation unwinds (one did, see
+        # ``store.database.unlisten``) replaces it, and the loop would retry
+        # forever while the node's stop waits for it.
+        self._stopping = True
+        self._kick.set()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
         self.leading = False
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async with self._db.pool.acquire() as conn:
                     locked = await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY)
@@ -152,7 +160,7 @@ class Sequencer:
         last_sign = time.monotonic()
         await conn.add_listener(SIGN_CHANNEL, self._on_notify)
         try:
-            while True:
+            while not self._stopping:
                 if lost.is_set():
                     raise ConnectionResetError("the sequencer's database session ended")
                 wanted = self._sign_now.is_set()
@@ -169,7 +177,7 @@ class Sequencer:
                     raise ConnectionResetError("the sequencer's database session ended")
         finally:
             with contextlib.suppress(Exception):
-                await conn.remove_listener(SIGN_CHANNEL, self._on_notify)
+                await unlisten(conn, SIGN_CHANNEL, self._on_notify)
 
     async def _pass(
         self, conn: asyncpg.Connection, tree: MerkleAccumulator, since: store.Horizon

@@ -29,7 +29,7 @@ from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
 from gchat.store import audit as store
 from gchat.store import directory
-from gchat.store.database import Database
+from gchat.store.database import Database, unlisten
 from protocol.errors import ErrorCode
 from protocol.frames import wire_time
 
@@ -196,7 +196,7 @@ class AuditService:
                     if not signed.is_set():  # a sequencer elected since missed the request
                         await conn.execute("SELECT pg_notify($1, $2)", SIGN_CHANNEL, str(asked))
             finally:
-                await conn.remove_listener(SIGNED_CHANNEL, on_signed)
+                await unlisten(conn, SIGNED_CHANNEL, on_signed)
 
     async def _head_of_size(self, size: int) -> SignedHead | None:
         row = await store.tree_head_of_size(self._db.pool, size)

@@ -24,6 +24,23 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """Release a connection as it is (see the module docstring)."""
 
 
+async def unlisten(conn: asyncpg.Connection, channel: str, callback: object) -> None:
+    """Take ``callback`` off ``channel`` before ``conn`` goes back to the pool.
+
+    Also when PostgreSQL has ended the session: asyncpg's ``remove_listener``
+    does nothing on a closed connection, and the pool's release then finds the
+    listener still on it and warns instead of releasing. Where warnings are
+    errors (the test suite) that warning replaced a task's cancellation and
+    left the pool slot taken, so a node's stop waited forever (the two-node
+    audit fail-over test, about once in 20 runs under load). Terminating a
+    closed connection finishes asyncpg's own clean-up, which frees the slot.
+    """
+    if conn.is_closed():
+        conn.terminate()
+    else:
+        await conn.remove_listener(channel, callback)
+
+
 class Database:
     """Owns the asyncpg pool; hands out transactions to services."""
 
