@@ -44,7 +44,10 @@ async def test_files_smoke_every_file_comes_back_whole(database_url: str) -> Non
             assert summary["best_mib_s"][side][leg] > 0
     # The node's memory was read from /proc while it worked.
     assert summary["node_rss_samples"] >= 1 and summary["node_cpu_s_big"] > 0
-    assert summary["bare_cpu_s_big"] > 0 and summary["node_idle_cores"] >= 0
+    # The bare handler may move 2 MiB in less than one 10 ms clock tick of /proc's
+    # CPU count (it read 0.0 in three runs on a quick machine), so only its sign
+    # is checked here; the full-size files scenario compares it with the node's.
+    assert summary["bare_cpu_s_big"] >= 0 and summary["node_idle_cores"] >= 0
     # Three files at once, each verified; the node deleted every fetched blob.
     for side in ("gchat", "raw"):
         assert summary["many"][side]["verified"] == summary["many"][side]["files"] == 3
