@@ -130,6 +130,12 @@ class Sequencer:
                 raise
             except Exception as error:  # an outage: one line, then retry
                 self._quiet.failure("audit sequencer", error)
+            # A stop's kick can wake ``_lead`` just as the cancellation arrives,
+            # and Python 3.11's ``wait_for`` then returns instead of raising it:
+            # ``_lead`` ends on the flag, and this sleep would hold the node's
+            # stop for the whole retry interval (1 s per node stop).
+            if self._stopping:
+                return
             await asyncio.sleep(self._retry)
 
     def _on_notify(self, *_: Any) -> None:

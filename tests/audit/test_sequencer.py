@@ -6,9 +6,11 @@ from pathlib import Path
 
 import asyncpg
 
+from crypto.identity import IdentityKeyPair
 from gchat.app import App
 from gchat.audit.log import AuditEvent
-from gchat.audit.sequencer import LOCK_KEY
+from gchat.audit.sequencer import LOCK_KEY, Sequencer
+from gchat.store.database import Database
 from tests.audit.conftest import LogBench
 from tests.support import eventually, node_config
 
@@ -46,6 +48,25 @@ async def test_many_concurrent_writers(bench: LogBench) -> None:
     await asyncio.gather(*(bench.add(7) for _ in range(20)))
     await bench.settle()
     _assert_contiguous(await _leaves(bench.db.pool), 140)
+
+
+async def test_a_stop_does_not_wait_out_the_retry_interval(database_url: str) -> None:
+    """Stopping a leading sequencer returns at once, not after ``retry_seconds``
+    (its stop's kick used to swallow the cancellation, so the loop slept first)."""
+    db = await Database.connect(database_url, min_size=1, max_size=3)
+    sequencer = Sequencer(db, IdentityKeyPair.generate(), poll_interval=0.02, retry_seconds=3600)
+    try:
+        sequencer.start()
+        await eventually(lambda: sequencer.leading, what="the sequencer leads")
+        for _ in range(5):  # the race needs the kick to land during the poll's wait
+            await asyncio.wait_for(sequencer.stop(), timeout=30)
+            assert not sequencer.leading
+            sequencer.start()
+            await eventually(lambda: sequencer.leading, what="the sequencer leads again")
+        await asyncio.wait_for(sequencer.stop(), timeout=30)
+    finally:
+        await sequencer.stop()
+        await db.close()
 
 
 async def test_fail_over_between_two_nodes(database_url: str, tmp_path: Path) -> None:
