@@ -41,6 +41,7 @@ import asyncpg
 import pytest
 
 from gchat.app import App
+from tests.session_postgres import SessionPostgres
 from tests.support import (
     DEFAULT_ADMIN_DSN,
     TEST_DB_PREFIX,
@@ -149,6 +150,34 @@ class TestDatabases:
 
 
 _databases: TestDatabases | None = None
+
+
+_session_postgres: SessionPostgres | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the run's own PostgreSQL (tests/session_postgres.py) unless
+    ``GCHAT_TEST_DATABASE_URL`` names one. Only the process that runs the
+    session does this (xdist workers have ``workerinput``); it exports the DSN,
+    so the workers and every process a test starts use the same cluster."""
+    global _session_postgres
+    if hasattr(config, "workerinput") or os.environ.get("GCHAT_TEST_DATABASE_URL"):
+        return
+    try:
+        cluster = SessionPostgres()
+        os.environ["GCHAT_TEST_DATABASE_URL"] = cluster.start()
+    except Exception as exc:  # e.g. no server programs here: use the system server
+        print(f"\nfixtures: no test cluster ({exc}); using {DEFAULT_ADMIN_DSN}", file=sys.stderr)
+        return
+    _session_postgres = cluster
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _session_postgres
+    if _session_postgres is not None:
+        _session_postgres.stop()
+        _session_postgres = None
+        del os.environ["GCHAT_TEST_DATABASE_URL"]
 
 
 @pytest.fixture(scope="session")
