@@ -3,16 +3,19 @@
     python -m loadtests.audit_storage [--events 200000] [--query-events 1000000]
 
 1. **Write path** (a database made for this run, never analysed): two
-   writers record batches of 64 ``message.accepted`` and 64
-   ``message.delivered`` events per transaction through ``AuditLog.record``
-   (what the committer and the ack batcher do), as fast as they can, with
-   a ``Sequencer`` running as on a node.  Reports the write rate, the
+   writers record, through ``AuditLog.record``, transactions of 64
+   ``message.accepted`` events (the committer's) and of 64
+   ``message.delivered`` events of messages sent 64 earlier (the ack
+   batcher's; the mix ``audit_scale.fill`` makes), as fast as they can,
+   with a ``Sequencer`` running as on a node.  Reports the write rate, the
    sequencer's lag (events waiting and age of the oldest, sampled every
    0.2 s during the run) and how long it took to drain after.
-2. **Bytes per event**: ``pg_total_relation_size`` (heap, TOAST, every
-   index) of every audit table and partition, divided by the events --
-   against the same events in the tables before migration 0010 (filled
-   set-based, one row per event and per leaf, in a second database).
+2. **Bytes per event** (:func:`audit_bytes`, what ``loadtests.scale``
+   reports too): ``pg_total_relation_size`` (heap, TOAST, every index) of
+   every audit table and partition, divided by the events; the same without
+   the backlog table, a buffer of fixed size -- against the same number of
+   events in the tables before migration 0010 (filled set-based, one row per
+   event and per leaf, in a second database).
 3. **Auditor queries** on a log of ``--query-events`` events made by the
    node's own code (``audit_scale.fill``), never analysed: an official's
    last day, p50/p95 over 50 officials, and the plan (``EXPLAIN``).
@@ -30,6 +33,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,7 +45,7 @@ from gchat.runtime.server_keys import ServerKeys
 from gchat.store import audit as store
 from gchat.store import migrations
 from gchat.store.database import Database
-from loadtests.audit_scale import _uuid, fill, fill_old_layout
+from loadtests.audit_scale import DELIVERY_LAG, _uuid, fill, fill_old_layout, message_events
 from loadtests.harness import TempDatabase, Workspace
 
 _BATCH = 64
@@ -62,22 +66,25 @@ async def _directory(conn: asyncpg.Connection) -> None:
     )
 
 
-def _message_events(g: int) -> list[AuditEvent]:
-    """The two events of message ``g``: accepted (sender) and delivered (recipient)."""
-    a, s = uuid.UUID(_uuid(f"o{g % _OFFICIALS}")), uuid.UUID(_uuid(f"o{(g * 7 + 1) % _OFFICIALS}"))
-    d, r = uuid.UUID(_uuid(f"d{g % _OFFICIALS}")), uuid.UUID(_uuid(f"d{(g * 7 + 1) % _OFFICIALS}"))
-    message = uuid.uuid4()
-    return [
-        AuditEvent("message.accepted", actor_official=a, actor_device=d, subject_official=s,
-                   details={"message_id": message, "sent_at": int(time.time() * 1000),
-                            "ciphertext_bytes": 300 + g % 700, "recipient_devices": [r]}),
-        AuditEvent("message.delivered", actor_official=s, actor_device=r,
-                   details={"message_id": message, "position": g, "sender_official": a,
-                            "sender_device": d}),
-    ]
+def _batches(first: int, last: int) -> list[list[AuditEvent]]:
+    """What a node writes for messages ``first`` .. ``last - 1``: their
+    "message.accepted" events in one transaction (the committer's), and in
+    another the "message.delivered" events of the messages sent
+    ``DELIVERY_LAG`` earlier (the ack batcher's), as ``audit_scale.fill``
+    mixes them: a message's two events are never in one pack."""
+    at = datetime.now(UTC)
+    return [[message_events(g, at)[0] for g in range(first, last)],
+            [message_events(g - DELIVERY_LAG, at)[1] for g in range(first, last)]]
 
 
-async def _sizes(conn: asyncpg.Connection, tables: list[str]) -> dict[str, int]:
+#: Every table the audit log keeps (with their partitions, indexes and TOAST):
+#: the log itself, and the backlog (``audit_pending``, a buffer the
+#: sequencer empties and vacuums every 10,000 events).
+AUDIT_TABLES = ("audit_packs", "audit_subtrees", "audit_tree_heads", "audit_archived_leaves",
+                "audit_pending")
+
+
+async def _sizes(conn: asyncpg.Connection, tables: Iterable[str]) -> dict[str, int]:
     """Bytes on disk (heap, TOAST, indexes) of each table, partitions included."""
     out = {}
     for table in tables:
@@ -88,6 +95,34 @@ async def _sizes(conn: asyncpg.Connection, tables: list[str]) -> dict[str, int]:
                            ELSE pg_total_relation_size(c.oid) END
                FROM pg_class c WHERE c.oid = $1::regclass""", table))
     return out
+
+
+async def audit_bytes(conn: asyncpg.Connection) -> dict[str, Any]:
+    """Bytes on disk of the audit log and per event: the one measure
+    ``loadtests.audit_storage`` and ``loadtests.scale`` report.
+
+    ``bytes``: each of :data:`AUDIT_TABLES`; ``packs``: the packs'
+    partitions split into heap, TOAST (its index included) and indexes
+    (the GIN index's pending list included: up to ``gin_pending_list_limit``,
+    4 MB, per partition, a fixed cost that weighs on small logs).
+    """
+    sizes = await _sizes(conn, AUDIT_TABLES)
+    split = await conn.fetchrow(
+        """SELECT coalesce(sum(pg_relation_size(t.relid, 'main') + pg_relation_size(t.relid, 'fsm')
+                               + pg_relation_size(t.relid, 'vm')), 0) AS heap,
+                  coalesce(sum(pg_total_relation_size(nullif(c.reltoastrelid, 0))), 0) AS toast,
+                  coalesce(sum(pg_indexes_size(t.relid)), 0) AS indexes
+           FROM pg_partition_tree('audit_packs') AS t JOIN pg_class c ON c.oid = t.relid
+           WHERE t.isleaf""")
+    events = await store.log_size(conn)
+    total = sum(sizes.values())
+    return {
+        "events": events, "bytes": sizes, "total": total,
+        "packs": {k: int(v) for k, v in split.items()},
+        "bytes_per_event": round(total / events, 1) if events else None,
+        "log_bytes_per_event":
+            round((total - sizes["audit_pending"]) / events, 1) if events else None,
+    }
 
 
 async def _write_path(url: str, events: int, work: Workspace, log: Any) -> dict[str, Any]:
@@ -104,10 +139,9 @@ async def _write_path(url: str, events: int, work: Workspace, log: Any) -> dict[
         while next_message < messages:
             first = next_message
             next_message += _BATCH
-            batch = [e for g in range(first, min(first + _BATCH, messages))
-                     for e in _message_events(g)]
-            async with db.transaction() as conn:
-                await audit.record(conn, *batch)
+            for batch in _batches(first, min(first + _BATCH, messages)):
+                async with db.transaction() as conn:
+                    await audit.record(conn, *batch)
 
     async def sampler() -> None:
         while True:
@@ -132,12 +166,8 @@ async def _write_path(url: str, events: int, work: Workspace, log: Any) -> dict[
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
         async with db.pool.acquire() as conn:
-            size = await store.log_size(conn)
-            sizes = await _sizes(conn, ["audit_packs", "audit_pending", "audit_subtrees",
-                                        "audit_tree_heads", "audit_archived_leaves"])
-        total = sum(sizes.values())
+            sizes = await audit_bytes(conn)
         return {
-            "events": size,
             "write_s": round(written, 2),
             "events_per_s": round(events / written),
             "lag_max_events": max(w for w, _ in lags),
@@ -145,8 +175,7 @@ async def _write_path(url: str, events: int, work: Workspace, log: Any) -> dict[
             "lag_p95_age_s": round(sorted(a for _, a in lags)[int(len(lags) * 0.95)], 3),
             "drain_after_s": round(drained, 3),
             "sequenced_by_this_sequencer": sequencer.sequenced,
-            "bytes": sizes,
-            "bytes_per_event": round(total / size, 1),
+            **sizes,
         }
     finally:
         await sequencer.stop()
