@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from gchat.audit.log import AuditEvent, AuditLog
+from gchat.audit.log import AuditLog, Delivered
 from gchat.runtime.batcher import Batcher
 from gchat.runtime.metrics import NodeMetrics
 from gchat.store import messages
@@ -166,15 +166,16 @@ class Inbox:
         async def record(conn: Executor, rows: list[Any]) -> None:
             assert self._audit is not None
             agencies = {}  # read by the delete itself: no look-up of its own
+            delivered: list[Delivered] = []
             for row in rows:
                 if row["sender_agency"] is not None:
                     agencies[row["sender_official"]] = row["sender_agency"]
-                official = officials.get(row["device_id"])
-                if official is not None and row["device_agency"] is not None:
+                official = officials[row["device_id"]]
+                if row["device_agency"] is not None:
                     agencies[official] = row["device_agency"]
-            await self._audit.record(
-                conn, *(_delivered(row, officials) for row in rows), agencies=agencies
-            )
+                delivered.append((official, row["device_id"], row["message_id"],
+                                  row["position"], row["sender_official"], row["sender_device"]))
+            await self._audit.record_delivered(conn, delivered, agencies)
 
         rows = await messages.delete_acked_many(
             self._db.pool,
@@ -185,21 +186,6 @@ class Inbox:
         for row in rows:
             deleted[row["device_id"]] = deleted.get(row["device_id"], 0) + 1
         return [deleted.pop(ack.device_id, 0) for ack in acks]
-
-
-def _delivered(row: Any, officials: dict[UUID, UUID]) -> AuditEvent:
-    """The "message.delivered" event for one deleted inbox row."""
-    return AuditEvent(
-        "message.delivered",
-        actor_official=officials.get(row["device_id"]),
-        actor_device=row["device_id"],
-        details={
-            "message_id": row["message_id"],
-            "position": row["position"],
-            "sender_official": row["sender_official"],
-            "sender_device": row["sender_device"],
-        },
-    )
 
 
 def _log_failure(future: "asyncio.Future[int]") -> None:

@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import asyncpg
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gchat.audit.log import AuditEvent, encode_entry, entry_fields, involved
+from gchat.audit.log import AuditEvent, delivered_event, encode_entry, entry_fields, involved
 from gchat.audit.merkle import leaf_hash
 from gchat.store import audit_codec as codec
 from gchat.store import migrations
@@ -73,6 +74,46 @@ def test_stored_form_decodes_to_the_exact_entry(
         assert codec.leaf_hash_of(stored, when) == leaf_hash(entry)
         assert codec.parties(stored) == (officials, agency, devices)
         assert codec.kind_of(stored) == (kind if kind in codec.KINDS else None)
+
+
+_pool = st.lists(st.uuids(), min_size=6, max_size=6, unique=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pool=_pool,
+    picks=st.tuples(*[st.integers(0, 5)] * 5),
+    position=st.integers(1, 2**63 - 1),
+    with_agency=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    as_asyncpg=st.booleans(),
+    at=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+)
+def test_delivered_template_writes_what_the_general_encoder_writes(
+    pool: list[UUID], picks: tuple[int, ...], position: int,
+    with_agency: tuple[bool, bool, bool], as_asyncpg: bool, at: datetime,
+) -> None:
+    """Ids drawn from a small pool, so the recipient may be its own sender (same
+    official, same device), an agency may be shared, or an official have none;
+    ids as asyncpg returns them, as the ack's delete hands them over."""
+    ids = [PgUUID(str(u)) if as_asyncpg else u for u in pool]
+    official, device, message_id, sender_official, sender_device = (ids[i] for i in picks)
+    agencies = {o: a for o, a, on in zip((official, sender_official), (ids[4], ids[5]),
+                                          with_agency[:2], strict=True) if on}
+    if with_agency[2] and agencies:  # both in one agency
+        agencies = dict.fromkeys(agencies, ids[4])
+    time = codec.time_text(at.replace(tzinfo=UTC))
+    event = delivered_event(
+        (official, device, message_id, position, sender_official, sender_device))
+    officials, devices = involved(event)
+    scope = sorted({agencies[o] for o in officials if o in agencies})
+    fields = entry_fields(event, time)
+    template = codec.DeliveredCodec()
+    delivered = (official, device, message_id, position, sender_official, sender_device)
+    # Twice in one call: the second is written from what the first shared.
+    for entry, stored in template.encode([delivered, delivered], agencies, time):
+        assert entry == codec.canonical_json(fields)
+        assert stored == codec.encode_fields(fields, event.kind, officials, scope, devices, time)
+        assert codec.decode(stored, at.replace(tzinfo=UTC)) == entry
 
 
 @given(value=st.sampled_from(
