@@ -76,14 +76,15 @@ def cmd_ab(args: argparse.Namespace) -> int:
               log=lambda line: print(line, flush=True),
               overrides={k: v for k, v in (("pairs", args.pairs),
                                            ("capacity_s", args.seconds),
-                                           ("rate_s", args.seconds)) if v})
+                                           ("rate_s", args.seconds),
+                                           ("backlog", args.backlog)) if v})
     load_before = os.getloadavg()
     try:
         import uvloop
 
-        result = uvloop.run(ab.run_ab(run, variants, args.rounds, args.rate))
+        result = uvloop.run(ab.run_ab(run, variants, args.rounds, args.rate, args.scenario))
     except ImportError:  # pragma: no cover
-        result = asyncio.run(ab.run_ab(run, variants, args.rounds, args.rate))
+        result = asyncio.run(ab.run_ab(run, variants, args.rounds, args.rate, args.scenario))
     result |= {"command": command, "load_average": {"before": load_before,
                                                     "after": os.getloadavg()}}
     ab.write(result, out / "report.json")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="server setting for the node(s), e.g. GCHAT_DB_POOL_SIZE=20")
     run.set_defaults(func=cmd_run)
     abp = commands.add_parser(
-        "ab", help="closed-loop relay on node variants (checkouts or settings), alternated")
+        "ab", help="relay or backlog phases on node variants (checkouts or settings), alternated")
     abp.add_argument("--variant", action="append", default=[], metavar="NAME=CHECKOUT|GCHAT_X=V",
                      help="a node variant (the first is the base of ratios); see loadtests/ab.py")
     abp.add_argument("--rounds", type=int, default=3, help="closed-loop phases per variant")
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     abp.add_argument("--pairs", type=int, help="sender/recipient pairs")
     abp.add_argument("--rate", type=float, default=0.0,
                      help="fixed-rate phases at this many msg/s (default: closed loop)")
+    abp.add_argument("--scenario", choices=("relay", "backlog"), default="relay",
+                     help="what each phase runs: the relay, or the backlog's drain")
+    abp.add_argument("--backlog", type=int,
+                     help="backlog: envelopes queued per phase (default: short's 20,000)")
     abp.add_argument("--workers", type=int, default=2, help="load-generator processes")
     abp.add_argument("--results", type=Path, default=REPO / "results")
     abp.set_defaults(func=cmd_ab)

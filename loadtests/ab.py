@@ -1,4 +1,4 @@
-"""``python -m loadtests ab``: one run, closed-loop relay phases on alternating node variants.
+"""``python -m loadtests ab``: one run, relay phases or backlog drains on alternating node variants.
 
 A before/after comparison on a shared, noisy machine: two runs of the relay
 scenario minutes apart see different neighbours, so their ratio says
@@ -17,6 +17,11 @@ node's and its PostgreSQL backends' CPU per delivered message.
 ``--rate R`` makes every phase a fixed rate of R msg/s instead of a closed
 loop: the low-load figures (p50, CPU per message at 10% of capacity), where
 a batch is one message and every statement per batch is paid per message.
+
+``--scenario backlog`` makes every phase the backlog scenario's drain
+(``--backlog N`` envelopes queued by SQL for 10 offline devices, then
+drained, acking each envelope): envelopes per second, and the node's and
+its backends' CPU per envelope.
 """
 
 from __future__ import annotations
@@ -31,8 +36,13 @@ from typing import Any
 from loadtests import harness
 from loadtests.scenarios import Run
 
-FIGURES = ("throughput", "p50_ms", "p99_ms", "server_ms_per_msg", "db_ms_per_msg",
-           "cpu_ms_per_msg")
+#: What each scenario's phases are compared by.
+FIGURES = {
+    "relay": ("throughput", "p50_ms", "p99_ms", "server_ms_per_msg", "db_ms_per_msg",
+              "cpu_ms_per_msg"),
+    "backlog": ("env_per_s", "slowest_s", "server_ms_per_env", "db_ms_per_env",
+                "cpu_ms_per_env", "generator_ms_per_env"),
+}
 
 
 @dataclass
@@ -59,15 +69,18 @@ class Variant:
 
 
 async def run_ab(run: Run, variants: list[Variant], rounds: int,
-                 rate: float = 0.0) -> dict[str, Any]:
-    """Closed-loop (or ``rate`` msg/s) phases, ``rounds`` per variant, alternating;
-    medians and ratios."""
+                 rate: float = 0.0, scenario: str = "relay") -> dict[str, Any]:
+    """Closed-loop (or ``rate`` msg/s) relay phases, or backlog drains
+    (``scenario``), ``rounds`` per variant, alternating; medians and ratios."""
+    figures = FIGURES[scenario]
     phases: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
     home = harness.REPO
     try:
         harness.REPO = variants[0].checkout
         run.node_env = dict(variants[0].env)
-        await run.setup(2 * run.params.pairs, raw_relay=False)
+        devices = (2 * run.params.pairs if scenario == "relay"
+                   else run.params.backlog_devices + 1)
+        await run.setup(devices, raw_relay=False)
         for r in range(rounds):
             for variant in variants if r % 2 == 0 else variants[::-1]:
                 harness.REPO = variant.checkout  # the node's working directory: its gchat
@@ -76,21 +89,27 @@ async def run_ab(run: Run, variants: list[Variant], rounds: int,
                 await run.audit_drained_after()
                 run.log(f"  {variant.name} round {r + 1}/{rounds} ({variant.checkout}), "
                         f"load {os.getloadavg()[0]:.1f}")
-                got = await run.relay_phase("gchat", "rate" if rate else "closed", rate,
-                                            label=f"{variant.name}{r}")
-                phases[variant.name].append(
-                    {k: got[k] for k in FIGURES} | {"cpu": got["cpu"], "audit": got["audit"]})
+                if scenario == "relay":
+                    got = await run.relay_phase("gchat", "rate" if rate else "closed", rate,
+                                                label=f"{variant.name}{r}")
+                    extra = {"cpu": got["cpu"], "audit": got["audit"]}
+                else:
+                    got = await run.backlog_phase(label=f"{variant.name}{r}")
+                    if got["failed_devices"] or got["left_in_inbox"]:
+                        raise RuntimeError(f"{variant.name} round {r + 1}: drain failed: {got}")
+                    extra = {"cpu": got["cpu"]}
+                phases[variant.name].append({k: got[k] for k in figures} | extra)
     finally:
         harness.REPO = home
         await run.teardown()
-    medians = {name: {k: statistics.median(p[k] for p in got) for k in FIGURES}
+    medians = {name: {k: statistics.median(p[k] for p in got) for k in figures}
                for name, got in phases.items()}
     base = medians[variants[0].name]
-    ratios = {name: {k: (m[k] / base[k] if base[k] else float("nan")) for k in FIGURES}
+    ratios = {name: {k: (m[k] / base[k] if base[k] else float("nan")) for k in figures}
               for name, m in medians.items()}
     return {"variants": {v.name: {"checkout": str(v.checkout), "env": v.env} for v in variants},
-            "rounds": rounds, "rate": rate or None, "phases": phases, "medians": medians,
-            "ratios": ratios}
+            "scenario": scenario, "rounds": rounds, "rate": rate or None, "phases": phases,
+            "medians": medians, "ratios": ratios}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -98,8 +117,9 @@ def table(result: dict[str, Any]) -> str:
     lines = [f"| figure (median of {result['rounds']}) | " + " | ".join(names) + " | ratio "
              + " | ratio ".join(names[1:]) + f" to {names[0]} |",
              "|---" * (1 + 2 * len(names) - 1) + "|"]
-    for k in FIGURES:
+    for k in FIGURES[result.get("scenario", "relay")]:
         cells = [f"{result['medians'][n][k]:,.3f}" if "ms" in k else
+                 f"{result['medians'][n][k]:,.2f}" if k == "slowest_s" else
                  f"{result['medians'][n][k]:,.0f}" for n in names]
         ratios = [f"{result['ratios'][n][k]:.2f}x" for n in names[1:]]
         lines.append(f"| {k} | " + " | ".join(cells + ratios) + " |")

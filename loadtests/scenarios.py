@@ -252,29 +252,35 @@ class Run:
 
     async def gated(
         self, specs: list[dict[str, Any]], lead: float = 0.5,
-        measure: tuple[float, float] | None = None,
+        measure: tuple[float, float | None] | None = None,
         servers: list[harness.ServerProcess] | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Run gated worker ops with a common start; meter CPU over ``measure``
-        (offsets from the start) on ``servers`` (default: the node)."""
+        (offsets from the start; an end of None: until every op has returned)
+        on ``servers`` (default: the node)."""
         assert self.workers is not None and self.node is not None
         meter_result: dict[str, Any] = {}
         tasks: list[asyncio.Task[None]] = []
         target = servers or [self.node]
+        returned = asyncio.Event()
 
         async def on_ready(infos: list[dict[str, Any]]) -> dict[str, Any]:
             start = time.monotonic() + lead
             if measure is not None:
                 tasks.append(asyncio.create_task(self._meter(target, start, measure,
-                                                             meter_result)))
+                                                             meter_result, returned)))
             return {"start_at": start}
 
-        results = await self.workers.run(specs, on_ready)
+        try:
+            results = await self.workers.run(specs, on_ready)
+        finally:
+            returned.set()
         await asyncio.gather(*tasks)
         return results, meter_result
 
     async def _meter(self, servers: list[harness.ServerProcess], start: float,
-                     span: tuple[float, float], into: dict[str, Any]) -> None:
+                     span: tuple[float, float | None], into: dict[str, Any],
+                     returned: asyncio.Event | None = None) -> None:
         assert self.workers is not None
         assert self._probe is not None
         meter = harness.CpuMeter([s.pid for s in servers])
@@ -283,18 +289,23 @@ class Run:
             backends0 = harness.cpu_seconds_of(await harness.backend_pids(conn))
         meter.begin()
         workers0 = sum(harness.cpu_seconds(p) for p in self.workers.pids)
-        await harness.sleep_until(start + span[1])
+        if span[1] is None:
+            assert returned is not None
+            await returned.wait()
+        else:
+            await harness.sleep_until(start + span[1])
         into.update(meter.end())
+        seconds = into["wall_s"]
         async with self._probe.acquire() as conn:
             backends1 = harness.cpu_seconds_of(await harness.backend_pids(conn))
         # A backend that started during the window used all its CPU in it.
         used_db = sum(v - backends0.get(pid, 0.0) for pid, v in backends1.items())
         into["db_backends_cpu_s"] = round(used_db, 3)
-        into["db_backends_cores"] = round(used_db / (span[1] - span[0]), 3)
+        into["db_backends_cores"] = round(used_db / seconds, 3)
         into["db_backends"] = len(backends1)
         used = sum(harness.cpu_seconds(p) for p in self.workers.pids) - workers0
         into["generator_cpu_s"] = round(used, 3)
-        into["generator_cores"] = round(used / (span[1] - span[0]), 3)
+        into["generator_cores"] = round(used / seconds, 3)
         into["other_cores"] = round(into["host_busy_cores"] - into["server_cores"]
                                     - into["postgres_cores"] - into["generator_cores"], 3)
 
@@ -435,22 +446,25 @@ class Run:
 
     # --- backlog ----------------------------------------------------------------------------
 
-    async def scenario_backlog(self) -> dict[str, Any]:
+    async def backlog_phase(self, label: str = "") -> dict[str, Any]:
+        """Queue ``backlog`` envelopes for the offline devices (SQL), then let
+        them reconnect and drain, acking each ``deliver``; CPU is metered from
+        the start until the last device is done."""
         p = self.params
         assert self.node is not None and self.database_url is not None
         recipients = self.devs[-p.backlog_devices:]
         sender = self.devs[-p.backlog_devices - 1]
         per = [p.backlog // len(recipients)] * len(recipients)
         per[0] += p.backlog - sum(per)
-        self.log(f"backlog: inserting {p.backlog} envelopes for {len(recipients)} offline "
-                 "devices directly via SQL (COPY)")
+        self.log(f"backlog{label and ' ' + label}: inserting {p.backlog} envelopes for "
+                 f"{len(recipients)} offline devices directly via SQL (COPY)")
         inserted_s = await insert_backlog(self.database_url, sender, list(zip(recipients, per,
                                                                               strict=True)))
         self.log(f"  inserted in {inserted_s:.1f}s; reconnecting and draining")
         chunks = self.split(list(zip(recipients, per, strict=True)))
         specs = [{"op": "drain", "url": self.node.url, "devs": [d for d, _ in c],
                   "expected": [n for _, n in c], "timeout": 600.0} for c in chunks if c]
-        results, cpu = await self.gated(specs)
+        results, cpu = await self.gated(specs, measure=(0.0, None))
         done = [t for r in results for t in r["done_s"]]
         received = sum(r["received"] for r in results)
         failed = sum(r["failed"] for r in results)
@@ -458,18 +472,38 @@ class Run:
         rate = received / total if total else 0.0
         await asyncio.sleep(1.0)
         left = await inbox_left(self.database_url, [d.device_id for d in recipients])
+
+        def per_env(key: str) -> float:
+            return 1000 * cpu.get(key, 0.0) / received if received else float("nan")
+
+        node_ms, db_ms, gen_ms = (per_env("server_cpu_s"), per_env("db_backends_cpu_s"),
+                                  per_env("generator_cpu_s"))
         self.log(f"  drained {received}/{p.backlog} in {total:.2f}s = {rate:.0f} env/s "
-                 f"(left in inbox after acks: {left}, failed devices: {failed})")
+                 f"(left in inbox after acks: {left}, failed devices: {failed}); "
+                 f"cpu/env: node {node_ms:.3f} ms + db backends {db_ms:.3f} ms, "
+                 f"load generator {gen_ms:.3f} ms; host busy {cpu.get('host_busy_cores', 0):.2f}"
+                 f" cores, other {cpu.get('other_cores', 0):.2f}")
+        return {"env_per_s": rate, "slowest_s": total, "server_ms_per_env": node_ms,
+                "db_ms_per_env": db_ms, "cpu_ms_per_env": node_ms + db_ms,
+                "generator_ms_per_env": gen_ms, "insert_s": inserted_s, "received": received,
+                "expected": p.backlog, "per_device_done_s": done, "left_in_inbox": left,
+                "failed_devices": failed, "errors": [e for r in results for e in r["errors"]],
+                "cpu": cpu}
+
+    async def scenario_backlog(self) -> dict[str, Any]:
+        p = self.params
+        got = await self.backlog_phase()
+        rate = got["env_per_s"]
         rows = [
-            row("backlog", f"drain {p.backlog} envelopes / {len(recipients)} devices",
+            row("backlog", f"drain {p.backlog} envelopes / {p.backlog_devices} devices",
                 "env/s", rate, None, ">= 20000", rate >= 20_000),
-            row("backlog", "slowest device drained after", "s", total),
+            row("backlog", "slowest device drained after", "s", got["slowest_s"]),
+            row("backlog", "CPU per envelope, node + its PostgreSQL backends", "ms",
+                got["cpu_ms_per_env"]),
         ]
-        return {"status": "ok" if not failed else "failed", "rows": rows, "details": {
-            "inserted_via": "SQL COPY into messages + inbox, inbox_head bumped",
-            "insert_s": inserted_s, "received": received, "expected": p.backlog,
-            "per_device_done_s": done, "left_in_inbox": left, "failed_devices": failed,
-            "errors": [e for r in results for e in r["errors"]], "cpu": cpu}}
+        ok = not got["failed_devices"] and not got["left_in_inbox"]
+        return {"status": "ok" if ok else "failed", "rows": rows, "details": {
+            "inserted_via": "SQL COPY into messages + inbox, inbox_head bumped", **got}}
 
     # --- idle connections -----------------------------------------------------------------
 
