@@ -41,7 +41,8 @@ from protocol.frames import Deliver, QueueEmpty, wire_time
 
 log = logging.getLogger("gchat.messaging.delivery")
 
-Push = Callable[[Deliver | QueueEmpty], Awaitable[None]]
+#: Sends a turn's frames, in order (together: one write for many envelopes).
+Push = Callable[[list[Deliver | QueueEmpty]], Awaitable[None]]
 
 #: Most devices read, or acks deleted, in one statement.
 _MAX_BATCH = 512
@@ -307,10 +308,11 @@ class DeliveryStream:
                 entries = await self._inbox.read(self.device_id, self._last_pushed, room)
                 if len(entries) == room:
                     self._must_read = True  # there may be more; the window decides
+            frames: list[Deliver | QueueEmpty] = []
             for entry in entries:
                 self._unacked.add(entry.position)
                 self._last_pushed = entry.position
-                await self._push(
+                frames.append(
                     Deliver(
                         position=entry.position,
                         message_id=entry.message_id,
@@ -322,10 +324,12 @@ class DeliveryStream:
                         conversation_id=entry.conversation_id,
                     )
                 )
-                if self._metrics is not None:
-                    self._metrics.deliveries.inc()
             if self._must_read:
                 self._wake.set()
             elif not self._caught_up:
                 self._caught_up = True
-                await self._push(QueueEmpty())
+                frames.append(QueueEmpty())
+            if frames:
+                await self._push(frames)
+            if entries and self._metrics is not None:
+                self._metrics.deliveries.inc(len(entries))

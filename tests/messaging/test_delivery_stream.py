@@ -63,8 +63,8 @@ async def started(
 ) -> tuple[DeliveryStream, asyncio.Task[None]]:
     into: list[Deliver | QueueEmpty] = pushed if pushed is not None else []
 
-    async def push(frame: Deliver | QueueEmpty) -> None:
-        into.append(frame)
+    async def push(frames: list[Deliver | QueueEmpty]) -> None:
+        into.extend(frames)
 
     stream = DeliveryStream(inbox, uuid4(), uuid4(), push, window)  # type: ignore[arg-type]
     task = asyncio.create_task(stream.run())
