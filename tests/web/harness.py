@@ -230,3 +230,21 @@ class CliDevice:
 
     def safety_number(self, official: UUID) -> str:
         return self.run("safety-number", "--with", str(official), "--no-qr").splitlines()[1]
+
+
+class Team:
+    """Three officials the admin created: Anong and Boon enrol in browsers, Chai runs the CLI."""
+
+    def __init__(self, node: Node, loop: Loop) -> None:
+        self.admin = admin_device(node, loop)
+        self.anong, self.anong_code = new_official(self.admin, "อนงค์ ศรีสุข", "ผู้อำนวยการกอง")
+        self.boon, self.boon_code = new_official(self.admin, "บุญมี มั่นคง")
+        self.chai, chai_code = new_official(self.admin, "ชัยวัฒน์ พึ่งธรรม")
+        self.cli = CliDevice(node, node.tmp / "chai.state")
+        assert self.cli.enroll(chai_code) == self.chai
+        self.node = node
+
+    def cli_files(self, folder: Path, idle: float = 8) -> list[dict[str, Any]]:
+        """Messages the CLI receives now, its files saved (and checked) under ``folder``."""
+        out = self.cli.run("listen", "--idle", str(idle), "--save-dir", str(folder))
+        return [m for m in map(json.loads, out.splitlines()) if "file" in m]

@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, BrowserContext, BrowserType, Page, expe
 from protocol.frames import IssueCode
 from tests.web import ui
 from tests.web.harness import Loop, Node, PyDevice, admin_device, chromium_path, new_official
+from tests.web.storage import read_storage
 
 
 class People:
@@ -163,48 +164,12 @@ def test_history_opens_offline_from_the_app_shell_cache(phone: Page) -> None:
 
 def test_storage_holds_no_plaintext_and_the_key_cannot_be_read(phone: Page) -> None:
     """As someone with the browser profile would look: records sealed, the key unreadable."""
-    found = phone.evaluate(
-        """async (needles) => {
-            const db = await new Promise((ok, no) => {
-                const r = indexedDB.open("gchat");
-                r.onsuccess = () => ok(r.result);
-                r.onerror = () => no(r.error);
-            });
-            const all = (store) => new Promise((ok) => {
-                const r = db.transaction(store).objectStore(store).getAll();
-                r.onsuccess = () => ok(r.result);
-            });
-            const records = await all("sealed");
-            const [key] = await all("keys");
-            const bytes = records.map((r) => new Uint8Array(r.ct));
-            const enc = new TextEncoder();
-            const contains = (hay, needle) => {
-                outer: for (let i = 0; i + needle.length <= hay.length; i++) {
-                    for (let j = 0; j < needle.length; j++) {
-                        if (hay[i + j] !== needle[j]) continue outer;
-                    }
-                    return true;
-                }
-                return false;
-            };
-            let exported = "refused";
-            try { await crypto.subtle.exportKey("raw", key); exported = "exported"; } catch {}
-            db.close();
-            return {
-                records: records.length,
-                shapes: records.every((r) => Object.keys(r).sort().join() === "ct,iv"),
-                leaks: needles.filter((n) => bytes.some((b) => contains(b, enc.encode(n)))),
-                extractable: key.extractable,
-                exported,
-                localStorage: localStorage.length,
-            };
-        }""",
-        ["รับทราบค่ะ", "สวัสดีครับ", "identitySeed", "sessions", "token"],
-    )
-    assert found["records"] >= 4 and found["shapes"]
-    assert found["leaks"] == []
-    assert found["extractable"] is False and found["exported"] == "refused"
-    assert found["localStorage"] == 0
+    needles = ["รับทราบค่ะ", "สวัสดีครับ", "identitySeed", "sessions", "token"]
+    stored = read_storage(phone, [n.encode() for n in needles])
+    assert stored.records >= 4 and stored.sealed_shapes
+    assert stored.found == [False] * len(needles)
+    assert stored.key_extractable is False and stored.key_exported is False
+    assert stored.local_storage == 0
 
 
 def test_a_message_sent_from_another_own_device_shows_in_its_chat(

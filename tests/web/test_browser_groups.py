@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from protocol.frames import IssueCode, ListDevices, RevokeDevice
 from tests.web import ui
-from tests.web.harness import CliDevice, Loop, Node, admin_device, new_official
+from tests.web.harness import CliDevice, Loop, Node, Team
 
 AXE = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -34,18 +34,6 @@ def axe_problems(page: Page) -> list[str]:
         ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', ')))"
     )
     return list(result)
-
-
-class Team:
-    def __init__(self, node: Node, loop: Loop) -> None:
-        self.admin = admin_device(node, loop)
-        self.anong, self.anong_code = new_official(self.admin, "อนงค์ ศรีสุข", "ผู้อำนวยการกอง")
-        self.boon, self.boon_code = new_official(self.admin, "บุญมี มั่นคง")
-        self.chai, chai_code = new_official(self.admin, "ชัยวัฒน์ พึ่งธรรม")
-        self.cli = CliDevice(node, node.tmp / "chai.state")
-        assert self.cli.enroll(chai_code) == self.chai
-        self.loop = loop
-        self.node = node
 
 
 @pytest.fixture(scope="module")

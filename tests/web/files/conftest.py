@@ -12,13 +12,15 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.web import ui
-from tests.web.files.support import Team, enrolled_page
-from tests.web.harness import Loop, Node
+from tests.web.files.support import enrolled_page
+from tests.web.harness import Loop, Node, Team
 
 
 @pytest.fixture(scope="module")
 def team(node: Node, loop: Loop) -> Team:
-    return Team(node, loop)
+    made = Team(node, loop)
+    made.admin.close()  # not needed again: nothing of it is connected when the node dies
+    return made
 
 
 @pytest.fixture(scope="module")

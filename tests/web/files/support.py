@@ -1,4 +1,4 @@
-"""What the file tests share: pictures and PDFs, three officials, and the steps with files.
+"""What the file tests share: pictures and PDFs and the steps with files (the team is harness.Team).
 
 Used by test_browser_files.py and test_browser_files_resume.py beside it
 (two modules, so a parallel run starts them on two workers); their shared
@@ -7,9 +7,7 @@ fixtures are in conftest.py.
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +18,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
 from tests.web import ui
-from tests.web.harness import CliDevice, Loop, Node, admin_device, new_official
+from tests.web.harness import Node
 
 REFUSED_TH = "ไฟล์นี้ถูกแก้ไขหรือได้รับมาไม่ครบ จึงไม่เปิดและไม่บันทึก"
 REFUSED_EN = "This file was altered or arrived incomplete, so it was not opened or saved."
@@ -39,23 +37,6 @@ def photo_bytes(seed: int, fmt: str = "PNG") -> bytes:
 def pdf_bytes(title: str) -> bytes:
     body = f"%PDF-1.4\n% {title}\n".encode() + os.urandom(150_000)  # more than two chunks
     return body + b"\n%%EOF\n"
-
-
-class Team:
-    def __init__(self, node: Node, loop: Loop) -> None:
-        self.admin = admin_device(node, loop)
-        self.anong, self.anong_code = new_official(self.admin, "อนงค์ ศรีสุข", "ผู้อำนวยการกอง")
-        self.boon, self.boon_code = new_official(self.admin, "บุญมี มั่นคง")
-        self.chai, chai_code = new_official(self.admin, "ชัยวัฒน์ พึ่งธรรม")
-        self.cli = CliDevice(node, node.tmp / "chai.state")
-        assert self.cli.enroll(chai_code) == self.chai
-        self.admin.close()  # not needed again: nothing of it is connected when the node dies
-        self.node = node
-
-    def cli_files(self, folder: Path, idle: float = 8) -> list[dict[str, Any]]:
-        """Messages the CLI receives now, its files saved (and checked) under ``folder``."""
-        out = self.cli.run("listen", "--idle", str(idle), "--save-dir", str(folder))
-        return [m for m in map(json.loads, out.splitlines()) if "file" in m]
 
 
 @contextmanager
@@ -112,41 +93,3 @@ def saved_bytes(page: Page, name: str) -> bytes:
         save.click()
     assert download.value.suggested_filename == name
     return Path(download.value.path()).read_bytes()
-
-
-def browser_storage_holds(page: Page, needles: list[bytes]) -> tuple[list[int], list[bool]]:
-    """Read the app's IndexedDB raw, as someone with the profile's files would: the sizes of
-    the kept files, and for each needle whether any stored byte string contains it."""
-    result = page.evaluate(
-        """async (needles) => {
-            const db = await new Promise((ok, no) => {
-                const r = indexedDB.open("gchat");
-                r.onsuccess = () => ok(r.result);
-                r.onerror = () => no(r.error);
-            });
-            const all = (store) => new Promise((ok) => {
-                const r = db.transaction(store).objectStore(store).getAll();
-                r.onsuccess = () => ok(r.result);
-            });
-            const sealed = (await all("sealed")).map((r) => new Uint8Array(r.ct));
-            const blobs = await all("files");
-            const kept = await Promise.all(
-                blobs.map(async (b) => new Uint8Array(await b.arrayBuffer())));
-            db.close();
-            const hays = [...sealed, ...kept];
-            const contains = (hay, needle) => {
-                outer: for (let i = 0; i + needle.length <= hay.length; i++) {
-                    for (let j = 0; j < needle.length; j++) {
-                        if (hay[i + j] !== needle[j]) continue outer;
-                    }
-                    return true;
-                }
-                return false;
-            };
-            const raw = needles.map((n) => Uint8Array.from(atob(n), (c) => c.charCodeAt(0)));
-            const found = raw.map((n) => hays.some((h) => contains(h, n)));
-            return { sizes: blobs.map((b) => b.size), found };
-        }""",
-        [base64.b64encode(n).decode() for n in needles],
-    )
-    return sorted(result["sizes"]), list(result["found"])

@@ -22,10 +22,8 @@ from tests.web import ui
 from tests.web.files.support import (
     REFUSED_EN,
     REFUSED_TH,
-    Team,
     attach,
     blobs,
-    browser_storage_holds,
     enrolled_page,
     pdf_bytes,
     photo_bytes,
@@ -33,7 +31,8 @@ from tests.web.files.support import (
     sent,
     shown_image_bytes,
 )
-from tests.web.harness import Node
+from tests.web.harness import Node, Team
+from tests.web.storage import read_storage
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +67,13 @@ def test_cli_sends_a_pdf_and_a_photo_the_browser_checks_shows_and_saves(
     # The browser keeps the two files only as ciphertext (24 + size + 17 per 64 KiB chunk),
     # and no stored byte string holds a piece of either file or the caption in clear.
     pdf_data, photo_data = pdf.read_bytes(), photo.read_bytes()
-    sizes, found = browser_storage_holds(anong, [
+    stored = read_storage(anong, [
         pdf_data[1000:1048], photo_data[len(photo_data) // 2:][:48], "บันทึกฉบับลงนาม".encode(),
     ])
-    assert sizes == sorted(24 + len(d) + 17 * -(-len(d) // 65536) for d in (pdf_data, photo_data))
-    assert found == [False, False, False]
+    assert stored.file_sizes == sorted(
+        24 + len(d) + 17 * -(-len(d) // 65536) for d in (pdf_data, photo_data)
+    )
+    assert stored.found == [False, False, False]
     # After a reload the files open from the kept ciphertext (checked again), not from the node.
     anong.reload()
     ui.open_first_chat(anong)

@@ -21,8 +21,8 @@ from playwright.sync_api import Page, expect
 
 from tests.support import run_sync
 from tests.web import ui
-from tests.web.files.support import Team, attach, saved_bytes, sent
-from tests.web.harness import Node
+from tests.web.files.support import attach, saved_bytes, sent
+from tests.web.harness import Node, Team
 
 pytestmark = pytest.mark.slow
 
