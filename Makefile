@@ -42,7 +42,7 @@ help:
 	@echo "                (pytest on PYTEST_WORKERS=3 processes; PYTEST_WORKERS=0 runs serially)"
 	@echo "make web        build the web app (web/dist) if missing or older than its sources"
 	@echo "make lint       ruff check . and lint-imports (the layering contracts in pyproject.toml)"
-	@echo "make typecheck  mypy protocol crypto gchat"
+	@echo "make typecheck  mypy protocol crypto gchat loadtests"
 	@echo "make pytest     pytest only (PYTEST_ARGS='-k name' to select)"
 	@echo "make services   install/start PostgreSQL and Redis for the tests"
 	@echo "make bench      load tests, short run (loadtests/)"
@@ -95,7 +95,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy protocol crypto gchat
+	$(BIN)/mypy protocol crypto gchat loadtests
 
 # The suite starts hundreds of Python processes (workers, `gchat` commands,
 # nodes): let them cache compiled modules (__pycache__, git-ignored) even where
@@ -117,7 +117,7 @@ test test-fast: $(STAMP)
 	bash .ci/ensure-web --browser
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy protocol crypto gchat
+	$(BIN)/mypy protocol crypto gchat loadtests
 	$(MAKE) --no-print-directory web-test
 	$(PYTEST) $(PYTEST_SELECT) $(PYTEST_ARGS)
 

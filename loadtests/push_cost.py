@@ -46,7 +46,10 @@ from loadtests.harness import TempDatabase, backend_pids, cpu_seconds_of
 MODES = ("off-online", "on-online", "off-offline", "on-offline")
 
 
-async def _round(db: Database, mode: str, pairs: list[Pair], seconds: float, size: int) -> dict:
+async def _round(
+    db: Database, mode: str, pairs: list[Pair], seconds: float, size: int
+) -> dict[str, float]:
+    """One round's figures (the mode is the caller's key, so every value is a number)."""
     broker = InProcessBroker()
     if mode.endswith("-online"):
         for _, _, _, r_dev in pairs:
@@ -88,7 +91,6 @@ async def _round(db: Database, mode: str, pairs: list[Pair], seconds: float, siz
         await notifier.close()
     await db.pool.execute("TRUNCATE inbox, messages CASCADE")  # keep rounds comparable
     return {
-        "mode": mode,
         "messages": sent,
         "batches": committer.batches,
         "seconds": round(elapsed, 3),
@@ -101,7 +103,7 @@ async def _round(db: Database, mode: str, pairs: list[Pair], seconds: float, siz
 async def main(seconds: float, senders: int, rounds: int, size: int) -> dict[str, object]:
     temp = TempDatabase()
     url = await temp.create()
-    results: dict[str, list[dict]] = {m: [] for m in MODES}
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
     try:
         db = await Database.connect(url, min_size=10, max_size=10)  # a fixed set of backends
         async with db.pool.acquire() as conn:
@@ -111,7 +113,7 @@ async def main(seconds: float, senders: int, rounds: int, size: int) -> dict[str
         for i in range(rounds):
             for mode in MODES[i % len(MODES):] + MODES[: i % len(MODES)]:
                 r = await _round(db, mode, pairs, seconds, size)
-                print(json.dumps(r), flush=True)
+                print(json.dumps({"mode": mode, **r}), flush=True)
                 results[mode].append(r)
         await db.close()
     finally:
