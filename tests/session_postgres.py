@@ -41,7 +41,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from gchat.runtime.embedded_postgres import find_binaries
+from gchat.runtime.embedded_postgres import clean_env, find_binaries, pid_alive
 
 __all__ = ["SessionPostgres"]
 
@@ -67,16 +67,6 @@ def _base_dir() -> Path:
     return Path(tempfile.gettempdir())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -99,7 +89,7 @@ class SessionPostgres:
             list(args),
             capture_output=True,
             text=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
+            env=clean_env(),
             cwd="/",
             stdin=subprocess.DEVNULL,
             timeout=timeout,
@@ -131,7 +121,7 @@ class SessionPostgres:
                     owner = int((root / "owner").read_text())
                 except (OSError, ValueError):
                     owner = 0
-                if owner and _pid_alive(owner):
+                if owner and pid_alive(owner):
                     continue
                 self._stop_server(root)
                 shutil.rmtree(root, ignore_errors=True)

@@ -70,7 +70,9 @@ __all__ = [
     "EmbeddedPostgresError",
     "EmbeddedPostgresUnavailable",
     "PostgresBinaries",
+    "clean_env",
     "find_binaries",
+    "pid_alive",
     "socket_dir_fits",
 ]
 
@@ -225,7 +227,7 @@ def _ident_quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     """The environment for PostgreSQL programs, without the ``PG*`` variables
     that would silently redirect them (PGDATA, PGPORT, PGHOST, PGOPTIONS...)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -233,7 +235,7 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -473,7 +475,7 @@ class EmbeddedPostgres:
         timeout: float | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a PostgreSQL program, as ``account`` when we are root."""
-        env = _clean_env()
+        env = clean_env()
         if account is not None:
             env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
         proc = subprocess.run(
@@ -621,7 +623,7 @@ class EmbeddedPostgres:
         if info is None:
             return False
         if (
-            _pid_alive(info.pid)
+            pid_alive(info.pid)
             and _is_postmaster_of(info.pid, self.pgdata)
             and info.socket_dir is not None
         ):
