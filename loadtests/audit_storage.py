@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -182,16 +181,11 @@ async def _write_path(url: str, events: int, work: Workspace, log: Any) -> dict[
         await db.close()
 
 
-async def _old_layout(url: str, events: int, work: Workspace) -> dict[str, Any]:
-    """The same number of events in the tables before migration 0010."""
-    older = work.path("migrations-before-0010")
-    older.mkdir(exist_ok=True)
-    for migration in migrations.discover():
-        if migration.version < 10:  # 0010 moved the log into packs
-            shutil.copy(migrations.MIGRATIONS_DIR / migration.name, older / migration.name)
+async def _old_layout(url: str, events: int) -> dict[str, Any]:
+    """The same number of events in the tables before 0010 (it moved the log into packs)."""
     conn = await asyncpg.connect(url)
     try:
-        await migrations.migrate(conn, older)
+        await migrations.migrate(conn, before=10)
         await fill_old_layout(conn, events)
         sizes = await _sizes(conn, ["audit_events", "audit_log", "audit_subtrees"])
         return {"bytes": sizes, "bytes_per_event": round(sum(sizes.values()) / events, 1)}
@@ -249,7 +243,7 @@ async def run(events: int, query_events: int, log: Any) -> dict[str, Any]:
         log("write path")
         result: dict[str, Any] = {"write_path": await _write_path(dbs[0].url, events, work, log)}
         log("old layout")
-        result["old_layout"] = await _old_layout(dbs[1].url, events, work)
+        result["old_layout"] = await _old_layout(dbs[1].url, events)
         result["old_over_new_bytes"] = round(
             result["old_layout"]["bytes_per_event"] / result["write_path"]["bytes_per_event"], 2)
         if query_events:

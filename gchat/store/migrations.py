@@ -93,9 +93,16 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply pending migrations; returns the names applied by this call."""
-    migrations = discover(directory)
+async def migrate(
+    conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR, *, before: int | None = None
+) -> list[str]:
+    """Apply pending migrations; returns the names applied by this call.
+
+    ``before``: only those numbered below it, for the tests and load tests
+    that fill an older schema and then migrate the rest of the way.
+    """
+    known = discover(directory)
+    migrations = [m for m in known if before is None or m.version < before]
     applied_now = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
@@ -128,7 +135,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
             # on some deployments, behind after a bulk load) gets to them:
             # plans made without them fell off a cliff.
             await conn.execute("ANALYZE")
-        unknown = set(recorded) - {m.version for m in migrations}
+        unknown = set(recorded) - {m.version for m in known}
         if unknown:
             raise MigrationError(f"database has migrations this code lacks: {sorted(unknown)}")
     finally:

@@ -13,9 +13,6 @@ read back from a compressed pack still hashes to its leaf.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import asyncpg
 
 from gchat.store import audit_codec as codec
@@ -29,16 +26,11 @@ _COMPRESSION = """SELECT c.relname, coalesce(nullif(a.attcompression::text, ''),
 
 
 async def test_packs_are_stored_compressed_in_every_partition(
-    empty_database_url: str, tmp_path: Path
+    empty_database_url: str,
 ) -> None:
-    older = tmp_path / "migrations"
-    older.mkdir()
-    for migration in migrations.discover():
-        if migration.version < 15:
-            shutil.copy(migrations.MIGRATIONS_DIR / migration.name, older / migration.name)
     conn = await asyncpg.connect(empty_database_url)
     try:
-        await migrations.migrate(conn, older)
+        await migrations.migrate(conn, before=15)
         existing = await conn.fetchval("SELECT audit_partition_for(now())")
         before = {r[0]: r[1] for r in await conn.fetch(_COMPRESSION)}
         assert before == {"audit_packs": "default", existing: "default"}  # pglz
