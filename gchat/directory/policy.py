@@ -26,7 +26,11 @@ from protocol.errors import ErrorCode
 
 
 async def check_send(db: Executor, sender_official: UUID, recipient_official: UUID) -> None:
-    """Raise unless the sender may message the recipient now."""
+    """Raise unless the sender may message the recipient now.
+
+    ``db`` in a :func:`~gchat.store.database.pinned_transaction`, as every
+    execution of :func:`~gchat.store.policies.send_standings` is.
+    """
     found = await policies.send_standings(db, [sender_official, recipient_official])
     refusal = send_refusal(found, sender_official, recipient_official)
     if refusal is not None:
@@ -95,6 +99,8 @@ class DirectoryPolicy:
     async def may_converse(self, a: Party, b: Party) -> bool:
         if self._also is not None and not await self._also.may_converse(a, b):
             return False
-        found = await policies.send_standings(self._db.pool, [a.official_id, b.official_id])
+        # Pinned as the send check's transaction is: the same statement, one plan.
+        async with self._db.pinned_transaction() as conn:
+            found = await policies.send_standings(conn, [a.official_id, b.official_id])
         pa, pb = found.get(a.official_id), found.get(b.official_id)
         return pa is not None and pb is not None and policies.may_message(pa, pb)

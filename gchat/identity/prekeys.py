@@ -88,7 +88,8 @@ class Prekeys:
         await self._limiter.check(
             Limits.BUNDLE_FETCHES_PER_TARGET, f"{principal.official_id}:{official_id}"
         )
-        await policy.check_send(self._db.pool, principal.official_id, official_id)
+        async with self._db.pinned_transaction() as conn:  # the send check's statement
+            await policy.check_send(conn, principal.official_id, official_id)
         async with self._db.transaction() as conn:
             bundles = await prekeys.claim_bundles(conn, official_id, device_ids)
             await self._audit.record(

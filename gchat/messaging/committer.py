@@ -98,7 +98,7 @@ class SendCommitter:
         expires = datetime.now(UTC) + self._retention
         started = asyncio.get_running_loop().time()
         try:
-            async with self._db.transaction() as conn:
+            async with self._db.pinned_transaction() as conn:
                 checked = await self._prepare(conn, sends)
                 verdicts = list(checked.verdicts)
                 fresh = [m for m, v in zip(sends, verdicts, strict=True) if v is None]

@@ -18,7 +18,7 @@ from uuid import UUID
 import asyncpg
 
 from gchat.store.audit import EncodedEvents, insert_events
-from gchat.store.database import Executor
+from gchat.store.database import Executor, pinned_transaction
 
 
 @dataclass(frozen=True)
@@ -420,9 +420,10 @@ async def delete_acked_many(
 
 @asynccontextmanager
 async def _transaction(db: Executor) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction on ``db``: a pool's connection, or the given connection."""
+    """A transaction on ``db``: a pool's connection (a pinned transaction: the
+    delete's plan must not scan the inbox), or the given connection."""
     if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn, conn.transaction():
+        async with db.acquire() as conn, pinned_transaction(conn):
             yield conn
     else:
         async with db.transaction():

@@ -187,7 +187,11 @@ class SendStanding:
 
 async def send_standings(db: Executor, official_ids: list[UUID]) -> dict[UUID, SendStanding]:
     """Status, agency, effective message scope and active devices of these
-    officials: one query (a send's whole check reads nothing else)."""
+    officials: one query (a send's whole check reads nothing else).
+
+    Run it in a :func:`~gchat.store.database.pinned_transaction` (the send
+    commit's is one): its plan is made once per connection, index scans only.
+    """
     rows = await db.fetch(
         f"""WITH RECURSIVE o AS (
                 SELECT id, agency_id, status FROM officials WHERE id = ANY($1::uuid[])),
