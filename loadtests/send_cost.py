@@ -1,7 +1,7 @@
 """CPU of one send at a time on the real send path, node and PostgreSQL, checkouts alternated.
 
     python -m loadtests.send_cost --variant before=/path/to/checkout --variant after=. \\
-        [--sends 1000] [--rounds 3]
+        [--sends 1000] [--rounds 3] [--grow 200000]
 
 Why: at low load every send is a batch of one, so each statement of a send
 transaction is paid per message, and the relay's fixed-rate figures on a
@@ -15,6 +15,11 @@ its checkout's ``gchat`` first on ``sys.path``, rounds alternating A B, B A,
 ..., each on a fresh database (``GCHAT_LOADTEST_DATABASE_URL`` /
 ``GCHAT_TEST_DATABASE_URL``, default postgres@127.0.0.1). Prints one JSON
 line per run and the medians with their ratios to the first variant.
+
+``--grow N``: after the warm-up (on tables of a few rows, so the
+connections have cached their plans), N more officials with a device each
+are inserted, and nobody runs ``ANALYZE``: what a send costs on a node
+started on a young database that grew since.
 """
 
 from __future__ import annotations
@@ -41,8 +46,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def one(sends: int) -> dict[str, Any]:
+async def one(sends: int, grow: int = 0) -> dict[str, Any]:
     """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
+    import asyncpg
+
     import gchat
     from gchat.audit.log import AuditLog
     from gchat.messaging import service as messaging
@@ -87,6 +94,22 @@ async def one(sends: int) -> dict[str, Any]:
                 assert isinstance(result, StoredMessage) and not result.duplicate
 
         await send(0, _WARM_UP)
+        if grow:
+            # On a connection of its own: the pool's have cached plans too
+            # (foreign key checks included) made on the small tables.
+            conn = await asyncpg.connect(temp.url)
+            try:
+                await conn.execute(
+                    """INSERT INTO officials (id, agency_id, name_en)
+                       SELECT gen_random_uuid(), $1, 'grown ' || g
+                       FROM generate_series(1, $2) g""", agency, grow)
+                await conn.execute(
+                    """INSERT INTO devices (id, official_id, identity_key, certificate,
+                                            name, platform)
+                       SELECT gen_random_uuid(), o.id, sha256(o.id::text::bytea), 'c', 'd', 'p'
+                       FROM officials o WHERE o.name_en LIKE 'grown %'""")
+            finally:
+                await conn.close()
         backends = [r[0] for r in await db.pool.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
         db0, node0 = sum(map(_cpu_seconds, backends)), time.process_time()
@@ -94,7 +117,7 @@ async def one(sends: int) -> dict[str, Any]:
         db1, node1 = sum(map(_cpu_seconds, backends)), time.process_time()
         await committer.stop()
         return {"node_ms": 1000 * (node1 - node0) / sends, "db_ms": 1000 * (db1 - db0) / sends,
-                "backends": len(backends), "load": os.getloadavg()[0],
+                "backends": len(backends), "load": os.getloadavg()[0], "grown": grow,
                 "gchat": str(Path(gchat.__file__).parent)}
     finally:
         await db.close()
@@ -106,10 +129,12 @@ def main() -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=CHECKOUT")
     parser.add_argument("--sends", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--grow", type=int, default=0, metavar="N",
+                        help="officials and devices added after the warm-up, not analysed")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(asyncio.run(one(args.sends))), flush=True)
+        print(json.dumps(asyncio.run(one(args.sends, args.grow))), flush=True)
         return 0
     variants = [(name, Path(path).absolute()) for name, _, path in
                 (spec.partition("=") for spec in args.variant)]
@@ -123,7 +148,8 @@ def main() -> int:
             # The checkout's gchat first (this file runs as a script).
             env = os.environ | {"PYTHONPATH": f"{checkout}{os.pathsep}{here}"}
             out = subprocess.run(
-                [sys.executable, __file__, "--one", "--sends", str(args.sends)],
+                [sys.executable, __file__, "--one", "--sends", str(args.sends),
+                 "--grow", str(args.grow)],
                 cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
             run = json.loads(out.strip().splitlines()[-1])
             got[name].append(run)
