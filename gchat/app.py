@@ -200,15 +200,12 @@ class App:
     def _push_notifier(self, db: Database, keys: ServerKeys) -> PushNotifier:
         """Web Push to devices connected nowhere: one per device and window."""
         config = self.config
-        tls = ssl.create_default_context()
-        if config.push_ca_file:
-            tls.load_verify_locations(config.push_ca_file)
         coalescer: Coalescer = (
             RedisCoalescer(self._redis, config.redis_prefix, config.push_coalesce_seconds)
             if self._redis is not None
             else LocalCoalescer(config.push_coalesce_seconds)
         )
-        sender = WebPushSender(keys.vapid, config.push_subject, ssl_context=tls)
+        sender = WebPushSender(keys.vapid, config.push_subject, ca_file=config.push_ca_file)
         return PushNotifier(db, sender, coalescer, self.broker)
 
     async def start(self) -> None:

@@ -7,6 +7,12 @@ when, never from whom, in which conversation or what. The encryption is
 JWT is ES256 signed with PyJWT; the request is aiohttp, so nothing blocks
 the event loop. The caller decides what the status means (404/410: the
 subscription is gone; 429/5xx: retry later).
+
+aiohttp and the TLS context are loaded on the first push, not when a node
+starts: importing aiohttp builds its own default TLS contexts and loading
+the system's CAs takes another 0.1-0.2 s of CPU, which every node start (and
+every host-side ``gchat`` command, which imports the composition root) paid
+although most nodes, and every test node, never send a push.
 """
 
 import base64
@@ -15,7 +21,6 @@ import ssl
 import time
 from urllib.parse import urlsplit
 
-import aiohttp
 import http_ece
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,14 +44,24 @@ class WebPushSender:
         subject: str,
         ttl_seconds: int = 24 * 3600,
         timeout_seconds: float = 10.0,
-        ssl_context: ssl.SSLContext | None = None,
+        ca_file: str = "",
     ) -> None:
+        """``ca_file``: a CA to trust for push services besides the system's."""
         self._key = vapid_key
         self._public = _b64url(vapid_public_key(vapid_key))
         self._subject = subject
         self._ttl = ttl_seconds
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._ssl = ssl_context
+        self._timeout_seconds = timeout_seconds
+        self._ca_file = ca_file
+        self._ssl: ssl.SSLContext | None = None
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            tls = ssl.create_default_context()
+            if self._ca_file:
+                tls.load_verify_locations(self._ca_file)
+            self._ssl = tls
+        return self._ssl
 
     def _authorization(self, endpoint: str) -> str:
         parts = urlsplit(endpoint)
@@ -60,6 +75,8 @@ class WebPushSender:
 
     async def send(self, subscription: Subscription) -> int:
         """POST one push; returns the push service's HTTP status."""
+        import aiohttp  # on the first push only (see the module docstring)
+
         body = http_ece.encrypt(
             PAYLOAD,
             private_key=ec.generate_private_key(ec.SECP256R1()),
@@ -74,9 +91,10 @@ class WebPushSender:
             "TTL": str(self._ttl),
             "Urgency": "high",
         }
-        connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
+        connector = aiohttp.TCPConnector(ssl=self._tls())
+        timeout = aiohttp.ClientTimeout(total=self._timeout_seconds)
         async with (
-            aiohttp.ClientSession(connector=connector, timeout=self._timeout) as session,
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
             session.post(subscription.endpoint, data=body, headers=headers) as response,
         ):
             return response.status

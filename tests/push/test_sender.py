@@ -87,8 +87,7 @@ async def test_push_is_vapid_signed_and_decrypts_to_new_messages_only(tmp_path: 
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        client_tls = ssl.create_default_context(cafile=str(cert))
-        sender = WebPushSender(vapid, "mailto:ops@example.go.th", ssl_context=client_tls)
+        sender = WebPushSender(vapid, "mailto:ops@example.go.th", ca_file=str(cert))
         p256dh = device_key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
         ok = Subscription(uuid.uuid4(), f"https://localhost:{port}/ok", p256dh, auth)
         gone = Subscription(uuid.uuid4(), f"https://localhost:{port}/gone", p256dh, auth)
