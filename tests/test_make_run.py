@@ -39,7 +39,7 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 90) -> None
                 if r.status == 200:
                     return
         except OSError:
-            time.sleep(0.3)
+            time.sleep(0.05)
     raise AssertionError("server never became ready")
 
 

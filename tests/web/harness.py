@@ -83,7 +83,7 @@ class Node:
                     if r.status == 200:
                         return
             except OSError:
-                time.sleep(0.2)
+                time.sleep(0.05)
         raise AssertionError("node never became ready")
 
     def bootstrap(self) -> dict[str, str]:
