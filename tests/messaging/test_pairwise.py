@@ -252,9 +252,14 @@ async def test_inbox_depth_is_exposed_for_monitoring(world: World) -> None:
         await alice.send_message(bob.state.official_id, b"queued", f"q{i}")
     pool = world.app.db.pool
     # An idle PostgreSQL backend publishes its table counts only after 10 s
-    # (a busy one within 1 s), or when it ends: renew the pool's connections,
-    # so the backends that inserted end now instead of the test waiting 10 s.
+    # (a busy one within 1 s), or when it ends: renew the pool's idle
+    # connections (an expired one is replaced when acquired; the pool hands
+    # out the last one back first, so take them all at once), so the backends
+    # that inserted end now instead of the test waiting 10 s.
     await pool.expire_connections()
+    renewed = [await pool.acquire() for _ in range(pool.get_idle_size())]
+    for connection in renewed:
+        await pool.release(connection)
 
     async def estimate_is_three() -> bool:
         return bool(await messages.inbox_size_estimate(pool) == 3)
