@@ -28,8 +28,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
-def node_back_up(team: Team) -> Iterator[None]:
-    """A test that failed between kill and restart must not leave the next one without a node."""
+def fresh_start(team: Team, anong: Page) -> Iterator[None]:
+    """Each test starts on the home screen with its node up, whatever the one before left.
+
+    A test that failed between kill and restart must not leave the next one
+    without a node, nor inside its chat (one failure cascaded that way).
+    """
+    ui.back_home(anong)
     yield
     if team.node.proc.poll() is not None:
         team.node.restart()
@@ -42,6 +47,11 @@ def slowed(page: Page, rate: int = 10) -> Iterator[None]:
     The page encrypts, decrypts and hashes every chunk, so this stretches a
     transfer from a fraction of a second on a quiet machine to seconds: the
     kill lands mid-transfer instead of racing its end (it lost that race in CI).
+    A download enters it before its click: started unthrottled, it could end
+    before the throttle arrived on a loaded machine, and no progress bar was
+    ever seen (the likely cause of its timeouts in full runs under load). An
+    upload first hashes the whole file, so its throttle arrives in time and
+    its preparation stays fast.
     """
     cdp = page.context.new_cdp_session(page)
     cdp.send("Emulation.setCPUThrottlingRate", {"rate": rate})
@@ -96,7 +106,6 @@ def test_an_upload_cut_by_a_killed_node_resumes_where_it_stopped(
     [line] = team.cli_files(inbox)
     assert line["file"]["name"] == "survey.bin"
     assert (inbox / "survey.bin").read_bytes() == data
-    ui.back_home(anong)
 
 
 def test_a_download_cut_by_a_killed_node_resumes_and_checks_out(
@@ -108,8 +117,8 @@ def test_a_download_cut_by_a_killed_node_resumes_and_checks_out(
     expect(anong.get_by_test_id("chat-row").first).to_contain_text("scan.bin", timeout=20_000)
     ui.open_first_chat(anong)
     box = anong.locator("[data-testid=file]", has_text="scan.bin")
-    box.get_by_role("button", name="ดาวน์โหลด").click()
     with slowed(anong):
+        box.get_by_role("button", name="ดาวน์โหลด").click()
         mid_transfer(anong, "[data-testid=file] progress")
         team.node.kill()
     expect(anong.locator("[data-status=offline]")).to_be_visible(timeout=20_000)
@@ -117,7 +126,6 @@ def test_a_download_cut_by_a_killed_node_resumes_and_checks_out(
     team.node.restart()
     expect(box.get_by_test_id("file-save")).to_be_visible(timeout=90_000)
     assert saved_bytes(anong, "scan.bin") == data
-    ui.back_home(anong)
 
 
 def test_cancel_stops_an_upload_and_sends_nothing(
@@ -137,4 +145,3 @@ def test_cancel_stops_an_upload_and_sends_nothing(
     expect(anong.locator("[data-status=online]")).to_be_visible(timeout=60_000)
     expect(anong.locator("[data-testid=message]", has_text="draft.bin")).to_have_count(0)
     assert team.cli_files(tmp_path / "chai-none", idle=3) == []  # no message went out
-    ui.back_home(anong)
