@@ -19,6 +19,7 @@ import statistics
 
 import asyncpg
 
+from gchat.store.messages import ACK_DELETE
 from loadtests.scenarios import Run, insert_backlog
 
 PER_ROW = """DELETE FROM inbox i
@@ -31,23 +32,7 @@ PER_ROW = """DELETE FROM inbox i
                              ON o.id = d.official_id WHERE d.id = i.device_id) AS device_agency,
                           (SELECT o.agency_id FROM officials o
                              WHERE o.id = m.sender_official) AS sender_agency"""
-DISTINCT = """WITH d AS (
-                  DELETE FROM inbox i
-                  USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position), messages m
-                  WHERE i.device_id = a.device_id AND i.position = a.position
-                    AND m.id = i.message_id
-                  RETURNING i.device_id, i.message_id, i.position,
-                            i.ciphertext IS NULL AS shared, m.sender_official, m.sender_device),
-                device_agencies AS MATERIALIZED (
-                  SELECT v.id, (SELECT o.agency_id FROM devices x JOIN officials o
-                                  ON o.id = x.official_id WHERE x.id = v.id) AS agency_id
-                  FROM (SELECT DISTINCT device_id AS id FROM d) v),
-                sender_agencies AS MATERIALIZED (
-                  SELECT s.id, (SELECT o.agency_id FROM officials o WHERE o.id = s.id) AS agency_id
-                  FROM (SELECT DISTINCT sender_official AS id FROM d) s)
-                SELECT d.*, da.agency_id AS device_agency, sa.agency_id AS sender_agency
-                FROM d JOIN device_agencies da ON da.id = d.device_id
-                       JOIN sender_agencies sa ON sa.id = d.sender_official"""
+DISTINCT = ACK_DELETE
 NO_AGENCIES = PER_ROW.split(",\n                          (SELECT")[0]
 
 

@@ -376,6 +376,31 @@ async def fetch_inboxes(
 OnDeleted = Callable[[Executor, list[Any]], Awaitable[None]]
 
 
+#: An ack batch's delete (:func:`delete_acked_many`; ``loadtests.ack_delete``
+#: times it against the formulation before). The agencies are looked up once
+#: per device and once per sender, not per row: a draining device acks
+#: hundreds of one sender's envelopes in one batch, and two look-ups per row
+#: were about as much PostgreSQL time as the delete itself. Each look-up is a
+#: scalar subquery by primary key, so its plan does not depend on statistics.
+ACK_DELETE = """WITH d AS (
+              DELETE FROM inbox i
+              USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position), messages m
+              WHERE i.device_id = a.device_id AND i.position = a.position
+                AND m.id = i.message_id
+              RETURNING i.device_id, i.message_id, i.position,
+                        i.ciphertext IS NULL AS shared, m.sender_official, m.sender_device),
+            device_agencies AS MATERIALIZED (
+              SELECT v.id, (SELECT o.agency_id FROM devices x JOIN officials o
+                              ON o.id = x.official_id WHERE x.id = v.id) AS agency_id
+              FROM (SELECT DISTINCT device_id AS id FROM d) v),
+            sender_agencies AS MATERIALIZED (
+              SELECT s.id, (SELECT o.agency_id FROM officials o WHERE o.id = s.id) AS agency_id
+              FROM (SELECT DISTINCT sender_official AS id FROM d) s)
+            SELECT d.*, da.agency_id AS device_agency, sa.agency_id AS sender_agency
+            FROM d JOIN device_agencies da ON da.id = d.device_id
+                   JOIN sender_agencies sa ON sa.id = d.sender_official"""
+
+
 async def delete_acked_many(
     db: Executor, acks: Sequence[tuple[UUID, int]], on_deleted: OnDeleted | None = None
 ) -> list[Any]:
@@ -390,34 +415,12 @@ async def delete_acked_many(
     acking device's official and of the sender (NULL if unknown), which
     its "message.delivered" audit event needs.
     """
-    # The agencies are looked up once per device and once per sender, not per
-    # row: a draining device acks hundreds of one sender's envelopes in one
-    # batch, and two look-ups per row were about as much PostgreSQL time as
-    # the delete itself. Each look-up is a scalar subquery by primary key, so
-    # its plan does not depend on statistics.
-    delete = """WITH d AS (
-                  DELETE FROM inbox i
-                  USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position), messages m
-                  WHERE i.device_id = a.device_id AND i.position = a.position
-                    AND m.id = i.message_id
-                  RETURNING i.device_id, i.message_id, i.position,
-                            i.ciphertext IS NULL AS shared, m.sender_official, m.sender_device),
-                device_agencies AS MATERIALIZED (
-                  SELECT v.id, (SELECT o.agency_id FROM devices x JOIN officials o
-                                  ON o.id = x.official_id WHERE x.id = v.id) AS agency_id
-                  FROM (SELECT DISTINCT device_id AS id FROM d) v),
-                sender_agencies AS MATERIALIZED (
-                  SELECT s.id, (SELECT o.agency_id FROM officials o WHERE o.id = s.id) AS agency_id
-                  FROM (SELECT DISTINCT sender_official AS id FROM d) s)
-                SELECT d.*, da.agency_id AS device_agency, sa.agency_id AS sender_agency
-                FROM d JOIN device_agencies da ON da.id = d.device_id
-                       JOIN sender_agencies sa ON sa.id = d.sender_official"""
     args = ([device for device, _ in acks], [position for _, position in acks])
     if on_deleted is None:
-        rows = await db.fetch(delete, *args)
+        rows = await db.fetch(ACK_DELETE, *args)
     else:
         async with _transaction(db) as conn:
-            rows = await conn.fetch(delete, *args)
+            rows = await conn.fetch(ACK_DELETE, *args)
             if rows:
                 await on_deleted(conn, rows)
     shared = list({row["message_id"] for row in rows if row["shared"]})
