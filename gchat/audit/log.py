@@ -36,7 +36,6 @@ __all__ = [
     "AuditLog",
     "Delivered",
     "accepted_events",
-    "delivered_event",
     "encode_entry",
     "involved",
 ]
@@ -146,11 +145,13 @@ class AuditLog:
     ) -> None:
         """Append one "message.delivered" event per acked envelope, in one statement.
 
-        The same entries :meth:`record` writes for :func:`delivered_event`,
-        encoded from a template (:class:`codec.DeliveredCodec`): a draining
-        device acks thousands of envelopes a second.  ``agencies``: the
-        officials' agencies, read by the ack's delete; an official without
-        one has none (as :meth:`encode` would find).
+        The same entries :meth:`record` writes for such events (docs/AUDIT.md:
+        the recipient official and device as actor; message id, position,
+        sender official and device as details), encoded from a template
+        (:class:`codec.DeliveredCodec`): a draining device acks thousands of
+        envelopes a second.  ``agencies``: the officials' agencies, read by
+        the ack's delete; an official without one has none (as
+        :meth:`encode` would find).
         """
         if not self.enabled or not deliveries:
             return
@@ -205,22 +206,6 @@ class AuditLog:
 Delivered = tuple[UUID, UUID, UUID, int, UUID, UUID]
 
 _DELIVERED = codec.DeliveredCodec()
-
-
-def delivered_event(delivered: Delivered) -> AuditEvent:
-    """The "message.delivered" event of one acked envelope (docs/AUDIT.md)."""
-    official, device, message_id, position, sender_official, sender_device = delivered
-    return AuditEvent(
-        "message.delivered",
-        actor_official=official,
-        actor_device=device,
-        details={
-            "message_id": message_id,
-            "position": position,
-            "sender_official": sender_official,
-            "sender_device": sender_device,
-        },
-    )
 
 
 def accepted_events(sends: Sequence[NewMessage]) -> list[AuditEvent]:

@@ -15,12 +15,29 @@ from asyncpg.pgproto.pgproto import UUID as PgUUID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gchat.audit.log import AuditEvent, delivered_event, encode_entry, entry_fields, involved
+from gchat.audit.log import AuditEvent, Delivered, encode_entry, entry_fields, involved
 from gchat.audit.merkle import leaf_hash
 from gchat.store import audit_codec as codec
 from gchat.store import migrations
 
 _AT = datetime(2026, 12, 4, 9, 15, 2, 123456, tzinfo=UTC)
+
+def delivered_event(delivered: Delivered) -> AuditEvent:
+    """The "message.delivered" event of one acked envelope as :meth:`AuditLog.record`
+    would take it: the general encoder's side of the template comparison."""
+    official, device, message_id, position, sender_official, sender_device = delivered
+    return AuditEvent(
+        "message.delivered",
+        actor_official=official,
+        actor_device=device,
+        details={
+            "message_id": message_id,
+            "position": position,
+            "sender_official": sender_official,
+            "sender_device": sender_device,
+        },
+    )
+
 
 _uuids = st.uuids().map(str)
 _times = st.datetimes(
