@@ -12,9 +12,11 @@ aiohttp and the TLS context are loaded on the first push, not when a node
 starts: importing aiohttp builds its own default TLS contexts and loading
 the system's CAs takes another 0.1-0.2 s of CPU, which every node start (and
 every host-side ``gchat`` command, which imports the composition root) paid
-although most nodes, and every test node, never send a push.
+although most nodes, and every test node, never send a push.  The first
+push loads them in a thread, so it does not stall the event loop either.
 """
 
+import asyncio
 import base64
 import json
 import ssl
@@ -55,13 +57,15 @@ class WebPushSender:
         self._ca_file = ca_file
         self._ssl: ssl.SSLContext | None = None
 
-    def _tls(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            tls = ssl.create_default_context()
-            if self._ca_file:
-                tls.load_verify_locations(self._ca_file)
-            self._ssl = tls
-        return self._ssl
+    def _load(self) -> ssl.SSLContext:
+        """aiohttp and the TLS context: run once, in a thread (see the module
+        docstring), so the first push does not stall every connection's loop."""
+        import aiohttp  # noqa: F401  (imported here, off the event loop)
+
+        tls = ssl.create_default_context()
+        if self._ca_file:
+            tls.load_verify_locations(self._ca_file)
+        return tls
 
     def _authorization(self, endpoint: str) -> str:
         parts = urlsplit(endpoint)
@@ -75,7 +79,9 @@ class WebPushSender:
 
     async def send(self, subscription: Subscription) -> int:
         """POST one push; returns the push service's HTTP status."""
-        import aiohttp  # on the first push only (see the module docstring)
+        if self._ssl is None:
+            self._ssl = await asyncio.to_thread(self._load)
+        import aiohttp  # loaded by _load
 
         body = http_ece.encrypt(
             PAYLOAD,
@@ -91,7 +97,7 @@ class WebPushSender:
             "TTL": str(self._ttl),
             "Urgency": "high",
         }
-        connector = aiohttp.TCPConnector(ssl=self._tls())
+        connector = aiohttp.TCPConnector(ssl=self._ssl)
         timeout = aiohttp.ClientTimeout(total=self._timeout_seconds)
         async with (
             aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
