@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 
 from gchat.store import audit_codec as codec
-from gchat.store.database import Executor
+from gchat.store.database import INDEX_PLANS_ONLY, Executor
 
 
 async def agencies_of(conn: Executor, official_ids: Sequence[UUID]) -> dict[UUID, UUID]:
@@ -99,10 +99,8 @@ _PENDING = """
 """
 
 
-_PIN = (
-    "SET enable_seqscan = off; SET enable_bitmapscan = off;"
-    " SET enable_hashjoin = off; SET enable_mergejoin = off"
-)
+_PIN = "; ".join(f"SET {setting} = off" for setting in INDEX_PLANS_ONLY)
+_UNPIN = "; ".join(f"RESET {setting}" for setting in INDEX_PLANS_ONLY)
 
 
 async def pin_index_plans(conn: Executor) -> None:
@@ -116,10 +114,7 @@ async def pin_index_plans(conn: Executor) -> None:
 
 async def unpin_index_plans(conn: Executor) -> None:
     """Undo :func:`pin_index_plans`."""
-    await conn.execute(
-        "RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_hashjoin;"
-        " RESET enable_mergejoin"
-    )
+    await conn.execute(_UNPIN)
 
 
 #: The idle poll's one statement (the load test measures it as it is).

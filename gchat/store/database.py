@@ -42,11 +42,15 @@ async def unlisten(conn: asyncpg.Connection, channel: str, callback: object) -> 
         await conn.remove_listener(channel, callback)
 
 
+#: Planner settings that, turned off, leave index scans and nested loops only:
+#: plans that read a few index pages whatever the tables' sizes and statistics
+#: (the pinned transactions here, the audit sequencer's session).
+INDEX_PLANS_ONLY = ("enable_seqscan", "enable_bitmapscan", "enable_hashjoin", "enable_mergejoin")
+
 #: BEGIN with the settings of :func:`pinned_transaction`, sent as one query.
-_PINNED_BEGIN = (
-    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan;"
-    " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
-    " SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+_PINNED_BEGIN = "; ".join(
+    ["BEGIN", "SET LOCAL plan_cache_mode = force_generic_plan"]
+    + [f"SET LOCAL {setting} = off" for setting in INDEX_PLANS_ONLY]
 )
 
 
