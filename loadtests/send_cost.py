@@ -10,7 +10,9 @@ drives ``SendCommitter`` with the node's check (``check_batch``) and audit
 log, one send after the other (each its own batch), and measures process
 CPU time: this process's (the node's share) and that of the pool's
 PostgreSQL backends (``/proc/<pid>/stat``), per send, after a warm-up of
-100 sends (plans and caches). Each variant runs in its own process with
+100 sends (plans and caches); and the wall time per send, submit to
+answer, one after the other (the committer's share of a lone send's
+latency). Each variant runs in its own process with
 its checkout's ``gchat`` first on ``sys.path``, rounds alternating A B, B A,
 ..., each on a fresh database (``GCHAT_LOADTEST_DATABASE_URL`` /
 ``GCHAT_TEST_DATABASE_URL``, default postgres@127.0.0.1). Prints one JSON
@@ -113,10 +115,13 @@ async def one(sends: int, grow: int = 0) -> dict[str, Any]:
         backends = [r[0] for r in await db.pool.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
         db0, node0 = sum(map(_cpu_seconds, backends)), time.process_time()
+        wall0 = time.perf_counter()
         await send(_WARM_UP, sends)
+        wall1 = time.perf_counter()
         db1, node1 = sum(map(_cpu_seconds, backends)), time.process_time()
         await committer.stop()
         return {"node_ms": 1000 * (node1 - node0) / sends, "db_ms": 1000 * (db1 - db0) / sends,
+                "wall_ms": 1000 * (wall1 - wall0) / sends,
                 "backends": len(backends), "load": os.getloadavg()[0], "grown": grow,
                 "gchat": str(Path(gchat.__file__).parent)}
     finally:
@@ -156,12 +161,14 @@ def main() -> int:
             print(json.dumps({"variant": name, "round": r + 1} | run), flush=True)
     base = variants[0][0]
     medians = {name: {k: statistics.median(run[k] for run in runs)
-                      for k in ("node_ms", "db_ms")} for name, runs in got.items()}
+                      for k in ("node_ms", "db_ms", "wall_ms")} for name, runs in got.items()}
     for name, m in medians.items():
         total = m["node_ms"] + m["db_ms"]
         base_total = medians[base]["node_ms"] + medians[base]["db_ms"]
         print(f"{name:>10}: node {m['node_ms']:.3f} ms + PostgreSQL {m['db_ms']:.3f} ms per send "
-              f"(median of {args.rounds}) = {total:.3f} ms, {total / base_total:.2f}x {base}")
+              f"(median of {args.rounds}) = {total:.3f} ms, {total / base_total:.2f}x {base}; "
+              f"wall {m['wall_ms']:.3f} ms per send, "
+              f"{m['wall_ms'] / medians[base]['wall_ms']:.2f}x")
     print(f"load average after: {os.getloadavg()}", flush=True)
     return 0
 

@@ -8,6 +8,16 @@ whole batch inside the same transaction (directory policy, device lists,
 earlier sends), so the check costs a few statements per batch and cannot
 race the write. A failed batch fails each of its sends, which the senders
 may retry (the client message id keeps retries idempotent).
+
+A batch of pairwise sends (all of them at low load, where a batch is one
+send) is one statement, its own transaction, instead of four round trips
+(BEGIN, check, store, COMMIT): the check decides on the parties' standings
+as this committer last saw them, and the store writes only if it reads the
+same standings in its own snapshot (``messages.store_batch``), so nothing
+the check relied on differs at the write, as in one transaction. If they
+differ (or the check refused a send on them), the batch is checked again on
+standings read now, a second statement; after a few such losses it is
+checked and stored in one transaction.
 """
 
 import asyncio
@@ -23,7 +33,8 @@ from gchat.runtime.metrics import NodeMetrics
 from gchat.runtime.quietlog import QuietLog
 from gchat.store import messages
 from gchat.store.database import Database, Executor
-from gchat.store.messages import NewMessage, StoredMessage
+from gchat.store.messages import NewMessage, StandingsChanged, StoredMessage
+from gchat.store.policies import SendStanding
 
 log = logging.getLogger("gchat.messaging.committer")
 
@@ -40,13 +51,28 @@ class Checked:
     #: Agencies of officials the check read: their "message.accepted"
     #: events need them, and reading them again costs a statement per batch.
     agencies: Mapping[UUID, UUID] = field(default_factory=dict)
+    #: The standings the verdicts were decided on; the store writes only if
+    #: they still hold (none: the verdicts depend on nothing read).
+    standings: Mapping[UUID, SendStanding] = field(default_factory=dict)
 
 
-Prepare = Callable[[Executor, list[NewMessage]], Awaitable[Checked]]
+#: Checks a batch on ``conn``, taking the standings it is given as read.
+Prepare = Callable[[Executor, list[NewMessage], Mapping[UUID, SendStanding]], Awaitable[Checked]]
 
 
-async def _accept_all(conn: Executor, sends: list[NewMessage]) -> Checked:
+async def _accept_all(
+    conn: Executor, sends: list[NewMessage], known: Mapping[UUID, SendStanding]
+) -> Checked:
     return Checked([None] * len(sends))
+
+
+#: Checks of a pairwise batch outside a transaction, after which (each time
+#: its standings had changed before the store) it runs in one.
+_CHECKS_OUTSIDE = 3
+
+#: Standings kept between batches (officials who sent or were sent to
+#: lately); the oldest go first. About 300 bytes each.
+_STANDINGS_KEPT = 10_000
 
 
 class SendCommitter:
@@ -67,6 +93,9 @@ class SendCommitter:
         self._after_commit = after_commit
         self._prepare = prepare
         self._quiet = QuietLog(log)
+        #: The standings of officials as the last batches read them; a
+        #: store checks them again (a stale one costs a second statement).
+        self._standings: dict[UUID, SendStanding] = {}
         self._batcher: Batcher[NewMessage, StoredMessage] = Batcher(
             "commit", self._commit, max_batch
         )
@@ -95,30 +124,9 @@ class SendCommitter:
         return self._batcher.submit(message)
 
     async def _commit(self, sends: list[NewMessage]) -> list[StoredMessage | BaseException]:
-        expires = datetime.now(UTC) + self._retention
         started = asyncio.get_running_loop().time()
         try:
-            async with self._db.pinned_transaction() as conn:
-                checked = await self._prepare(conn, sends)
-                verdicts = list(checked.verdicts)
-                fresh = [m for m, v in zip(sends, verdicts, strict=True) if v is None]
-                # Their "message.accepted" events, written by the store's
-                # statement for the sends it inserts (not for retries).
-                accepted = await self._audit.encode(
-                    conn, accepted_events(fresh), agencies=checked.agencies
-                )
-                stored = iter(
-                    await messages.store_batch(conn, fresh, expires, accepted) if fresh else []
-                )
-                results: list[StoredMessage | BaseException] = [
-                    next(stored) if v is None else v  # type: ignore[misc]
-                    for v in verdicts
-                ]
-                written = [
-                    m
-                    for m, r in zip(sends, results, strict=True)
-                    if isinstance(r, StoredMessage) and not r.duplicate
-                ]
+            results, written = await self._check_and_store(sends)
         except Exception:
             if self._metrics is not None:
                 self._metrics.commit_failures.inc()
@@ -136,3 +144,73 @@ class SendCommitter:
             else:
                 self._quiet.recovered("after-commit wake-up")
         return results
+
+    async def _check_and_store(
+        self, sends: list[NewMessage]
+    ) -> tuple[list[StoredMessage | BaseException], list[NewMessage]]:
+        """The batch's results, and the sends it wrote, once committed."""
+        expires = datetime.now(UTC) + self._retention
+        if all(m.kind == "pairwise" for m in sends):
+            known: Mapping[UUID, SendStanding] = self._standings
+            async with self._db.pinned.acquire() as conn:
+                for _ in range(_CHECKS_OUTSIDE):
+                    checked = await self._prepare(conn, sends, known)
+                    if known and any(isinstance(v, BaseException) for v in checked.verdicts):
+                        # A refusal is decided on the standings as they are now.
+                        known = self._forget(checked.standings)
+                        continue
+                    try:
+                        done = await self._store(conn, sends, checked, expires, recheck=True)
+                    except StandingsChanged:
+                        known = self._forget(checked.standings)
+                        continue
+                    self._remember(checked.standings)
+                    return done
+        async with self._db.pinned_transaction() as conn:
+            checked = await self._prepare(conn, sends, {})
+            return await self._store(conn, sends, checked, expires, recheck=False)
+
+    def _forget(self, standings: Mapping[UUID, SendStanding]) -> Mapping[UUID, SendStanding]:
+        """Drop these officials' standings; nothing is known (for the next check)."""
+        for official in standings:
+            self._standings.pop(official, None)
+        return {}
+
+    def _remember(self, standings: Mapping[UUID, SendStanding]) -> None:
+        self._standings.update(standings)
+        while len(self._standings) > _STANDINGS_KEPT:
+            del self._standings[next(iter(self._standings))]
+
+    async def _store(
+        self,
+        conn: Executor,
+        sends: list[NewMessage],
+        checked: Checked,
+        expires: datetime,
+        recheck: bool,
+    ) -> tuple[list[StoredMessage | BaseException], list[NewMessage]]:
+        """Store what ``checked`` allows: in ``conn``'s transaction, or with
+        ``recheck`` in a statement that first checks ``checked.standings``."""
+        verdicts = list(checked.verdicts)
+        fresh = [m for m, v in zip(sends, verdicts, strict=True) if v is None]
+        # Their "message.accepted" events, written by the store's statement
+        # for the sends it inserts (not for retries).
+        accepted = await self._audit.encode(
+            conn, accepted_events(fresh), agencies=checked.agencies
+        )
+        standings = checked.standings if recheck else None
+        stored = iter(
+            await messages.store_batch(conn, fresh, expires, accepted, standings)
+            if fresh
+            else []
+        )
+        results: list[StoredMessage | BaseException] = [
+            next(stored) if v is None else v  # type: ignore[misc]
+            for v in verdicts
+        ]
+        written = [
+            m
+            for m, r in zip(sends, results, strict=True)
+            if isinstance(r, StoredMessage) and not r.duplicate
+        ]
+        return results, written

@@ -13,7 +13,9 @@ the write for a device to be enrolled or revoked in.
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from uuid import UUID
 
 from gchat.directory.policy import send_refusal
@@ -84,7 +86,11 @@ def _post_refusal(standing: conversations.Standing | None, seq: int | None) -> S
     return None
 
 
-async def check_batch(conn: Executor, sends: list[NewMessage]) -> Checked:
+async def check_batch(
+    conn: Executor,
+    sends: list[NewMessage],
+    known: Mapping[UUID, policies.SendStanding] = MappingProxyType({}),
+) -> Checked:
     """The committer's prepare hook: who may send what, for a whole batch at once.
 
     Every client send (pairwise or group) needs its sending device still
@@ -98,8 +104,11 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Checked:
 
     Per send: None (store it), an earlier StoredMessage (a retry of a send
     already stored, answered the same way even if devices changed since), or
-    a ServiceError (refused; nothing stored); and the agencies of the
-    officials it read, for the batch's audit events.
+    a ServiceError (refused; nothing stored); the agencies of the officials
+    it read, for the batch's audit events; and the standings it decided on,
+    which a pairwise batch's store checks again instead of running in the
+    check's transaction (``messages.store_batch``). Standings in ``known``
+    (read earlier) are not read again: only such a store may rely on them.
     """
     verdicts: list[object] = [None] * len(sends)
     checked = [i for i, m in enumerate(sends) if m.kind in ("pairwise", "group")]
@@ -111,7 +120,10 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Checked:
         recipient = sends[i].recipient_official
         if recipient is not None:
             officials.add(recipient)
-    parties = await policies.send_standings(conn, sorted(officials))
+    parties = {o: known[o] for o in officials if o in known}
+    missing = sorted(officials - parties.keys())
+    if missing:
+        parties |= await policies.send_standings(conn, missing)
     active = {o: parties[o].active_devices if o in parties else frozenset() for o in officials}
     posting = await conversations.lock_for_posting(
         conn,
@@ -162,4 +174,4 @@ async def check_batch(conn: Executor, sends: list[NewMessage]) -> Checked:
                 missing=sorted(expected - given),
                 stale=sorted(given - expected),
             )
-    return Checked(verdicts, {o: p.agency_id for o, p in parties.items()})
+    return Checked(verdicts, {o: p.agency_id for o, p in parties.items()}, parties)

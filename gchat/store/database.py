@@ -47,10 +47,15 @@ async def unlisten(conn: asyncpg.Connection, channel: str, callback: object) -> 
 #: (the pinned transactions here, the audit sequencer's session).
 INDEX_PLANS_ONLY = ("enable_seqscan", "enable_bitmapscan", "enable_hashjoin", "enable_mergejoin")
 
+#: The settings of a pinned statement (see :func:`pinned_transaction`): a
+#: generic plan made at the first execution, of index scans and nested loops.
+PINNED_SETTINGS = {"plan_cache_mode": "force_generic_plan"} | {
+    setting: "off" for setting in INDEX_PLANS_ONLY
+}
+
 #: BEGIN with the settings of :func:`pinned_transaction`, sent as one query.
 _PINNED_BEGIN = "; ".join(
-    ["BEGIN", "SET LOCAL plan_cache_mode = force_generic_plan"]
-    + [f"SET LOCAL {setting} = off" for setting in INDEX_PLANS_ONLY]
+    ["BEGIN"] + [f"SET LOCAL {name} = {value}" for name, value in PINNED_SETTINGS.items()]
 )
 
 
@@ -86,17 +91,30 @@ async def pinned_transaction(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.
 
 
 class Database:
-    """Owns the asyncpg pool; hands out transactions to services."""
+    """Owns the asyncpg pools; hands out transactions to services."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, pinned: asyncpg.Pool) -> None:
         self.pool = pool
+        #: Connections opened with :data:`PINNED_SETTINGS` for the whole
+        #: session, for the statements that must run pinned (the send's):
+        #: their transactions begin with a plain BEGIN, and a statement may
+        #: be its own transaction (the send's store, docs/PERFORMANCE.md).
+        self.pinned = pinned
 
     @classmethod
     async def connect(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> "Database":
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, command_timeout=30, reset=_no_reset
         )
-        return cls(pool)
+        try:
+            pinned = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=max_size, command_timeout=30, reset=_no_reset,
+                server_settings=PINNED_SETTINGS,
+            )
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, pinned)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -105,8 +123,9 @@ class Database:
 
     @asynccontextmanager
     async def pinned_transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection in a :func:`pinned_transaction`."""
-        async with self.pool.acquire() as conn, pinned_transaction(conn):
+        """A transaction as :func:`pinned_transaction`'s, on a :attr:`pinned`
+        connection: a plain BEGIN, the settings are the session's."""
+        async with self.pinned.acquire() as conn, conn.transaction():
             yield conn
 
     async def analyze(self, *tables: str) -> None:
@@ -131,7 +150,9 @@ class Database:
         terminates the pool when its ``close`` is cancelled.
         """
         try:
-            await asyncio.wait_for(self.pool.close(), wait_seconds)
+            await asyncio.wait_for(
+                asyncio.gather(self.pool.close(), self.pinned.close()), wait_seconds
+            )
         except TimeoutError:
             log.warning("database pool: connections still in use after %.0f s; terminated",
                         wait_seconds)

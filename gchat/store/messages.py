@@ -8,7 +8,7 @@ contiguous and committed in order: a reader that has seen position P never
 later finds a smaller one appear.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +19,11 @@ import asyncpg
 
 from gchat.store.audit import EncodedEvents, insert_events
 from gchat.store.database import Executor, pinned_transaction
+from gchat.store.policies import SendStanding, standings_parameters, unchanged_cte
+
+
+class StandingsChanged(Exception):
+    """The standings a send check read changed before the store: nothing was stored."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ async def store_batch(
     batch: list[NewMessage],
     expires_at: datetime,
     accepted: EncodedEvents | None = None,
+    standings: Mapping[UUID, SendStanding] | None = None,
 ) -> list[StoredMessage]:
     """Store a batch (inside the caller's transaction); one result per send.
 
@@ -86,12 +92,21 @@ async def store_batch(
     send's id and time back. ``accepted`` holds one audit event per send,
     in order; those of the sends stored are appended to the audit log, by
     the same statement as pairwise messages (a retry logs nothing).
+
+    ``standings``: the ones the batch's check decided on, read before this
+    call and outside its transaction. A pairwise batch is then written by one
+    statement that is its own transaction (``conn`` in no transaction, a
+    pinned connection) and that first reads them again: if they changed,
+    it writes nothing and :class:`StandingsChanged` is raised, so the
+    check must be made again. Conversation sends need a transaction.
     """
     first: dict[tuple[UUID, str], NewMessage] = {}
     for message in batch:
         first.setdefault((message.sender_device, message.client_message_id), message)
     unique = list(first.values())
     conversations = sorted({m.conversation_id for m in unique if m.conversation_id})
+    if conversations and standings is not None:
+        raise ValueError("conversation sends are checked and stored in one transaction")
     if conversations:
         # Membership stays as it is until this batch commits (a change waits
         # for it, or it waits for the change): lock order conversations, then
@@ -113,7 +128,7 @@ async def store_batch(
         )
         new_ids = {row["id"] for row in inserted}
     else:  # the common case: messages, inbox rows and audit events in one statement
-        new_ids = await _store_and_enqueue(conn, unique, expires_at, batch, accepted)
+        new_ids = await _store_and_enqueue(conn, unique, expires_at, batch, accepted, standings)
     fresh = [m for m in unique if m.message_id in new_ids]
     stored = {
         (m.sender_device, m.client_message_id): StoredMessage(m.message_id, m.sent_at, False)
@@ -198,13 +213,17 @@ bumped AS (
 # "message.accepted" audit events of the messages inserted go in with
 # them, so a send batch is one statement after its check. Every join is
 # on a primary key or between the statement's own rows, so the plan does
-# not depend on table statistics.
+# not depend on table statistics. Nothing is inserted unless the standings
+# given ($18-$24, none: any) are still those read (``unchanged``); then a
+# row of NULLs says so.
 _STORE_AND_ENQUEUE = f"""
-WITH ins AS (
+WITH {unchanged_cte(18)},
+ins AS (
     INSERT INTO messages (id, sender_device, sender_official, recipient_official,
                           client_message_id, sent_at, kind, conversation_id)
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
                          $5::text[], $6::timestamptz[], $7::text[], $8::uuid[])
+    WHERE (SELECT ok FROM unchanged)
     ON CONFLICT (sender_device, client_message_id) DO NOTHING
     RETURNING id),
 per_device AS (
@@ -225,7 +244,10 @@ audited AS (
     FROM unnest($15::uuid[], $16::bytea[], $17::bytea[]) WITH ORDINALITY AS a(m, h, e, o)
     JOIN ins ON ins.id = a.m
     ORDER BY a.o)
-SELECT id AS message_id, NULL::uuid AS device_id, NULL::bigint AS position FROM ins
+SELECT NULL::uuid AS message_id, NULL::uuid AS device_id, NULL::bigint AS position
+FROM unchanged WHERE NOT ok
+UNION ALL
+SELECT id, NULL, NULL FROM ins
 UNION ALL
 SELECT message_id, device_id, position FROM placed
 """  # noqa: S608 - constant SQL
@@ -237,10 +259,12 @@ async def _store_and_enqueue(
     expires_at: datetime,
     batch: list[NewMessage],
     accepted: EncodedEvents | None,
+    standings: Mapping[UUID, SendStanding] | None,
 ) -> set[UUID]:
     """Insert these messages, their envelopes and the ``accepted`` events
-    (one per send of ``batch``) of those inserted; returns the ids inserted
-    (and fills each inserted message's ``placed``)."""
+    (one per send of ``batch``) of those inserted, if ``standings`` are
+    unchanged; returns the ids inserted (and fills each inserted message's
+    ``placed``)."""
     envelopes = [
         (device, m.message_id, ciphertext, order)
         for order, m in enumerate(messages)
@@ -258,7 +282,10 @@ async def _store_and_enqueue(
         [m.message_id for m in batch] if accepted is not None else [],
         accepted.hashes if accepted is not None else [],
         accepted.entries if accepted is not None else [],
+        *standings_parameters(standings or {}),
     )
+    if any(row["message_id"] is None for row in rows):
+        raise StandingsChanged()
     inserted = {row["message_id"] for row in rows if row["device_id"] is None}
     by_id = {m.message_id: m for m in messages}
     for row in sorted((r for r in rows if r["device_id"] is not None), key=lambda r: r["position"]):

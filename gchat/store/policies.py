@@ -9,6 +9,7 @@ an expiry computed from it. Message scopes are ranked, strictest first:
 agency (1) < ministry (2) < all (3).
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -185,16 +186,11 @@ class SendStanding:
     active_devices: frozenset[UUID] = frozenset()
 
 
-async def send_standings(db: Executor, official_ids: list[UUID]) -> dict[UUID, SendStanding]:
-    """Status, agency, effective message scope and active devices of these
-    officials: one query (a send's whole check reads nothing else).
-
-    Run it in a :func:`~gchat.store.database.pinned_transaction` (the send
-    commit's is one): its plan is made once per connection, index scans only.
-    """
-    rows = await db.fetch(
-        f"""WITH RECURSIVE o AS (
-                SELECT id, agency_id, status FROM officials WHERE id = ANY($1::uuid[])),
+def _standings_query(officials: str) -> str:
+    """The standings of the officials in the ``uuid[]`` parameter ``officials``
+    (``$n``): rows (id, agency_id, status, root_id, scope_rank, active_devices)."""
+    return f"""WITH RECURSIVE o AS (
+                SELECT id, agency_id, status FROM officials WHERE id = ANY({officials}::uuid[])),
             up(start, id, parent_id, scope_rank) AS (
                 SELECT a.id, a.id, a.parent_id, {_rank("p.message_scope")}
                 FROM agencies a LEFT JOIN directory_policies p ON p.agency_id = a.id
@@ -211,9 +207,18 @@ async def send_standings(db: Executor, official_ids: list[UUID]) -> dict[UUID, S
                    coalesce(least({_rank("g.message_scope")}, c.scope_rank), 3) AS scope_rank,
                    ARRAY(SELECT d.id FROM devices d
                          WHERE d.official_id = o.id AND d.status = 'active') AS active_devices
-            FROM o JOIN chain c ON c.start = o.agency_id LEFT JOIN {_GLOBAL} g ON true""",  # noqa: S608
-        official_ids,
-    )
+            FROM o JOIN chain c ON c.start = o.agency_id LEFT JOIN {_GLOBAL} g ON true"""  # noqa: S608
+
+
+async def send_standings(db: Executor, official_ids: list[UUID]) -> dict[UUID, SendStanding]:
+    """Status, agency, effective message scope and active devices of these
+    officials: one query (a send's whole check reads nothing else).
+
+    Run it pinned (a :func:`~gchat.store.database.pinned_transaction`, or a
+    connection of ``Database.pinned``): its plan is made once per connection,
+    index scans only.
+    """
+    rows = await db.fetch(_standings_query("$1"), official_ids)
     return {
         row["id"]: SendStanding(
             row["id"],
@@ -225,6 +230,54 @@ async def send_standings(db: Executor, official_ids: list[UUID]) -> dict[UUID, S
         )
         for row in rows
     }
+
+
+def unchanged_cte(first: int) -> str:
+    """A CTE ``unchanged(ok)``: do the officials' standings still read as given?
+
+    For a statement that writes only what a check decided from standings
+    read before it (``send_standings``), as its own transaction: it reads
+    them again in its own snapshot and writes nothing unless they are the
+    same, so the decision holds for the write as if both had run in one
+    transaction (``messages.store_batch``). The standings are the
+    parameters ``$first`` to ``$first+6`` (:func:`standings_parameters`);
+    with none, ``ok`` is true.
+    """
+    n = [f"${first + i}" for i in range(7)]
+    return f"""standing AS ({_standings_query(n[0])}),
+expected AS (
+    SELECT * FROM unnest({n[0]}::uuid[], {n[1]}::uuid[], {n[2]}::text[], {n[3]}::uuid[],
+                         {n[4]}::int[]) AS x(id, agency_id, status, root_id, scope_rank)),
+expected_devices AS (
+    SELECT * FROM unnest({n[5]}::uuid[], {n[6]}::uuid[]) AS x(official_id, device_id)),
+standing_devices AS (
+    SELECT s.id AS official_id, d.id AS device_id FROM standing s, unnest(s.active_devices) d(id)),
+unchanged AS (
+    SELECT NOT EXISTS (
+        (SELECT id, agency_id, status, root_id, scope_rank FROM standing
+         EXCEPT ALL SELECT * FROM expected)
+        UNION ALL
+        (SELECT * FROM expected
+         EXCEPT ALL SELECT id, agency_id, status, root_id, scope_rank FROM standing))
+    AND NOT EXISTS (
+        (SELECT * FROM standing_devices EXCEPT ALL SELECT * FROM expected_devices)
+        UNION ALL
+        (SELECT * FROM expected_devices EXCEPT ALL SELECT * FROM standing_devices)) AS ok)"""  # noqa: S608
+
+
+def standings_parameters(standings: Mapping[UUID, SendStanding]) -> list[list[Any]]:
+    """The parameters of :func:`unchanged_cte` for these standings."""
+    rows = list(standings.values())
+    devices = [(s.official_id, d) for s in rows for d in s.active_devices]
+    return [
+        [s.official_id for s in rows],
+        [s.agency_id for s in rows],
+        [s.status for s in rows],
+        [s.root_id for s in rows],
+        [s.scope_rank for s in rows],
+        [official for official, _ in devices],
+        [device for _, device in devices],
+    ]
 
 
 def may_message(a: SendStanding, b: SendStanding) -> bool:

@@ -45,7 +45,8 @@ def _send(pair: list[uuid.UUID], n: int) -> NewMessage:
 async def _flush_counts(db: Database) -> None:
     """Report the connection's table counts so far (an idle backend keeps them
     pending, and pg_stat_xact_* shows pending counts, not only this transaction's)."""
-    await db.pool.execute("SELECT pg_stat_force_next_flush()")
+    for pool in (db.pool, db.pinned):
+        await pool.execute("SELECT pg_stat_force_next_flush()")
 
 
 async def _grow(database_url: str, rows: int) -> None:
