@@ -72,6 +72,15 @@ async def _accept_all(
 #: its standings had changed before the store) it runs in one.
 _CHECKS_OUTSIDE = 3
 
+def _lost(conn: asyncpg.Connection) -> bool:
+    """Is the connection closed? The pool takes back (and detaches) a pooled
+    connection when PostgreSQL ends it; using it then raises."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
 #: Standings kept between batches (officials who sent or were sent to
 #: lately); the oldest go first. About 300 bytes each.
 _STANDINGS_KEPT = 10_000
@@ -126,8 +135,8 @@ class SendCommitter:
 
     async def _connection(self) -> asyncpg.Connection:
         """The kept connection; a new one once it was lost (the pool replaces it)."""
-        if self._conn is not None and self._conn.is_closed():
-            await self._db.pinned.release(self._conn)
+        if self._conn is not None and _lost(self._conn):
+            await self._db.pinned.release(self._conn)  # nothing if the pool took it back
             self._conn = None
         if self._conn is None:
             self._conn = await self._db.pinned.acquire()
