@@ -12,9 +12,18 @@ prekeys stocked, and handling what the server pushes, written once for
 The server sees opaque ciphertext and nothing else. A message that fails
 any check is acked and reported in ``events``, never a reason to stop
 (docs/PROTOCOL.md §E6a).
+
+Acks are coalesced (docs/PROTOCOL.md §4.9): a delivery is acked once it is
+stored, together with every other delivery handled since the last ack, in
+one frame sent when no pushed frame waits to be handled (or ``ACK_BATCH``
+wait). A backlog of N envelopes then costs the node a few ack frames
+instead of N, and the client never waits for a frame while holding acks,
+so the server's window (most envelopes pushed and not acked) cannot stay
+shut.
 """
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +32,7 @@ from uuid import UUID
 
 import msgspec
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from crypto.certificate import verify_certificate
 from crypto.errors import CryptoError
@@ -37,6 +47,10 @@ from protocol.errors import ErrorCode
 
 PREKEY_BATCH = 50
 SIGNED_PREKEY_MAX_AGE = 7 * 24 * 3600
+#: Most positions in one ``ack`` (the protocol allows 1000): a quarter of the
+#: server's default window, so acks flow back while a burst is handled and
+#: the window refills before it runs dry.
+ACK_BATCH = 64
 
 
 class Client:
@@ -65,6 +79,8 @@ class Client:
             state, self.identity, self.rpc, self.events.append, self.save
         )
         self.groups = Groups(state, self.rpc, self.sessions, self.save)
+        #: Positions handled (stored) and not yet acked.
+        self._handled: list[int] = []
 
     @property
     def undecryptable(self) -> list[UUID]:
@@ -82,6 +98,9 @@ class Client:
         await self.rpc.connect(self.state.url)
 
     async def close(self) -> None:
+        """Ack what was handled (stored: acking it is safe), then close."""
+        with contextlib.suppress(ConnectionError, ConnectionClosed):
+            await self.flush_acks()
         await self.rpc.close()
 
     async def __aenter__(self) -> "Client":
@@ -113,6 +132,12 @@ class Client:
 
     async def ack(self, positions: list[int]) -> None:
         await self.rpc.ack(positions)
+
+    async def flush_acks(self) -> None:
+        """Ack every position handled since the last ack, in one frame."""
+        if self._handled:
+            positions, self._handled = self._handled, []
+            await self.rpc.ack(positions)
 
     # --- enrolment and authentication -------------------------------------------
 
@@ -323,18 +348,21 @@ class Client:
         can lose neither the message nor the ratchet step. A redelivered
         message (same id) is acked and skipped; one that cannot be decrypted
         or is refused is acked and reported in ``events`` (it never will be).
+        The ack goes with the others of the burst: when no pushed frame is
+        left to handle, or ``ACK_BATCH`` positions wait.
         """
+        received = None
         if isinstance(frame, f.Deliver):
             if self.state.seen(frame.message_id):
                 self.redelivered.append(frame.message_id)
-                await self.ack([frame.position])
-                return None
-            received = await self.process(frame)
-            await self.ack([frame.position])
-            return received
-        if isinstance(frame, f.PrekeysLow):
+            else:
+                received = await self.process(frame)  # stored before it is acked
+            self._handled.append(frame.position)
+        elif isinstance(frame, f.PrekeysLow):
             await self.refill_prekeys()
-        return None
+        if len(self._handled) >= ACK_BATCH or self.pushed.empty():
+            await self.flush_acks()
+        return received
 
     async def messages(self, idle_timeout: float | None = None) -> AsyncIterator[Received]:
         """Yield each new message once, in order, until ``idle_timeout`` passes quietly."""
