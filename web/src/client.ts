@@ -12,7 +12,8 @@
  *
  * Per delivery: decrypt, save the state, then ack (nothing can be lost); a
  * message that fails after decryption is recorded as unreadable and acked
- * so one bad message never stops the queue.
+ * so one bad message never stops the queue. Acks are coalesced (`Acks`):
+ * one frame for the deliveries handled in a burst.
  */
 import { decode } from "@msgpack/msgpack";
 import { b64, equal, readU32, unb64, utf8, fromUtf8 } from "./crypto/bytes";
@@ -28,6 +29,7 @@ import {
 import {
   accept, expireArchivedSessions, initiate, parsePrekeyMessage, prekeyMessageDigest, sessionDecrypt, sessionEncrypt, type SessionState,
 } from "./crypto/session";
+import { Acks } from "./net/acks";
 import { nodeUrl, ServerError, Wire, type Frame } from "./net/wire";
 import { Shelf, viewableType } from "./files/shelf";
 import { Cancelled, decryptKept, download, upload, type Net, type Progress } from "./files/transfer";
@@ -119,6 +121,9 @@ export class Device {
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Pushed frames received and not yet handled. */
+  private pushesWaiting = 0;
+  private readonly acks = new Acks((positions) => this.wire?.send({ type: "ack", positions }));
   private stopped = false;
   private readonly identity: Ed25519Pair;
   private readonly listeners = new Set<() => void>();
@@ -288,7 +293,18 @@ export class Device {
   private adopt(wire: Wire): void {
     this.wire = wire;
     this.attempt = 0;
-    wire.onPush = (frame) => { this.serial(() => this.onPush(frame)); };
+    this.acks.clear(); // a new connection pushes again whatever was not acked
+    wire.onPush = (frame) => {
+      this.pushesWaiting++;
+      void this.serial(async () => {
+        try {
+          await this.onPush(frame);
+        } finally {
+          this.pushesWaiting--;
+          this.acks.settle(this.pushesWaiting > 0);
+        }
+      });
+    };
     wire.onClose = (code) => { if (this.wire === wire) { this.wire = null; this.closed(code); } };
     this.setStatus("online");
     this.serial(() => this.flushOutbox());
@@ -622,7 +638,7 @@ export class Device {
       await this.vault.put("seen", this.seen);
       this.emit();
     }
-    this.wire?.send({ type: "ack", positions: [position] });
+    this.acks.handled(position); // stored: acked with the rest of the burst
   }
 
   private async unreadable(frame: Frame, reason: string): Promise<void> {
