@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=cmd_run)
     abp = commands.add_parser(
         "ab", help="relay or backlog phases on node variants (checkouts or settings), alternated")
-    abp.add_argument("--variant", action="append", default=[], metavar="NAME=CHECKOUT|GCHAT_X=V",
+    abp.add_argument("--variant", action="append", default=[],
+                     metavar="NAME=CHECKOUT|GCHAT_X=V|field=N",
                      help="a node variant (the first is the base of ratios); see loadtests/ab.py")
     abp.add_argument("--rounds", type=int, default=3, help="closed-loop phases per variant")
     abp.add_argument("--seconds", type=float, help="length of each phase (default: short's)")

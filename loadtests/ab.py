@@ -10,7 +10,12 @@ medians per variant, and their ratios to the first variant, are the result.
 A variant is ``NAME=CHECKOUT`` (a directory holding another version of this
 repository: its ``gchat`` runs the node) or ``NAME=GCHAT_X=V,GCHAT_Y=W``
 (settings for this checkout's node), or both, ``NAME=CHECKOUT,GCHAT_X=V``.
-Every checkout must have the same migrations (one database serves them all).
+A checkout swaps only the node: the load generator is always this
+checkout's. What the generator does can differ per variant through a
+lowercase ``field=N`` naming a ``loadtests.scenarios.Params`` field, e.g.
+``before=/tmp/main,ack_batch=1`` drains as clients that ack each envelope
+on its own did. Every checkout must have the same migrations (one database
+serves them all).
 Besides throughput and latency, the figures that survive noise best are the
 node's and its PostgreSQL backends' CPU per delivered message.
 
@@ -20,12 +25,13 @@ a batch is one message and every statement per batch is paid per message.
 
 ``--scenario backlog`` makes every phase the backlog scenario's drain
 (``--backlog N`` envelopes queued by SQL for 10 offline devices, then
-drained, acking each envelope): envelopes per second, and the node's and
-its backends' CPU per envelope.
+drained, acking up to ``ack_batch`` envelopes per frame): envelopes per
+second, and the node's and its backends' CPU per envelope.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -34,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import harness
-from loadtests.scenarios import Run
+from loadtests.scenarios import Params, Run
 
 #: What each scenario's phases are compared by.
 FIGURES = {
@@ -50,22 +56,27 @@ class Variant:
     name: str
     checkout: Path
     env: dict[str, str] = field(default_factory=dict)
+    #: Load-generator parameters of this variant (``Params`` fields).
+    params: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, spec: str) -> Variant:
         name, _, rest = spec.partition("=")
-        checkout, env = harness.REPO, {}
+        checkout, env, params = harness.REPO, {}, {}
+        fields = {f.name for f in dataclasses.fields(Params)}
         for part in filter(None, rest.split(",")):
-            if part.startswith("GCHAT_") and "=" in part:
-                key, _, value = part.partition("=")
+            key, _, value = part.partition("=")
+            if key.startswith("GCHAT_") and "=" in part:
                 env[key] = value
+            elif key in fields and value:
+                params[key] = int(value)
             else:
                 checkout = Path(part).absolute()
                 if not (checkout / "gchat" / "__main__.py").exists():
                     raise SystemExit(f"{checkout}: not a checkout of this repository")
         if not name:
             raise SystemExit(f"variant {spec!r}: give it a name, NAME=...")
-        return cls(name, checkout, env)
+        return cls(name, checkout, env, params)
 
 
 async def run_ab(run: Run, variants: list[Variant], rounds: int,
@@ -74,7 +85,7 @@ async def run_ab(run: Run, variants: list[Variant], rounds: int,
     (``scenario``), ``rounds`` per variant, alternating; medians and ratios."""
     figures = FIGURES[scenario]
     phases: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
-    home = harness.REPO
+    home, params = harness.REPO, run.params
     try:
         harness.REPO = variants[0].checkout
         run.node_env = dict(variants[0].env)
@@ -85,6 +96,7 @@ async def run_ab(run: Run, variants: list[Variant], rounds: int,
             for variant in variants if r % 2 == 0 else variants[::-1]:
                 harness.REPO = variant.checkout  # the node's working directory: its gchat
                 run.node_env = dict(variant.env)
+                run.params = dataclasses.replace(params, **variant.params)
                 await run.restart_node()
                 await run.audit_drained_after()
                 run.log(f"  {variant.name} round {r + 1}/{rounds} ({variant.checkout}), "
@@ -100,14 +112,15 @@ async def run_ab(run: Run, variants: list[Variant], rounds: int,
                     extra = {"cpu": got["cpu"]}
                 phases[variant.name].append({k: got[k] for k in figures} | extra)
     finally:
-        harness.REPO = home
+        harness.REPO, run.params = home, params
         await run.teardown()
     medians = {name: {k: statistics.median(p[k] for p in got) for k in figures}
                for name, got in phases.items()}
     base = medians[variants[0].name]
     ratios = {name: {k: (m[k] / base[k] if base[k] else float("nan")) for k in figures}
               for name, m in medians.items()}
-    return {"variants": {v.name: {"checkout": str(v.checkout), "env": v.env} for v in variants},
+    return {"variants": {v.name: {"checkout": str(v.checkout), "env": v.env, "params": v.params}
+                         for v in variants},
             "scenario": scenario, "rounds": rounds, "rate": rate or None, "phases": phases,
             "medians": medians, "ratios": ratios}
 

@@ -15,6 +15,7 @@ after ``crypto.certificate.verify_certificate``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from uuid import UUID
 import msgspec
 from nacl.public import PrivateKey, PublicKey, SealedBox
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from crypto.certificate import verify_certificate
 from crypto.identity import IdentityKeyPair, auth_message, dh_public_from_identity
@@ -174,6 +176,51 @@ class GChatConn:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+class Acks:
+    """A device's handled positions, acknowledged many to an ``ack`` frame.
+
+    As a messaging client does (docs/PROTOCOL.md §4.9): a position is added
+    once its ``deliver`` is handled, and the frame goes when ``limit`` wait,
+    or when the receive loop would wait for the next frame: the first added
+    position starts a flush task, which runs once the receiving task
+    suspends, i.e. once the frames already read are handled (reading a
+    buffered frame never suspends). So no handled position waits for another
+    frame, and the server's window (most envelopes pushed and not acked) can
+    never stay shut. ``limit`` 1 acks each envelope in its own frame.
+    """
+
+    def __init__(self, conn: GChatConn, limit: int) -> None:
+        self._conn = conn
+        self._limit = max(1, min(limit, limits.MAX_ACK_POSITIONS))
+        self._positions: list[int] = []
+        self._flusher: asyncio.Task[None] | None = None
+        #: ``ack`` frames sent.
+        self.frames = 0
+
+    async def add(self, position: int) -> None:
+        self._positions.append(position)
+        if len(self._positions) >= self._limit:
+            await self.flush()
+        elif self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_when_idle())
+
+    async def _flush_when_idle(self) -> None:
+        try:
+            while self._positions:  # added while a send waited: theirs too
+                await self.flush()
+        except ConnectionClosed:
+            pass  # the receive loop sees it; unacked envelopes come again
+        finally:
+            self._flusher = None
+
+    async def flush(self) -> None:
+        if not self._positions:
+            return
+        positions, self._positions = self._positions, []
+        self.frames += 1
+        await self._conn.ws.send(self._conn.encode(f.Ack(positions=positions)))
 
 
 # --- raw relay ------------------------------------------------------------------------

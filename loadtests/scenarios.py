@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from crypto.identity import IdentityKeyPair
+from gchat.client.sdk import ACK_BATCH
 from gchat.client.state import DeviceState
 from gchat.store.audit import sequencing_backlog
 from loadtests import files, harness
@@ -61,6 +62,9 @@ class Params:
     files_rounds: int = 2
     files_pairs: int = 50
     files_each_mib: float = 5
+    #: backlog, storm: most positions a draining device acks in one frame, as the
+    #: reference client does (1: each envelope in a frame of its own)
+    ack_batch: int = ACK_BATCH
 
     @classmethod
     def for_mode(cls, short: bool) -> Params:
@@ -448,8 +452,8 @@ class Run:
 
     async def backlog_phase(self, label: str = "") -> dict[str, Any]:
         """Queue ``backlog`` envelopes for the offline devices (SQL), then let
-        them reconnect and drain, acking each ``deliver``; CPU is metered from
-        the start until the last device is done."""
+        them reconnect and drain, acking up to ``ack_batch`` envelopes per
+        frame; CPU is metered from the start until the last device is done."""
         p = self.params
         assert self.node is not None and self.database_url is not None
         recipients = self.devs[-p.backlog_devices:]
@@ -463,10 +467,12 @@ class Run:
         self.log(f"  inserted in {inserted_s:.1f}s; reconnecting and draining")
         chunks = self.split(list(zip(recipients, per, strict=True)))
         specs = [{"op": "drain", "url": self.node.url, "devs": [d for d, _ in c],
-                  "expected": [n for _, n in c], "timeout": 600.0} for c in chunks if c]
+                  "expected": [n for _, n in c], "timeout": 600.0, "ack_batch": p.ack_batch}
+                 for c in chunks if c]
         results, cpu = await self.gated(specs, measure=(0.0, None))
         done = [t for r in results for t in r["done_s"]]
         received = sum(r["received"] for r in results)
+        ack_frames = sum(r["ack_frames"] for r in results)
         failed = sum(r["failed"] for r in results)
         total = max(done, default=float("nan"))
         rate = received / total if total else 0.0
@@ -479,13 +485,15 @@ class Run:
         node_ms, db_ms, gen_ms = (per_env("server_cpu_s"), per_env("db_backends_cpu_s"),
                                   per_env("generator_cpu_s"))
         self.log(f"  drained {received}/{p.backlog} in {total:.2f}s = {rate:.0f} env/s "
-                 f"(left in inbox after acks: {left}, failed devices: {failed}); "
+                 f"in {ack_frames} ack frames (at most {p.ack_batch} positions each; "
+                 f"left in inbox after acks: {left}, failed devices: {failed}); "
                  f"cpu/env: node {node_ms:.3f} ms + db backends {db_ms:.3f} ms, "
                  f"load generator {gen_ms:.3f} ms; host busy {cpu.get('host_busy_cores', 0):.2f}"
                  f" cores, other {cpu.get('other_cores', 0):.2f}")
         return {"env_per_s": rate, "slowest_s": total, "server_ms_per_env": node_ms,
                 "db_ms_per_env": db_ms, "cpu_ms_per_env": node_ms + db_ms,
                 "generator_ms_per_env": gen_ms, "insert_s": inserted_s, "received": received,
+                "ack_frames": ack_frames, "ack_batch": p.ack_batch,
                 "expected": p.backlog, "per_device_done_s": done, "left_in_inbox": left,
                 "failed_devices": failed, "errors": [e for r in results for e in r["errors"]],
                 "cpu": cpu}
@@ -609,7 +617,8 @@ class Run:
         await insert_backlog(self.database_url, sender,
                              [(d, p.storm_queued) for d in devices])
         specs = [{"op": "drain", "url": self.node.url, "devs": chunk,
-                  "expected": [p.storm_queued] * len(chunk), "timeout": 300.0}
+                  "expected": [p.storm_queued] * len(chunk), "timeout": 300.0,
+                  "ack_batch": p.ack_batch}
                  for chunk in self.split(devices)]
         results, cpu = await self.gated(specs)
         auth = [t for r in results for t in r["auth_s"]]
@@ -936,6 +945,20 @@ async def smoke_files(database_url: str, log: Callable[[str], None] = print,
     try:
         await run.setup(run.params.pool_size(("files",)), raw_relay=False)
         return await run.files_phase()
+    finally:
+        await run.teardown()
+
+
+async def smoke_backlog(database_url: str, backlog: int, ack_batch: int, window: int,
+                        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The backlog's drain, small, against a node on ``database_url`` whose
+    delivery window is ``window`` envelopes (for the test suite)."""
+    run = Run(short=True, workers_count=1, database_url=database_url, log=log,
+              overrides={"backlog": backlog, "backlog_devices": 2, "ack_batch": ack_batch},
+              node_env={"GCHAT_MAX_UNACKED": str(window)})
+    try:
+        await run.setup(run.params.pool_size(("backlog",)), raw_relay=False)
+        return await run.backlog_phase(label="smoke")
     finally:
         await run.teardown()
 

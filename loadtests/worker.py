@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 
 from loadtests.clients import (
     PLAINTEXT_BYTES,
+    Acks,
     Dev,
     GChatConn,
     RawConn,
@@ -398,25 +399,30 @@ async def op_idle(spec: dict[str, Any], gate: Gate) -> dict[str, Any]:
 # --- draining queued envelopes (backlog, reconnect storm) -------------------------------
 
 
-async def _drain_one(url: str, dev: Dev, expected: int, t0: float,
-                     deadline: float) -> tuple[float, float, int]:
-    """Connect, authenticate, take every queued envelope (acking each) until
-    ``queue_empty`` and ``expected`` envelopes; returns (auth s, done s, count)."""
+async def _drain_one(url: str, dev: Dev, expected: int, t0: float, deadline: float,
+                     ack_batch: int) -> tuple[float, float, int, int]:
+    """Connect, authenticate, take every queued envelope until ``queue_empty``
+    and ``expected`` envelopes, acking them up to ``ack_batch`` to a frame
+    (``Acks``); returns (auth s, done s, envelopes, ack frames)."""
     conn = await GChatConn.open(url, dev)
     authenticated = time.monotonic() - t0
+    acks = Acks(conn, ack_batch)
     received, empty = 0, False
     try:
-        while received < expected or not empty:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"drained {received}/{expected} before the deadline")
-            frame = conn.decode(await asyncio.wait_for(conn.ws.recv(), remaining))
-            if isinstance(frame, f.Deliver):
-                received += 1
-                await conn.ws.send(conn.encode(f.Ack(positions=[frame.position])))
-            elif isinstance(frame, f.QueueEmpty):
-                empty = True
-        return authenticated, time.monotonic() - t0, received
+        # One timeout for the whole drain: ``wait_for`` per frame would make
+        # each receive a task of its own, which always suspends.
+        async with asyncio.timeout(deadline - time.monotonic()):
+            while received < expected or not empty:
+                frame = conn.decode(await conn.ws.recv())
+                if isinstance(frame, f.Deliver):
+                    received += 1
+                    await acks.add(frame.position)
+                elif isinstance(frame, f.QueueEmpty):
+                    empty = True
+            await acks.flush()
+        return authenticated, time.monotonic() - t0, received, acks.frames
+    except TimeoutError:
+        raise TimeoutError(f"drained {received}/{expected} before the deadline") from None
     finally:
         await conn.close()
 
@@ -429,8 +435,9 @@ async def op_drain(spec: dict[str, Any], gate: Gate) -> dict[str, Any]:
     await sleep_until(t0)
     cpu0 = cpu_now()
     deadline = t0 + spec.get("timeout", 300.0)
-    coros = [_drain_one(spec["url"], d, n, t0, deadline) for d, n in zip(devs, expected,
-                                                                       strict=True)]
+    ack_batch = spec.get("ack_batch", 1)
+    coros = [_drain_one(spec["url"], d, n, t0, deadline, ack_batch)
+             for d, n in zip(devs, expected, strict=True)]
     results = await gather_limited(coros, spec.get("concurrency", 100_000))
     done = [r for r in results if isinstance(r, tuple)]
     errors = [repr(r) for r in results if not isinstance(r, tuple)]
@@ -438,6 +445,7 @@ async def op_drain(spec: dict[str, Any], gate: Gate) -> dict[str, Any]:
         "auth_s": [r[0] for r in done],
         "done_s": [r[1] for r in done],
         "received": sum(r[2] for r in done),
+        "ack_frames": sum(r[3] for r in done),
         "failed": len(errors),
         "errors": errors[:3],
         "cpu_s": cpu_now() - cpu0,

@@ -92,3 +92,20 @@ async def test_scale_scenario_smoke_counts_add_up(empty_database_url: str) -> No
     # Each message leaves an accepted and a delivered event in the log.
     assert relay["audit_events"] >= 2 * relay["messages"]
     assert relay["audit_bytes_per_message"] > 0 and relay["stale_over_analysed"] > 0
+
+
+async def test_backlog_smoke_acks_in_batches_past_a_smaller_window(database_url: str) -> None:
+    """The load generator's drain acks many envelopes per frame; a node window
+    smaller than its ack batch does not stall it (it acks what it has read
+    before it waits for more), and every envelope is deleted."""
+    from loadtests.scenarios import smoke_backlog
+
+    got = await smoke_backlog(database_url, backlog=300, ack_batch=64, window=8,
+                              log=lambda _: None)
+
+    assert got["failed_devices"] == 0, got["errors"]
+    assert got["received"] == 300
+    assert got["left_in_inbox"] == 0
+    # At most a window's worth is unacked at a time: at least 300 / 8 frames,
+    # each holding what one read brought; far fewer than one per envelope.
+    assert 300 / 8 <= got["ack_frames"] < 300
