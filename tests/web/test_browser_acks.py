@@ -11,7 +11,7 @@ storage working again) receives them once more, stores and acks them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import asyncpg
 import msgspec
@@ -79,12 +79,15 @@ class Pair:
 
         return self.loop.run(query())
 
-    def inbox_becomes(self, page: Page, expected: list[int]) -> None:
-        for _ in range(200):
-            if self.inbox() == expected:
-                return
-            page.wait_for_timeout(100)
-        assert self.inbox() == expected
+
+def until(page: Page, check: Callable[[], bool]) -> None:
+    """Poll ``check`` while the page runs (and Playwright hands over its
+    events: a frame the page sent may be reported after the node acted on it)."""
+    for _ in range(300):
+        if check():
+            return
+        page.wait_for_timeout(100)
+    assert check()
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +124,8 @@ def test_a_burst_is_acked_in_a_few_frames_after_it_is_stored(
 
     page, acks = reopen(context, node)
     expect(page.get_by_test_id("chat-row")).to_contain_text(texts[-1], timeout=30_000)
-    pair.inbox_becomes(page, [])
+    until(page, lambda: pair.inbox() == [])
+    until(page, lambda: len(acks.positions) >= len(queued))
     assert sorted(acks.positions) == queued  # each acked once
     assert len(acks.frames) <= len(texts) // 4, acks.frames  # not one frame per envelope
     ui.open_first_chat(page)
@@ -146,7 +150,8 @@ def test_what_could_not_be_stored_is_not_acked_and_comes_again(
     page.close()  # what it held in memory is gone with it
 
     page, acks = reopen(context, node)
-    pair.inbox_becomes(page, [])
+    until(page, lambda: pair.inbox() == [])
+    until(page, lambda: len(acks.positions) >= len(queued))
     assert sorted(acks.positions) == queued
     ui.open_first_chat(page)
     for text in texts:
