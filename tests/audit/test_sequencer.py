@@ -1,14 +1,18 @@
 """The sequencer: contiguous leaves in commit order, one leader, fail-over."""
 
 import asyncio
+import itertools
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from crypto.identity import IdentityKeyPair
 from gchat.app import App
-from gchat.audit.log import AuditEvent
+from gchat.audit.log import AuditEvent, AuditLog
+from gchat.audit.merkle import MerkleAccumulator
 from gchat.audit.sequencer import LOCK_KEY, Sequencer
 from gchat.store.database import Database
 from tests.audit.conftest import LogBench
@@ -120,3 +124,57 @@ async def test_fail_over_between_two_nodes(database_url: str, tmp_path: Path) ->
     finally:
         for app in apps:
             await app.stop()
+
+
+async def test_a_long_pass_lets_the_event_loop_run_between_slices(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass over many events packs them a slice at a time and lets the node's
+    other work run in between; the packs are what one go would make."""
+    db = await Database.connect(database_url, min_size=1, max_size=3)
+    log = AuditLog()
+    async with db.transaction() as conn:  # one commit: the first pass sees all 100
+        await log.record(conn, *(AuditEvent("test.event", details={"n": i}) for i in range(100)))
+    ticks = 0  # how often other work ran on the loop
+    seen: list[tuple[int, int]] = []  # (ticks, leaves) at each extension of the tree
+    extend = MerkleAccumulator.extend
+
+    def watched(tree: MerkleAccumulator, leaves: Iterable[bytes]) -> list[tuple[int, int, bytes]]:
+        hashes = list(leaves)
+        seen.append((ticks, len(hashes)))
+        return extend(tree, hashes)
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(MerkleAccumulator, "extend", watched)
+    sequencer = Sequencer(db, IdentityKeyPair.generate(), sign_interval=3600, slice_events=32)
+    spinner = asyncio.create_task(other_work())
+    try:
+        sequencer.start()
+        await eventually(lambda: sequencer.sequenced == 100, what="the 100 events are sequenced")
+    finally:
+        spinner.cancel()
+        await sequencer.stop()
+    try:
+        assert [n for _, n in seen] == [32, 32, 32, 4]  # one pass, in slices
+        assert all(b > a for (a, _), (b, _) in itertools.pairwise(seen)), seen
+        _assert_contiguous(await _leaves(db.pool), 100)
+        packs = await db.pool.fetch(
+            "SELECT first_leaf, length(hashes) / 32 AS n FROM audit_packs ORDER BY first_leaf"
+        )
+        assert [(p["first_leaf"], p["n"]) for p in packs] == [
+            *((i, 16) for i in range(0, 96, 16)),
+            (96, 4),
+        ]
+    finally:
+        await db.close()
+
+
+def test_a_slice_is_whole_packs() -> None:
+    for bad in (0, -16, 20):
+        with pytest.raises(ValueError):
+            Sequencer(None, IdentityKeyPair.generate(), slice_events=bad)  # type: ignore[arg-type]
