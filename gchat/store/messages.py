@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -66,8 +66,15 @@ class StoredMessage:
     duplicate: bool
 
 
-@dataclass(frozen=True)
-class InboxEntry:
+class InboxEntry(NamedTuple):
+    """One envelope of a device's inbox, as it is pushed.
+
+    A named tuple, not a dataclass: a drain makes one per envelope, and a
+    frozen dataclass's ``__init__`` (plus the row copied into a dict for
+    it) cost about 5% of the node there; this one is made from the row's
+    columns as they come (:func:`fetch_inboxes` selects them in this order).
+    """
+
     position: int
     message_id: UUID
     sender_official: UUID
@@ -391,9 +398,9 @@ async def fetch_inboxes(
         [limit for _, _, limit in requests],
     )
     found: list[list[InboxEntry]] = [[] for _ in requests]
-    for row in rows:
-        entry = dict(row)
-        found[entry.pop("n") - 1].append(InboxEntry(**entry))
+    make = InboxEntry._make
+    for row in rows:  # (n, then InboxEntry's fields in order)
+        found[row[0] - 1].append(make(row[1:]))
     return found
 
 
