@@ -90,6 +90,14 @@ async def pinned_transaction(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.
     await conn.execute("COMMIT")
 
 
+def pinned_pool_size(max_size: int) -> int:
+    """How many connections :attr:`Database.pinned` may open beside a pool of
+    ``max_size``: a quarter as many, at least two (the committer keeps one;
+    the pinned transactions are short), so a node stays near its configured
+    connection count (docs/OPERATIONS.md)."""
+    return max(2, max_size // 4)
+
+
 class Database:
     """Owns the asyncpg pools; hands out transactions to services."""
 
@@ -108,8 +116,8 @@ class Database:
         )
         try:
             pinned = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=max_size, command_timeout=30, reset=_no_reset,
-                server_settings=PINNED_SETTINGS,
+                dsn, min_size=1, max_size=pinned_pool_size(max_size), command_timeout=30,
+                reset=_no_reset, server_settings=PINNED_SETTINGS,
             )
         except BaseException:
             await pool.close()

@@ -1,4 +1,4 @@
-"""Closing the pool is bounded, whatever a caller still holds."""
+"""The pools: closing is bounded, whatever a caller still holds; the pinned one."""
 
 import asyncio
 import logging
@@ -44,3 +44,18 @@ async def test_close_waits_for_a_connection_given_back_in_time(
     await asyncio.wait_for(closing, 10)
     assert "still in use" not in caplog.text
     await eventually(lambda: _backend_gone(database_url, pid), what="the session ended")
+
+
+async def test_the_pinned_pool_is_pinned_for_the_session_and_a_quarter_of_the_pool(
+    database_url: str,
+) -> None:
+    db = await Database.connect(database_url, min_size=1, max_size=20)
+    try:
+        assert db.pool.get_max_size() == 20
+        assert db.pinned.get_max_size() == 5  # docs/OPERATIONS.md counts on it
+        async with db.pinned.acquire() as conn:  # outside any transaction
+            assert await conn.fetchval("SHOW enable_seqscan") == "off"
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        assert await db.pool.fetchval("SHOW enable_seqscan") == "on"
+    finally:
+        await db.close()
