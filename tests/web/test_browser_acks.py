@@ -158,3 +158,35 @@ def test_what_could_not_be_stored_is_not_acked_and_comes_again(
         expect(page.get_by_text(text, exact=True)).to_have_count(1)
     page.close()
 
+
+
+#: The page's clock eight days ahead: its signed prekey is due for rotation
+#: (every 7 days), which the app does right after authenticating.
+EIGHT_DAYS_LATER = """(() => {
+  const shift = 8 * 24 * 3600 * 1000;
+  const now = Date.now.bind(Date);
+  Date.now = () => now() + shift;
+})();"""
+
+
+def test_deliveries_pushed_while_the_app_still_authenticates_are_handled(
+    node: Node, pair: Pair, context: BrowserContext
+) -> None:
+    """The node pushes the inbox as soon as it answers ``auth``; the app then
+    rotates its signed prekey (a request) before it takes pushes. What came
+    meanwhile is handled, not dropped (and left unacked until a reconnect)."""
+    texts = [f"ระหว่างยืนยันตัวตน {i}" for i in range(3)]
+    pair.write(texts)
+    queued = pair.inbox()
+    assert len(queued) == len(texts)
+    page = context.new_page()
+    page.add_init_script(EIGHT_DAYS_LATER)
+    acks = Acks(page)
+    page.goto(node.http)
+    until(page, lambda: pair.inbox() == [])
+    until(page, lambda: len(acks.positions) >= len(queued))
+    assert sorted(acks.positions) == queued
+    ui.open_first_chat(page)
+    for text in texts:
+        expect(page.get_by_text(text, exact=True)).to_have_count(1)
+    page.close()

@@ -2,8 +2,8 @@
  * One WebSocket connection to the node speaking gchat.v1+msgpack (PROTOCOL.md
  * §1-§5): the first frame is the challenge; requests carry a rid and their
  * replies are matched by it; everything else the server pushes goes to
- * `onPush`. The URL is always the page's own origin (the app talks to no
- * other host).
+ * `onPush` (held until it is set). The URL is always the page's own origin
+ * (the app talks to no other host).
  */
 import { decode, encode } from "@msgpack/msgpack";
 
@@ -21,7 +21,10 @@ export class ServerError extends Error {
 export class Wire {
   private nextRid = 1;
   private readonly pending = new Map<number, { resolve: (f: Frame) => void; reject: (e: Error) => void }>();
-  onPush: (frame: Frame) => void = () => undefined;
+  /** Pushes that came before `onPush` was set: the node pushes the inbox as
+   * soon as it answers `auth`, while the app may still be making requests. */
+  private held: Frame[] = [];
+  private pushHandler: ((frame: Frame) => void) | null = null;
   onClose: (code: number, reason: string) => void = () => undefined;
 
   private constructor(private readonly ws: WebSocket, readonly challenge: { serverId: string; nonce: Uint8Array }) {
@@ -59,7 +62,16 @@ export class Wire {
       else p.resolve(frame);
       return;
     }
-    this.onPush(frame);
+    if (this.pushHandler === null) this.held.push(frame);
+    else this.pushHandler(frame);
+  }
+
+  /** Where pushed frames go; those held until now go first, in order. */
+  set onPush(handler: (frame: Frame) => void) {
+    this.pushHandler = handler;
+    const held = this.held;
+    this.held = [];
+    for (const frame of held) handler(frame);
   }
 
   get open(): boolean {
