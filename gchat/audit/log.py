@@ -181,15 +181,29 @@ class AuditLog:
             return None
         at = datetime.now(UTC)
         time = codec.time_text(at)
-        parties = [involved(event) for event in events]
+        # "message.accepted" events (a commit batch's) from their template.
+        accepted = [_accepted(event) for event in events]
+        parties = [
+            involved(e) if a is None else None for e, a in zip(events, accepted, strict=True)
+        ]
         # An auditor's scope is checked against the agencies of an event: one
         # look-up for the whole batch of the officials the caller did not know.
         agency_of = dict(agencies or {})
-        unknown = list({o for os, _ in parties for o in os if o not in agency_of})
+        unknown = list(
+            {o for p in parties if p is not None for o in p[0] if o not in agency_of}
+            | {o for a in accepted if a is not None for o in _ACCEPTED.officials(a)
+               if o not in agency_of}
+        )
         if unknown:
             agency_of.update(await store.agencies_of(conn, unknown))
         hashes, stored = [], []
-        for event, (officials, devices) in zip(events, parties, strict=True):
+        for event, values, involves in zip(events, accepted, parties, strict=True):
+            if values is not None:
+                hashes.append(leaf_hash(codec.canonical_json(entry_fields(event, time))))
+                stored.append(_ACCEPTED.encode(values, agency_of))
+                continue
+            assert involves is not None
+            officials, devices = involves
             scope = sorted(
                 {agency_of[o] for o in officials if o in agency_of}
                 | set(_ids((event.agency_id,)))
@@ -206,6 +220,35 @@ class AuditLog:
 Delivered = tuple[UUID, UUID, UUID, int, UUID, UUID]
 
 _DELIVERED = codec.DeliveredCodec()
+_ACCEPTED = codec.AcceptedCodec()
+_ACCEPTED_DETAILS = frozenset(
+    ("message_id", "sent_at", "ciphertext_bytes", "recipient_devices", "message_kind",
+     "conversation_id"))
+
+
+def _accepted(event: AuditEvent) -> codec.Accepted | None:
+    """The values of a "message.accepted" event of the shape :func:`accepted_events`
+    gives it, which :class:`codec.AcceptedCodec` writes; None for any other event
+    (the general encoder writes it)."""
+    details = event.details
+    if (event.kind != "message.accepted" or event.agency_id is not None
+            or event.subject_device is not None or not details.keys() <= _ACCEPTED_DETAILS):
+        return None
+    official, device, recipient = event.actor_official, event.actor_device, event.subject_official
+    message_id, sent_at = details.get("message_id"), details.get("sent_at")
+    size, devices = details.get("ciphertext_bytes"), details.get("recipient_devices")
+    kind, conversation = details.get("message_kind"), details.get("conversation_id")
+    if not (
+        isinstance(official, UUID) and isinstance(device, UUID)
+        and (recipient is None or isinstance(recipient, UUID))
+        and isinstance(message_id, UUID) and type(sent_at) is int and type(size) is int
+        and type(devices) is list and all(isinstance(d, UUID) for d in devices)
+        and (kind in codec.MESSAGE_KINDS if "message_kind" in details else kind is None)
+        and (isinstance(conversation, UUID) if "conversation_id" in details else True)
+    ):
+        return None
+    return (official, device, recipient, message_id, sent_at, size, devices,
+            kind, conversation)  # type: ignore[return-value]
 
 
 def accepted_events(sends: Sequence[NewMessage]) -> list[AuditEvent]:

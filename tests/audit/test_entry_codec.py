@@ -15,10 +15,20 @@ from asyncpg.pgproto.pgproto import UUID as PgUUID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gchat.audit.log import AuditEvent, Delivered, encode_entry, entry_fields, involved
+from gchat.audit.log import (
+    AuditEvent,
+    AuditLog,
+    Delivered,
+    _accepted,
+    accepted_events,
+    encode_entry,
+    entry_fields,
+    involved,
+)
 from gchat.audit.merkle import leaf_hash
 from gchat.store import audit_codec as codec
 from gchat.store import migrations
+from gchat.store.messages import NewMessage
 
 _AT = datetime(2026, 12, 4, 9, 15, 2, 123456, tzinfo=UTC)
 
@@ -131,6 +141,115 @@ def test_delivered_template_writes_what_the_general_encoder_writes(
         assert entry == codec.canonical_json(fields)
         assert stored == codec.encode_fields(fields, event.kind, officials, scope, devices, time)
         assert codec.decode(stored, at.replace(tzinfo=UTC)) == entry
+
+
+def _general(event: AuditEvent, agencies: dict[UUID, UUID], time: str) -> tuple[bytes, bytes]:
+    """(canonical JSON, stored form) of ``event`` by the general encoder, as
+    :meth:`AuditLog.encode` writes an event of any other kind."""
+    officials, devices = involved(event)
+    scope = sorted({agencies[o] for o in officials if o in agencies})
+    fields = entry_fields(event, time)
+    return (codec.canonical_json(fields),
+            codec.encode_fields(fields, event.kind, officials, scope, devices, time))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pool=st.lists(st.uuids(), min_size=8, max_size=8, unique=True),
+    picks=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7), st.integers(0, 7),
+                             st.integers(0, 7), st.integers(0, 7)), min_size=1, max_size=5),
+    recipients=st.lists(st.integers(0, 7), max_size=4),
+    fanned=st.lists(st.integers(0, 7), max_size=3),
+    sizes=st.lists(st.one_of(st.none(), st.binary(max_size=3)), max_size=4),
+    body=st.one_of(st.none(), st.binary(max_size=5)),
+    kind=st.sampled_from(["pairwise", "group", "membership"]),
+    with_agency=st.lists(st.booleans(), min_size=8, max_size=8),
+    as_asyncpg=st.booleans(),
+    at=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+    sent=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+)
+async def test_accepted_template_writes_what_the_general_encoder_writes(
+    pool: list[UUID], picks: list[tuple[int, ...]], recipients: list[int], fanned: list[int],
+    sizes: list[bytes | None], body: bytes | None, kind: str, with_agency: list[bool],
+    as_asyncpg: bool, at: datetime, sent: datetime,
+) -> None:
+    """A commit batch's "message.accepted" events (:func:`accepted_events` of random
+    sends: 1:1 or to a conversation, ids from a small pool so that a recipient may be
+    the sender, an id may also be an agency, a message id, a conversation) as
+    :meth:`AuditLog.encode` writes them -- from the template -- are byte for byte the
+    general encoder's: leaf hashes and stored forms.  An official out of
+    ``agencies`` is looked up: here every one has an agency; the template alone is
+    also run with officials that have none."""
+    ids = [PgUUID(str(u)) if as_asyncpg else u for u in pool]
+    sends = []
+    for message, sender, device, recipient, conversation in picks:
+        envelopes = [(ids[r], None if s is None else s)
+                     for r, s in zip(recipients, sizes + [b""] * 4, strict=False)]
+        sends.append(NewMessage(
+            message_id=ids[message], sender_device=ids[device], sender_official=ids[sender],
+            recipient_official=ids[recipient] if kind == "pairwise" else None,
+            client_message_id="c", sent_at=sent.replace(tzinfo=UTC), envelopes=envelopes,
+            kind=kind, conversation_id=ids[conversation] if kind != "pairwise" else None,
+            body=body if kind != "pairwise" else None, fanned_out=[ids[f] for f in fanned]))
+    events = accepted_events(sends)
+    assert all(_accepted(event) is not None for event in events)  # the template writes them
+    every = {o: ids[(i + 3) % 8] for i, o in enumerate(ids)}
+    encoded = await AuditLog().encode(None, events, agencies=every)
+    assert encoded is not None
+    time = codec.time_text(encoded.at)
+    for event, leaf, stored in zip(events, encoded.hashes, encoded.entries, strict=True):
+        entry, general = _general(event, every, time)
+        assert (leaf, stored) == (leaf_hash(entry), general)
+        assert codec.decode(stored, encoded.at) == entry
+    some = {o: ids[(i + 3) % 8] for i, o in enumerate(ids) if with_agency[i]}
+    when = codec.time_text(at.replace(tzinfo=UTC))
+    for event in events:
+        values = _accepted(event)
+        assert values is not None
+        assert codec.AcceptedCodec().encode(values, some) == _general(event, some, when)[1]
+
+
+_accepted_details = st.dictionaries(
+    st.sampled_from(["message_id", "sent_at", "ciphertext_bytes", "recipient_devices",
+                     "message_kind", "conversation_id", "position"]),
+    st.one_of(_values, st.uuids(), st.lists(st.uuids(), max_size=3),
+              st.integers(-(2**63), 2**63 - 1), st.sampled_from(["group", "membership"])),
+    max_size=2,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    changed=_accepted_details,
+    removed=st.lists(st.sampled_from(["message_id", "sent_at", "ciphertext_bytes",
+                                      "recipient_devices"]), max_size=1),
+    who=st.lists(st.one_of(st.none(), st.uuids()), min_size=5, max_size=5),
+    kind=st.sampled_from(["message.accepted", "message.accepted", "message.delivered"]),
+)
+async def test_an_event_the_template_does_not_fit_is_written_by_the_general_encoder(
+    changed: dict[str, object], removed: list[str], who: list[UUID | None], kind: str
+) -> None:
+    """Any event of a shape near the accepted one's (a detail missing, null or of
+    another type, an unknown key, an agency or subject device, another kind): what
+    :meth:`AuditLog.encode` writes is the general encoder's, whichever encoder took it."""
+    details = {"message_id": UUID(int=7), "sent_at": 1764851234123, "ciphertext_bytes": 412,
+               "recipient_devices": [UUID(int=8)], **changed}
+    for key in removed:
+        del details[key]
+    event = AuditEvent(kind, actor_official=who[0], actor_device=who[1], subject_official=who[2],
+                       subject_device=who[3], agency_id=who[4], details=details)
+    officials, _ = involved(event)
+    agencies = {o: UUID(int=i) for i, o in enumerate(officials)}
+    encoded = await AuditLog().encode(None, [event], agencies=agencies)
+    assert encoded is not None
+    time = codec.time_text(encoded.at)
+    fields = entry_fields(event, time)
+    entry = codec.canonical_json(fields)
+    officials, devices = involved(event)
+    scope = sorted({agencies[o] for o in officials} | ({who[4]} if who[4] else set()))
+    assert encoded.hashes == [leaf_hash(entry)]
+    assert encoded.entries == [
+        codec.encode_fields(fields, kind, officials, scope, devices, time)]
 
 
 @given(value=st.sampled_from(
