@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from uuid import UUID
 
 from gchat.audit.merkle import leaf_hash
@@ -251,6 +252,9 @@ def _accepted(event: AuditEvent) -> codec.Accepted | None:
             kind, conversation)  # type: ignore[return-value]
 
 
+_AS_INT = attrgetter("int")
+
+
 def accepted_events(sends: Sequence[NewMessage]) -> list[AuditEvent]:
     """One "message.accepted" event per send; the store writes those of the
     sends it inserts (a retry logs nothing)."""
@@ -264,7 +268,9 @@ def accepted_events(sends: Sequence[NewMessage]) -> list[AuditEvent]:
             "message_id": message.message_id,
             "sent_at": wire_time(message.sent_at),
             "ciphertext_bytes": size + (len(body) if body is not None else 0),
-            "recipient_devices": sorted({*devices, *fanned}, key=str),
+            # In the order of their text: an id's text sorts as its int does,
+            # which is read without writing the text.
+            "recipient_devices": sorted({*devices, *fanned}, key=_AS_INT),
         }
         kind = getattr(message, "kind", "pairwise")
         if kind != "pairwise":

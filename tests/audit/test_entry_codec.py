@@ -193,6 +193,9 @@ async def test_accepted_template_writes_what_the_general_encoder_writes(
             body=body if kind != "pairwise" else None, fanned_out=[ids[f] for f in fanned]))
     events = accepted_events(sends)
     assert all(_accepted(event) is not None for event in events)  # the template writes them
+    for send, event in zip(sends, events, strict=True):  # in the order of their text
+        assert event.details["recipient_devices"] == sorted(
+            {d for d, _ in send.envelopes} | set(send.fanned_out), key=str)
     every = {o: ids[(i + 3) % 8] for i, o in enumerate(ids)}
     encoded = await AuditLog().encode(None, events, agencies=every)
     assert encoded is not None
