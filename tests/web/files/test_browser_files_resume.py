@@ -47,11 +47,11 @@ def slowed(page: Page, rate: int = 10) -> Iterator[None]:
     The page encrypts, decrypts and hashes every chunk, so this stretches a
     transfer from a fraction of a second on a quiet machine to seconds: the
     kill lands mid-transfer instead of racing its end (it lost that race in CI).
-    A download enters it before its click: started unthrottled, it could end
-    before the throttle arrived on a loaded machine, and no progress bar was
-    ever seen (the likely cause of its timeouts in full runs under load). An
-    upload first hashes the whole file, so its throttle arrives in time and
-    its preparation stays fast.
+    A transfer enters it before it starts (a download before its click, an
+    upload before its file is picked): started unthrottled, one could end
+    before the throttle arrived, and no progress bar was ever seen (the
+    download's timeouts in full runs under load; the upload's, in a quiet
+    fresh-clone CI run, although it hashes the whole file first).
     """
     cdp = page.context.new_cdp_session(page)
     cdp.send("Emulation.setCPUThrottlingRate", {"rate": rate})
@@ -91,8 +91,8 @@ def test_an_upload_cut_by_a_killed_node_resumes_where_it_stopped(
     ui.open_chat_by_search(anong, "ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")
     rows = attachment_rows(team.node)
     data = os.urandom(BIG)
-    attach(anong, "attach-file", "survey.bin", "application/octet-stream", data)
     with slowed(anong):
+        attach(anong, "attach-file", "survey.bin", "application/octet-stream", data)
         mid_transfer(anong, "[data-testid=upload] progress")
         team.node.kill()
     # Cut before its end: still uploading, nothing sent; it waits for the node.
@@ -132,8 +132,8 @@ def test_cancel_stops_an_upload_and_sends_nothing(
     team: Team, anong: Page, tmp_path: Path
 ) -> None:
     ui.open_chat_by_search(anong, "ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")
-    attach(anong, "attach-file", "draft.bin", "application/octet-stream", os.urandom(BIG))
     with slowed(anong):
+        attach(anong, "attach-file", "draft.bin", "application/octet-stream", os.urandom(BIG))
         mid_transfer(anong, "[data-testid=upload] progress")
         # Cancelled while it cannot finish (its node is down, it waits to resume): nothing
         # is sent, also not once the node is back.
