@@ -46,6 +46,20 @@ async def read_all(client: Client, count: int) -> list[bytes]:
     return got
 
 
+async def reconnect_reading(
+    world: World, bob: Client, count: int
+) -> tuple[Client, list[list[int]]]:
+    """Bob back online on a new connection, having read all ``count`` messages in
+    order; returns that client and the positions of each ``ack`` frame it sent."""
+    bob2 = Client(bob.state)
+    frames = count_acks(bob2)
+    await bob2.connect()
+    await bob2.authenticate()
+    world.clients.append(bob2)
+    assert await read_all(bob2, count) == [f"m{i}".encode() for i in range(count)]
+    return bob2, frames
+
+
 async def inbox_of(pool: asyncpg.Pool, client: Client) -> int:
     query = "SELECT count(*) FROM inbox WHERE device_id = $1"
     return int(await pool.fetchval(query, client.state.device_id))
@@ -75,12 +89,7 @@ async def test_a_burst_is_acked_in_fewer_frames_and_every_envelope_deleted(world
     pool = world.app.db.pool
     assert await inbox_of(pool, bob) == count
 
-    bob2 = Client(bob.state)
-    frames = count_acks(bob2)
-    await bob2.connect()
-    await bob2.authenticate()
-    world.clients.append(bob2)
-    assert await read_all(bob2, count) == [f"m{i}".encode() for i in range(count)]
+    bob2, frames = await reconnect_reading(world, bob, count)
 
     positions = [p for frame in frames for p in frame]
     assert len(frames) <= count // 4  # one per burst read, not one per envelope
@@ -102,12 +111,7 @@ async def test_a_window_smaller_than_the_ack_batch_never_stalls(
         await world.start()
         count = 30
         _, bob = await backlog(world, count)
-        bob2 = Client(bob.state)
-        frames = count_acks(bob2)
-        await bob2.connect()
-        await bob2.authenticate()
-        world.clients.append(bob2)
-        assert await read_all(bob2, count) == [f"m{i}".encode() for i in range(count)]
+        bob2, frames = await reconnect_reading(world, bob, count)
         assert all(len(frame) <= window for frame in frames)
         positions = [p for frame in frames for p in frame]
         assert len(positions) == len(set(positions)) == count  # each acked once

@@ -90,6 +90,18 @@ def until(page: Page, check: Callable[[], bool]) -> None:
     assert check()
 
 
+def handled_once(page: Page, pair: Pair, acks: Acks, queued: list[int], texts: list[str]) -> None:
+    """The queued envelopes leave the inbox, each acked once, each message shown once;
+    then the page closes."""
+    until(page, lambda: pair.inbox() == [])
+    until(page, lambda: len(acks.positions) >= len(queued))
+    assert sorted(acks.positions) == queued
+    ui.open_first_chat(page)
+    for text in texts:
+        expect(page.get_by_text(text, exact=True)).to_have_count(1)
+    page.close()
+
+
 @pytest.fixture(scope="module")
 def pair(node: Node, loop: Loop) -> Pair:
     return Pair(node, loop)
@@ -150,14 +162,7 @@ def test_what_could_not_be_stored_is_not_acked_and_comes_again(
     page.close()  # what it held in memory is gone with it
 
     page, acks = reopen(context, node)
-    until(page, lambda: pair.inbox() == [])
-    until(page, lambda: len(acks.positions) >= len(queued))
-    assert sorted(acks.positions) == queued
-    ui.open_first_chat(page)
-    for text in texts:
-        expect(page.get_by_text(text, exact=True)).to_have_count(1)
-    page.close()
-
+    handled_once(page, pair, acks, queued, texts)
 
 
 #: The page's clock eight days ahead: its signed prekey is due for rotation
@@ -183,10 +188,4 @@ def test_deliveries_pushed_while_the_app_still_authenticates_are_handled(
     page.add_init_script(EIGHT_DAYS_LATER)
     acks = Acks(page)
     page.goto(node.http)
-    until(page, lambda: pair.inbox() == [])
-    until(page, lambda: len(acks.positions) >= len(queued))
-    assert sorted(acks.positions) == queued
-    ui.open_first_chat(page)
-    for text in texts:
-        expect(page.get_by_text(text, exact=True)).to_have_count(1)
-    page.close()
+    handled_once(page, pair, acks, queued, texts)
