@@ -28,8 +28,8 @@ from protocol.errors import ErrorCode
 async def check_send(db: Executor, sender_official: UUID, recipient_official: UUID) -> None:
     """Raise unless the sender may message the recipient now.
 
-    ``db`` in a :func:`~gchat.store.database.pinned_transaction`, as every
-    execution of :func:`~gchat.store.policies.send_standings` is.
+    ``db`` a connection of ``Database.pinned``, as every execution of
+    :func:`~gchat.store.policies.send_standings` is.
     """
     found = await policies.send_standings(db, [sender_official, recipient_official])
     refusal = send_refusal(found, sender_official, recipient_official)

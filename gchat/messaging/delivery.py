@@ -179,7 +179,7 @@ class Inbox:
             await self._audit.record_delivered(conn, delivered, agencies)
 
         rows = await messages.delete_acked_many(
-            self._db.pool,
+            self._db.pinned,
             [(ack.device_id, position) for ack in acks for position in ack.positions],
             record if self._audit is not None else None,
         )

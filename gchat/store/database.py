@@ -8,7 +8,6 @@ releasing, as the audit sequencer does.
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,47 +46,25 @@ async def unlisten(conn: asyncpg.Connection, channel: str, callback: object) -> 
 #: (the pinned transactions here, the audit sequencer's session).
 INDEX_PLANS_ONLY = ("enable_seqscan", "enable_bitmapscan", "enable_hashjoin", "enable_mergejoin")
 
-#: The settings of a pinned statement (see :func:`pinned_transaction`): a
-#: generic plan made at the first execution, of index scans and nested loops.
+#: The settings of the :attr:`Database.pinned` pool's sessions: a generic
+#: plan made at a statement's first execution, of index scans and nested loops.
+#:
+#: Why: PostgreSQL keeps the plan of a statement prepared on a connection
+#: (asyncpg prepares every statement). After five executions it may switch
+#: to a generic plan, made once from the statistics of that moment: on a
+#: young database with small tables (and no ``ANALYZE`` since: autovacuum
+#: may be off) that plan scans tables in full, and the connection keeps it
+#: while the tables grow. A send on such a connection cost PostgreSQL 92 ms
+#: of CPU at 200,000 devices, against 0.5 ms (docs/PERFORMANCE.md). With
+#: these settings a statement gets its generic plan at its first execution,
+#: with only index scans and nested loops allowed (as the audit sequencer's
+#: are), so it reads a few index pages whatever the tables' sizes and
+#: statistics, and is not planned again. A statement that must run pinned
+#: should run only on pinned connections: PostgreSQL keeps one plan per
+#: prepared statement, whichever settings made it.
 PINNED_SETTINGS = {"plan_cache_mode": "force_generic_plan"} | {
     setting: "off" for setting in INDEX_PLANS_ONLY
 }
-
-#: BEGIN with the settings of :func:`pinned_transaction`, sent as one query.
-_PINNED_BEGIN = "; ".join(
-    ["BEGIN"] + [f"SET LOCAL {name} = {value}" for name, value in PINNED_SETTINGS.items()]
-)
-
-
-@asynccontextmanager
-async def pinned_transaction(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction on ``conn`` whose statements run on index plans made once.
-
-    Why: PostgreSQL keeps the plan of a statement prepared on a connection
-    (asyncpg prepares every statement). After five executions it may switch
-    to a generic plan, made once from the statistics of that moment: on a
-    young database with small tables (and no ``ANALYZE`` since: autovacuum
-    may be off) that plan scans tables in full, and the connection keeps it
-    while the tables grow. A send on such a connection cost PostgreSQL 92 ms
-    of CPU at 200,000 devices, against 0.5 ms (docs/PERFORMANCE.md). Here a
-    statement gets its generic plan at its first execution, made with only
-    index scans and nested loops allowed (as the audit sequencer's are), so
-    it reads a few index pages whatever the tables' sizes and statistics,
-    and is not planned again. The settings go with the BEGIN (one round trip,
-    as a plain BEGIN) and end with the transaction.
-
-    A statement run here should run only in such transactions: PostgreSQL
-    keeps one plan per prepared statement, whichever transaction made it.
-    """
-    await conn.execute(_PINNED_BEGIN)
-    try:
-        yield conn
-    except BaseException:
-        # A lost connection cannot roll back; the pool discards it.
-        with contextlib.suppress(Exception):
-            await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
 
 
 def pinned_pool_size(max_size: int) -> int:
@@ -131,8 +108,8 @@ class Database:
 
     @asynccontextmanager
     async def pinned_transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction as :func:`pinned_transaction`'s, on a :attr:`pinned`
-        connection: a plain BEGIN, the settings are the session's."""
+        """A transaction on a :attr:`pinned` connection (:data:`PINNED_SETTINGS`
+        are the session's, so it begins with a plain BEGIN)."""
         async with self.pinned.acquire() as conn, conn.transaction():
             yield conn
 

@@ -18,7 +18,7 @@ from uuid import UUID
 import asyncpg
 
 from gchat.store.audit import EncodedEvents, insert_events
-from gchat.store.database import Executor, pinned_transaction
+from gchat.store.database import Executor
 from gchat.store.policies import SendStanding, standings_parameters, unchanged_cte
 
 
@@ -445,9 +445,10 @@ async def delete_acked_many(
     with its last inbox row. Call it outside a transaction (with the pool):
     the body check is its own statement after the delete committed, so of
     two devices acking the last two rows at once, the later check sees both
-    deletes and drops the body. Each row also carries the agencies of the
-    acking device's official and of the sender (NULL if unknown), which
-    its "message.delivered" audit event needs.
+    deletes and drops the body. Pass the pinned pool (``Database.pinned``):
+    the delete's plan must not scan the inbox. Each row also carries the
+    agencies of the acking device's official and of the sender (NULL if
+    unknown), which its "message.delivered" audit event needs.
     """
     args = ([device for device, _ in acks], [position for _, position in acks])
     if on_deleted is None:
@@ -469,10 +470,9 @@ async def delete_acked_many(
 
 @asynccontextmanager
 async def _transaction(db: Executor) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction on ``db``: a pool's connection (a pinned transaction: the
-    delete's plan must not scan the inbox), or the given connection."""
+    """A transaction on ``db``: a pool's connection, or the given connection."""
     if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn, pinned_transaction(conn):
+        async with db.acquire() as conn, conn.transaction():
             yield conn
     else:
         async with db.transaction():

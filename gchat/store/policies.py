@@ -214,9 +214,8 @@ async def send_standings(db: Executor, official_ids: list[UUID]) -> dict[UUID, S
     """Status, agency, effective message scope and active devices of these
     officials: one query (a send's whole check reads nothing else).
 
-    Run it pinned (a :func:`~gchat.store.database.pinned_transaction`, or a
-    connection of ``Database.pinned``): its plan is made once per connection,
-    index scans only.
+    Run it pinned (on a connection of ``Database.pinned``): its plan is made
+    once per connection, index scans only.
     """
     rows = await db.fetch(_standings_query("$1"), official_ids)
     return {

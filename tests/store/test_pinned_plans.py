@@ -114,7 +114,7 @@ async def test_sends_and_acks_scan_no_table_on_plans_cached_while_tables_were_sm
         for row in inbox:  # each ack its own delete, past the five executions too
             await _flush_counts(db)
             await messages.delete_acked_many(
-                db.pool, [(row["device_id"], row["position"])], on_deleted)
+                db.pinned, [(row["device_id"], row["position"])], on_deleted)
         assert scanned == [[]] * len(inbox)
         assert await db.pool.fetchval("SELECT count(*) FROM inbox") == 0
     finally:
