@@ -48,15 +48,57 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def one(sends: int, grow: int = 0) -> dict[str, Any]:
-    """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
+async def seed_pairs(db: Any, count: int) -> list[list[uuid.UUID]]:
+    """``count`` x (sender official, its device, recipient official, its device),
+    in one new agency, written through the ``gchat`` first on ``sys.path``
+    (``db``: its ``Database``). tests/store/test_pinned_plans.py seeds with it too."""
+    from gchat.store import devices, directory
+
+    agency, pairs = uuid.uuid4(), []
+    async with db.transaction() as conn:
+        await directory.create_agency(conn, agency, "BENCH", "Bench")
+        for i in range(count):
+            ids = []
+            for side in "sr":
+                official, device = uuid.uuid4(), uuid.uuid4()
+                await directory.create_official(conn, official, agency, f"{side}{i}")
+                await devices.create(conn, device, official, os.urandom(32), b"c", "d", "p")
+                ids += [official, device]
+            pairs.append(ids)
+    return pairs
+
+
+async def grow_directory(database_url: str, rows: int) -> None:
+    """``rows`` more officials, a device each, in the first agency, and no ``ANALYZE``.
+
+    On a connection of its own: the pools' connections have cached plans
+    (foreign key checks included) made on the small tables, which is what
+    the growth is to test.
+    """
     import asyncpg
 
+    conn = await asyncpg.connect(database_url)
+    try:
+        agency = await conn.fetchval("SELECT id FROM agencies ORDER BY id LIMIT 1")
+        await conn.execute(
+            """INSERT INTO officials (id, agency_id, name_en)
+               SELECT gen_random_uuid(), $1, 'grown ' || g FROM generate_series(1, $2) g""",
+            agency, rows)
+        await conn.execute(
+            """INSERT INTO devices (id, official_id, identity_key, certificate, name, platform)
+               SELECT gen_random_uuid(), o.id, sha256(o.id::text::bytea), 'c', 'd', 'p'
+               FROM officials o WHERE o.name_en LIKE 'grown %'""")
+    finally:
+        await conn.close()
+
+
+async def one(sends: int, grow: int = 0) -> dict[str, Any]:
+    """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
     import gchat
     from gchat.audit.log import AuditLog
     from gchat.messaging import service as messaging
     from gchat.messaging.committer import SendCommitter
-    from gchat.store import devices, directory, migrations
+    from gchat.store import migrations
     from gchat.store.database import Database
     from gchat.store.messages import NewMessage, StoredMessage
     from loadtests.harness import TempDatabase
@@ -66,17 +108,7 @@ async def one(sends: int, grow: int = 0) -> dict[str, Any]:
     try:
         async with db.pool.acquire() as conn:
             await migrations.migrate(conn)
-        agency, pairs = uuid.uuid4(), []
-        async with db.transaction() as conn:
-            await directory.create_agency(conn, agency, "BENCH", "Bench")
-            for i in range(_PAIRS):
-                ids = []
-                for side in "sr":
-                    official, device = uuid.uuid4(), uuid.uuid4()
-                    await directory.create_official(conn, official, agency, f"{side}{i}")
-                    await devices.create(conn, device, official, os.urandom(32), b"c", "d", "p")
-                    ids += [official, device]
-                pairs.append(ids)
+        pairs = await seed_pairs(db, _PAIRS)
 
         async def after_commit(batch: list[NewMessage]) -> None:
             return None
@@ -97,21 +129,7 @@ async def one(sends: int, grow: int = 0) -> dict[str, Any]:
 
         await send(0, _WARM_UP)
         if grow:
-            # On a connection of its own: the pool's have cached plans too
-            # (foreign key checks included) made on the small tables.
-            conn = await asyncpg.connect(temp.url)
-            try:
-                await conn.execute(
-                    """INSERT INTO officials (id, agency_id, name_en)
-                       SELECT gen_random_uuid(), $1, 'grown ' || g
-                       FROM generate_series(1, $2) g""", agency, grow)
-                await conn.execute(
-                    """INSERT INTO devices (id, official_id, identity_key, certificate,
-                                            name, platform)
-                       SELECT gen_random_uuid(), o.id, sha256(o.id::text::bytea), 'c', 'd', 'p'
-                       FROM officials o WHERE o.name_en LIKE 'grown %'""")
-            finally:
-                await conn.close()
+            await grow_directory(temp.url, grow)
         backends = [r[0] for r in await db.pool.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
         db0, node0 = sum(map(_cpu_seconds, backends)), time.process_time()

@@ -1,39 +1,22 @@
 """Pinned transactions: the send and ack statements read no table in full, whatever
 plans their connection cached while the tables were small and unanalysed."""
 
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 
 from gchat.audit.log import AuditLog, accepted_events
 from gchat.messaging import service as messaging
 from gchat.messaging.committer import SendCommitter
-from gchat.store import devices, directory, messages, migrations
+from gchat.store import messages, migrations
 from gchat.store.database import Database, Executor
 from gchat.store.messages import NewMessage, StoredMessage
+from loadtests.send_cost import grow_directory, seed_pairs
 
 #: Tables the current transaction has read in full so far.
 _SCANNED = "SELECT relname FROM pg_stat_xact_user_tables WHERE seq_scan > 0 ORDER BY relname"
-
-
-async def _seed(db: Database, pairs: int) -> list[list[uuid.UUID]]:
-    """``pairs`` x (sender official, its device, recipient official, its device)."""
-    agency, seeded = uuid.uuid4(), []
-    async with db.transaction() as conn:
-        await directory.create_agency(conn, agency, "A", "Agency")
-        for i in range(pairs):
-            ids = []
-            for side in "sr":
-                official, device = uuid.uuid4(), uuid.uuid4()
-                await directory.create_official(conn, official, agency, f"{side}{i}")
-                await devices.create(conn, device, official, os.urandom(32), b"c", "d", "p")
-                ids += [official, device]
-            seeded.append(ids)
-    return seeded
 
 
 def _send(pair: list[uuid.UUID], n: int) -> NewMessage:
@@ -49,23 +32,6 @@ async def _flush_counts(db: Database) -> None:
         await pool.execute("SELECT pg_stat_force_next_flush()")
 
 
-async def _grow(database_url: str, rows: int) -> None:
-    """Officials and devices grow ``rows``-fold, and nobody runs ANALYZE."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        agency = await conn.fetchval("SELECT id FROM agencies LIMIT 1")
-        await conn.execute(
-            """INSERT INTO officials (id, agency_id, name_en)
-               SELECT gen_random_uuid(), $1, 'x' || g FROM generate_series(1, $2) g""",
-            agency, rows)
-        await conn.execute(
-            """INSERT INTO devices (id, official_id, identity_key, certificate, name, platform)
-               SELECT gen_random_uuid(), o.id, sha256(o.id::text::bytea), 'c', 'd', 'p'
-               FROM officials o WHERE o.name_en LIKE 'x%'""")
-    finally:
-        await conn.close()
-
-
 async def test_sends_and_acks_scan_no_table_on_plans_cached_while_tables_were_small(
     database_url: str,
 ) -> None:
@@ -74,7 +40,7 @@ async def test_sends_and_acks_scan_no_table_on_plans_cached_while_tables_were_sm
     try:
         async with db.pool.acquire() as conn:
             await migrations.migrate(conn)
-        pairs = await _seed(db, 3)
+        pairs = await seed_pairs(db, 3)
 
         async def after_commit(batch: list[NewMessage]) -> None:
             return None
@@ -91,7 +57,7 @@ async def test_sends_and_acks_scan_no_table_on_plans_cached_while_tables_were_sm
                 assert isinstance(result, StoredMessage) and not result.duplicate
         finally:
             await committer.stop()
-        await _grow(database_url, 2000)
+        await grow_directory(database_url, 2000)
 
         # The committer's transaction, with what it read in full looked at before COMMIT.
         send = _send(pairs[0], 100)
