@@ -221,7 +221,7 @@ bumped AS (
 # them, so a send batch is one statement after its check. Every join is
 # on a primary key or between the statement's own rows, so the plan does
 # not depend on table statistics. Nothing is inserted unless the standings
-# given ($18-$24, none: any) are still those read (``unchanged``); then a
+# given ($18-$23, none: any) are still those read (``unchanged``); then a
 # row of NULLs says so.
 _STORE_AND_ENQUEUE = f"""
 WITH {unchanged_cte(18)},

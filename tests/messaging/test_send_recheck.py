@@ -68,9 +68,27 @@ async def _restrict_policy(db: Database, ids: Ids) -> None:
     await policies.put(db.pool, policies.PolicyRow(ids[0], "agency", None, None), None)
 
 
+async def _move_recipient(db: Database, ids: Ids) -> None:
+    other = uuid.uuid4()
+    await directory.create_agency(db.pool, other, "B" + uuid.uuid4().hex[:6], "Other")
+    await db.pool.execute("UPDATE officials SET agency_id = $2 WHERE id = $1", ids[3], other)
+
+
+async def _move_agency(db: Database, ids: Ids) -> None:
+    """The agency goes under a new ministry: its officials' root changes, nothing of theirs."""
+    ministry = uuid.uuid4()
+    await directory.create_agency(db.pool, ministry, "M" + uuid.uuid4().hex[:6], "Ministry")
+    await db.pool.execute("UPDATE agencies SET parent_id = $2 WHERE id = $1", ids[0], ministry)
+
+
+async def _restrict_global_policy(db: Database, ids: Ids) -> None:
+    await policies.put(db.pool, policies.PolicyRow(None, "agency", None, None), None)
+
+
 @pytest.mark.parametrize(
     "change",
-    [_suspend_recipient, _revoke_sender_device, _enrol_recipient_device, _restrict_policy],
+    [_suspend_recipient, _revoke_sender_device, _enrol_recipient_device, _restrict_policy,
+     _move_recipient, _move_agency, _restrict_global_policy],
 )
 async def test_the_store_writes_nothing_when_the_standings_changed_since_the_check(
     database_url: str, change: Callable[[Database, Ids], Awaitable[None]]
@@ -102,6 +120,30 @@ async def test_the_store_writes_nothing_when_the_standings_changed_since_the_che
                                                     checked.standings)
                 assert [s.message_id for s in stored] == [again.message_id]
                 assert await _rows(db) == [1, 1, 1]
+    finally:
+        await db.close()
+
+
+async def test_another_officials_device_changing_leaves_the_standings_as_read(
+    database_url: str,
+) -> None:
+    """Enrolments and revocations are frequent: one must not make every kept
+    standing stale, only its own official's."""
+    db = await Database.connect(database_url, min_size=1, max_size=2)
+    try:
+        ids = await _seed(db)
+        bystander = await _seed(db)
+        send = _send(ids, [ids[4]])
+        audit = AuditLog()
+        async with db.pinned.acquire() as conn:
+            checked = await messaging.check_batch(conn, [send])
+            accepted = await audit.encode(conn, accepted_events([send]),
+                                          agencies=checked.agencies)
+            await _enrol(db, bystander[3], uuid.uuid4())
+            await _revoke(db, bystander[4])
+            stored = await messages.store_batch(conn, [send], datetime.now(UTC) + timedelta(days=1),
+                                                accepted, checked.standings)
+            assert [s.message_id for s in stored] == [send.message_id]
     finally:
         await db.close()
 
