@@ -111,7 +111,9 @@ async def open_database(config: Config) -> tuple[Database, EmbeddedPostgres | No
         embedded = EmbeddedPostgres(config.data_dir / "postgres")
         dsn = await embedded.start()
         log.info("embedded postgresql started under %s", embedded.root)
-    db = await Database.connect(dsn, max_size=config.db_pool_size)
+    db = await Database.connect(
+        dsn, max_size=config.db_pool_size, commit_lanes=config.commit_lanes
+    )
     async with db.pool.acquire() as conn:
         applied = await migrations.migrate(conn)
     if applied:
@@ -252,6 +254,7 @@ class App:
             metrics=self.metrics,
             audit=self.audit,
             prepare=messaging.check_batch,
+            lanes=config.commit_lanes,
         )
         self._committer.start()
         self.sequencer = Sequencer(

@@ -53,6 +53,10 @@ class Config:
     prekey_low_threshold: int = 20
     max_unacked: int = 256
     commit_max_batch: int = 256
+    #: Commit batches in flight at once, each on a kept connection of its own
+    #: (gchat.messaging.committer): one is checked and written while another
+    #: waits for its durable commit.
+    commit_lanes: int = 2
     auth_timeout_seconds: float = 30.0
     max_ciphertext_bytes: int = limits.MAX_CIPHERTEXT_BYTES
     max_recipient_devices: int = limits.MAX_RECIPIENT_DEVICES
@@ -187,6 +191,8 @@ def load(
         raise ValueError("broker must be auto or postgres")
     if config.workers < 1:
         raise ValueError("workers must be at least 1")
+    if config.commit_lanes < 1:
+        raise ValueError("commit_lanes must be at least 1")
     if config.max_group_members > limits.MAX_GROUP_MEMBERS:
         raise ValueError("max_group_members cannot exceed the protocol limit")
     return config

@@ -188,3 +188,9 @@ def test_empty_optional_path_means_none() -> None:
     config = load(environ={"GCHAT_KEYS_DIR": "", "GCHAT_TLS_CERT": ""})
     assert config.keys_dir is None
     assert config.tls_cert is None
+
+
+def test_commit_lanes_below_one_are_refused() -> None:
+    assert load(environ={"GCHAT_COMMIT_LANES": "1"}).commit_lanes == 1
+    with pytest.raises(ValueError, match="commit_lanes"):
+        load(environ={"GCHAT_COMMIT_LANES": "0"})

@@ -18,9 +18,32 @@ the check relied on differs at the write, as in one transaction. If they
 differ (or the check refused a send on them), the batch is checked again on
 standings read now, a second statement; after a few such losses it is
 checked and stored in one transaction.
+
+Batches run in ``lanes`` (``commit_lanes``, default 2), each one batch at a
+time on a pinned connection of its own, so one lane's batch is checked and
+written while the other's waits for its durable commit: with one lane the
+node idled through every fsync, and at half capacity a send waited for the
+batch in progress before its own (docs/PERFORMANCE.md). A send goes to the
+lane of its sending device, always the same one, which is the simplest
+split that keeps what one lane gave for free: one device's sends commit,
+are answered and reach each inbox in the order sent, and a retry (same
+sender device and client message id) can never race its original in the
+other lane. Between lanes nothing new can deadlock: a batch locks its
+recipients' ``devices`` rows in id order in one statement (and
+conversations only ``FOR SHARE``, before), as concurrent batches of
+several nodes always did. Two lanes commit one recipient's rows in position
+order still (its ``devices`` row is locked until commit), but their
+wake-ups may come out of order; a delivery stream then reads the inbox
+instead of taking what it is handed (``Inbox.hand_over``).
+
+The kept standings are shared by the lanes. A lane may keep standings the
+other has just found stale (read before the change, remembered after):
+that costs the next batch relying on them a second statement, never a
+wrong send, since every store re-reads what it relied on in its own snapshot.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +119,7 @@ class SendCommitter:
         metrics: NodeMetrics | None = None,
         audit: AuditLog | None = None,
         prepare: Prepare = _accept_all,
+        lanes: int = 1,
     ) -> None:
         self._db = db
         self._audit = audit if audit is not None else AuditLog(enabled=False)
@@ -107,53 +131,61 @@ class SendCommitter:
         #: The standings of officials as the last batches read them; a
         #: store checks them again (a stale one costs a second statement).
         self._standings: dict[UUID, SendStanding] = {}
-        #: The pinned connection batches run on, kept between them: taking
-        #: one from the pool and giving it back costs more of the node's CPU
-        #: (0.055 ms) than a round trip.
-        self._conn: asyncpg.Connection | None = None
-        self._batcher: Batcher[NewMessage, StoredMessage] = Batcher(
-            "commit", self._commit, max_batch
-        )
+        #: Per lane, the pinned connection its batches run on, kept between
+        #: them: taking one from the pool and giving it back costs more of
+        #: the node's CPU (0.055 ms) than a round trip.
+        self._conns: list[asyncpg.Connection | None] = [None] * lanes
+        self._lanes: list[Batcher[NewMessage, StoredMessage]] = [
+            Batcher("commit", functools.partial(self._commit, lane), max_batch)
+            for lane in range(lanes)
+        ]
 
     @property
     def batches(self) -> int:
-        return self._batcher.batches
+        return sum(lane.batches for lane in self._lanes)
 
     @property
     def committed(self) -> int:
-        return self._batcher.items
+        return sum(lane.items for lane in self._lanes)
 
     def start(self) -> None:
-        self._batcher.start()
+        for lane in self._lanes:
+            lane.start()
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
-        await self._batcher.stop()
-        if self._conn is not None:
-            await self._db.pinned.release(self._conn)
-            self._conn = None
+        await asyncio.gather(*(lane.stop() for lane in self._lanes))
+        for lane, conn in enumerate(self._conns):
+            if conn is not None:
+                await self._db.pinned.release(conn)
+                self._conns[lane] = None
 
-    async def _connection(self) -> asyncpg.Connection:
-        """The kept connection; a new one once it was lost (the pool replaces it)."""
-        if self._conn is not None and _lost(self._conn):
-            await self._db.pinned.release(self._conn)  # nothing if the pool took it back
-            self._conn = None
-        if self._conn is None:
-            self._conn = await self._db.pinned.acquire()
-        return self._conn
+    async def _connection(self, lane: int) -> asyncpg.Connection:
+        """The lane's kept connection; a new one once it was lost (the pool replaces it)."""
+        conn = self._conns[lane]
+        if conn is not None and _lost(conn):
+            await self._db.pinned.release(conn)  # nothing if the pool took it back
+            conn = self._conns[lane] = None
+        if conn is None:
+            conn = self._conns[lane] = await self._db.pinned.acquire()
+        return conn
 
     def submit(self, message: NewMessage) -> asyncio.Future[StoredMessage]:
         """Queue a send now (keeping the caller's order); the future is its answer.
 
         It resolves to the stored message (or the original of a retry) once
-        committed, or to the reason the send was refused.
+        committed, or to the reason the send was refused. The sending
+        device's lane takes it (see the module docstring).
         """
-        return self._batcher.submit(message)
+        lane = self._lanes[message.sender_device.int % len(self._lanes)]
+        return lane.submit(message)
 
-    async def _commit(self, sends: list[NewMessage]) -> list[StoredMessage | BaseException]:
+    async def _commit(
+        self, lane: int, sends: list[NewMessage]
+    ) -> list[StoredMessage | BaseException]:
         started = asyncio.get_running_loop().time()
         try:
-            results, written = await self._check_and_store(sends)
+            results, written = await self._check_and_store(await self._connection(lane), sends)
         except Exception:
             if self._metrics is not None:
                 self._metrics.commit_failures.inc()
@@ -173,11 +205,10 @@ class SendCommitter:
         return results
 
     async def _check_and_store(
-        self, sends: list[NewMessage]
+        self, conn: asyncpg.Connection, sends: list[NewMessage]
     ) -> tuple[list[StoredMessage | BaseException], list[NewMessage]]:
         """The batch's results, and the sends it wrote, once committed."""
         expires = datetime.now(UTC) + self._retention
-        conn = await self._connection()
         if all(m.kind == "pairwise" for m in sends):
             known: Mapping[UUID, SendStanding] = self._standings
             for _ in range(_CHECKS_OUTSIDE):

@@ -67,12 +67,13 @@ PINNED_SETTINGS = {"plan_cache_mode": "force_generic_plan"} | {
 }
 
 
-def pinned_pool_size(max_size: int) -> int:
+def pinned_pool_size(max_size: int, commit_lanes: int = 1) -> int:
     """How many connections :attr:`Database.pinned` may open beside a pool of
-    ``max_size``: a quarter as many, at least two (the committer keeps one;
-    the pinned transactions are short), so a node stays near its configured
-    connection count (docs/OPERATIONS.md)."""
-    return max(2, max_size // 4)
+    ``max_size``: a quarter as many and one more per commit lane past the
+    first, at least one beside the lanes' (the committer keeps one per lane;
+    the other pinned transactions are short), so a node stays near its
+    configured connection count (docs/OPERATIONS.md)."""
+    return commit_lanes + max(1, max_size // 4 - 1)
 
 
 class Database:
@@ -87,13 +88,16 @@ class Database:
         self.pinned = pinned
 
     @classmethod
-    async def connect(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> "Database":
+    async def connect(
+        cls, dsn: str, min_size: int = 2, max_size: int = 10, commit_lanes: int = 1
+    ) -> "Database":
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, command_timeout=30, reset=_no_reset
         )
         try:
             pinned = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=pinned_pool_size(max_size), command_timeout=30,
+                dsn, min_size=1, max_size=pinned_pool_size(max_size, commit_lanes),
+                command_timeout=30,
                 reset=_no_reset, server_settings=PINNED_SETTINGS,
             )
         except BaseException:
