@@ -7,7 +7,9 @@ by rows, which PostgreSQL handles ~30x faster. A ``Batcher`` runs one batch
 at a time: while it runs, new requests queue, and they form the next batch.
 Under light load a batch is one request and waits for nothing; under heavy
 load batches grow by themselves. One batch at a time also keeps the order
-in which requests were submitted, which per-device ordering relies on.
+in which requests were submitted, which per-device ordering relies on:
+the send committer, which keeps two batches in flight, runs two batchers
+and submits each device's sends always to the same one.
 
 Work nobody waits for (ack deletes: the window room is freed at once) may
 ``linger``: a batch then waits that long for company after its first

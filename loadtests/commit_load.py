@@ -1,0 +1,174 @@
+"""The send committer under load, alone: throughput, latency and CPU per send, variants alternated.
+
+    python -m loadtests.commit_load --variant one=.:1 --variant two=.:2 [--rate 3300] \\
+        [--rounds 3] [--seconds 4]
+
+Why: the relay's phases measure the whole node (websockets, delivery, the
+load generator beside it), and on a shared machine their throughput and
+latency swing by a third between runs minutes apart. This drives only
+``SendCommitter`` with the node's check (``check_batch``) and audit log:
+200 pairs, closed loop (each sender with 2 sends waiting for their answer,
+as the relay's), or with ``--rate`` sends at that fixed rate (latency from
+the intended send time). It reports sends per second, p50 and p99 submit
+to answer, and CPU per send of this process (the node's share) and of the
+pool's PostgreSQL backends. A variant is ``NAME=CHECKOUT:LANES`` (its
+``gchat``, run with that many commit lanes; checkouts without lanes take
+1); each runs in its own process, rounds alternating A B, B A, ..., each
+on a fresh database (as ``loadtests.send_cost``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from loadtests.send_cost import _cpu_seconds, seed_pairs
+
+_PAIRS = 200
+_IN_FLIGHT = 2
+_WARM_UP = 1.0
+
+
+def _sample(backends: list[int]) -> tuple[float, float, float]:
+    """CPU seconds of the backends and of this process, and the wall clock."""
+    return sum(map(_cpu_seconds, backends)), time.process_time(), time.perf_counter()
+
+
+async def one(lanes: int, rate: float, seconds: float) -> dict[str, Any]:
+    """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
+    from gchat.audit.log import AuditLog
+    from gchat.messaging import service as messaging
+    from gchat.messaging.committer import SendCommitter
+    from gchat.store import migrations
+    from gchat.store.database import Database
+    from gchat.store.messages import NewMessage
+    from loadtests.harness import TempDatabase
+
+    has_lanes = "lanes" in inspect.signature(SendCommitter).parameters
+    temp = TempDatabase()
+    connect: Any = Database.connect
+    extra = {"commit_lanes": lanes} if has_lanes else {}
+    db = await connect(await temp.create(), 2, 20, **extra)
+    try:
+        async with db.pool.acquire() as conn:
+            await migrations.migrate(conn)
+        pairs = await seed_pairs(db, _PAIRS)
+
+        async def after_commit(batch: list[NewMessage]) -> None:
+            return None
+
+        make: Any = SendCommitter
+        committer = make(
+            db, 256, timedelta(days=1), after_commit, audit=AuditLog(),
+            prepare=messaging.check_batch, **({"lanes": lanes} if has_lanes else {}),
+        )
+        committer.start()
+        latencies: list[float] = []
+        running = True
+
+        async def send(k: int, due: float) -> None:
+            sender_official, sender, recipient_official, recipient = pairs[k % _PAIRS]
+            await committer.submit(NewMessage(
+                uuid.uuid4(), sender, sender_official, recipient_official, uuid.uuid4().hex,
+                datetime.now(UTC), [(recipient, os.urandom(348))]))
+            latencies.append(time.perf_counter() - due)
+
+        async def closed(k: int) -> None:
+            while running:
+                await send(k, time.perf_counter())
+
+        async def paced() -> None:
+            start, k, waiting = time.perf_counter(), 0, set()
+            while running:
+                due = start + k / rate
+                if due > time.perf_counter():
+                    await asyncio.sleep(due - time.perf_counter())
+                task = asyncio.create_task(send(k, due))
+                waiting.add(task)
+                task.add_done_callback(waiting.discard)
+                k += 1
+            await asyncio.gather(*waiting)
+
+        tasks = ([asyncio.create_task(paced())] if rate else
+                 [asyncio.create_task(closed(k)) for k in range(_PAIRS * _IN_FLIGHT)])
+        await asyncio.sleep(_WARM_UP)
+        backends = [r[0] for r in await db.pool.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+        latencies.clear()
+        db0, node0, wall0 = _sample(backends)
+        await asyncio.sleep(seconds)
+        db1, node1, wall1 = _sample(backends)
+        measured = sorted(latencies)
+        running = False
+        await asyncio.gather(*tasks)
+        await committer.stop()
+        sends = len(measured)
+        return {"sends_per_s": sends / (wall1 - wall0),
+                "p50_ms": 1000 * measured[sends // 2], "p99_ms": 1000 * measured[sends * 99 // 100],
+                "node_ms": 1000 * (node1 - node0) / sends, "db_ms": 1000 * (db1 - db0) / sends,
+                "batches": committer.batches, "load": os.getloadavg()[0]}
+    finally:
+        await db.close()
+        await temp.drop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=CHECKOUT:LANES")
+    parser.add_argument("--rate", type=float, default=0.0, help="sends/s (default: closed loop)")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--one", type=int, metavar="LANES", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one is not None:
+        import uvloop
+
+        print(json.dumps(uvloop.run(one(args.one, args.rate, args.seconds))), flush=True)
+        return 0
+    variants = []
+    for spec in args.variant:
+        name, _, rest = spec.partition("=")
+        path, _, lanes = rest.rpartition(":")
+        variants.append((name, Path(path).absolute(), int(lanes)))
+    if len(variants) < 2:
+        raise SystemExit("give at least two --variant NAME=CHECKOUT:LANES")
+    here = Path(__file__).resolve().parent.parent
+    got: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    for r in range(args.rounds):
+        for name, checkout, lanes in variants if r % 2 == 0 else variants[::-1]:
+            # The checkout's gchat first (this file runs as a script).
+            env = os.environ | {"PYTHONPATH": f"{checkout}{os.pathsep}{here}"}
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", str(lanes), "--rate", str(args.rate),
+                 "--seconds", str(args.seconds)],
+                cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
+            run = json.loads(out.strip().splitlines()[-1])
+            got[name].append(run)
+            print(json.dumps({"variant": name, "round": r + 1} | run), flush=True)
+    base = variants[0][0]
+    keys = ("sends_per_s", "p50_ms", "p99_ms", "node_ms", "db_ms")
+    medians = {name: {k: statistics.median(run[k] for run in runs) for k in keys}
+               for name, runs in got.items()}
+    print(f"| median of {args.rounds} | " + " | ".join(medians) + " |")
+    print("|---" * (len(medians) + 1) + "|")
+    for k in keys:
+        print(f"| {k} | " + " | ".join(
+            f"{m[k]:,.3f} ({m[k] / medians[base][k]:.2f}x)" for m in medians.values()) + " |")
+    print(f"load average after: {os.getloadavg()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
