@@ -8,9 +8,11 @@ enrolment attempts per remote address (10 per hour).
 The hot loop does not go through the SDK (its per-message futures, queue
 and per-send sealing would cost the generator more CPU than the server
 spends): ``GChatConn`` speaks the same protocol with ``protocol.codec`` over
-a websockets connection. Ciphertext is still real: libsodium sealed boxes to
-the recipient's identity key, taken from its directory-signed certificate
-after ``crypto.certificate.verify_certificate``.
+a websockets connection, and the relay's pairs over a ``loadtests.wire.Wire``
+(no task per frame), both authenticated by ``authenticate``. Ciphertext is
+still real: libsodium sealed boxes to the recipient's identity key, taken
+from its directory-signed certificate after
+``crypto.certificate.verify_certificate``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
@@ -131,6 +133,39 @@ class AuthFailed(Exception):
     pass
 
 
+class Socket(Protocol):
+    """What the set-up needs of a connection: websockets' asyncio one, or a ``Wire``."""
+
+    async def send(self, message: bytes | str, /) -> None: ...
+
+    async def recv(self) -> bytes | str: ...
+
+
+async def authenticate(socket: Socket, codec: Codec[f.ServerFrame], dev: Dev,
+                       use_token: bool = True) -> None:
+    """Answer the server's challenge as ``dev``: with its token while that is
+    fresh (and ``use_token``), else with a signature by its identity key."""
+    challenge = codec.decode(await socket.recv())
+    if not isinstance(challenge, f.Challenge):
+        raise AuthFailed(f"expected a challenge, got {type(challenge).__name__}")
+    fresh = dev.token_expires_at > (time.time() + 30) * 1000
+    if use_token and fresh:
+        frame: Any = f.AuthToken(rid=1, token=dev.token)
+    else:
+        identity = IdentityKeyPair.from_seed(dev.seed)
+        signature = identity.sign(auth_message(challenge.server_id, challenge.nonce))
+        frame = f.Auth(rid=1, device_id=dev.device_id, signature=signature)
+    await socket.send(codec.encode(frame))
+    while True:
+        reply = codec.decode(await socket.recv())
+        if isinstance(reply, f.Authenticated):
+            return
+        if isinstance(reply, f.Error):
+            if reply.code == ErrorCode.TOKEN_INVALID and use_token:
+                raise AuthFailed("token_invalid")
+            raise AuthFailed(f"{reply.code}: {reply.message}")
+
+
 class GChatConn:
     """One device's authenticated connection, frames in and out, nothing else."""
 
@@ -145,34 +180,12 @@ class GChatConn:
     async def open(cls, url: str, dev: Dev, use_token: bool = True) -> GChatConn:
         ws = await open_socket(url, dev.ip)
         codec = client_codec(MSGPACK_SUBPROTOCOL)
-        conn = cls(dev, ws, codec)
         try:
-            await conn._authenticate(use_token)
+            await authenticate(ws, codec, dev, use_token)
         except BaseException:
             await ws.close()
             raise
-        return conn
-
-    async def _authenticate(self, use_token: bool) -> None:
-        challenge = self.decode(await self.ws.recv())
-        if not isinstance(challenge, f.Challenge):
-            raise AuthFailed(f"expected a challenge, got {type(challenge).__name__}")
-        fresh = self.dev.token_expires_at > (time.time() + 30) * 1000
-        if use_token and fresh:
-            frame: Any = f.AuthToken(rid=1, token=self.dev.token)
-        else:
-            identity = IdentityKeyPair.from_seed(self.dev.seed)
-            signature = identity.sign(auth_message(challenge.server_id, challenge.nonce))
-            frame = f.Auth(rid=1, device_id=self.dev.device_id, signature=signature)
-        await self.ws.send(self.encode(frame))
-        while True:
-            reply = self.decode(await self.ws.recv())
-            if isinstance(reply, f.Authenticated):
-                return
-            if isinstance(reply, f.Error):
-                if reply.code == ErrorCode.TOKEN_INVALID and use_token:
-                    raise AuthFailed("token_invalid")
-                raise AuthFailed(f"{reply.code}: {reply.message}")
+        return cls(dev, ws, codec)
 
     async def close(self) -> None:
         await self.ws.close()
@@ -238,6 +251,14 @@ raw_encode = msgspec.msgpack.Encoder().encode
 raw_decode = msgspec.msgpack.Decoder(RawMsg).decode
 
 
+async def hello(socket: Socket, name: str) -> None:
+    """Introduce a connection to the raw relay as ``name``."""
+    await socket.send(msgspec.msgpack.encode({"t": "hello", "id": name}))
+    reply = raw_decode(await socket.recv())  # type: ignore[arg-type]
+    if reply.t != "ok":
+        raise ConnectionError(f"raw relay said {reply.t}")
+
+
 class RawConn:
     """One simulated device on the raw relay (``hello`` instead of auth)."""
 
@@ -248,10 +269,11 @@ class RawConn:
     @classmethod
     async def open(cls, url: str, name: str, ip: str) -> RawConn:
         ws = await open_socket(url, ip)
-        await ws.send(msgspec.msgpack.encode({"t": "hello", "id": name}))
-        reply = raw_decode(await ws.recv())  # type: ignore[arg-type]
-        if reply.t != "ok":
-            raise ConnectionError(f"raw relay said {reply.t}")
+        try:
+            await hello(ws, name)
+        except BaseException:
+            await ws.close()
+            raise
         return cls(name, ws)
 
     async def close(self) -> None:

@@ -25,9 +25,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import Any
-
-from websockets.exceptions import ConnectionClosed
+from typing import Any, cast
 
 from loadtests.clients import (
     PLAINTEXT_BYTES,
@@ -36,14 +34,19 @@ from loadtests.clients import (
     GChatConn,
     RawConn,
     RawMsg,
+    authenticate,
     enroll_device,
+    hello,
     opener,
     raw_decode,
     raw_encode,
     seal_pool,
 )
 from loadtests.harness import raise_nofile
+from loadtests.wire import Wire
 from protocol import frames as f
+from protocol.codec import client_codec
+from protocol.version import MSGPACK_SUBPROTOCOL
 
 Gate = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -51,6 +54,8 @@ Gate = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 POOL = 64
 #: Every n-th delivered envelope is opened by its recipient, to prove it is real.
 VERIFY_EVERY = 500
+#: Fixed rate: least seconds between two wake-ups of the sending loop (see ``_fixed_rate``).
+TICK = 0.001
 
 
 class Aborted(Exception):
@@ -120,62 +125,96 @@ class Stats:
 
 
 class Pair:
-    """A sender and a recipient device; subclasses speak G-Chat or the raw relay."""
+    """A sender and a recipient device, each on a ``Wire``; subclasses speak
+    G-Chat or the raw relay, with the same client code around it so that
+    their ratio compares the servers. Every reply is handled in the read
+    that brought it (``Wire``): sending is a call, not a task."""
 
-    def __init__(self, number: int, stats: Stats) -> None:
+    def __init__(self, number: int, stats: Stats, sender: Wire, recipient: Wire) -> None:
         self.number = number
         self.stats = stats
+        self.s = sender
+        self.r = recipient
         self.rids = itertools.count(1)
         self.pending: dict[int, float] = {}
         self.outstanding = 0
         self.backoff_until = 0.0
-        self.room = asyncio.Event()
-        self.readers: list[asyncio.Task[None]] = []
+        #: Closed loop: messages kept in flight, until when (0: a fixed rate sends).
+        self.window = 0
+        self.until = 0.0
+        self._retry: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Hand both connections' messages to this pair (after their set-up)."""
+        self.s.handle(self.on_sender)
+        self.r.handle(self.on_recipient)
+
+    def send(self, intended: float) -> None:
+        raise NotImplementedError
+
+    def on_sender(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_recipient(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def closed_loop(self, window: int, until: float) -> None:
+        """Keep ``window`` messages in flight until ``until``: each completed
+        message sends the next, from the callback that completed it."""
+        self.window, self.until = window, until
+        self._refill()
+
+    def _refill(self) -> None:
+        self._retry = None
+        now = time.monotonic()
+        while self.outstanding < self.window and now < self.until:
+            if self.backoff_until > now:
+                if self._retry is None:
+                    self._retry = asyncio.get_running_loop().call_later(
+                        self.backoff_until - now, self._refill)
+                return
+            self.send(now)
 
     def _completed(self) -> None:
         self.outstanding -= 1
-        self.room.set()
+        if self.window:
+            self._refill()
 
     def _failed(self, retry_after: float | None) -> None:
         if retry_after:
             self.backoff_until = time.monotonic() + retry_after
         self._completed()
 
-    async def send(self, intended: float) -> None:
-        raise NotImplementedError
-
     async def close(self) -> None:
-        raise NotImplementedError
-
-    async def closed_loop(self, window: int, until: float) -> None:
-        while time.monotonic() < until:
-            while self.outstanding >= window:
-                self.room.clear()
-                await self.room.wait()
-            if self.backoff_until > time.monotonic():
-                await sleep_until(self.backoff_until)
-            await self.send(time.monotonic())
+        if self._retry is not None:
+            self._retry.cancel()
+        await asyncio.gather(self.s.close(), self.r.close(), return_exceptions=True)
 
 
 class GChatPair(Pair):
-    def __init__(self, number: int, stats: Stats, sender: GChatConn, recipient: GChatConn,
-                 prefix: str) -> None:
-        super().__init__(number, stats)
-        self.s = sender
-        self.r = recipient
+    def __init__(self, number: int, stats: Stats, sender: Wire, recipient: Wire,
+                 recipient_dev: Dev, prefix: str) -> None:
+        super().__init__(number, stats, sender, recipient)
+        codec = client_codec(MSGPACK_SUBPROTOCOL)
+        self.decode = codec.decode
+        #: A MessagePack codec encodes to bytes (``bytes | str`` is for JSON's).
+        self.encode = cast(Callable[[object], bytes], codec.encode)
         self.prefix = prefix
-        self.pool = seal_pool(recipient.dev.identity_key(), POOL)
-        self.opener = opener(recipient.dev)
+        self.pool = seal_pool(recipient_dev.identity_key(), POOL)
+        self.opener = opener(recipient_dev)
         self.sent_at: dict[Any, float] = {}
         self.received_at: dict[Any, float] = {}
-        self.recipient_official = recipient.dev.official_id
-        self.recipient_device = recipient.dev.device_id
-        self.readers = [
-            asyncio.create_task(self._sender_reader()),
-            asyncio.create_task(self._recipient_reader()),
-        ]
+        self.recipient_official = recipient_dev.official_id
+        self.recipient_device = recipient_dev.device_id
 
-    async def send(self, intended: float) -> None:
+    @classmethod
+    async def open(cls, number: int, stats: Stats, spec: dict[str, Any], sender: Dev,
+                   recipient: Dev) -> GChatPair:
+        s, r = await asyncio.gather(gchat_wire(spec["send_url"], sender),
+                                    gchat_wire(spec["recv_url"], recipient))
+        return cls(number, stats, s, r, recipient, spec.get("prefix", "lt"))
+
+    def send(self, intended: float) -> None:
         rid = next(self.rids)
         frame = f.Send(
             rid=rid,
@@ -187,132 +226,126 @@ class GChatPair(Pair):
         self.pending[rid] = intended
         self.outstanding += 1
         self.stats.sent += 1
-        await self.s.ws.send(self.s.encode(frame))
+        self.s.write(self.encode(frame))
 
-    async def _sender_reader(self) -> None:
-        decode = self.s.decode
+    def on_sender(self, data: bytes) -> None:
+        frame = self.decode(data)
         stats = self.stats
-        with contextlib.suppress(ConnectionClosed):
-            async for data in self.s.ws:
-                frame = decode(data)
-                if isinstance(frame, f.Accepted):
-                    sent = self.pending.pop(frame.rid)
-                    stats.accepted += 1
-                    received = self.received_at.pop(frame.message_id, None)
-                    if received is None:
-                        self.sent_at[frame.message_id] = sent
-                    else:
-                        stats.record(sent, received)
-                        self._completed()
-                elif isinstance(frame, f.Error):
-                    if frame.rid is not None:
-                        self.pending.pop(frame.rid, None)
-                    stats.rejected[frame.code] += 1
-                    self._failed(frame.retry_after)
+        if isinstance(frame, f.Accepted):
+            sent = self.pending.pop(frame.rid)
+            stats.accepted += 1
+            received = self.received_at.pop(frame.message_id, None)
+            if received is None:
+                self.sent_at[frame.message_id] = sent
+            else:
+                stats.record(sent, received)
+                self._completed()
+        elif isinstance(frame, f.Error):
+            stats.rejected[frame.code] += 1
+            if frame.rid is not None and self.pending.pop(frame.rid, None) is not None:
+                self._failed(frame.retry_after)
 
-    async def _recipient_reader(self) -> None:
-        ws, decode, encode = self.r.ws, self.r.decode, self.r.encode
+    def on_recipient(self, data: bytes) -> None:
+        frame = self.decode(data)
+        if not isinstance(frame, f.Deliver):
+            return
+        now = time.monotonic()
+        self.r.write(self.encode(f.Ack(positions=[frame.position])))
         stats = self.stats
-        with contextlib.suppress(ConnectionClosed):
-            async for data in ws:
-                frame = decode(data)
-                if not isinstance(frame, f.Deliver):
-                    continue
-                now = time.monotonic()
-                await ws.send(encode(f.Ack(positions=[frame.position])))
-                stats.delivered += 1
-                stats.acked += 1
-                if stats.delivered % VERIFY_EVERY == 1:
-                    if len(self.opener.decrypt(frame.ciphertext)) == PLAINTEXT_BYTES:
-                        stats.verified += 1
-                    else:
-                        stats.bad_plaintext += 1
-                sent = self.sent_at.pop(frame.message_id, None)
-                if sent is None:
-                    self.received_at[frame.message_id] = now
-                else:
-                    stats.record(sent, now)
-                    self._completed()
-
-    async def close(self) -> None:
-        await asyncio.gather(self.s.close(), self.r.close(), return_exceptions=True)
-        await asyncio.gather(*self.readers, return_exceptions=True)
+        stats.delivered += 1
+        stats.acked += 1
+        if stats.delivered % VERIFY_EVERY == 1:
+            if len(self.opener.decrypt(frame.ciphertext)) == PLAINTEXT_BYTES:
+                stats.verified += 1
+            else:
+                stats.bad_plaintext += 1
+        sent = self.sent_at.pop(frame.message_id, None)
+        if sent is None:
+            self.received_at[frame.message_id] = now
+        else:
+            stats.record(sent, now)
+            self._completed()
 
 
 class RawPair(Pair):
-    def __init__(self, number: int, stats: Stats, sender: RawConn, recipient: RawConn,
-                 identity_key: bytes) -> None:
-        super().__init__(number, stats)
-        self.s = sender
-        self.r = recipient
+    def __init__(self, number: int, stats: Stats, sender: Wire, recipient: Wire,
+                 names: tuple[str, str], identity_key: bytes) -> None:
+        super().__init__(number, stats, sender, recipient)
+        self.s_name, self.r_name = names
         self.pool = seal_pool(identity_key, POOL)
-        self.readers = [
-            asyncio.create_task(self._sender_reader()),
-            asyncio.create_task(self._recipient_reader()),
-        ]
 
-    async def send(self, intended: float) -> None:
+    @classmethod
+    async def open(cls, number: int, stats: Stats, spec: dict[str, Any], sender: Dev,
+                   recipient: Dev) -> RawPair:
+        names = str(sender.device_id), str(recipient.device_id)
+        s, r = await asyncio.gather(raw_wire(spec["send_url"], names[0], sender.ip),
+                                    raw_wire(spec["recv_url"], names[1], recipient.ip))
+        return cls(number, stats, s, r, names, recipient.identity_key())
+
+    def send(self, intended: float) -> None:
         rid = next(self.rids)
         self.pending[rid] = intended
         self.outstanding += 1
         self.stats.sent += 1
-        await self.s.ws.send(
-            raw_encode(RawMsg(t="msg", to=self.r.name, sender=self.s.name, rid=rid,
-                              body=self.pool[rid % POOL]))
-        )
+        self.s.write(raw_encode(RawMsg(t="msg", to=self.r_name, sender=self.s_name, rid=rid,
+                                       body=self.pool[rid % POOL])))
 
-    async def _sender_reader(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for data in self.s.ws:
-                message = raw_decode(data)  # type: ignore[arg-type]
-                if message.t == "ack" and self.pending.pop(message.rid, None) is not None:
-                    self.stats.accepted += 1
-                    self._completed()
+    def on_sender(self, data: bytes) -> None:
+        message = raw_decode(data)
+        if message.t == "ack" and self.pending.pop(message.rid, None) is not None:
+            self.stats.accepted += 1
+            self._completed()
 
-    async def _recipient_reader(self) -> None:
-        ws, stats = self.r.ws, self.stats
-        with contextlib.suppress(ConnectionClosed):
-            async for data in ws:
-                message = raw_decode(data)  # type: ignore[arg-type]
-                if message.t != "msg":
-                    continue
-                now = time.monotonic()
-                await ws.send(raw_encode(RawMsg(t="ack", to=message.sender, rid=message.rid)))
-                stats.delivered += 1
-                stats.acked += 1
-                sent = self.pending.get(message.rid)
-                if sent is not None:
-                    stats.record(sent, now)
+    def on_recipient(self, data: bytes) -> None:
+        message = raw_decode(data)
+        if message.t != "msg":
+            return
+        now = time.monotonic()
+        self.r.write(raw_encode(RawMsg(t="ack", to=message.sender, rid=message.rid)))
+        stats = self.stats
+        stats.delivered += 1
+        stats.acked += 1
+        sent = self.pending.get(message.rid)
+        if sent is not None:
+            stats.record(sent, now)
 
-    async def close(self) -> None:
-        await asyncio.gather(self.s.close(), self.r.close(), return_exceptions=True)
-        await asyncio.gather(*self.readers, return_exceptions=True)
+
+async def gchat_wire(url: str, dev: Dev) -> Wire:
+    """``dev``'s authenticated connection, set up as ``GChatConn``'s is."""
+    wire = await Wire.open(url, dev.ip)
+    try:
+        await authenticate(wire, client_codec(MSGPACK_SUBPROTOCOL), dev)
+    except BaseException:
+        await wire.close()
+        raise
+    return wire
+
+
+async def raw_wire(url: str, name: str, ip: str) -> Wire:
+    """A connection to the raw relay introduced as ``name``, as ``RawConn``'s is."""
+    wire = await Wire.open(url, ip)
+    try:
+        await hello(wire, name)
+    except BaseException:
+        await wire.close()
+        raise
+    return wire
 
 
 async def _open_pairs(spec: dict[str, Any], stats: Stats) -> list[Pair]:
     pairs: list[tuple[Dev, Dev]] = spec["pairs"]
-    prefix = spec.get("prefix", "lt")
-
-    async def one(number: int, sender: Dev, recipient: Dev) -> Pair:
-        if spec["target"] == "raw":
-            s, r = await asyncio.gather(
-                RawConn.open(spec["send_url"], str(sender.device_id), sender.ip),
-                RawConn.open(spec["recv_url"], str(recipient.device_id), recipient.ip),
-            )
-            return RawPair(number, stats, s, r, recipient.identity_key())
-        gs, gr = await asyncio.gather(
-            GChatConn.open(spec["send_url"], sender), GChatConn.open(spec["recv_url"], recipient)
-        )
-        return GChatPair(number, stats, gs, gr, prefix)
-
+    kind: type[GChatPair] | type[RawPair] = RawPair if spec["target"] == "raw" else GChatPair
     results = await gather_limited(
-        [one(i, s, r) for i, (s, r) in enumerate(pairs)], spec.get("concurrency", 32)
+        [kind.open(i, stats, spec, s, r) for i, (s, r) in enumerate(pairs)],
+        spec.get("concurrency", 32),
     )
     opened = [p for p in results if isinstance(p, Pair)]
     failures = [r for r in results if not isinstance(r, Pair)]
     if failures:
         await asyncio.gather(*(p.close() for p in opened), return_exceptions=True)
         raise RuntimeError(f"{len(failures)} pairs failed to connect: {failures[0]!r}")
+    for pair in opened:
+        pair.start()
     return opened
 
 
@@ -328,7 +361,9 @@ async def op_relay(spec: dict[str, Any], gate: Gate) -> dict[str, Any]:
     await sleep_until(start)
     cpu0, wall0 = cpu_now(), time.monotonic()
     if spec["mode"] == "closed":
-        await asyncio.gather(*(p.closed_loop(spec["window"], end) for p in pairs))
+        for pair in pairs:
+            pair.closed_loop(spec["window"], end)
+        await sleep_until(end)
     else:
         await _fixed_rate(pairs, spec["rate"], start, end)
     cpu1, wall1 = cpu_now(), time.monotonic()
@@ -358,19 +393,32 @@ async def op_relay(spec: dict[str, Any], gate: Gate) -> dict[str, Any]:
 async def _fixed_rate(pairs: list[Pair], rate: float, start: float, end: float) -> None:
     """Open loop: sends at ``rate``/s round-robin over the pairs, each stamped
     with its intended time (so a late generator shows up as latency, not as
-    a silently lower rate)."""
+    a silently lower rate). A wake-up sends all that is due.
+
+    uvloop's timers count whole milliseconds: a sleep under half of one is
+    a zero-timeout poll, i.e. a spin. Spinning for the last fraction of a
+    millisecond keeps a lone send on time, but once sends are less than a
+    millisecond apart the loop would spin between all of them, at a core's
+    worth of CPU taken from the node being measured. So within ``TICK`` of
+    the last send the loop sleeps a whole ``TICK`` and sends what came due
+    together (each still stamped with its own intended time)."""
     interval = 1.0 / rate
     due = start
+    sent_at = -TICK
     turn = itertools.cycle(pairs)
     while due < end:
         now = time.monotonic()
-        if due > now:
-            await asyncio.sleep(due - now)
-            now = time.monotonic()
+        wait = due - now
+        if wait > 0:
+            if wait < TICK and now - sent_at < TICK:
+                wait = TICK
+            await asyncio.sleep(wait)
+            continue
+        sent_at = now
         while due <= now and due < end:
             pair = next(turn)
             if pair.backoff_until <= now:
-                await pair.send(due)
+                pair.send(due)
             due += interval
 
 

@@ -8,7 +8,7 @@ figures belong to ``python -m loadtests`` (docs/PERFORMANCE.md), not to CI.
 
 import pytest
 
-from loadtests.scenarios import smoke_relay
+from loadtests.scenarios import inbox_left, smoke_relay
 
 pytestmark = pytest.mark.slow  # seconds of load by design
 
@@ -29,6 +29,58 @@ async def test_relay_smoke_counts_add_up(database_url: str) -> None:
     # Every accepted and delivered message's audit events reached the Merkle log.
     assert summary["audit"]["samples"] >= 1
     assert 0 <= summary["audit"]["drained_after_s"] < 60
+
+
+async def test_relay_smoke_fixed_rate_through_the_node_and_the_raw_relay(
+        database_url: str) -> None:
+    """The open loop (``ab --rate``, the 10/50/90% phases) on the lean
+    connections (``loadtests.wire``): every message sent at the rate comes
+    back through either server, G-Chat's envelopes open, each has a latency."""
+    from loadtests.scenarios import Run
+
+    run = Run(short=True, workers_count=1, database_url=database_url, log=lambda _: None,
+              overrides={"pairs": 4, "rate_s": 2.5, "warmup_s": 0.5})
+    try:
+        await run.setup(8)
+        for target in ("gchat", "raw"):
+            got = await run.relay_phase(target, "rate", 80.0, label=f"smoke-{target}")
+
+            assert got["rejected"] == {} and got["outstanding_at_end"] == 0
+            # 80/s for 2.5 s, round-robin from the phase's start: 200 sends.
+            assert 190 <= got["sent"] <= 201
+            assert got["sent"] == got["accepted"] == got["delivered"] == got["acked"]
+            # Latency samples are the sends intended after the warm-up.
+            assert 150 <= got["samples"] <= got["sent"]
+            if target == "gchat":
+                assert got["verified_decryptions"] >= 1 and got["bad_plaintext"] == 0
+        assert await inbox_left(database_url, [d.device_id for d in run.devs]) == 0
+    finally:
+        await run.teardown()
+
+
+async def test_relay_smoke_backs_off_when_the_node_rate_limits(database_url: str) -> None:
+    """A sender refused with ``rate_limited`` waits the ``retry_after`` it was
+    given and carries on: nothing is left outstanding, every accepted message
+    is delivered, and the refusals are counted, not lost."""
+    from loadtests.scenarios import Run
+
+    limits = "messages=10/20,frames=1000000/1000000"
+    run = Run(short=True, workers_count=1, database_url=database_url, log=lambda _: None,
+              overrides={"pairs": 2, "capacity_s": 2.0, "warmup_s": 0.5},
+              node_env={"GCHAT_RATE_LIMITS": limits})
+    try:
+        await run.setup(4, raw_relay=False)
+        got = await run.relay_phase("gchat", "closed", label="smoke-limited")
+    finally:
+        await run.teardown()
+
+    assert set(got["rejected"]) == {"rate_limited"}
+    assert got["outstanding_at_end"] == 0
+    assert got["sent"] == got["accepted"] + got["rejected"]["rate_limited"]
+    assert got["accepted"] == got["delivered"] == got["acked"]
+    # At most the burst and 20/s per sender were accepted, and the senders kept
+    # sending after their first refusal: more than the burst of 10 each.
+    assert 2 * 10 < got["accepted"] <= 2 * (10 + 20 * 2.0) + 2
 
 
 async def test_files_smoke_every_file_comes_back_whole(database_url: str) -> None:
