@@ -210,8 +210,8 @@ class GChatPair(Pair):
     @classmethod
     async def open(cls, number: int, stats: Stats, spec: dict[str, Any], sender: Dev,
                    recipient: Dev) -> GChatPair:
-        s, r = await asyncio.gather(gchat_wire(spec["send_url"], sender),
-                                    gchat_wire(spec["recv_url"], recipient))
+        s, r = await _both(gchat_wire(spec["send_url"], sender),
+                           gchat_wire(spec["recv_url"], recipient))
         return cls(number, stats, s, r, recipient, spec.get("prefix", "lt"))
 
     def send(self, intended: float) -> None:
@@ -250,6 +250,8 @@ class GChatPair(Pair):
         if not isinstance(frame, f.Deliver):
             return
         now = time.monotonic()
+        # One ack frame per deliver, as before the wire (the closed loop's
+        # figures depend on it); the acks of one read leave in one write.
         self.r.write(self.encode(f.Ack(positions=[frame.position])))
         stats = self.stats
         stats.delivered += 1
@@ -278,8 +280,8 @@ class RawPair(Pair):
     async def open(cls, number: int, stats: Stats, spec: dict[str, Any], sender: Dev,
                    recipient: Dev) -> RawPair:
         names = str(sender.device_id), str(recipient.device_id)
-        s, r = await asyncio.gather(raw_wire(spec["send_url"], names[0], sender.ip),
-                                    raw_wire(spec["recv_url"], names[1], recipient.ip))
+        s, r = await _both(raw_wire(spec["send_url"], names[0], sender.ip),
+                           raw_wire(spec["recv_url"], names[1], recipient.ip))
         return cls(number, stats, s, r, names, recipient.identity_key())
 
     def send(self, intended: float) -> None:
@@ -308,6 +310,16 @@ class RawPair(Pair):
         sent = self.pending.get(message.rid)
         if sent is not None:
             stats.record(sent, now)
+
+
+async def _both(sender: Awaitable[Wire], recipient: Awaitable[Wire]) -> tuple[Wire, Wire]:
+    """Open a pair's two connections at once; if one fails, close the other."""
+    got = await asyncio.gather(sender, recipient, return_exceptions=True)
+    wires = [w for w in got if isinstance(w, Wire)]
+    if len(wires) == 2:
+        return wires[0], wires[1]
+    await asyncio.gather(*(w.close() for w in wires))
+    raise next(e for e in got if isinstance(e, BaseException))
 
 
 async def gchat_wire(url: str, dev: Dev) -> Wire:
