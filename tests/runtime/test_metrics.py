@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from gchat.app import App
 from gchat.directory.service import Directory
 from gchat.runtime import samplers
-from gchat.runtime.metrics import NodeMetrics
+from gchat.runtime.metrics import HotCounter, HotHistogram, NodeMetrics
 from gchat.runtime.version import version
 from gchat.store import audit
 from tests.support import eventually, free_port, node_config
@@ -69,6 +70,30 @@ def test_two_nodes_never_share_a_counter() -> None:
     text = a.render().decode()
     assert 'gchat_build_info{node="a",version="1.2.3"} 1.0' in text
     assert "process_open_fds" in text and "process_resident_memory_bytes" in text
+
+
+def test_hot_counters_and_histograms_render_as_prometheus_client_would() -> None:
+    """The per-message counters and per-batch histograms skip prometheus_client's
+    lock; a scrape must not tell them apart from its Counter and Histogram."""
+    hot, reference = CollectorRegistry(), CollectorRegistry()
+    buckets = (1, 2, 4, 8)
+    counter = HotCounter("x_total", "what x counts", hot)
+    histogram = HotHistogram("y_seconds", "how long y took", buckets, hot)
+    plain = Counter("x_total", "what x counts", registry=reference)
+    timed = Histogram("y_seconds", "how long y took", buckets=buckets, registry=reference)
+    for amount in (1, 1, 3.5):
+        counter.inc(amount)
+        plain.inc(amount)
+    for value in (0.5, 1, 2, 3, 8, 9, 100):  # on bounds, between them, above them
+        histogram.observe(value)
+        timed.observe(value)
+
+    def exposed(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines()
+                if "_created " not in line]  # when each was made: differs by design
+
+    assert exposed(hot) == exposed(reference)
+    assert "_created" in generate_latest(hot).decode()
 
 
 async def test_a_blocked_event_loop_shows_as_lag() -> None:
