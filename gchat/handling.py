@@ -13,8 +13,9 @@ two handlers or a client frame has none (which would otherwise reach the
 client as ``internal_error`` the first time someone sent it).
 """
 
+import asyncio
 import typing
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,13 +40,18 @@ def handles(frame_type: type) -> Callable[[_Method], _Method]:
 
 @dataclass(frozen=True)
 class Later:
-    """A reply that comes when ``reply`` finishes (a send waiting for its commit).
+    """A reply that comes when ``done`` resolves: ``reply`` of its result (a
+    send's ``accepted`` once its batch commits), or the error it failed with.
 
     The connection goes on reading frames meanwhile, so one device can have
     many sends in flight while their order is kept by the queue they joined.
+    The connection writes the reply from ``done``'s callback, with no task
+    per send: at low load a send's task and websockets' asynchronous send
+    context were a tenth of what the node spent outside the commit.
     """
 
-    reply: Coroutine[Any, Any, Any]
+    done: "asyncio.Future[Any]"
+    reply: Callable[[Any], object]
 
 
 class HandlerError(Exception):

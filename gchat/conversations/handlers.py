@@ -6,9 +6,12 @@ send is queued now and answered with ``accepted`` once committed, like a
 pairwise send (the connection reads on meanwhile).
 """
 
+from functools import partial
+
 from gchat.conversations.service import Conversations
 from gchat.handling import Later, handles
 from gchat.identity.principal import Principal
+from gchat.messaging.handlers import accepted
 from gchat.store.conversations import Conversation
 from protocol import frames as f
 
@@ -80,11 +83,4 @@ class ConversationHandlers:
     async def send(self, actor: Principal, frame: f.SendGroup) -> Later:
         """Queued in arrival order now; answered when its batch commits."""
         committed = await self._c.send(actor, frame)
-
-        async def accepted() -> f.Accepted:
-            stored = await committed
-            return f.Accepted(
-                rid=frame.rid, message_id=stored.message_id, server_time=f.wire_time(stored.sent_at)
-            )
-
-        return Later(accepted())
+        return Later(committed, partial(accepted, frame.rid))

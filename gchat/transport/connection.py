@@ -13,10 +13,12 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from gchat.errors import ServiceError
 from gchat.handling import Handler, Later
@@ -100,6 +102,8 @@ class Connection:
         self._stream: DeliveryStream | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._replies: set[asyncio.Task[None]] = set()
+        #: Sends waiting for the socket (``write_now`` writes only when none does).
+        self._draining = 0
         self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self._frames = FrameBucket(services.frame_limit, services.max_refused_frames)
         self._flooded = False
@@ -163,6 +167,39 @@ class Connection:
     async def send(self, frame: object) -> None:
         await self.send_many([frame])
 
+    def _frame(self, frames: Sequence[object]) -> int:
+        """Frame ``frames`` as WebSocket messages (``protocol.send_*``, as
+        ``ws.send`` does), for the next write; returns their size."""
+        protocol = self._ws.protocol
+        encode = self._codec.encode
+        size = 0
+        for frame in frames:
+            data = encode(frame)
+            if isinstance(data, str):
+                protocol.send_text(data.encode())
+            else:
+                protocol.send_binary(data)
+            size += len(data)
+        return size
+
+    def write_now(self, frames: Sequence[object]) -> bool:
+        """Write ``frames`` at once if the socket takes them without waiting;
+        False (nothing written) when a send waits for the socket to drain or
+        the connection is not open: then ``send_many`` them.
+
+        For a send's answer and the envelopes handed over by its commit,
+        written from callbacks rather than tasks. Waiting sends go first, so
+        frames leave in the order they were sent.
+        """
+        ws = self._ws
+        if self._draining or ws.paused or ws.protocol.state is not State.OPEN:
+            return False
+        self._frame(frames)
+        # Data frames only (no close, so no end-of-stream marker).
+        ws.transport.writelines(ws.protocol.data_to_send())
+        self._services.metrics.frames_out.inc(len(frames))
+        return True
+
     async def send_many(self, frames: Sequence[object]) -> None:
         """Send ``frames`` in order, as WebSocket messages written to the socket
         together (up to ``_WRITE_BYTES`` at a time).
@@ -170,31 +207,27 @@ class Connection:
         A delivery turn pushes up to a window of envelopes; written one
         message at a time, each paid websockets' send context, a flow-control
         check and a system call: a quarter of a node's CPU in a drain. Here
-        the messages are framed one by one (``protocol.send_*``, as
-        ``ws.send`` does) and their bytes written with one ``writelines``,
-        then flow control waits once, inside the same ``send_context`` that
-        ``ws.send`` uses (so a closed connection raises ``ConnectionClosed``
-        alike).
+        their bytes are written with one ``writelines``, then flow control
+        waits once, inside the same ``send_context`` that ``ws.send`` uses
+        (so a closed connection raises ``ConnectionClosed`` alike).
         """
         ws = self._ws
-        encode = self._codec.encode
-        start = 0
-        while start < len(frames):
-            size = 0
-            async with ws.send_context():
-                for frame in frames[start:]:
-                    data = encode(frame)
-                    if isinstance(data, str):
-                        ws.protocol.send_text(data.encode())
-                    else:
-                        ws.protocol.send_binary(data)
-                    start += 1
-                    size += len(data)
-                    if size >= _WRITE_BYTES:
-                        break
-                # Data frames only (no close, so no end-of-stream marker):
-                # one write for all, then the context waits for the buffer.
-                ws.transport.writelines(ws.protocol.data_to_send())
+        self._draining += 1
+        try:
+            start = 0
+            while start < len(frames):
+                size = 0
+                async with ws.send_context():
+                    for frame in frames[start:]:
+                        size += self._frame((frame,))
+                        start += 1
+                        if size >= _WRITE_BYTES:
+                            break
+                    # Data frames only (no close, so no end-of-stream marker):
+                    # one write for all, then the context waits for the buffer.
+                    ws.transport.writelines(ws.protocol.data_to_send())
+        finally:
+            self._draining -= 1
         self._services.metrics.frames_out.inc(len(frames))
 
     # --- frames -------------------------------------------------------------
@@ -258,56 +291,105 @@ class Connection:
     async def _answer(self, frame: f.ClientFrame, work: Awaitable[object]) -> None:
         """Send what ``work`` replies, or the error it raised, for ``frame``.
 
-        A ``Later`` reply is sent from a task when it is ready, while the
+        A ``Later`` reply is written when its future is done, while the
         connection reads on; at most ``_MAX_IN_FLIGHT`` wait at once, after
         which reading pauses (backpressure on a client that pipelines).
         """
-        rid = getattr(frame, "rid", None)
-        is_send = type(frame) is f.Send
         try:
             reply = await work
-            if isinstance(reply, Later):
-                await self._in_flight.acquire()
-                task = asyncio.create_task(self._answer(frame, reply.reply))
-                self._replies.add(task)
-                task.add_done_callback(self._replies.discard)
-                task.add_done_callback(lambda _: self._in_flight.release())
-                return
-            if reply is not None:
-                await self.send(reply)
-                if is_send:
-                    self._services.metrics.sends_accepted.inc()
-            self._services.quiet.recovered("request")
-        except (ProtocolError, ServiceError) as error:
-            if is_send:
-                self._services.metrics.sends_refused.labels(code=error.code.value).inc()
-            if isinstance(error, ProtocolError):
-                await self._error(rid, error.code, error.detail)
-                return
-            self._services.metrics.errors.labels(code=error.code.value).inc()
-            await self.send(
-                f.Error(
-                    rid=rid,
-                    code=error.code.value,
-                    message=error.message,
-                    missing=error.missing,
-                    stale=error.stale,
-                    retry_after=error.retry_after,
-                )
-            )
         except ConnectionClosed:
             raise
         except Exception as error:
-            # An outage fails every request alike: one class. A bug is told
-            # apart by frame type, so each gets its own traceback once.
-            self._services.quiet.failure(
-                "request" if is_outage(error) else f"request {type(frame).__name__}", error
-            )
+            await self.send(self._refusal(frame, error))
+            return
+        if isinstance(reply, Later):
+            await self._in_flight.acquire()
+            reply.done.add_done_callback(partial(self._later_done, frame, reply))
+            return
+        if reply is not None:
+            try:
+                await self.send(reply)
+            except ConnectionClosed:
+                raise
+            except Exception as error:  # a reply that cannot be written (a bug)
+                await self.send(self._refusal(frame, error))
+                return
+        self._answered(frame, reply)
+
+    def _later_done(self, frame: f.ClientFrame, later: Later, done: "asyncio.Future[Any]") -> None:
+        """Write the reply to ``frame`` now that ``later`` is done (a callback).
+
+        Written here when the socket takes it at once (``write_now``), else
+        by a task that waits for the socket, holding the request's in-flight
+        place until then; dropped if the connection is closing.
+        """
+        reply: object
+        if done.cancelled():
+            self._in_flight.release()
+            return
+        error = done.exception()
+        if error is None:
+            try:
+                reply = later.reply(done.result())
+            except Exception as failed:
+                error = failed
+        if error is not None:
+            reply = self._refusal(frame, error)
+        if self.write_now([reply]):
+            if error is None:
+                self._answered(frame, reply)
+            self._in_flight.release()
+        elif self._ws.protocol.state is not State.OPEN:
+            self._in_flight.release()  # closing: nobody reads the answer
+        else:
+            task = asyncio.create_task(self._send_later(frame, reply, answered=error is None))
+            self._replies.add(task)
+            task.add_done_callback(self._replies.discard)
+
+    async def _send_later(self, frame: f.ClientFrame, reply: object, answered: bool) -> None:
+        try:
+            await self.send(reply)
+            if answered:
+                self._answered(frame, reply)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._in_flight.release()
+
+    def _answered(self, frame: f.ClientFrame, reply: object) -> None:
+        """Count a request answered as asked."""
+        if reply is not None and type(frame) is f.Send:
+            self._services.metrics.sends_accepted.inc()
+        self._services.quiet.recovered("request")
+
+    def _refusal(self, frame: f.ClientFrame, error: BaseException) -> f.Error:
+        """The ``error`` frame that answers ``frame`` refused with ``error``, counted."""
+        rid = getattr(frame, "rid", None)
+        is_send = type(frame) is f.Send
+        metrics = self._services.metrics
+        if isinstance(error, (ProtocolError, ServiceError)):
             if is_send:
-                self._services.metrics.sends_refused.labels(
-                    code=ErrorCode.INTERNAL_ERROR.value
-                ).inc()
-            await self._error(rid, ErrorCode.INTERNAL_ERROR, "internal error")
+                metrics.sends_refused.labels(code=error.code.value).inc()
+            metrics.errors.labels(code=error.code.value).inc()
+            if isinstance(error, ProtocolError):
+                return f.Error(rid=rid, code=error.code.value, message=error.detail)
+            return f.Error(
+                rid=rid,
+                code=error.code.value,
+                message=error.message,
+                missing=error.missing,
+                stale=error.stale,
+                retry_after=error.retry_after,
+            )
+        # An outage fails every request alike: one class. A bug is told
+        # apart by frame type, so each gets its own traceback once.
+        self._services.quiet.failure(
+            "request" if is_outage(error) else f"request {type(frame).__name__}", error
+        )
+        if is_send:
+            metrics.sends_refused.labels(code=ErrorCode.INTERNAL_ERROR.value).inc()
+        metrics.errors.labels(code=ErrorCode.INTERNAL_ERROR.value).inc()
+        return f.Error(rid=rid, code=ErrorCode.INTERNAL_ERROR.value, message="internal error")
 
     async def _error(self, rid: int | None, code: ErrorCode, message: str) -> None:
         self._services.metrics.errors.labels(code=code.value).inc()

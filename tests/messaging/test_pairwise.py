@@ -1,6 +1,7 @@
 """Pairwise send, durable inbox, delivery and acks against a real node."""
 
 import asyncio
+from uuid import uuid4
 
 import asyncpg
 
@@ -105,6 +106,65 @@ async def test_concurrent_retries_in_one_batch_store_once(world: World) -> None:
     assert await world.app.db.pool.fetchval("SELECT count(*) FROM messages") == 1
     assert await world.app.db.pool.fetchval(  # and one audit event for it
         "SELECT count(*) FROM audit_events WHERE kind = 'message.accepted'") == 1
+
+
+async def test_pipelined_sends_are_answered_in_order_refusals_included(world: World) -> None:
+    """Each answer is written when its commit is done (from the commit's callback,
+    or by a task if the socket must drain first): still one per send, in order."""
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    await alice.sessions.establish(bob.state.official_id)
+    envelopes = [
+        f.Envelope(device_id=d, ciphertext=alice.sessions.encrypt_for(d, b"x"))
+        for d in alice.state.devices_of(bob.state.official_id)
+    ]
+    stale = [f.Envelope(device_id=uuid4(), ciphertext=b"x")]  # refused by the commit's check
+    answered: list[int] = []
+    replies = []
+    for i in range(40):
+        reply = await alice.rpc.submit(
+            f.Send, client_message_id=f"p{i}", recipient=bob.state.official_id,
+            envelopes=stale if i % 10 == 3 else envelopes,
+        )
+        reply.add_done_callback(lambda _, i=i: answered.append(i))
+        replies.append(reply)
+    results = await asyncio.gather(*replies, return_exceptions=True)
+    assert answered == list(range(40))
+    for i, result in enumerate(results):
+        if i % 10 == 3:
+            assert isinstance(result, ClientError) and result.code == "device_mismatch"
+        else:
+            assert isinstance(result, f.Accepted), result
+    assert world.app.db is not None
+    assert await world.app.db.pool.fetchval("SELECT count(*) FROM messages") == 36
+
+
+async def test_sends_whose_connection_closes_before_their_commit_are_stored(
+    world: World,
+) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    await alice.sessions.establish(bob.state.official_id)
+    envelopes = [
+        f.Envelope(device_id=d, ciphertext=alice.sessions.encrypt_for(d, b"x"))
+        for d in alice.state.devices_of(bob.state.official_id)
+    ]
+    for i in range(20):
+        await alice.rpc.submit(
+            f.Send, client_message_id=f"c{i}", recipient=bob.state.official_id,
+            envelopes=envelopes,
+        )
+    await alice.close()  # before (most of) their answers could be written
+    assert world.app.db is not None
+    await db_holds(world.app.db.pool, "SELECT count(*) = 20 FROM messages")
+    assert len(await drain(bob, 20)) == 20
+    again = await world.reconnect(alice)  # the node answers as before
+    accepted = await again.request(
+        f.Send, client_message_id="c0", recipient=bob.state.official_id, envelopes=envelopes
+    )
+    assert isinstance(accepted, f.Accepted)
 
 
 async def test_stale_or_incomplete_device_list_is_refused_and_nothing_stored(
