@@ -43,6 +43,9 @@ log = logging.getLogger("gchat.messaging.delivery")
 
 #: Sends a turn's frames, in order (together: one write for many envelopes).
 Push = Callable[[list[Deliver | QueueEmpty]], Awaitable[None]]
+#: Writes frames at once if the socket takes them without waiting (False:
+#: nothing written, ``Push`` them).
+WriteNow = Callable[[list[Deliver]], bool]
 
 #: Most devices read, or acks deleted, in one statement.
 _MAX_BATCH = 512
@@ -205,11 +208,13 @@ class DeliveryStream:
         push: Push,
         window: int,
         metrics: NodeMetrics | None = None,
+        write_now: WriteNow | None = None,
     ) -> None:
         self._inbox = inbox
         self.device_id = device_id
         self._official_id = official_id
         self._push = push
+        self._write_now = write_now
         self._window = window
         self._metrics = metrics
         self._unacked: set[int] = set()
@@ -224,6 +229,8 @@ class DeliveryStream:
         self._must_read = True
         self._wake = asyncio.Event()
         self._wake.set()
+        #: The loop waits for a wake-up, with nothing of its own to do.
+        self._idle = False
 
     def wake(self) -> None:
         """New envelopes may be waiting (called from broker signals)."""
@@ -231,7 +238,23 @@ class DeliveryStream:
         self._wake.set()
 
     def offer(self, entries: list[InboxEntry]) -> None:
-        """Rows just committed for this device on this node, in position order."""
+        """Rows just committed for this device on this node, in position order.
+
+        When the stream is idle and they are exactly what a read would
+        return now, they are written here, within the commit's hand-over
+        (``write_now``): at low load a wake-up of the stream's task per
+        envelope cost more than writing it. Otherwise its task takes them.
+        """
+        if self._idle and not self._wake.is_set() and self._write_now is not None:
+            self._offered.extend(entries)
+            taken = self._take_offered(self._window - len(self._unacked))
+            if taken is not None:
+                if self._write_now(self._deliveries(taken)):
+                    self._pushed(taken, handed_over=True)
+                    return
+                self._offered = taken  # the socket must drain first: the task waits
+            self._wake.set()
+            return
         self._offered.extend(entries)
         self._wake.set()
 
@@ -290,7 +313,9 @@ class DeliveryStream:
 
     async def _run(self) -> None:
         while True:
+            self._idle = True
             await self._wake.wait()
+            self._idle = False
             self._wake.clear()
             room = self._window - len(self._unacked)
             if room <= 0:
@@ -299,8 +324,7 @@ class DeliveryStream:
                     self._must_read = True
                 continue
             entries = self._take_offered(room)
-            if entries is not None and self._metrics is not None:
-                self._metrics.handed_over.inc(len(entries))
+            handed_over = entries is not None
             if entries is None:
                 if not self._must_read:
                     continue  # nothing new: e.g. offered rows already read
@@ -308,22 +332,8 @@ class DeliveryStream:
                 entries = await self._inbox.read(self.device_id, self._last_pushed, room)
                 if len(entries) == room:
                     self._must_read = True  # there may be more; the window decides
-            frames: list[Deliver | QueueEmpty] = []
-            for entry in entries:
-                self._unacked.add(entry.position)
-                self._last_pushed = entry.position
-                frames.append(
-                    Deliver(
-                        position=entry.position,
-                        message_id=entry.message_id,
-                        sender_official=entry.sender_official,
-                        sender_device=entry.sender_device,
-                        sent_at=wire_time(entry.sent_at),
-                        ciphertext=entry.ciphertext,
-                        kind=entry.kind,  # type: ignore[arg-type]  # the schema's CHECK
-                        conversation_id=entry.conversation_id,
-                    )
-                )
+            frames: list[Deliver | QueueEmpty] = list(self._deliveries(entries))
+            self._pushed(entries, handed_over)
             if self._must_read:
                 self._wake.set()
             elif not self._caught_up:
@@ -331,5 +341,30 @@ class DeliveryStream:
                 frames.append(QueueEmpty())
             if frames:
                 await self._push(frames)
-            if entries and self._metrics is not None:
-                self._metrics.deliveries.inc(len(entries))
+
+    @staticmethod
+    def _deliveries(entries: list[InboxEntry]) -> list[Deliver]:
+        return [
+            Deliver(
+                position=entry.position,
+                message_id=entry.message_id,
+                sender_official=entry.sender_official,
+                sender_device=entry.sender_device,
+                sent_at=wire_time(entry.sent_at),
+                ciphertext=entry.ciphertext,
+                kind=entry.kind,  # type: ignore[arg-type]  # the schema's CHECK
+                conversation_id=entry.conversation_id,
+            )
+            for entry in entries
+        ]
+
+    def _pushed(self, entries: list[InboxEntry], handed_over: bool) -> None:
+        """``entries`` are on their way: unacknowledged, and where the stream is."""
+        if not entries:
+            return
+        self._unacked.update(entry.position for entry in entries)
+        self._last_pushed = entries[-1].position
+        if self._metrics is not None:
+            self._metrics.deliveries.inc(len(entries))
+            if handed_over:
+                self._metrics.handed_over.inc(len(entries))

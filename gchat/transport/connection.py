@@ -192,7 +192,12 @@ class Connection:
         frames leave in the order they were sent.
         """
         ws = self._ws
-        if self._draining or ws.paused or ws.protocol.state is not State.OPEN:
+        if (
+            self._draining
+            or ws.paused
+            or ws.protocol.state is not State.OPEN
+            or ws.transport.is_closing()
+        ):
             return False
         self._frame(frames)
         # Data frames only (no close, so no end-of-stream marker).
@@ -475,6 +480,7 @@ class Connection:
             self.send_many,
             self._services.max_unacked,
             self._services.metrics,
+            write_now=self.write_now,
         )
         self._spawn(self._deliver(self._stream))
         low = await self._services.keys.stock_is_low(principal.device_id)

@@ -1,8 +1,11 @@
 """DeliveryStream's ack rules, with a stand-in for the node's Inbox (pure unit test)."""
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import uuid4
+
+import pytest
 
 from gchat.messaging.delivery import _MAX_PENDING_ACKS, DeliveryStream, PendingAck
 from gchat.store.messages import InboxEntry
@@ -59,20 +62,38 @@ class SlowInbox:
 
 
 async def started(
-    inbox: SlowInbox, window: int, pushed: list[Deliver | QueueEmpty] | None = None
+    inbox: SlowInbox,
+    window: int,
+    pushed: list[Deliver | QueueEmpty] | None = None,
+    write_now: Callable[[list[Deliver]], bool] | None = None,
 ) -> tuple[DeliveryStream, asyncio.Task[None]]:
+    """A running stream; ``write_now``: how the connection writes at once (None: never)."""
     into: list[Deliver | QueueEmpty] = pushed if pushed is not None else []
 
     async def push(frames: list[Deliver | QueueEmpty]) -> None:
         into.extend(frames)
 
-    stream = DeliveryStream(inbox, uuid4(), uuid4(), push, window)  # type: ignore[arg-type]
+    stream = DeliveryStream(  # type: ignore[arg-type]
+        inbox, uuid4(), uuid4(), push, window, write_now=write_now
+    )
     task = asyncio.create_task(stream.run())
     # Running: its first read is pushed (all of it, or what the window allows).
     await eventually(
         lambda: len(into) >= window or any(isinstance(x, QueueEmpty) for x in into)
     )
     return stream, task
+
+
+def writer(
+    pushed: list[Deliver | QueueEmpty], direct: bool
+) -> Callable[[list[Deliver]], bool] | None:
+    """A connection's ``write_now`` whose socket always takes the frames (or none)."""
+
+    def write_now(frames: list[Deliver]) -> bool:
+        pushed.extend(frames)
+        return True
+
+    return write_now if direct else None
 
 
 def positions(pushed: list[Deliver | QueueEmpty]) -> list[int]:
@@ -107,10 +128,11 @@ async def test_a_connection_waits_when_its_ack_deletes_pile_up() -> None:
         task.cancel()
 
 
-async def test_rows_handed_over_in_order_are_pushed_without_a_read() -> None:
+@pytest.mark.parametrize("direct", [False, True])
+async def test_rows_handed_over_in_order_are_pushed_without_a_read(direct: bool) -> None:
     inbox = SlowInbox(backlog=2)
     pushed: list[Deliver | QueueEmpty] = []
-    stream, task = await started(inbox, window=10, pushed=pushed)
+    stream, task = await started(inbox, window=10, pushed=pushed, write_now=writer(pushed, direct))
     try:
         await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
         assert inbox.reads == 1
@@ -123,10 +145,11 @@ async def test_rows_handed_over_in_order_are_pushed_without_a_read() -> None:
         task.cancel()
 
 
-async def test_a_gap_before_the_handed_rows_reads_the_inbox_instead() -> None:
+@pytest.mark.parametrize("direct", [False, True])
+async def test_a_gap_before_the_handed_rows_reads_the_inbox_instead(direct: bool) -> None:
     inbox = SlowInbox(backlog=1)
     pushed: list[Deliver | QueueEmpty] = []
-    stream, task = await started(inbox, window=10, pushed=pushed)
+    stream, task = await started(inbox, window=10, pushed=pushed, write_now=writer(pushed, direct))
     try:
         await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
         inbox.commit(1)  # committed on another node; its wake-up is still on the way
@@ -137,10 +160,11 @@ async def test_a_gap_before_the_handed_rows_reads_the_inbox_instead() -> None:
         task.cancel()
 
 
-async def test_a_signal_from_elsewhere_wins_over_handed_rows() -> None:
+@pytest.mark.parametrize("direct", [False, True])
+async def test_a_signal_from_elsewhere_wins_over_handed_rows(direct: bool) -> None:
     inbox = SlowInbox(backlog=0)
     pushed: list[Deliver | QueueEmpty] = []
-    stream, task = await started(inbox, window=10, pushed=pushed)
+    stream, task = await started(inbox, window=10, pushed=pushed, write_now=writer(pushed, direct))
     try:
         await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
         stream.offer(inbox.commit(1))
@@ -152,10 +176,11 @@ async def test_a_signal_from_elsewhere_wins_over_handed_rows() -> None:
         task.cancel()
 
 
-async def test_handed_rows_beyond_the_window_wait_in_the_inbox_for_room() -> None:
+@pytest.mark.parametrize("direct", [False, True])
+async def test_handed_rows_beyond_the_window_wait_in_the_inbox_for_room(direct: bool) -> None:
     inbox = SlowInbox(backlog=0)
     pushed: list[Deliver | QueueEmpty] = []
-    stream, task = await started(inbox, window=3, pushed=pushed)
+    stream, task = await started(inbox, window=3, pushed=pushed, write_now=writer(pushed, direct))
     try:
         await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
         stream.offer(inbox.commit(5))
@@ -170,10 +195,11 @@ async def test_handed_rows_beyond_the_window_wait_in_the_inbox_for_room() -> Non
         task.cancel()
 
 
-async def test_rows_a_read_already_returned_are_not_pushed_twice() -> None:
+@pytest.mark.parametrize("direct", [False, True])
+async def test_rows_a_read_already_returned_are_not_pushed_twice(direct: bool) -> None:
     inbox = SlowInbox(backlog=0)
     pushed: list[Deliver | QueueEmpty] = []
-    stream, task = await started(inbox, window=10, pushed=pushed)
+    stream, task = await started(inbox, window=10, pushed=pushed, write_now=writer(pushed, direct))
     try:
         await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
         rows = inbox.commit(2)
@@ -196,5 +222,49 @@ async def test_acks_arriving_while_a_delete_waits_join_it() -> None:
         await stream.ack([6])  # its batch has begun: a new delete
         await stream.ack([7, 6])
         assert [positions for positions, _ in inbox.acks] == [[1, 2, 3, 4, 5], [6, 7]]
+    finally:
+        task.cancel()
+
+
+async def test_rows_handed_to_an_idle_stream_are_written_by_the_hand_over_itself() -> None:
+    inbox = SlowInbox(backlog=1)
+    pushed: list[Deliver | QueueEmpty] = []
+    stream, task = await started(inbox, window=10, pushed=pushed, write_now=writer(pushed, True))
+    try:
+        await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
+        await asyncio.sleep(0)  # the stream's task waits for a wake-up again
+        stream.offer(inbox.commit(2))
+        assert positions(pushed) == [1, 2, 3]  # written before offer returned
+        stream.offer(inbox.commit(1))
+        assert positions(pushed) == [1, 2, 3, 4]
+        assert inbox.reads == 1
+        await stream.ack([1, 2, 3, 4])
+        await stays(lambda: positions(pushed) == [1, 2, 3, 4] and inbox.reads == 1)
+    finally:
+        task.cancel()
+
+
+async def test_rows_the_socket_cannot_take_at_once_go_by_the_streams_task_in_order() -> None:
+    inbox = SlowInbox(backlog=1)
+    pushed: list[Deliver | QueueEmpty] = []
+    takes = [False, True]  # draining at the first hand-over, not at the second
+
+    def write_now(frames: list[Deliver]) -> bool:
+        if takes.pop(0):
+            pushed.extend(frames)
+            return True
+        return False
+
+    stream, task = await started(inbox, window=10, pushed=pushed, write_now=write_now)
+    try:
+        await eventually(lambda: pushed and isinstance(pushed[-1], QueueEmpty))
+        await asyncio.sleep(0)
+        stream.offer(inbox.commit(2))
+        assert positions(pushed) == [1]  # left to the task, which waits for the socket
+        stream.offer(inbox.commit(1))  # the task has not run: it takes this one too
+        await eventually(lambda: positions(pushed) == [1, 2, 3, 4])
+        assert takes == [True] and inbox.reads == 1
+        stream.offer(inbox.commit(1))
+        assert positions(pushed) == [1, 2, 3, 4, 5]
     finally:
         task.cancel()
