@@ -249,7 +249,11 @@ class DeliveryStream:
             self._offered.extend(entries)
             taken = self._take_offered(self._window - len(self._unacked))
             if taken is not None:
-                if self._write_now(self._deliveries(taken)):
+                try:
+                    written = self._write_now(self._deliveries(taken))
+                except Exception:  # the task's push meets it again, and handles it
+                    written = False
+                if written:
                     self._pushed(taken, handed_over=True)
                     return
                 self._offered = taken  # the socket must drain first: the task waits

@@ -328,28 +328,31 @@ class Connection:
         by a task that waits for the socket, holding the request's in-flight
         place until then; dropped if the connection is closing.
         """
-        reply: object
-        if done.cancelled():
-            self._in_flight.release()
-            return
-        error = done.exception()
-        if error is None:
-            try:
-                reply = later.reply(done.result())
-            except Exception as failed:
-                error = failed
-        if error is not None:
-            reply = self._refusal(frame, error)
-        if self.write_now([reply]):
+        waiting = False  # the reply went to a task, which releases the place
+        try:
+            if done.cancelled():
+                return
+            reply: object
+            error = done.exception()
             if error is None:
-                self._answered(frame, reply)
-            self._in_flight.release()
-        elif self._ws.protocol.state is not State.OPEN:
-            self._in_flight.release()  # closing: nobody reads the answer
-        else:
-            task = asyncio.create_task(self._send_later(frame, reply, answered=error is None))
-            self._replies.add(task)
-            task.add_done_callback(self._replies.discard)
+                try:
+                    reply = later.reply(done.result())
+                except Exception as failed:
+                    error = failed
+            if error is not None:
+                reply = self._refusal(frame, error)
+            if self.write_now([reply]):
+                if error is None:
+                    self._answered(frame, reply)
+            elif self._ws.protocol.state is State.OPEN:
+                task = asyncio.create_task(self._send_later(frame, reply, answered=error is None))
+                self._replies.add(task)
+                task.add_done_callback(self._replies.discard)
+                waiting = True
+            # else: the connection is closing and nobody reads the answer.
+        finally:
+            if not waiting:
+                self._in_flight.release()
 
     async def _send_later(self, frame: f.ClientFrame, reply: object, answered: bool) -> None:
         try:
