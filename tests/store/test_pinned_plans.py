@@ -71,6 +71,22 @@ async def test_sends_and_acks_scan_no_table_on_plans_cached_while_tables_were_sm
                                        accepted)
             assert [r[0] for r in await conn.fetch(_SCANNED)] == []
 
+        # A write that re-reads the standings its check decided on (the lone
+        # send's statement) looks each official up by id: a plan on the
+        # agency's index would read every official grown into it.
+        send = _send(pairs[1], 101)
+        await _flush_counts(db)
+        async with db.pinned_transaction() as conn:
+            checked = await messaging.check_batch(conn, [send])
+            accepted = await audit.encode(conn, accepted_events([send]),
+                                          agencies=checked.agencies)
+            await messages.store_batch(conn, [send], datetime.now(UTC) + timedelta(days=1),
+                                       accepted, checked.standings)
+            assert [r[0] for r in await conn.fetch(_SCANNED)] == []
+            assert await conn.fetchval(
+                "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'officials'"
+            ) <= 8
+
         inbox = await db.pool.fetch("SELECT device_id, position FROM inbox ORDER BY position")
         scanned: list[list[str]] = []
 
