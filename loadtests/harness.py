@@ -330,12 +330,14 @@ def start_raw_relay(log_dir: Path, module: str = "loadtests.raw_relay",
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     argv = [sys.executable, "-m", module, "--port", str(port)]
+    earlier = log_dir / f"{name}.log"  # a restart appends to the same log
+    start = earlier.stat().st_size if earlier.exists() else 0
     proc, log_path, log = _spawn(name, argv, env, log_dir)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited early; see {log_path}")
-        if b"listening" in log_path.read_bytes():
+        if b"listening" in log_path.read_bytes()[start:]:
             return ServerProcess(name, proc, port, log_path, log)
         time.sleep(0.1)
     raise RuntimeError(f"{name} did not start; see {log_path}")

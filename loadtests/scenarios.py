@@ -221,6 +221,13 @@ class Run:
         self.log(f"  node restarted (pid {self.node.pid}) in "
                  f"{time.monotonic() - started:.1f}s")
 
+    def restart_raw(self) -> None:
+        """A fresh raw relay process, as :meth:`restart_node` for the node."""
+        if self.raw is None:
+            return
+        self.raw.stop()
+        self.raw = harness.start_raw_relay(self.workspace.path("logs"))
+
     async def audit_backlog(self) -> tuple[int, float]:
         """(audit events not yet in the Merkle log, age of the oldest in s):
         the statement behind the node's ``gchat_audit_sequencer_lag_seconds``."""
@@ -556,6 +563,11 @@ class Run:
     async def scenario_idle(self) -> dict[str, Any]:
         count = min(self.params.idle, len(self.devs))
         self.log(f"idle: {count} authenticated idle connections")
+        # Both servers freshly started: memory an earlier scenario's
+        # connections freed stays in the process and would be reused, so a
+        # server that had carried load showed 0.1 KiB per connection.
+        await self.restart_node()
+        self.restart_raw()
         g = await self.idle_phase("gchat", count)
         r = await self.idle_phase("raw", count)
         per = g["per_connection_kib"]
