@@ -87,7 +87,10 @@ def test_stored_form_decodes_to_the_exact_entry(
     kind: str, details: dict[str, object], who: list[UUID], agency: list[UUID], at: datetime
 ) -> None:
     """Both encoders: the scanning one, and the one the node runs (from the fields)."""
-    event = AuditEvent(kind, *(who + [None] * 4)[:4], details=details)  # type: ignore[arg-type]
+    actor_official, actor_device, subject_official, subject_device = (who + [None] * 4)[:4]
+    event = AuditEvent(
+        kind, actor_official, actor_device, subject_official, subject_device, details=details
+    )
     when = at.replace(tzinfo=UTC)
     entry = encode_entry(event, when)
     officials, devices = involved(event)
