@@ -55,8 +55,11 @@ class Config:
     commit_max_batch: int = 256
     #: Commit batches in flight at once, each on a kept connection of its own
     #: (gchat.messaging.committer): one is checked and written while another
-    #: waits for its durable commit.
-    commit_lanes: int = 2
+    #: waits for its durable commit. One by default: with PostgreSQL beside
+    #: the node, a second lane gained nothing on a quiet machine and split
+    #: half-capacity loads into smaller, dearer batches (docs/PERFORMANCE.md);
+    #: it pays where a commit's round trip is long (a remote database).
+    commit_lanes: int = 1
     auth_timeout_seconds: float = 30.0
     max_ciphertext_bytes: int = limits.MAX_CIPHERTEXT_BYTES
     max_recipient_devices: int = limits.MAX_RECIPIENT_DEVICES

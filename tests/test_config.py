@@ -191,6 +191,6 @@ def test_empty_optional_path_means_none() -> None:
 
 
 def test_commit_lanes_below_one_are_refused() -> None:
-    assert load(environ={"GCHAT_COMMIT_LANES": "1"}).commit_lanes == 1
+    assert load(environ={"GCHAT_COMMIT_LANES": "3"}).commit_lanes == 3
     with pytest.raises(ValueError, match="commit_lanes"):
         load(environ={"GCHAT_COMMIT_LANES": "0"})

@@ -19,11 +19,14 @@ differ (or the check refused a send on them), the batch is checked again on
 standings read now, a second statement; after a few such losses it is
 checked and stored in one transaction.
 
-Batches run in ``lanes`` (``commit_lanes``, default 2), each one batch at a
-time on a pinned connection of its own, so one lane's batch is checked and
-written while the other's waits for its durable commit: with one lane the
-node idled through every commit, and a send waited for the batch in
-progress before its own (docs/PERFORMANCE.md). A send goes to the
+Batches run in ``lanes`` (``commit_lanes``), each one batch at a time on a
+pinned connection of its own, so with two one lane's batch is checked and
+written while the other's waits for its durable commit. That pays where a
+commit's round trip is long (a remote or busy database: 1.3-1.5x the
+relay's capacity on a loaded machine); beside a quiet local PostgreSQL the
+node's own event loop is the bound, and a second lane only splits a
+half-capacity load into smaller, dearer batches, so one is the default
+(docs/PERFORMANCE.md). A send goes to the
 lane of its sending device, always the same one, which is the simplest
 split that keeps what one lane gave for free: one device's sends commit,
 are answered and reach each inbox in the order sent, and a retry (same
