@@ -39,6 +39,13 @@ millisecond each: at half the relay's capacity a pass carries about 800
 events every 100 ms, and slices of 512 (3-5 ms each) set the sends' p99
 (17.0 ms against 12.6 with 64, docs/PERFORMANCE.md).
 
+While events keep coming, a pass follows the last one that found some after
+``busy_poll_interval`` (25 ms), not the idle ``poll_interval`` (100 ms): at
+half the relay's capacity a 100 ms pass carried about 800 events, and such
+lumps of work (on the loop and in PostgreSQL) set the sends' p99 (11.9 ms
+against 9.8 with 25 ms, at the same CPU; docs/PERFORMANCE.md). An idle node
+still polls every 100 ms, one cheap statement each.
+
 Tree heads (size, root, timestamp) are signed with the audit key every
 ``sign_interval`` seconds when the tree grew, and at once when any node asks
 (``NOTIFY gchat_audit_sign``, sent for an auditor's tree-head request); it
@@ -80,6 +87,7 @@ class Sequencer:
         key: IdentityKeyPair,
         sign_interval: float = 5.0,
         poll_interval: float = 0.1,
+        busy_poll_interval: float = 0.025,
         retry_seconds: float = 1.0,
         batch: int = 2_000,
         node_id: str = "",
@@ -93,6 +101,7 @@ class Sequencer:
         self._key_id = key_id(key.public_key)
         self._sign_interval = sign_interval
         self._poll = poll_interval
+        self._busy_poll = min(busy_poll_interval, poll_interval)
         self._retry = retry_seconds
         self._batch = batch
         self._node_id = node_id
@@ -187,13 +196,17 @@ class Sequencer:
                 wanted = self._sign_now.is_set()
                 self._sign_now.clear()
                 self._kick.clear()
+                sequenced = self.sequenced
                 horizon = await self._pass(conn, tree, horizon)
+                busy = self.sequenced != sequenced
                 now = time.monotonic()
                 if wanted or (tree.size != signed_size and now - last_sign >= self._sign_interval):
                     await self._sign(conn, tree)
                     signed_size, last_sign = tree.size, now
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), self._poll)
+                    await asyncio.wait_for(
+                        self._kick.wait(), self._busy_poll if busy else self._poll
+                    )
                 if lost.is_set():
                     raise ConnectionResetError("the sequencer's database session ended")
         finally:
