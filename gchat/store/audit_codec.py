@@ -422,7 +422,7 @@ class AcceptedCodec:
     like :class:`DeliveredCodec`'s.
 
     Every committed send writes one in the commit batch's transaction, and the
-    committer (one batch at a time) bounds a node's throughput: through the
+    committer (one batch at a time per lane) bounds a node's throughput: through the
     general :func:`encode_fields` (ids found by walking the details, the dict
     sorted and walked value by value) that cost about a tenth of a node's CPU
     at capacity.  The keys, their order and the kind are fixed, so the stored
