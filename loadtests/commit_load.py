@@ -25,7 +25,6 @@ import inspect
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -33,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from loadtests.send_cost import _cpu_seconds, seed_pairs
+from loadtests.send_cost import _cpu_seconds, alternate, seed_pairs
 
 _PAIRS = 200
 _IN_FLIGHT = 2
@@ -143,20 +142,15 @@ def main() -> int:
         variants.append((name, Path(path).absolute(), int(lanes)))
     if len(variants) < 2:
         raise SystemExit("give at least two --variant NAME=CHECKOUT:LANES")
-    here = Path(__file__).resolve().parent.parent
-    got: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
-    print(f"load average before: {os.getloadavg()}", flush=True)
-    for r in range(args.rounds):
-        for name, checkout, lanes in variants if r % 2 == 0 else variants[::-1]:
-            # The checkout's gchat first (this file runs as a script).
-            env = os.environ | {"PYTHONPATH": f"{checkout}{os.pathsep}{here}"}
-            out = subprocess.run(
-                [sys.executable, __file__, "--one", str(lanes), "--rate", str(args.rate),
-                 "--seconds", str(args.seconds)],
-                cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
-            run = json.loads(out.strip().splitlines()[-1])
-            got[name].append(run)
-            print(json.dumps({"variant": name, "round": r + 1} | run), flush=True)
+    got = alternate(
+        __file__,
+        [
+            (name, checkout, ["--one", str(lanes), "--rate", str(args.rate),
+                              "--seconds", str(args.seconds)])
+            for name, checkout, lanes in variants
+        ],
+        args.rounds,
+    )
     base = variants[0][0]
     keys = ("sends_per_s", "p50_ms", "p99_ms", "node_ms", "db_ms")
     medians = {name: {k: statistics.median(run[k] for run in runs) for k in keys}

@@ -147,6 +147,28 @@ async def one(sends: int, grow: int = 0) -> dict[str, Any]:
         await temp.drop()
 
 
+def alternate(
+    script: str, variants: list[tuple[str, Path, list[str]]], rounds: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Run ``script`` once per variant and round, the order reversed every
+    other round (a drifting machine then weighs on each alike), with the
+    variant's checkout's gchat first on the path and its own arguments;
+    each run's last printed line, parsed as JSON, by variant."""
+    here = Path(__file__).resolve().parent.parent
+    got: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    for r in range(rounds):
+        for name, checkout, argv in variants if r % 2 == 0 else variants[::-1]:
+            env = os.environ | {"PYTHONPATH": f"{checkout}{os.pathsep}{here}"}
+            out = subprocess.run(
+                [sys.executable, script, *argv],
+                cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
+            run = json.loads(out.strip().splitlines()[-1])
+            got[name].append(run)
+            print(json.dumps({"variant": name, "round": r + 1} | run), flush=True)
+    return got
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=CHECKOUT")
@@ -163,20 +185,8 @@ def main() -> int:
                 (spec.partition("=") for spec in args.variant)]
     if len(variants) < 2:
         raise SystemExit("give at least two --variant NAME=CHECKOUT")
-    here = Path(__file__).resolve().parent.parent
-    got: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
-    print(f"load average before: {os.getloadavg()}", flush=True)
-    for r in range(args.rounds):
-        for name, checkout in variants if r % 2 == 0 else variants[::-1]:
-            # The checkout's gchat first (this file runs as a script).
-            env = os.environ | {"PYTHONPATH": f"{checkout}{os.pathsep}{here}"}
-            out = subprocess.run(
-                [sys.executable, __file__, "--one", "--sends", str(args.sends),
-                 "--grow", str(args.grow)],
-                cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
-            run = json.loads(out.strip().splitlines()[-1])
-            got[name].append(run)
-            print(json.dumps({"variant": name, "round": r + 1} | run), flush=True)
+    argv = ["--one", "--sends", str(args.sends), "--grow", str(args.grow)]
+    got = alternate(__file__, [(name, checkout, argv) for name, checkout in variants], args.rounds)
     base = variants[0][0]
     medians = {name: {k: statistics.median(run[k] for run in runs)
                       for k in ("node_ms", "db_ms", "wall_ms")} for name, runs in got.items()}
