@@ -86,7 +86,7 @@ async def snapshot_horizon(conn: Executor) -> Horizon:
 
 # The sequencer's statements must not depend on statistics (PostgreSQL here
 # runs without autovacuum, and a fresh database is never analysed).  Each is
-# answered best by an index -- ``audit_pending_xid`` from the horizon, packs
+# answered best by an index -- ``audit_pending_xid_id`` from the horizon, packs
 # by ``first_leaf``, subtrees by primary key -- so the sequencer's session
 # pins that plan (:func:`pin_index_plans`) and an idle poll touches a few
 # index pages whatever the log's size.
@@ -142,15 +142,23 @@ class PendingEvent:
     entry: bytes  # stored form
 
 
+#: The first ``$3`` events past a horizon, by (xid, id): each branch walks
+#: ``audit_pending_xid_id`` in that order and stops at its limit, so the
+#: statement reads what it returns however large the backlog (as one sorted
+#: union, PostgreSQL read every event past the horizon to sort them).
+_UNSEQUENCED = """
+    SELECT id, created_at, leaf_hash, entry FROM (
+        (SELECT id, xid, created_at, leaf_hash, entry FROM audit_pending
+         WHERE xid >= $1::text::xid8 ORDER BY xid, id LIMIT $3)
+        UNION ALL
+        (SELECT id, xid, created_at, leaf_hash, entry FROM audit_pending
+         WHERE xid = ANY($2::text[]::xid8[]) ORDER BY xid, id LIMIT $3)) AS e
+    ORDER BY xid, id LIMIT $3"""
+
+
 async def unsequenced(conn: Executor, since: Horizon, limit: int) -> list[PendingEvent]:
     """Visible events past ``since`` (none of them has a leaf yet), by (xid, id)."""
-    rows = await conn.fetch(
-        f"SELECT e.id, e.created_at, e.leaf_hash, e.entry {_PENDING}"  # noqa: S608
-        " ORDER BY e.xid, e.id LIMIT $3",
-        since.xmax,
-        list(since.running),
-        limit,
-    )
+    rows = await conn.fetch(_UNSEQUENCED, since.xmax, list(since.running), limit)
     return [
         PendingEvent(r["id"], r["created_at"], bytes(r["leaf_hash"]), bytes(r["entry"]))
         for r in rows

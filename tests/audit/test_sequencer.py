@@ -2,9 +2,11 @@
 
 import asyncio
 import itertools
+import json
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -14,6 +16,7 @@ from gchat.app import App
 from gchat.audit.log import AuditEvent, AuditLog
 from gchat.audit.merkle import MerkleAccumulator
 from gchat.audit.sequencer import LOCK_KEY, Sequencer
+from gchat.store import audit as audit_store
 from gchat.store.database import Database
 from tests.audit.conftest import LogBench
 from tests.support import eventually, node_config
@@ -178,3 +181,45 @@ def test_a_slice_is_whole_packs() -> None:
     for bad in (0, -16, 20):
         with pytest.raises(ValueError):
             Sequencer(None, IdentityKeyPair.generate(), slice_events=bad)  # type: ignore[arg-type]
+
+
+def _rows_read(node: dict[str, Any]) -> int:
+    """Rows the scans under ``node`` of an EXPLAIN (ANALYZE, FORMAT JSON) plan read."""
+    own = node["Actual Rows"] * node["Actual Loops"] if "Scan" in node["Node Type"] else 0
+    return own + sum(_rows_read(child) for child in node.get("Plans", []))
+
+
+async def test_a_pass_reads_the_events_it_takes_not_the_whole_backlog(database_url: str) -> None:
+    """From a new leader's horizon (xid 0), over a backlog of many transactions
+    never analysed, on the sequencer's pinned plans: the statement reads about
+    the events it returns. It used to read every event past the horizon to
+    sort them, in each transaction of a pass again, and a large backlog was
+    then more than the sequencer could get through (docs/PERFORMANCE.md)."""
+    db = await Database.connect(database_url, min_size=1, max_size=2)
+    try:
+        async with db.pool.acquire() as conn:
+            for _ in range(40):  # 40 transactions, 40 xids, 100 events each
+                await conn.execute(
+                    """INSERT INTO audit_pending (id, created_at, leaf_hash, entry)
+                       SELECT nextval('audit_events_id_seq'), now(),
+                              decode(repeat('ab', 32), 'hex'), '\\x00'
+                       FROM generate_series(1, 100)"""
+                )
+            first = [
+                r["id"]
+                for r in await conn.fetch("SELECT id FROM audit_pending ORDER BY xid, id LIMIT 50")
+            ]
+            await audit_store.pin_index_plans(conn)
+            try:
+                taken = await audit_store.unsequenced(conn, audit_store.Horizon("0"), 50)
+                plan = json.loads(
+                    await conn.fetchval(
+                        f"EXPLAIN (ANALYZE, FORMAT JSON) {audit_store._UNSEQUENCED}", "0", [], 50
+                    )
+                )
+            finally:
+                await audit_store.unpin_index_plans(conn)
+    finally:
+        await db.close()
+    assert [e.id for e in taken] == first
+    assert _rows_read(plan[0]["Plan"]) <= 2 * 50, plan
