@@ -82,7 +82,8 @@ async def test_retry_with_same_client_id_stores_nothing_twice(world: World) -> N
     await stays(lambda: not unread(bob, f.Deliver))  # and no second copy follows
 
 
-async def test_concurrent_retries_in_one_batch_store_once(world: World) -> None:
+async def _alice_and_bob(world: World) -> tuple[Client, Client, list[f.Envelope]]:
+    """Alice with a session to Bob, and one envelope of b"x" for each of his devices."""
     alice = await world.official_with_device("alice")
     bob = await world.official_with_device("bob")
     assert bob.state.official_id is not None
@@ -91,6 +92,11 @@ async def test_concurrent_retries_in_one_batch_store_once(world: World) -> None:
         f.Envelope(device_id=d, ciphertext=alice.sessions.encrypt_for(d, b"x"))
         for d in alice.state.devices_of(bob.state.official_id)
     ]
+    return alice, bob, envelopes
+
+
+async def test_concurrent_retries_in_one_batch_store_once(world: World) -> None:
+    alice, bob, envelopes = await _alice_and_bob(world)
     second = await world.reconnect(alice)
     replies = await asyncio.gather(
         *(
@@ -111,14 +117,7 @@ async def test_concurrent_retries_in_one_batch_store_once(world: World) -> None:
 async def test_pipelined_sends_are_answered_in_order_refusals_included(world: World) -> None:
     """Each answer is written when its commit is done (from the commit's callback,
     or by a task if the socket must drain first): still one per send, in order."""
-    alice = await world.official_with_device("alice")
-    bob = await world.official_with_device("bob")
-    assert bob.state.official_id is not None
-    await alice.sessions.establish(bob.state.official_id)
-    envelopes = [
-        f.Envelope(device_id=d, ciphertext=alice.sessions.encrypt_for(d, b"x"))
-        for d in alice.state.devices_of(bob.state.official_id)
-    ]
+    alice, bob, envelopes = await _alice_and_bob(world)
     stale = [f.Envelope(device_id=uuid4(), ciphertext=b"x")]  # refused by the commit's check
     answered: list[int] = []
     replies = []
@@ -143,14 +142,7 @@ async def test_pipelined_sends_are_answered_in_order_refusals_included(world: Wo
 async def test_sends_whose_connection_closes_before_their_commit_are_stored(
     world: World,
 ) -> None:
-    alice = await world.official_with_device("alice")
-    bob = await world.official_with_device("bob")
-    assert bob.state.official_id is not None
-    await alice.sessions.establish(bob.state.official_id)
-    envelopes = [
-        f.Envelope(device_id=d, ciphertext=alice.sessions.encrypt_for(d, b"x"))
-        for d in alice.state.devices_of(bob.state.official_id)
-    ]
+    alice, bob, envelopes = await _alice_and_bob(world)
     for i in range(20):
         await alice.rpc.submit(
             f.Send, client_message_id=f"c{i}", recipient=bob.state.official_id,
