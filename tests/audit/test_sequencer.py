@@ -129,6 +129,38 @@ async def test_fail_over_between_two_nodes(database_url: str, tmp_path: Path) ->
             await app.stop()
 
 
+async def test_while_events_keep_coming_passes_follow_each_other_sooner(
+    database_url: str,
+) -> None:
+    """A pass that found events is followed after the busy interval, not the
+    idle poll: with an hour's idle poll, a steady trickle is still sequenced."""
+    db = await Database.connect(database_url, min_size=1, max_size=3)
+    log = AuditLog()
+
+    async def add() -> None:
+        async with db.transaction() as conn:
+            await log.record(conn, AuditEvent("test.event"))
+
+    await add()  # the first pass finds one, so the sequencer is busy from the start
+    sequencer = Sequencer(
+        db, IdentityKeyPair.generate(), sign_interval=3600, poll_interval=3600,
+        busy_poll_interval=0.5,
+    )
+    try:
+        sequencer.start()
+        await eventually(lambda: sequencer.sequenced == 1, what="the first event is sequenced")
+        added = 1
+        async with asyncio.timeout(20):
+            while sequencer.sequenced < 10:  # one every 10 ms: each busy wait ends on some
+                await add()
+                added += 1
+                await asyncio.sleep(0.01)
+        await eventually(lambda: sequencer.sequenced == added, what="the trickle is sequenced")
+    finally:
+        await sequencer.stop()
+        await db.close()
+
+
 async def test_a_long_pass_lets_the_event_loop_run_between_slices(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
