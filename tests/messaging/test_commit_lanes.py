@@ -5,8 +5,10 @@ retries from the original, and live streams still push each inbox in order."""
 import asyncio
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from gchat.messaging import service as messaging
 from gchat.messaging.committer import Checked, SendCommitter
@@ -19,6 +21,14 @@ from protocol.frames import Deliver, QueueEmpty
 from tests.support import eventually
 
 LANES = 2
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A database whose pinned pool holds every lane's kept connection and one more."""
+    database = await Database.connect(database_url, min_size=1, max_size=2, commit_lanes=LANES)
+    yield database
+    await database.close()
 
 
 async def _official(db: Database, agency: uuid.UUID, lane: int | None = None) -> tuple[
@@ -83,111 +93,100 @@ async def _nothing(batch: list[NewMessage]) -> None:
 
 
 async def test_two_lanes_keep_each_devices_order_and_answer_retries_from_the_original(
-    database_url: str,
+    db: Database,
 ) -> None:
-    db = await Database.connect(database_url, min_size=1, max_size=2, commit_lanes=LANES)
+    agency = await _agency(db)
+    senders = [await _official(db, agency, lane % LANES) for lane in range(4)]
+    recipient = await _official(db, agency)
+    second = uuid.uuid4()
+    await devices.create(db.pool, second, recipient[0], os.urandom(32), b"c", "d", "p")
+    both = BothLanes()
+    committer = SendCommitter(db, 8, timedelta(days=1), _nothing, prepare=both, lanes=LANES)
+    committer.start()
     try:
-        agency = await _agency(db)
-        senders = [await _official(db, agency, lane % LANES) for lane in range(4)]
-        recipient = await _official(db, agency)
-        second = uuid.uuid4()
-        await devices.create(db.pool, second, recipient[0], os.urandom(32), b"c", "d", "p")
-        both = BothLanes()
-        committer = SendCommitter(db, 8, timedelta(days=1), _nothing, prepare=both, lanes=LANES)
-        committer.start()
-        try:
-            answered: dict[uuid.UUID, list[str]] = {s[1]: [] for s in senders}
-            submitted: dict[uuid.UUID, list[str]] = {s[1]: [] for s in senders}
-            futures = []
-            for i in range(40):
-                for n, sender in enumerate(senders):  # envelopes in both orders
-                    to = [recipient[1], second][:: 1 if (i + n) % 2 else -1]
-                    send = _send(sender, recipient[0], to, f"{n}-{i:02}")
-                    retry = _send(sender, recipient[0], to, send.client_message_id)
-                    # A retry right behind its original, once.
-                    for message in [send, retry] if i == 20 and n == 0 else [send]:
-                        future = committer.submit(message)
-                        submitted[sender[1]].append(message.client_message_id)
-                        future.add_done_callback(
-                            lambda _, d=sender[1], c=message.client_message_id: (
-                                answered[d].append(c)
-                            )
+        answered: dict[uuid.UUID, list[str]] = {s[1]: [] for s in senders}
+        submitted: dict[uuid.UUID, list[str]] = {s[1]: [] for s in senders}
+        futures = []
+        for i in range(40):
+            for n, sender in enumerate(senders):  # envelopes in both orders
+                to = [recipient[1], second][:: 1 if (i + n) % 2 else -1]
+                send = _send(sender, recipient[0], to, f"{n}-{i:02}")
+                retry = _send(sender, recipient[0], to, send.client_message_id)
+                # A retry right behind its original, once.
+                for message in [send, retry] if i == 20 and n == 0 else [send]:
+                    future = committer.submit(message)
+                    submitted[sender[1]].append(message.client_message_id)
+                    future.add_done_callback(
+                        lambda _, d=sender[1], c=message.client_message_id: (
+                            answered[d].append(c)
                         )
-                        futures.append((message, future))
-            results = await asyncio.gather(*(f for _, f in futures))
-            assert both.peak == LANES
-            originals: dict[str, StoredMessage] = {}
-            for (send, _), result in zip(futures, results, strict=True):
-                original = originals.setdefault(send.client_message_id, result)
-                assert result.message_id == original.message_id
-                assert result.duplicate == (result is not original)
-            assert sum(r.duplicate for r in results) == 1
-            assert answered == submitted  # each device's sends answered in the order sent
+                    )
+                    futures.append((message, future))
+        results = await asyncio.gather(*(f for _, f in futures))
+        assert both.peak == LANES
+        originals: dict[str, StoredMessage] = {}
+        for (send, _), result in zip(futures, results, strict=True):
+            original = originals.setdefault(send.client_message_id, result)
+            assert result.message_id == original.message_id
+            assert result.duplicate == (result is not original)
+        assert sum(r.duplicate for r in results) == 1
+        assert answered == submitted  # each device's sends answered in the order sent
 
-            # Each inbox: contiguous positions, each sender's sends in the order sent.
-            for device in (recipient[1], second):
-                rows = await _inbox(db, device)
-                assert [p for p, _, _ in rows] == list(range(1, 161))
-                for n, sender in enumerate(senders):
-                    cids = [c for _, c, d in rows if d == sender[1]]
-                    assert cids == [f"{n}-{i:02}" for i in range(40)]
+        # Each inbox: contiguous positions, each sender's sends in the order sent.
+        for device in (recipient[1], second):
+            rows = await _inbox(db, device)
+            assert [p for p, _, _ in rows] == list(range(1, 161))
+            for n, sender in enumerate(senders):
+                cids = [c for _, c, d in rows if d == sender[1]]
+                assert cids == [f"{n}-{i:02}" for i in range(40)]
 
-            # Both lanes keep a pinned connection; the pool still has one for the rest.
-            async with asyncio.timeout(10), db.pinned.acquire() as conn:
-                assert await conn.fetchval("SELECT 1") == 1
-        finally:
-            await committer.stop()
+        # Both lanes keep a pinned connection; the pool still has one for the rest.
+        async with asyncio.timeout(10), db.pinned.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
     finally:
-        await db.close()
+        await committer.stop()
 
 
-async def test_group_and_pairwise_batches_in_both_lanes_do_not_deadlock(
-    database_url: str,
-) -> None:
-    db = await Database.connect(database_url, min_size=1, max_size=2, commit_lanes=LANES)
-    try:
-        agency = await _agency(db)
-        posters = [await _official(db, agency, 0) for _ in range(2)]
-        senders = [await _official(db, agency, 1) for _ in range(2)]
-        recipients = [await _official(db, agency) for _ in range(3)]
-        group = uuid.uuid4()
+async def test_group_and_pairwise_batches_in_both_lanes_do_not_deadlock(db: Database) -> None:
+    agency = await _agency(db)
+    posters = [await _official(db, agency, 0) for _ in range(2)]
+    senders = [await _official(db, agency, 1) for _ in range(2)]
+    recipients = [await _official(db, agency) for _ in range(3)]
+    group = uuid.uuid4()
+    await db.pool.execute(
+        """INSERT INTO conversations (id, kind, agency_id, created_by)
+           VALUES ($1, 'group', $2, $3)""", group, agency, posters[0][0])
+    for official, _ in [*posters, *recipients]:
         await db.pool.execute(
-            """INSERT INTO conversations (id, kind, agency_id, created_by)
-               VALUES ($1, 'group', $2, $3)""", group, agency, posters[0][0])
-        for official, _ in [*posters, *recipients]:
-            await db.pool.execute(
-                """INSERT INTO conversation_members (conversation_id, official_id, admin,
-                   joined_seq) VALUES ($1, $2, false, 1)""", group, official)
-        committer = SendCommitter(db, 4, timedelta(days=1), _nothing,
-                                  prepare=BothLanes(), lanes=LANES)
-        committer.start()
-        try:
-            futures = []
-            for i in range(30):
-                for n, (official, device) in enumerate(posters):
-                    futures.append(committer.submit(NewMessage(
-                        uuid.uuid4(), device, official, None, f"g{n}-{i}", datetime.now(UTC),
-                        [], kind="group", conversation_id=group, body=b"sender-key ct",
-                        conversation_seq=0)))
-                for n, sender in enumerate(senders):  # every recipient, in both orders
-                    for r, recipient in enumerate(recipients[:: 1 if (i + n) % 2 else -1]):
-                        futures.append(committer.submit(_send(
-                            sender, recipient[0], [recipient[1]], f"p{n}-{r}-{i}")))
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            assert all(isinstance(r, StoredMessage) and not r.duplicate for r in results)
-            for _, device in recipients:  # 60 group posts and 60 pairwise sends each
-                positions = [p for p, _, _ in await _inbox(db, device)]
-                assert positions == list(range(1, 121))
-        finally:
-            await committer.stop()
+            """INSERT INTO conversation_members (conversation_id, official_id, admin,
+               joined_seq) VALUES ($1, $2, false, 1)""", group, official)
+    committer = SendCommitter(db, 4, timedelta(days=1), _nothing,
+                              prepare=BothLanes(), lanes=LANES)
+    committer.start()
+    try:
+        futures = []
+        for i in range(30):
+            for n, (official, device) in enumerate(posters):
+                futures.append(committer.submit(NewMessage(
+                    uuid.uuid4(), device, official, None, f"g{n}-{i}", datetime.now(UTC),
+                    [], kind="group", conversation_id=group, body=b"sender-key ct",
+                    conversation_seq=0)))
+            for n, sender in enumerate(senders):  # every recipient, in both orders
+                for r, recipient in enumerate(recipients[:: 1 if (i + n) % 2 else -1]):
+                    futures.append(committer.submit(_send(
+                        sender, recipient[0], [recipient[1]], f"p{n}-{r}-{i}")))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(r, StoredMessage) and not r.duplicate for r in results)
+        for _, device in recipients:  # 60 group posts and 60 pairwise sends each
+            positions = [p for p, _, _ in await _inbox(db, device)]
+            assert positions == list(range(1, 121))
     finally:
-        await db.close()
+        await committer.stop()
 
 
 async def test_a_stream_pushes_each_envelope_once_in_order_when_lanes_hand_over_out_of_order(
-    database_url: str,
+    db: Database,
 ) -> None:
-    db = await Database.connect(database_url, min_size=1, max_size=2, commit_lanes=LANES)
     inbox = Inbox(db)
     inbox.start()
     try:
@@ -235,23 +234,18 @@ async def test_a_stream_pushes_each_envelope_once_in_order_when_lanes_hand_over_
             await asyncio.gather(task, return_exceptions=True)
     finally:
         await inbox.stop()
-        await db.close()
 
 
-async def test_stop_commits_what_both_lanes_have_queued(database_url: str) -> None:
-    db = await Database.connect(database_url, min_size=1, max_size=2, commit_lanes=LANES)
-    try:
-        agency = await _agency(db)
-        senders = [await _official(db, agency, lane) for lane in range(LANES)]
-        recipient = await _official(db, agency)
-        committer = SendCommitter(db, 4, timedelta(days=1), _nothing,
-                                  prepare=messaging.check_batch, lanes=LANES)
-        committer.start()
-        futures = [committer.submit(_send(s, recipient[0], [recipient[1]], f"{n}-{i}"))
-                   for i in range(20) for n, s in enumerate(senders)]
-        await committer.stop()
-        assert all(f.done() and isinstance(f.result(), StoredMessage) for f in futures)
-        assert await db.pool.fetchval("SELECT count(*) FROM inbox") == 40
-        assert committer.committed == 40
-    finally:
-        await db.close()
+async def test_stop_commits_what_both_lanes_have_queued(db: Database) -> None:
+    agency = await _agency(db)
+    senders = [await _official(db, agency, lane) for lane in range(LANES)]
+    recipient = await _official(db, agency)
+    committer = SendCommitter(db, 4, timedelta(days=1), _nothing,
+                              prepare=messaging.check_batch, lanes=LANES)
+    committer.start()
+    futures = [committer.submit(_send(s, recipient[0], [recipient[1]], f"{n}-{i}"))
+               for i in range(20) for n, s in enumerate(senders)]
+    await committer.stop()
+    assert all(f.done() and isinstance(f.result(), StoredMessage) for f in futures)
+    assert await db.pool.fetchval("SELECT count(*) FROM inbox") == 40
+    assert committer.committed == 40
