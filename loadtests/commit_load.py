@@ -21,58 +21,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import os
 import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loadtests.send_cost import _cpu_seconds, alternate, seed_pairs
+from loadtests.send_cost import alternate, backends_of, sample, seeded_committer
 
 _PAIRS = 200
 _IN_FLIGHT = 2
 _WARM_UP = 1.0
 
 
-def _sample(backends: list[int]) -> tuple[float, float, float]:
-    """CPU seconds of the backends and of this process, and the wall clock."""
-    return sum(map(_cpu_seconds, backends)), time.process_time(), time.perf_counter()
-
-
 async def one(lanes: int, rate: float, seconds: float) -> dict[str, Any]:
     """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
-    from gchat.audit.log import AuditLog
-    from gchat.messaging import service as messaging
-    from gchat.messaging.committer import SendCommitter
-    from gchat.store import migrations
-    from gchat.store.database import Database
     from gchat.store.messages import NewMessage
-    from loadtests.harness import TempDatabase
 
-    has_lanes = "lanes" in inspect.signature(SendCommitter).parameters
-    temp = TempDatabase()
-    connect: Any = Database.connect
-    extra = {"commit_lanes": lanes} if has_lanes else {}
-    db = await connect(await temp.create(), 2, 20, **extra)
-    try:
-        async with db.pool.acquire() as conn:
-            await migrations.migrate(conn)
-        pairs = await seed_pairs(db, _PAIRS)
-
-        async def after_commit(batch: list[NewMessage]) -> None:
-            return None
-
-        make: Any = SendCommitter
-        committer = make(
-            db, 256, timedelta(days=1), after_commit, audit=AuditLog(),
-            prepare=messaging.check_batch, **({"lanes": lanes} if has_lanes else {}),
-        )
-        committer.start()
+    async with seeded_committer(_PAIRS, lanes, pool=20) as (_, db, committer, pairs):
         latencies: list[float] = []
         running = True
 
@@ -102,24 +72,19 @@ async def one(lanes: int, rate: float, seconds: float) -> dict[str, Any]:
         tasks = ([asyncio.create_task(paced())] if rate else
                  [asyncio.create_task(closed(k)) for k in range(_PAIRS * _IN_FLIGHT)])
         await asyncio.sleep(_WARM_UP)
-        backends = [r[0] for r in await db.pool.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+        backends = await backends_of(db)
         latencies.clear()
-        db0, node0, wall0 = _sample(backends)
+        db0, node0, wall0 = sample(backends)
         await asyncio.sleep(seconds)
-        db1, node1, wall1 = _sample(backends)
+        db1, node1, wall1 = sample(backends)
         measured = sorted(latencies)
         running = False
         await asyncio.gather(*tasks)
-        await committer.stop()
         sends = len(measured)
         return {"sends_per_s": sends / (wall1 - wall0),
                 "p50_ms": 1000 * measured[sends // 2], "p99_ms": 1000 * measured[sends * 99 // 100],
                 "node_ms": 1000 * (node1 - node0) / sends, "db_ms": 1000 * (db1 - db0) / sends,
                 "batches": committer.batches, "load": os.getloadavg()[0]}
-    finally:
-        await db.close()
-        await temp.drop()
 
 
 def main() -> int:

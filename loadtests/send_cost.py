@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import inspect
 import json
 import os
 import statistics
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -92,32 +95,68 @@ async def grow_directory(database_url: str, rows: int) -> None:
         await conn.close()
 
 
-async def one(sends: int, grow: int = 0) -> dict[str, Any]:
-    """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
-    import gchat
+def sample(backends: list[int]) -> tuple[float, float, float]:
+    """CPU seconds of the backends and of this process, and the wall clock."""
+    return sum(map(_cpu_seconds, backends)), time.process_time(), time.perf_counter()
+
+
+@contextlib.asynccontextmanager
+async def seeded_committer(
+    pair_count: int, lanes: int = 1, pool: int = 2
+) -> AsyncIterator[tuple[Any, Any, Any, list[list[uuid.UUID]]]]:
+    """The real committer (with its check and audit log) running on a fresh,
+    migrated database with ``pair_count`` pairs of officials: (the temporary
+    database, the Database, the committer, the pairs). ``lanes`` where the
+    checkout has commit lanes. Stopped and dropped after."""
     from gchat.audit.log import AuditLog
     from gchat.messaging import service as messaging
     from gchat.messaging.committer import SendCommitter
     from gchat.store import migrations
     from gchat.store.database import Database
-    from gchat.store.messages import NewMessage, StoredMessage
+    from gchat.store.messages import NewMessage
     from loadtests.harness import TempDatabase
 
+    laned = "lanes" in inspect.signature(SendCommitter).parameters
     temp = TempDatabase()
-    db = await Database.connect(await temp.create(), 2, 2)
+    connect: Any = Database.connect
+    db = await connect(await temp.create(), 2, pool, **({"commit_lanes": lanes} if laned else {}))
     try:
         async with db.pool.acquire() as conn:
             await migrations.migrate(conn)
-        pairs = await seed_pairs(db, _PAIRS)
+        pairs = await seed_pairs(db, pair_count)
 
         async def after_commit(batch: list[NewMessage]) -> None:
             return None
 
-        committer = SendCommitter(
+        make: Any = SendCommitter
+        committer = make(
             db, 256, timedelta(days=1), after_commit, audit=AuditLog(),
-            prepare=messaging.check_batch,
+            prepare=messaging.check_batch, **({"lanes": lanes} if laned else {}),
         )
         committer.start()
+        try:
+            yield temp, db, committer, pairs
+        finally:
+            await committer.stop()
+    finally:
+        await db.close()
+        await temp.drop()
+
+
+async def backends_of(db: Any) -> list[int]:
+    """The PIDs of the database's backends (their CPU is the send's)."""
+    rows = await db.pool.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+    )
+    return [r[0] for r in rows]
+
+
+async def one(sends: int, grow: int = 0) -> dict[str, Any]:
+    """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
+    import gchat
+    from gchat.store.messages import NewMessage, StoredMessage
+
+    async with seeded_committer(_PAIRS) as (temp, db, committer, pairs):
 
         async def send(first: int, count: int) -> None:
             for k in range(first, first + count):
@@ -130,21 +169,14 @@ async def one(sends: int, grow: int = 0) -> dict[str, Any]:
         await send(0, _WARM_UP)
         if grow:
             await grow_directory(temp.url, grow)
-        backends = [r[0] for r in await db.pool.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
-        db0, node0 = sum(map(_cpu_seconds, backends)), time.process_time()
-        wall0 = time.perf_counter()
+        backends = await backends_of(db)
+        db0, node0, wall0 = sample(backends)
         await send(_WARM_UP, sends)
-        wall1 = time.perf_counter()
-        db1, node1 = sum(map(_cpu_seconds, backends)), time.process_time()
-        await committer.stop()
-        return {"node_ms": 1000 * (node1 - node0) / sends, "db_ms": 1000 * (db1 - db0) / sends,
-                "wall_ms": 1000 * (wall1 - wall0) / sends,
-                "backends": len(backends), "load": os.getloadavg()[0], "grown": grow,
-                "gchat": str(Path(gchat.__file__).parent)}
-    finally:
-        await db.close()
-        await temp.drop()
+        db1, node1, wall1 = sample(backends)
+    return {"node_ms": 1000 * (node1 - node0) / sends, "db_ms": 1000 * (db1 - db0) / sends,
+            "wall_ms": 1000 * (wall1 - wall0) / sends,
+            "backends": len(backends), "load": os.getloadavg()[0], "grown": grow,
+            "gchat": str(Path(gchat.__file__).parent)}
 
 
 def alternate(
