@@ -30,7 +30,7 @@ from gchat.client.state import DeviceState
 from gchat.store.audit import sequencing_backlog
 from loadtests import files, harness
 from loadtests.clients import Dev, local_client, seal_pool
-from loadtests.worker import Workers
+from loadtests.worker import WINDOW_S, Workers
 from protocol.frames import CreateOfficial, IssueCode
 
 SCENARIOS = ("relay", "backlog", "idle", "fanout", "storm", "cluster", "workers", "files")
@@ -97,6 +97,42 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
+
+
+#: A window of send time (``loadtests.worker.WINDOW_S``) whose slowest message
+#: took more than this many times as long as the slowest of the median window
+#: holds a lump.
+LUMP_FACTOR = 3.0
+
+
+def spread(latencies: list[float], windows: list[int]) -> dict[str, Any]:
+    """How a phase's latency is spread over its windows of send time.
+
+    The same p99 can come from a broad distribution (every window has a few
+    slow messages) or from lumps: a stall of tens of milliseconds (a full
+    garbage collection, a long callback, a slow commit) that holds up every
+    message in flight, so that one or two windows hold most of the slowest
+    messages. The slowest message of each window tells them apart: flat
+    maxima are a broad distribution; a few windows far over the median
+    window's maximum are lumps, and the p99 of the messages outside them is
+    what the phase would have had without. ``latencies[i]`` was sent in
+    window ``windows[i]``."""
+    worst: dict[int, float] = {}
+    for latency, window in zip(latencies, windows, strict=True):
+        if latency > worst.get(window, 0.0):
+            worst[window] = latency
+    typical = percentile(list(worst.values()), 50)
+    lumps = {w for w, v in worst.items() if v > LUMP_FACTOR * typical}
+    outside = [x for x, w in zip(latencies, windows, strict=True) if w not in lumps]
+    in_lumps = len(latencies) - len(outside)
+    return {
+        "windows": len(worst),
+        "window_max_p50_ms": typical,
+        "lump_windows": len(lumps),
+        "lump_share": in_lumps / len(latencies) if latencies else float("nan"),
+        "p99_outside_lumps_ms": percentile(outside, 99),
+        "window_max_ms": [round(worst[w], 1) for w in sorted(worst)],
+    }
 
 
 def row(scenario: str, metric: str, unit: str, gchat: float | None, raw: float | None = None,
@@ -245,6 +281,20 @@ class Run:
             await asyncio.sleep(0.1)
         return float("nan")
 
+    async def checkpoints(self) -> int:
+        """Checkpoints the PostgreSQL server has begun, for any database: each
+        writes out every dirty page and can hold up commits for a moment
+        (another database's ``CREATE DATABASE`` forces one)."""
+        assert self._probe is not None
+        async with self._probe.acquire() as conn:
+            try:
+                count = await conn.fetchval(
+                    "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+            except asyncpg.UndefinedColumnError:  # PostgreSQL 17 moved them
+                count = await conn.fetchval(
+                    "SELECT num_timed + num_requested FROM pg_stat_checkpointer")
+        return int(count)
+
     async def _watch_audit(self, stop: asyncio.Event, into: dict[str, Any],
                            interval: float = 0.5) -> None:
         """Sample the sequencer's backlog until ``stop``; keep the worst."""
@@ -344,6 +394,7 @@ class Run:
             "warmup": p.warmup_s, "prefix": f"{label or mode}-{uuid.uuid4().hex[:8]}",
         } for chunk in self.split(all_pairs)]
         audit: dict[str, Any] = {}
+        checkpoints = await self.checkpoints()
         stop = asyncio.Event()
         watch = (asyncio.create_task(self._watch_audit(stop, audit))
                  if target == "gchat" else None)
@@ -356,7 +407,9 @@ class Run:
                 await watch
         if watch is not None:
             audit["drained_after_s"] = round(await self.audit_drained_after(), 3)
+        checkpoints = await self.checkpoints() - checkpoints
         latencies = [x for r in results for x in r["latencies_ms"]]
+        lumps = spread(latencies, [w for r in results for w in r["windows"]])
         window = duration - p.warmup_s
         delivered = sum(r["delivered_in_window"] for r in results)
         node_ms = 1000 * cpu.get("server_cpu_s", 0.0) / delivered if delivered else float("nan")
@@ -368,6 +421,11 @@ class Run:
             "p50_ms": percentile(latencies, 50), "p90_ms": percentile(latencies, 90),
             "p99_ms": percentile(latencies, 99), "max_ms": max(latencies, default=float("nan")),
             "samples": len(latencies),
+            "lump_windows": lumps["lump_windows"],
+            "p99_outside_lumps_ms": lumps["p99_outside_lumps_ms"],
+            "lumps": lumps | {"measure_from": min(r["measure_from"] for r in results),
+                              "generator_late_max_ms": max(r["late_max_ms"] for r in results),
+                              "pg_checkpoints": checkpoints},
             "sent": sum(r["sent"] for r in results),
             "accepted": sum(r["accepted"] for r in results),
             "delivered": sum(r["delivered"] for r in results),
@@ -394,6 +452,14 @@ class Run:
             f"        cpu/msg: server {node_ms:.3f} ms + db backends {db_ms:.3f} ms"
             + (f"; audit lag max {audit['max_age_s']:.2f}s ({audit['max_waiting']} events), "
                f"drained {audit['drained_after_s']:.2f}s after" if audit else ""))
+        self.log(
+            f"        lumps: {lumps['lump_windows']} of {lumps['windows']} windows of "
+            f"{WINDOW_S * 1000:.0f} ms ({100 * lumps['lump_share']:.1f}% of messages) slowest "
+            f"over {LUMP_FACTOR:.0f}x the median window's {lumps['window_max_p50_ms']:.1f} ms; "
+            f"worst {summary['max_ms']:.1f} ms; p99 outside lumps "
+            f"{lumps['p99_outside_lumps_ms']:.1f} ms; generator late <= "
+            f"{summary['lumps']['generator_late_max_ms']:.1f} ms; PostgreSQL checkpoints "
+            f"{checkpoints}")
         return summary
 
     async def scenario_relay(self) -> dict[str, Any]:
@@ -438,6 +504,11 @@ class Run:
                 rows.append(row("relay", f"{q} at {pct}% of capacity",
                                 f"ms @{phase['rate']:.0f}/s",
                                 gp[f"{q}_ms"], rp[f"{q}_ms"], target, met))
+            rows.append(row("relay", f"{WINDOW_S * 1000:.0f} ms windows with a lump at {pct}%",
+                            f"of {gp['lumps']['windows']}", gp["lump_windows"],
+                            rp["lump_windows"]))
+            rows.append(row("relay", f"p99 at {pct}% outside lump windows", "ms",
+                            gp["p99_outside_lumps_ms"], rp["p99_outside_lumps_ms"]))
             rows.append(row("relay", f"CPU per message at {pct}% (server + its PG backends)",
                             "ms", gp["cpu_ms_per_msg"], rp["cpu_ms_per_msg"]))
             vs_cap = (gp["cpu_ms_per_msg"] / g["cpu_ms_per_msg"]

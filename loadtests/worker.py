@@ -56,6 +56,10 @@ POOL = 64
 VERIFY_EVERY = 500
 #: Fixed rate: least seconds between two wake-ups of the sending loop (see ``_fixed_rate``).
 TICK = 0.001
+#: Seconds of send time per window: each latency sample carries its window, so
+#: that a phase's report tells a lump (a stall that held up every message in
+#: flight) from a broad distribution (``loadtests.scenarios.spread``).
+WINDOW_S = 0.1
 
 
 class Aborted(Exception):
@@ -116,10 +120,16 @@ class Stats:
         self.verified = 0
         self.bad_plaintext = 0
         self.latencies: list[float] = []
+        #: The window of send time (``WINDOW_S``) of each latency sample.
+        self.windows: list[int] = []
+        #: Fixed rate: the most the sending loop woke after a send was due, in
+        #: the measured window (a stall of the generator, not of the server).
+        self.late_max = 0.0
 
     def record(self, sent_at: float, received_at: float) -> None:
         if self.measure_from <= sent_at < self.measure_to:
             self.latencies.append((received_at - sent_at) * 1000.0)
+            self.windows.append(int((sent_at - self.measure_from) / WINDOW_S))
         if self.measure_from <= received_at < self.measure_to:
             self.delivered_in_window += 1
 
@@ -377,7 +387,7 @@ async def op_relay(spec: dict[str, Any], gate: Gate) -> dict[str, Any]:
             pair.closed_loop(spec["window"], end)
         await sleep_until(end)
     else:
-        await _fixed_rate(pairs, spec["rate"], start, end)
+        await _fixed_rate(pairs, spec["rate"], start, end, stats)
     cpu1, wall1 = cpu_now(), time.monotonic()
     drain_until = time.monotonic() + spec.get("drain_timeout", 10.0)
     while any(p.outstanding for p in pairs) and time.monotonic() < drain_until:  # noqa: ASYNC110
@@ -397,12 +407,16 @@ async def op_relay(spec: dict[str, Any], gate: Gate) -> dict[str, Any]:
         "verified": stats.verified,
         "bad_plaintext": stats.bad_plaintext,
         "latencies_ms": stats.latencies,
+        "windows": stats.windows,
+        "measure_from": stats.measure_from,
+        "late_max_ms": stats.late_max * 1000.0,
         "cpu_s": cpu1 - cpu0,
         "wall_s": wall1 - wall0,
     }
 
 
-async def _fixed_rate(pairs: list[Pair], rate: float, start: float, end: float) -> None:
+async def _fixed_rate(pairs: list[Pair], rate: float, start: float, end: float,
+                      stats: Stats) -> None:
     """Open loop: sends at ``rate``/s round-robin over the pairs, each stamped
     with its intended time (so a late generator shows up as latency, not as
     a silently lower rate). A wake-up sends all that is due.
@@ -413,7 +427,9 @@ async def _fixed_rate(pairs: list[Pair], rate: float, start: float, end: float) 
     millisecond apart the loop would spin between all of them, at a core's
     worth of CPU taken from the node being measured. So within ``TICK`` of
     the last send the loop sleeps a whole ``TICK`` and sends what came due
-    together (each still stamped with its own intended time)."""
+    together (each still stamped with its own intended time). How late the
+    loop woke, at worst, goes to ``stats.late_max``: a stall of the generator
+    shows up there, one of the server does not."""
     interval = 1.0 / rate
     due = start
     sent_at = -TICK
@@ -427,6 +443,8 @@ async def _fixed_rate(pairs: list[Pair], rate: float, start: float, end: float) 
             await asyncio.sleep(wait)
             continue
         sent_at = now
+        if now - due > stats.late_max and due >= stats.measure_from:
+            stats.late_max = now - due
         while due <= now and due < end:
             pair = next(turn)
             if pair.backoff_until <= now:

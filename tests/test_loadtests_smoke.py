@@ -51,6 +51,11 @@ async def test_relay_smoke_fixed_rate_through_the_node_and_the_raw_relay(
             assert got["sent"] == got["accepted"] == got["delivered"] == got["acked"]
             # Latency samples are the sends intended after the warm-up.
             assert 150 <= got["samples"] <= got["sent"]
+            # ... each in its 100 ms window of send time, 2 s of them.
+            assert got["lumps"]["windows"] == 20 == len(got["lumps"]["window_max_ms"])
+            assert max(got["lumps"]["window_max_ms"]) == round(got["max_ms"], 1)
+            assert got["lumps"]["generator_late_max_ms"] >= 0
+            assert got["lumps"]["pg_checkpoints"] >= 0
             if target == "gchat":
                 assert got["verified_decryptions"] >= 1 and got["bad_plaintext"] == 0
         assert await inbox_left(database_url, [d.device_id for d in run.devs]) == 0
