@@ -1,7 +1,16 @@
-"""Request handlers of attachments: upload, resume, chunks, download, done."""
+"""Request handlers of attachments: upload, resume, chunks, download, done.
+
+Chunks are answered ``Later``: the connection reads the next chunk requests
+while one is stored or read, so the chunks a client keeps in flight reach
+the disk together (``gchat.attachments.storage.FileBatches``), and their
+answers still leave in order.
+"""
+
+import asyncio
+from functools import partial
 
 from gchat.attachments.service import Attachments, Grant
-from gchat.handling import handles
+from gchat.handling import Later, handles
 from gchat.identity.principal import Principal
 from protocol import frames as f
 from protocol import limits
@@ -36,13 +45,13 @@ class AttachmentHandlers:
         return self._ready(frame.rid, grant)
 
     @handles(f.UploadChunk)
-    async def upload_chunk(self, actor: Principal, frame: f.UploadChunk) -> f.UploadProgress:
-        stored, complete = await self._attachments.upload_chunk(
-            actor, frame.attachment_id, frame.capability, frame.offset, frame.data
+    async def upload_chunk(self, actor: Principal, frame: f.UploadChunk) -> Later:
+        stored = asyncio.ensure_future(
+            self._attachments.upload_chunk(
+                actor, frame.attachment_id, frame.capability, frame.offset, frame.data
+            )
         )
-        return f.UploadProgress(
-            rid=frame.rid, attachment_id=frame.attachment_id, offset=stored, complete=complete
-        )
+        return Later(stored, partial(_progress, frame))
 
     @handles(f.DownloadBegin)
     async def download_begin(self, actor: Principal, frame: f.DownloadBegin) -> f.DownloadReady:
@@ -57,15 +66,28 @@ class AttachmentHandlers:
         )
 
     @handles(f.DownloadChunk)
-    async def download_chunk(self, actor: Principal, frame: f.DownloadChunk) -> f.AttachmentChunk:
-        data = await self._attachments.download_chunk(
-            actor, frame.attachment_id, frame.capability, frame.offset, frame.length
+    async def download_chunk(self, actor: Principal, frame: f.DownloadChunk) -> Later:
+        data = asyncio.ensure_future(
+            self._attachments.download_chunk(
+                actor, frame.attachment_id, frame.capability, frame.offset, frame.length
+            )
         )
-        return f.AttachmentChunk(
-            rid=frame.rid, attachment_id=frame.attachment_id, offset=frame.offset, data=data
-        )
+        return Later(data, partial(_chunk, frame))
 
     @handles(f.DownloadDone)
     async def download_done(self, actor: Principal, frame: f.DownloadDone) -> f.DownloadClosed:
         await self._attachments.download_done(actor, frame.attachment_id)
         return f.DownloadClosed(rid=frame.rid, attachment_id=frame.attachment_id)
+
+
+def _progress(frame: f.UploadChunk, stored: tuple[int, bool]) -> f.UploadProgress:
+    offset, complete = stored
+    return f.UploadProgress(
+        rid=frame.rid, attachment_id=frame.attachment_id, offset=offset, complete=complete
+    )
+
+
+def _chunk(frame: f.DownloadChunk, data: bytes) -> f.AttachmentChunk:
+    return f.AttachmentChunk(
+        rid=frame.rid, attachment_id=frame.attachment_id, offset=frame.offset, data=data
+    )

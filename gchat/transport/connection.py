@@ -250,9 +250,9 @@ class Connection:
         # Acks of an authenticated device are not counted: they only answer
         # what the server pushed (a client acks each envelope as it syncs a
         # backlog), need no reply and cost a set lookup when bogus. Nor are
-        # attachment chunks: a 100 MiB file is 800 of them, each is answered
-        # before the next is read (the client's window is the only
-        # pipelining), and a bogus one costs one HMAC.
+        # attachment chunks: a 100 MiB file is 800 of them, at most
+        # ``_MAX_IN_FLIGHT`` wait to be stored or read before reading
+        # pauses, and a bogus one costs one HMAC.
         counted = not (isinstance(frame, _UNCOUNTED) and self._session.authenticated)
         if counted and not await self._admitted(getattr(frame, "rid", None)):
             return

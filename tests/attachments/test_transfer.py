@@ -1,5 +1,6 @@
 """Attachments through a real node: who may fetch, resume, limits, collection, audit."""
 
+import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -346,3 +347,56 @@ async def test_storage_full_is_a_clear_error_and_loses_nothing_stored(
         resumed = await alice.request(f.UploadResume, attachment_id=ready.attachment_id)
         assert resumed.offset % CHUNK == 0 and resumed.offset < len(second)
         assert await download(bob, kept) == first
+
+
+async def test_pipelined_chunks_are_stored_in_order_and_a_wrong_one_stops_the_rest(
+    world: World,
+) -> None:
+    """A client with every chunk in flight at once (the node reads on while
+    chunks are stored, and writes those waiting together): each answer says
+    what was stored by then; a chunk at the wrong offset is refused and so
+    is every chunk after it, and what was stored before it is kept."""
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    data = os.urandom(12 * CHUNK)
+    ready = await alice.request(f.UploadBegin, size=len(data), recipient=bob.state.official_id)
+
+    def chunk(offset: int) -> Awaitable[f.UploadProgress]:
+        return alice.request(
+            f.UploadChunk,
+            attachment_id=ready.attachment_id,
+            capability=ready.capability,
+            offset=offset,
+            data=data[offset : offset + CHUNK],
+        )
+
+    # Chunks 0-4, then chunk 6 where 5 belongs, then 6-11 as if 5 had been stored.
+    offsets = [i * CHUNK for i in range(5)] + [6 * CHUNK] + [i * CHUNK for i in range(6, 12)]
+    answers = await asyncio.gather(*(chunk(o) for o in offsets), return_exceptions=True)
+    assert [a.offset for a in answers[:5]] == [(i + 1) * CHUNK for i in range(5)]
+    refused = answers[5:]
+    assert all(isinstance(a, ClientError) and a.code == "offset_mismatch" for a in refused)
+    resumed = await alice.request(f.UploadResume, attachment_id=ready.attachment_id)
+    assert resumed.offset == 5 * CHUNK
+
+    rest = [i * CHUNK for i in range(5, 12)]
+    answers = await asyncio.gather(*(chunk(o) for o in rest))
+    assert [a.offset for a in answers] == [o + CHUNK for o in rest]
+    assert [a.complete for a in answers] == [False] * 6 + [True]
+
+    # Downloaded the same way: every chunk request in flight at once.
+    down = await bob.request(f.DownloadBegin, attachment_id=ready.attachment_id)
+    parts = await asyncio.gather(
+        *(
+            bob.request(
+                f.DownloadChunk,
+                attachment_id=ready.attachment_id,
+                capability=down.capability,
+                offset=o,
+                length=CHUNK,
+            )
+            for o in range(0, len(data), CHUNK)
+        )
+    )
+    assert [p.offset for p in parts] == list(range(0, len(data), CHUNK))
+    assert b"".join(p.data for p in parts) == data

@@ -1,0 +1,81 @@
+"""The filesystem blob store on a real directory: batched appends and reads."""
+
+import asyncio
+import os
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from gchat.attachments.storage import FileBatches, FilesystemStore
+from gchat.errors import ServiceError
+
+CHUNK = 4096
+
+
+async def test_chunks_waiting_for_the_thread_are_written_in_one_batch_in_order(
+    tmp_path: Path,
+) -> None:
+    store = FilesystemStore(tmp_path)
+    batches: list[int] = []
+    write = store._append
+
+    def counted(blob_id, chunks):  # noqa: ANN001, ANN202
+        batches.append(len(chunks))
+        return write(blob_id, chunks)
+
+    store._appends = FileBatches(counted)
+    blob = uuid4()
+    data = os.urandom(16 * CHUNK)
+    sizes = await asyncio.gather(
+        *(store.append(blob, o, data[o : o + CHUNK]) for o in range(0, len(data), CHUNK))
+    )
+    assert sizes == [o + CHUNK for o in range(0, len(data), CHUNK)]
+    # Sixteen requests in flight at once: one hop to the thread for all.
+    assert batches == [16]
+    assert (tmp_path / "partial" / str(blob)).read_bytes() == data
+
+
+async def test_a_chunk_at_the_wrong_offset_refuses_it_and_those_after_it(tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path)
+    blob = uuid4()
+    data = os.urandom(6 * CHUNK)
+    offsets = [0, CHUNK, 3 * CHUNK, 4 * CHUNK]  # the third skips a chunk
+    results = await asyncio.gather(
+        *(store.append(blob, o, data[o : o + CHUNK]) for o in offsets), return_exceptions=True
+    )
+    assert results[:2] == [CHUNK, 2 * CHUNK]
+    assert [getattr(r, "code", None) for r in results[2:]] == ["offset_mismatch"] * 2
+    assert await store.stored(blob) == 2 * CHUNK
+
+
+async def test_reads_of_a_missing_blob_all_fail_not_found_and_spans_come_back_in_order(
+    tmp_path: Path,
+) -> None:
+    store = FilesystemStore(tmp_path)
+    blob = uuid4()
+    with pytest.raises(ServiceError) as missing:
+        await store.read(blob, 0, CHUNK)
+    assert missing.value.code.value == "not_found"
+    data = os.urandom(8 * CHUNK)
+    await store.append(blob, 0, data)
+    await store.seal(blob)
+    parts = await asyncio.gather(
+        *(store.read(blob, o, CHUNK) for o in reversed(range(0, len(data), CHUNK)))
+    )
+    assert b"".join(reversed(parts)) == data
+
+
+async def test_a_request_given_up_does_not_stop_the_others(tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path)
+    blob = uuid4()
+    first = asyncio.ensure_future(store.append(blob, 0, b"a" * CHUNK))
+    second = asyncio.ensure_future(store.append(blob, CHUNK, b"b" * CHUNK))
+    await asyncio.sleep(0)  # both queued, neither in the thread yet
+    second.cancel()
+    # The second was given up before its batch went to the thread: not
+    # written, so the third, at the same offset, is.
+    third = await store.append(blob, CHUNK, b"c" * CHUNK)
+    assert await first == CHUNK
+    assert third == 2 * CHUNK
+    assert (tmp_path / "partial" / str(blob)).read_bytes() == b"a" * CHUNK + b"c" * CHUNK
