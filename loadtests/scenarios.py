@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import os
 import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -133,6 +134,38 @@ def spread(latencies: list[float], windows: list[int]) -> dict[str, Any]:
         "p99_outside_lumps_ms": percentile(outside, 99),
         "window_max_ms": [round(worst[w], 1) for w in sorted(worst)],
     }
+
+
+#: ``gchat_event_loop_delay_seconds`` buckets the load test reads: how many of
+#: the node's lag samples (``gchat.runtime.samplers``) were later than these.
+LOOP_LATE = ("0.025", "0.05", "0.1")
+
+
+async def loop_delays(port: int) -> dict[str, float]:
+    """From a node's /metrics: its event-loop lag samples so far (``count``)
+    and how many were later than each of :data:`LOOP_LATE` seconds."""
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    name = "gchat_event_loop_delay_seconds"
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith(f'{name}_bucket{{le="'):
+            le, _, value = line[len(name) + 12:].partition('"} ')
+            buckets[le] = float(value)
+        elif line.startswith(f"{name}_count "):
+            buckets["count"] = float(line.split()[1])
+    count = buckets.get("count", 0.0)
+    return {"count": count} | {le: count - buckets.get(le, count) for le in LOOP_LATE}
+
+
+def _loop_late(late: dict[str, float] | None) -> str:
+    if not late:
+        return ""
+    return (f"; node's loop late > 25/50/100 ms in "
+            f"{'/'.join(f'{late[le]:.0f}' for le in LOOP_LATE)} of {late['count']:.0f} samples")
 
 
 def row(scenario: str, metric: str, unit: str, gchat: float | None, raw: float | None = None,
@@ -314,11 +347,12 @@ class Run:
     async def gated(
         self, specs: list[dict[str, Any]], lead: float = 0.5,
         measure: tuple[float, float | None] | None = None,
-        servers: list[harness.ServerProcess] | None = None,
+        servers: list[harness.ServerProcess] | None = None, lag: bool = False,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Run gated worker ops with a common start; meter CPU over ``measure``
         (offsets from the start; an end of None: until every op has returned)
-        on ``servers`` (default: the node)."""
+        on ``servers`` (default: the node), and with ``lag`` how late their
+        event loops ran over it (``loop_delays``: single-process nodes)."""
         assert self.workers is not None and self.node is not None
         meter_result: dict[str, Any] = {}
         tasks: list[asyncio.Task[None]] = []
@@ -329,7 +363,7 @@ class Run:
             start = time.monotonic() + lead
             if measure is not None:
                 tasks.append(asyncio.create_task(self._meter(target, start, measure,
-                                                             meter_result, returned)))
+                                                             meter_result, returned, lag)))
             return {"start_at": start}
 
         try:
@@ -341,11 +375,13 @@ class Run:
 
     async def _meter(self, servers: list[harness.ServerProcess], start: float,
                      span: tuple[float, float | None], into: dict[str, Any],
-                     returned: asyncio.Event | None = None) -> None:
+                     returned: asyncio.Event | None = None, lag: bool = False) -> None:
         assert self.workers is not None
         assert self._probe is not None
         meter = harness.CpuMeter([s.pid for s in servers])
+        nodes = servers if lag else []
         await harness.sleep_until(start + span[0])
+        delays0 = await asyncio.gather(*(loop_delays(s.port) for s in nodes))
         async with self._probe.acquire() as conn:
             backends0 = harness.cpu_seconds_of(await harness.backend_pids(conn))
         meter.begin()
@@ -356,6 +392,14 @@ class Run:
         else:
             await harness.sleep_until(start + span[1])
         into.update(meter.end())
+        delays1 = await asyncio.gather(*(loop_delays(s.port) for s in nodes))
+        if nodes:
+            # The node's own lag samples in the window: a lump the generator
+            # saw with none here was not a stall of the node's event loop.
+            into["node_loop_late"] = {
+                le: sum(a.get(le, 0.0) - b.get(le, 0.0) for a, b in zip(delays1, delays0,
+                                                                       strict=True))
+                for le in delays1[0]}
         seconds = into["wall_s"]
         async with self._probe.acquire() as conn:
             backends1 = harness.cpu_seconds_of(await harness.backend_pids(conn))
@@ -400,7 +444,8 @@ class Run:
                  if target == "gchat" else None)
         try:
             results, cpu = await self.gated(specs, measure=(p.warmup_s, duration),
-                                            servers=servers or [server])
+                                            servers=servers or [server],
+                                            lag=target == "gchat" and not servers)
         finally:
             stop.set()
             if watch is not None:
@@ -425,7 +470,8 @@ class Run:
             "p99_outside_lumps_ms": lumps["p99_outside_lumps_ms"],
             "lumps": lumps | {"measure_from": min(r["measure_from"] for r in results),
                               "generator_late_max_ms": max(r["late_max_ms"] for r in results),
-                              "pg_checkpoints": checkpoints},
+                              "pg_checkpoints": checkpoints,
+                              "node_loop_late": cpu.get("node_loop_late")},
             "sent": sum(r["sent"] for r in results),
             "accepted": sum(r["accepted"] for r in results),
             "delivered": sum(r["delivered"] for r in results),
@@ -459,7 +505,7 @@ class Run:
             f"worst {summary['max_ms']:.1f} ms; p99 outside lumps "
             f"{lumps['p99_outside_lumps_ms']:.1f} ms; generator late <= "
             f"{summary['lumps']['generator_late_max_ms']:.1f} ms; PostgreSQL checkpoints "
-            f"{checkpoints}")
+            f"{checkpoints}" + _loop_late(cpu.get("node_loop_late")))
         return summary
 
     async def scenario_relay(self) -> dict[str, Any]:

@@ -56,6 +56,13 @@ async def test_relay_smoke_fixed_rate_through_the_node_and_the_raw_relay(
             assert max(got["lumps"]["window_max_ms"]) == round(got["max_ms"], 1)
             assert got["lumps"]["generator_late_max_ms"] >= 0
             assert got["lumps"]["pg_checkpoints"] >= 0
+            # The node's own lag samples over the measured window, from its /metrics.
+            late = got["lumps"]["node_loop_late"]
+            if target == "gchat":
+                assert late["count"] >= 20  # 2 s at one sample per 0.05 s, give or take
+                assert late["count"] >= late["0.025"] >= late["0.05"] >= late["0.1"] >= 0
+            else:
+                assert late is None
             if target == "gchat":
                 assert got["verified_decryptions"] >= 1 and got["bad_plaintext"] == 0
         assert await inbox_left(database_url, [d.device_id for d in run.devs]) == 0

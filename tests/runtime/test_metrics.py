@@ -111,6 +111,24 @@ async def test_a_blocked_event_loop_shows_as_lag() -> None:
         await asyncio.gather(sampler, return_exceptions=True)
 
 
+async def test_a_stall_of_tens_of_milliseconds_is_never_missed() -> None:
+    """A 100 ms stall (lumps like it set the relay's p99) holds up one of the
+    default sampler's timers by at least 50 ms: at the old 0.5 s interval
+    four stalls in five fell between two samples and went unseen."""
+    metrics = NodeMetrics()
+    sampler = asyncio.create_task(samplers.event_loop_lag(metrics))
+    try:
+        await eventually(lambda: metrics.value("gchat_event_loop_delay_seconds_count") >= 1)
+        time.sleep(0.1)  # noqa: ASYNC251 - the stall
+        await eventually(lambda: metrics.value("gchat_event_loop_delay_seconds_count") >= 3)
+        late = metrics.value("gchat_event_loop_delay_seconds_count") - metrics.value(
+            "gchat_event_loop_delay_seconds_bucket", le="0.025")
+        assert late >= 1
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+
+
 async def test_node_exposes_process_runtime_and_audit_metrics(started: App) -> None:
     status, headers, text = await scrape(f"http://127.0.0.1:{started.port}/metrics")
     assert status == 200
