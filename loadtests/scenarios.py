@@ -471,6 +471,10 @@ class Run:
             "lumps": lumps | {"measure_from": min(r["measure_from"] for r in results),
                               "generator_late_max_ms": max(r["late_max_ms"] for r in results),
                               "pg_checkpoints": checkpoints,
+                              "generator_gc": {
+                                  "passes": sum(r["gc"]["passes"] for r in results),
+                                  "full": sum(r["gc"]["full"] for r in results),
+                                  "max_ms": max(r["gc"]["max_ms"] for r in results)},
                               "node_loop_late": cpu.get("node_loop_late")},
             "sent": sum(r["sent"] for r in results),
             "accepted": sum(r["accepted"] for r in results),
@@ -498,14 +502,17 @@ class Run:
             f"        cpu/msg: server {node_ms:.3f} ms + db backends {db_ms:.3f} ms"
             + (f"; audit lag max {audit['max_age_s']:.2f}s ({audit['max_waiting']} events), "
                f"drained {audit['drained_after_s']:.2f}s after" if audit else ""))
+        collected = summary["lumps"]["generator_gc"]
         self.log(
             f"        lumps: {lumps['lump_windows']} of {lumps['windows']} windows of "
             f"{WINDOW_S * 1000:.0f} ms ({100 * lumps['lump_share']:.1f}% of messages) slowest "
             f"over {LUMP_FACTOR:.0f}x the median window's {lumps['window_max_p50_ms']:.1f} ms; "
             f"worst {summary['max_ms']:.1f} ms; p99 outside lumps "
             f"{lumps['p99_outside_lumps_ms']:.1f} ms; generator late <= "
-            f"{summary['lumps']['generator_late_max_ms']:.1f} ms; PostgreSQL checkpoints "
-            f"{checkpoints}" + _loop_late(cpu.get("node_loop_late")))
+            f"{summary['lumps']['generator_late_max_ms']:.1f} ms, its collections "
+            f"{collected['passes']} ({collected['full']} full, longest "
+            f"{collected['max_ms']:.1f} ms); PostgreSQL checkpoints {checkpoints}"
+            + _loop_late(cpu.get("node_loop_late")))
         return summary
 
     async def scenario_relay(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import multiprocessing
 import os
@@ -64,6 +65,34 @@ WINDOW_S = 0.1
 
 class Aborted(Exception):
     pass
+
+
+class Collections:
+    """The generator's own garbage collections while it is installed
+    (``gc.callbacks``): a pass stalls the worker's loop, and so every
+    message of its pairs in flight, as one of the server would."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.full = 0
+        self.max_s = 0.0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._began = now
+            return
+        self.passes += 1
+        self.full += info["generation"] == 2
+        self.max_s = max(self.max_s, now - self._began)
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self)
 
 
 def cpu_now() -> float:
@@ -382,12 +411,13 @@ async def op_relay(spec: dict[str, Any], gate: Gate) -> dict[str, Any]:
     end = start + duration
     await sleep_until(start)
     cpu0, wall0 = cpu_now(), time.monotonic()
-    if spec["mode"] == "closed":
-        for pair in pairs:
-            pair.closed_loop(spec["window"], end)
-        await sleep_until(end)
-    else:
-        await _fixed_rate(pairs, spec["rate"], start, end, stats)
+    with Collections() as collections:
+        if spec["mode"] == "closed":
+            for pair in pairs:
+                pair.closed_loop(spec["window"], end)
+            await sleep_until(end)
+        else:
+            await _fixed_rate(pairs, spec["rate"], start, end, stats)
     cpu1, wall1 = cpu_now(), time.monotonic()
     drain_until = time.monotonic() + spec.get("drain_timeout", 10.0)
     while any(p.outstanding for p in pairs) and time.monotonic() < drain_until:  # noqa: ASYNC110
@@ -410,6 +440,8 @@ async def op_relay(spec: dict[str, Any], gate: Gate) -> dict[str, Any]:
         "windows": stats.windows,
         "measure_from": stats.measure_from,
         "late_max_ms": stats.late_max * 1000.0,
+        "gc": {"passes": collections.passes, "full": collections.full,
+               "max_ms": collections.max_s * 1000.0},
         "cpu_s": cpu1 - cpu0,
         "wall_s": wall1 - wall0,
     }

@@ -1,8 +1,12 @@
 """The load generator's lump figures (``loadtests.scenarios.spread``): a stall
 that held up every message in flight shows as a few windows of send time
-far over the rest, a broad distribution as none."""
+far over the rest, a broad distribution as none; and the generator's own
+collections (``loadtests.worker.Collections``), which would stall its pairs."""
+
+import gc
 
 from loadtests.scenarios import percentile, spread
+from loadtests.worker import Collections
 
 
 def _phase(
@@ -50,3 +54,14 @@ def test_no_samples() -> None:
 
     assert got["windows"] == 0 and got["lump_windows"] == 0
     assert got["window_max_ms"] == []
+
+
+def test_the_generators_own_collections_are_counted_while_installed() -> None:
+    with Collections() as collections:
+        gc.collect(0)
+        gc.collect()
+    gc.collect()  # after: not counted
+
+    assert collections.passes == 2 and collections.full == 1
+    assert collections.max_s > 0
+    assert collections not in gc.callbacks
