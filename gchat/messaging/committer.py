@@ -61,7 +61,7 @@ from uuid import UUID
 
 import asyncpg
 
-from gchat.audit.log import AuditLog, accepted_events
+from gchat.audit.log import AuditLog
 from gchat.runtime.batcher import Batcher
 from gchat.runtime.metrics import NodeMetrics
 from gchat.runtime.quietlog import QuietLog
@@ -262,9 +262,7 @@ class SendCommitter:
         fresh = [m for m, v in zip(sends, verdicts, strict=True) if v is None]
         # Their "message.accepted" events, written by the store's statement
         # for the sends it inserts (not for retries).
-        accepted = await self._audit.encode(
-            conn, accepted_events(fresh), agencies=checked.agencies
-        )
+        accepted = await self._audit.encode_accepted(conn, fresh, checked.agencies)
         standings = checked.standings if recheck else None
         stored = iter(
             await messages.store_batch(conn, fresh, expires, accepted, standings)

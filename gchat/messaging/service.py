@@ -12,7 +12,6 @@ the write for a device to be enrolled or revoked in.
 """
 
 import asyncio
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -54,18 +53,20 @@ class Messaging:
             raise ServiceError(ErrorCode.INVALID_FIELD, "too many recipient devices")
         if any(len(e.ciphertext) > self._max_ciphertext for e in frame.envelopes):
             raise ServiceError(ErrorCode.INVALID_FIELD, "ciphertext too large")
-        given = [e.device_id for e in frame.envelopes]
-        if len(set(given)) != len(given):
+        envelopes: list[tuple[UUID, bytes | None]] = [
+            (e.device_id, e.ciphertext) for e in frame.envelopes
+        ]
+        if len({device for device, _ in envelopes}) != len(envelopes):
             raise ServiceError(ErrorCode.INVALID_FIELD, "a device appears twice")
         return self._committer.submit(
             NewMessage(
-                message_id=uuid.uuid4(),
+                message_id=messages.new_message_id(),
                 sender_device=sender.device_id,
                 sender_official=sender.official_id,
                 recipient_official=frame.recipient,
                 client_message_id=frame.client_message_id,
                 sent_at=datetime.now(UTC),
-                envelopes=[(e.device_id, e.ciphertext) for e in frame.envelopes],
+                envelopes=envelopes,
             )
         )
 

@@ -8,6 +8,7 @@ contiguous and committed in order: a reader that has seen position P never
 later finds a smaller one appear.
 """
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,19 +17,41 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from gchat.store.audit import EncodedEvents, insert_events
 from gchat.store.database import Executor
 from gchat.store.policies import SendStanding, standings_parameters, unchanged_cte
 
 
+def new_message_id() -> UUID:
+    """A random (version 4) id for a new message, as asyncpg's own UUID type.
+
+    That type is a ``uuid.UUID`` (equal, hashed and encoded alike), made in C
+    from the 16 bytes, and asyncpg writes it to PostgreSQL without calling
+    back into Python, where a ``uuid.uuid4()`` costs a ``UUID.__init__`` and,
+    for each of the three parameters a send writes it in, a ``.bytes``.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    made: UUID = PgUUID(bytes(raw))
+    return made
+
+
 class StandingsChanged(Exception):
     """The standings a send check read changed before the store: nothing was stored."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewMessage:
-    """A validated send, ready to store."""
+    """A validated send, ready to store.
+
+    Not frozen: a frozen dataclass's ``__init__`` sets each of its 13
+    fields through ``object.__setattr__`` (2.4 us against 0.6 us here), once
+    per send. Nothing changes it after the handler made it, except the
+    store filling ``fanned_out`` and ``placed``.
+    """
 
     message_id: UUID
     sender_device: UUID

@@ -104,7 +104,11 @@ class Connection:
         self._replies: set[asyncio.Task[None]] = set()
         #: Sends waiting for the socket (``write_now`` writes only when none does).
         self._draining = 0
-        self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        #: Requests answered later now waiting (``_MAX_IN_FLIGHT`` at most);
+        #: ``_room`` is set when one is done. A count, not a semaphore: its
+        #: acquire was a coroutine per send.
+        self._in_flight = 0
+        self._room = asyncio.Event()
         self._frames = FrameBucket(services.frame_limit, services.max_refused_frames)
         self._flooded = False
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
@@ -238,14 +242,23 @@ class Connection:
     # --- frames -------------------------------------------------------------
 
     async def _receive(self, message: bytes | str) -> None:
+        """Decode, admit, dispatch and answer one frame.
+
+        One coroutine per frame besides the handler's (the admission, the
+        dispatch and the answer were a coroutine each: at capacity a few
+        microseconds of the node's ~90 per message); the slow paths
+        (refusals, waiting for room, a reply to write) have their own.
+        """
         self._services.metrics.frames_in.inc()
         if self._flooded:
             return  # closing: the rest of the flood is read and dropped
         try:
             frame = self._codec.decode(message)
         except ProtocolError as error:
-            if await self._admitted(error.rid):
+            if self._frames.take():
                 await self._error(error.rid, error.code, error.detail)
+            else:
+                await self._refuse_frame(error.rid)
             return
         # Acks of an authenticated device are not counted: they only answer
         # what the server pushed (a client acks each envelope as it syncs a
@@ -253,25 +266,52 @@ class Connection:
         # attachment chunks: a 100 MiB file is 800 of them, at most
         # ``_MAX_IN_FLIGHT`` wait to be stored or read before reading
         # pauses, and a bogus one costs one HMAC.
-        counted = not (isinstance(frame, _UNCOUNTED) and self._session.authenticated)
-        if counted and not await self._admitted(getattr(frame, "rid", None)):
+        if (
+            not (isinstance(frame, _UNCOUNTED) and self._session.authenticated)
+            and not self._frames.take()
+        ):
+            await self._refuse_frame(getattr(frame, "rid", None))
             return
-        await self._answer(frame, self._dispatch(frame))
+        # Run the frame's handler; its reply is None, a frame or a Later.
+        try:
+            self._session.check(frame)
+            session_handler = self._handlers.get(type(frame))
+            if session_handler is not None:
+                await session_handler(frame)
+                reply = None
+            else:
+                assert self._principal is not None  # the session checked authentication
+                reply = await self._services.requests[type(frame)](self._principal, frame)
+        except ConnectionClosed:
+            raise
+        except Exception as error:
+            await self.send(self._refusal(frame, error))
+            return
+        if isinstance(reply, Later):
+            # Written when its future is done, while the connection reads
+            # on; at most ``_MAX_IN_FLIGHT`` wait at once, after which
+            # reading pauses (backpressure on a client that pipelines).
+            if self._in_flight >= _MAX_IN_FLIGHT:
+                await self._wait_for_room()
+            self._in_flight += 1
+            reply.done.add_done_callback(partial(self._later_done, frame, reply))
+        elif reply is None:
+            self._answered(frame, reply)
+        else:
+            await self._reply(frame, reply)
 
-    async def _admitted(self, rid: int | None) -> bool:
-        """Take one frame from the connection's bucket; refuse it (or close) if empty.
+    async def _refuse_frame(self, rid: int | None) -> None:
+        """Refuse a frame the connection's bucket had no room for (or close).
 
         Decoding first is cheap (msgspec, at most 256 KiB) and bounded: a
         client that keeps sending while refused is closed after
         ``max_refused_frames``. It lets the refusal carry the request's rid.
         """
-        if self._frames.take():
-            return True
         if self._frames.exhausted:
             self._flooded = True
             log.warning("frame flood closed connection=%s remote=%s", self._id, self._remote)
             self._close_soon(CloseCode.TOO_MANY_FRAMES, "too many frames")
-            return False
+            return
         self._services.metrics.errors.labels(code=ErrorCode.RATE_LIMITED.value).inc()
         await self.send(
             f.Error(
@@ -281,44 +321,22 @@ class Connection:
                 retry_after=self._frames.retry_after,
             )
         )
-        return False
 
-    async def _dispatch(self, frame: f.ClientFrame) -> object:
-        """Run the frame's handler; returns its reply (None, a frame or a Later)."""
-        self._session.check(frame)
-        session_handler = self._handlers.get(type(frame))
-        if session_handler is not None:
-            await session_handler(frame)
-            return None
-        assert self._principal is not None  # the session checked authentication
-        return await self._services.requests[type(frame)](self._principal, frame)
+    async def _wait_for_room(self) -> None:
+        """Wait until fewer than ``_MAX_IN_FLIGHT`` requests wait for their answer."""
+        while self._in_flight >= _MAX_IN_FLIGHT:
+            self._room.clear()
+            await self._room.wait()
 
-    async def _answer(self, frame: f.ClientFrame, work: Awaitable[object]) -> None:
-        """Send what ``work`` replies, or the error it raised, for ``frame``.
-
-        A ``Later`` reply is written when its future is done, while the
-        connection reads on; at most ``_MAX_IN_FLIGHT`` wait at once, after
-        which reading pauses (backpressure on a client that pipelines).
-        """
+    async def _reply(self, frame: f.ClientFrame, reply: object) -> None:
+        """Send ``reply`` to ``frame`` (or the refusal of a reply that cannot be written)."""
         try:
-            reply = await work
+            await self.send(reply)
         except ConnectionClosed:
             raise
-        except Exception as error:
+        except Exception as error:  # a reply that cannot be written (a bug)
             await self.send(self._refusal(frame, error))
             return
-        if isinstance(reply, Later):
-            await self._in_flight.acquire()
-            reply.done.add_done_callback(partial(self._later_done, frame, reply))
-            return
-        if reply is not None:
-            try:
-                await self.send(reply)
-            except ConnectionClosed:
-                raise
-            except Exception as error:  # a reply that cannot be written (a bug)
-                await self.send(self._refusal(frame, error))
-                return
         self._answered(frame, reply)
 
     def _later_done(self, frame: f.ClientFrame, later: Later, done: "asyncio.Future[Any]") -> None:
@@ -352,7 +370,7 @@ class Connection:
             # else: the connection is closing and nobody reads the answer.
         finally:
             if not waiting:
-                self._in_flight.release()
+                self._release()
 
     async def _send_later(self, frame: f.ClientFrame, reply: object, answered: bool) -> None:
         try:
@@ -362,7 +380,12 @@ class Connection:
         except ConnectionClosed:
             pass
         finally:
-            self._in_flight.release()
+            self._release()
+
+    def _release(self) -> None:
+        """A request answered later is done: its in-flight place is free."""
+        self._in_flight -= 1
+        self._room.set()
 
     def _answered(self, frame: f.ClientFrame, reply: object) -> None:
         """Count a request answered as asked."""

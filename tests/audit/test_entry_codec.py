@@ -207,6 +207,13 @@ async def test_accepted_template_writes_what_the_general_encoder_writes(
         entry, general = _general(event, every, time)
         assert (leaf, stored) == (leaf_hash(entry), general)
         assert codec.decode(stored, encoded.at) == entry
+    # The committer's way (from the sends, no events): the same bytes.
+    direct = await AuditLog().encode_accepted(None, sends, every)
+    assert direct is not None
+    time = codec.time_text(direct.at)
+    for event, leaf, stored in zip(events, direct.hashes, direct.entries, strict=True):
+        entry, general = _general(event, every, time)
+        assert (leaf, stored) == (leaf_hash(entry), general)
     some = {o: ids[(i + 3) % 8] for i, o in enumerate(ids) if with_agency[i]}
     when = codec.time_text(at.replace(tzinfo=UTC))
     for event in events:
