@@ -28,16 +28,18 @@ of height 8, 16, ... they complete (``audit_subtrees``).  A new sequencer
 rebuilds its compact range from those rows and a few leaf hashes -- a few
 hundred rows at most, not the whole log.
 
-A pass reads, packs and hashes its events on the node's event loop, which
-every connection of the node shares: at most ``batch`` events per
-transaction (their rows are decoded in one go), packed and hashed a slice of
-``slice_events`` at a time with the loop let run between slices, so a pass
-that catches up a backlog does not stall the node for its whole length
-(20,000 events in one go held the loop for 100-160 ms; in transactions of
-2,000 and slices of 512, 12-20 ms). Slices are 64 events, well under a
-millisecond each: at half the relay's capacity a pass carries about 800
-events every 100 ms, and slices of 512 (3-5 ms each) set the sends' p99
-(17.0 ms against 12.6 with 64, docs/PERFORMANCE.md).
+A pass hashes its events into the tree on the node's event loop, which
+every connection of the node shares, and leaves the rest to PostgreSQL: it
+reads only their ids and leaf hashes (one statement, a few values, not a
+row per event), and ``audit_append_events`` (migration 0018) packs the
+entries where they are, moves them out of the backlog and writes the packs
+and subtree roots. Until 0018 the node read every entry, packed it in
+Python and sent the packs back: 6-9 us of the loop per event, two events
+per message, and a PL/pgSQL append whose cached plan stalled the
+sequencer once the backlog grew (docs/PERFORMANCE.md). At most ``batch``
+events per transaction; the tree is extended a slice of ``slice_events``
+leaves at a time with the loop let run between slices, so a pass that
+catches up a backlog does not hold the node for its whole length.
 
 While events keep coming, a pass follows the last one that found some after
 ``busy_poll_interval`` (25 ms), not the idle ``poll_interval`` (100 ms): at
@@ -67,7 +69,6 @@ from gchat.audit.merkle import MerkleAccumulator, ProofPlan, StoredNodes, TreeHe
 from gchat.audit.verify import key_id
 from gchat.runtime.quietlog import QuietLog
 from gchat.store import audit as store
-from gchat.store import audit_codec as codec
 from gchat.store.database import Database, unlisten
 
 log = logging.getLogger("gchat.audit.sequencer")
@@ -94,8 +95,8 @@ class Sequencer:
         vacuum_every: int = 10_000,
         slice_events: int = 64,
     ) -> None:
-        if slice_events <= 0 or slice_events % codec.PACK:
-            raise ValueError(f"slice_events must be a positive multiple of {codec.PACK}")
+        if slice_events <= 0:
+            raise ValueError("slice_events must be positive")
         self._db = db
         self._key = key
         self._key_id = key_id(key.public_key)
@@ -224,77 +225,60 @@ class Sequencer:
             # On failure nothing was written; the exception ends this term
             # (the lock is released) and the next term rebuilds the tree.
             async with conn.transaction(isolation="repeatable_read"):
-                horizon = await store.snapshot_horizon(conn)
-                rows = await store.unsequenced(conn, since, self._batch)
-                if rows:
+                events = await store.unsequenced(conn, since, self._batch)
+                horizon = events.horizon
+                if events.ids:
                     # If this fails the term ends and this tree is dropped:
                     # the next term resumes from what was committed.
-                    packs, subtrees = await self._append(tree, rows)
-                    await self._partitions(conn, packs)
-                    await store.append_leaves(conn, packs, subtrees)
-            if rows:
-                self._last_at = packs[-1].at
-            self.sequenced += len(rows)
-            self._moved_since_vacuum += len(rows)
-            if len(rows) < self._batch:
+                    first = tree.size
+                    subtrees = await self._extend(tree, events.hashes)
+                    await self._partitions(conn, events)
+                    last_at = await store.append_events(
+                        conn, first, events, self._last_at, subtrees
+                    )
+            n = len(events.ids)
+            if n:
+                self._last_at = last_at
+            self.sequenced += n
+            self._moved_since_vacuum += n
+            if n < self._batch:
                 await self._vacuum(conn)
                 return horizon
 
-    async def _append(
-        self, tree: MerkleAccumulator, rows: list[store.PendingEvent]
-    ) -> tuple[list[store.Pack], list[tuple[int, int, bytes]]]:
-        """Append ``rows`` to ``tree``; their packs and the subtrees they completed.
+    async def _extend(self, tree: MerkleAccumulator, hashes: bytes) -> list[tuple[int, int, bytes]]:
+        """Append the leaf hashes ``hashes`` (32 bytes each) to ``tree``; the subtrees
+        they completed.
 
-        About 5-10 us of Python per event (packing, hashing), on the loop
-        every connection of the node shares. So it goes a slice at a time
-        and lets the loop run between slices; slices are whole packs, so
-        the packs are the same as in one go.
+        On the loop every connection of the node shares, so a slice of
+        ``slice_events`` leaves at a time, letting the loop run between slices.
         """
-        packs: list[store.Pack] = []
         subtrees: list[tuple[int, int, bytes]] = []
-        first = tree.size
-        for start in range(0, len(rows), self._slice):
+        step = 32 * self._slice
+        for start in range(0, len(hashes), step):
             if start:
                 await asyncio.sleep(0)
-            chunk = rows[start : start + self._slice]
-            packs += self._packs(first + start, chunk, packs[-1].at if packs else self._last_at)
-            subtrees += tree.extend([row.leaf_hash for row in chunk])
-        return packs, subtrees
+            chunk = hashes[start : start + step]
+            subtrees += tree.extend([chunk[i : i + 32] for i in range(0, len(chunk), 32)])
+        return subtrees
 
-    def _packs(
-        self, first: int, rows: list[store.PendingEvent], last: datetime | None
-    ) -> list[store.Pack]:
-        """``rows`` as packs of up to ``PACK`` leaves from leaf ``first``.
+    async def _partitions(self, conn: asyncpg.Connection, events: store.Unsequenced) -> None:
+        """Create the month partitions these events' packs need (once per month per term).
 
-        A pack's ``at`` (its partition key) is its newest event's time, or
-        the previous pack's (``last`` for the first) if that is later, so
-        packs' times never go back: a month partition then holds one run of
-        leaves, and every event is at or before its pack's ``at`` (what a
-        time-bounded query relies on).
+        Packs' times never go back and are not before ``_last_at``: they lie
+        between the later of that and the oldest event's time, and the later
+        of that and the newest's.
         """
-        packs = []
-        for start in range(0, len(rows), codec.PACK):
-            chunk = rows[start : start + codec.PACK]
-            times = [row.created_at for row in chunk]
-            at = max(times) if last is None else max(last, *times)
-            packs.append(
-                store.Pack(
-                    first_leaf=first + start,
-                    at=at,
-                    min_at=min(times),
-                    min_id=min(row.id for row in chunk),
-                    max_id=max(row.id for row in chunk),
-                    hashes=b"".join(row.leaf_hash for row in chunk),
-                    events=codec.pack_events([(r.id, r.created_at, r.entry) for r in chunk]),
-                )
-            )
-            last = at
-        return packs
-
-    async def _partitions(self, conn: asyncpg.Connection, packs: list[store.Pack]) -> None:
-        """Create the month partitions these packs need (once per month per term)."""
-        needed = {(p.at.astimezone(UTC).year, p.at.astimezone(UTC).month): p.at for p in packs}
-        missing = [at for month, at in needed.items() if month not in self._months]
+        assert events.oldest is not None and events.newest is not None
+        low = events.oldest if self._last_at is None else max(self._last_at, events.oldest)
+        high = events.newest if self._last_at is None else max(self._last_at, events.newest)
+        first, last = _month(low), _month(high)
+        if first == last and first in self._months:  # the usual pass: nothing to do
+            return
+        needed = []
+        while first <= last:
+            needed.append(first)
+            first = (first[0] + first[1] // 12, first[1] % 12 + 1)
+        missing = [datetime(y, m, 1, tzinfo=UTC) for y, m in needed if (y, m) not in self._months]
         if missing:
             await store.ensure_partitions(conn, missing)
             self._months.update(needed)
@@ -320,6 +304,13 @@ class Sequencer:
         )
         await conn.execute("SELECT pg_notify($1, $2)", SIGNED_CHANNEL, str(head.timestamp_ms))
         log.info("audit tree head signed size=%d", head.tree_size)
+
+
+def _month(at: datetime) -> tuple[int, int]:
+    """(year, month) of ``at`` in UTC (partitions are UTC months)."""
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    return at.year, at.month
 
 
 async def resume(conn: asyncpg.Connection, size: int) -> MerkleAccumulator:

@@ -79,11 +79,6 @@ def _horizon(row: Any) -> Horizon:
     return Horizon(row["xmax"], tuple(row["running"]))
 
 
-async def snapshot_horizon(conn: Executor) -> Horizon:
-    """The horizon of the current snapshot (the next pass looks from here)."""
-    return _horizon(await conn.fetchrow(_SNAPSHOT))
-
-
 # The sequencer's statements must not depend on statistics (PostgreSQL here
 # runs without autovacuum, and a fresh database is never analysed).  Each is
 # answered best by an index -- ``audit_pending_xid_id`` from the horizon, packs
@@ -134,48 +129,51 @@ async def idle_check(conn: Executor, since: Horizon) -> tuple[Horizon, bool]:
     return _horizon(row), bool(row["pending"])
 
 
-@dataclass(frozen=True)
-class PendingEvent:
-    id: int
-    created_at: datetime
-    leaf_hash: bytes
-    entry: bytes  # stored form
-
-
 #: The first ``$3`` events past a horizon, by (xid, id): each branch walks
 #: ``audit_pending_xid_id`` in that order and stops at its limit, so the
 #: statement reads what it returns however large the backlog (as one sorted
 #: union, PostgreSQL read every event past the horizon to sort them).
 _UNSEQUENCED = """
-    SELECT id, created_at, leaf_hash, entry FROM (
-        (SELECT id, xid, created_at, leaf_hash, entry FROM audit_pending
+    SELECT id, xid, created_at, leaf_hash FROM (
+        (SELECT id, xid, created_at, leaf_hash FROM audit_pending
          WHERE xid >= $1::text::xid8 ORDER BY xid, id LIMIT $3)
         UNION ALL
-        (SELECT id, xid, created_at, leaf_hash, entry FROM audit_pending
+        (SELECT id, xid, created_at, leaf_hash FROM audit_pending
          WHERE xid = ANY($2::text[]::xid8[]) ORDER BY xid, id LIMIT $3)) AS e
     ORDER BY xid, id LIMIT $3"""
 
-
-async def unsequenced(conn: Executor, since: Horizon, limit: int) -> list[PendingEvent]:
-    """Visible events past ``since`` (none of them has a leaf yet), by (xid, id)."""
-    rows = await conn.fetch(_UNSEQUENCED, since.xmax, list(since.running), limit)
-    return [
-        PendingEvent(r["id"], r["created_at"], bytes(r["leaf_hash"]), bytes(r["entry"]))
-        for r in rows
-    ]
+#: This snapshot's horizon and those events as a few values: their ids and
+#: leaf hashes (concatenated) in order, their oldest and newest times.  The
+#: entries stay in PostgreSQL (``audit_append_events`` packs them there), so
+#: the node decodes no row per event.
+_TAKE = f"""WITH e AS MATERIALIZED ({_UNSEQUENCED})
+            SELECT h.xmax, h.running,
+                   (SELECT array_agg(id ORDER BY xid, id) FROM e) AS ids,
+                   (SELECT string_agg(leaf_hash, ''::bytea ORDER BY xid, id) FROM e) AS hashes,
+                   (SELECT min(created_at) FROM e) AS oldest,
+                   (SELECT max(created_at) FROM e) AS newest
+            FROM ({_SNAPSHOT}) AS h"""  # noqa: S608 - constant fragments only
 
 
 @dataclass(frozen=True)
-class Pack:
-    """Up to ``codec.PACK`` consecutive leaves, as one row of ``audit_packs``."""
+class Unsequenced:
+    """Events past a horizon that have no leaf yet, in the order they get their leaves."""
 
-    first_leaf: int
-    at: datetime  # partition key: not before any event in it, nor before the previous pack
-    min_at: datetime
-    min_id: int
-    max_id: int
-    hashes: bytes
-    events: bytes
+    horizon: Horizon  # of the snapshot they were read in: where the next pass looks
+    ids: list[int]
+    hashes: bytes  # their leaf hashes, 32 bytes each, in the same order
+    oldest: datetime | None  # their times' range (None when there are none)
+    newest: datetime | None
+
+
+async def unsequenced(conn: Executor, since: Horizon, limit: int) -> Unsequenced:
+    """Up to ``limit`` visible events past ``since`` (none has a leaf yet), by (xid, id),
+    and the horizon of the snapshot that saw them: one statement."""
+    row = await conn.fetchrow(_TAKE, since.xmax, list(since.running), limit)
+    assert row is not None
+    return Unsequenced(
+        _horizon(row), list(row["ids"] or ()), row["hashes"] or b"", row["oldest"], row["newest"]
+    )
 
 
 async def ensure_partitions(conn: Executor, times: Sequence[datetime]) -> None:
@@ -185,33 +183,34 @@ async def ensure_partitions(conn: Executor, times: Sequence[datetime]) -> None:
     )
 
 
-async def append_leaves(
-    conn: Executor, packs: Sequence[Pack], subtrees: Sequence[tuple[int, int, bytes]] = ()
-) -> None:
-    """Write packs of leaves, move their events out of the backlog, store completed subtrees.
+async def append_events(
+    conn: Executor,
+    first_leaf: int,
+    events: Unsequenced,
+    after: datetime | None,
+    subtrees: Sequence[tuple[int, int, bytes]] = (),
+) -> datetime:
+    """Give ``events`` the leaves from ``first_leaf``, store the completed ``subtrees``;
+    returns the newest pack's ``at`` (the next append's ``after``).
 
-    ``audit_append_packs`` (migration 0010) raises if any packed event is not
-    pending exactly as packed (another sequencer moved it): nothing is then
-    written.
+    ``audit_append_events`` (migration 0018) packs the events in PostgreSQL,
+    up to ``codec.PACK`` a pack, each pack's ``at`` not before ``after``, and
+    moves them out of the backlog; it raises if they are not pending exactly
+    as given (the same ids in (xid, id) order, the same leaf hashes: another
+    sequencer moved one, or the tree was hashed from other leaves), and then
+    nothing is written.
     """
-    await conn.execute(
-        "SELECT audit_append_packs($1, $2, $3, $4, $5, $6, $7)",
-        [p.first_leaf for p in packs],
-        [p.at for p in packs],
-        [p.min_at for p in packs],
-        [p.min_id for p in packs],
-        [p.max_id for p in packs],
-        [p.hashes for p in packs],
-        [p.events for p in packs],
+    at: datetime = await conn.fetchval(
+        "SELECT audit_append_events($1, $2, $3, $4, $5, $6, $7)",
+        first_leaf,
+        events.ids,
+        events.hashes,
+        after,
+        [h for h, _, _ in subtrees],
+        [i for _, i, _ in subtrees],
+        [r for _, _, r in subtrees],
     )
-    if subtrees:
-        await conn.execute(
-            """INSERT INTO audit_subtrees (height, idx, hash)
-               SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])""",
-            [h for h, _, _ in subtrees],
-            [i for _, i, _ in subtrees],
-            [r for _, _, r in subtrees],
-        )
+    return at
 
 
 async def backfill_subtrees(conn: asyncpg.Connection) -> int:

@@ -24,6 +24,8 @@ GRANT SELECT, INSERT ON audit_pending, audit_packs, audit_tree_heads, audit_subt
 GRANT SELECT ON audit_archived_leaves TO {role};
 GRANT EXECUTE ON FUNCTION audit_append_packs(bigint[], timestamptz[], timestamptz[], bigint[],
                                              bigint[], bytea[], bytea[]) TO {role};
+GRANT EXECUTE ON FUNCTION audit_append_events(bigint, bigint[], bytea, timestamptz, smallint[],
+                                              bigint[], bytea[]) TO {role};
 GRANT USAGE ON SEQUENCE audit_events_id_seq TO {role};
 GRANT SELECT ON officials, agencies, devices, official_roles TO {role};
 """
@@ -32,9 +34,12 @@ GRANT SELECT ON officials, agencies, devices, official_roles TO {role};
 async def _an_event_leaves_the_backlog_only_into_the_log(
     db: Database, sequencer: Sequencer, log: AuditLog
 ) -> None:
-    """The append function is the role's only way to remove a pending event: an
-    attacker with the node's role who packs a forged entry (or a forged hash)
-    under a pending event's id is refused, and the event stays pending."""
+    """The append functions are the role's only way to remove a pending event:
+    an attacker with the node's role who packs a forged entry (or a forged
+    hash) under a pending event's id is refused, so is one who names pending
+    events with other leaf hashes or in another order than (xid, id) (the
+    packs are then made from the rows themselves), and the events stay
+    pending."""
     await sequencer.stop()
     async with db.transaction() as conn:
         await log.record(conn, AuditEvent("test.evidence", details={"n": 1}))
@@ -50,6 +55,21 @@ async def _an_event_leaves_the_backlog_only_into_the_log(
                 [codec.pack_events([(row["id"], row["created_at"], entry)])],
             )
     assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 1
+    async with db.transaction() as conn:
+        await log.record(conn, AuditEvent("test.evidence", details={"n": 2}))
+    rows = await db.pool.fetch("SELECT id, leaf_hash FROM audit_pending ORDER BY xid, id")
+    ids, hashes = [r["id"] for r in rows], [bytes(r["leaf_hash"]) for r in rows]
+    for given, leaves in (
+        (ids, b"".join(hashes[::-1])),  # other hashes
+        (ids[::-1], b"".join(hashes[::-1])),  # another order
+        (ids[:1], b"".join(hashes)),  # hashes of more events than named
+    ):
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+            await db.pool.execute(
+                "SELECT audit_append_events($1, $2, $3, NULL, '{}', '{}', '{}')",
+                size, given, leaves,
+            )
+    assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 2
     assert await db.pool.fetchval("SELECT audit_log_size()") == size
 
 

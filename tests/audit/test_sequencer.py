@@ -5,6 +5,7 @@ import itertools
 import json
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from gchat.audit.log import AuditEvent, AuditLog
 from gchat.audit.merkle import MerkleAccumulator
 from gchat.audit.sequencer import LOCK_KEY, Sequencer
 from gchat.store import audit as audit_store
+from gchat.store import audit_codec as codec
 from gchat.store.database import Database
 from tests.audit.conftest import LogBench
 from tests.support import eventually, node_config
@@ -164,7 +166,7 @@ async def test_while_events_keep_coming_passes_follow_each_other_sooner(
 async def test_a_long_pass_lets_the_event_loop_run_between_slices(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A pass over many events packs them a slice at a time and lets the node's
+    """A pass over many events hashes them a slice at a time and lets the node's
     other work run in between; the packs are what one go would make."""
     db = await Database.connect(database_url, min_size=1, max_size=3)
     log = AuditLog()
@@ -209,8 +211,8 @@ async def test_a_long_pass_lets_the_event_loop_run_between_slices(
         await db.close()
 
 
-def test_a_slice_is_whole_packs() -> None:
-    for bad in (0, -16, 20):
+def test_a_slice_holds_some_leaves() -> None:
+    for bad in (0, -16):
         with pytest.raises(ValueError):
             Sequencer(None, IdentityKeyPair.generate(), slice_events=bad)  # type: ignore[arg-type]
 
@@ -253,5 +255,94 @@ async def test_a_pass_reads_the_events_it_takes_not_the_whole_backlog(database_u
                 await audit_store.unpin_index_plans(conn)
     finally:
         await db.close()
-    assert [e.id for e in taken] == first
+    assert taken.ids == first
     assert _rows_read(plan[0]["Plan"]) <= 2 * 50, plan
+
+
+async def test_packs_made_in_postgresql_hold_the_codec_s_bytes(database_url: str) -> None:
+    """``audit_append_events`` packs the backlog's rows as :func:`codec.pack_events`
+    does, 16 a pack from the pass's first leaf, in (xid, id) order; a pack's ``at``
+    is its newest event's time or the previous pack's if later (never back), and
+    every month partition the packs need is made, old months included."""
+    db = await Database.connect(database_url, min_size=1, max_size=3)
+    log = AuditLog()
+    now = datetime.now(UTC)
+    old = now - timedelta(days=70)  # another month, before the first pack
+    async with db.transaction() as conn:
+        await log.record(conn, *(AuditEvent("test.event", details={"n": i}) for i in range(20)))
+    async with db.transaction() as conn:  # a later transaction whose events are older
+        stored = await conn.fetchval("SELECT entry FROM audit_pending LIMIT 1")
+        for at in (old, old + timedelta(seconds=1)):
+            await conn.execute(
+                "INSERT INTO audit_pending (created_at, leaf_hash, entry) VALUES ($1, $2, $3)",
+                at, codec.leaf_hash_of(stored, at), stored,
+            )
+    async with db.transaction() as conn:
+        await log.record(conn, *(AuditEvent("test.event", details={"n": i}) for i in range(18)))
+    rows = await db.pool.fetch(
+        "SELECT id, created_at, leaf_hash, entry FROM audit_pending ORDER BY xid, id"
+    )
+    sequencer = Sequencer(db, IdentityKeyPair.generate(), sign_interval=3600)
+    try:
+        sequencer.start()
+        await eventually(lambda: sequencer.sequenced == 40, what="the 40 events are sequenced")
+    finally:
+        await sequencer.stop()
+    try:
+        packs = await db.pool.fetch(
+            """SELECT first_leaf, at, min_at, min_id, max_id, hashes, events
+               FROM audit_packs ORDER BY first_leaf"""
+        )
+        assert [p["first_leaf"] for p in packs] == [0, 16, 32]  # one pass
+        last = None
+        for pack in packs:
+            chunk = rows[pack["first_leaf"] : pack["first_leaf"] + 16]
+            assert bytes(pack["events"]) == codec.pack_events(
+                [(r["id"], r["created_at"], bytes(r["entry"])) for r in chunk]
+            )
+            assert bytes(pack["hashes"]) == b"".join(bytes(r["leaf_hash"]) for r in chunk)
+            newest = max(r["created_at"] for r in chunk)
+            assert pack["at"] == (newest if last is None else max(last, newest))
+            assert pack["min_at"] == min(r["created_at"] for r in chunk)
+            assert (pack["min_id"], pack["max_id"]) == (
+                min(r["id"] for r in chunk), max(r["id"] for r in chunk))
+            last = pack["at"]
+        assert [r["created_at"] for r in rows[20:22]] == [old, old + timedelta(seconds=1)]
+        months = set(await audit_store.pack_partitions(db.pool))
+        assert f"audit_packs_{now:%Y%m}" in months
+        assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 0
+        tree = MerkleAccumulator()
+        tree.extend([bytes(r["leaf_hash"]) for r in rows])
+        assert (await audit_store.log_size(db.pool), tree.size) == (40, 40)
+    finally:
+        await db.close()
+
+
+async def test_a_pass_whose_packs_start_in_an_old_month_makes_its_partition(
+    database_url: str,
+) -> None:
+    """A backlog from months ago (a log with no packs yet): the first packs go to
+    their own month's partition, which the pass makes."""
+    db = await Database.connect(database_url, min_size=1, max_size=3)
+    old = datetime.now(UTC) - timedelta(days=100)
+    async with db.transaction() as conn:
+        for i in range(3):
+            entry = codec.encode(b'{"kind":"test.event","n":%d}' % i, "test.event", [], [], [], old)
+            await conn.execute(
+                "INSERT INTO audit_pending (created_at, leaf_hash, entry) VALUES ($1, $2, $3)",
+                old, codec.leaf_hash_of(entry, old), entry,
+            )
+    sequencer = Sequencer(db, IdentityKeyPair.generate(), sign_interval=3600)
+    try:
+        sequencer.start()
+        await eventually(lambda: sequencer.sequenced == 3, what="the 3 events are sequenced")
+    finally:
+        await sequencer.stop()
+    try:
+        at = await db.pool.fetchval("SELECT at FROM audit_packs")
+        assert at == old
+        assert f"audit_packs_{old.astimezone(UTC):%Y%m}" in await audit_store.pack_partitions(
+            db.pool
+        )
+    finally:
+        await db.close()

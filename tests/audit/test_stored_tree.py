@@ -215,7 +215,7 @@ async def test_polls_scan_no_table_when_the_planner_has_no_statistics(bench: Log
             assert pages > 200 and read < pages / 5, (read, pages)
             await bench.add(3)
             _, pending = await store.idle_check(conn, horizon)
-            assert pending and len(await store.unsequenced(conn, horizon, 5000)) == 3
+            assert pending and len((await store.unsequenced(conn, horizon, 5000)).ids) == 3
         finally:
             await held.rollback()
             await store.unpin_index_plans(conn)
