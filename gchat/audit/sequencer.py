@@ -7,11 +7,12 @@ or dies (its session ends, the lock is released) another takes over and
 continues from the last leaf in ``audit_log``.
 
 Order: leaves are assigned in the order the sequencer *sees events commit*.
-Each pass runs in one REPEATABLE READ transaction: it notes the snapshot's
-horizon (``xmax`` and the transactions still running: every other
-transaction has finished), takes the visible events that have no leaf yet
-and whose inserting transaction is past the previous pass's horizon, appends
-them in (xid, id) order, and writes their leaves.  An event that commits
+Each pass reads, in one statement (one snapshot), that snapshot's horizon
+(``xmax`` and the transactions still running: every other transaction has
+finished) and the visible events that have no leaf yet and whose inserting
+transaction is past the previous pass's horizon, appends them in (xid, id)
+order, and writes their leaves in one more statement, which refuses unless
+they are still pending exactly as read.  An event that commits
 late (smaller id, later commit) is simply picked up by a later pass, with a
 later index: nothing is skipped, nothing is sequenced twice
 (``audit_log.event_id`` is unique), and indexes stay contiguous
@@ -190,6 +191,7 @@ class Sequencer:
         # The interval counts from election (monotonic time has no meaningful zero).
         last_sign = time.monotonic()
         await conn.add_listener(SIGN_CHANNEL, self._on_notify)
+        busy = False
         try:
             while not self._stopping:
                 if lost.is_set():
@@ -198,7 +200,7 @@ class Sequencer:
                 self._sign_now.clear()
                 self._kick.clear()
                 sequenced = self.sequenced
-                horizon = await self._pass(conn, tree, horizon)
+                horizon = await self._pass(conn, tree, horizon, busy)
                 busy = self.sequenced != sequenced
                 now = time.monotonic()
                 if wanted or (tree.size != signed_size and now - last_sign >= self._sign_interval):
@@ -215,35 +217,43 @@ class Sequencer:
                 await unlisten(conn, SIGN_CHANNEL, self._on_notify)
 
     async def _pass(
-        self, conn: asyncpg.Connection, tree: MerkleAccumulator, since: store.Horizon
+        self,
+        conn: asyncpg.Connection,
+        tree: MerkleAccumulator,
+        since: store.Horizon,
+        busy: bool = False,
     ) -> store.Horizon:
-        """Sequence everything committed so far; returns where the next pass looks."""
-        horizon, pending = await store.idle_check(conn, since)
-        if not pending:
-            return horizon
+        """Sequence everything committed so far; returns where the next pass looks.
+
+        Two statements per ``batch`` events, each its own transaction: the
+        read (one snapshot: its horizon and its events) and the append, which
+        refuses unless those events are still pending exactly as read (only
+        the lock holder moves events, so they are). A REPEATABLE READ
+        transaction around them cost a BEGIN and a COMMIT more per pass.
+        After a pass that found nothing, the idle check (one cheap statement)
+        comes first; after a busy one, the read itself.
+        """
+        if not busy:
+            horizon, pending = await store.idle_check(conn, since)
+            if not pending:
+                return horizon
         while True:
-            # On failure nothing was written; the exception ends this term
-            # (the lock is released) and the next term rebuilds the tree.
-            async with conn.transaction(isolation="repeatable_read"):
-                events = await store.unsequenced(conn, since, self._batch)
-                horizon = events.horizon
-                if events.ids:
-                    # If this fails the term ends and this tree is dropped:
-                    # the next term resumes from what was committed.
-                    first = tree.size
-                    subtrees = await self._extend(tree, events.hashes)
-                    await self._partitions(conn, events)
-                    last_at = await store.append_events(
-                        conn, first, events, self._last_at, subtrees
-                    )
+            events = await store.unsequenced(conn, since, self._batch)
             n = len(events.ids)
             if n:
-                self._last_at = last_at
+                # If this fails nothing was written and the term ends (the lock
+                # is released): the next term rebuilds the tree from storage.
+                first = tree.size
+                subtrees = await self._extend(tree, events.hashes)
+                await self._partitions(conn, events)
+                self._last_at = await store.append_events(
+                    conn, first, events, self._last_at, subtrees
+                )
             self.sequenced += n
             self._moved_since_vacuum += n
             if n < self._batch:
                 await self._vacuum(conn)
-                return horizon
+                return events.horizon
 
     async def _extend(self, tree: MerkleAccumulator, hashes: bytes) -> list[tuple[int, int, bytes]]:
         """Append the leaf hashes ``hashes`` (32 bytes each) to ``tree``; the subtrees
