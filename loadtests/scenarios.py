@@ -408,6 +408,9 @@ class Run:
         into["db_backends_cpu_s"] = round(used_db, 3)
         into["db_backends_cores"] = round(used_db / seconds, 3)
         into["db_backends"] = len(backends1)
+        # A connection opened inside the window (a pool growing) costs its
+        # first statements a plan and asyncpg's type introspection.
+        into["db_backends_opened"] = len(backends1.keys() - backends0.keys())
         used = sum(harness.cpu_seconds(p) for p in self.workers.pids) - workers0
         into["generator_cpu_s"] = round(used, 3)
         into["generator_cores"] = round(used / seconds, 3)
@@ -511,7 +514,8 @@ class Run:
             f"{lumps['p99_outside_lumps_ms']:.1f} ms; generator late <= "
             f"{summary['lumps']['generator_late_max_ms']:.1f} ms, its collections "
             f"{collected['passes']} ({collected['full']} full, longest "
-            f"{collected['max_ms']:.1f} ms); PostgreSQL checkpoints {checkpoints}"
+            f"{collected['max_ms']:.1f} ms); PostgreSQL checkpoints {checkpoints}, "
+            f"connections opened {cpu.get('db_backends_opened', 0)}"
             + _loop_late(cpu.get("node_loop_late")))
         return summary
 

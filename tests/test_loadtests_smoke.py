@@ -56,6 +56,7 @@ async def test_relay_smoke_fixed_rate_through_the_node_and_the_raw_relay(
             assert max(got["lumps"]["window_max_ms"]) == round(got["max_ms"], 1)
             assert got["lumps"]["generator_late_max_ms"] >= 0
             assert got["lumps"]["pg_checkpoints"] >= 0
+            assert 0 <= got["cpu"]["db_backends_opened"] <= got["cpu"]["db_backends"]
             # The node's own lag samples over the measured window, from its /metrics.
             late = got["lumps"]["node_loop_late"]
             if target == "gchat":
