@@ -31,14 +31,14 @@ hundred rows at most, not the whole log.
 
 A pass hashes its events into the tree on the node's event loop, which
 every connection of the node shares, and leaves the rest to PostgreSQL: it
-reads only their ids and leaf hashes (one statement, a few values, not a
-row per event), and ``audit_append_events`` (migration 0018) packs the
+reads only their ids, row addresses and leaf hashes (one statement, a few
+values, not a row per event), and ``audit_append_events`` (migrations 0018, 0019) packs the
 entries where they are, moves them out of the backlog and writes the packs
 and subtree roots. Until 0018 the node read every entry, packed it in
 Python and sent the packs back: 6-9 us of the loop per event, two events
 per message, and a PL/pgSQL append whose cached plan stalled the
 sequencer once the backlog grew (docs/PERFORMANCE.md). At most ``batch``
-events per transaction; the tree is extended a slice of ``slice_events``
+events per read and append; the tree is extended a slice of ``slice_events``
 leaves at a time with the loop let run between slices, so a pass that
 catches up a backlog does not hold the node for its whole length.
 

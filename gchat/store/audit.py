@@ -134,11 +134,11 @@ async def idle_check(conn: Executor, since: Horizon) -> tuple[Horizon, bool]:
 #: statement reads what it returns however large the backlog (as one sorted
 #: union, PostgreSQL read every event past the horizon to sort them).
 _UNSEQUENCED = """
-    SELECT id, xid, created_at, leaf_hash FROM (
-        (SELECT id, xid, created_at, leaf_hash FROM audit_pending
+    SELECT id, xid, slot, created_at, leaf_hash FROM (
+        (SELECT id, xid, ctid AS slot, created_at, leaf_hash FROM audit_pending
          WHERE xid >= $1::text::xid8 ORDER BY xid, id LIMIT $3)
         UNION ALL
-        (SELECT id, xid, created_at, leaf_hash FROM audit_pending
+        (SELECT id, xid, ctid AS slot, created_at, leaf_hash FROM audit_pending
          WHERE xid = ANY($2::text[]::xid8[]) ORDER BY xid, id LIMIT $3)) AS e
     ORDER BY xid, id LIMIT $3"""
 
@@ -149,6 +149,7 @@ _UNSEQUENCED = """
 _TAKE = f"""WITH e AS MATERIALIZED ({_UNSEQUENCED})
             SELECT h.xmax, h.running,
                    (SELECT array_agg(id ORDER BY xid, id) FROM e) AS ids,
+                   (SELECT array_agg(slot ORDER BY xid, id) FROM e) AS slots,
                    (SELECT string_agg(leaf_hash, ''::bytea ORDER BY xid, id) FROM e) AS hashes,
                    (SELECT min(created_at) FROM e) AS oldest,
                    (SELECT max(created_at) FROM e) AS newest
@@ -161,6 +162,7 @@ class Unsequenced:
 
     horizon: Horizon  # of the snapshot they were read in: where the next pass looks
     ids: list[int]
+    rows: list[tuple[int, int]]  # their ctids: where the append deletes them
     hashes: bytes  # their leaf hashes, 32 bytes each, in the same order
     oldest: datetime | None  # their times' range (None when there are none)
     newest: datetime | None
@@ -172,7 +174,12 @@ async def unsequenced(conn: Executor, since: Horizon, limit: int) -> Unsequenced
     row = await conn.fetchrow(_TAKE, since.xmax, list(since.running), limit)
     assert row is not None
     return Unsequenced(
-        _horizon(row), list(row["ids"] or ()), row["hashes"] or b"", row["oldest"], row["newest"]
+        _horizon(row),
+        list(row["ids"] or ()),
+        list(row["slots"] or ()),
+        row["hashes"] or b"",
+        row["oldest"],
+        row["newest"],
     )
 
 
@@ -193,7 +200,8 @@ async def append_events(
     """Give ``events`` the leaves from ``first_leaf``, store the completed ``subtrees``;
     returns the newest pack's ``at`` (the next append's ``after``).
 
-    ``audit_append_events`` (migration 0018) packs the events in PostgreSQL,
+    ``audit_append_events`` (migrations 0018, 0019) deletes the events by
+    their ctids (a TID scan, whatever the statistics), packs them in PostgreSQL,
     up to ``codec.PACK`` a pack, each pack's ``at`` not before ``after``, and
     moves them out of the backlog; it raises if they are not pending exactly
     as given (the same ids in (xid, id) order, the same leaf hashes: another
@@ -201,9 +209,10 @@ async def append_events(
     nothing is written.
     """
     at: datetime = await conn.fetchval(
-        "SELECT audit_append_events($1, $2, $3, $4, $5, $6, $7)",
+        "SELECT audit_append_events($1, $2, $3, $4, $5, $6, $7, $8)",
         first_leaf,
         events.ids,
+        events.rows,
         events.hashes,
         after,
         [h for h, _, _ in subtrees],

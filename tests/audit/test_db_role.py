@@ -24,8 +24,8 @@ GRANT SELECT, INSERT ON audit_pending, audit_packs, audit_tree_heads, audit_subt
 GRANT SELECT ON audit_archived_leaves TO {role};
 GRANT EXECUTE ON FUNCTION audit_append_packs(bigint[], timestamptz[], timestamptz[], bigint[],
                                              bigint[], bytea[], bytea[]) TO {role};
-GRANT EXECUTE ON FUNCTION audit_append_events(bigint, bigint[], bytea, timestamptz, smallint[],
-                                              bigint[], bytea[]) TO {role};
+GRANT EXECUTE ON FUNCTION audit_append_events(bigint, bigint[], tid[], bytea, timestamptz,
+                                              smallint[], bigint[], bytea[]) TO {role};
 GRANT USAGE ON SEQUENCE audit_events_id_seq TO {role};
 GRANT SELECT ON officials, agencies, devices, official_roles TO {role};
 """
@@ -57,17 +57,19 @@ async def _an_event_leaves_the_backlog_only_into_the_log(
     assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 1
     async with db.transaction() as conn:
         await log.record(conn, AuditEvent("test.evidence", details={"n": 2}))
-    rows = await db.pool.fetch("SELECT id, leaf_hash FROM audit_pending ORDER BY xid, id")
+    rows = await db.pool.fetch("SELECT id, ctid, leaf_hash FROM audit_pending ORDER BY xid, id")
     ids, hashes = [r["id"] for r in rows], [bytes(r["leaf_hash"]) for r in rows]
-    for given, leaves in (
-        (ids, b"".join(hashes[::-1])),  # other hashes
-        (ids[::-1], b"".join(hashes[::-1])),  # another order
-        (ids[:1], b"".join(hashes)),  # hashes of more events than named
+    slots = [r["ctid"] for r in rows]
+    for given, at, leaves in (
+        (ids, slots, b"".join(hashes[::-1])),  # other hashes
+        (ids[::-1], slots, b"".join(hashes[::-1])),  # another order
+        (ids[:1], slots[:1], b"".join(hashes)),  # hashes of more events than named
+        (ids, slots[:1] * 2, b"".join(hashes)),  # rows that are not those events
     ):
         with pytest.raises(asyncpg.IntegrityConstraintViolationError):
             await db.pool.execute(
-                "SELECT audit_append_events($1, $2, $3, NULL, '{}', '{}', '{}')",
-                size, given, leaves,
+                "SELECT audit_append_events($1, $2, $3, $4, NULL, '{}', '{}', '{}')",
+                size, given, at, leaves,
             )
     assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 2
     assert await db.pool.fetchval("SELECT audit_log_size()") == size

@@ -19,6 +19,7 @@ from gchat.audit.merkle import MerkleAccumulator
 from gchat.audit.sequencer import LOCK_KEY, Sequencer
 from gchat.store import audit as audit_store
 from gchat.store import audit_codec as codec
+from gchat.store import migrations
 from gchat.store.database import Database
 from tests.audit.conftest import LogBench
 from tests.support import eventually, node_config
@@ -346,3 +347,46 @@ async def test_a_pass_whose_packs_start_in_an_old_month_makes_its_partition(
         )
     finally:
         await db.close()
+
+
+async def _index_reads(conn: asyncpg.Connection) -> int:
+    """Index scans of the backlog begun so far in this transaction."""
+    return int(await conn.fetchval(
+        "SELECT coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables WHERE relname = 'audit_pending'"
+    ))
+
+
+async def test_an_append_reads_no_backlog_index_whatever_the_statistics(
+    database_url: str,
+) -> None:
+    """After a VACUUM of a drained backlog (pages, ``reltuples`` 0: the planner
+    takes the table for empty) and with PL/pgSQL's cached plan, the append
+    deletes its events by row address: it scans no index of the backlog.
+    Deleting by ``id = ANY(ids)`` walked the whole (xid, id) index: about
+    1 s per 2,000 events at a backlog of 60,000 (docs/PERFORMANCE.md)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrations.migrate(conn)
+        await audit_store.ensure_partitions(conn, [datetime.now(UTC)])
+        await audit_store.pin_index_plans(conn)  # as the sequencer's session is
+        fill = """INSERT INTO audit_pending (created_at, leaf_hash, entry)
+                  SELECT now(), sha256(int8send(g)), '\\x000000ff'::bytea
+                  FROM generate_series(1, $1) AS g"""
+        size, last = 0, None
+        for round_ in range(10):  # past PL/pgSQL's five custom plans
+            if round_ == 3:
+                await conn.execute("VACUUM audit_pending")  # drained: reltuples 0
+                assert await conn.fetchval(
+                    "SELECT reltuples FROM pg_class WHERE relname = 'audit_pending'"
+                ) == 0
+                await conn.execute(fill, 3000)
+            await conn.execute(fill, 100)
+            async with conn.transaction():
+                events = await audit_store.unsequenced(conn, audit_store.Horizon("0"), 200)
+                before = await _index_reads(conn)
+                last = await audit_store.append_events(conn, size, events, last)
+                assert await _index_reads(conn) == before, round_
+            size += len(events.ids)
+        assert await audit_store.log_size(conn) == size == 3 * 100 + 7 * 200
+    finally:
+        await conn.close()
