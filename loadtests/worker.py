@@ -562,7 +562,7 @@ async def op_drain(spec: dict[str, Any], gate: Gate) -> dict[str, Any]:
     }
 
 
-# --- fan-out stand-in ------------------------------------------------------------------
+# --- fan-out, pairwise ------------------------------------------------------------------
 
 
 async def _await_one(conn: GChatConn) -> float:
