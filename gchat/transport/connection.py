@@ -105,10 +105,12 @@ class Connection:
         #: Sends waiting for the socket (``write_now`` writes only when none does).
         self._draining = 0
         #: Requests answered later now waiting (``_MAX_IN_FLIGHT`` at most);
-        #: ``_room`` is set when one is done. A count, not a semaphore: its
-        #: acquire was a coroutine per send.
+        #: ``_room`` is done when one is, if reading waits for that. A count,
+        #: not a semaphore: its acquire was a coroutine per send. A future
+        #: made only when needed, not an Event per connection: an Event and
+        #: its deque were 0.5 KiB of every idle connection's 27.4.
         self._in_flight = 0
-        self._room = asyncio.Event()
+        self._room: asyncio.Future[None] | None = None
         self._frames = FrameBucket(services.frame_limit, services.max_refused_frames)
         self._flooded = False
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
@@ -325,8 +327,8 @@ class Connection:
     async def _wait_for_room(self) -> None:
         """Wait until fewer than ``_MAX_IN_FLIGHT`` requests wait for their answer."""
         while self._in_flight >= _MAX_IN_FLIGHT:
-            self._room.clear()
-            await self._room.wait()
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
 
     async def _reply(self, frame: f.ClientFrame, reply: object) -> None:
         """Send ``reply`` to ``frame`` (or the refusal of a reply that cannot be written)."""
@@ -385,7 +387,8 @@ class Connection:
     def _release(self) -> None:
         """A request answered later is done: its in-flight place is free."""
         self._in_flight -= 1
-        self._room.set()
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
 
     def _answered(self, frame: f.ClientFrame, reply: object) -> None:
         """Count a request answered as asked."""

@@ -357,3 +357,33 @@ async def test_a_live_recipient_gets_committed_rows_without_an_inbox_read(world:
     assert read == live  # position, ids, sender, sent_at, ciphertext, kind: all equal
     assert count("gchat_inbox_reads_total") > reads
     await stays(lambda: count("gchat_inbox_reads_total") == reads + 1)  # acks read nothing
+
+
+async def test_a_connection_owed_65_answers_is_not_read_until_one_is_given(
+    world: World,
+) -> None:
+    """Backpressure on a client that pipelines: once a 65th send arrives
+    while 64 wait for their commit (held up here by a lock on
+    ``messages``), the node reads nothing more from the connection, so a
+    request behind them waits too; behind 64, such a request is answered
+    at once."""
+    alice, bob, envelopes = await _alice_and_bob(world)
+    assert world.app.db is not None and bob.state.official_id is not None
+
+    def send(i: int) -> "asyncio.Future[object]":
+        return alice.rpc.submit(
+            f.Send, client_message_id=f"w{i}", recipient=bob.state.official_id,
+            envelopes=envelopes,
+        )
+
+    async with world.app.db.pool.acquire() as lock, lock.transaction():
+        await lock.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
+        sends = [await send(i) for i in range(64)]
+        read = await alice.rpc.submit(f.GetBundle, official_id=bob.state.official_id)
+        await eventually(read.done, what="a request behind 64 waiting sends")
+        sends.append(await send(64))
+        behind = await alice.rpc.submit(f.GetBundle, official_id=bob.state.official_id)
+        await stays(lambda: not behind.done() and not any(s.done() for s in sends))
+    # The lock is gone: the commits go through, and reading resumes.
+    assert isinstance(await behind, f.Bundle)
+    assert all(isinstance(a, f.Accepted) for a in await asyncio.gather(*sends))
