@@ -191,3 +191,47 @@ async def test_the_committer_checks_again_when_the_standings_it_kept_are_stale(
 
 async def _nothing(batch: list[NewMessage]) -> None:
     return None
+
+
+async def test_a_rechecked_batch_stores_every_column_of_every_send_as_given(
+    database_url: str,
+) -> None:
+    """The statement takes each type's columns as one array, sliced in SQL: with
+    several senders, recipients, envelopes and a repeat in one batch, every row
+    still gets its own values, and only the sends stored get their audit events."""
+    db = await Database.connect(database_url, min_size=1, max_size=2)
+    try:
+        first, second = await _seed(db), await _seed(db)
+        extra = uuid.uuid4()
+        await _enrol(db, first[3], extra)
+        one = _send(first, [first[4], extra])
+        one.envelopes = [(first[4], b"to first"), (extra, b"to extra")]
+        two = _send(second, [second[4]])
+        two.envelopes = [(second[4], b"to second")]
+        repeat = _send(first, [first[4], extra])
+        repeat.client_message_id = one.client_message_id
+        batch = [one, two, repeat]
+        audit = AuditLog()
+        async with db.pinned.acquire() as conn:
+            checked = await messaging.check_batch(conn, batch)
+            assert checked.verdicts == [None, None, None]
+            accepted = await audit.encode(conn, accepted_events(batch), agencies=checked.agencies)
+            stored = await messages.store_batch(conn, batch, datetime.now(UTC) + timedelta(days=1),
+                                                accepted, checked.standings)
+        assert [(s.message_id, s.duplicate) for s in stored] == [
+            (one.message_id, False), (two.message_id, False), (one.message_id, True)]
+        rows = await db.pool.fetch(
+            """SELECT id, sender_device, sender_official, recipient_official, client_message_id,
+                      sent_at, kind, conversation_id FROM messages""")
+        assert {tuple(row) for row in rows} == {
+            (m.message_id, m.sender_device, m.sender_official, m.recipient_official,
+             m.client_message_id, m.sent_at, "pairwise", None) for m in (one, two)}
+        inbox = await db.pool.fetch("SELECT device_id, message_id, ciphertext FROM inbox")
+        assert {tuple(row) for row in inbox} == {
+            (first[4], one.message_id, b"to first"), (extra, one.message_id, b"to extra"),
+            (second[4], two.message_id, b"to second")}
+        events = await db.pool.fetch("SELECT leaf_hash, entry FROM audit_pending ORDER BY id")
+        assert [tuple(row) for row in events] == [
+            (accepted.hashes[i], accepted.entries[i]) for i in (0, 1)]
+    finally:
+        await db.close()
