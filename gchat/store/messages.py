@@ -244,47 +244,35 @@ bumped AS (
 # them, so a send batch is one statement after its check. Every join is
 # on a primary key or between the statement's own rows, so the plan does
 # not depend on table statistics. Nothing is inserted unless the standings
-# given ($11-$14, none: any) are still those read (``unchanged``); then a
+# given ($18-$23, none: any) are still those read (``unchanged``); then a
 # row of NULLs says so.
-#
-# Columns of one type travel in one array, sliced here ($1: the n messages'
-# ids, sender devices, sender officials, recipients; $2: their client ids,
-# then kinds; $10: the events' hashes, then entries), and an envelope names
-# its message by its index ($6, 0-based): asyncpg's encoding costs about
-# 1 us per array parameter, per send at low load (docs/PERFORMANCE.md).
-# These sends have no conversation (``store_batch``): conversation_id NULL.
 _STORE_AND_ENQUEUE = f"""
-WITH {unchanged_cte(11)},
+WITH {unchanged_cte(18)},
 ins AS (
     INSERT INTO messages (id, sender_device, sender_official, recipient_official,
-                          client_message_id, sent_at, kind)
-    SELECT m.* FROM (SELECT cardinality($3::timestamptz[]) AS n) k,
-        unnest(($1::uuid[])[1:k.n], ($1::uuid[])[k.n + 1:2 * k.n],
-               ($1::uuid[])[2 * k.n + 1:3 * k.n], ($1::uuid[])[3 * k.n + 1:],
-               ($2::text[])[1:k.n], $3::timestamptz[], ($2::text[])[k.n + 1:]) AS m
+                          client_message_id, sent_at, kind, conversation_id)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
+                         $5::text[], $6::timestamptz[], $7::text[], $8::uuid[])
     WHERE (SELECT ok FROM unchanged)
     ON CONFLICT (sender_device, client_message_id) DO NOTHING
     RETURNING id),
 per_device AS (
     SELECT e.d AS device_id, count(*) AS n,
-           array_agg(ins.id ORDER BY e.o) AS mids, array_agg(e.c ORDER BY e.o) AS cts
-    FROM unnest($4::uuid[], $5::bytea[], $6::int[]) AS e(d, c, o)
-    JOIN ins ON ins.id = ($1::uuid[])[e.o + 1]
+           array_agg(e.m ORDER BY e.o) AS mids, array_agg(e.c ORDER BY e.o) AS cts
+    FROM unnest($9::uuid[], $10::uuid[], $11::bytea[], $12::int[]) AS e(d, m, c, o)
+    JOIN ins ON ins.id = e.m
     GROUP BY e.d),
 {_LOCK_AND_BUMP},
 placed AS (
     INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
-    SELECT b.id, b.base + u.k, u.m, u.c, $7
+    SELECT b.id, b.base + u.k, u.m, u.c, $13
     FROM bumped b, unnest(b.mids, b.cts) WITH ORDINALITY AS u(m, c, k)
     RETURNING device_id, message_id, position),
 audited AS (
     INSERT INTO audit_pending (created_at, leaf_hash, entry)
-    SELECT $8, a.h, a.e
-    FROM (SELECT cardinality($9::uuid[]) AS n) k,
-         unnest($9::uuid[], ($10::bytea[])[1:k.n], ($10::bytea[])[k.n + 1:])
-             WITH ORDINALITY AS a(m, h, e, o),
-         ins
-    WHERE ins.id = a.m
+    SELECT $14, a.h, a.e
+    FROM unnest($15::uuid[], $16::bytea[], $17::bytea[]) WITH ORDINALITY AS a(m, h, e, o)
+    JOIN ins ON ins.id = a.m
     ORDER BY a.o)
 SELECT NULL::uuid AS message_id, NULL::uuid AS device_id, NULL::bigint AS position
 FROM unchanged WHERE NOT ok
@@ -307,29 +295,23 @@ async def _store_and_enqueue(
     (one per send of ``batch``) of those inserted, if ``standings`` are
     unchanged; returns the ids inserted (and fills each inserted message's
     ``placed``)."""
-    devices: list[UUID] = []
-    ciphertexts: list[bytes | None] = []
-    orders: list[int] = []
-    for order, m in enumerate(messages):
-        for device, ciphertext in m.envelopes:
-            devices.append(device)
-            ciphertexts.append(ciphertext)
-            orders.append(order)
+    envelopes = [
+        (device, m.message_id, ciphertext, order)
+        for order, m in enumerate(messages)
+        for device, ciphertext in m.envelopes
+    ]
     rows = await conn.fetch(
         _STORE_AND_ENQUEUE,
-        [m.message_id for m in messages]
-        + [m.sender_device for m in messages]
-        + [m.sender_official for m in messages]
-        + [m.recipient_official for m in messages],
-        [m.client_message_id for m in messages] + [m.kind for m in messages],
-        [m.sent_at for m in messages],
-        devices,
-        ciphertexts,
-        orders,
+        *_message_columns(messages),
+        [e[0] for e in envelopes],
+        [e[1] for e in envelopes],
+        [e[2] for e in envelopes],
+        [e[3] for e in envelopes],
         expires_at,
         accepted.at if accepted is not None else expires_at,
         [m.message_id for m in batch] if accepted is not None else [],
-        accepted.hashes + accepted.entries if accepted is not None else [],
+        accepted.hashes if accepted is not None else [],
+        accepted.entries if accepted is not None else [],
         *standings_parameters(standings or {}),
     )
     if any(row["message_id"] is None for row in rows):

@@ -249,46 +249,40 @@ def unchanged_cte(first: int) -> str:
     ``policy_epoch`` (migration 0016): walking the tree again for them was
     about a quarter of PostgreSQL's CPU per lone send. Each official is
     looked up by its id alone (a join on agency and status too could be
-    planned on the agency's index, every official of the agency read). The
-    standings are the parameters ``$first`` to ``$first+3``
-    (:func:`standings_parameters`); with none, ``ok`` is true.
-
-    Four parameters, not one array per field: asyncpg's cost of encoding a
-    parameter is mostly per array (about 1 us each, its ``isinstance``
-    checks against ``collections.abc`` and a buffer), so the ids and the
-    agencies travel in one ``uuid[]`` (ids, then agencies: sliced here by
-    the statuses' count), as do the devices' owners and the devices.
+    planned on the agency's index, every official of the agency read). The standings are the
+    parameters ``$first`` to ``$first+5`` (:func:`standings_parameters`);
+    with none, ``ok`` is true.
     """
-    parties, statuses, epochs, devices = (f"${first + i}" for i in range(4))
-    n = f"cardinality({statuses}::text[])"
-    ids = f"({parties}::uuid[])[1:{n}]"
-    agencies = f"({parties}::uuid[])[{n} + 1:]"
+    ids, agencies, statuses, epochs, owners, devices = (f"${first + i}" for i in range(6))
     epoch = "(SELECT p.epoch FROM policy_epoch p WHERE p.one)"
     return f"""unchanged AS (
     SELECT (SELECT coalesce(bool_and(coalesce(
                        (SELECT o.agency_id = x.agency_id AND o.status = x.status
                         FROM officials o WHERE o.id = x.id), false)), true)
-            FROM unnest({ids}, {agencies}, {statuses}::text[]) AS x(id, agency_id, status))
-       AND (SELECT coalesce(array_agg(d.official_id ORDER BY d.official_id, d.id)
-                            || array_agg(d.id ORDER BY d.official_id, d.id), '{{}}')
+            FROM unnest({ids}::uuid[], {agencies}::uuid[], {statuses}::text[])
+                 AS x(id, agency_id, status))
+       AND (SELECT coalesce(array_agg(d.official_id ORDER BY d.official_id, d.id), '{{}}')
+                   = {owners}::uuid[]
+               AND coalesce(array_agg(d.id ORDER BY d.official_id, d.id), '{{}}')
                    = {devices}::uuid[]
-            FROM devices d WHERE d.official_id = ANY({ids}) AND d.status = 'active')
+            FROM devices d WHERE d.official_id = ANY({ids}::uuid[]) AND d.status = 'active')
        AND NOT EXISTS (SELECT 1 FROM unnest({epochs}::bigint[]) AS e(epoch)
                        WHERE e.epoch IS DISTINCT FROM {epoch})
        AS ok)"""  # noqa: S608
 
 
 def standings_parameters(standings: Mapping[UUID, SendStanding]) -> list[list[Any]]:
-    """The parameters of :func:`unchanged_cte` for these standings: (officials'
-    ids then agencies, statuses, epochs, the devices' owners then the devices,
-    in (official, device) order as the statement aggregates them)."""
+    """The parameters of :func:`unchanged_cte` for these standings (the
+    devices in (official, device) order, as the statement aggregates them)."""
     rows = list(standings.values())
     devices = sorted((s.official_id, d) for s in rows for d in s.active_devices)
     return [
-        [s.official_id for s in rows] + [s.agency_id for s in rows],
+        [s.official_id for s in rows],
+        [s.agency_id for s in rows],
         [s.status for s in rows],
         [s.epoch for s in rows],
-        [official for official, _ in devices] + [device for _, device in devices],
+        [official for official, _ in devices],
+        [device for _, device in devices],
     ]
 
 
