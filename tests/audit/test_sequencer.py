@@ -260,6 +260,18 @@ async def test_a_pass_reads_the_events_it_takes_not_the_whole_backlog(database_u
     assert _rows_read(plan[0]["Plan"]) <= 2 * 50, plan
 
 
+async def _sequence(db: Database, events: int) -> None:
+    """Run a sequencer until it has sequenced ``events``, then stop it."""
+    sequencer = Sequencer(db, IdentityKeyPair.generate(), sign_interval=3600)
+    try:
+        sequencer.start()
+        await eventually(
+            lambda: sequencer.sequenced == events, what=f"the {events} events are sequenced"
+        )
+    finally:
+        await sequencer.stop()
+
+
 async def test_packs_made_in_postgresql_hold_the_codec_s_bytes(database_url: str) -> None:
     """``audit_append_events`` packs the backlog's rows as :func:`codec.pack_events`
     does, 16 a pack from the pass's first leaf, in (xid, id) order; a pack's ``at``
@@ -283,12 +295,7 @@ async def test_packs_made_in_postgresql_hold_the_codec_s_bytes(database_url: str
     rows = await db.pool.fetch(
         "SELECT id, created_at, leaf_hash, entry FROM audit_pending ORDER BY xid, id"
     )
-    sequencer = Sequencer(db, IdentityKeyPair.generate(), sign_interval=3600)
-    try:
-        sequencer.start()
-        await eventually(lambda: sequencer.sequenced == 40, what="the 40 events are sequenced")
-    finally:
-        await sequencer.stop()
+    await _sequence(db, 40)
     try:
         packs = await db.pool.fetch(
             """SELECT first_leaf, at, min_at, min_id, max_id, hashes, events
@@ -333,12 +340,7 @@ async def test_a_pass_whose_packs_start_in_an_old_month_makes_its_partition(
                 "INSERT INTO audit_pending (created_at, leaf_hash, entry) VALUES ($1, $2, $3)",
                 old, codec.leaf_hash_of(entry, old), entry,
             )
-    sequencer = Sequencer(db, IdentityKeyPair.generate(), sign_interval=3600)
-    try:
-        sequencer.start()
-        await eventually(lambda: sequencer.sequenced == 3, what="the 3 events are sequenced")
-    finally:
-        await sequencer.stop()
+    await _sequence(db, 3)
     try:
         at = await db.pool.fetchval("SELECT at FROM audit_packs")
         assert at == old
