@@ -239,18 +239,11 @@ class AuditLog:
             agency_of = {**agencies, **await store.agencies_of(conn, unknown)}
         hashes, stored = [], []
         for v in values:
-            official, device, recipient, message_id, sent_at, size, devices, kind, conv = v
-            details: dict[str, object] = {"message_id": message_id, "sent_at": sent_at,
-                                          "ciphertext_bytes": size, "recipient_devices": devices}
-            if kind is not None:
-                details["message_kind"] = kind
-            if conv is not None:
-                details["conversation_id"] = conv
             entry: dict[str, object] = {
                 "v": ENTRY_VERSION, "kind": "message.accepted", "time": time,
-                "actor_official": official, "actor_device": device, "details": details}
-            if recipient is not None:
-                entry["subject_official"] = recipient
+                "actor_official": v[0], "actor_device": v[1], "details": _accepted_details(v)}
+            if v[2] is not None:
+                entry["subject_official"] = v[2]
             hashes.append(leaf_hash(codec.canonical_json(entry)))
             stored.append(_ACCEPTED.encode(v, agency_of))
         return store.EncodedEvents(at, hashes, stored)
@@ -310,36 +303,37 @@ def _accepted_of(message: NewMessage) -> codec.Accepted:
             None if kind == "pairwise" else kind, message.conversation_id)
 
 
+def _accepted_details(values: codec.Accepted) -> dict[str, object]:
+    """The details of a "message.accepted" event of these values."""
+    _, _, _, message_id, sent_at, size, devices, kind, conversation = values
+    details: dict[str, object] = {
+        "message_id": message_id,
+        "sent_at": sent_at,
+        "ciphertext_bytes": size,
+        # In the order of their text: an id's text sorts as its int does,
+        # which is read without writing the text.
+        "recipient_devices": devices,
+    }
+    if kind is not None:
+        details["message_kind"] = kind
+    if conversation is not None:
+        details["conversation_id"] = conversation
+    return details
+
+
 def accepted_events(sends: Sequence[NewMessage]) -> list[AuditEvent]:
     """One "message.accepted" event per send; the store writes those of the
     sends it inserts (a retry logs nothing)."""
     events = []
     for message in sends:
-        devices = [device for device, _ in message.envelopes]
-        fanned = getattr(message, "fanned_out", None) or []
-        size = sum(len(c) for _, c in message.envelopes if c is not None)
-        body = getattr(message, "body", None)
-        details: dict[str, object] = {
-            "message_id": message.message_id,
-            "sent_at": wire_time(message.sent_at),
-            "ciphertext_bytes": size + (len(body) if body is not None else 0),
-            # In the order of their text: an id's text sorts as its int does,
-            # which is read without writing the text.
-            "recipient_devices": sorted({*devices, *fanned}, key=_AS_INT),
-        }
-        kind = getattr(message, "kind", "pairwise")
-        if kind != "pairwise":
-            details["message_kind"] = kind
-        conversation = getattr(message, "conversation_id", None)
-        if conversation is not None:
-            details["conversation_id"] = conversation
+        values = _accepted_of(message)
         events.append(
             AuditEvent(
                 "message.accepted",
-                actor_official=message.sender_official,
-                actor_device=message.sender_device,
-                subject_official=message.recipient_official,
-                details=details,
+                actor_official=values[0],
+                actor_device=values[1],
+                subject_official=values[2],
+                details=_accepted_details(values),
             )
         )
     return events

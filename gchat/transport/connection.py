@@ -173,20 +173,15 @@ class Connection:
     async def send(self, frame: object) -> None:
         await self.send_many([frame])
 
-    def _frame(self, frames: Sequence[object]) -> int:
-        """Frame ``frames`` as WebSocket messages (``protocol.send_*``, as
-        ``ws.send`` does), for the next write; returns their size."""
-        protocol = self._ws.protocol
-        encode = self._codec.encode
-        size = 0
-        for frame in frames:
-            data = encode(frame)
-            if isinstance(data, str):
-                protocol.send_text(data.encode())
-            else:
-                protocol.send_binary(data)
-            size += len(data)
-        return size
+    def _frame(self, frame: object) -> int:
+        """Frame ``frame`` as a WebSocket message (``protocol.send_*``, as
+        ``ws.send`` does), for the next write; returns its size."""
+        data = self._codec.encode(frame)
+        if isinstance(data, str):
+            self._ws.protocol.send_text(data.encode())
+        else:
+            self._ws.protocol.send_binary(data)
+        return len(data)
 
     def write_now(self, frames: Sequence[object]) -> bool:
         """Write ``frames`` at once if the socket takes them without waiting;
@@ -205,7 +200,8 @@ class Connection:
             or ws.transport.is_closing()
         ):
             return False
-        self._frame(frames)
+        for frame in frames:
+            self._frame(frame)
         # Data frames only (no close, so no end-of-stream marker).
         ws.transport.writelines(ws.protocol.data_to_send())
         self._services.metrics.frames_out.inc(len(frames))
@@ -230,7 +226,7 @@ class Connection:
                 size = 0
                 async with ws.send_context():
                     for frame in frames[start:]:
-                        size += self._frame((frame,))
+                        size += self._frame(frame)
                         start += 1
                         if size >= _WRITE_BYTES:
                             break
