@@ -94,4 +94,36 @@ async def test_the_reaper_task_shrinks_the_pool_on_its_own(
         await eventually(lambda: pool.size() == (1, 1), within=5)
     finally:
         reaper.cancel()
+        await asyncio.gather(reaper, return_exceptions=True)
+        await client.aclose()
+
+
+async def test_a_reap_cancelled_at_once_leaves_no_connection_open_and_forgotten(
+    redis_url: str, redis_prefix: str, observer: Redis
+) -> None:
+    # The node stopping cancels its reaper wherever it is: right after the
+    # reap has taken the idle connections off the pool's stack is the worst
+    # place, for then the pool's own disconnect no longer knows them.
+    name = f"pooltest-{secrets.token_hex(4)}"
+    sep = "&" if "?" in redis_url else "?"
+    client = connect_redis(f"{redis_url}{sep}client_name={name}", max_connections=6)
+    pool = client.connection_pool
+    assert isinstance(pool, IdlePool)
+    try:
+        key = f"{redis_prefix}empty"
+        await asyncio.gather(*(client.blpop([key], timeout=0.05) for _ in range(30)))
+        opened = pool.size()[0]
+        assert opened >= 3 and await open_at_redis(observer, name) == opened
+        assert await pool.reap() == 0  # starts the watch
+        reaping = asyncio.create_task(pool.reap())
+        await asyncio.sleep(0)  # the reap runs to its first wait, if it has one
+        reaping.cancel()
+        await asyncio.gather(reaping, return_exceptions=True)
+        assert pool.size() == (1, 1)
+
+        async def only_the_pools_own() -> bool:
+            return await open_at_redis(observer, name) == pool.size()[0]
+
+        await eventually(only_the_pools_own, what="Redis holds connections the pool forgot")
+    finally:
         await client.aclose()
