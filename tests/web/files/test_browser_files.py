@@ -87,10 +87,10 @@ def test_a_file_and_a_photo_attached_in_the_browser_are_saved_identical_by_the_c
     ui.open_chat_by_search(anong, "ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")
     report = os.urandom(300_000)  # five chunks: pipelined upload, progress
     anong.get_by_label("พิมพ์ข้อความ").fill("รายงานประจำเดือน")
-    attach(anong, "attach-file", "report-2569.bin", "application/octet-stream", report)
+    attach(anong, "attach-file", tmp_path / "report-2569.bin", report)
     sent(anong, "report-2569.bin")
     picture = photo_bytes(2, "JPEG")
-    attach(anong, "attach-photo", "camera.jpg", "image/jpeg", picture)
+    attach(anong, "attach-photo", tmp_path / "camera.jpg", picture)
     sent(anong, "camera.jpg")
     assert anong.get_by_test_id("attach-photo").get_attribute("capture") == "environment"
     assert anong.get_by_test_id("attach-photo").get_attribute("accept") == "image/*"
@@ -112,7 +112,7 @@ def test_a_group_of_three_with_two_browsers_and_the_cli_shares_files(
     ui.create_group(anong, "ตรวจพื้นที่", [("บุญมี", "บุญมี มั่นคง"), ("ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")])
     ui.send(anong, "เริ่มส่งภาพ")
     picture = photo_bytes(3)
-    attach(anong, "attach-photo", "หน้างาน.png", "image/png", picture)
+    attach(anong, "attach-photo", tmp_path / "หน้างาน.png", picture)
     sent(anong, "หน้างาน.png")
 
     expect(boon.get_by_test_id("chat-row")).to_contain_text("หน้างาน.png", timeout=20_000)

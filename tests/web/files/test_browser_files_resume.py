@@ -92,7 +92,7 @@ def test_an_upload_cut_by_a_killed_node_resumes_where_it_stopped(
     rows = attachment_rows(team.node)
     data = os.urandom(BIG)
     with slowed(anong):
-        attach(anong, "attach-file", "survey.bin", "application/octet-stream", data)
+        attach(anong, "attach-file", tmp_path / "survey.bin", data)
         mid_transfer(anong, "[data-testid=upload] progress")
         team.node.kill()
     # Cut before its end: still uploading, nothing sent; it waits for the node.
@@ -133,7 +133,7 @@ def test_cancel_stops_an_upload_and_sends_nothing(
 ) -> None:
     ui.open_chat_by_search(anong, "ชัยวัฒน์", "ชัยวัฒน์ พึ่งธรรม")
     with slowed(anong):
-        attach(anong, "attach-file", "draft.bin", "application/octet-stream", os.urandom(BIG))
+        attach(anong, "attach-file", tmp_path / "draft.bin", os.urandom(BIG))
         mid_transfer(anong, "[data-testid=upload] progress")
         # Cancelled while it cannot finish (its node is down, it waits to resume): nothing
         # is sent, also not once the node is back.
