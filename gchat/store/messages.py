@@ -242,8 +242,14 @@ bumped AS (
 # order; a device that vanished since the check gets nothing. The
 # "message.accepted" audit events of the messages inserted go in with
 # them, so a send batch is one statement after its check. Every join is
-# on a primary key or between the statement's own rows, so the plan does
-# not depend on table statistics. Nothing is inserted unless the standings
+# on a primary key, so the plan does not depend on table statistics. The
+# envelopes and events of the messages inserted are picked by a hashed
+# SubPlan of their ids (``(... = ANY (SELECT id FROM ins)) IS TRUE``: the
+# ``IS TRUE`` keeps PostgreSQL from making it a join), one hash table per
+# batch; as a join it was a nested loop (pinned sessions have no hash
+# join) that compared every envelope and event with every inserted
+# message: quadratic, a fifth of the statement at 100 sends
+# (docs/PERFORMANCE.md). Nothing is inserted unless the standings
 # given ($18-$23, none: any) are still those read (``unchanged``); then a
 # row of NULLs says so.
 _STORE_AND_ENQUEUE = f"""
@@ -260,7 +266,7 @@ per_device AS (
     SELECT e.d AS device_id, count(*) AS n,
            array_agg(e.m ORDER BY e.o) AS mids, array_agg(e.c ORDER BY e.o) AS cts
     FROM unnest($9::uuid[], $10::uuid[], $11::bytea[], $12::int[]) AS e(d, m, c, o)
-    JOIN ins ON ins.id = e.m
+    WHERE (e.m = ANY (SELECT id FROM ins)) IS TRUE
     GROUP BY e.d),
 {_LOCK_AND_BUMP},
 placed AS (
@@ -272,7 +278,7 @@ audited AS (
     INSERT INTO audit_pending (created_at, leaf_hash, entry)
     SELECT $14, a.h, a.e
     FROM unnest($15::uuid[], $16::bytea[], $17::bytea[]) WITH ORDINALITY AS a(m, h, e, o)
-    JOIN ins ON ins.id = a.m
+    WHERE (a.m = ANY (SELECT id FROM ins)) IS TRUE
     ORDER BY a.o)
 SELECT NULL::uuid AS message_id, NULL::uuid AS device_id, NULL::bigint AS position
 FROM unchanged WHERE NOT ok
