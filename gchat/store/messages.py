@@ -9,6 +9,7 @@ later finds a smaller one appear.
 """
 
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,19 +24,33 @@ from gchat.store.audit import EncodedEvents, insert_events
 from gchat.store.database import Executor
 from gchat.store.policies import SendStanding, standings_parameters, unchanged_cte
 
+#: The last 80 bits of a version-7 id: random but for the version's 4 bits
+#: and the variant's 2, which are set to 0b0111 and 0b10.
+_V7_RANDOM = 0x0FFF_3FFF_FFFF_FFFF_FFFF
+_V7_VERSION_VARIANT = 0x7000_8000_0000_0000_0000
+
 
 def new_message_id() -> UUID:
-    """A random (version 4) id for a new message, as asyncpg's own UUID type.
+    """A time-ordered (version 7, RFC 9562) id for a new message, as asyncpg's own UUID type.
 
-    That type is a ``uuid.UUID`` (equal, hashed and encoded alike), made in C
-    from the 16 bytes, and asyncpg writes it to PostgreSQL without calling
-    back into Python, where a ``uuid.uuid4()`` costs a ``UUID.__init__`` and,
-    for each of the three parameters a send writes it in, a ``.bytes``.
+    Its first 48 bits are the Unix time in milliseconds and 74 of the
+    others random, so ids made close in time are close in order: each
+    message's entries in the ``messages`` primary key and the ``inbox``
+    index by message land on the index's newest pages, which stay cached,
+    instead of on a random page of an index that grows with every message
+    kept for the retention period (with 3,000,000 messages kept, a
+    128-send batch cost PostgreSQL 0.82x the CPU of random version-4 ids,
+    its acks 0.87x: docs/PERFORMANCE.md). The id tells no one anything the
+    message's ``sent_at`` does not; 74 random bits keep it unguessable.
+
+    asyncpg's UUID type is a ``uuid.UUID`` (equal, hashed and encoded
+    alike), made in C from the 16 bytes, and asyncpg writes it to
+    PostgreSQL without calling back into Python, where a ``uuid.UUID`` costs
+    a ``UUID.__init__`` and, for each of the three parameters a send writes
+    it in, a ``.bytes``.
     """
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    made: UUID = PgUUID(bytes(raw))
+    low = int.from_bytes(os.urandom(10), "big") & _V7_RANDOM | _V7_VERSION_VARIANT
+    made: UUID = PgUUID((((time.time_ns() // 1_000_000) << 80) | low).to_bytes(16, "big"))
     return made
 
 
