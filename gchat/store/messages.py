@@ -257,17 +257,19 @@ bumped AS (
 # order; a device that vanished since the check gets nothing. The
 # "message.accepted" audit events of the messages inserted go in with
 # them, so a send batch is one statement after its check. Every join is
-# on a primary key, so the plan does not depend on table statistics. The
-# envelopes and events of the messages inserted are picked by a hashed
-# SubPlan of their ids (``(... = ANY (SELECT id FROM ins)) IS TRUE``: the
-# ``IS TRUE`` keeps PostgreSQL from making it a join), one hash table per
-# batch; as a join it was a nested loop (pinned sessions have no hash
-# join) that compared every envelope and event with every inserted
-# message: quadratic, a fifth of the statement at 100 sends
-# (docs/PERFORMANCE.md). Nothing is inserted unless the standings
-# given ($18-$23, none: any) are still those read (``unchanged``); then a
-# row of NULLs says so.
-_STORE_AND_ENQUEUE = f"""
+# on a primary key, so the plan does not depend on table statistics.
+# Nothing is inserted unless the standings given ($18-$23, none: any) are
+# still those read (``unchanged``); then a row of NULLs says so.
+#
+# The envelopes and events of the messages inserted are picked in one of
+# two ways (``:inserted_e`` for the envelopes, ``:inserted_a`` for the
+# events). A join on ``ins`` is a nested loop (pinned sessions have no hash
+# join) that compares every envelope and event with every inserted message:
+# nothing to set up, but quadratic, a fifth of the statement at 100 sends
+# (docs/PERFORMANCE.md). A hashed SubPlan of the inserted ids (the ``IS
+# TRUE`` keeps PostgreSQL from making it a join) builds one hash table per
+# execution: linear, for a set-up that costs more than a few comparisons.
+_STORE_AND_ENQUEUE_SQL = f"""
 WITH {unchanged_cte(18)},
 ins AS (
     INSERT INTO messages (id, sender_device, sender_official, recipient_official,
@@ -281,7 +283,7 @@ per_device AS (
     SELECT e.d AS device_id, count(*) AS n,
            array_agg(e.m ORDER BY e.o) AS mids, array_agg(e.c ORDER BY e.o) AS cts
     FROM unnest($9::uuid[], $10::uuid[], $11::bytea[], $12::int[]) AS e(d, m, c, o)
-    WHERE (e.m = ANY (SELECT id FROM ins)) IS TRUE
+    :inserted_e
     GROUP BY e.d),
 {_LOCK_AND_BUMP},
 placed AS (
@@ -293,7 +295,7 @@ audited AS (
     INSERT INTO audit_pending (created_at, leaf_hash, entry)
     SELECT $14, a.h, a.e
     FROM unnest($15::uuid[], $16::bytea[], $17::bytea[]) WITH ORDINALITY AS a(m, h, e, o)
-    WHERE (a.m = ANY (SELECT id FROM ins)) IS TRUE
+    :inserted_a
     ORDER BY a.o)
 SELECT NULL::uuid AS message_id, NULL::uuid AS device_id, NULL::bigint AS position
 FROM unchanged WHERE NOT ok
@@ -302,6 +304,19 @@ SELECT id, NULL, NULL FROM ins
 UNION ALL
 SELECT message_id, device_id, position FROM placed
 """  # noqa: S608 - constant SQL
+
+#: Batches of up to this many envelopes and events each are written with
+#: the join (at most 16 comparisons each), larger ones with the hash.
+_FEW = 4
+
+#: The statement for larger batches (any batch, in fact: both are correct).
+_STORE_AND_ENQUEUE = _STORE_AND_ENQUEUE_SQL.replace(
+    ":inserted_e", "WHERE (e.m = ANY (SELECT id FROM ins)) IS TRUE"
+).replace(":inserted_a", "WHERE (a.m = ANY (SELECT id FROM ins)) IS TRUE")
+#: The statement for batches of up to ``_FEW`` (a lone send at low load).
+_STORE_AND_ENQUEUE_FEW = _STORE_AND_ENQUEUE_SQL.replace(
+    ":inserted_e", "JOIN ins ON ins.id = e.m"
+).replace(":inserted_a", "JOIN ins ON ins.id = a.m")
 
 
 async def _store_and_enqueue(
@@ -321,8 +336,9 @@ async def _store_and_enqueue(
         for order, m in enumerate(messages)
         for device, ciphertext in m.envelopes
     ]
+    few = len(envelopes) <= _FEW and len(batch) <= _FEW
     rows = await conn.fetch(
-        _STORE_AND_ENQUEUE,
+        _STORE_AND_ENQUEUE_FEW if few else _STORE_AND_ENQUEUE,
         *_message_columns(messages),
         [e[0] for e in envelopes],
         [e[1] for e in envelopes],

@@ -1,36 +1,110 @@
-"""The pairwise send statement's plan on a pinned connection: what it inserted is
-picked from the batch by one hash table, not by comparing every row with every other."""
+"""The pairwise send statement: what it inserted is picked from the batch by a join
+for a few sends and by one hash table for more, never by comparing every row
+with every other in a large batch; both pick exactly the sends inserted."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 
+from gchat.audit.log import AuditLog, accepted_events
+from gchat.messaging import service as messaging
 from gchat.store import messages
-from gchat.store.database import PINNED_SETTINGS
+from gchat.store.database import PINNED_SETTINGS, Database
+from gchat.store.messages import NewMessage, StoredMessage
+from loadtests.send_cost import seed_pairs
 
 
-async def test_envelopes_and_events_of_the_inserted_messages_are_picked_by_hashing(
-    database_url: str,
-) -> None:
+async def _plan(database_url: str, statement: str) -> str:
     conn = await asyncpg.connect(database_url, server_settings=PINNED_SETTINGS)
     try:
         # The generic plan (``force_generic_plan``): the one a pinned
         # connection caches and runs for every batch, whatever its size.
-        plan = "\n".join(
-            row[0]
-            for row in await conn.fetch(
-                "EXPLAIN " + messages._STORE_AND_ENQUEUE,
-                *([[]] * 12),
-                None,
-                None,
-                *([[]] * 9),
-            )
-        )
+        rows = await conn.fetch("EXPLAIN " + statement, *([[]] * 12), None, None, *([[]] * 9))
     finally:
         await conn.close()
+    return "\n".join(row[0] for row in rows)
+
+
+def _joins_on_inserted(plan: str) -> list[str]:
+    """The plan's join filters that compare a row with the inserted messages (``ins``)."""
+    return [line.strip() for line in plan.splitlines() if "Join Filter" in line and "ins" in line]
+
+
+async def test_a_large_batch_picks_what_it_inserted_by_hashing(database_url: str) -> None:
+    plan = await _plan(database_url, messages._STORE_AND_ENQUEUE)
     # The envelopes (for the inbox) and the "message.accepted" events each
     # probe a hash of the inserted ids ...
     assert plan.count("hashed SubPlan") == 2, plan
     # ... and no join compares the batch's rows with the inserted messages
-    # (``ins``) one by one: with hash joins off, such a join is a nested
-    # loop, B x B comparisons for a batch of B sends.
-    filters = [line.strip() for line in plan.splitlines() if "Join Filter" in line]
-    assert not [f for f in filters if "ins" in f], plan
+    # one by one: with hash joins off, such a join is a nested loop, B x B
+    # comparisons for a batch of B sends.
+    assert _joins_on_inserted(plan) == [], plan
+
+
+async def test_a_few_sends_are_picked_by_a_join(database_url: str) -> None:
+    # Nothing to set up per execution: the cheapest for a lone send.
+    plan = await _plan(database_url, messages._STORE_AND_ENQUEUE_FEW)
+    assert "hashed SubPlan" not in plan, plan
+    assert len(_joins_on_inserted(plan)) == 2, plan
+
+
+def _send(pair: list[uuid.UUID], client_id: str) -> NewMessage:
+    sender_official, sender, recipient_official, recipient = pair
+    return NewMessage(
+        messages.new_message_id(),
+        sender,
+        sender_official,
+        recipient_official,
+        client_id,
+        datetime.now(UTC),
+        [(recipient, f"to {client_id}".encode())],
+    )
+
+
+async def _store(db: Database, batch: list[NewMessage]) -> tuple[list[StoredMessage], list[bytes]]:
+    """``batch`` checked and stored as the committer does (rechecked standings);
+    the stored results, and the leaf hashes of the events encoded for it."""
+    audit = AuditLog()
+    async with db.pinned.acquire() as conn:
+        checked = await messaging.check_batch(conn, batch)
+        assert checked.verdicts == [None] * len(batch)
+        accepted = await audit.encode(conn, accepted_events(batch), agencies=checked.agencies)
+        assert accepted is not None
+        stored = await messages.store_batch(
+            conn, batch, datetime.now(UTC) + timedelta(days=1), accepted, checked.standings
+        )
+    return stored, accepted.hashes
+
+
+@pytest.mark.parametrize("fresh", [2, 6])
+async def test_only_the_sends_inserted_get_envelopes_and_events(
+    database_url: str, fresh: int
+) -> None:
+    # 2 fresh sends and 2 repeats take the join, 6 and 2 the hash.
+    assert fresh + 2 <= messages._FEW or fresh + 1 > messages._FEW
+    db = await Database.connect(database_url, min_size=1, max_size=2)
+    try:
+        pairs = await seed_pairs(db, fresh + 1)
+        earlier = _send(pairs[0], "earlier")
+        await _store(db, [earlier])
+        new = [_send(pair, f"c{i}") for i, pair in enumerate(pairs[1:])]
+        retry = _send(pairs[0], "earlier")  # stored by an earlier batch
+        again = _send(pairs[1], "c0")  # the same as this batch's first
+        stored, hashes = await _store(db, [*new, retry, again])
+
+        assert [(s.message_id, s.duplicate) for s in stored] == [
+            *[(m.message_id, False) for m in new],
+            (earlier.message_id, True),
+            (new[0].message_id, True),
+        ]
+        inbox = await db.pool.fetch("SELECT device_id, message_id, ciphertext FROM inbox")
+        assert {tuple(row) for row in inbox} == {
+            (m.envelopes[0][0], m.message_id, m.envelopes[0][1]) for m in [earlier, *new]
+        }
+        # One "message.accepted" event for each send inserted, in batch order.
+        events = await db.pool.fetch("SELECT leaf_hash FROM audit_pending ORDER BY id")
+        assert [row[0] for row in events][1:] == hashes[:fresh]
+    finally:
+        await db.close()
