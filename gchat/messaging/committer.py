@@ -45,6 +45,13 @@ that costs the next batch relying on them a second statement, never a
 wrong send, since every store re-reads what it relied on in its own
 snapshot; and a refusal is only final on standings read for it.
 
+A batch's wake-up of its recipients (``after_commit``: handing the rows to
+this node's delivery streams, which write them to their sockets) runs after
+its lane's next batch has been sent, while PostgreSQL works on that one: a
+lane's connection no longer idles while the node writes a batch's
+envelopes, which was about a tenth of each commit cycle. Wake-ups keep
+their lane's commit order (``_hand_over``).
+
 A fixed lane per device, not one queue from which a free lane takes the
 sends of devices no batch in flight holds: that needs more code in
 ``Batcher`` (keys in flight, a queue scanned past them), and in a closed
@@ -104,6 +111,7 @@ async def _accept_all(
 #: its standings had changed before the store) it runs in one.
 _CHECKS_OUTSIDE = 3
 
+
 def _lost(conn: asyncpg.Connection) -> bool:
     """Is the connection closed? The pool takes back (and detaches) a pooled
     connection when PostgreSQL ends it; using it then raises."""
@@ -148,6 +156,8 @@ class SendCommitter:
             Batcher("commit", functools.partial(self._commit, lane), max_batch)
             for lane in range(lanes)
         ]
+        #: Per lane, the wake-up of its last written batch (``_hand_over``).
+        self._handing: list[asyncio.Task[None] | None] = [None] * lanes
 
     @property
     def batches(self) -> int:
@@ -164,6 +174,7 @@ class SendCommitter:
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
         await asyncio.gather(*(lane.stop() for lane in self._lanes))
+        await asyncio.gather(*(t for t in self._handing if t is not None))
         for lane, conn in enumerate(self._conns):
             if conn is not None:
                 await self._db.pinned.release(conn)
@@ -205,13 +216,32 @@ class SendCommitter:
             self._metrics.commit_batch_size.observe(len(sends))
             self._metrics.commit_latency.observe(asyncio.get_running_loop().time() - started)
         if written:
-            try:
-                await self._after_commit(written)
-            except Exception as error:  # devices catch up on the next signal
-                self._quiet.failure("after-commit wake-up", error)
-            else:
-                self._quiet.recovered("after-commit wake-up")
+            self._hand_over(lane, written)
         return results
+
+    def _hand_over(self, lane: int, written: list[NewMessage]) -> None:
+        """Wake the recipients of a written batch, after the lane's next batch is sent.
+
+        The wake-up (handing the rows to this node's streams, which write
+        them to their sockets) runs in a task of its own: the lane's next
+        batch is checked and sent to PostgreSQL first, so the node writes
+        these envelopes while PostgreSQL works on it instead of the
+        connection waiting for them. A lane's wake-ups stay in the order of
+        its commits (each waits for the one before); their task starts
+        before the senders' answers are written, as when it was awaited.
+        """
+        before = self._handing[lane]
+        self._handing[lane] = asyncio.create_task(self._wake(before, written))
+
+    async def _wake(self, before: "asyncio.Task[None] | None", written: list[NewMessage]) -> None:
+        if before is not None and not before.done():
+            await asyncio.wait([before])
+        try:
+            await self._after_commit(written)
+        except Exception as error:  # devices catch up on the next signal
+            self._quiet.failure("after-commit wake-up", error)
+        else:
+            self._quiet.recovered("after-commit wake-up")
 
     async def _check_and_store(
         self, conn: asyncpg.Connection, sends: list[NewMessage]
@@ -265,9 +295,7 @@ class SendCommitter:
         accepted = await self._audit.encode_accepted(conn, fresh, checked.agencies)
         standings = checked.standings if recheck else None
         stored = iter(
-            await messages.store_batch(conn, fresh, expires, accepted, standings)
-            if fresh
-            else []
+            await messages.store_batch(conn, fresh, expires, accepted, standings) if fresh else []
         )
         results: list[StoredMessage | BaseException] = [
             next(stored) if v is None else v  # type: ignore[misc]

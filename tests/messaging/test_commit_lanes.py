@@ -249,3 +249,33 @@ async def test_stop_commits_what_both_lanes_have_queued(db: Database) -> None:
     assert all(f.done() and isinstance(f.result(), StoredMessage) for f in futures)
     assert await db.pool.fetchval("SELECT count(*) FROM inbox") == 40
     assert committer.committed == 40
+
+
+async def test_a_lane_commits_its_next_batch_while_the_last_wakes_its_recipients(
+    db: Database,
+) -> None:
+    agency = await _agency(db)
+    sender = await _official(db, agency, 0)
+    recipient = await _official(db, agency)
+    release = asyncio.Event()
+    woken: list[list[str]] = []
+
+    async def after_commit(batch: list[NewMessage]) -> None:
+        if not woken:  # the first wake-up holds until the next batch has committed
+            await asyncio.wait_for(release.wait(), 10)
+        woken.append([m.client_message_id for m in batch])
+
+    committer = SendCommitter(db, 4, timedelta(days=1), after_commit,
+                              prepare=messaging.check_batch, lanes=LANES)
+    committer.start()
+    try:
+        first = await committer.submit(_send(sender, recipient[0], [recipient[1]], "a"))
+        second = await committer.submit(_send(sender, recipient[0], [recipient[1]], "b"))
+        assert isinstance(first, StoredMessage) and isinstance(second, StoredMessage)
+        assert woken == []  # "b" committed with "a"'s wake-up still running
+        third = committer.submit(_send(sender, recipient[0], [recipient[1]], "c"))
+        await third
+        release.set()
+    finally:
+        await committer.stop()  # waits for the wake-ups
+    assert woken == [["a"], ["b"], ["c"]]  # in commit order
