@@ -104,6 +104,8 @@ class Connection:
         self._replies: set[asyncio.Task[None]] = set()
         #: Sends waiting for the socket (``write_now`` writes only when none does).
         self._draining = 0
+        #: Frames ``write_now`` framed this turn are written by one callback.
+        self._flush: asyncio.Handle | None = None
         #: Requests answered later now waiting (``_MAX_IN_FLIGHT`` at most);
         #: ``_room`` is done when one is, if reading waits for that. A count,
         #: not a semaphore: its acquire was a coroutine per send. A future
@@ -184,13 +186,18 @@ class Connection:
         return len(data)
 
     def write_now(self, frames: Sequence[object]) -> bool:
-        """Write ``frames`` at once if the socket takes them without waiting;
-        False (nothing written) when a send waits for the socket to drain or
-        the connection is not open: then ``send_many`` them.
+        """Frame ``frames`` now and write them at the end of this turn, if the
+        socket takes them without waiting; False (nothing framed) when a send
+        waits for the socket to drain or the connection is not open: then
+        ``send_many`` them.
 
         For a send's answer and the envelopes handed over by its commit,
         written from callbacks rather than tasks. Waiting sends go first, so
-        frames leave in the order they were sent.
+        frames leave in the order they were sent. A commit answers each of a
+        connection's sends in a callback of its own (a client pipelining two
+        sends has both answered by one batch): one write for all of them
+        instead of one system call each, on loopback a quarter of the node's
+        CPU at capacity.
         """
         ws = self._ws
         if (
@@ -202,10 +209,20 @@ class Connection:
             return False
         for frame in frames:
             self._frame(frame)
-        # Data frames only (no close, so no end-of-stream marker).
-        ws.transport.writelines(ws.protocol.data_to_send())
+        if self._flush is None:
+            self._flush = ws.loop.call_soon(self._write_framed)
         self._services.metrics.frames_out.inc(len(frames))
         return True
+
+    def _write_framed(self) -> None:
+        """Write what ``write_now`` framed (unless a send context already did)."""
+        self._flush = None
+        ws = self._ws
+        # Data frames only: websockets writes whatever it frames itself
+        # (a close, a pong) at once, together with these.
+        data = ws.protocol.data_to_send()
+        if data and not ws.transport.is_closing():
+            ws.transport.writelines(data)
 
     async def send_many(self, frames: Sequence[object]) -> None:
         """Send ``frames`` in order, as WebSocket messages written to the socket

@@ -1,0 +1,102 @@
+"""Frames a connection writes from callbacks leave in one write per turn, in order."""
+
+import asyncio
+from typing import Any
+from uuid import uuid4
+
+import msgspec
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from gchat.transport.connection import Connection, Services
+from protocol import frames as f
+from protocol.version import MSGPACK_SUBPROTOCOL
+
+
+class Transport:
+    """Records what the connection writes."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[bytes]] = []
+        self.closing = False
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.writes.append(list(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class Socket:
+    """The parts of websockets' ServerConnection that ``write_now`` uses."""
+
+    def __init__(self) -> None:
+        self.protocol = ServerProtocol()
+        self.protocol.state = State.OPEN
+        self.transport = Transport()
+        self.paused = False
+        self.loop = asyncio.get_running_loop()
+        self.subprotocol = MSGPACK_SUBPROTOCOL
+        self.remote_address = ("127.0.0.1", 1)
+        self.request = None
+
+
+def connection(ws: Socket) -> Connection:
+    nothing: Any = None
+    services = Services(
+        db=nothing, inbox=nothing, broker=nothing, auth=nothing, enrolment=nothing,
+        keys=nothing, requests={}, server_id="s", node_id="n", max_unacked=10, auth_timeout=5,
+    )  # fmt: skip
+    return Connection(ws, services)  # type: ignore[arg-type]
+
+
+def frames_in(write: list[bytes]) -> list[object]:
+    """The G-Chat frames in one write (unmasked server frames, each under 126 bytes)."""
+    data = b"".join(write)
+    found: list[object] = []
+    while data:
+        assert data[0] == 0x82 and data[1] < 126  # binary, final, one-byte length
+        found.append(msgspec.msgpack.decode(data[2 : 2 + data[1]], type=f.ServerFrame))
+        data = data[2 + data[1] :]
+    return found
+
+
+def accepted(rid: int) -> f.Accepted:
+    return f.Accepted(rid=rid, message_id=uuid4(), server_time=1)
+
+
+async def test_frames_written_in_one_turn_leave_in_one_write_in_order() -> None:
+    ws = Socket()
+    conn = connection(ws)
+    answers = [accepted(1), accepted(2), accepted(3)]
+    assert conn.write_now(answers[:1])
+    assert conn.write_now(answers[1:])
+    assert ws.transport.writes == []  # at the end of the turn, together
+    await asyncio.sleep(0)
+    assert len(ws.transport.writes) == 1
+    assert frames_in(ws.transport.writes[0]) == answers
+    later = accepted(4)
+    assert conn.write_now([later])  # the next turn writes again
+    await asyncio.sleep(0)
+    assert [frames_in(w) for w in ws.transport.writes] == [answers, [later]]
+
+
+async def test_nothing_is_framed_for_a_socket_that_must_drain_or_is_closing() -> None:
+    ws = Socket()
+    conn = connection(ws)
+    ws.paused = True
+    assert not conn.write_now([accepted(1)])
+    ws.paused = False
+    ws.protocol.state = State.CLOSING
+    assert not conn.write_now([accepted(1)])
+    await asyncio.sleep(0)
+    assert ws.transport.writes == [] and ws.protocol.data_to_send() == []
+
+
+async def test_frames_of_a_socket_closed_before_the_write_are_dropped() -> None:
+    ws = Socket()
+    conn = connection(ws)
+    assert conn.write_now([accepted(1)])
+    ws.transport.closing = True
+    await asyncio.sleep(0)
+    assert ws.transport.writes == []
