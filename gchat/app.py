@@ -92,6 +92,7 @@ from gchat.transport.admission import ConnectionCap, parse_networks
 from gchat.transport.client_address import parse_trusted
 from gchat.transport.connection import SESSION_FRAMES, Services, handler
 from gchat.transport.http import routes
+from gchat.transport.receiving import ReadingConnection
 from gchat.transport.webapp import DEFAULT_ROOT, WebApp
 from protocol import limits
 from protocol.version import SUBPROTOCOLS, negotiate
@@ -388,6 +389,7 @@ class App:
             ssl=self._tls(),
             backlog=1024,  # a reconnect storm overflows asyncio's default of 100
             reuse_port=config.reuse_port or None,  # --workers: one port, several processes
+            create_connection=ReadingConnection,  # received messages in a leaner queue
             **WEBSOCKET_SETTINGS,
         )
         self.port = self._server.sockets[0].getsockname()[1]

@@ -1,4 +1,4 @@
-"""The only server module that touches websockets: one Connection per socket.
+"""One Connection per socket: what the node does with a WebSocket's frames.
 
 It feeds decoded frames through the sans-I/O session (``protocol.session``)
 and dispatches them to the services, turning ServiceError and ProtocolError
@@ -35,6 +35,7 @@ from gchat.store import devices
 from gchat.store.database import Database
 from gchat.transport.admission import ConnectionCap, FrameBucket
 from gchat.transport.client_address import Network, client_address
+from gchat.transport.receiving import ReadingConnection
 from protocol import frames as f
 from protocol.codec import Codec, server_codec
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
@@ -136,8 +137,7 @@ class Connection:
                 await self._ws.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
                 return
             await self.send(f.Challenge(server_id=self._services.server_id, nonce=self._nonce))
-            async for message in self._ws:
-                await self._receive(message)
+            await self._read()
         except ConnectionClosed:
             pass
         finally:
@@ -146,6 +146,23 @@ class Connection:
             self._session.handle(Event.CLOSED)
             self._services.metrics.connections.dec()
             await self._teardown()
+
+    async def _read(self) -> None:
+        """Handle the connection's messages in order until it closes.
+
+        On a node's connections (``ReadingConnection``) the messages already
+        received are taken without waiting; ``recv`` waits for the rest, and
+        raises ConnectionClosed at the end as ``async for`` would.
+        """
+        ws = self._ws
+        if not isinstance(ws, ReadingConnection):  # another server's (tests)
+            async for message in ws:
+                await self._receive(message)
+            return
+        take = ws.recv_messages.take
+        while True:
+            waiting = take()
+            await self._receive(await ws.recv() if waiting is None else waiting)
 
     def _auth_deadline_passed(self) -> None:
         if not self._session.authenticated:
