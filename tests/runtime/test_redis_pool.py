@@ -8,6 +8,7 @@ forgot but left open would show.
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -23,6 +24,16 @@ async def open_at_redis(observer: Redis, name: str) -> int:
     return sum(1 for c in clients if c.get("name") == name)
 
 
+def named_client(redis_url: str, **options: Any) -> tuple[str, Redis, IdlePool]:
+    """A node's client whose connections Redis lists under a name of their own."""
+    name = f"pooltest-{secrets.token_hex(4)}"
+    sep = "&" if "?" in redis_url else "?"
+    client = connect_redis(f"{redis_url}{sep}client_name={name}", **options)
+    pool = client.connection_pool
+    assert isinstance(pool, IdlePool)
+    return name, client, pool
+
+
 @pytest.fixture
 async def observer(redis_url: str) -> AsyncIterator[Redis]:
     client = connect_redis(redis_url)
@@ -33,11 +44,7 @@ async def observer(redis_url: str) -> AsyncIterator[Redis]:
 async def test_a_burst_is_served_by_at_most_max_connections_then_idle_ones_close(
     redis_url: str, redis_prefix: str, observer: Redis
 ) -> None:
-    name = f"pooltest-{secrets.token_hex(4)}"
-    sep = "&" if "?" in redis_url else "?"
-    client = connect_redis(f"{redis_url}{sep}client_name={name}", timeout=10, max_connections=8)
-    pool = client.connection_pool
-    assert isinstance(pool, IdlePool)
+    name, client, pool = named_client(redis_url, timeout=10, max_connections=8)
     peak_pool = peak_redis = 0
     burst_over = asyncio.Event()
 
@@ -104,11 +111,7 @@ async def test_a_reap_cancelled_at_once_leaves_no_connection_open_and_forgotten(
     # The node stopping cancels its reaper wherever it is: right after the
     # reap has taken the idle connections off the pool's stack is the worst
     # place, for then the pool's own disconnect no longer knows them.
-    name = f"pooltest-{secrets.token_hex(4)}"
-    sep = "&" if "?" in redis_url else "?"
-    client = connect_redis(f"{redis_url}{sep}client_name={name}", max_connections=6)
-    pool = client.connection_pool
-    assert isinstance(pool, IdlePool)
+    name, client, pool = named_client(redis_url, max_connections=6)
     try:
         key = f"{redis_prefix}empty"
         await asyncio.gather(*(client.blpop([key], timeout=0.05) for _ in range(30)))
