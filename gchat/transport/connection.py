@@ -88,7 +88,7 @@ class Services:
 
 
 class Connection:
-    def __init__(self, ws: ServerConnection, services: Services) -> None:
+    def __init__(self, ws: ReadingConnection, services: Services) -> None:
         self._ws = ws
         self._services = services
         self._codec: Codec[f.ClientFrame] = server_codec(ws.subprotocol or "")
@@ -151,15 +151,11 @@ class Connection:
     async def _read(self) -> None:
         """Handle the connection's messages in order until it closes.
 
-        On a node's connections (``ReadingConnection``) the messages already
-        received are taken without waiting; ``recv`` waits for the rest, and
-        raises ConnectionClosed at the end as ``async for`` would.
+        The messages already received are taken without waiting
+        (``ReadingConnection``); ``recv`` waits for the rest, and raises
+        ConnectionClosed at the end as ``async for`` would.
         """
         ws = self._ws
-        if not isinstance(ws, ReadingConnection):  # another server's (tests)
-            async for message in ws:
-                await self._receive(message)
-            return
         take = ws.recv_messages.take
         while True:
             waiting = take()
@@ -199,12 +195,10 @@ class Connection:
         its size. Only while the connection is open: ``write_now`` checks,
         ``send_context`` does for ``send_many``."""
         data = self._codec.encode(frame)
-        if isinstance(data, str):
-            data = data.encode()
-            self._ws.protocol.writes.append(server_frame(data, text=True))
-        else:
-            self._ws.protocol.writes.append(server_frame(data))
-        return len(data)
+        text = isinstance(data, str)
+        payload = data.encode() if isinstance(data, str) else data
+        self._ws.protocol.writes.append(server_frame(payload, text=text))
+        return len(payload)
 
     def write_now(self, frames: Sequence[object]) -> bool:
         """Frame ``frames`` now and write them at the end of this turn, if the
@@ -583,6 +577,7 @@ def handler(services: Services) -> Callable[[ServerConnection], Awaitable[None]]
     """The websockets connection handler for these services."""
 
     async def handle(ws: ServerConnection) -> None:
+        assert isinstance(ws, ReadingConnection)  # serve(create_connection=...), app.py
         await Connection(ws, services).run()
 
     return handle

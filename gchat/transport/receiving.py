@@ -118,10 +118,7 @@ class Messages:
                 return None
         else:
             message = data if type(data) is bytes else bytes(data)
-        queue.popleft()
-        if self._paused and self._low is not None and len(queue) <= self._low:
-            self._paused = False
-            self._resume()
+        self._pop()
         return message
 
     async def get(self, decode: bool | None = None) -> str | bytes:
@@ -139,10 +136,7 @@ class Messages:
                 await self._waiter
             finally:
                 self._waiter = None
-        frame = queue.popleft()
-        if self._paused and self._low is not None and len(queue) <= self._low:
-            self._paused = False
-            self._resume()
+        frame = self._pop()
         if not frame.fin:
             raise TooManyFragments(MAX_FRAGMENTS)
         data = frame.data
@@ -151,6 +145,14 @@ class Messages:
         if decode:
             return bytes(data).decode()
         return data if type(data) is bytes else bytes(data)
+
+    def _pop(self) -> Frame:
+        """The oldest queued message; reading resumes once few enough wait."""
+        frame = self._queue.popleft()
+        if self._paused and self._low is not None and len(self._queue) <= self._low:
+            self._paused = False
+            self._resume()
+        return frame
 
     async def get_iter(self, decode: bool | None = None) -> AsyncIterator[str | bytes]:
         """The next message in one piece (``recv_streaming``; G-Chat does not stream)."""
