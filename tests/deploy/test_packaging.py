@@ -164,42 +164,50 @@ async def test_nginx_example_carries_a_client_to_the_node(
 ) -> None:
     app = App(node_config(database_url, tmp_path / "data"))
     await app.start()
-    listen = free_port()
-    assert app.port is not None
-    main = _nginx_config(tmp_path / "nginx", app.port, listen)
-    nginx = _start_nginx(main)
+    # The node is stopped whatever happens to nginx (a node left running leaks its
+    # pool's connections into the tests that follow).
     try:
-        await asyncio.to_thread(_wait_for_port, listen, nginx)
-        assert app.db is not None
-        _, _, code = await Directory(app.db, 3600, app.audit).bootstrap("MIN", "Ministry", "A")
-        ca = tmp_path / "nginx" / "pki" / "ca.pem"
-        enrolled = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "gchat", "client", "enroll", "--url",
-             f"wss://localhost:{listen}", "--code", code, "--state", str(tmp_path / "a.json"),
-             "--ca", str(ca)],
-            cwd=REPO, capture_output=True, text=True, timeout=60,
-        )
-        assert enrolled.returncode == 0, enrolled.stderr
-        base = f"https://localhost:{listen}"
-        assert await asyncio.to_thread(_https, f"{base}/healthz", ca) == 200
-        assert await asyncio.to_thread(_https, f"{base}/metrics", ca) == 404
-        # A browser on the node's own origin gets through (nginx passes Host with
-        # its port); a page on another site is refused at the upgrade.
-        tls = ssl.create_default_context(cafile=str(ca))
-        url = f"wss://localhost:{listen}"
-        async with connect(url, ssl=tls, origin=Origin(base),  # type: ignore[arg-type]
-                           subprotocols=[MSGPACK_SUBPROTOCOL]) as ws:  # type: ignore[list-item]
-            assert isinstance(client_codec(MSGPACK_SUBPROTOCOL).decode(await ws.recv()),
-                              f.Challenge)
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(url, ssl=tls, origin=Origin("https://evil.example"),
-                               subprotocols=[MSGPACK_SUBPROTOCOL]):  # type: ignore[list-item]
-                pass
-        assert refused.value.response.status_code == 403
+        listen = free_port()
+        assert app.port is not None
+        main = _nginx_config(tmp_path / "nginx", app.port, listen)
+        nginx = _start_nginx(main)
+        try:
+            await asyncio.to_thread(_wait_for_port, listen, nginx)
+            assert app.db is not None
+            _, _, code = await Directory(app.db, 3600, app.audit).bootstrap("MIN", "Ministry", "A")
+            ca = tmp_path / "nginx" / "pki" / "ca.pem"
+            enrolled = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "gchat", "client", "enroll", "--url",
+                 f"wss://localhost:{listen}", "--code", code, "--state", str(tmp_path / "a.json"),
+                 "--ca", str(ca)],
+                cwd=REPO, capture_output=True, text=True, timeout=60,
+            )
+            assert enrolled.returncode == 0, enrolled.stderr
+            base = f"https://localhost:{listen}"
+            assert await asyncio.to_thread(_https, f"{base}/healthz", ca) == 200
+            assert await asyncio.to_thread(_https, f"{base}/metrics", ca) == 404
+            # A browser on the node's own origin gets through (nginx passes Host with
+            # its port); a page on another site is refused at the upgrade.
+            tls = ssl.create_default_context(cafile=str(ca))
+            url = f"wss://localhost:{listen}"
+            async with connect(url, ssl=tls, origin=Origin(base),  # type: ignore[arg-type]
+                               subprotocols=[MSGPACK_SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+                assert isinstance(client_codec(MSGPACK_SUBPROTOCOL).decode(await ws.recv()),
+                                  f.Challenge)
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url, ssl=tls, origin=Origin("https://evil.example"),
+                                   subprotocols=[MSGPACK_SUBPROTOCOL]):  # type: ignore[list-item]
+                    pass
+            assert refused.value.response.status_code == 403
+        finally:
+            nginx.terminate()
+            try:
+                nginx.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                nginx.kill()
+                nginx.wait()
     finally:
-        nginx.terminate()
-        nginx.wait(timeout=15)
         await app.stop()
 
 
