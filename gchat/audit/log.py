@@ -237,7 +237,7 @@ class AuditLog:
                         if o is not None and o not in agencies})
         if unknown:
             agency_of = {**agencies, **await store.agencies_of(conn, unknown)}
-        hashes, stored = [], []
+        hashes = []
         for v in values:
             entry: dict[str, object] = {
                 "v": ENTRY_VERSION, "kind": "message.accepted", "time": time,
@@ -245,8 +245,7 @@ class AuditLog:
             if v[2] is not None:
                 entry["subject_official"] = v[2]
             hashes.append(leaf_hash(codec.canonical_json(entry)))
-            stored.append(_ACCEPTED.encode(v, agency_of))
-        return store.EncodedEvents(at, hashes, stored)
+        return store.EncodedEvents(at, hashes, _ACCEPTED.encode_all(values, agency_of))
 
 
 #: One acked envelope as its "message.delivered" event records it: (recipient

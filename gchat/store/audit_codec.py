@@ -417,19 +417,37 @@ Accepted = tuple[
 MESSAGE_KINDS = ("pairwise", "group", "membership")
 
 
+#: The constant pieces of the stored form of "message.accepted" events of one
+#: shape (:meth:`AcceptedCodec._shape`) and their id references.
+_Shape = tuple[bytes, bytes, bytes, bytes, dict[int, int]]
+#: How many shapes :class:`AcceptedCodec` keeps (then it starts anew): about
+#: 1 KB each.
+SHAPES_KEPT = 1024
+
+
 class AcceptedCodec:
     """The stored form of "message.accepted" entries, written from a template,
     like :class:`DeliveredCodec`'s.
 
-    Every committed send writes one in the commit batch's transaction, and the
-    committer (one batch at a time per lane) bounds a node's throughput: through the
-    general :func:`encode_fields` (ids found by walking the details, the dict
-    sorted and walked value by value) that cost about a tenth of a node's CPU
-    at capacity.  The keys, their order and the kind are fixed, so the stored
-    form is those constant pieces with the values put in: exactly what
-    :func:`encode_fields` writes for the entry (tested against it on random
-    events).  The entry itself stays :func:`canonical_json` of its fields:
-    msgspec writes it in C faster than a template would in Python.
+    Every committed send writes one in the commit batch's transaction, on the
+    node's one event loop, and the committer (one batch at a time per lane)
+    bounds a node's throughput: through the general :func:`encode_fields`
+    (ids found by walking the details, the dict sorted and walked value by
+    value) that cost about a tenth of a node's CPU at capacity.  The keys,
+    their order and the kind are fixed, so the stored form is those constant
+    pieces with the values put in: exactly what :func:`encode_fields` writes
+    for the entry (tested against it on random events).  The entry itself
+    stays :func:`canonical_json` of its fields: msgspec writes it in C faster
+    than a template would in Python.
+
+    :meth:`encode_all` works on the ids' ``int`` (an int hashes, compares and
+    turns into 16 bytes in C; a ``uuid.UUID`` does each in Python), and what
+    the sends of one shape share -- sender and device, recipients, kind,
+    conversation and the officials' agencies: the header, the id references,
+    all but the message id, size and time -- is written once and kept for
+    the next (up to :data:`SHAPES_KEPT` shapes): a conversation's messages
+    come in runs.  Written anew, a shape costs about what the whole event
+    did; kept, an event costs a fifth of that (docs/PERFORMANCE.md).
     """
 
     def __init__(self) -> None:
@@ -440,11 +458,14 @@ class AcceptedCodec:
             (False, "kind"), (False, "subject_official"), (False, "time"), (False, "v"))
         self._kind = b"}" + k["kind"] + _quoted_kind("message.accepted")
         self._end = k["time"] + b"\x04" + k["v"] + b"1}"
-        self._message_kinds: dict[str, bytes] = {}
+        self._message_kinds: dict[str | None, bytes] = {None: b""}
         for kind in MESSAGE_KINDS:
             body = _Fields([], "")  # the general encoder's form of the text
             body.value(kind)
-            self._message_kinds[kind] = bytes(body.out)
+            self._message_kinds[kind] = k["message_kind"] + bytes(body.out)
+        #: Shapes written, by (sender, device, recipient, recipient devices,
+        #: kind, conversation, the two officials' agencies) as ints.
+        self._shapes: dict[tuple[object, ...], _Shape] = {}
 
     @staticmethod
     def officials(accepted: Accepted) -> list[UUID]:
@@ -457,31 +478,80 @@ class AcceptedCodec:
     def encode(self, accepted: Accepted, agencies: Mapping[UUID, UUID]) -> bytes:
         """The stored form of one event; ``agencies``: the officials' agencies (an
         official missing from it has none)."""
-        official, device, recipient, message_id, sent_at, size, devices, kind, conversation = (
-            accepted)
-        if kind is not None and kind not in self._message_kinds:
+        return self.encode_all([accepted], agencies)[0]
+
+    def encode_all(
+        self, events: Iterable[Accepted], agencies: Mapping[UUID, UUID]
+    ) -> list[bytes]:
+        """The stored forms of ``events`` (a commit batch's), in order; ``agencies``
+        as for :meth:`encode`."""
+        agency = {o.int: a.int for o, a in agencies.items()}
+        shapes = self._shapes
+        out = []
+        for official, device, recipient, message_id, sent_at, size, devices, kind, conversation \
+                in events:
+            o = official.int
+            r = None if recipient is None else recipient.int
+            key = (o, device.int, r, tuple([d.int for d in devices]), kind,
+                   None if conversation is None else conversation.int,
+                   agency.get(o), None if r is None else agency.get(r))
+            shape = shapes.get(key)
+            if shape is None:
+                if len(shapes) >= SHAPES_KEPT:
+                    shapes.clear()
+                shape = shapes[key] = self._shape(
+                    official, device, recipient, devices, kind, conversation, agency)
+            before_size, before_id, before_time, tail, ref = shape
+            i = ref.get(message_id.int)
+            out.append(b"%b%d%b%b%b%d%b" % (
+                before_size, size, before_id,
+                b"\x03" + message_id.bytes if i is None else _ref_form(i),
+                before_time, sent_at, tail))
+        return out
+
+    def _shape(
+        self, official: UUID, device: UUID, recipient: UUID | None, devices: Sequence[UUID],
+        kind: str | None, conversation: UUID | None, agency: Mapping[int, int],
+    ) -> _Shape:
+        """The constant pieces of the stored form of events of this shape: up to the
+        size, from it to the message id, from it to the time, after it; and the
+        id references (``int`` -> position)."""
+        if kind not in self._message_kinds:
             raise ValueError(f"no template for message_kind {kind!r}")
-        officials = self.officials(accepted)
-        scope = sorted({a for o in officials if (a := agencies.get(o)) is not None})
-        involved = {d.int: d for d in devices}
-        involved[device.int] = device
-        ids, head = _head("message.accepted", officials, scope,
-                          [involved[i] for i in sorted(involved)])
-        ref = {u.int: i for i, u in enumerate(ids)}
+        o = official.int
+        r = None if recipient is None else recipient.int
+        officials = [o] if r is None or r == o else [o, r] if o < r else [r, o]
+        scope = sorted({a for x in officials if (a := agency.get(x)) is not None})
+        ids = [*officials, *scope, *sorted({d.int for d in devices} | {device.int})]
+        ref = {x: i for i, x in enumerate(ids)}
+        head = _header(len(ids), len(officials) + len(scope), len(officials))
+        head += bytes((_KIND_INDEX["message.accepted"],))
+        head += b"".join([x.to_bytes(16, "big") for x in ids])
         k = self._k
-        stored = [head, k["actor_device"], _id_form(ref, device), k["actor_official"],
-                  _id_form(ref, official), k["details"], k["ciphertext_bytes"], b"%d" % size]
+        before_size = b"".join((head, k["actor_device"], _ref_form(ref[device.int]),
+                                k["actor_official"], _ref_form(ref[o]), k["details"],
+                                k["ciphertext_bytes"]))
+        before_id = k["message_id"]
         if conversation is not None:
-            stored += (k["conversation_id"], _id_form(ref, conversation))
-        stored += (k["message_id"], _id_form(ref, message_id))
-        if kind is not None:
-            stored += (k["message_kind"], self._message_kinds[kind])
-        stored += (k["recipient_devices"], b"[", b",".join([_id_form(ref, d) for d in devices]),
-                   b"]", k["sent_at"], b"%d" % sent_at, self._kind)
-        if recipient is not None:
-            stored += (k["subject_official"], _id_form(ref, recipient))
-        stored.append(self._end)
-        return b"".join(stored)
+            c = ref.get(conversation.int)
+            before_id = b"".join((k["conversation_id"],
+                                  b"\x03" + conversation.bytes if c is None else _ref_form(c),
+                                  before_id))
+        before_time = b"".join((
+            self._message_kinds[kind], k["recipient_devices"], b"[",
+            b",".join([_ref_form(ref[d.int]) for d in devices]), b"]", k["sent_at"]))
+        tail = self._kind
+        if r is not None:
+            tail += k["subject_official"] + _ref_form(ref[r])
+        return before_size, before_id, before_time, tail + self._end, ref
+
+
+_REF_FORMS = [bytes((1, i)) for i in range(256)]
+
+
+def _ref_form(i: int) -> bytes:
+    """A reference to the row's ``i``-th id, as a stored body writes it."""
+    return _REF_FORMS[i] if i < 256 else b"\x02" + i.to_bytes(2, "big")
 
 
 def _uuid_text(raw: bytes) -> bytes:

@@ -222,6 +222,29 @@ async def test_accepted_template_writes_what_the_general_encoder_writes(
         assert codec.AcceptedCodec().encode(values, some) == _general(event, some, when)[1]
 
 
+def test_accepted_shapes_kept_follow_the_agencies_and_stay_bounded() -> None:
+    """The template keeps what sends of one shape share across commit batches: a
+    send after its official moved to another agency is written with the new one
+    (as the general encoder writes it), and no more than ``SHAPES_KEPT`` shapes
+    are kept however many there were."""
+    template = codec.AcceptedCodec()
+    sender, device, recipient, rdevice, first, moved = (uuid4() for _ in range(6))
+    send = NewMessage(uuid4(), device, sender, recipient, "c", _AT, [(rdevice, b"abc")])
+    (event,) = accepted_events([send])
+    values = _accepted(event)
+    assert values is not None
+    time = codec.time_text(_AT)
+    for agencies in ({sender: first, recipient: first}, {sender: moved, recipient: first},
+                     {sender: moved}, {sender: first, recipient: first}):
+        assert template.encode_all([values], agencies) == [_general(event, agencies, time)[1]]
+    for _ in range(codec.SHAPES_KEPT + 10):
+        other = NewMessage(uuid4(), uuid4(), uuid4(), uuid4(), "c", _AT, [(uuid4(), b"")])
+        other_values = _accepted(accepted_events([other])[0])
+        assert other_values is not None
+        template.encode_all([other_values], {})
+        assert len(template._shapes) <= codec.SHAPES_KEPT
+
+
 _accepted_details = st.dictionaries(
     st.sampled_from(["message_id", "sent_at", "ciphertext_bytes", "recipient_devices",
                      "message_kind", "conversation_id", "position"]),
