@@ -331,6 +331,12 @@ def encode_fields(
     return head + bytes(body.out)
 
 
+#: How many shapes (the pieces events of one sender and recipients share)
+#: :class:`AcceptedCodec` and :class:`DeliveredCodec` each keep, about 1 KB
+#: each; when full, they start anew.
+SHAPES_KEPT = 1024
+
+
 class DeliveredCodec:
     """The canonical JSON and stored form of "message.delivered" entries, written
     from a template.
@@ -357,6 +363,9 @@ class DeliveredCodec:
             b"}" + k["kind"] + _quoted_kind("message.delivered") + k["time"]
             + b"\x04" + k["v"] + b"1}",
         )
+        #: Pairs written, by (recipient official and device, sender official and
+        #: device, the two officials' agencies).
+        self._pairs: dict[tuple[object, ...], tuple[str, str, bytes, bytes, dict[int, int]]] = {}
 
     def encode(
         self,
@@ -368,26 +377,35 @@ class DeliveredCodec:
         device, message id, position, sender official, sender device);
         ``agencies``: the officials' agencies.
 
-        What a pair of devices shares (ids, header, their keys and values) is
-        written once per pair: a drain acks many envelopes of one sender.
+        What a pair of devices shares (ids, header, their keys and values,
+        with the two officials' agencies) is written once and kept for the
+        next acks (up to :data:`SHAPES_KEPT` pairs): a drain acks many
+        envelopes of one sender, and a conversation's acks come in runs.
         """
-        pairs: dict[tuple[UUID, UUID, UUID, UUID], tuple[str, str, bytes, bytes, dict[int, int]]]
-        pairs = {}
+        pairs = self._pairs
         p = self._parts
+        ending = f'{own_time}","v":1}}'
         for official, device, message_id, position, sender_official, sender_device in deliveries:
-            pair = (official, device, sender_official, sender_device)
-            shared = pairs.get(pair)
+            key = (official, device, sender_official, sender_device,
+                   agencies.get(official), agencies.get(sender_official))
+            shared = pairs.get(key)
             if shared is None:
-                shared = pairs[pair] = self._pair(*pair, agencies, own_time)
+                if len(pairs) >= SHAPES_KEPT:
+                    pairs.clear()
+                shared = pairs[key] = self._pair(
+                    official, device, sender_official, sender_device, agencies)
             head, tail, stored_head, stored_tail, ref = shared
-            yield (f'{head}{message_id}","position":{position}{tail}'.encode(),
+            yield (f'{head}{message_id}","position":{position}{tail}{ending}'.encode(),
                    b"".join((stored_head, _id_form(ref, message_id), p[3], b"%d" % position,
                              stored_tail)))
 
     def _pair(
         self, official: UUID, device: UUID, sender_official: UUID, sender_device: UUID,
-        agencies: Mapping[UUID, UUID], own_time: str,
+        agencies: Mapping[UUID, UUID],
     ) -> tuple[str, str, bytes, bytes, dict[int, int]]:
+        """What the entries of this pair share: the JSON up to the message id and
+        from the position to the time; the stored form's, the same; its id
+        references."""
         officials = sorted({official, sender_official})
         devices = sorted({device, sender_device})
         scope = sorted({agencies[o] for o in officials if o in agencies})
@@ -401,7 +419,7 @@ class DeliveredCodec:
         head = (f'{{"actor_device":"{device}","actor_official":"{official}",'
                 '"details":{"message_id":"')
         tail = (f',"sender_device":"{sender_device}","sender_official":"{sender_official}"}},'
-                f'"kind":"message.delivered","time":"{own_time}","v":1}}')
+                '"kind":"message.delivered","time":"')
         return head, tail, stored_head, stored_tail, ref
 
 
@@ -420,9 +438,6 @@ MESSAGE_KINDS = ("pairwise", "group", "membership")
 #: The constant pieces of the stored form of "message.accepted" events of one
 #: shape (:meth:`AcceptedCodec._shape`) and their id references.
 _Shape = tuple[bytes, bytes, bytes, bytes, dict[int, int]]
-#: How many shapes :class:`AcceptedCodec` keeps (then it starts anew): about
-#: 1 KB each.
-SHAPES_KEPT = 1024
 
 
 class AcceptedCodec:

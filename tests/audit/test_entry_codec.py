@@ -245,6 +245,27 @@ def test_accepted_shapes_kept_follow_the_agencies_and_stay_bounded() -> None:
         assert len(template._shapes) <= codec.SHAPES_KEPT
 
 
+def test_delivered_pairs_kept_follow_the_agencies_and_the_time() -> None:
+    """The delivered template keeps what a pair of devices shares across ack
+    batches: an ack after an official moved is written with the new agency, each
+    batch's entries with its own time, and at most ``SHAPES_KEPT`` pairs are kept."""
+    template = codec.DeliveredCodec()
+    official, device, sender, sender_device, first, moved = (uuid4() for _ in range(6))
+    for minute, agencies in enumerate(({official: first, sender: first},
+                                       {official: moved, sender: first}, {sender: first},
+                                       {official: first, sender: first})):
+        at = _AT + timedelta(minutes=minute)
+        time = codec.time_text(at)
+        delivered = (official, device, uuid4(), minute, sender, sender_device)
+        event = delivered_event(delivered)
+        ((entry, stored),) = template.encode([delivered], agencies, time)
+        assert (entry, stored) == _general(event, agencies, time)
+        assert codec.decode(stored, at) == entry
+    for n in range(codec.SHAPES_KEPT + 10):
+        list(template.encode([(uuid4(), uuid4(), uuid4(), n, uuid4(), uuid4())], {}, time))
+        assert len(template._pairs) <= codec.SHAPES_KEPT
+
+
 _accepted_details = st.dictionaries(
     st.sampled_from(["message_id", "sent_at", "ciphertext_bytes", "recipient_devices",
                      "message_kind", "conversation_id", "position"]),
