@@ -41,6 +41,7 @@ class Messaging:
         self._limiter = limiter
         self._max_ciphertext = max_ciphertext
         self._max_devices = max_recipient_devices
+        self._ids = messages.MessageIds()
 
     async def send(self, sender: Principal, frame: Send) -> "asyncio.Future[StoredMessage]":
         """Check what needs no database and queue the send; await the result for the answer.
@@ -60,7 +61,7 @@ class Messaging:
             raise ServiceError(ErrorCode.INVALID_FIELD, "a device appears twice")
         return self._committer.submit(
             NewMessage(
-                message_id=messages.new_message_id(),
+                message_id=self._ids.new(),
                 sender_device=sender.device_id,
                 sender_official=sender.official_id,
                 recipient_official=frame.recipient,

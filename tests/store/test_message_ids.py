@@ -5,12 +5,13 @@ import uuid
 
 import msgspec
 
-from gchat.store.messages import new_message_id
+from gchat.store.messages import MessageIds
 
 
 def test_message_ids_are_version_7_uuids_equal_to_their_standard_form() -> None:
     before = time.time_ns() // 1_000_000
-    ids = [new_message_id() for _ in range(2000)]
+    new_message_id = MessageIds().new
+    ids = [new_message_id() for _ in range(2000)]  # several draws of random bits
     after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
     for made in ids[:200]:
@@ -37,6 +38,7 @@ def test_message_ids_are_version_7_uuids_equal_to_their_standard_form() -> None:
 def test_ids_made_later_sort_after_earlier_ones() -> None:
     # What keeps a message's index entries on the newest pages: an id made
     # a millisecond later is greater than every id made before.
+    new_message_id = MessageIds().new
     first = [new_message_id() for _ in range(50)]
     time.sleep(0.002)
     later = [new_message_id() for _ in range(50)]

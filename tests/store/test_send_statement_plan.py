@@ -53,7 +53,7 @@ async def test_a_few_sends_are_picked_by_a_join(database_url: str) -> None:
 def _send(pair: list[uuid.UUID], client_id: str) -> NewMessage:
     sender_official, sender, recipient_official, recipient = pair
     return NewMessage(
-        messages.new_message_id(),
+        messages.MessageIds().new(),
         sender,
         sender_official,
         recipient_official,
