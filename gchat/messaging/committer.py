@@ -197,8 +197,10 @@ class SendCommitter:
         committed, or to the reason the send was refused. The sending
         device's lane takes it (see the module docstring).
         """
-        lane = self._lanes[message.sender_device.int % len(self._lanes)]
-        return lane.submit(message)
+        lanes = self._lanes
+        if len(lanes) == 1:  # the default: no ``UUID.int`` to make per send
+            return lanes[0].submit(message)
+        return lanes[message.sender_device.int % len(lanes)].submit(message)
 
     async def _commit(
         self, lane: int, sends: list[NewMessage]
@@ -294,9 +296,13 @@ class SendCommitter:
         # for the sends it inserts (not for retries).
         accepted = await self._audit.encode_accepted(conn, fresh, checked.agencies)
         standings = checked.standings if recheck else None
-        stored = iter(
+        answers = (
             await messages.store_batch(conn, fresh, expires, accepted, standings) if fresh else []
         )
+        if len(answers) == len(sends):  # every send was stored or is a retry: no refusal
+            written = [m for m, r in zip(sends, answers, strict=True) if not r.duplicate]
+            return list(answers), written
+        stored = iter(answers)
         results: list[StoredMessage | BaseException] = [
             next(stored) if v is None else v  # type: ignore[misc]
             for v in verdicts

@@ -119,9 +119,13 @@ class NewMessage:
     placed: list[tuple[UUID, int, bytes | None]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StoredMessage:
-    """What the sender is told: the message id and time, new or original."""
+    """What the sender is told: the message id and time, new or original.
+
+    Not frozen, for the reason ``NewMessage`` is not (0.6 against 0.2 us,
+    once per send); nothing changes one once made.
+    """
 
     message_id: UUID
     sent_at: datetime
@@ -198,6 +202,9 @@ async def store_batch(
         new_ids = {row["id"] for row in inserted}
     else:  # the common case: messages, inbox rows and audit events in one statement
         new_ids = await _store_and_enqueue(conn, unique, expires_at, batch, accepted, standings)
+        # Every send new (none a retry, none with a shared body): each its own answer.
+        if len(new_ids) == len(batch) and all(m.body is None for m in batch):
+            return [StoredMessage(m.message_id, m.sent_at, False) for m in batch]
     fresh = [m for m in unique if m.message_id in new_ids]
     stored = {
         (m.sender_device, m.client_message_id): StoredMessage(m.message_id, m.sent_at, False)
@@ -375,15 +382,24 @@ async def _store_and_enqueue(
         accepted.entries if accepted is not None else [],
         *standings_parameters(standings or {}),
     )
-    if any(row["message_id"] is None for row in rows):
-        raise StandingsChanged()
-    inserted = {row["message_id"] for row in rows if row["device_id"] is None}
-    by_id = {m.message_id: m for m in messages}
-    for row in sorted((r for r in rows if r["device_id"] is not None), key=lambda r: r["position"]):
-        message = by_id[row["message_id"]]
-        message.placed.append(
-            (row["device_id"], row["position"], dict(message.envelopes)[row["device_id"]])
-        )
+    # Rows by position in the record (message_id, device_id, position): a
+    # record's look-up by name is a mapping search per column.
+    inserted = set()
+    by_id: dict[UUID, NewMessage] | None = None
+    for message_id, device_id, position in rows:
+        if device_id is None:
+            if message_id is None:
+                raise StandingsChanged()
+            inserted.add(message_id)
+            continue
+        if by_id is None:
+            by_id = {m.message_id: m for m in messages}
+        message = by_id[message_id]
+        # Appended in any order of rows: what counts is that one device's
+        # positions grow with the batch's order, which ``ORDER BY e.o`` made.
+        given = message.envelopes
+        ciphertext = given[0][1] if len(given) == 1 else dict(given)[device_id]
+        message.placed.append((device_id, position, ciphertext))
     return inserted
 
 
