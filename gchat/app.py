@@ -239,10 +239,13 @@ class App:
             # Streams here take the committed rows as they are; other nodes
             # (a device mid-way through moving to one) still get the wake-up.
             handed = inbox.hand_over(batch)
-            await broker.publish(devices - handed, Signal(SignalKind.WAKE))
+            elsewhere = devices - handed
+            await broker.publish(elsewhere, Signal(SignalKind.WAKE))
             if handed:
                 await broker.publish(handed, Signal(SignalKind.WAKE), local=False)
-            push.notify(devices)  # returns at once: pushes run in the background
+            # Devices handed their rows are connected here: no push. Returns at
+            # once: pushes run in the background.
+            push.notify(elsewhere)
 
         async def prekeys_low(device_id: object, left: int) -> None:
             await broker.publish([device_id], Signal(SignalKind.PREKEYS_LOW, left))  # type: ignore[list-item]

@@ -121,29 +121,43 @@ class Inbox:
 
     def hand_over(self, batch: list[NewMessage]) -> set[UUID]:
         """Give each committed inbox row to its device's stream on this node;
-        returns the devices that were given theirs (their streams are woken)."""
-        given: dict[UUID, list[InboxEntry]] = {}
+        returns the devices that were given theirs (their streams are woken).
+
+        Each row goes as the ``deliver`` frame it is pushed as, made here
+        once (no ``InboxEntry`` in between: at capacity that was a
+        microsecond per envelope), with its message's wire time taken once.
+        A device's frames are in position order: its rows were placed in
+        the batch's order (``messages.store_batch``).
+        """
+        streams = self._streams
+        given: dict[UUID, list[Deliver]] = {}
         for message in batch:
+            sent_at: int | None = None
             for device, position, ciphertext in message.placed:
-                if device not in self._streams:
+                if device not in streams:
                     continue
                 body = ciphertext if ciphertext is not None else message.body
                 if body is None:  # not expected: the stream reads it instead
                     continue
-                given.setdefault(device, []).append(
-                    InboxEntry(
-                        position=position,
-                        message_id=message.message_id,
-                        sender_official=message.sender_official,
-                        sender_device=message.sender_device,
-                        sent_at=message.sent_at,
-                        ciphertext=body,
-                        kind=message.kind,
-                        conversation_id=message.conversation_id,
-                    )
+                if sent_at is None:
+                    sent_at = wire_time(message.sent_at)
+                frame = Deliver(
+                    position,
+                    message.message_id,
+                    message.sender_official,
+                    message.sender_device,
+                    sent_at,
+                    body,
+                    message.kind,  # type: ignore[arg-type]  # the schema's CHECK
+                    message.conversation_id,
                 )
-        for device, entries in given.items():
-            self._streams[device].offer(entries)
+                frames = given.get(device)
+                if frames is None:
+                    given[device] = [frame]
+                else:
+                    frames.append(frame)
+        for device, frames in given.items():
+            streams[device].offer(frames)
         return set(given)
 
     def read(self, device_id: UUID, after: int, limit: int) -> "asyncio.Future[list[InboxEntry]]":
@@ -192,6 +206,23 @@ class Inbox:
         return [deleted.pop(ack.device_id, 0) for ack in acks]
 
 
+def as_deliveries(entries: list[InboxEntry]) -> list[Deliver]:
+    """Inbox rows as the ``deliver`` frames that push them."""
+    return [
+        Deliver(
+            position=entry.position,
+            message_id=entry.message_id,
+            sender_official=entry.sender_official,
+            sender_device=entry.sender_device,
+            sent_at=wire_time(entry.sent_at),
+            ciphertext=entry.ciphertext,
+            kind=entry.kind,  # type: ignore[arg-type]  # the schema's CHECK
+            conversation_id=entry.conversation_id,
+        )
+        for entry in entries
+    ]
+
+
 def _log_failure(future: "asyncio.Future[int]") -> None:
     # The ack batcher already logged the outage once; the envelope is
     # delivered again later and the client drops it by message id.
@@ -222,8 +253,8 @@ class DeliveryStream:
         self._open_ack: PendingAck | None = None
         self._last_pushed = 0
         self._caught_up = False
-        #: Rows committed on this node since the last turn (``offer``).
-        self._offered: list[InboxEntry] = []
+        #: Rows committed on this node since the last turn (``offer``), as frames.
+        self._offered: list[Deliver] = []
         #: The inbox may hold what this stream has not seen: a signal came,
         #: the last read filled the window, or offered rows did not fit.
         self._must_read = True
@@ -237,7 +268,7 @@ class DeliveryStream:
         self._must_read = True
         self._wake.set()
 
-    def offer(self, entries: list[InboxEntry]) -> None:
+    def offer(self, entries: list[Deliver]) -> None:
         """Rows just committed for this device on this node, in position order.
 
         When the stream is idle and they are exactly what a read would
@@ -250,7 +281,7 @@ class DeliveryStream:
             taken = self._take_offered(self._window - len(self._unacked))
             if taken is not None:
                 try:
-                    written = self._write_now(self._deliveries(taken))
+                    written = self._write_now(taken)
                 except Exception:  # the task's push meets it again, and handles it
                     written = False
                 if written:
@@ -262,7 +293,7 @@ class DeliveryStream:
         self._offered.extend(entries)
         self._wake.set()
 
-    def _take_offered(self, room: int) -> list[InboxEntry] | None:
+    def _take_offered(self, room: int) -> list[Deliver] | None:
         """The offered rows if they are exactly what a read would return now."""
         # Rows a read during their commit already returned are done with.
         offered = [e for e in self._offered if e.position > self._last_pushed]
@@ -286,10 +317,17 @@ class DeliveryStream:
         Acks arriving while this connection's last delete still waits for
         its batch join it.
         """
-        positions = [p for p in dict.fromkeys(positions) if p in self._unacked]
-        if not positions:
-            return
-        self._unacked.difference_update(positions)
+        unacked = self._unacked
+        if len(positions) == 1:  # a client acking each envelope as it comes
+            if positions[0] not in unacked:
+                return
+            positions = [positions[0]]
+            unacked.discard(positions[0])
+        else:
+            positions = [p for p in dict.fromkeys(positions) if p in unacked]
+            if not positions:
+                return
+            unacked.difference_update(positions)
         if self._open_ack is None or not self._open_ack.join(positions):
             self._pending_acks = [f for f in self._pending_acks if not f.done()]
             if len(self._pending_acks) >= _MAX_PENDING_ACKS:
@@ -327,17 +365,18 @@ class DeliveryStream:
                     self._offered.clear()
                     self._must_read = True
                 continue
-            entries = self._take_offered(room)
-            handed_over = entries is not None
-            if entries is None:
+            deliveries = self._take_offered(room)
+            handed_over = deliveries is not None
+            if deliveries is None:
                 if not self._must_read:
                     continue  # nothing new: e.g. offered rows already read
                 self._must_read = False
                 entries = await self._inbox.read(self.device_id, self._last_pushed, room)
                 if len(entries) == room:
                     self._must_read = True  # there may be more; the window decides
-            frames: list[Deliver | QueueEmpty] = list(self._deliveries(entries))
-            self._pushed(entries, handed_over)
+                deliveries = as_deliveries(entries)
+            frames: list[Deliver | QueueEmpty] = list(deliveries)
+            self._pushed(deliveries, handed_over)
             if self._must_read:
                 self._wake.set()
             elif not self._caught_up:
@@ -346,23 +385,7 @@ class DeliveryStream:
             if frames:
                 await self._push(frames)
 
-    @staticmethod
-    def _deliveries(entries: list[InboxEntry]) -> list[Deliver]:
-        return [
-            Deliver(
-                position=entry.position,
-                message_id=entry.message_id,
-                sender_official=entry.sender_official,
-                sender_device=entry.sender_device,
-                sent_at=wire_time(entry.sent_at),
-                ciphertext=entry.ciphertext,
-                kind=entry.kind,  # type: ignore[arg-type]  # the schema's CHECK
-                conversation_id=entry.conversation_id,
-            )
-            for entry in entries
-        ]
-
-    def _pushed(self, entries: list[InboxEntry], handed_over: bool) -> None:
+    def _pushed(self, entries: list[Deliver], handed_over: bool) -> None:
         """``entries`` are on their way: unacknowledged, and where the stream is."""
         if not entries:
             return

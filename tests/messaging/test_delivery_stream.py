@@ -7,7 +7,7 @@ from uuid import uuid4
 
 import pytest
 
-from gchat.messaging.delivery import _MAX_PENDING_ACKS, DeliveryStream, PendingAck
+from gchat.messaging.delivery import _MAX_PENDING_ACKS, DeliveryStream, PendingAck, as_deliveries
 from gchat.store.messages import InboxEntry
 from protocol.frames import Deliver, QueueEmpty
 from tests.support import eventually, stays
@@ -31,15 +31,15 @@ class SlowInbox:
     def detach(self, stream: DeliveryStream) -> None:
         pass
 
-    def commit(self, count: int) -> list[InboxEntry]:
-        """Append ``count`` rows, as a commit does; returns them."""
+    def commit(self, count: int) -> list[Deliver]:
+        """Append ``count`` rows, as a commit does; returns them as handed over."""
         start = len(self.backlog) + 1
         rows = [
             InboxEntry(p, uuid4(), uuid4(), uuid4(), datetime.now(UTC), b"c")
             for p in range(start, start + count)
         ]
         self.backlog.extend(rows)
-        return rows
+        return as_deliveries(rows)
 
     def read(self, device_id, after, limit):  # noqa: ANN001, ANN201
         self.reads += 1
