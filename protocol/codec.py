@@ -7,6 +7,7 @@ decode errors become ``MalformedFrame`` (not JSON / MessagePack at all),
 the text rule of ``protocol.text``), each carrying a stable error code.
 """
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import msgspec
@@ -68,12 +69,15 @@ class Codec(Generic[F]):
         self.subprotocol = subprotocol
         self._text_rule = text_rule
         self.binary = subprotocol == MSGPACK_SUBPROTOCOL
+        #: Encodes a frame as the message's payload: MessagePack, or JSON in
+        #: UTF-8 (what a text message carries on the wire).
+        self.encode_payload: Callable[[object], bytes]
         if self.binary:
             self._msgpack: msgspec.msgpack.Decoder[F] = msgspec.msgpack.Decoder(incoming)
-            self._encode = msgspec.msgpack.Encoder().encode
+            self.encode_payload = msgspec.msgpack.Encoder().encode
         elif subprotocol == JSON_SUBPROTOCOL:
             self._json: msgspec.json.Decoder[F] = msgspec.json.Decoder(incoming)
-            self._encode = msgspec.json.Encoder().encode
+            self.encode_payload = msgspec.json.Encoder().encode
         else:
             raise ValueError(f"unsupported subprotocol {subprotocol!r}")
 
@@ -115,7 +119,7 @@ class Codec(Generic[F]):
 
     def encode(self, frame: object) -> bytes | str:
         """Encode a frame as the WebSocket message to send."""
-        data = self._encode(frame)
+        data = self.encode_payload(frame)
         return data if self.binary else data.decode()
 
 

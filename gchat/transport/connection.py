@@ -92,6 +92,8 @@ class Connection:
         self._ws = ws
         self._services = services
         self._codec: Codec[f.ClientFrame] = server_codec(ws.subprotocol or "")
+        self._encode = self._codec.encode_payload
+        self._text = not self._codec.binary
         self._session = ServerSession()
         self._nonce = secrets.token_bytes(32)
         self._id = f"{services.node_id}:{next(_connection_ids)}"
@@ -194,10 +196,8 @@ class Connection:
         ``protocol.send_*`` would (``framing``: at a tenth of its cost); returns
         its size. Only while the connection is open: ``write_now`` checks,
         ``send_context`` does for ``send_many``."""
-        data = self._codec.encode(frame)
-        text = isinstance(data, str)
-        payload = data.encode() if isinstance(data, str) else data
-        self._ws.protocol.writes.append(server_frame(payload, text=text))
+        payload = self._encode(frame)  # bytes: JSON as the UTF-8 a text message carries
+        self._ws.protocol.writes.append(server_frame(payload, self._text))
         return len(payload)
 
     def write_now(self, frames: Sequence[object]) -> bool:

@@ -2,15 +2,27 @@
 fragments joined, text decoded (or the connection failed), flow control."""
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 
 import pytest
 import uvloop
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, TooManyFragments
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
-from gchat.transport.receiving import MAX_FRAGMENTS, Messages, ReadingConnection
+from gchat.transport import receiving
+from gchat.transport.receiving import (
+    MAX_FRAGMENTS,
+    Messages,
+    ReadingConnection,
+    between_frames,
+    whole_frames,
+)
+from tests.support import eventually
 
 
 class Flow:
@@ -149,3 +161,203 @@ async def over_a_socket() -> None:
             assert client.close_code == 1007
     assert received == [*sent, b"fragmented"]
     assert len(closed) == 1 and closed[0].sent is not None and closed[0].sent.code == 1007
+
+
+# --- whole frames parsed by the node, the rest by websockets ------------------
+
+
+def masked(frame: Frame) -> bytes:
+    """``frame`` as a client sends it (masked with a random key); with its
+    reserved bits set as asked, which ``serialize`` refuses to write."""
+    reserved = 0x40 * frame.rsv1 | 0x20 * frame.rsv2 | 0x10 * frame.rsv3
+    plain = Frame(frame.opcode, frame.data, frame.fin).serialize(mask=True)
+    return bytes([plain[0] | reserved]) + plain[1:]
+
+
+def parsed_by_websockets(data: bytes) -> list[Frame]:
+    """What websockets' own server parser makes of ``data``, after a handshake."""
+    protocol = ServerProtocol(max_size=1 << 20)
+    protocol.state = State.OPEN  # as after the handshake: parse frames at once
+    protocol.parser = protocol.parse()
+    next(protocol.parser)
+    protocol.receive_data(data)
+    return [e for e in protocol.events_received() if isinstance(e, Frame)]
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
+def test_whole_frames_are_read_as_websockets_reads_them(size: int, opcode: Opcode) -> None:
+    payload = bytes(i % 251 for i in range(size))
+    frames = [Frame(opcode, payload), Frame(Opcode.BINARY, b"next")]
+    data = b"".join(masked(frame) for frame in frames)
+    taken: list[Frame] = []
+    assert whole_frames(data, 1 << 20, taken.append) == len(data)
+    assert taken == parsed_by_websockets(data) == frames
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        Frame(Opcode.PING, b"ping"),
+        Frame(Opcode.PONG, b"pong"),
+        Frame(Opcode.CLOSE, b"\x03\xe8"),
+        Frame(Opcode.BINARY, b"first of two", fin=False),
+        Frame(Opcode.CONT, b"a continuation"),
+        Frame(Opcode.BINARY, b"reserved bit", rsv1=True),
+        Frame(Opcode.BINARY, b"x" * 101),  # over the limit below
+    ],
+    ids=["ping", "pong", "close", "fragment", "continuation", "rsv", "too-big"],
+)
+def test_any_other_frame_and_what_follows_are_left_to_websockets(other: Frame) -> None:
+    head = masked(Frame(Opcode.BINARY, b"whole"))
+    data = head + masked(other) + masked(Frame(Opcode.BINARY, b"after"))
+    taken: list[Frame] = []
+    assert whole_frames(data, 100, taken.append) == len(head)
+    assert taken == [Frame(Opcode.BINARY, b"whole")]
+
+
+def test_an_unmasked_frame_or_one_cut_short_is_left_to_websockets() -> None:
+    whole = masked(Frame(Opcode.BINARY, b"whole"))
+    unmasked = Frame(Opcode.BINARY, b"bare").serialize(mask=False)
+    long = masked(Frame(Opcode.BINARY, b"y" * 70_000))
+    for rest in [unmasked, long[:5], long[:9], long[:13], long[:-1]]:
+        taken: list[Frame] = []
+        assert whole_frames(whole + rest, 1 << 20, taken.append) == len(whole)
+        assert taken == [Frame(Opcode.BINARY, b"whole")]
+
+
+async def test_the_parser_is_between_frames_only_when_it_waits_for_a_new_one() -> None:
+    """What lets the node skip websockets' parser, on websockets' real parser."""
+    opened: asyncio.Future[ReadingConnection] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: ServerConnection) -> None:
+        assert isinstance(ws, ReadingConnection)
+        opened.set_result(ws)
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, create_connection=ReadingConnection) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as client:
+            ws = await opened
+            assert between_frames(ws.protocol)  # right after the handshake
+            frame = masked(Frame(Opcode.BINARY, b"z" * 300))  # a 2-byte length after the head
+            ws.protocol.receive_data(frame[:1])  # part of the head, buffered
+            assert not between_frames(ws.protocol)
+            ws.protocol.receive_data(frame[1:2])  # the head taken: nothing buffered, mid-frame
+            assert not ws.protocol.reader.buffer and not between_frames(ws.protocol)
+            ws.protocol.receive_data(frame[2:-1])
+            assert not between_frames(ws.protocol)
+            ws.protocol.receive_data(frame[-1:])
+            assert between_frames(ws.protocol)
+            assert ws.protocol.events_received() == [Frame(Opcode.BINARY, b"z" * 300)]
+            fragment = masked(Frame(Opcode.BINARY, b"one", fin=False))
+            ws.protocol.receive_data(fragment)  # a message under way: continuations next
+            assert not between_frames(ws.protocol)
+            ws.protocol.receive_data(masked(Frame(Opcode.CONT, b"two")))
+            assert between_frames(ws.protocol)
+            await client.close()
+            await ws.wait_closed()
+            assert not between_frames(ws.protocol)
+
+
+async def raw_client(port: int) -> tuple[ClientConnection, asyncio.BaseTransport]:
+    """A websockets client whose socket the test writes frames to by hand."""
+    client = await connect(f"ws://127.0.0.1:{port}", max_size=None)
+    return client, client.transport
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_frames_written_by_hand_reach_the_node_as_sent(
+    loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole frames, frames cut anywhere, control frames between them, and
+    the frames websockets fails the connection for, over a real socket."""
+    reads: list[tuple[int, int]] = []  # (bytes read, bytes the node parsed)
+
+    def counted(data: bytes, max_size: int | None, put: Callable[[Frame], None]) -> int:
+        taken = whole_frames(data, max_size, put)
+        reads.append((len(data), taken))
+        return taken
+
+    monkeypatch.setattr(receiving, "whole_frames", counted)
+    run = uvloop.run if loop == "uvloop" else asyncio.run
+    run(by_hand())
+    assert reads[0][0] == reads[0][1] > 5000  # the first write: all parsed here
+    # The ping's read (34 bytes, and the client's own ping perhaps): "før" here
+    # (10), the ping (13), "after" (11) and what follows by websockets.
+    assert any(taken == 10 and size >= 34 for size, taken in reads)
+    assert (1025, 16) in reads  # 10 bytes here, the 1,001 over max_size not
+
+
+async def by_hand() -> None:
+    received: list[str | bytes] = []
+    closed: list[ConnectionClosed] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        try:
+            async for message in ws:
+                received.append(message)
+        except ConnectionClosed as error:
+            closed.append(error)
+
+    async with serve(
+        handler, "127.0.0.1", 0, create_connection=ReadingConnection, max_size=1000
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        client, transport = await raw_client(port)
+        frames = [Frame(Opcode.BINARY, bytes([i]) * (i * 7)) for i in range(1, 40)]
+        wire = b"".join(masked(frame) for frame in frames)
+        transport.write(wire)  # many in one write
+        await eventually(lambda: len(received) == len(frames))
+        for at in range(len(wire)):  # then the same a byte at a time
+            transport.write(wire[at : at + 1])
+            if at % 50 == 0:
+                await asyncio.sleep(0)
+        await eventually(lambda: len(received) == 2 * len(frames))
+        # A ping between two messages in one write: the node reads the first,
+        # websockets the ping (it answers) and the second.
+        between = [
+            Frame(Opcode.TEXT, "før".encode()),
+            Frame(Opcode.PING, b"between"),
+            Frame(Opcode.TEXT, b"after"),
+        ]
+        transport.write(b"".join(masked(frame) for frame in between))
+        pong = await client.ping(b"checked")  # answered after the one above
+        await asyncio.wait_for(pong, 5)
+        expected = [frame.data for frame in frames] * 2 + ["før", "after"]
+        await eventually(lambda: received == expected)
+        # Over max_size: websockets closes with 1009, as without the node's reading.
+        last = [Frame(Opcode.BINARY, b"a" * 10), Frame(Opcode.BINARY, b"b" * 1001)]
+        transport.write(b"".join(masked(frame) for frame in last))
+        await asyncio.wait_for(client.wait_closed(), 5)
+        assert client.close_code == 1009
+    assert received == [*expected, b"a" * 10]
+    assert len(closed) == 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (Frame(Opcode.BINARY, b"reserved", rsv2=True), 1002),
+        (Frame(Opcode.CONT, b"nothing to continue"), 1002),
+    ],
+)
+async def test_a_frame_websockets_refuses_fails_the_connection_alike(bad: Frame, code: int) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                pass
+
+    async with serve(handler, "127.0.0.1", 0, create_connection=ReadingConnection) as server:
+        port = server.sockets[0].getsockname()[1]
+        client, transport = await raw_client(port)
+        transport.write(masked(Frame(Opcode.BINARY, b"fine")) + masked(bad))
+        await asyncio.wait_for(client.wait_closed(), 5)
+        assert client.close_code == code
+    unmasked = Frame(Opcode.BINARY, b"bare").serialize(mask=False)
+    async with serve(handler, "127.0.0.1", 0, create_connection=ReadingConnection) as server:
+        port = server.sockets[0].getsockname()[1]
+        client, transport = await raw_client(port)
+        transport.write(unmasked)
+        await asyncio.wait_for(client.wait_closed(), 5)
+        assert client.close_code == 1002
