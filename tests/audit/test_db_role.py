@@ -20,7 +20,9 @@ from gchat.store.database import Database
 from tests.audit.conftest import registered_auditor
 
 GRANTS = """
-GRANT SELECT, INSERT ON audit_pending, audit_packs, audit_tree_heads, audit_subtrees TO {role};
+GRANT SELECT ON audit_pending TO {role};
+GRANT INSERT (created_at, leaf_hash, entry) ON audit_pending TO {role};
+GRANT SELECT, INSERT ON audit_packs, audit_tree_heads, audit_subtrees TO {role};
 GRANT SELECT ON audit_archived_leaves TO {role};
 GRANT EXECUTE ON FUNCTION audit_append_packs(bigint[], timestamptz[], timestamptz[], bigint[],
                                              bigint[], bytea[], bytea[]) TO {role};
@@ -101,8 +103,15 @@ async def test_recorder_and_sequencer_need_only_select_and_insert(
             service = AuditService(db, log, keys.audit.public_key, 0, fresh_head_timeout=3)
             head = await service.tree_head(who)
             assert head.tree_size >= 5
+            # Nor may it choose a pending event's id (the backlog has no primary
+            # key since 0020: ids are unique because only the sequence gives them)
+            # or its transaction.
             for sql in ("UPDATE audit_packs SET min_id = 0", "DELETE FROM audit_packs",
-                        "DELETE FROM audit_pending", "TRUNCATE audit_tree_heads"):
+                        "DELETE FROM audit_pending", "TRUNCATE audit_tree_heads",
+                        "INSERT INTO audit_pending (id, created_at, leaf_hash, entry)"
+                        " VALUES (1, now(), sha256(''), '')",
+                        "INSERT INTO audit_pending (xid, created_at, leaf_hash, entry)"
+                        " VALUES ('1', now(), sha256(''), '')"):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await db.pool.execute(sql)
             await _an_event_leaves_the_backlog_only_into_the_log(db, sequencer, log)
