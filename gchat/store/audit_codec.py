@@ -331,6 +331,9 @@ def encode_fields(
     return head + bytes(body.out)
 
 
+#: What the "message.delivered" entries of a pair of devices share
+#: (:meth:`DeliveredCodec._pair`).
+_Pair = tuple[str, str, bytes, bytes, dict[int, int]]
 #: How many shapes (the pieces events of one sender and recipients share)
 #: :class:`AcceptedCodec` and :class:`DeliveredCodec` each keep, about 1 KB
 #: each; when full, they start anew.
@@ -365,7 +368,7 @@ class DeliveredCodec:
         )
         #: Pairs written, by (recipient official and device, sender official and
         #: device, the two officials' agencies).
-        self._pairs: dict[tuple[object, ...], tuple[str, str, bytes, bytes, dict[int, int]]] = {}
+        self._pairs: dict[tuple[int | None, ...], _Pair] = {}
 
     def encode(
         self,
@@ -385,9 +388,11 @@ class DeliveredCodec:
         pairs = self._pairs
         p = self._parts
         ending = f'{own_time}","v":1}}'
+        # Keyed by the ids' int: a uuid.UUID hashes and compares in Python.
+        agency = {o.int: a.int for o, a in agencies.items()}
         for official, device, message_id, position, sender_official, sender_device in deliveries:
-            key = (official, device, sender_official, sender_device,
-                   agencies.get(official), agencies.get(sender_official))
+            o, s = official.int, sender_official.int
+            key = (o, device.int, s, sender_device.int, agency.get(o), agency.get(s))
             shared = pairs.get(key)
             if shared is None:
                 if len(pairs) >= SHAPES_KEPT:
@@ -402,7 +407,7 @@ class DeliveredCodec:
     def _pair(
         self, official: UUID, device: UUID, sender_official: UUID, sender_device: UUID,
         agencies: Mapping[UUID, UUID],
-    ) -> tuple[str, str, bytes, bytes, dict[int, int]]:
+    ) -> _Pair:
         """What the entries of this pair share: the JSON up to the message id and
         from the position to the time; the stored form's, the same; its id
         references."""
