@@ -6,7 +6,6 @@ the disk together (``gchat.attachments.storage.FileBatches``), and their
 answers still leave in order.
 """
 
-import asyncio
 from functools import partial
 
 from gchat.attachments.service import Attachments, Grant
@@ -46,12 +45,10 @@ class AttachmentHandlers:
 
     @handles(f.UploadChunk)
     async def upload_chunk(self, actor: Principal, frame: f.UploadChunk) -> Later:
-        stored = asyncio.ensure_future(
-            self._attachments.upload_chunk(
-                actor, frame.attachment_id, frame.capability, frame.offset, frame.data
-            )
+        size, stored = self._attachments.upload_chunk(
+            actor, frame.attachment_id, frame.capability, frame.offset, frame.data
         )
-        return Later(stored, partial(_progress, frame))
+        return Later(stored, partial(_progress, frame, size))
 
     @handles(f.DownloadBegin)
     async def download_begin(self, actor: Principal, frame: f.DownloadBegin) -> f.DownloadReady:
@@ -67,10 +64,8 @@ class AttachmentHandlers:
 
     @handles(f.DownloadChunk)
     async def download_chunk(self, actor: Principal, frame: f.DownloadChunk) -> Later:
-        data = asyncio.ensure_future(
-            self._attachments.download_chunk(
-                actor, frame.attachment_id, frame.capability, frame.offset, frame.length
-            )
+        data = self._attachments.download_chunk(
+            actor, frame.attachment_id, frame.capability, frame.offset, frame.length
         )
         return Later(data, partial(_chunk, frame))
 
@@ -80,10 +75,11 @@ class AttachmentHandlers:
         return f.DownloadClosed(rid=frame.rid, attachment_id=frame.attachment_id)
 
 
-def _progress(frame: f.UploadChunk, stored: tuple[int, bool]) -> f.UploadProgress:
-    offset, complete = stored
+def _progress(frame: f.UploadChunk, size: int, stored: int) -> f.UploadProgress:
+    """All ``size`` bytes stored: the upload is whole (its last chunk's future
+    is done only once the blob is sealed and recorded complete)."""
     return f.UploadProgress(
-        rid=frame.rid, attachment_id=frame.attachment_id, offset=offset, complete=complete
+        rid=frame.rid, attachment_id=frame.attachment_id, offset=stored, complete=stored == size
     )
 
 

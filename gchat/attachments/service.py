@@ -25,6 +25,7 @@ and so is a stored file that no row names any more (a deletion interrupted
 between the database and the disk).
 """
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -174,22 +175,34 @@ class Attachments:
         offset = found.size if found.completed else await self._storage.stored(attachment_id)
         return self._grant(Kind.UPLOAD, attachment_id, actor.device_id, found.size, offset)
 
-    async def upload_chunk(
+    def upload_chunk(
         self, actor: Principal, attachment_id: UUID, capability: bytes, offset: int, data: bytes
-    ) -> tuple[int, bool]:
-        """Store one chunk; returns the bytes now stored and whether the upload is whole."""
+    ) -> "tuple[int, asyncio.Future[int]]":
+        """Store one chunk: the attachment's size, and the bytes stored once it is.
+
+        Checked now (capability, bounds: refused with ServiceError), written
+        by the store with the chunks that wait with it. The last chunk's
+        future is done only once the blob is sealed and recorded complete,
+        so the bytes stored reach the size only when the upload is whole.
+        A future, not a coroutine: no task per chunk.
+        """
         size = self._caps.check(capability, Kind.UPLOAD, attachment_id, actor.device_id)
         end = offset + len(data)
         if end > size:
             raise ServiceError(ErrorCode.INVALID_FIELD, f"the attachment has only {size} bytes")
-        stored = await self._storage.append(attachment_id, offset, data)
-        if stored < size:
-            return stored, False
+        stored = self._storage.append(attachment_id, offset, data)
+        if end < size:
+            return size, stored
+        return size, asyncio.ensure_future(self._complete(attachment_id, stored))
+
+    async def _complete(self, attachment_id: UUID, stored: "asyncio.Future[int]") -> int:
+        """Seal the upload once its last chunk is stored, and record it complete."""
+        held = await stored
         await self._storage.seal(attachment_id)
         if not await store.complete(self._db.pool, attachment_id):
             await self._storage.delete(attachment_id)  # collected meanwhile
             raise ServiceError(ErrorCode.NOT_FOUND, "the upload was collected; start again")
-        return stored, True
+        return held
 
     # --- download -----------------------------------------------------------------
 
@@ -199,13 +212,14 @@ class Attachments:
             raise ServiceError(ErrorCode.NOT_FOUND, "no such attachment for this device")
         return self._grant(Kind.DOWNLOAD, attachment_id, actor.device_id, size, 0)
 
-    async def download_chunk(
+    def download_chunk(
         self, actor: Principal, attachment_id: UUID, capability: bytes, offset: int, length: int
-    ) -> bytes:
+    ) -> "asyncio.Future[bytes]":
+        """Read one chunk: checked now, read by the store with the others waiting."""
         size = self._caps.check(capability, Kind.DOWNLOAD, attachment_id, actor.device_id)
         if offset >= size:
             raise ServiceError(ErrorCode.INVALID_FIELD, f"the attachment has only {size} bytes")
-        return await self._storage.read(attachment_id, offset, min(length, size - offset))
+        return self._storage.read(attachment_id, offset, min(length, size - offset))
 
     async def download_done(self, actor: Principal, attachment_id: UUID) -> None:
         async with self._db.transaction() as conn:

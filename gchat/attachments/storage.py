@@ -20,6 +20,7 @@ import errno
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 from uuid import UUID
@@ -28,6 +29,8 @@ from gchat.errors import ServiceError
 from protocol.errors import ErrorCode
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+#: Most buffers one ``pwritev`` takes (Linux's IOV_MAX).
+_IOV_MAX = 1024
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
@@ -40,8 +43,8 @@ class BlobStore(Protocol):
     async def stored(self, blob_id: UUID) -> int:
         """Bytes of an unfinished upload held (0 if none)."""
 
-    async def append(self, blob_id: UUID, offset: int, data: bytes) -> int:
-        """Write ``data`` at ``offset``, which must be the bytes held; returns the new size.
+    def append(self, blob_id: UUID, offset: int, data: bytes) -> "asyncio.Future[int]":
+        """Write ``data`` at ``offset``, which must be the bytes held; the new size.
 
         Raises ServiceError ``offset_mismatch`` (the stored offset differs) or
         ``storage_full`` (nothing of ``data`` is kept then).
@@ -50,7 +53,7 @@ class BlobStore(Protocol):
     async def seal(self, blob_id: UUID) -> None:
         """Make the finished upload durable and visible to readers."""
 
-    async def read(self, blob_id: UUID, offset: int, length: int) -> bytes:
+    def read(self, blob_id: UUID, offset: int, length: int) -> "asyncio.Future[bytes]":
         """Up to ``length`` bytes of a sealed blob from ``offset``; ``not_found`` if none."""
 
     async def delete(self, blob_id: UUID) -> None:
@@ -58,6 +61,53 @@ class BlobStore(Protocol):
 
     async def older_than(self, seconds: float) -> list[UUID]:
         """Blobs and unfinished uploads not written for ``seconds`` (to find orphans)."""
+
+
+def _mismatch(held: int) -> ServiceError:
+    return ServiceError(ErrorCode.OFFSET_MISMATCH, f"{held} bytes are stored; continue from there")
+
+
+def _write_run(fd: int, held: int, run: list[bytes], results: list[int | BaseException]) -> int:
+    """Write ``run``, chunks that follow on from one another, at ``held`` (the
+    file's size) in one ``pwritev``; add the size after each chunk, or why
+    it was refused, to ``results``; returns the size then.
+
+    One system call, not one per chunk: each call releases the GIL and must
+    take it back from the event loop's thread, which holds it while it
+    reads the next chunks, so the batch waited for the loop once per chunk.
+    A chunk that cannot be written whole (the disk is full) is cut off, as
+    if it never came: the file keeps exactly the chunks before it.
+    """
+    views = [memoryview(data) for data in run]
+    written, first = 0, 0
+    try:
+        while first < len(views):
+            done = os.pwritev(fd, views[first : first + _IOV_MAX], held + written)
+            written += done
+            while first < len(views) and done >= len(views[first]):
+                done -= len(views[first])
+                first += 1
+            if done:
+                views[first] = views[first][done:]
+        failure = None
+    except OSError as error:
+        failure = error
+    for data in run:
+        if failure is None or written >= len(data):
+            written -= len(data)
+            held += len(data)
+            results.append(held)
+        elif written >= 0:
+            os.ftruncate(fd, held)  # keep exactly what was there before this chunk
+            results.append(
+                ServiceError(ErrorCode.STORAGE_FULL, "the server's attachment storage is full")
+                if failure.errno in _FULL
+                else failure
+            )
+            written = -1
+        else:
+            results.append(_mismatch(held))
+    return held
 
 
 class FileBatches(Generic[Request, Result]):
@@ -77,43 +127,60 @@ class FileBatches(Generic[Request, Result]):
     def __init__(self, run: "BatchRun[Request, Result]") -> None:
         self._run = run
         self._waiting: dict[UUID, list[tuple[Request, asyncio.Future[Result]]]] = {}
-        self._running: dict[UUID, asyncio.Task[None]] = {}
+        self._running: set[UUID] = set()
 
-    async def submit(self, blob_id: UUID, request: Request) -> Result:
-        """Run ``request`` on the file with the others waiting for it; its result."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(blob_id, []).append((request, future))
+    def submit(self, blob_id: UUID, request: Request) -> "asyncio.Future[Result]":
+        """Run ``request`` on the file with the others waiting for it; its result.
+
+        A future, not a coroutine: the handler hands it to the connection
+        (``Later``) with no task per chunk. The batch leaves at the end of
+        this loop turn, with the requests read in it.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        waiting = self._waiting.get(blob_id)
+        if waiting is not None:  # a batch is due to leave, or one is in the thread
+            waiting.append((request, future))
+            return future
+        self._waiting[blob_id] = [(request, future)]
         if blob_id not in self._running:
-            self._running[blob_id] = asyncio.create_task(self._drain(blob_id))
-        return await future
+            loop.call_soon(self._start, loop, blob_id)
+        return future
 
-    async def _drain(self, blob_id: UUID) -> None:
-        batch: list[tuple[Request, asyncio.Future[Result]]] = []
-        try:
-            while waiting := self._waiting.pop(blob_id, []):
-                # Requests given up meanwhile (their connection closed) are not run.
-                batch = [(request, future) for request, future in waiting if not future.done()]
-                if not batch:
-                    continue
-                try:
-                    results = await asyncio.to_thread(
-                        self._run, blob_id, [request for request, _ in batch]
-                    )
-                except Exception as error:  # the file could not be opened: all fail
-                    results = [error] * len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():  # given up while in the thread
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-                batch = []
-        finally:
-            del self._running[blob_id]
-            # Stopped mid-batch (the node stops): nobody gets an answer.
-            for _, future in batch + self._waiting.pop(blob_id, []):
+    def _start(self, loop: asyncio.AbstractEventLoop, blob_id: UUID) -> None:
+        """Send the requests waiting for ``blob_id`` to the worker thread."""
+        # Requests given up meanwhile (their connection closed) are not run.
+        batch = [item for item in self._waiting.pop(blob_id, []) if not item[1].done()]
+        if not batch:
+            return
+        self._running.add(blob_id)
+        done = loop.run_in_executor(None, self._run, blob_id, [request for request, _ in batch])
+        done.add_done_callback(partial(self._finish, loop, blob_id, batch))
+
+    def _finish(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        blob_id: UUID,
+        batch: list[tuple[Request, "asyncio.Future[Result]"]],
+        done: "asyncio.Future[list[Result | BaseException]]",
+    ) -> None:
+        """Answer a batch back from the thread; send the next, if any waits."""
+        self._running.discard(blob_id)
+        if done.cancelled():  # the node stops: nobody gets an answer
+            for _, future in batch:
                 future.cancel()
+            return
+        error = done.exception()  # the file could not be opened: all fail
+        results = [error] * len(batch) if error is not None else done.result()
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # given up while in the thread
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if blob_id in self._waiting:
+            self._start(loop, blob_id)
 
 
 class FilesystemStore:
@@ -139,44 +206,33 @@ class FilesystemStore:
         by then; the size after each, or why it was refused.
 
         A refused chunk changes nothing, so the chunks after it (whose
-        offsets assumed it) are refused too, as ``offset_mismatch``.
+        offsets assumed it) are refused too, as ``offset_mismatch``. The
+        chunks that follow on from one another go to the disk in one system
+        call (``_write_run``).
         """
         path = self._partial / str(blob_id)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             held = os.fstat(fd).st_size
             results: list[int | BaseException] = []
-            for offset, data in chunks:
-                if offset != held:
-                    results.append(
-                        ServiceError(
-                            ErrorCode.OFFSET_MISMATCH,
-                            f"{held} bytes are stored; continue from there",
-                        )
-                    )
+            start = 0
+            while start < len(chunks):
+                if chunks[start][0] != held:
+                    results.append(_mismatch(held))
+                    start += 1
                     continue
-                try:
-                    written = os.pwrite(fd, data, offset)
-                    while written < len(data):
-                        written += os.pwrite(fd, data[written:], offset + written)
-                except OSError as error:
-                    os.ftruncate(fd, offset)  # keep exactly what was there before
-                    results.append(
-                        ServiceError(
-                            ErrorCode.STORAGE_FULL, "the server's attachment storage is full"
-                        )
-                        if error.errno in _FULL
-                        else error
-                    )
-                    continue
-                held = offset + len(data)
-                results.append(held)
+                stop, end = start, held
+                while stop < len(chunks) and chunks[stop][0] == end:
+                    end += len(chunks[stop][1])
+                    stop += 1
+                held = _write_run(fd, held, [data for _, data in chunks[start:stop]], results)
+                start = stop
             return results
         finally:
             os.close(fd)
 
-    async def append(self, blob_id: UUID, offset: int, data: bytes) -> int:
-        return await self._appends.submit(blob_id, (offset, data))
+    def append(self, blob_id: UUID, offset: int, data: bytes) -> "asyncio.Future[int]":
+        return self._appends.submit(blob_id, (offset, data))
 
     def _seal(self, blob_id: UUID) -> None:
         path = self._partial / str(blob_id)
@@ -206,8 +262,8 @@ class FilesystemStore:
         finally:
             os.close(fd)
 
-    async def read(self, blob_id: UUID, offset: int, length: int) -> bytes:
-        return await self._reads.submit(blob_id, (offset, length))
+    def read(self, blob_id: UUID, offset: int, length: int) -> "asyncio.Future[bytes]":
+        return self._reads.submit(blob_id, (offset, length))
 
     def _delete(self, blob_id: UUID) -> None:
         for folder in (self._partial, self._blobs):

@@ -69,13 +69,37 @@ async def test_reads_of_a_missing_blob_all_fail_not_found_and_spans_come_back_in
 async def test_a_request_given_up_does_not_stop_the_others(tmp_path: Path) -> None:
     store = FilesystemStore(tmp_path)
     blob = uuid4()
-    first = asyncio.ensure_future(store.append(blob, 0, b"a" * CHUNK))
-    second = asyncio.ensure_future(store.append(blob, CHUNK, b"b" * CHUNK))
-    await asyncio.sleep(0)  # both queued, neither in the thread yet
-    second.cancel()
+    first = store.append(blob, 0, b"a" * CHUNK)
+    second = store.append(blob, CHUNK, b"b" * CHUNK)
+    second.cancel()  # both queued, neither in the thread yet (they leave at the turn's end)
     # The second was given up before its batch went to the thread: not
     # written, so the third, at the same offset, is.
     third = await store.append(blob, CHUNK, b"c" * CHUNK)
     assert await first == CHUNK
     assert third == 2 * CHUNK
     assert (tmp_path / "partial" / str(blob)).read_bytes() == b"a" * CHUNK + b"c" * CHUNK
+
+
+async def test_a_batch_that_fills_the_disk_keeps_the_chunks_before_and_refuses_the_rest(
+    tiny_disk: Path,
+) -> None:
+    """The chunks of one batch go to the disk in one ``pwritev``; when the
+    disk fills during it, the chunks written whole are kept and answered,
+    the one cut short is refused ``storage_full`` and leaves nothing, and
+    those after it are refused ``offset_mismatch``."""
+    store = FilesystemStore(tiny_disk)
+    blob = uuid4()
+    big = 300_000  # the tmpfs holds 1 MiB: the fourth chunk is cut short
+    data = os.urandom(6 * big)
+    results = await asyncio.gather(
+        *(store.append(blob, o, data[o : o + big]) for o in range(0, len(data), big)),
+        return_exceptions=True,
+    )
+    whole = [r for r in results if isinstance(r, int)]
+    assert whole == [big, 2 * big, 3 * big]
+    codes = [getattr(r, "code", None) for r in results[len(whole) :]]
+    assert [c.value for c in codes if c is not None] == ["storage_full"] + ["offset_mismatch"] * (
+        len(codes) - 1
+    )
+    assert await store.stored(blob) == big * len(whole)
+    assert (tiny_disk / "partial" / str(blob)).read_bytes() == data[: big * len(whole)]
