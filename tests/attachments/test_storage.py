@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from uuid import uuid4
 
@@ -24,7 +25,7 @@ async def test_chunks_waiting_for_the_thread_are_written_in_one_batch_in_order(
         batches.append(len(chunks))
         return write(blob_id, chunks)
 
-    store._appends = FileBatches(counted)
+    store._appends = FileBatches(counted, ThreadPoolExecutor(1))
     blob = uuid4()
     data = os.urandom(16 * CHUNK)
     sizes = await asyncio.gather(
