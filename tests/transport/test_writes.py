@@ -41,13 +41,16 @@ class Socket:
         self.request = None
 
 
-def connection(ws: Socket) -> Connection:
+def node_services() -> Services:
     nothing: Any = None
-    services = Services(
+    return Services(
         db=nothing, inbox=nothing, broker=nothing, auth=nothing, enrolment=nothing,
         keys=nothing, requests={}, server_id="s", node_id="n", max_unacked=10, auth_timeout=5,
     )  # fmt: skip
-    return Connection(ws, services)  # type: ignore[arg-type]
+
+
+def connection(ws: Socket, services: Services | None = None) -> Connection:
+    return Connection(ws, services or node_services())  # type: ignore[arg-type]
 
 
 def frames_in(write: list[bytes]) -> list[object]:
@@ -100,3 +103,29 @@ async def test_frames_of_a_socket_closed_before_the_write_are_dropped() -> None:
     ws.transport.closing = True
     await asyncio.sleep(0)
     assert ws.transport.writes == []
+
+
+async def test_connections_framing_in_one_turn_are_written_each_in_its_own_write() -> None:
+    services = node_services()
+    sockets = [Socket() for _ in range(3)]
+    conns = [connection(ws, services) for ws in sockets]
+    first = [accepted(i) for i in range(4)]
+    for conn, answer in zip(conns, first, strict=False):
+        assert conn.write_now([answer])
+    assert conns[0].write_now([first[3]])
+
+    def refuse(data: list[bytes]) -> None:
+        raise RuntimeError("socket gone")
+
+    sockets[1].transport.writelines = refuse  # type: ignore[method-assign]
+    await asyncio.sleep(0)
+    # One socket's failure is its own: the others are written.
+    assert [frames_in(w) for w in sockets[0].transport.writes] == [[first[0], first[3]]]
+    assert [frames_in(w) for w in sockets[2].transport.writes] == [[first[2]]]
+    # ... and each writes again in a later turn.
+    del sockets[1].transport.writelines
+    then = [accepted(10 + i) for i in range(3)]
+    for conn, answer in zip(conns, then, strict=True):
+        assert conn.write_now([answer])
+    await asyncio.sleep(0)
+    assert [frames_in(ws.transport.writes[-1]) for ws in sockets] == [[a] for a in then]
