@@ -234,12 +234,10 @@ class App:
         inbox = self._inbox
 
         async def wake_recipients(batch: list[NewMessage]) -> None:
-            devices = {device for m in batch for device, _ in m.envelopes}
-            devices.update(device for m in batch for device in m.fanned_out)  # group sends
             # Streams here take the committed rows as they are; other nodes
             # (a device mid-way through moving to one) still get the wake-up.
-            handed = inbox.hand_over(batch)
-            elsewhere = devices - handed
+            # Every device with a new row (group members too) is in one set.
+            handed, elsewhere = inbox.hand_over(batch)
             await broker.publish(elsewhere, Signal(SignalKind.WAKE))
             if handed:
                 await broker.publish(handed, Signal(SignalKind.WAKE), local=False)

@@ -119,9 +119,10 @@ class Inbox:
         if self._streams.get(stream.device_id) is stream:
             del self._streams[stream.device_id]
 
-    def hand_over(self, batch: list[NewMessage]) -> set[UUID]:
+    def hand_over(self, batch: list[NewMessage]) -> tuple[set[UUID], set[UUID]]:
         """Give each committed inbox row to its device's stream on this node;
-        returns the devices that were given theirs (their streams are woken).
+        returns the devices that were given theirs (their streams are woken)
+        and the others with new rows (none here, or one to read them).
 
         Each row goes as the ``deliver`` frame it is pushed as, made here
         once (no ``InboxEntry`` in between: at capacity that was a
@@ -131,13 +132,16 @@ class Inbox:
         """
         streams = self._streams
         given: dict[UUID, list[Deliver]] = {}
+        others: set[UUID] = set()
         for message in batch:
             sent_at: int | None = None
             for device, position, ciphertext in message.placed:
                 if device not in streams:
+                    others.add(device)
                     continue
                 body = ciphertext if ciphertext is not None else message.body
-                if body is None:  # not expected: the stream reads it instead
+                if body is None:  # not expected: the stream is woken to read it instead
+                    others.add(device)
                     continue
                 if sent_at is None:
                     sent_at = wire_time(message.sent_at)
@@ -158,7 +162,8 @@ class Inbox:
                     frames.append(frame)
         for device, frames in given.items():
             streams[device].offer(frames)
-        return set(given)
+        handed = set(given)
+        return handed, others - handed
 
     def read(self, device_id: UUID, after: int, limit: int) -> "asyncio.Future[list[InboxEntry]]":
         return self._reads.submit(_Read(device_id, after, limit))
