@@ -67,6 +67,8 @@ _Fixer = Callable[[Any, str], Any]
 
 def _string(display: bool) -> _Fixer:
     def fix(value: Any, path: str) -> Any:
+        if not display and value.isprintable():  # most strings, checked in C at once
+            return value
         try:
             return clean(value, display=display)
         except ValueError as error:

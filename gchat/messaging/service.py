@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from uuid import UUID
 
+from asyncpg.pgproto.pgproto import UUID as PgUUID
+
 from gchat.directory.policy import send_refusal
 from gchat.errors import ServiceError
 from gchat.identity.principal import Principal
@@ -52,22 +54,26 @@ class Messaging:
         await self._limiter.check(Limits.MESSAGES, str(sender.device_id))
         if len(frame.envelopes) > self._max_devices:
             raise ServiceError(ErrorCode.INVALID_FIELD, "too many recipient devices")
-        if any(len(e.ciphertext) > self._max_ciphertext for e in frame.envelopes):
-            raise ServiceError(ErrorCode.INVALID_FIELD, "ciphertext too large")
-        envelopes: list[tuple[UUID, bytes | None]] = [
-            (e.device_id, e.ciphertext) for e in frame.envelopes
-        ]
+        # The frame's ids as asyncpg's UUID type, as the database's ids are:
+        # hashed and compared in C from here on (the check looks each up in
+        # sets and maps of ids read from the database), and written to
+        # PostgreSQL without a ``.bytes`` call.
+        envelopes: list[tuple[UUID, bytes | None]] = []
+        for envelope in frame.envelopes:
+            if len(envelope.ciphertext) > self._max_ciphertext:
+                raise ServiceError(ErrorCode.INVALID_FIELD, "ciphertext too large")
+            envelopes.append((PgUUID(envelope.device_id.bytes), envelope.ciphertext))
         if len({device for device, _ in envelopes}) != len(envelopes):
             raise ServiceError(ErrorCode.INVALID_FIELD, "a device appears twice")
         return self._committer.submit(
             NewMessage(
-                message_id=self._ids.new(),
-                sender_device=sender.device_id,
-                sender_official=sender.official_id,
-                recipient_official=frame.recipient,
-                client_message_id=frame.client_message_id,
-                sent_at=datetime.now(UTC),
-                envelopes=envelopes,
+                self._ids.new(),
+                sender.device_id,
+                sender.official_id,
+                PgUUID(frame.recipient.bytes),
+                frame.client_message_id,
+                datetime.now(UTC),
+                envelopes,
             )
         )
 

@@ -273,14 +273,15 @@ def unchanged_cte(first: int) -> str:
 
 def standings_parameters(standings: Mapping[UUID, SendStanding]) -> list[list[Any]]:
     """The parameters of :func:`unchanged_cte` for these standings (the
-    devices in (official, device) order, as the statement aggregates them)."""
+    devices in (official, device) order, as the statement aggregates them;
+    each epoch read once, as all the statement asks is that none moved)."""
     rows = list(standings.values())
     devices = sorted((s.official_id, d) for s in rows for d in s.active_devices)
     return [
         [s.official_id for s in rows],
         [s.agency_id for s in rows],
         [s.status for s in rows],
-        [s.epoch for s in rows],
+        sorted({s.epoch for s in rows}),
         [official for official, _ in devices],
         [device for _, device in devices],
     ]
