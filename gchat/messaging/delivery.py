@@ -300,13 +300,19 @@ class DeliveryStream:
 
     def _take_offered(self, room: int) -> list[Deliver] | None:
         """The offered rows if they are exactly what a read would return now."""
-        # Rows a read during their commit already returned are done with.
-        offered = [e for e in self._offered if e.position > self._last_pushed]
+        offered = self._offered
         self._offered = []
-        if not offered:
-            return None
         first = self._last_pushed + 1
-        follows = [e.position for e in offered] == list(range(first, first + len(offered)))
+        if len(offered) == 1:  # one envelope per commit: the usual case, checked at once
+            if offered[0].position < first:
+                return None  # a read during its commit already returned it
+            follows = offered[0].position == first
+        else:
+            # Rows a read during their commit already returned are done with.
+            offered = [e for e in offered if e.position >= first]
+            if not offered:
+                return None
+            follows = [e.position for e in offered] == list(range(first, first + len(offered)))
         if self._must_read or not self._caught_up or len(offered) > room or not follows:
             self._must_read = True  # read the inbox instead: it has them, in order
             return None
@@ -394,7 +400,10 @@ class DeliveryStream:
         """``entries`` are on their way: unacknowledged, and where the stream is."""
         if not entries:
             return
-        self._unacked.update(entry.position for entry in entries)
+        if len(entries) == 1:
+            self._unacked.add(entries[0].position)
+        else:
+            self._unacked.update(entry.position for entry in entries)
         self._last_pushed = entries[-1].position
         if self._metrics is not None:
             self._metrics.deliveries.inc(len(entries))

@@ -186,14 +186,22 @@ class Connection:
         """Handle the connection's messages in order until it closes.
 
         The messages already received are taken without waiting
-        (``ReadingConnection``); ``recv`` waits for the rest, and raises
-        ConnectionClosed at the end as ``async for`` would.
+        (``ReadingConnection``), and waited for on the queue itself; what
+        ``take`` leaves after a wait (the end, a message websockets refuses)
+        goes through ``recv``, which raises ConnectionClosed or fails the
+        connection as ``async for`` would.
         """
         ws = self._ws
-        take = ws.recv_messages.take
+        messages = ws.recv_messages
+        take = messages.take
         while True:
             waiting = take()
-            await self._receive(await ws.recv() if waiting is None else waiting)
+            if waiting is None:
+                await messages.wait()
+                waiting = take()
+                if waiting is None:
+                    waiting = await ws.recv()
+            await self._receive(waiting)
 
     def _auth_deadline_passed(self) -> None:
         if not self._session.authenticated:

@@ -124,6 +124,21 @@ class Messages:
         self._pop()
         return message
 
+    async def wait(self) -> None:
+        """Until a message is queued or the stream has ended: then ``take`` it,
+        or ``recv`` what ``take`` leaves (the end, a message websockets refuses,
+        with its errors). A reader waiting here rather than in ``recv`` pays no
+        coroutine layer of websockets' per message."""
+        if self._queue or self.closed:
+            return
+        if self._waiter is not None:
+            raise ConcurrencyError("wait() or get() is already running")
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
     async def get(self, decode: bool | None = None) -> str | bytes:
         """The next message, as websockets' ``Assembler.get``: text as str unless
         ``decode`` says otherwise; EOFError once closed and empty, UnicodeDecodeError

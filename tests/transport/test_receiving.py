@@ -9,7 +9,7 @@ import pytest
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed, TooManyFragments
+from websockets.exceptions import ConcurrencyError, ConnectionClosed, TooManyFragments
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -361,3 +361,24 @@ async def test_a_frame_websockets_refuses_fails_the_connection_alike(bad: Frame,
         transport.write(unmasked)
         await asyncio.wait_for(client.wait_closed(), 5)
         assert client.close_code == 1002
+
+
+async def test_wait_returns_once_a_whole_message_or_the_end_is_there() -> None:
+    messages = Flow().messages()
+    waiter = asyncio.create_task(messages.wait())
+    await asyncio.sleep(0)
+    messages.put(binary(b"fir", fin=False))  # a fragment alone wakes no one
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    with pytest.raises(ConcurrencyError):
+        await messages.wait()
+    messages.put(Frame(Opcode.CONT, b"st"))
+    await asyncio.wait_for(waiter, 1)
+    await messages.wait()  # something is queued: at once
+    assert messages.take() == b"first"
+    ender = asyncio.create_task(messages.wait())
+    await asyncio.sleep(0)
+    messages.close()
+    await asyncio.wait_for(ender, 1)
+    await messages.wait()  # ended: at once, and take has nothing
+    assert messages.take() is None
