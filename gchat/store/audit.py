@@ -143,13 +143,15 @@ _UNSEQUENCED = """
     ORDER BY xid, id LIMIT $3"""
 
 #: This snapshot's horizon and those events as a few values: their ids and
-#: leaf hashes (concatenated) in order, their oldest and newest times.  The
-#: entries stay in PostgreSQL (``audit_append_events`` packs them there), so
-#: the node decodes no row per event.
+#: leaf hashes (concatenated) in order, their row addresses as one text (the
+#: node only hands them back: as a ``tid[]`` asyncpg made and parsed a tuple
+#: per event, about 0.45 us each on the node's loop), their oldest and newest
+#: times.  The entries stay in PostgreSQL (``audit_append_events`` packs them
+#: there), so the node decodes no row per event.
 _TAKE = f"""WITH e AS MATERIALIZED ({_UNSEQUENCED})
             SELECT h.xmax, h.running,
                    (SELECT array_agg(id ORDER BY xid, id) FROM e) AS ids,
-                   (SELECT array_agg(slot ORDER BY xid, id) FROM e) AS slots,
+                   (SELECT array_agg(slot ORDER BY xid, id) FROM e)::text AS slots,
                    (SELECT string_agg(leaf_hash, ''::bytea ORDER BY xid, id) FROM e) AS hashes,
                    (SELECT min(created_at) FROM e) AS oldest,
                    (SELECT max(created_at) FROM e) AS newest
@@ -162,7 +164,7 @@ class Unsequenced:
 
     horizon: Horizon  # of the snapshot they were read in: where the next pass looks
     ids: list[int]
-    rows: list[tuple[int, int]]  # their ctids: where the append deletes them
+    rows: str  # their ctids, as a tid[]'s text: where the append deletes them
     hashes: bytes  # their leaf hashes, 32 bytes each, in the same order
     oldest: datetime | None  # their times' range (None when there are none)
     newest: datetime | None
@@ -176,7 +178,7 @@ async def unsequenced(conn: Executor, since: Horizon, limit: int) -> Unsequenced
     return Unsequenced(
         _horizon(row),
         list(row["ids"] or ()),
-        list(row["slots"] or ()),
+        row["slots"] or "{}",
         row["hashes"] or b"",
         row["oldest"],
         row["newest"],
@@ -209,7 +211,7 @@ async def append_events(
     nothing is written.
     """
     at: datetime = await conn.fetchval(
-        "SELECT audit_append_events($1, $2, $3, $4, $5, $6, $7, $8)",
+        "SELECT audit_append_events($1, $2, $3::text::tid[], $4, $5, $6, $7, $8)",
         first_leaf,
         events.ids,
         events.rows,
