@@ -52,7 +52,8 @@ class Messages:
         pause: Callable[[], Any],
         resume: Callable[[], Any],
     ) -> None:
-        self._queue: deque[Frame] = deque()
+        #: Whole messages as read (``put_message``) and frames (``put``).
+        self._queue: deque[Frame | bytes | str] = deque()
         #: The frames of a fragmented message so far (None: none under way).
         self._fragments: list[Frame] | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -86,7 +87,17 @@ class Messages:
             # Complete, or marked unfinished: the reader fails the connection.
             self._fragments = None
             frame = Frame(fragments[0].opcode, b"".join(f.data for f in fragments), not too_many)
-        self._queue.append(frame)
+        self._queued(frame)
+
+    def put_message(self, message: bytes | str) -> None:
+        """A whole message, text decoded, read from one final frame (``whole_frames``):
+        queued as it is, with no ``Frame`` made for it."""
+        if self.closed:
+            raise EOFError("stream of frames ended")
+        self._queued(message)
+
+    def _queued(self, item: Frame | bytes | str) -> None:
+        self._queue.append(item)
         if self._high is not None and len(self._queue) > self._high and not self._paused:
             self._paused = True
             self._pause()
@@ -111,6 +122,9 @@ class Messages:
         if not queue:
             return None
         frame = queue[0]
+        if not isinstance(frame, Frame):  # a whole message, as read
+            self._pop()
+            return frame
         if not frame.fin:
             return None
         data = frame.data
@@ -155,6 +169,10 @@ class Messages:
             finally:
                 self._waiter = None
         frame = self._pop()
+        if not isinstance(frame, Frame):  # a whole message, as read
+            if decode is None or decode is isinstance(frame, str):
+                return frame
+            return frame.decode() if isinstance(frame, bytes) else frame.encode()
         if not frame.fin:
             raise TooManyFragments(MAX_FRAGMENTS)
         data = frame.data
@@ -164,7 +182,7 @@ class Messages:
             return bytes(data).decode()
         return data if type(data) is bytes else bytes(data)
 
-    def _pop(self) -> Frame:
+    def _pop(self) -> Frame | bytes | str:
         """The oldest queued message; reading resumes once few enough wait."""
         frame = self._queue.popleft()
         if self._paused and self._low is not None and len(self._queue) <= self._low:
@@ -181,7 +199,6 @@ class Messages:
 #: next (``Protocol.parse`` in ``StreamReader.at_eof``).
 _PARSE = Protocol.parse.__code__
 _AT_EOF = StreamReader.at_eof.__code__
-_OPCODES = {0x1: Opcode.TEXT, 0x2: Opcode.BINARY}
 
 
 def between_frames(protocol: Protocol) -> bool:
@@ -197,20 +214,21 @@ def between_frames(protocol: Protocol) -> bool:
     return waiting.gi_code is _AT_EOF and parent is not None and parent.gi_code is _PARSE
 
 
-def whole_frames(data: bytes, max_size: int | None, put: Callable[[Frame], None]) -> int:
-    """``put`` each frame at the start of ``data`` that is a whole, final,
-    masked text or binary frame of at most ``max_size`` bytes, without
-    reserved bits, unmasked, as websockets' parser would; returns the
-    bytes they took. The first frame of any other kind (a ping, a close, a
-    fragment, an error, one not all received) ends it: the parser reads
-    that one and what follows.
+def whole_frames(data: bytes, max_size: int | None, put: Callable[[bytes | str], None]) -> int:
+    """``put`` the message of each frame at the start of ``data`` that is a
+    whole, final, masked binary frame or text frame in UTF-8 of at most
+    ``max_size`` bytes, without reserved bits, unmasked as websockets' parser
+    would, text decoded as its reader would; returns the bytes they took.
+    The first frame of any other kind (a ping, a close, a fragment, an
+    error, text that is not UTF-8, one not all received) ends it: the
+    parser reads that one and what follows.
     """
     end = len(data)
     at = 0
     while end - at >= 6:  # the shortest masked frame: 2 bytes of header, 4 of mask
         head, size = data[at], data[at + 1]
-        opcode = _OPCODES.get(head ^ 0x80)  # FIN set, no reserved bit, text or binary
-        if opcode is None or size < 0x80:  # not a final data frame, or not masked
+        # FIN set, no reserved bit, opcode 1 (text) or 2 (binary); masked.
+        if (head != 0x82 and head != 0x81) or size < 0x80:
             break
         size &= 0x7F
         start = at + 6
@@ -223,7 +241,12 @@ def whole_frames(data: bytes, max_size: int | None, put: Callable[[Frame], None]
         stop = start + size
         if stop > end or (max_size is not None and size > max_size):
             break
-        put(Frame(opcode, apply_mask(data[start:stop], data[start - 4 : start])))
+        payload = apply_mask(data[start:stop], data[start - 4 : start])
+        try:
+            message = payload if head == 0x82 else payload.decode()
+        except UnicodeDecodeError:  # websockets' reader fails the connection (1007)
+            break
+        put(message)
         at = stop
     return at
 
@@ -252,7 +275,7 @@ class ReadingConnection(ServerConnection):
             if protocol.max_fragment_size is not None:
                 fragment = protocol.max_fragment_size
                 limit = fragment if limit is None else min(limit, fragment)
-            taken = whole_frames(data, limit, self.recv_messages.put)
+            taken = whole_frames(data, limit, self.recv_messages.put_message)
             if taken == len(data):
                 return
             data = data[taken:]

@@ -187,12 +187,13 @@ def parsed_by_websockets(data: bytes) -> list[Frame]:
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
 @pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
 def test_whole_frames_are_read_as_websockets_reads_them(size: int, opcode: Opcode) -> None:
-    payload = bytes(i % 251 for i in range(size))
+    payload = bytes(32 + i % 95 for i in range(size))  # printable ASCII: valid text too
     frames = [Frame(opcode, payload), Frame(Opcode.BINARY, b"next")]
     data = b"".join(masked(frame) for frame in frames)
-    taken: list[Frame] = []
+    taken: list[bytes | str] = []
     assert whole_frames(data, 1 << 20, taken.append) == len(data)
-    assert taken == parsed_by_websockets(data) == frames
+    assert parsed_by_websockets(data) == frames
+    assert taken == [payload.decode() if opcode is Opcode.TEXT else payload, b"next"]
 
 
 @pytest.mark.parametrize(
@@ -205,15 +206,16 @@ def test_whole_frames_are_read_as_websockets_reads_them(size: int, opcode: Opcod
         Frame(Opcode.CONT, b"a continuation"),
         Frame(Opcode.BINARY, b"reserved bit", rsv1=True),
         Frame(Opcode.BINARY, b"x" * 101),  # over the limit below
+        Frame(Opcode.TEXT, "not UTF-8: é".encode("latin-1")),
     ],
-    ids=["ping", "pong", "close", "fragment", "continuation", "rsv", "too-big"],
+    ids=["ping", "pong", "close", "fragment", "continuation", "rsv", "too-big", "not-utf-8"],
 )
 def test_any_other_frame_and_what_follows_are_left_to_websockets(other: Frame) -> None:
-    head = masked(Frame(Opcode.BINARY, b"whole"))
+    head = masked(Frame(Opcode.TEXT, "whølé".encode()))
     data = head + masked(other) + masked(Frame(Opcode.BINARY, b"after"))
-    taken: list[Frame] = []
+    taken: list[bytes | str] = []
     assert whole_frames(data, 100, taken.append) == len(head)
-    assert taken == [Frame(Opcode.BINARY, b"whole")]
+    assert taken == ["whølé"]
 
 
 def test_an_unmasked_frame_or_one_cut_short_is_left_to_websockets() -> None:
@@ -221,9 +223,9 @@ def test_an_unmasked_frame_or_one_cut_short_is_left_to_websockets() -> None:
     unmasked = Frame(Opcode.BINARY, b"bare").serialize(mask=False)
     long = masked(Frame(Opcode.BINARY, b"y" * 70_000))
     for rest in [unmasked, long[:5], long[:9], long[:13], long[:-1]]:
-        taken: list[Frame] = []
+        taken: list[bytes | str] = []
         assert whole_frames(whole + rest, 1 << 20, taken.append) == len(whole)
-        assert taken == [Frame(Opcode.BINARY, b"whole")]
+        assert taken == [b"whole"]
 
 
 async def test_the_parser_is_between_frames_only_when_it_waits_for_a_new_one() -> None:
@@ -274,7 +276,7 @@ def test_frames_written_by_hand_reach_the_node_as_sent(
     the frames websockets fails the connection for, over a real socket."""
     reads: list[tuple[int, int]] = []  # (bytes read, bytes the node parsed)
 
-    def counted(data: bytes, max_size: int | None, put: Callable[[Frame], None]) -> int:
+    def counted(data: bytes, max_size: int | None, put: Callable[[bytes | str], None]) -> int:
         taken = whole_frames(data, max_size, put)
         reads.append((len(data), taken))
         return taken
@@ -382,3 +384,18 @@ async def test_wait_returns_once_a_whole_message_or_the_end_is_there() -> None:
     await asyncio.wait_for(ender, 1)
     await messages.wait()  # ended: at once, and take has nothing
     assert messages.take() is None
+
+
+async def test_whole_messages_and_frames_queue_together_in_order() -> None:
+    messages = Flow().messages(high=None)
+    messages.put_message(b"one")
+    messages.put(binary(b"tw", fin=False))
+    messages.put(Frame(Opcode.CONT, b"o"))
+    messages.put_message("three")
+    messages.put_message(b"four")
+    messages.put_message("five")
+    assert messages.take() == b"one"
+    assert messages.take() == b"two"
+    assert await messages.get() == "three"
+    assert await messages.get(decode=True) == "four"
+    assert await messages.get(decode=False) == b"five"
