@@ -201,10 +201,11 @@ async def store_batch(
         )
         new_ids = {row["id"] for row in inserted}
     else:  # the common case: messages, inbox rows and audit events in one statement
-        new_ids = await _store_and_enqueue(conn, unique, expires_at, batch, accepted, standings)
+        written = await _store_and_enqueue(conn, unique, expires_at, batch, accepted, standings)
         # Every send new (none a retry, none with a shared body): each its own answer.
-        if len(new_ids) == len(batch) and all(m.body is None for m in batch):
+        if len(written) == len(batch) and all(m.body is None for m in batch):
             return [StoredMessage(m.message_id, m.sent_at, False) for m in batch]
+        new_ids = set(written)
     fresh = [m for m in unique if m.message_id in new_ids]
     stored = {
         (m.sender_device, m.client_message_id): StoredMessage(m.message_id, m.sent_at, False)
@@ -357,11 +358,11 @@ async def _store_and_enqueue(
     batch: list[NewMessage],
     accepted: EncodedEvents | None,
     standings: Mapping[UUID, SendStanding] | None,
-) -> set[UUID]:
+) -> list[UUID]:
     """Insert these messages, their envelopes and the ``accepted`` events
     (one per send of ``batch``) of those inserted, if ``standings`` are
-    unchanged; returns the ids inserted (and fills each inserted message's
-    ``placed``)."""
+    unchanged; returns the ids inserted, each once (and fills each inserted
+    message's ``placed``)."""
     envelopes = [
         (device, m.message_id, ciphertext, order)
         for order, m in enumerate(messages)
@@ -383,14 +384,17 @@ async def _store_and_enqueue(
         *standings_parameters(standings or {}),
     )
     # Rows by position in the record (message_id, device_id, position): a
-    # record's look-up by name is a mapping search per column.
-    inserted = set()
+    # record's look-up by name is a mapping search per column. The ids are
+    # not hashed unless needed: an id read from a row has no hash yet (asyncpg
+    # makes it from its int, 0.15 us), so a lone envelope's device is the
+    # send's own object, whose hash the send path already made.
+    inserted: list[UUID] = []
     by_id: dict[UUID, NewMessage] | None = None
     for message_id, device_id, position in rows:
         if device_id is None:
             if message_id is None:
                 raise StandingsChanged()
-            inserted.add(message_id)
+            inserted.append(message_id)
             continue
         if by_id is None:
             by_id = {m.message_id: m for m in messages}
@@ -398,7 +402,10 @@ async def _store_and_enqueue(
         # Appended in any order of rows: what counts is that one device's
         # positions grow with the batch's order, which ``ORDER BY e.o`` made.
         given = message.envelopes
-        ciphertext = given[0][1] if len(given) == 1 else dict(given)[device_id]
+        if len(given) == 1:
+            device_id, ciphertext = given[0]
+        else:
+            ciphertext = dict(given)[device_id]
         message.placed.append((device_id, position, ciphertext))
     return inserted
 
