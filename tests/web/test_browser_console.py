@@ -524,8 +524,11 @@ def test_pending_codes_of_the_scope_are_listed_cancelled_and_reissued(
     issued = [admin.request(f.IssueCode, official_id=o) for o in people]
     page = superadmin_page
     open_admin(page, "รหัสลงทะเบียน")
-    table = page.get_by_test_id("pending-codes")
-    page.get_by_label("หน่วยงาน").select_option(label="PC กองรหัสรอใช้")
+    # The screen's own filter: while the admin area switches screens, the one
+    # before it may still be on the page with a label of the same words.
+    screen = page.get_by_role("region", name="รหัสลงทะเบียนที่ยังไม่ใช้")
+    table = screen.get_by_test_id("pending-codes")
+    screen.get_by_label("หน่วยงาน").select_option(label="PC กองรหัสรอใช้")
     rows = table.locator("tbody tr")
     expect(rows).to_have_count(3)
     expect(rows.first).to_contain_text("นายรอรหัส คนที่0")  # issued first, expires first
