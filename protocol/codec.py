@@ -83,7 +83,7 @@ class Codec(Generic[F]):
 
     def decode(self, data: bytes | str) -> F:
         """Decode one WebSocket message into a frame, or raise ProtocolError."""
-        if _byte_size(data) > limits.MAX_FRAME_BYTES:
+        if (len(data) if type(data) is bytes else _byte_size(data)) > limits.MAX_FRAME_BYTES:
             raise FrameTooLarge(f"frame exceeds {limits.MAX_FRAME_BYTES} bytes")
         try:
             if not self.binary:
