@@ -119,6 +119,23 @@ async def test_files_smoke_every_file_comes_back_whole(database_url: str) -> Non
     assert summary["blobs_left"] == 0
 
 
+async def test_files_ab_meters_each_leg_of_each_server(database_url: str) -> None:
+    """``python -m loadtests.files_ab`` scaled down: one node and the bare
+    handler each moved the file up and down (a file that came back
+    different raises), and each leg has its figures."""
+    from loadtests import harness
+    from loadtests.files_ab import run_variants
+
+    sides = await run_variants([("node", harness.REPO)], rounds=1, mib=2, quiet=1.0,
+                               database_url=database_url)
+
+    assert [(s.name, s.node) for s in sides] == [("bare", False), ("node", True)]
+    for side in sides:
+        assert len(side.up) == len(side.down) == 1
+        for leg in (*side.up, *side.down):
+            assert leg.mib_s > 0 and leg.server_ms >= 0 and len(leg.split) == 4
+
+
 async def test_scale_scenario_smoke_counts_add_up(empty_database_url: str) -> None:
     """``python -m loadtests.scale`` scaled down: the import, search, export, audit log
     and relay it measures happened as counted (the figures are in PERFORMANCE.md)."""
