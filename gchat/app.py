@@ -23,6 +23,7 @@ import os
 import signal
 import ssl
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +38,7 @@ from gchat.attachments.capability import Capabilities, derive_key
 from gchat.attachments.handlers import AttachmentHandlers
 from gchat.attachments.service import Attachments
 from gchat.attachments.service import Limits as AttachmentLimits
-from gchat.attachments.storage import FilesystemStore
+from gchat.attachments.storage import FilesystemStore, file_threads
 from gchat.audit.failures import FailureAudit
 from gchat.audit.handlers import AuditHandlers
 from gchat.audit.log import AuditLog
@@ -175,6 +176,7 @@ class App:
         self.failures: FailureAudit | None = None
         self.push: PushNotifier | None = None
         self.attachments: Attachments | None = None
+        self._file_threads: ThreadPoolExecutor | None = None
 
     async def _start_broker(self, dsn: str) -> None:
         """The in-process broker alone, Redis shared by every node, or
@@ -302,9 +304,10 @@ class App:
         self.failures.start()
         limit_table = parse_overrides(config.rate_limits)
         # Attachments: ciphertext blobs in the attachment folder (shared by the nodes).
+        self._file_threads = file_threads()
         self.attachments = Attachments(
             db,
-            FilesystemStore(config.attachment_directory),
+            FilesystemStore(config.attachment_directory, self._file_threads),
             Capabilities(derive_key(keys.token.seed), config.attachment_capability_seconds),
             self.audit,
             AttachmentLimits(
@@ -522,6 +525,8 @@ class App:
         if self._server is not None:
             self._server.close(close_connections=True)  # 1001 going away
             await self._server.wait_closed()
+        if self._file_threads is not None:  # chunks being written finish first
+            await asyncio.to_thread(self._file_threads.shutdown)
         if self._committer is not None:
             await self._committer.stop()
         if self._inbox is not None:

@@ -199,15 +199,19 @@ class FileBatches(Generic[Request, Result]):
             self._start(loop, blob_id)
 
 
+def file_threads() -> ThreadPoolExecutor:
+    """The chunks' own threads (as many as asyncio's default executor has),
+    so their batches return to the loop without a wrapping future
+    (``FileBatches._work``). Their owner shuts them down when the node stops."""
+    return ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), "gchat-files")
+
+
 class FilesystemStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, threads: Executor) -> None:
         self._partial = root / "partial"
         self._blobs = root / "blobs"
         for folder in (self._partial, self._blobs):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # The chunks' own threads (as many as asyncio's default executor
-        # has), so their batches return to the loop without a wrapping future.
-        threads = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), "gchat-files")
         self._appends = FileBatches[tuple[int, bytes], int](self._append, threads)
         self._reads = FileBatches[tuple[int, int], bytes](self._read, threads)
 

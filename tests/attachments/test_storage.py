@@ -2,22 +2,30 @@
 
 import asyncio
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
-from gchat.attachments.storage import FileBatches, FilesystemStore
+from gchat.attachments.storage import FileBatches, FilesystemStore, file_threads
 from gchat.errors import ServiceError
 
 CHUNK = 4096
 
 
+@pytest.fixture
+def threads() -> Iterator[ThreadPoolExecutor]:
+    pool = file_threads()
+    yield pool
+    pool.shutdown()
+
+
 async def test_chunks_waiting_for_the_thread_are_written_in_one_batch_in_order(
-    tmp_path: Path,
+    tmp_path: Path, threads: ThreadPoolExecutor
 ) -> None:
-    store = FilesystemStore(tmp_path)
+    store = FilesystemStore(tmp_path, threads)
     batches: list[int] = []
     write = store._append
 
@@ -25,7 +33,7 @@ async def test_chunks_waiting_for_the_thread_are_written_in_one_batch_in_order(
         batches.append(len(chunks))
         return write(blob_id, chunks)
 
-    store._appends = FileBatches(counted, ThreadPoolExecutor(1))
+    store._appends = FileBatches(counted, threads)
     blob = uuid4()
     data = os.urandom(16 * CHUNK)
     sizes = await asyncio.gather(
@@ -37,8 +45,10 @@ async def test_chunks_waiting_for_the_thread_are_written_in_one_batch_in_order(
     assert (tmp_path / "partial" / str(blob)).read_bytes() == data
 
 
-async def test_a_chunk_at_the_wrong_offset_refuses_it_and_those_after_it(tmp_path: Path) -> None:
-    store = FilesystemStore(tmp_path)
+async def test_a_chunk_at_the_wrong_offset_refuses_it_and_those_after_it(
+    tmp_path: Path, threads: ThreadPoolExecutor
+) -> None:
+    store = FilesystemStore(tmp_path, threads)
     blob = uuid4()
     data = os.urandom(6 * CHUNK)
     offsets = [0, CHUNK, 3 * CHUNK, 4 * CHUNK]  # the third skips a chunk
@@ -51,9 +61,9 @@ async def test_a_chunk_at_the_wrong_offset_refuses_it_and_those_after_it(tmp_pat
 
 
 async def test_reads_of_a_missing_blob_all_fail_not_found_and_spans_come_back_in_order(
-    tmp_path: Path,
+    tmp_path: Path, threads: ThreadPoolExecutor
 ) -> None:
-    store = FilesystemStore(tmp_path)
+    store = FilesystemStore(tmp_path, threads)
     blob = uuid4()
     with pytest.raises(ServiceError) as missing:
         await store.read(blob, 0, CHUNK)
@@ -67,8 +77,10 @@ async def test_reads_of_a_missing_blob_all_fail_not_found_and_spans_come_back_in
     assert b"".join(reversed(parts)) == data
 
 
-async def test_a_request_given_up_does_not_stop_the_others(tmp_path: Path) -> None:
-    store = FilesystemStore(tmp_path)
+async def test_a_request_given_up_does_not_stop_the_others(
+    tmp_path: Path, threads: ThreadPoolExecutor
+) -> None:
+    store = FilesystemStore(tmp_path, threads)
     blob = uuid4()
     first = store.append(blob, 0, b"a" * CHUNK)
     second = store.append(blob, CHUNK, b"b" * CHUNK)
@@ -83,12 +95,13 @@ async def test_a_request_given_up_does_not_stop_the_others(tmp_path: Path) -> No
 
 async def test_a_batch_that_fills_the_disk_keeps_the_chunks_before_and_refuses_the_rest(
     tiny_disk: Path,
+    threads: ThreadPoolExecutor,
 ) -> None:
     """The chunks of one batch go to the disk in one ``pwritev``; when the
     disk fills during it, the chunks written whole are kept and answered,
     the one cut short is refused ``storage_full`` and leaves nothing, and
     those after it are refused ``offset_mismatch``."""
-    store = FilesystemStore(tiny_disk)
+    store = FilesystemStore(tiny_disk, threads)
     blob = uuid4()
     big = 300_000  # the tmpfs holds 1 MiB: the fourth chunk is cut short
     data = os.urandom(6 * big)

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from uuid import UUID
@@ -10,6 +11,7 @@ from uuid import UUID
 from gchat.client.rpc import ClientError
 from protocol import frames as f
 from tests.attachments.transfer import CHUNK, download, send_from, upload
+from tests.fixtures import WorldFactory
 from tests.support import World, eventually, expect_error
 
 
@@ -400,3 +402,21 @@ async def test_pipelined_chunks_are_stored_in_order_and_a_wrong_one_stops_the_re
     )
     assert [p.offset for p in parts] == list(range(0, len(data), CHUNK))
     assert b"".join(p.data for p in parts) == data
+
+
+async def test_a_stopped_node_leaves_no_file_threads(world_with: WorldFactory) -> None:
+    """The chunks' threads belong to the node: once it stops, none is left
+    (a node made and stopped per test, or a worker restarted, must not pile
+    them up)."""
+
+    def file_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("gchat-files")]
+
+    before = file_threads()
+    async with world_with() as world:
+        alice = await world.official_with_device("alice")
+        bob = await world.official_with_device("bob")
+        assert bob.state.official_id is not None
+        await upload(alice, os.urandom(3 * CHUNK), recipient=bob.state.official_id)
+        assert len(file_threads()) > len(before)  # the upload ran in them
+    assert file_threads() == before
