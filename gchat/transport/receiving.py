@@ -161,13 +161,7 @@ class Messages:
         while not queue:
             if self.closed:
                 raise EOFError("stream of frames ended")
-            if self._waiter is not None:
-                raise ConcurrencyError("get() is already running")
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self.wait()
         frame = self._pop()
         if not isinstance(frame, Frame):  # a whole message, as read
             if decode is None or decode is isinstance(frame, str):
