@@ -160,3 +160,44 @@ async def test_after_a_redis_restart_the_limiter_returns_on_first_try(
     finally:
         await client.aclose()
         redis.kill()
+
+
+async def evalsha_calls(client) -> int:  # noqa: ANN001
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_checks_in_one_loop_turn_share_one_script_call(redis_prefix: str) -> None:
+    """A private Redis, so the count of script calls is this test's alone."""
+    redis = PrivateRedis()
+    redis.start()
+    client = connect_redis(redis.url)
+    limiter = RedisRateLimiter(client, redis_prefix)
+    try:
+        for _ in range(100):  # "busy" spends its bucket; "last" all but one token
+            await limiter.check(Limits.BUNDLE_FETCHES, "busy")
+        for _ in range(99):
+            await limiter.check(Limits.BUNDLE_FETCHES, "last")
+        await client.config_resetstat()
+        verdicts = await asyncio.gather(
+            limiter.check(Limits.BUNDLE_FETCHES, "busy"),
+            *(limiter.check(Limits.BUNDLE_FETCHES, f"d{i}") for i in range(8)),
+            limiter.check(Limits.BUNDLE_FETCHES, "last"),
+            limiter.check(Limits.BUNDLE_FETCHES, "last"),  # sees the take before it
+            limiter.check(Limits.MESSAGES, "d0", cost=0),
+            return_exceptions=True,
+        )
+        assert await evalsha_calls(client) == 1
+        busy, *others, last_a, last_b, peek = verdicts
+        assert isinstance(busy, ServiceError) and busy.code.value == "rate_limited"
+        assert busy.retry_after is not None and 0 < busy.retry_after <= 0.5
+        assert others == [None] * 8 and last_a is None and peek is None
+        assert isinstance(last_b, ServiceError) and last_b.retry_after is not None
+        assert 0 < last_b.retry_after <= 0.5
+        # The next turn's checks are the next call.
+        await limiter.check(Limits.BUNDLE_FETCHES, "d0")
+        assert await evalsha_calls(client) == 2
+        assert limiter.shared
+    finally:
+        await client.aclose()
+        redis.kill()
