@@ -3,7 +3,8 @@ fragments joined, text decoded (or the connection failed), flow control."""
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import uvloop
@@ -126,23 +127,40 @@ def test_a_reading_connection_under_uvloop() -> None:
     uvloop.run(over_a_socket())
 
 
-async def over_a_socket() -> None:
-    received: list[str | bytes] = []
-    closed: list[ConnectionClosed] = []
+class Recorded:
+    """What a recording server's connections received, and how they closed."""
+
+    def __init__(self) -> None:
+        self.received: list[str | bytes] = []
+        self.closed: list[ConnectionClosed] = []
+
+
+@contextlib.asynccontextmanager
+async def recording_server(
+    echo: bool = False, **options: Any
+) -> AsyncIterator[tuple[int, Recorded]]:
+    """A server reading through ``ReadingConnection`` (websockets' ``options``)
+    that records every message, echoing it back if asked; yields its port."""
+    recorded = Recorded()
 
     async def handler(ws: ServerConnection) -> None:
         assert isinstance(ws.recv_messages, Messages)
         try:
             async for message in ws:
-                received.append(message)
-                await ws.send(message)
+                recorded.received.append(message)
+                if echo:
+                    await ws.send(message)
         except ConnectionClosed as error:
-            closed.append(error)
+            recorded.closed.append(error)
 
     async with serve(
-        handler, "127.0.0.1", 0, create_connection=ReadingConnection, max_queue=2
+        handler, "127.0.0.1", 0, create_connection=ReadingConnection, **options
     ) as server:
-        port = server.sockets[0].getsockname()[1]
+        yield server.sockets[0].getsockname()[1], recorded
+
+
+async def over_a_socket() -> None:
+    async with recording_server(echo=True, max_queue=2) as (port, recorded):
         async with connect(f"ws://127.0.0.1:{port}") as client:
             sent: list[str | bytes] = [b"a", "b", b"c" * 100_000]
             sent += [bytes([i]) for i in range(50)]
@@ -159,7 +177,8 @@ async def over_a_socket() -> None:
                 client.protocol.send_text(b"\xff not utf-8")
             await asyncio.wait_for(client.wait_closed(), 5)
             assert client.close_code == 1007
-    assert received == [*sent, b"fragmented"]
+    closed = recorded.closed
+    assert recorded.received == [*sent, b"fragmented"]
     assert len(closed) == 1 and closed[0].sent is not None and closed[0].sent.code == 1007
 
 
@@ -292,20 +311,8 @@ def test_frames_written_by_hand_reach_the_node_as_sent(
 
 
 async def by_hand() -> None:
-    received: list[str | bytes] = []
-    closed: list[ConnectionClosed] = []
-
-    async def handler(ws: ServerConnection) -> None:
-        try:
-            async for message in ws:
-                received.append(message)
-        except ConnectionClosed as error:
-            closed.append(error)
-
-    async with serve(
-        handler, "127.0.0.1", 0, create_connection=ReadingConnection, max_size=1000
-    ) as server:
-        port = server.sockets[0].getsockname()[1]
+    async with recording_server(max_size=1000) as (port, recorded):
+        received = recorded.received
         client, transport = await raw_client(port)
         frames = [Frame(Opcode.BINARY, bytes([i]) * (i * 7)) for i in range(1, 40)]
         wire = b"".join(masked(frame) for frame in frames)
@@ -333,8 +340,8 @@ async def by_hand() -> None:
         transport.write(b"".join(masked(frame) for frame in last))
         await asyncio.wait_for(client.wait_closed(), 5)
         assert client.close_code == 1009
-    assert received == [*expected, b"a" * 10]
-    assert len(closed) == 1
+    assert recorded.received == [*expected, b"a" * 10]
+    assert len(recorded.closed) == 1
 
 
 @pytest.mark.parametrize(
