@@ -438,6 +438,7 @@ async def _relay(url: str, node: harness.ServerProcess, code: str, pairs: int, s
                                **{key: fresh_phase[key] for key in keep}})
         finally:
             await conn.close()
+        inbox_emptied_s = await run.inbox_emptied_after()
         await run.audit_drained_after()
         audit1, total1 = await _bytes(url)
         packed = await _pack_compression(url, audit0["events"])
@@ -450,6 +451,7 @@ async def _relay(url: str, node: harness.ServerProcess, code: str, pairs: int, s
             "stale_over_analysed": round(sum(stale_rate) / sum(analysed_rate), 3),
             "stale_over_analysed_per_round": [round(a / b, 3) for a, b in
                                               zip(stale_rate, analysed_rate, strict=True)],
+            "inbox_emptied_after_s": round(inbox_emptied_s, 3),
             "messages": messages, "audit_events": audit1["events"] - audit0["events"],
             "audit_bytes_per_message": round((audit1["total"] - audit0["total"]) / messages, 1),
             "database_bytes_per_message": round((total1 - total0) / messages, 1),

@@ -176,6 +176,16 @@ def row(scenario: str, metric: str, unit: str, gchat: float | None, raw: float |
             "ratio": ratio, "target": target, "met": met}
 
 
+async def _seconds_until(done: Callable[[], Awaitable[bool]], within: float) -> float:
+    """Seconds until ``done()`` holds, asked every 0.1 s (NaN if not ``within``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        if await done():
+            return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    return float("nan")
+
+
 @dataclass
 class Run:
     short: bool
@@ -306,13 +316,28 @@ class Run:
 
     async def audit_drained_after(self, within: float = 60.0) -> float:
         """Seconds until every audit event is sequenced (NaN if not ``within``)."""
-        started = time.monotonic()
-        while time.monotonic() - started < within:
-            waiting, _ = await self.audit_backlog()
-            if waiting == 0:
-                return time.monotonic() - started
-            await asyncio.sleep(0.1)
-        return float("nan")
+
+        async def drained() -> bool:
+            return (await self.audit_backlog())[0] == 0
+
+        return await _seconds_until(drained, within)
+
+    async def inbox_emptied_after(self, within: float = 30.0) -> float:
+        """Seconds until no envelope is left in any inbox (NaN if not ``within``).
+
+        A phase ends when the clients have every message and have closed,
+        but their last acks may still be on their way through the node (read,
+        batched, committed with their "message.delivered" events): a count
+        of the audit log must wait for them first.
+        """
+        assert self._probe is not None
+        probe = self._probe
+
+        async def empty() -> bool:
+            async with probe.acquire() as conn:
+                return not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM inbox)")
+
+        return await _seconds_until(empty, within)
 
     async def checkpoints(self) -> int:
         """Checkpoints the PostgreSQL server has begun, for any database: each
@@ -1111,12 +1136,9 @@ async def smoke_relay(database_url: str, pairs: int = 4, seconds: float = 3.0,
     try:
         await run.setup(2 * pairs, raw_relay=False)
         summary = await run.relay_phase("gchat", "closed", label="smoke")
-        for _ in range(50):  # acks are processed after the last delivery
-            left = await inbox_left(database_url, [d.device_id for d in run.devs])
-            if not left:
-                break
-            await asyncio.sleep(0.1)
-        summary["left_in_inbox"] = left
+        await run.inbox_emptied_after(5.0)
+        summary["left_in_inbox"] = await inbox_left(database_url,
+                                                    [d.device_id for d in run.devs])
         return summary
     finally:
         await run.teardown()
