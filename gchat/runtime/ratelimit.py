@@ -292,8 +292,11 @@ class RedisRateLimiter:
     async def _send(self, batch: list[_Pending]) -> None:
         try:
             await self._take(batch)
+        except Exception:  # a reply not as the script writes it: a bug, not a refusal
+            log.exception("rate limit script reply not understood; answered locally")
+            self._answer_locally(batch)
         finally:
-            for p in batch:  # never leave a caller waiting (a bad reply, the task cancelled)
+            for p in batch:  # never leave a caller waiting (the node stopping)
                 if not p.verdict.done():
                     p.verdict.cancel()
 
@@ -315,13 +318,7 @@ class RedisRateLimiter:
                 )
             self._down = True
             self._down_until = self._clock() + self._retry_interval
-            for p in batch:
-                try:
-                    self._local(p.limit, p.key, p.cost)
-                except ServiceError as refusal:
-                    _answer(p.verdict, refusal)
-                else:
-                    _answer(p.verdict, None)
+            self._answer_locally(batch)
             return
         if self._down:
             self._down = False
@@ -329,6 +326,18 @@ class RedisRateLimiter:
         for i, p in enumerate(batch):
             taken, retry = reply[2 * i], reply[2 * i + 1]
             _answer(p.verdict, None if int(taken) else _refused(float(retry)))
+
+    def _answer_locally(self, batch: list[_Pending]) -> None:
+        """Answer the checks of ``batch`` not yet answered from the local buckets."""
+        for p in batch:
+            if p.verdict.done():
+                continue
+            try:
+                self._local(p.limit, p.key, p.cost)
+            except ServiceError as refusal:
+                _answer(p.verdict, refusal)
+            else:
+                _answer(p.verdict, None)
 
     def _local(self, limit: Limits, key: str, cost: float) -> None:
         if self._metrics is not None:

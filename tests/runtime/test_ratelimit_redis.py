@@ -201,3 +201,27 @@ async def test_checks_in_one_loop_turn_share_one_script_call(redis_prefix: str) 
     finally:
         await client.aclose()
         redis.kill()
+
+
+class _GarbledRedis:
+    """A Redis whose script answers in a shape the limiter does not know (a
+    pure unit test: no real Redis replies this way unless the script is wrong)."""
+
+    def register_script(self, _source: str):  # noqa: ANN202
+        async def script(keys: list[str], args: list[str]) -> list[int]:
+            return []
+
+        return script
+
+
+async def test_a_reply_it_cannot_read_is_answered_from_local_buckets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each caller still gets a verdict: accepted or refused by its local
+    bucket, never a cancellation that would end its connection."""
+    limiter = RedisRateLimiter(_GarbledRedis(), "t:")
+    caplog.set_level(logging.ERROR, logger="gchat.runtime.ratelimit")
+    for _ in range(100):  # the bucket's burst, checked locally
+        await limiter.check(Limits.BUNDLE_FETCHES, "dev")
+    await refused(limiter.check(Limits.BUNDLE_FETCHES, "dev"))
+    assert any("not understood" in r.message for r in caplog.records)
