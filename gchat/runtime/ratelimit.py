@@ -292,11 +292,8 @@ class RedisRateLimiter:
     async def _send(self, batch: list[_Pending]) -> None:
         try:
             await self._take(batch)
-        except Exception:  # a reply not as the script writes it: a bug, not a refusal
-            log.exception("rate limit script reply not understood; answered locally")
-            self._answer_locally(batch)
         finally:
-            for p in batch:  # never leave a caller waiting (the node stopping)
+            for p in batch:  # never leave a caller waiting (a bad reply, the task cancelled)
                 if not p.verdict.done():
                     p.verdict.cancel()
 
@@ -311,33 +308,31 @@ class RedisRateLimiter:
                 # a Redis restart the pool's idle connections are dead and
                 # the first use of each fails (redis-py drops it).
                 reply = await self._script(keys=keys, args=args)
-        except Exception as error:  # redis errors, timeouts, OSError: all mean "not now"
+            verdicts = [
+                None if int(reply[2 * i]) else _refused(float(reply[2 * i + 1]))
+                for i in range(len(batch))
+            ]
+        except Exception as error:  # redis errors, timeouts, OSError, a reply not as
+            # the script writes it (a bug): all mean "not now", answered locally
             if not self._down:
                 log.warning(
                     "rate limits fall back to local buckets: redis %s", type(error).__name__
                 )
             self._down = True
             self._down_until = self._clock() + self._retry_interval
-            self._answer_locally(batch)
+            for p in batch:
+                try:
+                    self._local(p.limit, p.key, p.cost)
+                except ServiceError as refusal:
+                    _answer(p.verdict, refusal)
+                else:
+                    _answer(p.verdict, None)
             return
         if self._down:
             self._down = False
             log.warning("rate limits shared through redis again")
-        for i, p in enumerate(batch):
-            taken, retry = reply[2 * i], reply[2 * i + 1]
-            _answer(p.verdict, None if int(taken) else _refused(float(retry)))
-
-    def _answer_locally(self, batch: list[_Pending]) -> None:
-        """Answer the checks of ``batch`` not yet answered from the local buckets."""
-        for p in batch:
-            if p.verdict.done():
-                continue
-            try:
-                self._local(p.limit, p.key, p.cost)
-            except ServiceError as refusal:
-                _answer(p.verdict, refusal)
-            else:
-                _answer(p.verdict, None)
+        for p, verdict in zip(batch, verdicts, strict=True):
+            _answer(p.verdict, verdict)
 
     def _local(self, limit: Limits, key: str, cost: float) -> None:
         if self._metrics is not None:
