@@ -290,8 +290,18 @@ bumped AS (
 # "message.accepted" audit events of the messages inserted go in with
 # them, so a send batch is one statement after its check. Every join is
 # on a primary key, so the plan does not depend on table statistics.
-# Nothing is inserted unless the standings given ($18-$23, none: any) are
+# Nothing is inserted unless the standings given ($14-$18, none: any) are
 # still those read (``unchanged``); then a row of NULLs says so.
+#
+# The parameters carry each value once, in the form asyncpg encodes
+# cheaply: it makes a few ``collections.abc`` checks per element of an
+# array (0.18-0.33 us of the node's CPU for an id, a number or a hash, 0.76
+# for a time; docs/PERFORMANCE.md), nothing per character of a text or
+# byte of a bytea. So an envelope and an event name their message by its
+# place in $1 (``e.o``, ``a.o``), not by its id again; the client message
+# ids travel as one text (``a,b,...``: the protocol allows no comma in
+# one) and the leaf hashes as one bytea (32 bytes each); kind and
+# conversation are a pairwise message's own.
 #
 # The envelopes and events of the messages inserted are picked in one of
 # two ways (``:inserted_e`` for the envelopes, ``:inserted_a`` for the
@@ -302,31 +312,33 @@ bumped AS (
 # TRUE`` keeps PostgreSQL from making it a join) builds one hash table per
 # execution: linear, for a set-up that costs more than a few comparisons.
 _STORE_AND_ENQUEUE_SQL = f"""
-WITH {unchanged_cte(18)},
+WITH {unchanged_cte(14)},
 ins AS (
     INSERT INTO messages (id, sender_device, sender_official, recipient_official,
-                          client_message_id, sent_at, kind, conversation_id)
+                          client_message_id, sent_at)
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
-                         $5::text[], $6::timestamptz[], $7::text[], $8::uuid[])
+                         string_to_array($5, ','), $6::timestamptz[])
     WHERE (SELECT ok FROM unchanged)
     ON CONFLICT (sender_device, client_message_id) DO NOTHING
     RETURNING id),
 per_device AS (
     SELECT e.d AS device_id, count(*) AS n,
            array_agg(e.m ORDER BY e.o) AS mids, array_agg(e.c ORDER BY e.o) AS cts
-    FROM unnest($9::uuid[], $10::uuid[], $11::bytea[], $12::int[]) AS e(d, m, c, o)
+    FROM (SELECT u.d, ($1::uuid[])[u.o] AS m, u.c, u.o
+          FROM unnest($7::uuid[], $8::bytea[], $9::int[]) AS u(d, c, o)) e
     :inserted_e
     GROUP BY e.d),
 {_LOCK_AND_BUMP},
 placed AS (
     INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
-    SELECT b.id, b.base + u.k, u.m, u.c, $13
+    SELECT b.id, b.base + u.k, u.m, u.c, $10
     FROM bumped b, unnest(b.mids, b.cts) WITH ORDINALITY AS u(m, c, k)
     RETURNING device_id, message_id, position),
 audited AS (
     INSERT INTO audit_pending (created_at, leaf_hash, entry)
-    SELECT $14, a.h, a.e
-    FROM unnest($15::uuid[], $16::bytea[], $17::bytea[]) WITH ORDINALITY AS a(m, h, e, o)
+    SELECT $11, substring($12::bytea FROM 32 * a.o::int - 31 FOR 32), a.e
+    FROM (SELECT ($1::uuid[])[x.o] AS m, x.e, x.o
+          FROM unnest($13::bytea[]) WITH ORDINALITY AS x(e, o)) a
     :inserted_a
     ORDER BY a.o)
 SELECT NULL::uuid AS message_id, NULL::uuid AS device_id, NULL::bigint AS position
@@ -359,28 +371,46 @@ async def _store_and_enqueue(
     accepted: EncodedEvents | None,
     standings: Mapping[UUID, SendStanding] | None,
 ) -> list[UUID]:
-    """Insert these messages, their envelopes and the ``accepted`` events
-    (one per send of ``batch``) of those inserted, if ``standings`` are
-    unchanged; returns the ids inserted, each once (and fills each inserted
-    message's ``placed``)."""
+    """Insert these messages (pairwise, each send of ``batch`` once), their
+    envelopes and the ``accepted`` events (one per send of ``batch``) of
+    those inserted, if ``standings`` are unchanged; returns the ids
+    inserted, each once (and fills each inserted message's ``placed``)."""
     envelopes = [
-        (device, m.message_id, ciphertext, order)
-        for order, m in enumerate(messages)
+        (device, ciphertext, order)
+        for order, m in enumerate(messages, 1)
         for device, ciphertext in m.envelopes
     ]
-    few = len(envelopes) <= _FEW and len(batch) <= _FEW
+    cids = [m.client_message_id for m in messages]
+    joined = ",".join(cids)
+    if joined.count(",") != len(cids) - 1 or "" in cids:
+        raise ValueError("a client message id is empty or holds a comma")
+    hashes: list[bytes] = []
+    entries: list[bytes] = []
+    if accepted is not None:  # the events of ``messages``, in their order
+        hashes, entries = accepted.hashes, accepted.entries
+        if len(messages) != len(batch):
+            kept = {id(m) for m in messages}
+            picked = [i for i, m in enumerate(batch) if id(m) in kept]
+            hashes, entries = [hashes[i] for i in picked], [entries[i] for i in picked]
+    leaves = b"".join(hashes)
+    if len(leaves) != 32 * len(hashes):
+        raise ValueError("a leaf hash is not 32 bytes")
+    few = len(envelopes) <= _FEW and len(messages) <= _FEW
     rows = await conn.fetch(
         _STORE_AND_ENQUEUE_FEW if few else _STORE_AND_ENQUEUE,
-        *_message_columns(messages),
+        [m.message_id for m in messages],
+        [m.sender_device for m in messages],
+        [m.sender_official for m in messages],
+        [m.recipient_official for m in messages],
+        joined,
+        [m.sent_at for m in messages],
         [e[0] for e in envelopes],
         [e[1] for e in envelopes],
         [e[2] for e in envelopes],
-        [e[3] for e in envelopes],
         expires_at,
         accepted.at if accepted is not None else expires_at,
-        [m.message_id for m in batch] if accepted is not None else [],
-        accepted.hashes if accepted is not None else [],
-        accepted.entries if accepted is not None else [],
+        leaves,
+        entries,
         *standings_parameters(standings or {}),
     )
     # Rows by position in the record (message_id, device_id, position): a

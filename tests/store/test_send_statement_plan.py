@@ -21,7 +21,10 @@ async def _plan(database_url: str, statement: str) -> str:
     try:
         # The generic plan (``force_generic_plan``): the one a pinned
         # connection caches and runs for every batch, whatever its size.
-        rows = await conn.fetch("EXPLAIN " + statement, *([[]] * 12), None, None, *([[]] * 9))
+        rows = await conn.fetch(
+            "EXPLAIN " + statement,
+            *([[]] * 4), "", *([[]] * 4), None, None, b"", [], [], [], "", [], [],
+        )
     finally:
         await conn.close()
     return "\n".join(row[0] for row in rows)
@@ -106,5 +109,21 @@ async def test_only_the_sends_inserted_get_envelopes_and_events(
         # One "message.accepted" event for each send inserted, in batch order.
         events = await db.pool.fetch("SELECT leaf_hash FROM audit_pending ORDER BY id")
         assert [row[0] for row in events][1:] == hashes[:fresh]
+    finally:
+        await db.close()
+
+
+async def test_a_client_id_with_a_comma_is_refused_not_split(database_url: str) -> None:
+    # The statement takes the batch's client ids as one comma-separated
+    # text; the protocol allows no comma in one, and the store refuses one
+    # rather than write a batch whose ids were split in the wrong places.
+    db = await Database.connect(database_url, min_size=1, max_size=2)
+    try:
+        pairs = await seed_pairs(db, 2)
+        batch = [_send(pairs[0], "a,b"), _send(pairs[1], "c")]
+        with pytest.raises(ValueError, match="comma"):
+            await _store(db, batch)
+        assert await db.pool.fetchval("SELECT count(*) FROM messages") == 0
+        assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 0
     finally:
         await db.close()
