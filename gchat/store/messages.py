@@ -301,7 +301,10 @@ bumped AS (
 # place in $1 (``e.o``, ``a.o``), not by its id again; the client message
 # ids travel as one text (``a,b,...``: the protocol allows no comma in
 # one) and the leaf hashes as one bytea (32 bytes each); kind and
-# conversation are a pairwise message's own.
+# conversation are a pairwise message's own. The times go as seconds since
+# the epoch (``float8``, half a time's cost): a double holds today's
+# times to an eighth of a microsecond, and ``to_timestamp`` rounds them back to
+# the very microsecond (checked for 300,000 times from 1990 to 2070).
 #
 # The envelopes and events of the messages inserted are picked in one of
 # two ways (``:inserted_e`` for the envelopes, ``:inserted_a`` for the
@@ -316,8 +319,9 @@ WITH {unchanged_cte(14)},
 ins AS (
     INSERT INTO messages (id, sender_device, sender_official, recipient_official,
                           client_message_id, sent_at)
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
-                         string_to_array($5, ','), $6::timestamptz[])
+    SELECT m.id, m.sd, m.so, m.ro, m.cid, to_timestamp(m.at)
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
+                string_to_array($5, ','), $6::float8[]) AS m(id, sd, so, ro, cid, at)
     WHERE (SELECT ok FROM unchanged)
     ON CONFLICT (sender_device, client_message_id) DO NOTHING
     RETURNING id),
@@ -403,7 +407,7 @@ async def _store_and_enqueue(
         [m.sender_official for m in messages],
         [m.recipient_official for m in messages],
         joined,
-        [m.sent_at for m in messages],
+        [m.sent_at.timestamp() for m in messages],
         [e[0] for e in envelopes],
         [e[1] for e in envelopes],
         [e[2] for e in envelopes],

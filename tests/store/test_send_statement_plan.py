@@ -106,6 +106,9 @@ async def test_only_the_sends_inserted_get_envelopes_and_events(
         assert {tuple(row) for row in inbox} == {
             (m.envelopes[0][0], m.message_id, m.envelopes[0][1]) for m in [earlier, *new]
         }
+        # Each time as given, to the microsecond (it travels as a float8).
+        times = await db.pool.fetch("SELECT id, sent_at FROM messages")
+        assert dict(times) == {m.message_id: m.sent_at for m in [earlier, *new]}
         # One "message.accepted" event for each send inserted, in batch order.
         events = await db.pool.fetch("SELECT leaf_hash FROM audit_pending ORDER BY id")
         assert [row[0] for row in events][1:] == hashes[:fresh]
