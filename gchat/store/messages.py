@@ -269,17 +269,20 @@ def _message_columns(messages: list[NewMessage]) -> list[list[Any]]:
 
 
 # The end of both enqueue statements: given ``per_device`` (device_id, n,
-# mids, cts), lock those device rows in id order (so concurrent batches on
-# several nodes cannot deadlock) and bump their inbox heads by n; ``bumped``
-# has each device's base position.
-_LOCK_AND_BUMP = """locked AS (
-    SELECT d.id, p.n, p.mids, p.cts FROM per_device p JOIN devices d ON d.id = p.device_id
+# and the arrays named in ``carried``), lock those device rows in id order
+# (so concurrent batches on several nodes cannot deadlock) and bump their
+# inbox heads by n; ``bumped`` has each device's base position and the arrays.
+def _lock_and_bump(carried: list[str]) -> str:
+    from_p = ", ".join(f"p.{name}" for name in carried)
+    from_l = ", ".join(f"l.{name}" for name in carried)
+    return f"""locked AS (
+    SELECT d.id, p.n, {from_p} FROM per_device p JOIN devices d ON d.id = p.device_id
     ORDER BY d.id FOR NO KEY UPDATE OF d),
 bumped AS (
     UPDATE devices d SET inbox_head = d.inbox_head + l.n
     FROM locked l WHERE d.id = l.id
-    RETURNING d.id, d.inbox_head - l.n AS base, l.mids, l.cts)
-"""
+    RETURNING d.id, d.inbox_head - l.n AS base, {from_l})
+"""  # noqa: S608 - constant SQL
 
 
 # Pairwise sends in one statement: insert the messages (a retry's client id
@@ -291,14 +294,21 @@ bumped AS (
 # them, so a send batch is one statement after its check. Every join is
 # on a primary key, so the plan does not depend on table statistics.
 # Nothing is inserted unless the standings given ($14-$18, none: any) are
-# still those read (``unchanged``); then a row of NULLs says so.
+# still those read (``unchanged``); ``ok`` says whether they were.
+#
+# What it answers is one row of numbers: the messages inserted and the
+# envelopes placed, each by its place in the parameters, and each
+# envelope's position. The node has the ids, devices and ciphertexts
+# already; read back as a row per envelope and per message, they cost it a
+# record and two or three UUIDs made each (about 0.5 us a message), and a
+# map from id to message to find each one's own.
 #
 # The parameters carry each value once, in the form asyncpg encodes
 # cheaply: it makes a few ``collections.abc`` checks per element of an
 # array (0.18-0.33 us of the node's CPU for an id, a number or a hash, 0.76
 # for a time; docs/PERFORMANCE.md), nothing per character of a text or
 # byte of a bytea. So an envelope and an event name their message by its
-# place in $1 (``e.o``, ``a.o``), not by its id again; the client message
+# place in $1 (``u.o``, ``a.o``), not by its id again; the client message
 # ids travel as one text (``a,b,...``: the protocol allows no comma in
 # one) and the leaf hashes as one bytea (32 bytes each); kind and
 # conversation are a pairwise message's own. The times go as seconds since
@@ -306,14 +316,14 @@ bumped AS (
 # times to an eighth of a microsecond, and ``to_timestamp`` rounds them back to
 # the very microsecond (checked for 300,000 times from 1990 to 2070).
 #
-# The envelopes and events of the messages inserted are picked in one of
-# two ways (``:inserted_e`` for the envelopes, ``:inserted_a`` for the
-# events). A join on ``ins`` is a nested loop (pinned sessions have no hash
-# join) that compares every envelope and event with every inserted message:
-# nothing to set up, but quadratic, a fifth of the statement at 100 sends
-# (docs/PERFORMANCE.md). A hashed SubPlan of the inserted ids (the ``IS
-# TRUE`` keeps PostgreSQL from making it a join) builds one hash table per
-# execution: linear, for a set-up that costs more than a few comparisons.
+# The messages inserted (``kept``: their places in $1), then the envelopes
+# and events of those, are picked in one of two ways (``:inserted_m``,
+# ``:inserted_e``, ``:inserted_a``). A join is a nested loop (pinned
+# sessions have no hash join) that compares every row with every inserted
+# message: nothing to set up, but quadratic, a fifth of the statement at
+# 100 sends (docs/PERFORMANCE.md). A hashed SubPlan (the ``IS TRUE`` keeps
+# PostgreSQL from making it a join) builds one hash table per execution:
+# linear, for a set-up that costs more than a few comparisons.
 _STORE_AND_ENQUEUE_SQL = f"""
 WITH {unchanged_cte(14)},
 ins AS (
@@ -325,32 +335,32 @@ ins AS (
     WHERE (SELECT ok FROM unchanged)
     ON CONFLICT (sender_device, client_message_id) DO NOTHING
     RETURNING id),
+kept AS (
+    SELECT m.o FROM unnest($1::uuid[]) WITH ORDINALITY AS m(id, o)
+    :inserted_m),
 per_device AS (
-    SELECT e.d AS device_id, count(*) AS n,
-           array_agg(e.m ORDER BY e.o) AS mids, array_agg(e.c ORDER BY e.o) AS cts
-    FROM (SELECT u.d, ($1::uuid[])[u.o] AS m, u.c, u.o
-          FROM unnest($7::uuid[], $8::bytea[], $9::int[]) AS u(d, c, o)) e
+    SELECT u.d AS device_id, count(*) AS n, array_agg(($1::uuid[])[u.o] ORDER BY u.k) AS mids,
+           array_agg(u.c ORDER BY u.k) AS cts, array_agg(u.k ORDER BY u.k) AS ks
+    FROM unnest($7::uuid[], $8::bytea[], $9::int[]) WITH ORDINALITY AS u(d, c, o, k)
     :inserted_e
-    GROUP BY e.d),
-{_LOCK_AND_BUMP},
+    GROUP BY u.d),
+{_lock_and_bump(["mids", "cts", "ks"])},
+bumped_envelopes AS (
+    SELECT b.id, b.base + x.i AS position, x.m, x.c, x.k
+    FROM bumped b, unnest(b.mids, b.cts, b.ks) WITH ORDINALITY AS x(m, c, k, i)),
 placed AS (
     INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
-    SELECT b.id, b.base + u.k, u.m, u.c, $10
-    FROM bumped b, unnest(b.mids, b.cts) WITH ORDINALITY AS u(m, c, k)
-    RETURNING device_id, message_id, position),
+    SELECT id, position, m, c, $10 FROM bumped_envelopes),
 audited AS (
     INSERT INTO audit_pending (created_at, leaf_hash, entry)
     SELECT $11, substring($12::bytea FROM 32 * a.o::int - 31 FOR 32), a.e
-    FROM (SELECT ($1::uuid[])[x.o] AS m, x.e, x.o
-          FROM unnest($13::bytea[]) WITH ORDINALITY AS x(e, o)) a
+    FROM unnest($13::bytea[]) WITH ORDINALITY AS a(e, o)
     :inserted_a
     ORDER BY a.o)
-SELECT NULL::uuid AS message_id, NULL::uuid AS device_id, NULL::bigint AS position
-FROM unchanged WHERE NOT ok
-UNION ALL
-SELECT id, NULL, NULL FROM ins
-UNION ALL
-SELECT message_id, device_id, position FROM placed
+SELECT (SELECT ok FROM unchanged),
+       (SELECT array_agg(o) FROM kept),
+       (SELECT array_agg(k ORDER BY k) FROM bumped_envelopes),
+       (SELECT array_agg(position ORDER BY k) FROM bumped_envelopes)
 """  # noqa: S608 - constant SQL
 
 #: Batches of up to this many envelopes and events each are written with
@@ -358,13 +368,17 @@ SELECT message_id, device_id, position FROM placed
 _FEW = 4
 
 #: The statement for larger batches (any batch, in fact: both are correct).
-_STORE_AND_ENQUEUE = _STORE_AND_ENQUEUE_SQL.replace(
-    ":inserted_e", "WHERE (e.m = ANY (SELECT id FROM ins)) IS TRUE"
-).replace(":inserted_a", "WHERE (a.m = ANY (SELECT id FROM ins)) IS TRUE")
+_STORE_AND_ENQUEUE = (
+    _STORE_AND_ENQUEUE_SQL.replace(":inserted_m", "WHERE (m.id = ANY (SELECT id FROM ins)) IS TRUE")
+    .replace(":inserted_e", "WHERE (u.o = ANY (SELECT o FROM kept)) IS TRUE")
+    .replace(":inserted_a", "WHERE (a.o = ANY (SELECT o FROM kept)) IS TRUE")
+)
 #: The statement for batches of up to ``_FEW`` (a lone send at low load).
-_STORE_AND_ENQUEUE_FEW = _STORE_AND_ENQUEUE_SQL.replace(
-    ":inserted_e", "JOIN ins ON ins.id = e.m"
-).replace(":inserted_a", "JOIN ins ON ins.id = a.m")
+_STORE_AND_ENQUEUE_FEW = (
+    _STORE_AND_ENQUEUE_SQL.replace(":inserted_m", "JOIN ins ON ins.id = m.id")
+    .replace(":inserted_e", "JOIN kept ON kept.o = u.o")
+    .replace(":inserted_a", "JOIN kept ON kept.o = a.o")
+)
 
 
 async def _store_and_enqueue(
@@ -400,7 +414,7 @@ async def _store_and_enqueue(
     if len(leaves) != 32 * len(hashes):
         raise ValueError("a leaf hash is not 32 bytes")
     few = len(envelopes) <= _FEW and len(messages) <= _FEW
-    rows = await conn.fetch(
+    ok, kept, placed, positions = await conn.fetchrow(
         _STORE_AND_ENQUEUE_FEW if few else _STORE_AND_ENQUEUE,
         [m.message_id for m in messages],
         [m.sender_device for m in messages],
@@ -417,31 +431,14 @@ async def _store_and_enqueue(
         entries,
         *standings_parameters(standings or {}),
     )
-    # Rows by position in the record (message_id, device_id, position): a
-    # record's look-up by name is a mapping search per column. The ids are
-    # not hashed unless needed: an id read from a row has no hash yet (asyncpg
-    # makes it from its int, 0.15 us), so a lone envelope's device is the
-    # send's own object, whose hash the send path already made.
-    inserted: list[UUID] = []
-    by_id: dict[UUID, NewMessage] | None = None
-    for message_id, device_id, position in rows:
-        if device_id is None:
-            if message_id is None:
-                raise StandingsChanged()
-            inserted.append(message_id)
-            continue
-        if by_id is None:
-            by_id = {m.message_id: m for m in messages}
-        message = by_id[message_id]
-        # Appended in any order of rows: what counts is that one device's
-        # positions grow with the batch's order, which ``ORDER BY e.o`` made.
-        given = message.envelopes
-        if len(given) == 1:
-            device_id, ciphertext = given[0]
-        else:
-            ciphertext = dict(given)[device_id]
-        message.placed.append((device_id, position, ciphertext))
-    return inserted
+    if not ok:
+        raise StandingsChanged()
+    # Each envelope placed, by its place in ``envelopes``: one device's
+    # positions grow with the batch's order, which ``ORDER BY u.k`` made.
+    for k, position in zip(placed or (), positions or (), strict=True):
+        device, ciphertext, order = envelopes[k - 1]
+        messages[order - 1].placed.append((device, position, ciphertext))
+    return [messages[o - 1].message_id for o in kept or ()]
 
 
 # One statement fans a whole batch out: the pairwise envelopes as given, and
@@ -469,7 +466,7 @@ per_device AS (
            array_agg(message_id ORDER BY ord) AS mids,
            array_agg(ciphertext ORDER BY ord) AS cts
     FROM targets GROUP BY device_id),
-{_LOCK_AND_BUMP}
+{_lock_and_bump(["mids", "cts"])}
 INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
 SELECT b.id, b.base + u.k, u.m, u.c, $11
 FROM bumped b, unnest(b.mids, b.cts) WITH ORDINALITY AS u(m, c, k)
