@@ -387,3 +387,22 @@ async def test_a_connection_owed_65_answers_is_not_read_until_one_is_given(
     # The lock is gone: the commits go through, and reading resumes.
     assert isinstance(await behind, f.Bundle)
     assert all(isinstance(a, f.Accepted) for a in await asyncio.gather(*sends))
+
+
+async def test_a_device_named_twice_is_refused_and_nothing_stored(world: World) -> None:
+    alice = await world.official_with_device("alice")
+    bob = await world.official_with_device("bob")
+    assert bob.state.official_id is not None
+    twice = [
+        f.Envelope(device_id=bob.state.device_id, ciphertext=b"c")  # type: ignore[arg-type]
+    ] * 2
+    try:
+        await alice.request(
+            f.Send, client_message_id="twice", recipient=bob.state.official_id, envelopes=twice
+        )
+        raise AssertionError("accepted a device named twice")
+    except ClientError as error:
+        assert error.code == "invalid_field"
+        assert "twice" in str(error)
+    assert world.app.db is not None
+    assert await world.app.db.pool.fetchval("SELECT count(*) FROM messages") == 0
