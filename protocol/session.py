@@ -10,6 +10,7 @@ the auth deadline and closes the socket.
 """
 
 from enum import Enum
+from typing import Final
 
 from protocol.errors import AlreadyAuthenticated, NotAllowedNow, NotAuthenticated
 from protocol.frames import Auth, AuthToken, ClientFrame, Enroll
@@ -43,6 +44,15 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 #: Frames that open a session; every other frame needs an authenticated one.
 AUTH_FRAMES: tuple[type[ClientFrame], ...] = (Auth, AuthToken, Enroll)
 
+# What ``check`` compares each frame with, looked up once: the frame's own
+# class in a set (the decoder makes exactly these classes, never a
+# subclass), where ``isinstance`` went through msgspec's metaclass for each
+# of the three, and the state without Python 3.11's enum member look-up
+# (about 0.1 us each). ``check`` ran 0.65 us a frame, twice per message.
+_OPENING: frozenset[type] = frozenset(AUTH_FRAMES)
+_UNAUTHENTICATED: Final = State.UNAUTHENTICATED
+_AUTHENTICATED: Final = State.AUTHENTICATED
+
 
 class ServerSession:
     """Tracks one connection's state and says which frames it may send."""
@@ -52,13 +62,14 @@ class ServerSession:
 
     def check(self, frame: ClientFrame) -> None:
         """Raise NotAllowedNow if ``frame`` is not allowed now."""
-        opens = isinstance(frame, AUTH_FRAMES)
-        if self.state is State.UNAUTHENTICATED:
-            if not opens:
-                raise NotAuthenticated(f"{type(frame).__name__} before authentication")
-        elif self.state is State.AUTHENTICATED:
+        opens = type(frame) in _OPENING
+        state = self.state
+        if state is _AUTHENTICATED:
             if opens:
                 raise AlreadyAuthenticated("connection is already authenticated")
+        elif state is _UNAUTHENTICATED:
+            if not opens:
+                raise NotAuthenticated(f"{type(frame).__name__} before authentication")
         else:
             raise NotAllowedNow(f"connection is {self.state.value}")
 
@@ -72,4 +83,4 @@ class ServerSession:
 
     @property
     def authenticated(self) -> bool:
-        return self.state is State.AUTHENTICATED
+        return self.state is _AUTHENTICATED

@@ -53,8 +53,10 @@ _WRITE_BYTES = 256 * 1024
 #: The frames a connection answers itself; every other client frame goes to
 #: a feature's handler.
 SESSION_FRAMES: frozenset[type] = frozenset({f.Auth, f.AuthToken, f.Enroll, f.Ack})
-#: Frames of an authenticated device that the frame-rate bucket does not count.
-_UNCOUNTED = (f.Ack, f.UploadChunk, f.DownloadChunk)
+#: Frames of an authenticated device that the frame-rate bucket does not count
+#: (a frame's own class is looked up: ``isinstance`` went through msgspec's
+#: metaclass for each, 0.3 us a frame).
+_UNCOUNTED: frozenset[type] = frozenset({f.Ack, f.UploadChunk, f.DownloadChunk})
 
 
 class Writes:
@@ -338,7 +340,7 @@ class Connection:
         # ``_MAX_IN_FLIGHT`` wait to be stored or read before reading
         # pauses, and a bogus one costs one HMAC.
         if (
-            not (isinstance(frame, _UNCOUNTED) and self._session.authenticated)
+            not (type(frame) in _UNCOUNTED and self._session.authenticated)
             and not self._frames.take()
         ):
             await self._refuse_frame(getattr(frame, "rid", None))
