@@ -22,12 +22,13 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from uuid import UUID
 
 from redis.asyncio import Redis
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -91,7 +92,7 @@ from gchat.store.database import Database
 from gchat.store.messages import NewMessage
 from gchat.transport.admission import ConnectionCap, parse_networks
 from gchat.transport.client_address import parse_trusted
-from gchat.transport.connection import SESSION_FRAMES, Services, handler
+from gchat.transport.connection import SESSION_FRAMES, Services, Writes, handler
 from gchat.transport.http import routes
 from gchat.transport.receiving import ReadingConnection
 from gchat.transport.webapp import DEFAULT_ROOT, WebApp
@@ -235,11 +236,19 @@ class App:
         self._inbox = Inbox(db, self.audit, self.metrics)
         inbox = self._inbox
 
-        async def wake_recipients(batch: list[NewMessage]) -> None:
-            # Streams here take the committed rows as they are; other nodes
-            # (a device mid-way through moving to one) still get the wake-up.
-            # Every device with a new row (group members too) is in one set.
+        writes = Writes()
+
+        def wake_recipients(batch: list[NewMessage]) -> Awaitable[None]:
+            # Streams here take the committed rows as they are, and their
+            # envelopes leave now, not a loop pass later (the committer calls
+            # this as the batch commits); the signals follow.
             handed, elsewhere = inbox.hand_over(batch)
+            writes.flush()
+            return signal_recipients(handed, elsewhere)
+
+        async def signal_recipients(handed: set[UUID], elsewhere: set[UUID]) -> None:
+            # Other nodes (a device mid-way through moving to one) still get the
+            # wake-up. Every device with a new row (group members too) is in one set.
             await broker.publish(elsewhere, Signal(SignalKind.WAKE))
             if handed:
                 await broker.publish(handed, Signal(SignalKind.WAKE), local=False)
@@ -374,6 +383,7 @@ class App:
             auth_timeout=config.auth_timeout_seconds,
             trusted_proxies=parse_trusted(config.trusted_proxies),
             metrics=self.metrics,
+            writes=writes,
         )
         self._server = await serve(
             handler(services),

@@ -45,12 +45,17 @@ that costs the next batch relying on them a second statement, never a
 wrong send, since every store re-reads what it relied on in its own
 snapshot; and a refusal is only final on standings read for it.
 
-A batch's wake-up of its recipients (``after_commit``: handing the rows to
-this node's delivery streams, which write them to their sockets) runs after
-its lane's next batch has been sent, while PostgreSQL works on that one: a
-lane's connection no longer idles while the node writes a batch's
-envelopes, which was about a tenth of each commit cycle. Wake-ups keep
-their lane's commit order (``_hand_over``).
+A batch's wake-up of its recipients (``after_commit``) is called as soon
+as the batch commits, before the lane takes its next batch and before the
+senders are answered: what it does before it returns (the node hands the
+rows to its delivery streams, which frame them for their sockets) is done
+then, within the callback that took the commit's result; the awaitable it
+returns (signals to other nodes, pushes) runs in a task, after the lane's
+next batch has been sent. Wake-ups keep their lane's commit order
+(``_hand_over``). Handing the rows over from the task instead cost every
+envelope a loop turn (an I/O pass over every readable socket) at half
+capacity, for little: at capacity the node's CPU is the bound, not its
+lane (a second lane gave 1.01x, docs/PERFORMANCE.md).
 
 A fixed lane per device, not one queue from which a free lane takes the
 sends of devices no batch in flight holds: that needs more code in
@@ -79,6 +84,8 @@ from gchat.store.policies import SendStanding
 
 log = logging.getLogger("gchat.messaging.committer")
 
+#: Called with a batch's written sends as it commits; the awaitable it returns
+#: runs afterwards, in commit order (see the module docstring).
 AfterCommit = Callable[[list[NewMessage]], Awaitable[None]]
 
 
@@ -222,24 +229,27 @@ class SendCommitter:
         return results
 
     def _hand_over(self, lane: int, written: list[NewMessage]) -> None:
-        """Wake the recipients of a written batch, after the lane's next batch is sent.
+        """Wake the recipients of a written batch: now, and what remains in a task.
 
-        The wake-up (handing the rows to this node's streams, which write
-        them to their sockets) runs in a task of its own: the lane's next
-        batch is checked and sent to PostgreSQL first, so the node writes
-        these envelopes while PostgreSQL works on it instead of the
-        connection waiting for them. A lane's wake-ups stay in the order of
-        its commits (each waits for the one before); their task starts
-        before the senders' answers are written, as when it was awaited.
+        ``after_commit`` is called here, before the senders are answered, so
+        what it does at once (this node's streams take the rows) needs no
+        loop turn of its own; what it returns is awaited in a task, after
+        the lane's next batch is sent. A lane's tasks stay in the order of
+        its commits (each waits for the one before).
         """
+        try:
+            rest = self._after_commit(written)
+        except Exception as error:  # devices catch up on the next signal
+            self._quiet.failure("after-commit wake-up", error)
+            return
         before = self._handing[lane]
-        self._handing[lane] = asyncio.create_task(self._wake(before, written))
+        self._handing[lane] = asyncio.create_task(self._wake(before, rest))
 
-    async def _wake(self, before: "asyncio.Task[None] | None", written: list[NewMessage]) -> None:
+    async def _wake(self, before: "asyncio.Task[None] | None", rest: Awaitable[None]) -> None:
         if before is not None and not before.done():
             await asyncio.wait([before])
         try:
-            await self._after_commit(written)
+            await rest
         except Exception as error:  # devices catch up on the next signal
             self._quiet.failure("after-commit wake-up", error)
         else:

@@ -66,6 +66,9 @@ class Writes:
     One callback for every connection instead of a ``call_soon`` each: a
     handle made, queued and run, about half a microsecond, twice per message
     at capacity (a send's answer, its envelope), where this is a list append.
+    A commit's hand-over writes its envelopes at once (``flush``) instead:
+    the callback runs only after the loop's next pass over every readable
+    socket, a wait each envelope would add to its latency.
     """
 
     __slots__ = ("_waiting",)
@@ -77,10 +80,11 @@ class Writes:
         """Write ``connection``'s framed frames at the end of this turn (once: the caller
         asks only while it has none waiting)."""
         if not self._waiting:
-            loop.call_soon(self._write)
+            loop.call_soon(self.flush)
         self._waiting.append(connection)
 
-    def _write(self) -> None:
+    def flush(self) -> None:
+        """Write what every connection framed so far (the callback finds the rest)."""
         waiting, self._waiting = self._waiting, []
         for connection in waiting:
             try:

@@ -282,3 +282,48 @@ async def test_a_lane_commits_its_next_batch_while_the_last_wakes_its_recipients
     finally:
         await committer.stop()  # waits for the wake-ups
     assert woken == [["a"], ["b"], ["c"]]  # in commit order
+
+
+async def test_a_batch_is_handed_over_as_it_commits_before_the_lane_takes_the_next(
+    db: Database,
+) -> None:
+    """What ``after_commit`` does before it returns (the node's streams take the
+    rows) runs as the batch commits: before its senders are answered and before
+    the lane checks its next batch. The awaitable it returns runs after, in order."""
+    agency = await _agency(db)
+    sender = await _official(db, agency, 0)
+    recipient = await _official(db, agency)
+    events: list[str] = []
+    queued = asyncio.Event()
+
+    async def prepare(
+        conn: Executor, sends: list[NewMessage], known: Mapping[uuid.UUID, SendStanding]
+    ) -> Checked:
+        events.append("check " + ",".join(m.client_message_id for m in sends))
+        await asyncio.wait_for(queued.wait(), 10)  # "b" queues while "a" is checked
+        return await messaging.check_batch(conn, sends, known)
+
+    def after_commit(batch: list[NewMessage]) -> "asyncio.Future[None]":
+        ids = ",".join(m.client_message_id for m in batch)
+        events.append("hand over " + ids)
+        signalled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        signalled.add_done_callback(lambda _: events.append("signal " + ids))
+        asyncio.get_running_loop().call_soon(signalled.set_result, None)
+        return signalled
+
+    committer = SendCommitter(db, 4, timedelta(days=1), after_commit, prepare=prepare)
+    committer.start()
+    try:
+        first = committer.submit(_send(sender, recipient[0], [recipient[1]], "a"))
+        first.add_done_callback(lambda _: events.append("answer a"))
+        await eventually(lambda: events == ["check a"])
+        second = committer.submit(_send(sender, recipient[0], [recipient[1]], "b"))
+        queued.set()
+        assert isinstance(await first, StoredMessage)
+        assert isinstance(await second, StoredMessage)
+    finally:
+        await committer.stop()
+    assert events[:3] == ["check a", "hand over a", "check b"]
+    assert events.index("hand over a") < events.index("answer a")
+    assert events.index("signal a") < events.index("signal b")
+    assert [e for e in events if e.startswith("hand over")] == ["hand over a", "hand over b"]

@@ -129,3 +129,24 @@ async def test_connections_framing_in_one_turn_are_written_each_in_its_own_write
         assert conn.write_now([answer])
     await asyncio.sleep(0)
     assert [frames_in(ws.transport.writes[-1]) for ws in sockets] == [[a] for a in then]
+
+
+async def test_a_flush_writes_what_was_framed_at_once_and_the_callback_the_rest() -> None:
+    """A commit's hand-over writes its envelopes at once (``Writes.flush``): not
+    a loop pass later. What is framed after it in the same turn still leaves at
+    the end of the turn, once."""
+    services = node_services()
+    sockets = [Socket() for _ in range(2)]
+    conns = [connection(ws, services) for ws in sockets]
+    first = [accepted(1), accepted(2)]
+    assert conns[0].write_now(first[:1])
+    assert conns[1].write_now(first[1:])
+    services.writes.flush()
+    assert [[frames_in(w) for w in ws.transport.writes] for ws in sockets] == [
+        [first[:1]], [first[1:]]
+    ]
+    later = accepted(3)
+    assert conns[0].write_now([later])  # framed again in the same turn
+    await asyncio.sleep(0)
+    assert [frames_in(w) for w in sockets[0].transport.writes] == [first[:1], [later]]
+    assert [frames_in(w) for w in sockets[1].transport.writes] == [first[1:]]
