@@ -6,8 +6,9 @@ records was committed, and no event costs a commit of its own.  Events carry
 metadata only (ids, sizes, counts), never content and never key material.
 
 Each event's entry is its canonical JSON (the Merkle leaf data), written to
-``audit_pending`` in its compact stored form (:mod:`gchat.store.audit_codec`)
-with its leaf hash; the sequencer (:mod:`gchat.audit.sequencer`) later
+the backlog (``audit_backlog``, one row per statement's events) in its
+compact stored form (:mod:`gchat.store.audit_codec`) with its leaf hash; the
+sequencer (:mod:`gchat.audit.sequencer`) later
 moves every committed event into the log with a contiguous leaf index and
 signs tree heads.  See docs/AUDIT.md for the catalogue and formats.
 """

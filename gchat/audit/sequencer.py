@@ -31,14 +31,16 @@ hundred rows at most, not the whole log.
 
 A pass hashes its events into the tree on the node's event loop, which
 every connection of the node shares, and leaves the rest to PostgreSQL: it
-reads only their ids, row addresses and leaf hashes (one statement, a few
-values, not a row per event), and ``audit_append_events`` (migrations 0018, 0019) packs the
-entries where they are, moves them out of the backlog and writes the packs
-and subtree roots. Until 0018 the node read every entry, packed it in
-Python and sent the packs back: 6-9 us of the loop per event, two events
-per message, and a PL/pgSQL append whose cached plan stalled the
-sequencer once the backlog grew (docs/PERFORMANCE.md). At most ``batch``
-events per read and append; the tree is extended a slice of ``slice_events``
+reads only their backlog rows' ids and addresses and the leaf hashes (one
+statement, a few values, not a row per event), and ``audit_append_batches``
+(migration 0021; 0018 and 0019 before it) packs the entries where they are,
+moves them out of the backlog and writes the packs and subtree roots. Until
+0018 the node read every entry, packed it in Python and sent the packs
+back: 6-9 us of the loop per event, two events per message, and a PL/pgSQL
+append whose cached plan stalled the sequencer once the backlog grew
+(docs/PERFORMANCE.md). A backlog row holds the events one statement wrote
+(a commit batch's, an ack batch's), in order; about ``batch`` events (whole
+rows) per read and append; the tree is extended a slice of ``slice_events``
 leaves at a time with the loop let run between slices, so a pass that
 catches up a backlog does not hold the node for its whole length.
 
@@ -225,7 +227,8 @@ class Sequencer:
     ) -> store.Horizon:
         """Sequence everything committed so far; returns where the next pass looks.
 
-        Two statements per ``batch`` events, each its own transaction: the
+        Two statements per ``batch`` events (whole backlog rows: a row is
+        the events one statement wrote), each its own transaction: the
         read (one snapshot: its horizon and its events) and the append, which
         refuses unless those events are still pending exactly as read (only
         the lock holder moves events, so they are). A REPEATABLE READ
@@ -239,7 +242,7 @@ class Sequencer:
                 return horizon
         while True:
             events = await store.unsequenced(conn, since, self._batch)
-            n = len(events.ids)
+            n = len(events)
             if n:
                 # If this fails nothing was written and the term ends (the lock
                 # is released): the next term rebuilds the tree from storage.
@@ -251,7 +254,7 @@ class Sequencer:
                 )
             self.sequenced += n
             self._moved_since_vacuum += n
-            if n < self._batch:
+            if events.complete:
                 await self._vacuum(conn)
                 return events.horizon
 

@@ -2,7 +2,7 @@
 
 Append-only by construction: nothing here updates, and the only delete is
 the sequencer's move of pending events into the log, in the transaction
-that appends them (migration 0010, docs/AUDIT.md section 2).  Entries are
+that appends them (migrations 0010, 0021, docs/AUDIT.md section 2).  Entries are
 kept in their stored form (:mod:`gchat.store.audit_codec`) and decoded to
 their canonical JSON here, so callers see only the JSON.
 """
@@ -33,22 +33,32 @@ async def agencies_of(conn: Executor, official_ids: Sequence[UUID]) -> dict[UUID
 
 @dataclass(frozen=True)
 class EncodedEvents:
-    """Events ready for ``audit_pending``: their time, leaf hashes and stored entries."""
+    """Events ready for the backlog: their time, leaf hashes and stored entries."""
 
     at: datetime
     hashes: list[bytes]
     entries: list[bytes]
 
 
+#: Events a backlog row holds at most: the first takes the row's id, the
+#: others the ids after it (``audit_events_id_seq`` steps by this; 0021).
+ROW_EVENTS = 256
+
+
 async def insert_events(conn: Executor, events: EncodedEvents) -> None:
-    """Append events (stored entries with their leaf hashes) in one statement."""
-    await conn.execute(
-        """INSERT INTO audit_pending (created_at, leaf_hash, entry)
-           SELECT $1, h, e FROM unnest($2::bytea[], $3::bytea[]) AS t(h, e)""",
-        events.at,
-        events.hashes,
-        events.entries,
-    )
+    """Append events (stored entries with their leaf hashes) as one backlog row
+    (one per ``ROW_EVENTS``).
+
+    Not a row per event (migration 0021): a heap tuple, an index entry, a
+    WAL record and an id from the sequence per statement.
+    """
+    for start in range(0, len(events.entries), ROW_EVENTS):
+        await conn.execute(
+            "INSERT INTO audit_backlog (created_at, leaf_hashes, entries) VALUES ($1, $2, $3)",
+            events.at,
+            b"".join(events.hashes[start : start + ROW_EVENTS]),
+            events.entries[start : start + ROW_EVENTS],
+        )
 
 
 # --- the sequencer ------------------------------------------------------------
@@ -81,16 +91,14 @@ def _horizon(row: Any) -> Horizon:
 
 # The sequencer's statements must not depend on statistics (PostgreSQL here
 # runs without autovacuum, and a fresh database is never analysed).  Each is
-# answered best by an index -- ``audit_pending_xid_id`` from the horizon, packs
+# answered best by an index -- ``audit_backlog_xid_id`` from the horizon, packs
 # by ``first_leaf``, subtrees by primary key -- so the sequencer's session
 # pins that plan (:func:`pin_index_plans`) and an idle poll touches a few
 # index pages whatever the log's size.
 _PENDING = """
-    FROM (SELECT id, xid, created_at, leaf_hash, entry FROM audit_pending
-          WHERE xid >= $1::text::xid8
+    FROM (SELECT id, xid FROM audit_backlog WHERE xid >= $1::text::xid8
           UNION ALL
-          SELECT id, xid, created_at, leaf_hash, entry FROM audit_pending
-          WHERE xid = ANY($2::text[]::xid8[])) AS e
+          SELECT id, xid FROM audit_backlog WHERE xid = ANY($2::text[]::xid8[])) AS e
 """
 
 
@@ -129,32 +137,42 @@ async def idle_check(conn: Executor, since: Horizon) -> tuple[Horizon, bool]:
     return _horizon(row), bool(row["pending"])
 
 
-#: The first ``$3`` events past a horizon, by (xid, id): each branch walks
-#: ``audit_pending_xid_id`` in that order and stops at its limit, so the
+#: The first ``$3`` backlog rows past a horizon, by (xid, id): each branch
+#: walks ``audit_backlog_xid_id`` in that order and stops at its limit, so the
 #: statement reads what it returns however large the backlog (as one sorted
-#: union, PostgreSQL read every event past the horizon to sort them).
+#: union, PostgreSQL read every row past the horizon to sort them).  A row's
+#: events are its leaf hashes' length / 32 (read without the entries).
 _UNSEQUENCED = """
-    SELECT id, xid, slot, created_at, leaf_hash FROM (
-        (SELECT id, xid, ctid AS slot, created_at, leaf_hash FROM audit_pending
+    SELECT id, xid, slot, created_at, leaf_hashes,
+           octet_length(leaf_hashes) / 32 AS n FROM (
+        (SELECT id, xid, ctid AS slot, created_at, leaf_hashes FROM audit_backlog
          WHERE xid >= $1::text::xid8 ORDER BY xid, id LIMIT $3)
         UNION ALL
-        (SELECT id, xid, ctid AS slot, created_at, leaf_hash FROM audit_pending
+        (SELECT id, xid, ctid AS slot, created_at, leaf_hashes FROM audit_backlog
          WHERE xid = ANY($2::text[]::xid8[]) ORDER BY xid, id LIMIT $3)) AS e
     ORDER BY xid, id LIMIT $3"""
 
-#: This snapshot's horizon and those events as a few values: their ids and
-#: leaf hashes (concatenated) in order, their row addresses as one text (the
-#: node only hands them back: as a ``tid[]`` asyncpg made and parsed a tuple
-#: per event, about 0.45 us each on the node's loop), their oldest and newest
-#: times.  The entries stay in PostgreSQL (``audit_append_events`` packs them
-#: there), so the node decodes no row per event.
-_TAKE = f"""WITH e AS MATERIALIZED ({_UNSEQUENCED})
+#: This snapshot's horizon and those rows, as far as the first that reaches
+#: ``$3`` events (so a pass takes about ``$3`` events whatever the rows'
+#: sizes), as a few values: their first ids and leaf hashes (concatenated)
+#: in order, their row addresses as one text (the node only hands them back:
+#: as a ``tid[]`` asyncpg made and parsed a tuple per row), their oldest and
+#: newest times, and whether they are every row past the horizon.  The
+#: entries stay in PostgreSQL (``audit_append_batches`` packs them there).
+_TAKE = f"""WITH r AS MATERIALIZED ({_UNSEQUENCED}),
+            e AS MATERIALIZED (
+                SELECT * FROM (
+                    SELECT *, sum(n) OVER (ORDER BY xid, id ROWS UNBOUNDED PRECEDING) - n AS before
+                    FROM r) AS c
+                WHERE before < $3)
             SELECT h.xmax, h.running,
                    (SELECT array_agg(id ORDER BY xid, id) FROM e) AS ids,
                    (SELECT array_agg(slot ORDER BY xid, id) FROM e)::text AS slots,
-                   (SELECT string_agg(leaf_hash, ''::bytea ORDER BY xid, id) FROM e) AS hashes,
+                   (SELECT string_agg(leaf_hashes, ''::bytea ORDER BY xid, id) FROM e) AS hashes,
                    (SELECT min(created_at) FROM e) AS oldest,
-                   (SELECT max(created_at) FROM e) AS newest
+                   (SELECT max(created_at) FROM e) AS newest,
+                   (SELECT count(*) FROM e) = (SELECT count(*) FROM r)
+                     AND (SELECT count(*) FROM r) < $3 AS complete
             FROM ({_SNAPSHOT}) AS h"""  # noqa: S608 - constant fragments only
 
 
@@ -163,16 +181,22 @@ class Unsequenced:
     """Events past a horizon that have no leaf yet, in the order they get their leaves."""
 
     horizon: Horizon  # of the snapshot they were read in: where the next pass looks
-    ids: list[int]
-    rows: str  # their ctids, as a tid[]'s text: where the append deletes them
-    hashes: bytes  # their leaf hashes, 32 bytes each, in the same order
+    ids: list[int]  # their backlog rows' first event ids, in order
+    rows: str  # those rows' ctids, as a tid[]'s text: where the append deletes them
+    hashes: bytes  # the events' leaf hashes, 32 bytes each, in order
     oldest: datetime | None  # their times' range (None when there are none)
     newest: datetime | None
+    complete: bool = True  # these are all the events past the horizon
+
+    def __len__(self) -> int:
+        """How many events."""
+        return len(self.hashes) // 32
 
 
 async def unsequenced(conn: Executor, since: Horizon, limit: int) -> Unsequenced:
-    """Up to ``limit`` visible events past ``since`` (none has a leaf yet), by (xid, id),
-    and the horizon of the snapshot that saw them: one statement."""
+    """The visible events past ``since`` (none has a leaf yet), by (xid, id), in
+    whole backlog rows as far as the first that reaches ``limit`` events, and
+    the horizon of the snapshot that saw them: one statement."""
     row = await conn.fetchrow(_TAKE, since.xmax, list(since.running), limit)
     assert row is not None
     return Unsequenced(
@@ -182,6 +206,7 @@ async def unsequenced(conn: Executor, since: Horizon, limit: int) -> Unsequenced
         row["hashes"] or b"",
         row["oldest"],
         row["newest"],
+        bool(row["complete"]),
     )
 
 
@@ -202,16 +227,16 @@ async def append_events(
     """Give ``events`` the leaves from ``first_leaf``, store the completed ``subtrees``;
     returns the newest pack's ``at`` (the next append's ``after``).
 
-    ``audit_append_events`` (migrations 0018, 0019) deletes the events by
-    their ctids (a TID scan, whatever the statistics), packs them in PostgreSQL,
-    up to ``codec.PACK`` a pack, each pack's ``at`` not before ``after``, and
-    moves them out of the backlog; it raises if they are not pending exactly
-    as given (the same ids in (xid, id) order, the same leaf hashes: another
+    ``audit_append_batches`` (migration 0021) deletes their backlog rows by
+    ctid (a TID scan, whatever the statistics), packs their events in
+    PostgreSQL, up to ``codec.PACK`` a pack, each pack's ``at`` not before
+    ``after``; it raises if the rows are not pending exactly as given (the
+    same first ids in (xid, id) order, the same leaf hashes: another
     sequencer moved one, or the tree was hashed from other leaves), and then
     nothing is written.
     """
     at: datetime = await conn.fetchval(
-        "SELECT audit_append_events($1, $2, $3::text::tid[], $4, $5, $6, $7, $8)",
+        "SELECT audit_append_batches($1, $2, $3::text::tid[], $4, $5, $6, $7, $8)",
         first_leaf,
         events.ids,
         events.rows,
@@ -235,7 +260,7 @@ async def backfill_subtrees(conn: asyncpg.Connection) -> int:
 
 async def vacuum_backlog(conn: Executor) -> None:
     """Reclaim the backlog's moved rows (where this role may; otherwise autovacuum's job)."""
-    await conn.execute("VACUUM (SKIP_LOCKED) audit_pending")
+    await conn.execute("VACUUM (SKIP_LOCKED) audit_backlog")
 
 
 # Packs and archived runs that hold leaves [lo, hi): a pack holds at most
@@ -350,12 +375,13 @@ async def last_pack_time(conn: Executor) -> datetime | None:
 async def sequencing_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
     """(events without a leaf, age in seconds of the oldest of them; 0 when none).
 
-    The backlog table holds only what waits, so this costs what waits.
+    The backlog table holds only what waits, so this costs what waits (a
+    row's events counted from its leaf hashes' length, entries unread).
     """
     row = await conn.fetchrow(
-        """SELECT count(*) AS waiting,
+        """SELECT coalesce(sum(octet_length(leaf_hashes) / 32), 0) AS waiting,
                   coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
-           FROM audit_pending"""
+           FROM audit_backlog"""
     )
     assert row is not None
     return int(row["waiting"]), max(0.0, float(row["age"]))
@@ -539,6 +565,7 @@ PACKS_QUERY = """SELECT first_leaf, min_id, events FROM audit_packs
               AND ($4::timestamptz IS NULL OR min_at < $4)
               {involves}
             ORDER BY min_id LIMIT $5"""
+# The backlog's events one row each: the view ``audit_pending`` (0021).
 _BACKLOG = """SELECT id, created_at, entry FROM audit_pending
               WHERE id > $1 AND ($3::timestamptz IS NULL OR created_at >= $3)
                 AND ($4::timestamptz IS NULL OR created_at < $4) {involves}

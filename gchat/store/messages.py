@@ -20,7 +20,7 @@ from uuid import UUID
 import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
-from gchat.store.audit import EncodedEvents, insert_events
+from gchat.store.audit import ROW_EVENTS, EncodedEvents, insert_events
 from gchat.store.database import Executor
 from gchat.store.policies import SendStanding, standings_parameters, unchanged_cte
 
@@ -291,7 +291,8 @@ bumped AS (
 # bumped, as in ``_FAN_OUT``, so positions stay contiguous and in commit
 # order; a device that vanished since the check gets nothing. The
 # "message.accepted" audit events of the messages inserted go in with
-# them, so a send batch is one statement after its check. Every join is
+# them, as one audit backlog row (per ``ROW_EVENTS``, migration 0021), so a
+# send batch is one statement after its check. Every join is
 # on a primary key, so the plan does not depend on table statistics.
 # Nothing is inserted unless the standings given ($14-$18, none: any) are
 # still those read (``unchanged``); ``ok`` says whether they were.
@@ -352,11 +353,13 @@ placed AS (
     INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
     SELECT id, position, m, c, $10 FROM bumped_envelopes),
 audited AS (
-    INSERT INTO audit_pending (created_at, leaf_hash, entry)
-    SELECT $11, substring($12::bytea FROM 32 * a.o::int - 31 FOR 32), a.e
+    INSERT INTO audit_backlog (created_at, leaf_hashes, entries)
+    SELECT $11, string_agg(substring($12::bytea FROM 32 * a.o::int - 31 FOR 32), ''::bytea
+                           ORDER BY a.o),
+           array_agg(a.e ORDER BY a.o)
     FROM unnest($13::bytea[]) WITH ORDINALITY AS a(e, o)
     :inserted_a
-    ORDER BY a.o)
+    GROUP BY (a.o - 1) / {ROW_EVENTS} ORDER BY (a.o - 1) / {ROW_EVENTS})
 SELECT (SELECT ok FROM unchanged),
        (SELECT array_agg(o) FROM kept),
        (SELECT array_agg(k ORDER BY k) FROM bumped_envelopes),

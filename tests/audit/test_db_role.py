@@ -14,20 +14,17 @@ from gchat.audit.log import AuditEvent, AuditLog
 from gchat.audit.sequencer import Sequencer
 from gchat.audit.service import AuditService
 from gchat.runtime.server_keys import ServerKeys
-from gchat.store import audit_codec as codec
 from gchat.store import migrations
 from gchat.store.database import Database
 from tests.audit.conftest import registered_auditor
 
 GRANTS = """
-GRANT SELECT ON audit_pending TO {role};
-GRANT INSERT (created_at, leaf_hash, entry) ON audit_pending TO {role};
+GRANT SELECT ON audit_backlog TO {role};
+GRANT INSERT (created_at, leaf_hashes, entries) ON audit_backlog TO {role};
 GRANT SELECT, INSERT ON audit_packs, audit_tree_heads, audit_subtrees TO {role};
 GRANT SELECT ON audit_archived_leaves TO {role};
-GRANT EXECUTE ON FUNCTION audit_append_packs(bigint[], timestamptz[], timestamptz[], bigint[],
-                                             bigint[], bytea[], bytea[]) TO {role};
-GRANT EXECUTE ON FUNCTION audit_append_events(bigint, bigint[], tid[], bytea, timestamptz,
-                                              smallint[], bigint[], bytea[]) TO {role};
+GRANT EXECUTE ON FUNCTION audit_append_batches(bigint, bigint[], tid[], bytea, timestamptz,
+                                               smallint[], bigint[], bytea[]) TO {role};
 GRANT USAGE ON SEQUENCE audit_events_id_seq TO {role};
 GRANT SELECT ON officials, agencies, devices, official_roles TO {role};
 """
@@ -36,44 +33,38 @@ GRANT SELECT ON officials, agencies, devices, official_roles TO {role};
 async def _an_event_leaves_the_backlog_only_into_the_log(
     db: Database, sequencer: Sequencer, log: AuditLog
 ) -> None:
-    """The append functions are the role's only way to remove a pending event:
-    an attacker with the node's role who packs a forged entry (or a forged
-    hash) under a pending event's id is refused, so is one who names pending
-    events with other leaf hashes or in another order than (xid, id) (the
-    packs are then made from the rows themselves), and the events stay
-    pending."""
+    """The append function is the role's only way to remove a pending event, and
+    it packs the backlog's rows themselves: an attacker with the node's role
+    who names pending rows with other or forged leaf hashes, or in another
+    order than (xid, id), or rows that are not those, is refused, and the
+    events stay pending."""
     await sequencer.stop()
     async with db.transaction() as conn:
-        await log.record(conn, AuditEvent("test.evidence", details={"n": 1}))
-    row = await db.pool.fetchrow("SELECT id, created_at, leaf_hash, entry FROM audit_pending")
-    assert row is not None
-    size = await db.pool.fetchval("SELECT audit_log_size()")
-    forged = bytes(row["entry"]).replace(b'"n":1', b'"n":2')
-    for entry, leaf in ((forged, bytes(row["leaf_hash"])), (bytes(row["entry"]), b"\x00" * 32)):
-        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
-            await db.pool.execute(
-                "SELECT audit_append_packs($1, $2, $2, $3, $3, $4, $5)",
-                [size], [row["created_at"]], [row["id"]], [leaf],
-                [codec.pack_events([(row["id"], row["created_at"], entry)])],
-            )
-    assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 1
+        await log.record(conn, AuditEvent("test.evidence", details={"n": 1}),
+                         AuditEvent("test.evidence", details={"n": 2}))
     async with db.transaction() as conn:
-        await log.record(conn, AuditEvent("test.evidence", details={"n": 2}))
-    rows = await db.pool.fetch("SELECT id, ctid, leaf_hash FROM audit_pending ORDER BY xid, id")
-    ids, hashes = [r["id"] for r in rows], [bytes(r["leaf_hash"]) for r in rows]
+        await log.record(conn, AuditEvent("test.evidence", details={"n": 3}))
+    size = await db.pool.fetchval("SELECT audit_log_size()")
+    rows = await db.pool.fetch(
+        "SELECT id, ctid, leaf_hashes FROM audit_backlog ORDER BY xid, id")
+    ids, hashes = [r["id"] for r in rows], [bytes(r["leaf_hashes"]) for r in rows]
     slots = [r["ctid"] for r in rows]
+    assert [len(h) for h in hashes] == [64, 32]
     for given, at, leaves in (
         (ids, slots, b"".join(hashes[::-1])),  # other hashes
+        (ids, slots, b"".join(hashes)[:-1] + b"\x00"),  # a forged hash
         (ids[::-1], slots, b"".join(hashes[::-1])),  # another order
         (ids[:1], slots[:1], b"".join(hashes)),  # hashes of more events than named
+        (ids[:1], slots[:1], hashes[0][:32]),  # fewer events than the row holds
         (ids, slots[:1] * 2, b"".join(hashes)),  # rows that are not those events
     ):
         with pytest.raises(asyncpg.IntegrityConstraintViolationError):
             await db.pool.execute(
-                "SELECT audit_append_events($1, $2, $3, $4, NULL, '{}', '{}', '{}')",
+                "SELECT audit_append_batches($1, $2, $3, $4, NULL, '{}', '{}', '{}')",
                 size, given, at, leaves,
             )
-    assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 2
+    assert await db.pool.fetchval(
+        "SELECT sum(cardinality(entries)) FROM audit_backlog") == 3
     assert await db.pool.fetchval("SELECT audit_log_size()") == size
 
 
@@ -104,14 +95,15 @@ async def test_recorder_and_sequencer_need_only_select_and_insert(
             head = await service.tree_head(who)
             assert head.tree_size >= 5
             # Nor may it choose a pending event's id (the backlog has no primary
-            # key since 0020: ids are unique because only the sequence gives them)
-            # or its transaction.
+            # key: ids are unique because only the sequence gives them, 256 a
+            # row, the most a row holds) or its transaction.
             for sql in ("UPDATE audit_packs SET min_id = 0", "DELETE FROM audit_packs",
-                        "DELETE FROM audit_pending", "TRUNCATE audit_tree_heads",
-                        "INSERT INTO audit_pending (id, created_at, leaf_hash, entry)"
-                        " VALUES (1, now(), sha256(''), '')",
-                        "INSERT INTO audit_pending (xid, created_at, leaf_hash, entry)"
-                        " VALUES ('1', now(), sha256(''), '')"):
+                        "DELETE FROM audit_backlog", "TRUNCATE audit_tree_heads",
+                        "UPDATE audit_backlog SET id = id",
+                        "INSERT INTO audit_backlog (id, created_at, leaf_hashes, entries)"
+                        " VALUES (1, now(), sha256(''), '{}')",
+                        "INSERT INTO audit_backlog (xid, created_at, leaf_hashes, entries)"
+                        " VALUES ('1', now(), sha256(''), '{}')"):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await db.pool.execute(sql)
             await _an_event_leaves_the_backlog_only_into_the_log(db, sequencer, log)

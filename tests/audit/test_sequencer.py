@@ -227,22 +227,23 @@ def _rows_read(node: dict[str, Any]) -> int:
 async def test_a_pass_reads_the_events_it_takes_not_the_whole_backlog(database_url: str) -> None:
     """From a new leader's horizon (xid 0), over a backlog of many transactions
     never analysed, on the sequencer's pinned plans: the statement reads about
-    the events it returns. It used to read every event past the horizon to
+    the rows it returns. It used to read every event past the horizon to
     sort them, in each transaction of a pass again, and a large backlog was
-    then more than the sequencer could get through (docs/PERFORMANCE.md)."""
+    then more than the sequencer could get through (docs/PERFORMANCE.md).
+    It takes whole rows, as far as the first that reaches its 50 events."""
     db = await Database.connect(database_url, min_size=1, max_size=2)
     try:
         async with db.pool.acquire() as conn:
-            for _ in range(40):  # 40 transactions, 40 xids, 100 events each
+            for _ in range(40):  # 40 transactions, 40 xids, 25 rows of 4 events each
                 await conn.execute(
-                    """INSERT INTO audit_pending (id, created_at, leaf_hash, entry)
-                       SELECT nextval('audit_events_id_seq'), now(),
-                              decode(repeat('ab', 32), 'hex'), '\\x00'
-                       FROM generate_series(1, 100)"""
+                    """INSERT INTO audit_backlog (created_at, leaf_hashes, entries)
+                       SELECT now(), decode(repeat('ab', 128), 'hex'),
+                              ARRAY['\\x00', '\\x01', '\\x02', '\\x03']::bytea[]
+                       FROM generate_series(1, 25)"""
                 )
             first = [
                 r["id"]
-                for r in await conn.fetch("SELECT id FROM audit_pending ORDER BY xid, id LIMIT 50")
+                for r in await conn.fetch("SELECT id FROM audit_backlog ORDER BY xid, id LIMIT 13")
             ]
             await audit_store.pin_index_plans(conn)
             try:
@@ -257,6 +258,7 @@ async def test_a_pass_reads_the_events_it_takes_not_the_whole_backlog(database_u
     finally:
         await db.close()
     assert taken.ids == first
+    assert (len(taken), taken.complete) == (52, False)
     assert _rows_read(plan[0]["Plan"]) <= 2 * 50, plan
 
 
@@ -273,7 +275,7 @@ async def _sequence(db: Database, events: int) -> None:
 
 
 async def test_packs_made_in_postgresql_hold_the_codec_s_bytes(database_url: str) -> None:
-    """``audit_append_events`` packs the backlog's rows as :func:`codec.pack_events`
+    """``audit_append_batches`` packs the backlog's events as :func:`codec.pack_events`
     does, 16 a pack from the pass's first leaf, in (xid, id) order; a pack's ``at``
     is its newest event's time or the previous pack's if later (never back), and
     every month partition the packs need is made, old months included."""
@@ -284,11 +286,11 @@ async def test_packs_made_in_postgresql_hold_the_codec_s_bytes(database_url: str
     async with db.transaction() as conn:
         await log.record(conn, *(AuditEvent("test.event", details={"n": i}) for i in range(20)))
     async with db.transaction() as conn:  # a later transaction whose events are older
-        stored = await conn.fetchval("SELECT entry FROM audit_pending LIMIT 1")
+        stored = await conn.fetchval("SELECT entries[1] FROM audit_backlog LIMIT 1")
         for at in (old, old + timedelta(seconds=1)):
             await conn.execute(
-                "INSERT INTO audit_pending (created_at, leaf_hash, entry) VALUES ($1, $2, $3)",
-                at, codec.leaf_hash_of(stored, at), stored,
+                "INSERT INTO audit_backlog (created_at, leaf_hashes, entries) VALUES ($1, $2, $3)",
+                at, codec.leaf_hash_of(stored, at), [stored],
             )
     async with db.transaction() as conn:
         await log.record(conn, *(AuditEvent("test.event", details={"n": i}) for i in range(18)))
@@ -337,8 +339,8 @@ async def test_a_pass_whose_packs_start_in_an_old_month_makes_its_partition(
         for i in range(3):
             entry = codec.encode(b'{"kind":"test.event","n":%d}' % i, "test.event", [], [], [], old)
             await conn.execute(
-                "INSERT INTO audit_pending (created_at, leaf_hash, entry) VALUES ($1, $2, $3)",
-                old, codec.leaf_hash_of(entry, old), entry,
+                "INSERT INTO audit_backlog (created_at, leaf_hashes, entries) VALUES ($1, $2, $3)",
+                old, codec.leaf_hash_of(entry, old), [entry],
             )
     await _sequence(db, 3)
     try:
@@ -354,7 +356,7 @@ async def test_a_pass_whose_packs_start_in_an_old_month_makes_its_partition(
 async def _index_reads(conn: asyncpg.Connection) -> int:
     """Index scans of the backlog begun so far in this transaction."""
     return int(await conn.fetchval(
-        "SELECT coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables WHERE relname = 'audit_pending'"
+        "SELECT coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables WHERE relname = 'audit_backlog'"
     ))
 
 
@@ -371,15 +373,15 @@ async def test_an_append_reads_no_backlog_index_whatever_the_statistics(
         await migrations.migrate(conn)
         await audit_store.ensure_partitions(conn, [datetime.now(UTC)])
         await audit_store.pin_index_plans(conn)  # as the sequencer's session is
-        fill = """INSERT INTO audit_pending (created_at, leaf_hash, entry)
-                  SELECT now(), sha256(int8send(g)), '\\x000000ff'::bytea
+        fill = """INSERT INTO audit_backlog (created_at, leaf_hashes, entries)
+                  SELECT now(), sha256(int8send(g)), ARRAY['\\x000000ff'::bytea]
                   FROM generate_series(1, $1) AS g"""
         size, last = 0, None
         for round_ in range(10):  # past PL/pgSQL's five custom plans
             if round_ == 3:
-                await conn.execute("VACUUM audit_pending")  # drained: reltuples 0
+                await conn.execute("VACUUM audit_backlog")  # drained: reltuples 0
                 assert await conn.fetchval(
-                    "SELECT reltuples FROM pg_class WHERE relname = 'audit_pending'"
+                    "SELECT reltuples FROM pg_class WHERE relname = 'audit_backlog'"
                 ) == 0
                 await conn.execute(fill, 3000)
             await conn.execute(fill, 100)
@@ -388,7 +390,7 @@ async def test_an_append_reads_no_backlog_index_whatever_the_statistics(
                 before = await _index_reads(conn)
                 last = await audit_store.append_events(conn, size, events, last)
                 assert await _index_reads(conn) == before, round_
-            size += len(events.ids)
+            size += len(events)
         assert await audit_store.log_size(conn) == size == 3 * 100 + 7 * 200
     finally:
         await conn.close()

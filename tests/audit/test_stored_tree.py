@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from datetime import UTC, datetime
 from functools import cache
 
 import asyncpg
@@ -21,6 +22,7 @@ from gchat.audit.merkle import MerkleAccumulator, MerkleTree, ProofPlan, StoredN
 from gchat.audit.sequencer import resume
 from gchat.audit.verify import verify_export
 from gchat.store import audit as store
+from gchat.store import audit_codec as codec
 from gchat.store import migrations
 from loadtests.audit_scale import fill, fill_old_layout
 from tests.audit.conftest import LogBench, registered_auditor
@@ -196,9 +198,15 @@ async def test_polls_scan_no_table_when_the_planner_has_no_statistics(bench: Log
         await held.start()
         await other.fetchval("SELECT pg_current_xact_id()")
         try:
+            # 20,000 backlog rows of an event each, 2,000 a transaction.
+            at = datetime.now(UTC)
+            entry = codec.encode(b'{"kind":"test.event"}', "test.event", [], [], [], at)
             for _ in range(10):
-                await bench.add(2000)
-            await bench.settle()
+                await conn.execute(
+                    """INSERT INTO audit_backlog (created_at, leaf_hashes, entries)
+                       SELECT $1, $2, ARRAY[$3::bytea] FROM generate_series(1, 2000)""",
+                    at, codec.leaf_hash_of(entry, at), entry)
+            assert await bench.settle() >= 20_000
             await bench.sequencer.stop()
             # No ANALYZE ran (the migration's saw an empty table; the sequencer's
             # VACUUM may have counted rows since, without column statistics).
@@ -211,11 +219,11 @@ async def test_polls_scan_no_table_when_the_planner_has_no_statistics(bench: Log
                 assert not pending
             # The 20,000 dead rows fill hundreds of pages; index probes read a few.
             read = await _buffers(conn, store.IDLE_CHECK, horizon.xmax, list(horizon.running))
-            pages = await conn.fetchval("SELECT pg_relation_size('audit_pending') / 8192")
+            pages = await conn.fetchval("SELECT pg_relation_size('audit_backlog') / 8192")
             assert pages > 200 and read < pages / 5, (read, pages)
             await bench.add(3)
             _, pending = await store.idle_check(conn, horizon)
-            assert pending and len((await store.unsequenced(conn, horizon, 5000)).ids) == 3
+            assert pending and len(await store.unsequenced(conn, horizon, 5000)) == 3
         finally:
             await held.rollback()
             await store.unpin_index_plans(conn)

@@ -119,6 +119,9 @@ async def test_only_the_sends_inserted_get_envelopes_and_events(
         # One "message.accepted" event for each send inserted, in batch order.
         events = await db.pool.fetch("SELECT leaf_hash FROM audit_pending ORDER BY id")
         assert [row[0] for row in events][1:] == hashes[:fresh]
+        # One backlog row a batch (migration 0021); a batch of retries writes none.
+        await _store(db, [_send(pairs[0], "earlier")])
+        assert await db.pool.fetchval("SELECT count(*) FROM audit_backlog") == 2
     finally:
         await db.close()
 
