@@ -292,7 +292,7 @@ async def _idle_polls(url: str) -> dict[str, Any]:
                     pinned, store.IDLE_CHECK, (horizon.xmax, list(horizon.running)), 2000),
             }
             if phase == "no_statistics":
-                await plain.execute("ANALYZE audit_pending; ANALYZE audit_packs")
+                await plain.execute("ANALYZE audit_backlog; ANALYZE audit_packs")
         finally:
             await pinned.close()
             await plain.close()

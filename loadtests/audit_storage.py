@@ -77,10 +77,10 @@ def _batches(first: int, last: int) -> list[list[AuditEvent]]:
 
 
 #: Every table the audit log keeps (with their partitions, indexes and TOAST):
-#: the log itself, and the backlog (``audit_pending``, a buffer the
+#: the log itself, and the backlog (``audit_backlog``, a buffer the
 #: sequencer empties and vacuums every 10,000 events).
 AUDIT_TABLES = ("audit_packs", "audit_subtrees", "audit_tree_heads", "audit_archived_leaves",
-                "audit_pending")
+                "audit_backlog")
 
 
 async def _sizes(conn: asyncpg.Connection, tables: Iterable[str]) -> dict[str, int]:
@@ -120,7 +120,7 @@ async def audit_bytes(conn: asyncpg.Connection) -> dict[str, Any]:
         "packs": {k: int(v) for k, v in split.items()},
         "bytes_per_event": round(total / events, 1) if events else None,
         "log_bytes_per_event":
-            round((total - sizes["audit_pending"]) / events, 1) if events else None,
+            round((total - sizes["audit_backlog"]) / events, 1) if events else None,
     }
 
 

@@ -565,11 +565,13 @@ PACKS_QUERY = """SELECT first_leaf, min_id, events FROM audit_packs
               AND ($4::timestamptz IS NULL OR min_at < $4)
               {involves}
             ORDER BY min_id LIMIT $5"""
-# The backlog's events one row each: the view ``audit_pending`` (0021).
-_BACKLOG = """SELECT id, created_at, entry FROM audit_pending
-              WHERE id > $1 AND ($3::timestamptz IS NULL OR created_at >= $3)
-                AND ($4::timestamptz IS NULL OR created_at < $4) {involves}
-              ORDER BY id LIMIT $2"""
+# The backlog's events, one row each (a row's k-th event, from 0, has its
+# id + k: migration 0021).
+_BACKLOG = """SELECT b.id + e.k - 1 AS id, b.created_at, e.entry
+              FROM audit_backlog b, unnest(b.entries) WITH ORDINALITY AS e(entry, k)
+              WHERE b.id + e.k - 1 > $1 AND ($3::timestamptz IS NULL OR b.created_at >= $3)
+                AND ($4::timestamptz IS NULL OR b.created_at < $4) {involves}
+              ORDER BY 1 LIMIT $2"""
 _CHUNK = 64
 _MAX_CHUNK = 1000
 
@@ -618,7 +620,7 @@ async def _read_matching(conn: asyncpg.Connection, match: _Match, limit: int) ->
         f" AND audit_pack_ids(events) && ${6 + i}::uuid[]" for i in range(len(match.any_of))
     )
     pending_involves = "".join(
-        f" AND audit_entry_ids(entry) && ${5 + i}::uuid[]" for i in range(len(match.any_of))
+        f" AND audit_entry_ids(e.entry) && ${5 + i}::uuid[]" for i in range(len(match.any_of))
     )
     found: list[EventRow] = []
     last_min = -1

@@ -6,13 +6,14 @@ import asyncio
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+from uuid import uuid4
 
 import asyncpg
 import pytest
 
 from gchat.audit.log import AuditEvent, AuditLog
 from gchat.audit.sequencer import Sequencer
-from gchat.audit.service import AuditService
+from gchat.audit.service import AuditService, EventFilter
 from gchat.runtime.server_keys import ServerKeys
 from gchat.store import migrations
 from gchat.store.database import Database
@@ -107,6 +108,13 @@ async def test_recorder_and_sequencer_need_only_select_and_insert(
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await db.pool.execute(sql)
             await _an_event_leaves_the_backlog_only_into_the_log(db, sequencer, log)
+            # An auditor's query reads the backlog too (the table, not its view).
+            someone = uuid4()
+            async with db.transaction() as conn:
+                await log.record(conn, AuditEvent("test.waiting", actor_official=someone))
+            found = await service.query(
+                who, EventFilter(official=someone, kinds=("test.waiting",)), 0, 10)
+            assert [(e.kind, e.leaf_index) for e in found] == [("test.waiting", None)]
         finally:
             await sequencer.stop()
             await db.close()
