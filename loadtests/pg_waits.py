@@ -1,6 +1,6 @@
 """What a load test's PostgreSQL backends wait for: wait events sampled, by statement.
 
-    python -m loadtests.pg_waits [--database NAME] [--after 20] [--seconds 8] [--interval 0.003]
+    python -m loadtests.pg_waits [--database NAME] [--when TEXT] [--after 2] [--seconds 5]
 
 Why: a phase's ``cpu/msg: db backends`` counts what the node's backends
 compute, not where a statement's wall time goes. At half capacity a send
@@ -13,9 +13,11 @@ was flushing the WAL for half of its time).
 
 Run it beside a load test (``python -m loadtests ab --rate 4000 ...``):
 without ``--database`` it follows the newest database a load test made
-(``gchat_lt_*``), waits until that database has a busy backend, then
-``--after`` seconds more (past the enrolment, into a phase), and samples
-for ``--seconds``. Each sample counts every backend of the database that is
+(``gchat_lt_*``), waits until one of its backends runs a statement
+containing ``--when`` (by default the send's store statement: a relay
+phase has begun, the enrolment before it is past), then ``--after``
+seconds more (past the phase's first, discarded second), and samples for
+``--seconds``. Each sample counts every backend of the database that is
 not idle by (the statement's first words, state, wait event type, wait
 event); the table gives each its share of the samples: 0.5 is a backend in
 that state half of the time. The sampler's own read (a view of the
@@ -34,6 +36,8 @@ import asyncpg
 
 from loadtests.harness import admin_dsn
 
+#: Text of the send's store statement (``gchat.store.messages``) and of no other.
+SEND_STATEMENT = "WITH unchanged AS"
 #: A backend's state: (statement's first words, state, wait event type, wait event).
 Key = tuple[str, str, str, str]
 
@@ -68,6 +72,18 @@ async def sample(
     return counts, taken
 
 
+async def wait_for(conn: asyncpg.Connection, database: str, text: str) -> None:
+    """Return once a backend of ``database`` runs a statement containing ``text``."""
+    running = (
+        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle'"
+        " AND pid <> pg_backend_pid() AND strpos(query, $2) > 0)"
+    )
+    while True:  # another server's backends: nothing here to be told by
+        if await conn.fetchval(running, database, text):
+            return
+        await asyncio.sleep(0.05)
+
+
 def table(counts: Counter[Key], taken: int, top: int = 25) -> str:
     """The commonest states, each with its share of the samples."""
     lines = [f"{taken} samples; share of samples a backend was in each state:"]
@@ -82,9 +98,11 @@ async def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database",
                         help="the database to sample (default: the newest gchat_lt_*)")
-    parser.add_argument("--after", type=float, default=20.0,
-                        help="seconds to wait once the database is busy (default 20)")
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--when", default=SEND_STATEMENT,
+                        help="start once a statement containing this runs (default: a send's)")
+    parser.add_argument("--after", type=float, default=2.0,
+                        help="seconds to wait after that (default 2)")
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--interval", type=float, default=0.003)
     args = parser.parse_args(argv)
     conn = await asyncpg.connect(admin_dsn(), server_settings={
@@ -95,8 +113,7 @@ async def main(argv: list[str] | None = None) -> None:
             database = await newest_load_test_database(conn)
             if database is None:
                 await asyncio.sleep(0.2)
-        while not (await sample(conn, database, 0.2, 0.01))[0]:
-            pass  # the load test is still starting
+        await wait_for(conn, database, args.when)
         await asyncio.sleep(args.after)
         counts, taken = await sample(conn, database, args.seconds, args.interval)
         print(f"database {database}")

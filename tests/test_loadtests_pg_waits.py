@@ -4,7 +4,7 @@ import asyncio
 
 import asyncpg
 
-from loadtests.pg_waits import sample, table
+from loadtests.pg_waits import sample, table, wait_for
 
 
 async def test_a_sleeping_backend_is_sampled_as_waiting_in_its_statement(database_url: str) -> None:
@@ -13,7 +13,7 @@ async def test_a_sleeping_backend_is_sampled_as_waiting_in_its_statement(databas
     try:
         database = await probe.fetchval("SELECT current_database()")
         sleeping = asyncio.create_task(sleeper.execute("SELECT pg_sleep(0.6)"))
-        await asyncio.sleep(0.1)  # the statement has begun
+        await asyncio.wait_for(wait_for(probe, database, "pg_sleep(0.6)"), 5)  # it has begun
         counts, taken = await sample(probe, database, 0.3, 0.01)
         await sleeping
     finally:
