@@ -302,7 +302,12 @@ bumped AS (
 # envelope's position. The node has the ids, devices and ciphertexts
 # already; read back as a row per envelope and per message, they cost it a
 # record and two or three UUIDs made each (about 0.5 us a message), and a
-# map from id to message to find each one's own.
+# map from id to message to find each one's own. A device's envelopes are
+# gathered in batch order by two ordered aggregates, their places and
+# ciphertexts, and each one's message id is looked up in $1 through $9
+# (fixed-width elements: no walk along the array). PostgreSQL 15 sorts for
+# each ordered aggregate of each device on its own: a third, for the ids,
+# cost it about 8% more of the statement (a throw-away timing, 13:10).
 #
 # The parameters carry each value once, in the form asyncpg encodes
 # cheaply: it makes a few ``collections.abc`` checks per element of an
@@ -340,18 +345,16 @@ kept AS (
     SELECT m.o FROM unnest($1::uuid[]) WITH ORDINALITY AS m(id, o)
     :inserted_m),
 per_device AS (
-    SELECT u.d AS device_id, count(*) AS n, array_agg(($1::uuid[])[u.o] ORDER BY u.k) AS mids,
-           array_agg(u.c ORDER BY u.k) AS cts, array_agg(u.k ORDER BY u.k) AS ks
+    SELECT u.d AS device_id, count(*) AS n,
+           array_agg(u.k ORDER BY u.k) AS ks, array_agg(u.c ORDER BY u.k) AS cts
     FROM unnest($7::uuid[], $8::bytea[], $9::int[]) WITH ORDINALITY AS u(d, c, o, k)
     :inserted_e
     GROUP BY u.d),
-{_lock_and_bump(["mids", "cts", "ks"])},
-bumped_envelopes AS (
-    SELECT b.id, b.base + x.i AS position, x.m, x.c, x.k
-    FROM bumped b, unnest(b.mids, b.cts, b.ks) WITH ORDINALITY AS x(m, c, k, i)),
+{_lock_and_bump(["ks", "cts"])},
 placed AS (
     INSERT INTO inbox (device_id, position, message_id, ciphertext, expires_at)
-    SELECT id, position, m, c, $10 FROM bumped_envelopes),
+    SELECT b.id, b.base + x.i, ($1::uuid[])[($9::int[])[x.k]], x.c, $10
+    FROM bumped b, unnest(b.ks, b.cts) WITH ORDINALITY AS x(k, c, i)),
 audited AS (
     INSERT INTO audit_backlog (created_at, leaf_hashes, entries)
     SELECT $11, string_agg(substring($12::bytea FROM 32 * a.o::int - 31 FOR 32), ''::bytea
@@ -360,10 +363,9 @@ audited AS (
     FROM unnest($13::bytea[]) WITH ORDINALITY AS a(e, o)
     :inserted_a
     GROUP BY (a.o - 1) / {ROW_EVENTS} ORDER BY (a.o - 1) / {ROW_EVENTS})
-SELECT (SELECT ok FROM unchanged),
-       (SELECT array_agg(o) FROM kept),
-       (SELECT array_agg(k ORDER BY k) FROM bumped_envelopes),
-       (SELECT array_agg(position ORDER BY k) FROM bumped_envelopes)
+SELECT (SELECT ok FROM unchanged), (SELECT array_agg(o) FROM kept), p.ks, p.positions
+FROM (SELECT array_agg(x.k) AS ks, array_agg(b.base + x.i) AS positions
+      FROM bumped b, unnest(b.ks) WITH ORDINALITY AS x(k, i)) p
 """  # noqa: S608 - constant SQL
 
 #: Batches of up to this many envelopes and events each are written with
