@@ -233,7 +233,7 @@ class App:
         self.push = self._push_notifier(db, keys)
         push = self.push
 
-        self._inbox = Inbox(db, self.audit, self.metrics)
+        self._inbox = Inbox(db, self.audit, self.metrics, config.ack_linger_seconds)
         inbox = self._inbox
 
         writes = Writes()

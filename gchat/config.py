@@ -60,6 +60,10 @@ class Config:
     #: half-capacity loads into smaller, dearer batches (docs/PERFORMANCE.md);
     #: it pays where a commit's round trip is long (a remote database).
     commit_lanes: int = 1
+    #: An ack's delete waits up to this long for other acks to share its
+    #: transaction, less once 256 acked positions wait (gchat.messaging.delivery);
+    #: nobody waits for it but a closing connection, which hurries it.
+    ack_linger_seconds: float = 0.25
     auth_timeout_seconds: float = 30.0
     max_ciphertext_bytes: int = limits.MAX_CIPHERTEXT_BYTES
     max_recipient_devices: int = limits.MAX_RECIPIENT_DEVICES
@@ -196,6 +200,8 @@ def load(
         raise ValueError("workers must be at least 1")
     if config.commit_lanes < 1:
         raise ValueError("commit_lanes must be at least 1")
+    if config.ack_linger_seconds < 0:
+        raise ValueError("ack_linger_seconds must be at least 0")
     if config.max_group_members > limits.MAX_GROUP_MEMBERS:
         raise ValueError("max_group_members cannot exceed the protocol limit")
     return config

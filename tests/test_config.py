@@ -194,3 +194,10 @@ def test_commit_lanes_below_one_are_refused() -> None:
     assert load(environ={"GCHAT_COMMIT_LANES": "3"}).commit_lanes == 3
     with pytest.raises(ValueError, match="commit_lanes"):
         load(environ={"GCHAT_COMMIT_LANES": "0"})
+
+
+
+def test_the_ack_linger_setting_is_read_and_bounded() -> None:
+    assert load(environ={"GCHAT_ACK_LINGER_SECONDS": "0.3"}).ack_linger_seconds == 0.3
+    with pytest.raises(ValueError, match="ack_linger_seconds"):
+        load(environ={"GCHAT_ACK_LINGER_SECONDS": "-0.1"})

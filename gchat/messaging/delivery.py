@@ -11,8 +11,9 @@ The database work goes through the node's ``Inbox``: the reads of every
 device a commit batch woke become one statement, and so do the deletes of
 every ack that arrived meanwhile (with their "message.delivered" audit
 events, in the same transaction). An ack frees window room at once; its
-delete follows in the next batch, and a connection closing waits for its
-acks' deletes.
+delete follows in the next batch, which waits for company (up to
+``ack_linger``, or until ``ACK_BATCH_POSITIONS`` positions wait), and a
+connection closing waits for its acks' deletes, hurrying them.
 
 A commit on this node hands the rows it just wrote straight to the streams
 of the devices connected here (``Inbox.hand_over``), so a live recipient is
@@ -49,10 +50,16 @@ WriteNow = Callable[[list[Deliver]], bool]
 
 #: Most devices read, or acks deleted, in one statement.
 _MAX_BATCH = 512
-#: How long an ack delete waits for others to share its transaction. Nobody
-#: waits for it (the window room is freed at the ack), and at low load it
-#: turns one transaction of five statements per message into one per many.
-_ACK_LINGER = 0.05
+#: How long an ack delete waits at most for others to share its transaction
+#: (``ack_linger_seconds``). Nobody waits for it (the window room is freed at
+#: the ack; a closing connection hurries it), and at low load a transaction
+#: of four round trips and a durable commit is shared by the acks of a
+#: quarter of a second instead of 50 ms (docs/PERFORMANCE.md, "lowload").
+ACK_LINGER = 0.25
+#: Acked positions that end the linger at once: at higher loads a batch goes
+#: as soon as it is this large, so that no batch's delete and audit events
+#: become a lump of work that holds up the sends around it.
+ACK_BATCH_POSITIONS = 256
 #: Ack deletes one connection may have queued before it waits for one.
 _MAX_PENDING_ACKS = 4
 
@@ -90,7 +97,11 @@ class Inbox:
     """The node's batched inbox reads and ack deletes."""
 
     def __init__(
-        self, db: Database, audit: AuditLog | None = None, metrics: NodeMetrics | None = None
+        self,
+        db: Database,
+        audit: AuditLog | None = None,
+        metrics: NodeMetrics | None = None,
+        ack_linger: float = ACK_LINGER,
     ) -> None:
         self._db = db
         self._metrics = metrics
@@ -99,9 +110,11 @@ class Inbox:
             "inbox-read", self._read, _MAX_BATCH
         )
         self._acks: Batcher[PendingAck, int] = Batcher(
-            "inbox-ack", self._delete, _MAX_BATCH, linger=_ACK_LINGER
+            "inbox-ack", self._delete, _MAX_BATCH, linger=ack_linger
         )
         self._streams: dict[UUID, DeliveryStream] = {}
+        #: Acked positions queued and not yet taken by a batch.
+        self._waiting = 0
 
     def start(self) -> None:
         self._reads.start()
@@ -165,6 +178,10 @@ class Inbox:
         handed = set(given)
         return handed, others - handed
 
+    def hurry_acks(self) -> None:
+        """A connection waits for its acks' deletes: the batch lingers no more."""
+        self._acks.hurry()
+
     def read(self, device_id: UUID, after: int, limit: int) -> "asyncio.Future[list[InboxEntry]]":
         return self._reads.submit(_Read(device_id, after, limit))
 
@@ -172,7 +189,20 @@ class Inbox:
         """Queue these positions' delete; the returned ack takes more until its batch begins."""
         pending = PendingAck(device_id, official_id, positions)
         pending.future = self._acks.submit(pending)
+        self._queued(len(positions))
         return pending
+
+    def join(self, pending: PendingAck, positions: list[int]) -> bool:
+        """Add ``positions`` to ``pending`` if its batch has not begun."""
+        if not pending.join(positions):
+            return False
+        self._queued(len(positions))
+        return True
+
+    def _queued(self, positions: int) -> None:
+        self._waiting += positions
+        if self._waiting >= ACK_BATCH_POSITIONS:
+            self._acks.hurry()
 
     async def _read(self, reads: list[_Read]) -> list[list[InboxEntry]]:
         if self._metrics is not None:
@@ -184,6 +214,7 @@ class Inbox:
     async def _delete(self, acks: list[PendingAck]) -> list[int]:
         for ack in acks:  # before any await: nothing joins them from here on
             ack.taken = True
+            self._waiting -= len(ack.positions)
         officials = {ack.device_id: ack.official_id for ack in acks}
 
         async def record(conn: Executor, rows: list[Any]) -> None:
@@ -339,7 +370,7 @@ class DeliveryStream:
             if not positions:
                 return
             unacked.difference_update(positions)
-        if self._open_ack is None or not self._open_ack.join(positions):
+        if self._open_ack is None or not self._inbox.join(self._open_ack, positions):
             self._pending_acks = [f for f in self._pending_acks if not f.done()]
             if len(self._pending_acks) >= _MAX_PENDING_ACKS:
                 await asyncio.wait(self._pending_acks, return_when=asyncio.FIRST_COMPLETED)
@@ -353,7 +384,10 @@ class DeliveryStream:
             self._wake.set()
 
     async def flush_acks(self) -> None:
-        """Wait until every ack received so far is stored (or has failed)."""
+        """Wait until every ack received so far is stored (or has failed); their
+        batch lingers no more."""
+        if any(not f.done() for f in self._pending_acks):
+            self._inbox.hurry_acks()
         await asyncio.gather(*self._pending_acks, return_exceptions=True)
         self._pending_acks.clear()
 

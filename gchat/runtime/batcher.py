@@ -14,6 +14,8 @@ and submits each device's sends always to the same one.
 Work nobody waits for (ack deletes: the window room is freed at once) may
 ``linger``: a batch then waits that long for company after its first
 request, so at low load it still carries many requests instead of one.
+Whoever does come to wait for it (a closing connection waits for its acks'
+deletes) ends the wait with ``hurry``.
 """
 
 import asyncio
@@ -46,13 +48,17 @@ class Batcher(Generic[In, Out]):
         self, name: str, work: Work[In, Out], max_batch: int, linger: float = 0.0
     ) -> None:
         self.name = name
-        self._linger = linger
+        self._linger_seconds = linger
         self._quiet = QuietLog(log)
         self._work = work
         self._max_batch = max_batch
         self._queue: deque[tuple[In, asyncio.Future[Out]]] = deque()
         #: Set by ``submit`` when the task waits for a first item.
         self._waiter: asyncio.Future[None] | None = None
+        #: Set while a batch lingers; ``hurry`` ends the linger.
+        self._lingering: asyncio.Future[None] | None = None
+        #: ``hurry`` was called since the last batch was taken.
+        self._hurried = False
         #: A batch is taken and not yet answered.
         self._busy = False
         #: Set when nothing is queued or running (``stop`` waits for it).
@@ -71,6 +77,7 @@ class Batcher(Generic[In, Out]):
         """Finish what is queued, then stop."""
         if self._task is None:
             return
+        self.hurry()
         while self._queue or self._busy:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
@@ -96,6 +103,28 @@ class Batcher(Generic[In, Out]):
                 waiter.set_result(None)
         return future
 
+    def hurry(self) -> None:
+        """Somebody waits for what is queued: the batch that takes it lingers no more."""
+        self._hurried = True
+        self._end_linger()
+
+    def _end_linger(self) -> None:
+        lingering = self._lingering
+        if lingering is not None and not lingering.done():
+            lingering.set_result(None)
+
+    async def _linger(self) -> None:
+        assert self._loop is not None
+        if self._hurried:
+            return
+        lingering = self._lingering = self._loop.create_future()
+        timer = self._loop.call_later(self._linger_seconds, self._end_linger)
+        try:
+            await lingering
+        finally:
+            timer.cancel()
+            self._lingering = None
+
     async def _run(self) -> None:
         assert self._loop is not None
         queue = self._queue
@@ -109,9 +138,11 @@ class Batcher(Generic[In, Out]):
                 continue
             self._busy = True
             try:
-                if self._linger:
-                    await asyncio.sleep(self._linger)
+                if self._linger_seconds:
+                    await self._linger()
                 batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
+                if not queue:  # whoever hurried waits for this batch or an earlier one
+                    self._hurried = False
                 await self._process(batch)
             finally:
                 self._busy = False

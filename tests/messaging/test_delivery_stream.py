@@ -54,6 +54,9 @@ class SlowInbox:
         self.queued.append(pending)
         return pending
 
+    def join(self, pending: PendingAck, positions: list[int]) -> bool:
+        return pending.join(positions)
+
     def begin_batch(self) -> None:
         """The ack batcher takes what is queued (later acks queue anew)."""
         for pending in self.queued:

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from gchat.runtime.batcher import Batcher
+from tests.support import eventually
 
 
 async def test_a_lingering_batcher_gathers_requests_that_trickle_in() -> None:
@@ -25,6 +26,54 @@ async def test_a_lingering_batcher_gathers_requests_that_trickle_in() -> None:
         assert batches == [[0, 1, 2, 3, 4]]
     finally:
         await lingering.stop()
+
+
+async def test_hurry_ends_a_linger_at_once() -> None:
+    """Somebody waiting for a lingering batch (a closing connection's acks) hurries it."""
+    lingering = Batcher("test", _echo, 100, linger=3600)
+    lingering.start()
+    try:
+        future = lingering.submit(1)
+        await asyncio.sleep(0.05)
+        assert not future.done()  # it lingers
+        lingering.hurry()
+        async with asyncio.timeout(5):
+            assert await future == 1
+    finally:
+        await lingering.stop()
+
+
+async def test_a_hurry_while_a_batch_runs_spares_the_next_batch_its_linger() -> None:
+    """What was queued when the hurry came goes in the next batch, which does not linger."""
+    gate = asyncio.Event()
+    batches: list[list[int]] = []
+
+    async def work(items: list[int]) -> list[int]:
+        batches.append(items)
+        await gate.wait()
+        return items
+
+    lingering = Batcher("test", work, 100, linger=3600)
+    lingering.start()
+    try:
+        first = lingering.submit(1)
+        lingering.hurry()
+        await eventually(lambda: batches == [[1]], what="the first batch runs")
+        second = lingering.submit(2)  # queued while the first batch runs
+        lingering.hurry()
+        gate.set()
+        async with asyncio.timeout(5):
+            assert await asyncio.gather(first, second) == [1, 2]
+        assert batches == [[1], [2]]
+        third = lingering.submit(3)  # nobody hurried this one: it lingers again
+        await asyncio.sleep(0.05)
+        assert not third.done()
+    finally:
+        await lingering.stop()  # hurries what is left
+
+
+async def _echo(items: list[int]) -> list[int]:
+    return items
 
 
 async def test_without_linger_a_lone_request_goes_at_once() -> None:
