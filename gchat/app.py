@@ -271,7 +271,12 @@ class App:
         )
         self._committer.start()
         self.sequencer = Sequencer(
-            db, keys.audit, config.audit_sign_interval_seconds, node_id=self.node_id
+            db,
+            keys.audit,
+            config.audit_sign_interval_seconds,
+            poll_interval=config.audit_poll_seconds,
+            pass_events=config.audit_pass_events,
+            node_id=self.node_id,
         )
         self.sequencer.start()
         self.audit_service = AuditService(

@@ -93,6 +93,12 @@ class Config:
     audit_enabled: bool = True
     #: The audit sequencer signs a tree head this often when the log grew.
     audit_sign_interval_seconds: float = 5.0
+    #: The audit sequencer's passes: an event waits at most this long for one
+    #: (an idle node's poll), and while events keep coming each pass carries
+    #: about ``audit_pass_events`` of them, passes at most every 25 ms
+    #: (gchat.audit.sequencer; 0: every 25 ms whatever it carries).
+    audit_poll_seconds: float = 0.25
+    audit_pass_events: int = 256
     #: ``gchat audit archive`` archives and drops the months of the audit log
     #: that ended more than this many days ago (0: keep the log forever).
     audit_retention_days: int = 0
@@ -200,6 +206,8 @@ def load(
         raise ValueError("workers must be at least 1")
     if config.commit_lanes < 1:
         raise ValueError("commit_lanes must be at least 1")
+    if config.audit_poll_seconds <= 0 or config.audit_pass_events < 0:
+        raise ValueError("audit_poll_seconds must be positive, audit_pass_events at least 0")
     if config.ack_linger_seconds < 0:
         raise ValueError("ack_linger_seconds must be at least 0")
     if config.max_group_members > limits.MAX_GROUP_MEMBERS:

@@ -201,3 +201,12 @@ def test_the_ack_linger_setting_is_read_and_bounded() -> None:
     assert load(environ={"GCHAT_ACK_LINGER_SECONDS": "0.3"}).ack_linger_seconds == 0.3
     with pytest.raises(ValueError, match="ack_linger_seconds"):
         load(environ={"GCHAT_ACK_LINGER_SECONDS": "-0.1"})
+
+
+def test_the_audit_pass_settings_are_read_and_bounded() -> None:
+    config = load(environ={"GCHAT_AUDIT_POLL_SECONDS": "0.5", "GCHAT_AUDIT_PASS_EVENTS": "0"})
+    assert (config.audit_poll_seconds, config.audit_pass_events) == (0.5, 0)
+    with pytest.raises(ValueError, match="audit_poll_seconds"):
+        load(environ={"GCHAT_AUDIT_POLL_SECONDS": "0"})
+    with pytest.raises(ValueError, match="audit_pass_events"):
+        load(environ={"GCHAT_AUDIT_PASS_EVENTS": "-1"})

@@ -44,12 +44,21 @@ rows) per read and append; the tree is extended a slice of ``slice_events``
 leaves at a time with the loop let run between slices, so a pass that
 catches up a backlog does not hold the node for its whole length.
 
-While events keep coming, a pass follows the last one that found some after
-``busy_poll_interval`` (25 ms), not the idle ``poll_interval`` (100 ms): at
-half the relay's capacity a 100 ms pass carried about 800 events, and such
-lumps of work (on the loop and in PostgreSQL) set the sends' p99 (11.9 ms
-against 9.8 with 25 ms, at the same CPU; docs/PERFORMANCE.md). An idle node
-still polls every 100 ms, one cheap statement each.
+When passes come: an event waits at most ``poll_interval`` (250 ms) for
+one, and while events keep coming a pass carries about ``pass_events``
+(256) of them: it follows the last one that found some after as long as
+that many took to arrive at the rate it saw, but not sooner than
+``busy_poll_interval`` (25 ms) nor later than ``poll_interval``. Each pass
+has a fixed cost besides its events' (a wake-up of the node, two statements
+and their commits): at a tenth of the relay's capacity, passes every 25 ms
+of about 40 events each kept the sequencer's PostgreSQL backend at 31-42 ms
+of CPU a second, against 19-20 for passes of about 256 (docs/PERFORMANCE.md,
+"lowload"). Passes of many more events are lumps of work (on the loop and
+in PostgreSQL) that set the sends' p99 at half capacity (a 100 ms pass of
+800 events: 11.9 ms against 9.8 with 25 ms, at the same CPU), which
+``pass_events`` bounds: from about 10,000 events a second passes come every
+25 ms, as before. An idle node polls every ``poll_interval``, one cheap
+statement each.
 
 Tree heads (size, root, timestamp) are signed with the audit key every
 ``sign_interval`` seconds when the tree grew, and at once when any node asks
@@ -90,8 +99,9 @@ class Sequencer:
         db: Database,
         key: IdentityKeyPair,
         sign_interval: float = 5.0,
-        poll_interval: float = 0.1,
+        poll_interval: float = 0.25,
         busy_poll_interval: float = 0.025,
+        pass_events: int = 256,
         retry_seconds: float = 1.0,
         batch: int = 2_000,
         node_id: str = "",
@@ -106,6 +116,7 @@ class Sequencer:
         self._sign_interval = sign_interval
         self._poll = poll_interval
         self._busy_poll = min(busy_poll_interval, poll_interval)
+        self._pass_events = pass_events
         self._retry = retry_seconds
         self._batch = batch
         self._node_id = node_id
@@ -193,7 +204,8 @@ class Sequencer:
         # The interval counts from election (monotonic time has no meaningful zero).
         last_sign = time.monotonic()
         await conn.add_listener(SIGN_CHANNEL, self._on_notify)
-        busy = False
+        found = 0
+        began = time.monotonic()
         try:
             while not self._stopping:
                 if lost.is_set():
@@ -202,21 +214,33 @@ class Sequencer:
                 self._sign_now.clear()
                 self._kick.clear()
                 sequenced = self.sequenced
-                horizon = await self._pass(conn, tree, horizon, busy)
-                busy = self.sequenced != sequenced
+                last_began, began = began, time.monotonic()
+                horizon = await self._pass(conn, tree, horizon, busy=found > 0)
+                found = self.sequenced - sequenced
                 now = time.monotonic()
                 if wanted or (tree.size != signed_size and now - last_sign >= self._sign_interval):
                     await self._sign(conn, tree)
                     signed_size, last_sign = tree.size, now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        self._kick.wait(), self._busy_poll if busy else self._poll
+                        self._kick.wait(), self.next_pass_in(found, began - last_began)
                     )
                 if lost.is_set():
                     raise ConnectionResetError("the sequencer's database session ended")
         finally:
             with contextlib.suppress(Exception):
                 await unlisten(conn, SIGN_CHANNEL, self._on_notify)
+
+    def next_pass_in(self, found: int, over: float) -> float:
+        """Seconds to wait after a pass that found ``found`` events, ``over`` seconds
+        after the pass before it began: as long as ``pass_events`` took to arrive
+        at that rate, within [``busy_poll_interval``, ``poll_interval``].
+
+        The kick (a tree head wanted, the node stopping) ends any wait early.
+        """
+        if not found:
+            return self._poll
+        return min(self._poll, max(self._busy_poll, over * self._pass_events / found))
 
     async def _pass(
         self,

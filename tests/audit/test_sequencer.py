@@ -136,7 +136,9 @@ async def test_while_events_keep_coming_passes_follow_each_other_sooner(
     database_url: str,
 ) -> None:
     """A pass that found events is followed after the busy interval, not the
-    idle poll: with an hour's idle poll, a steady trickle is still sequenced."""
+    idle poll: with an hour's idle poll, a steady trickle is still sequenced
+    (``pass_events`` 0: a pass follows after the busy interval whatever the
+    last one carried; the spacing by events is the trickle test below)."""
     db = await Database.connect(database_url, min_size=1, max_size=3)
     log = AuditLog()
 
@@ -147,7 +149,7 @@ async def test_while_events_keep_coming_passes_follow_each_other_sooner(
     await add()  # the first pass finds one, so the sequencer is busy from the start
     sequencer = Sequencer(
         db, IdentityKeyPair.generate(), sign_interval=3600, poll_interval=3600,
-        busy_poll_interval=0.5,
+        busy_poll_interval=0.5, pass_events=0,
     )
     try:
         sequencer.start()
@@ -159,6 +161,64 @@ async def test_while_events_keep_coming_passes_follow_each_other_sooner(
                 added += 1
                 await asyncio.sleep(0.01)
         await eventually(lambda: sequencer.sequenced == added, what="the trickle is sequenced")
+    finally:
+        await sequencer.stop()
+        await db.close()
+
+
+def test_passes_are_spaced_to_carry_pass_events_within_the_busy_and_idle_intervals() -> None:
+    sequencer = Sequencer(
+        None,  # type: ignore[arg-type]  # only the timing is asked
+        IdentityKeyPair.generate(), poll_interval=0.25, busy_poll_interval=0.025, pass_events=256,
+    )
+    assert sequencer.next_pass_in(0, 0.1) == 0.25  # nothing found: the idle poll
+    assert sequencer.next_pass_in(40, 0.025) == pytest.approx(0.16)  # 1,600 events/s
+    assert sequencer.next_pass_in(400, 0.025) == 0.025  # 16,000/s: no sooner than the busy poll
+    assert sequencer.next_pass_in(2, 0.25) == 0.25  # a trickle: no later than the idle poll
+    every_time = Sequencer(
+        None,  # type: ignore[arg-type]
+        IdentityKeyPair.generate(), poll_interval=0.25, busy_poll_interval=0.025, pass_events=0,
+    )
+    assert every_time.next_pass_in(2, 0.25) == 0.025
+
+
+async def test_a_steady_trickle_is_sequenced_in_few_passes_each_within_the_poll_interval(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 100 events a second and ``pass_events`` 1,000, passes come every
+    ``poll_interval`` (0.4 s), not every busy poll (25 ms: some 50 appends in
+    the 1.2 s), and every event is still sequenced."""
+    db = await Database.connect(database_url, min_size=1, max_size=3)
+    log = AuditLog()
+    appends = 0
+    append_events = audit_store.append_events
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal appends
+        appends += 1
+        return await append_events(*args, **kwargs)
+
+    monkeypatch.setattr(audit_store, "append_events", counted)
+
+    async def add() -> None:
+        async with db.transaction() as conn:
+            await log.record(conn, AuditEvent("test.event"))
+
+    sequencer = Sequencer(
+        db, IdentityKeyPair.generate(), sign_interval=3600, poll_interval=0.4,
+        busy_poll_interval=0.025, pass_events=1000,
+    )
+    try:
+        sequencer.start()
+        await eventually(lambda: sequencer.leading, what="the sequencer leads")
+        loop = asyncio.get_running_loop()
+        added, end = 0, loop.time() + 1.2
+        while loop.time() < end:
+            await add()
+            added += 1
+            await asyncio.sleep(0.01)
+        await eventually(lambda: sequencer.sequenced == added, what="the trickle is sequenced")
+        assert appends <= 6, appends  # 1.2 s / 0.4 s, and the one that ends it
     finally:
         await sequencer.stop()
         await db.close()
