@@ -140,3 +140,22 @@ async def test_a_client_id_with_a_comma_is_refused_not_split(database_url: str) 
         assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 0
     finally:
         await db.close()
+
+
+async def test_a_batch_of_more_events_than_a_backlog_row_holds_writes_rows_in_order(
+    database_url: str,
+) -> None:
+    """300 sends, every one inserted: their "message.accepted" events go in
+    as backlog rows of 256 and 44 (migration 0021), in the batch's order."""
+    db = await Database.connect(database_url, min_size=1, max_size=2)
+    try:
+        pairs = await seed_pairs(db, 3)
+        batch = [_send(pairs[i % 3], f"c{i}") for i in range(300)]
+        _, hashes = await _store(db, batch)
+        sizes = await db.pool.fetch(
+            "SELECT cardinality(entries) FROM audit_backlog ORDER BY xid, id")
+        assert [row[0] for row in sizes] == [256, 44]
+        events = await db.pool.fetch("SELECT leaf_hash FROM audit_pending ORDER BY xid, id")
+        assert [bytes(row[0]) for row in events] == hashes
+    finally:
+        await db.close()
