@@ -2,6 +2,7 @@
 for a few sends and by one hash table for more, never by comparing every row
 with every other in a large batch; both pick exactly the sends inserted."""
 
+import asyncio
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -157,5 +158,91 @@ async def test_a_batch_of_more_events_than_a_backlog_row_holds_writes_rows_in_or
         assert [row[0] for row in sizes] == [256, 44]
         events = await db.pool.fetch("SELECT leaf_hash FROM audit_pending ORDER BY xid, id")
         assert [bytes(row[0]) for row in events] == hashes
+    finally:
+        await db.close()
+
+
+async def test_a_send_racing_one_of_the_same_client_id_is_answered_as_that_one(
+    database_url: str,
+) -> None:
+    """The statement looks stored client ids up and inserts the rest as plain
+    rows; a send of the same client id by a transaction still in flight is not
+    seen by the look-up. Once that one commits, the batch is answered as a
+    retry of it for that send, and the others are stored, each with its
+    envelope and "message.accepted" event, as ``ON CONFLICT`` would."""
+    db = await Database.connect(database_url, min_size=1, max_size=2)
+    other = await asyncpg.connect(database_url)
+    try:
+        pairs = await seed_pairs(db, 6)
+        racing = _send(pairs[0], "raced")
+        batch = [_send(pairs[0], "raced"), *(_send(p, f"c{i}") for i, p in enumerate(pairs))]
+        await other.execute("BEGIN")
+        await other.execute(
+            """INSERT INTO messages (id, sender_device, sender_official, recipient_official,
+                                     client_message_id, sent_at)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            racing.message_id, racing.sender_device, racing.sender_official,
+            racing.recipient_official, racing.client_message_id, racing.sent_at,
+        )
+        storing = asyncio.ensure_future(_store(db, batch))
+        # The batch's insert waits on the unique index for the other transaction.
+        for _ in range(500):
+            if await db.pool.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+            ):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the batch did not wait for the racing send")
+        assert not storing.done()
+        await other.execute("COMMIT")
+        stored, hashes = await storing
+
+        assert [(s.message_id, s.duplicate) for s in stored] == [
+            (racing.message_id, True),
+            *[(m.message_id, False) for m in batch[1:]],
+        ]
+        inbox = await db.pool.fetch("SELECT message_id FROM inbox")
+        assert sorted(row[0] for row in inbox) == sorted(m.message_id for m in batch[1:])
+        events = await db.pool.fetch("SELECT leaf_hash FROM audit_pending ORDER BY id")
+        assert [bytes(row[0]) for row in events] == hashes[1:]
+    finally:
+        await other.close()
+        await db.close()
+
+
+async def test_a_batch_looks_each_client_id_up_on_a_plan_cached_while_messages_was_empty(
+    database_url: str,
+) -> None:
+    """A pinned connection keeps the generic plan it made on the first batch,
+    when ``messages`` was empty; with 5,000 messages kept, a batch of 8
+    still reads the unique index of client ids once per send, not in full."""
+    db = await Database.connect(database_url, min_size=1, max_size=1)
+    try:
+        pairs = await seed_pairs(db, 8)
+        for n in range(7):  # past the five executions, on the cached plans
+            await _store(db, [_send(pair, f"early{n}.{i}") for i, pair in enumerate(pairs)])
+        sender_official, sender, recipient_official, _ = pairs[0]
+        await db.pool.execute(
+            """INSERT INTO messages (id, sender_device, sender_official, recipient_official,
+                                     client_message_id, sent_at)
+               SELECT gen_random_uuid(), $1, $2, $3, 'grown' || g, now()
+               FROM generate_series(1, 5000) g""",
+            sender, sender_official, recipient_official,
+        )
+        read = """SELECT idx_tup_read FROM pg_stat_user_indexes
+                  WHERE indexrelname = 'messages_sender_device_client_message_id_key'"""
+
+        async def tuples_read() -> int:
+            for pool in (db.pool, db.pinned):
+                await pool.execute("SELECT pg_stat_force_next_flush()")
+            async with db.pool.acquire() as conn:
+                await conn.execute("SELECT pg_stat_clear_snapshot()")
+                return int(await conn.fetchval(read))
+
+        before = await tuples_read()
+        stored, _ = await _store(db, [_send(pair, f"late{i}") for i, pair in enumerate(pairs)])
+        assert not any(s.duplicate for s in stored)
+        assert await tuples_read() - before <= 2 * len(pairs)
     finally:
         await db.close()
