@@ -395,10 +395,11 @@ _FEW = 4
 # ways (``:not_stored``). The statement that is its own transaction (given
 # standings) looks it up and inserts the rest as plain rows. ``ON CONFLICT
 # DO NOTHING`` would instead insert each row speculatively: a lock taken
-# and released per row and a WAL record more to confirm it (48 bytes of
-# the statement's 1.4 kB per send), 4-6% of the statement's time for 100
-# sends (docs/PERFORMANCE.md, pgsend). A send of the same client id by
-# another transaction still in flight is not seen by the look-up; the
+# and released per row and one WAL record more to confirm it (10.25
+# records and 1,450 bytes of WAL per send against 11.26 and 1,519 for 100
+# sends; its CPU the same within noise: docs/PERFORMANCE.md, pgsend). A
+# send of the same client id by another transaction still in flight is
+# not seen by the look-up; the
 # unique index then makes the statement fail whole (it wrote nothing), and
 # it runs again with ``ON CONFLICT``, which waits for that transaction and
 # skips the message if it committed. Inside the caller's transaction a
