@@ -8,7 +8,8 @@ batch's "message.accepted", its ack batch's "message.delivered") and the
 sequencer moves them into the log; a relay phase on a shared machine is too
 noisy to show what the backlog's shape costs PostgreSQL. For each batch
 size B this writes ``--events`` "message.delivered" events through
-``AuditLog.record_delivered``, B per statement (an ack batch of B
+the node's encoder and ``insert_events`` (as ``AuditLog.record_delivered``
+did until the ack's delete made them in SQL), B per statement (an ack batch of B
 envelopes; one at low load) and 256 per transaction (so that the
 statements are measured, not the commits), then starts the real sequencer and waits until
 every event has a leaf. Each phase reports the CPU of the database's
@@ -47,11 +48,15 @@ async def _logged(probe: Any, size: int) -> None:
 
 async def one(events: int, batch: int) -> dict[str, Any]:
     """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
+    from datetime import UTC, datetime
+
     import asyncpg
 
-    from gchat.audit.log import AuditLog
+    from gchat.audit.merkle import leaf_hash
     from gchat.audit.sequencer import Sequencer
     from gchat.runtime.server_keys import ServerKeys
+    from gchat.store import audit as store
+    from gchat.store import audit_codec as codec
     from gchat.store import migrations
     from gchat.store.database import Database
     from loadtests.harness import TempDatabase
@@ -62,7 +67,16 @@ async def one(events: int, batch: int) -> dict[str, Any]:
     try:
         async with db.pool.acquire() as conn:
             await migrations.migrate(conn)
-        log = AuditLog()
+        encoder = codec.DeliveredCodec()
+
+        async def record_delivered(conn: Any, deliveries: list[Any], agencies: Any) -> None:
+            at = datetime.now(UTC)
+            hashes, stored = [], []
+            for entry, row in encoder.encode(deliveries, agencies, codec.time_text(at)):
+                hashes.append(leaf_hash(entry))
+                stored.append(row)
+            await store.insert_events(conn, store.EncodedEvents(at, hashes, stored))
+
         officials = [uuid.uuid4() for _ in range(20)]
         agency = uuid.uuid4()
         agencies = dict.fromkeys(officials, agency)
@@ -78,7 +92,7 @@ async def one(events: int, batch: int) -> dict[str, Any]:
             for start in range(0, count, step):
                 async with db.transaction() as conn:
                     for first in range(start, min(count, start + step), batch):
-                        await log.record_delivered(conn, deliveries(first), agencies)
+                        await record_delivered(conn, deliveries(first), agencies)
 
         keys = ServerKeys.load_or_create(Path(f"/tmp/{temp.name}-keys"))
         sequencer = Sequencer(db, keys.audit, sign_interval=3600, poll_interval=0.01,

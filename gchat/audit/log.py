@@ -142,29 +142,6 @@ class AuditLog:
         if encoded is not None:
             await store.insert_events(conn, encoded)
 
-    async def record_delivered(
-        self, conn: Executor, deliveries: Sequence[Delivered], agencies: Mapping[UUID, UUID]
-    ) -> None:
-        """Append one "message.delivered" event per acked envelope, in one statement.
-
-        The same entries :meth:`record` writes for such events (docs/AUDIT.md:
-        the recipient official and device as actor; message id, position,
-        sender official and device as details), encoded from a template
-        (:class:`codec.DeliveredCodec`): a draining device acks thousands of
-        envelopes a second.  ``agencies``: the officials' agencies, read by
-        the ack's delete; an official without one has none (as
-        :meth:`encode` would find).
-        """
-        if not self.enabled or not deliveries:
-            return
-        at = datetime.now(UTC)
-        time = codec.time_text(at)
-        hashes, stored = [], []
-        for entry, row in _DELIVERED.encode(deliveries, agencies, time):
-            hashes.append(leaf_hash(entry))
-            stored.append(row)
-        await store.insert_events(conn, store.EncodedEvents(at, hashes, stored))
-
     async def encode(
         self,
         conn: Executor,
@@ -254,7 +231,6 @@ class AuditLog:
 #: sender device).
 Delivered = tuple[UUID, UUID, UUID, int, UUID, UUID]
 
-_DELIVERED = codec.DeliveredCodec()
 _ACCEPTED = codec.AcceptedCodec()
 _ACCEPTED_DETAILS = frozenset(
     ("message_id", "sent_at", "ciphertext_bytes", "recipient_devices", "message_kind",

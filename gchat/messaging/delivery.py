@@ -9,8 +9,9 @@ envelopes, which is the only way they leave the inbox before they expire.
 
 The database work goes through the node's ``Inbox``: the reads of every
 device a commit batch woke become one statement, and so do the deletes of
-every ack that arrived meanwhile (with their "message.delivered" audit
-events, in the same transaction). An ack frees window room at once; its
+every ack that arrived meanwhile, with their "message.delivered" audit
+events (which that statement makes from the rows it deletes: no transaction
+stays open across a turn of the loop). An ack frees window room at once; its
 delete follows in the next batch, which waits for company (up to
 ``ack_linger``, or until ``ACK_BATCH_POSITIONS`` positions wait), and a
 connection closing waits for its acks' deletes, hurrying them.
@@ -29,14 +30,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
 from uuid import UUID
 
-from gchat.audit.log import AuditLog, Delivered
+from gchat.audit.log import AuditLog
 from gchat.runtime.batcher import Batcher
 from gchat.runtime.metrics import NodeMetrics
 from gchat.store import messages
-from gchat.store.database import Database, Executor
+from gchat.store.database import Database
 from gchat.store.messages import InboxEntry, NewMessage
 from protocol.frames import Deliver, QueueEmpty, wire_time
 
@@ -215,30 +216,11 @@ class Inbox:
         for ack in acks:  # before any await: nothing joins them from here on
             ack.taken = True
             self._waiting -= len(ack.positions)
-        officials = {ack.device_id: ack.official_id for ack in acks}
-
-        async def record(conn: Executor, rows: list[Any]) -> None:
-            assert self._audit is not None
-            agencies = {}  # read by the delete itself: no look-up of its own
-            delivered: list[Delivered] = []
-            for row in rows:
-                if row["sender_agency"] is not None:
-                    agencies[row["sender_official"]] = row["sender_agency"]
-                official = officials[row["device_id"]]
-                if row["device_agency"] is not None:
-                    agencies[official] = row["device_agency"]
-                delivered.append((official, row["device_id"], row["message_id"],
-                                  row["position"], row["sender_official"], row["sender_device"]))
-            await self._audit.record_delivered(conn, delivered, agencies)
-
-        rows = await messages.delete_acked_many(
+        deleted = await messages.delete_acked_many(
             self._db.pinned,
             [(ack.device_id, position) for ack in acks for position in ack.positions],
-            record if self._audit is not None else None,
+            datetime.now(UTC) if self._audit is not None else None,
         )
-        deleted: dict[UUID, int] = {}
-        for row in rows:
-            deleted[row["device_id"]] = deleted.get(row["device_id"], 0) + 1
         return [deleted.pop(ack.device_id, 0) for ack in acks]
 
 

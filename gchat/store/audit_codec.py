@@ -353,6 +353,10 @@ class DeliveredCodec:
     constant pieces with the values put in; both forms are exactly what
     :func:`canonical_json` of :func:`gchat.audit.log.entry_fields` and
     :func:`encode_fields` write (tested against them on random events).
+
+    Since 2026-12-05 the node does not run it: an ack batch's delete makes
+    these entries in SQL (:func:`delivered_sql`, from this class's constant
+    pieces), and this is the Python form they are tested against.
     """
 
     def __init__(self) -> None:
@@ -426,6 +430,86 @@ class DeliveredCodec:
         tail = (f',"sender_device":"{sender_device}","sender_official":"{sender_official}"}},'
                 '"kind":"message.delivered","time":"')
         return head, tail, stored_head, stored_tail, ref
+
+
+def _bytea(value: bytes) -> str:
+    """A bytea literal of ``value`` (for SQL written here from constants)."""
+    return f"'\\x{value.hex()}'::bytea"
+
+
+def _last_ref(ids: str, value: str) -> str:
+    """SQL: the place (from 0) of ``value`` among the up to 6 ``ids``, the last
+    if it is there more than once (as :func:`_id_form`'s ``ref`` finds it); NULL
+    if it is not there."""
+    places = " ".join(f"WHEN {ids}[{i}] = {value} THEN {i - 1}" for i in range(6, 0, -1))
+    return f"CASE {places} END"
+
+
+def delivered_sql(source: str, at: str) -> str:
+    """A SELECT of ``n``, ``leaf_hash`` and ``entry`` (the stored form) of the
+    "message.delivered" event of each row of ``source``: the bytes
+    :class:`DeliveredCodec` writes for it, made by PostgreSQL, so that an ack
+    batch's delete writes its events in its own statement (no transaction
+    left open while the node encodes them between two statements; tested
+    against :class:`DeliveredCodec` on random events).
+
+    ``source``: a relation with columns ``n`` (the event's order), ``official``,
+    ``device``, ``message_id``, ``position``, ``sender_official``,
+    ``sender_device``, ``official_agency`` and ``sender_agency`` (NULL: none);
+    ``at``: the SQL of the events' time (the backlog row's ``created_at``).
+    The event's ids (officials, agencies, devices: each set sorted, as
+    :func:`_head` lists them) are at most six, so each id's reference is a
+    comparison with each; the message id is not among them but for a
+    coincidence of ids, which is handled alike.
+    """
+    p = DeliveredCodec()._parts
+    ids = "s.ids"
+    length = " || ".join(
+        ["uuid_send(s.ids[1])"] + [f"coalesce(uuid_send(s.ids[{i}]), ''::bytea)"
+                                    for i in range(2, 7)])
+
+    def ref(value: str) -> str:  # NULL if not among them (set_byte is strict)
+        return f"set_byte('\\x0100'::bytea, 1, {_last_ref(ids, value)})"
+
+    kind = _KIND_INDEX["message.delivered"]
+    return f"""
+    SELECT s.n,
+           sha256('\\x00'::bytea || convert_to(
+               '{{"actor_device":"' || s.device || '","actor_official":"' || s.official
+               || '","details":{{"message_id":"' || s.message_id
+               || '","position":' || s.position
+               || ',"sender_device":"' || s.sender_device
+               || '","sender_official":"' || s.sender_official
+               || '"}},"kind":"message.delivered","time":"'
+               || to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+               || '","v":1}}', 'UTF8')) AS leaf_hash,
+           int4send((cardinality(s.ids) << 24) | ((s.officials + s.agencies) << 16)
+                    | (s.officials << 8) | {kind})
+           || {length}
+           || {_bytea(p[0])} || {ref("s.device")} || {_bytea(p[1])} || {ref("s.official")}
+           || {_bytea(p[2])}
+           || coalesce({ref("s.message_id")}, '\\x03'::bytea || uuid_send(s.message_id))
+           || {_bytea(p[3])} || convert_to(s.position::text, 'UTF8')
+           || {_bytea(p[4])} || {ref("s.sender_device")} || {_bytea(p[5])}
+           || {ref("s.sender_official")} || {_bytea(p[6])} AS entry
+    FROM (SELECT r.n, r.official, r.device, r.message_id, r.position, r.sender_official,
+                 r.sender_device,
+                 array_remove(ARRAY[
+                     least(r.official, r.sender_official),
+                     nullif(greatest(r.official, r.sender_official),
+                            least(r.official, r.sender_official)),
+                     least(r.official_agency, r.sender_agency),
+                     nullif(greatest(r.official_agency, r.sender_agency),
+                            least(r.official_agency, r.sender_agency)),
+                     least(r.device, r.sender_device),
+                     nullif(greatest(r.device, r.sender_device),
+                            least(r.device, r.sender_device))], NULL) AS ids,
+                 CASE WHEN r.official = r.sender_official THEN 1 ELSE 2 END AS officials,
+                 CASE WHEN r.official_agency IS NULL AND r.sender_agency IS NULL THEN 0
+                      WHEN r.official_agency IS NULL OR r.sender_agency IS NULL
+                           OR r.official_agency = r.sender_agency THEN 1
+                      ELSE 2 END AS agencies
+          FROM {source} r OFFSET 0) AS s"""  # noqa: S608 - constant SQL
 
 
 #: The values of one "message.accepted" event (docs/AUDIT.md section 1): sender

@@ -10,17 +10,16 @@ later finds a smaller one appear.
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from gchat.store.audit import ROW_EVENTS, EncodedEvents, insert_events
+from gchat.store.audit_codec import delivered_sql
 from gchat.store.database import Executor
 from gchat.store.policies import SendStanding, standings_parameters, unchanged_cte
 
@@ -617,87 +616,95 @@ async def fetch_inboxes(
     return found
 
 
-#: Called with the deleting transaction's connection and the deleted rows
-#: (device_id, message_id, position, sender_official, sender_device): the
-#: audit log's "message.delivered" events are written in the same transaction.
-OnDeleted = Callable[[Executor, list[Any]], Awaitable[None]]
+# An ack batch's delete: the rows named by (device, position) pairs, each
+# device's own. What comes back is a row per device: how many of its rows
+# were deleted, and the message ids of those that pointed at a shared body.
+_ACK_DELETED = """d AS (
+    DELETE FROM inbox i USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position)
+    WHERE i.device_id = a.device_id AND i.position = a.position
+    RETURNING i.device_id, i.message_id, i.ciphertext IS NULL AS shared)"""
+_ACK_ANSWER = """SELECT device_id, count(*)::int AS deleted,
+       array_agg(message_id) FILTER (WHERE shared) AS shared
+FROM d GROUP BY device_id"""
 
+#: The delete when nothing is audited (``audit_enabled`` off).
+ACK_DELETE = f"WITH {_ACK_DELETED}\n{_ACK_ANSWER}"
 
-#: An ack batch's delete (:func:`delete_acked_many`; ``loadtests.ack_delete``
-#: times it against the formulation before). The agencies are looked up once
-#: per device and once per sender, not per row: a draining device acks
-#: hundreds of one sender's envelopes in one batch, and two look-ups per row
-#: were about as much PostgreSQL time as the delete itself. Each look-up is a
-#: scalar subquery by primary key, so its plan does not depend on statistics.
-#: The look-ups come back as two arrays (ids, agencies) that each row indexes
-#: with ``array_position``: joining the rows to them as tables was a nested
-#: loop (the pinned plans have no hash join) comparing every row with every
-#: distinct device and sender, 80% of a 500-row batch from 100 pairs (12.0
-#: against 2.7 ms under EXPLAIN ANALYZE, docs/PERFORMANCE.md).
-ACK_DELETE = """WITH d AS (
-              DELETE FROM inbox i
-              USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position), messages m
-              WHERE i.device_id = a.device_id AND i.position = a.position
-                AND m.id = i.message_id
-              RETURNING i.device_id, i.message_id, i.position,
-                        i.ciphertext IS NULL AS shared, m.sender_official, m.sender_device),
-            device_agencies AS MATERIALIZED (
-              SELECT array_agg(v.id) AS ids,
-                     array_agg((SELECT o.agency_id FROM devices x JOIN officials o
-                                  ON o.id = x.official_id WHERE x.id = v.id)) AS agencies
-              FROM (SELECT DISTINCT device_id AS id FROM d) v),
-            sender_agencies AS MATERIALIZED (
-              SELECT array_agg(s.id) AS ids,
-                     array_agg((SELECT o.agency_id FROM officials o WHERE o.id = s.id))
-                       AS agencies
-              FROM (SELECT DISTINCT sender_official AS id FROM d) s)
-            SELECT d.*, da.agencies[array_position(da.ids, d.device_id)] AS device_agency,
-                   sa.agencies[array_position(sa.ids, d.sender_official)] AS sender_agency
-            FROM d, device_agencies da, sender_agencies sa"""
+#: An ack batch's delete with its "message.delivered" audit events, in one
+#: statement, autocommitted: no transaction stays open while the node's loop
+#: turns (as a DELETE, the node's encoding of its rows, then the events'
+#: INSERT did, "idle in transaction" most of its time, docs/PERFORMANCE.md
+#: "acks"). The events' bytes are made in SQL from the deleted rows
+#: (:func:`audit_codec.delivered_sql`, tested against the node's encoder),
+#: written as backlog rows of up to ``ROW_EVENTS`` with the node's time ($3),
+#: as :func:`insert_events` writes them. The recipient official and both
+#: agencies are looked up once per distinct device and sender, not per row
+#: (a draining device acks hundreds of one sender's envelopes at once), each
+#: by primary key so that no plan depends on statistics; each row finds its
+#: own with ``array_position`` (as a join, the pinned plans' nested loop
+#: compared every row with every device and sender: 12.0 against 2.7 ms
+#: for a 500-row batch, docs/PERFORMANCE.md).
+ACK_DELETE_AUDITED = f"""WITH d AS (
+    DELETE FROM inbox i
+    USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position), messages m
+    WHERE i.device_id = a.device_id AND i.position = a.position AND m.id = i.message_id
+    RETURNING i.device_id, i.message_id, i.position, i.ciphertext IS NULL AS shared,
+              m.sender_official, m.sender_device),
+recipients AS MATERIALIZED (
+    SELECT array_agg(v.id) AS ids, array_agg(w.official_id) AS officials,
+           array_agg(w.agency_id) AS agencies
+    FROM (SELECT DISTINCT device_id AS id FROM d) v
+    LEFT JOIN LATERAL (SELECT x.official_id, o.agency_id FROM devices x
+                       JOIN officials o ON o.id = x.official_id WHERE x.id = v.id) w ON true),
+senders AS MATERIALIZED (
+    SELECT array_agg(s.id) AS ids,
+           array_agg((SELECT o.agency_id FROM officials o WHERE o.id = s.id)) AS agencies
+    FROM (SELECT DISTINCT sender_official AS id FROM d) s),
+events AS (
+    SELECT row_number() OVER () AS n, d.device_id AS device, d.message_id, d.position,
+           d.sender_official, d.sender_device,
+           r.officials[array_position(r.ids, d.device_id)] AS official,
+           r.agencies[array_position(r.ids, d.device_id)] AS official_agency,
+           s.agencies[array_position(s.ids, d.sender_official)] AS sender_agency
+    FROM d, recipients r, senders s),
+entries AS ({delivered_sql("events", "$3")}),
+audited AS (
+    INSERT INTO audit_backlog (created_at, leaf_hashes, entries)
+    SELECT $3, string_agg(leaf_hash, ''::bytea ORDER BY n), array_agg(entry ORDER BY n)
+    FROM entries GROUP BY (n - 1) / {ROW_EVENTS} ORDER BY (n - 1) / {ROW_EVENTS})
+{_ACK_ANSWER}"""  # noqa: S608 - constant SQL
 
 
 async def delete_acked_many(
-    db: Executor, acks: Sequence[tuple[UUID, int]], on_deleted: OnDeleted | None = None
-) -> list[Any]:
-    """Delete the (device, position) envelopes in one statement; returns the rows deleted.
+    db: Executor, acks: Sequence[tuple[UUID, int]], audited_at: datetime | None = None
+) -> dict[UUID, int]:
+    """Delete the (device, position) envelopes in one statement; returns how many
+    rows of each device it deleted.
 
     Each pair names the acking device's own envelope, so no device can
-    delete another's. A shared body (group send, membership event) goes
-    with its last inbox row. Call it outside a transaction (with the pool):
-    the body check is its own statement after the delete committed, so of
-    two devices acking the last two rows at once, the later check sees both
-    deletes and drops the body. Pass the pinned pool (``Database.pinned``):
-    the delete's plan must not scan the inbox. Each row also carries the
-    agencies of the acking device's official and of the sender (NULL if
-    unknown), which its "message.delivered" audit event needs.
+    delete another's. With ``audited_at`` the statement also appends one
+    "message.delivered" audit event per row deleted, at that time
+    (:data:`ACK_DELETE_AUDITED`). A shared body (group send, membership
+    event) goes with its last inbox row. Call it outside a transaction (with
+    the pool): the body check is its own statement after the delete
+    committed, so of two devices acking the last two rows at once, the later
+    check sees both deletes and drops the body. Pass the pinned pool
+    (``Database.pinned``): the delete's plan must not scan the inbox.
     """
-    args = ([device for device, _ in acks], [position for _, position in acks])
-    if on_deleted is None:
-        rows = await db.fetch(ACK_DELETE, *args)
+    devices = [device for device, _ in acks]
+    positions = [position for _, position in acks]
+    if audited_at is None:
+        rows = await db.fetch(ACK_DELETE, devices, positions)
     else:
-        async with _transaction(db) as conn:
-            rows = await conn.fetch(ACK_DELETE, *args)
-            if rows:
-                await on_deleted(conn, rows)
-    shared = list({row["message_id"] for row in rows if row["shared"]})
+        rows = await db.fetch(ACK_DELETE_AUDITED, devices, positions, audited_at)
+    shared = [message_id for row in rows if row["shared"] for message_id in row["shared"]]
     if shared:
         await db.execute(
             """DELETE FROM message_bodies b WHERE b.message_id = ANY($1::uuid[])
                AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.message_id = b.message_id)""",
-            shared,
+            list(set(shared)),
         )
-    return list(rows)
-
-
-@asynccontextmanager
-async def _transaction(db: Executor) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction on ``db``: a pool's connection, or the given connection."""
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn, conn.transaction():
-            yield conn
-    else:
-        async with db.transaction():
-            yield db
+    return {row["device_id"]: row["deleted"] for row in rows}
 
 
 async def expire(db: Executor, retention_cutoff: datetime) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gchat.audit.log import (
@@ -426,3 +426,52 @@ async def test_the_sql_decoder_and_index_agree_with_python(empty_database_url: s
             assert ids == [*officials, *agencies] * 2
     finally:
         await conn.close()
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # a URL, nothing to reset
+@given(
+    pool=st.lists(st.uuids(), min_size=8, max_size=8, unique=True),
+    events=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7), st.integers(0, 7),
+                              st.integers(0, 7), st.integers(0, 7),
+                              st.integers(0, 2**63 - 1)), min_size=1, max_size=6),
+    with_agency=st.lists(st.sampled_from([None, 0, 1, 2, 3, 4, 5, 6, 7]), min_size=8,
+                         max_size=8),
+    at=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+)
+async def test_the_sql_delivered_encoder_writes_what_python_writes(
+    empty_database_url: str, pool: list[UUID], events: list[tuple[int, ...]],
+    with_agency: list[int | None], at: datetime,
+) -> None:
+    """An ack's delete makes its "message.delivered" entries in SQL
+    (:func:`codec.delivered_sql`): their leaf hashes and stored forms are the
+    node's encoder's and the general encoder's, byte for byte -- ids drawn
+    from a small pool, so the recipient may be its own sender, an agency or a
+    message id may be one of the event's other ids, an official may have no
+    agency or share one."""
+    at = at.replace(tzinfo=UTC)
+    agencies = {pool[i]: pool[a] for i, a in enumerate(with_agency) if a is not None}
+    delivered: list[Delivered] = [
+        (pool[o], pool[d], pool[m], position, pool[so], pool[sd])
+        for o, d, m, so, sd, position in events]
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        rows = await conn.fetch(
+            codec.delivered_sql(
+                """(SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[],
+                                         $5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[])
+                    WITH ORDINALITY AS e(official, device, message_id, position,
+                                         sender_official, sender_device, official_agency,
+                                         sender_agency, n))""", "$9::timestamptz")
+            + " ORDER BY s.n",
+            *([e[i] for e in delivered] for i in range(6)),
+            [agencies.get(e[0]) for e in delivered], [agencies.get(e[4]) for e in delivered],
+            at)
+    finally:
+        await conn.close()
+    time = codec.time_text(at)
+    template = list(codec.DeliveredCodec().encode(delivered, agencies, time))
+    assert len(rows) == len(delivered)
+    for row, one, (entry, stored) in zip(rows, delivered, template, strict=True):
+        assert (bytes(row["leaf_hash"]), bytes(row["entry"])) == (leaf_hash(entry), stored)
+        assert (entry, stored) == _general(delivered_event(one), agencies, time)

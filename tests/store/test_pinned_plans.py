@@ -3,7 +3,6 @@ plans their connection cached while the tables were small and unanalysed."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -11,7 +10,7 @@ from gchat.audit.log import AuditLog, accepted_events
 from gchat.messaging import service as messaging
 from gchat.messaging.committer import SendCommitter
 from gchat.store import messages, migrations
-from gchat.store.database import Database, Executor
+from gchat.store.database import Database
 from gchat.store.messages import NewMessage, StoredMessage
 from loadtests.send_cost import grow_directory, seed_pairs
 
@@ -89,14 +88,14 @@ async def test_sends_and_acks_scan_no_table_on_plans_cached_while_tables_were_sm
 
         inbox = await db.pool.fetch("SELECT device_id, position FROM inbox ORDER BY position")
         scanned: list[list[str]] = []
-
-        async def on_deleted(conn: Executor, rows: list[Any]) -> None:
-            scanned.append([r[0] for r in await conn.fetch(_SCANNED)])
-
         for row in inbox:  # each ack its own delete, past the five executions too
             await _flush_counts(db)
-            await messages.delete_acked_many(
-                db.pinned, [(row["device_id"], row["position"])], on_deleted)
+            # Its statement in a transaction of the test's, to look at before COMMIT.
+            async with db.pinned.acquire() as conn, conn.transaction():
+                assert await messages.delete_acked_many(
+                    conn, [(row["device_id"], row["position"])], datetime.now(UTC)
+                ) == {row["device_id"]: 1}
+                scanned.append([r[0] for r in await conn.fetch(_SCANNED)])
         assert scanned == [[]] * len(inbox)
         assert await db.pool.fetchval("SELECT count(*) FROM inbox") == 0
     finally:
