@@ -437,15 +437,17 @@ def _bytea(value: bytes) -> str:
     return f"'\\x{value.hex()}'::bytea"
 
 
-def _last_ref(ids: str, value: str) -> str:
-    """SQL: the place (from 0) of ``value`` among the up to 6 ``ids``, the last
-    if it is there more than once (as :func:`_id_form`'s ``ref`` finds it); NULL
-    if it is not there."""
-    places = " ".join(f"WHEN {ids}[{i}] = {value} THEN {i - 1}" for i in range(6, 0, -1))
-    return f"CASE {places} END"
+#: SQL: the place (from 0) of ``{x}`` among an event's ids (``s.o1`` to
+#: ``s.d2``: officials, agencies, devices, each set sorted, a NULL for each
+#: one fewer than two), the last if it is there more than once (as
+#: :func:`_id_form`'s ``ref`` finds it); NULL if it is not there.
+_ID_PLACE = """CASE WHEN {x} = s.d2 THEN s.officials + s.agencies + 1
+     WHEN {x} = s.d1 THEN s.officials + s.agencies
+     WHEN {x} = s.a2 THEN s.officials + 1 WHEN {x} = s.a1 THEN s.officials
+     WHEN {x} = s.o2 THEN 1 WHEN {x} = s.o1 THEN 0 END"""
 
 
-def delivered_sql(source: str, at: str) -> str:
+def delivered_sql(source: str, at_text: str) -> str:
     """A SELECT of ``n``, ``leaf_hash`` and ``entry`` (the stored form) of the
     "message.delivered" event of each row of ``source``: the bytes
     :class:`DeliveredCodec` writes for it, made by PostgreSQL, so that an ack
@@ -456,60 +458,63 @@ def delivered_sql(source: str, at: str) -> str:
     ``source``: a relation with columns ``n`` (the event's order), ``official``,
     ``device``, ``message_id``, ``position``, ``sender_official``,
     ``sender_device``, ``official_agency`` and ``sender_agency`` (NULL: none);
-    ``at``: the SQL of the events' time (the backlog row's ``created_at``).
-    The event's ids (officials, agencies, devices: each set sorted, as
-    :func:`_head` lists them) are at most six, so each id's reference is a
-    comparison with each; the message id is not among them but for a
-    coincidence of ids, which is handled alike.
+    ``at_text``: the SQL of the events' time as :func:`time_text` writes it
+    (the node's: the backlog row's ``created_at``, which the entry's own
+    time refers to). An event involves at most six ids (two officials, their
+    agencies, two devices), kept as columns, not an array: each reference
+    is a few comparisons (per row, a subscript of an array cost PostgreSQL
+    more than the rest of the entry). A device's own place is found by one
+    (the devices come last); an official's and the message id's by all six,
+    for a coincidence of ids.
     """
     p = DeliveredCodec()._parts
-    ids = "s.ids"
-    length = " || ".join(
-        ["uuid_send(s.ids[1])"] + [f"coalesce(uuid_send(s.ids[{i}]), ''::bytea)"
-                                    for i in range(2, 7)])
 
     def ref(value: str) -> str:  # NULL if not among them (set_byte is strict)
-        return f"set_byte('\\x0100'::bytea, 1, {_last_ref(ids, value)})"
+        return f"set_byte('\\x0100'::bytea, 1, {_ID_PLACE.format(x=value)})"
 
+    def device_ref(value: str) -> str:
+        return (f"set_byte('\\x0100'::bytea, 1, s.officials + s.agencies"
+                f" + CASE WHEN {value} = s.d2 THEN 1 ELSE 0 END)")
+
+    ids = " || ".join(
+        ["uuid_send(s.o1)"]
+        + [f"coalesce(uuid_send(s.{i}), ''::bytea)" for i in ("o2", "a1", "a2")]
+        + ["uuid_send(s.d1)", "coalesce(uuid_send(s.d2), ''::bytea)"])
     kind = _KIND_INDEX["message.delivered"]
     return f"""
     SELECT s.n,
            sha256('\\x00'::bytea || convert_to(
-               '{{"actor_device":"' || s.device || '","actor_official":"' || s.official
-               || '","details":{{"message_id":"' || s.message_id
-               || '","position":' || s.position
-               || ',"sender_device":"' || s.sender_device
-               || '","sender_official":"' || s.sender_official
-               || '"}},"kind":"message.delivered","time":"'
-               || to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-               || '","v":1}}', 'UTF8')) AS leaf_hash,
-           int4send((cardinality(s.ids) << 24) | ((s.officials + s.agencies) << 16)
-                    | (s.officials << 8) | {kind})
-           || {length}
-           || {_bytea(p[0])} || {ref("s.device")} || {_bytea(p[1])} || {ref("s.official")}
-           || {_bytea(p[2])}
+               '{{"actor_device":"' || s.device::text || '","actor_official":"'
+               || s.official::text || '","details":{{"message_id":"' || s.message_id::text
+               || '","position":' || s.position::text
+               || ',"sender_device":"' || s.sender_device::text
+               || '","sender_official":"' || s.sender_official::text
+               || '"}},"kind":"message.delivered","time":"' || {at_text} || '","v":1}}',
+               'UTF8')) AS leaf_hash,
+           int4send(((s.officials + s.agencies + 1 + (s.d2 IS NOT NULL)::int) << 24)
+                    | ((s.officials + s.agencies) << 16) | (s.officials << 8) | {kind})
+           || {ids}
+           || {_bytea(p[0])} || {device_ref("s.device")}
+           || {_bytea(p[1])} || {ref("s.official")} || {_bytea(p[2])}
            || coalesce({ref("s.message_id")}, '\\x03'::bytea || uuid_send(s.message_id))
            || {_bytea(p[3])} || convert_to(s.position::text, 'UTF8')
-           || {_bytea(p[4])} || {ref("s.sender_device")} || {_bytea(p[5])}
-           || {ref("s.sender_official")} || {_bytea(p[6])} AS entry
-    FROM (SELECT r.n, r.official, r.device, r.message_id, r.position, r.sender_official,
-                 r.sender_device,
-                 array_remove(ARRAY[
-                     least(r.official, r.sender_official),
-                     nullif(greatest(r.official, r.sender_official),
-                            least(r.official, r.sender_official)),
-                     least(r.official_agency, r.sender_agency),
-                     nullif(greatest(r.official_agency, r.sender_agency),
-                            least(r.official_agency, r.sender_agency)),
-                     least(r.device, r.sender_device),
-                     nullif(greatest(r.device, r.sender_device),
-                            least(r.device, r.sender_device))], NULL) AS ids,
+           || {_bytea(p[4])} || {device_ref("s.sender_device")}
+           || {_bytea(p[5])} || {ref("s.sender_official")} || {_bytea(p[6])} AS entry
+    FROM (SELECT r.*,
                  CASE WHEN r.official = r.sender_official THEN 1 ELSE 2 END AS officials,
-                 CASE WHEN r.official_agency IS NULL AND r.sender_agency IS NULL THEN 0
-                      WHEN r.official_agency IS NULL OR r.sender_agency IS NULL
-                           OR r.official_agency = r.sender_agency THEN 1
-                      ELSE 2 END AS agencies
-          FROM {source} r OFFSET 0) AS s"""  # noqa: S608 - constant SQL
+                 CASE WHEN r.a1 IS NULL THEN 0 WHEN r.a2 IS NULL THEN 1 ELSE 2 END AS agencies
+          FROM (SELECT e.n, e.official, e.device, e.message_id, e.position,
+                       e.sender_official, e.sender_device,
+                       least(e.official, e.sender_official) AS o1,
+                       nullif(greatest(e.official, e.sender_official),
+                              least(e.official, e.sender_official)) AS o2,
+                       least(e.official_agency, e.sender_agency) AS a1,
+                       nullif(greatest(e.official_agency, e.sender_agency),
+                              least(e.official_agency, e.sender_agency)) AS a2,
+                       least(e.device, e.sender_device) AS d1,
+                       nullif(greatest(e.device, e.sender_device),
+                              least(e.device, e.sender_device)) AS d2
+                FROM {source} e OFFSET 0) AS r OFFSET 0) AS s"""  # noqa: S608 - constant SQL
 
 
 #: The values of one "message.accepted" event (docs/AUDIT.md section 1): sender

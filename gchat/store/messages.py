@@ -19,7 +19,7 @@ from uuid import UUID
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from gchat.store.audit import ROW_EVENTS, EncodedEvents, insert_events
-from gchat.store.audit_codec import delivered_sql
+from gchat.store.audit_codec import delivered_sql, time_text
 from gchat.store.database import Executor
 from gchat.store.policies import SendStanding, standings_parameters, unchanged_cte
 
@@ -636,7 +636,8 @@ ACK_DELETE = f"WITH {_ACK_DELETED}\n{_ACK_ANSWER}"
 #: INSERT did, "idle in transaction" most of its time, docs/PERFORMANCE.md
 #: "acks"). The events' bytes are made in SQL from the deleted rows
 #: (:func:`audit_codec.delivered_sql`, tested against the node's encoder),
-#: written as backlog rows of up to ``ROW_EVENTS`` with the node's time ($3),
+#: written as backlog rows of up to ``ROW_EVENTS`` with the node's time ($3,
+#: and $4 as the entries write it),
 #: as :func:`insert_events` writes them. The recipient official and both
 #: agencies are looked up once per distinct device and sender, not per row
 #: (a draining device acks hundreds of one sender's envelopes at once), each
@@ -667,7 +668,7 @@ events AS (
            r.agencies[array_position(r.ids, d.device_id)] AS official_agency,
            s.agencies[array_position(s.ids, d.sender_official)] AS sender_agency
     FROM d, recipients r, senders s),
-entries AS ({delivered_sql("events", "$3")}),
+entries AS ({delivered_sql("events", "$4")}),
 audited AS (
     INSERT INTO audit_backlog (created_at, leaf_hashes, entries)
     SELECT $3, string_agg(leaf_hash, ''::bytea ORDER BY n), array_agg(entry ORDER BY n)
@@ -696,7 +697,8 @@ async def delete_acked_many(
     if audited_at is None:
         rows = await db.fetch(ACK_DELETE, devices, positions)
     else:
-        rows = await db.fetch(ACK_DELETE_AUDITED, devices, positions, audited_at)
+        rows = await db.fetch(
+            ACK_DELETE_AUDITED, devices, positions, audited_at, time_text(audited_at))
     shared = [message_id for row in rows if row["shared"] for message_id in row["shared"]]
     if shared:
         await db.execute(

@@ -462,11 +462,11 @@ async def test_the_sql_delivered_encoder_writes_what_python_writes(
                                          $5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[])
                     WITH ORDINALITY AS e(official, device, message_id, position,
                                          sender_official, sender_device, official_agency,
-                                         sender_agency, n))""", "$9::timestamptz")
+                                         sender_agency, n))""", "$9::text")
             + " ORDER BY s.n",
             *([e[i] for e in delivered] for i in range(6)),
             [agencies.get(e[0]) for e in delivered], [agencies.get(e[4]) for e in delivered],
-            at)
+            codec.time_text(at))
     finally:
         await conn.close()
     time = codec.time_text(at)

@@ -1,0 +1,131 @@
+"""CPU and time of an ack batch on the real ack path, node and PostgreSQL, checkouts alternated.
+
+    python -m loadtests.ack_cost --variant before=/path/to/checkout --variant after=. \\
+        [--batches 60] [--size 256] [--rounds 3]
+
+Why: an ack batch (its delete and its "message.delivered" audit events) is
+work no message waits for, but it runs beside the send statement, and a
+relay phase on a shared machine is too noisy to show what one costs. This
+queues envelopes from 100 senders to 100 recipients (one per pair, as the
+relay's pairs), then runs the node's own ack path (``Inbox._delete`` of the
+checkout, with its audit log) on batches of ``--size`` positions spread over
+the 100 devices (at 50% of capacity a batch is 256 positions, two or three
+per device), one after the other, after a warm-up of 10. Per batch: this
+process's CPU (the node's share), the PostgreSQL backends' CPU
+(``/proc/<pid>/stat``), the wall time (the batch's round trips and the
+node's work between them) and how long it held a transaction open (wall time
+of the batch minus nothing: the whole batch is one transaction in either
+form). Variants run alternated as in ``loadtests.send_cost``, each round on
+a fresh database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from loadtests.send_cost import alternate, sample, seed_pairs
+
+_PAIRS = 100
+_WARM_UP = 10
+
+
+async def one(batches: int, size: int) -> dict[str, Any]:
+    """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
+    from gchat.audit.log import AuditLog
+    from gchat.messaging.delivery import Inbox, PendingAck
+    from gchat.store import messages, migrations
+    from gchat.store.database import Database
+    from gchat.store.messages import NewMessage
+    from loadtests.harness import TempDatabase
+
+    temp = TempDatabase()
+    db = await Database.connect(await temp.create(), 2, 2)
+    try:
+        async with db.pool.acquire() as conn:
+            await migrations.migrate(conn)
+        pairs = await seed_pairs(db, _PAIRS)
+        per_pair = (batches + _WARM_UP) * -(-size // _PAIRS)
+        ids = messages.MessageIds()
+        expires = datetime.now(UTC) + timedelta(days=1)
+        for k in range(per_pair):
+            batch = [NewMessage(ids.new(), sd, so, ro, f"c{k}", datetime.now(UTC),
+                                [(rd, os.urandom(348))]) for so, sd, ro, rd in pairs]
+            async with db.transaction() as conn:
+                await messages.store_batch(conn, batch, expires)
+        inbox = Inbox(db, AuditLog())
+        acked = dict.fromkeys(range(_PAIRS), 0)  # positions acked so far, per pair
+
+        def next_batch() -> list[Any]:
+            wanted: dict[int, list[int]] = {}
+            for n in range(size):
+                p = n % _PAIRS if size >= _PAIRS else (len(wanted) * 7 + n) % _PAIRS
+                acked[p] += 1
+                wanted.setdefault(p, []).append(acked[p])
+            return [PendingAck(pairs[p][3], pairs[p][2], positions)
+                    for p, positions in wanted.items()]
+
+        for _ in range(_WARM_UP):
+            await inbox._delete(next_batch())
+        backends = [r[0] for r in await db.pool.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+        walls = []
+        db0, node0, _ = sample(backends)
+        for _ in range(batches):
+            acks = next_batch()
+            start = time.perf_counter()
+            got = await inbox._delete(acks)
+            walls.append(time.perf_counter() - start)
+            assert sum(got) == size, got
+        db1, node1, _ = sample(backends)
+        return {"node_ms": 1000 * (node1 - node0) / batches,
+                "db_ms": 1000 * (db1 - db0) / batches,
+                "wall_ms": 1000 * statistics.median(walls),
+                "wall_p90_ms": 1000 * sorted(walls)[int(0.9 * len(walls))]}
+    finally:
+        await db.close()
+        await temp.drop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=CHECKOUT")
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(asyncio.run(one(args.batches, args.size))), flush=True)
+        return 0
+    variants = [(name, Path(path).absolute()) for name, _, path in
+                (spec.partition("=") for spec in args.variant)]
+    if len(variants) < 2:
+        raise SystemExit("give at least two --variant NAME=CHECKOUT")
+    argv = ["--one", "--batches", str(args.batches), "--size", str(args.size)]
+    got = alternate(__file__, [(name, checkout, argv) for name, checkout in variants], args.rounds)
+    base = variants[0][0]
+    keys = ("node_ms", "db_ms", "wall_ms", "wall_p90_ms")
+    medians = {name: {k: statistics.median(run[k] for run in runs) for k in keys}
+               for name, runs in got.items()}
+    for name, m in medians.items():
+        b = medians[base]
+        print(f"{name:>10}: per {args.size}-position batch node {m['node_ms']:.3f} ms "
+              f"({m['node_ms'] / b['node_ms']:.2f}x), PostgreSQL {m['db_ms']:.3f} ms "
+              f"({m['db_ms'] / b['db_ms']:.2f}x), wall p50 {m['wall_ms']:.3f} ms "
+              f"({m['wall_ms'] / b['wall_ms']:.2f}x), p90 {m['wall_p90_ms']:.3f} ms "
+              f"(median of {args.rounds} rounds)")
+    print(f"load average after: {os.getloadavg()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
