@@ -4,8 +4,9 @@ An ack batch deletes the acked inbox rows and returns, for each, what its
 "message.delivered" audit event needs, including the agencies of the
 acking device's official and of the sender. Until issue 19's drain work
 these were two scalar subqueries per deleted row (``PER_ROW``); now they
-are looked up once per distinct device and sender (``DISTINCT``, as in
-``gchat.store.messages.delete_acked_many``). This queues 20,000 envelopes
+are looked up once per distinct device and sender (``DISTINCT``, as
+``gchat.store.messages.delete_acked_many`` did until 2026-12-05). This queues
+20,000 envelopes
 for 10 devices (as the backlog scenario does), then runs each formulation
 on 500-row batches (50 per device) under ``EXPLAIN ANALYZE`` in a
 rolled-back transaction, alternating, 8 times each, and prints the
@@ -19,7 +20,6 @@ import statistics
 
 import asyncpg
 
-from gchat.store.messages import ACK_DELETE
 from loadtests.scenarios import Run, insert_backlog
 
 PER_ROW = """DELETE FROM inbox i
@@ -32,7 +32,28 @@ PER_ROW = """DELETE FROM inbox i
                              ON o.id = d.official_id WHERE d.id = i.device_id) AS device_agency,
                           (SELECT o.agency_id FROM officials o
                              WHERE o.id = m.sender_official) AS sender_agency"""
-DISTINCT = ACK_DELETE
+# As ``delete_acked_many`` looked them up until the delete wrote the audit events
+# itself (docs/PERFORMANCE.md, "acks": ``loadtests.ack_cost`` measures that path).
+DISTINCT = """WITH d AS (
+              DELETE FROM inbox i
+              USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position), messages m
+              WHERE i.device_id = a.device_id AND i.position = a.position
+                AND m.id = i.message_id
+              RETURNING i.device_id, i.message_id, i.position,
+                        i.ciphertext IS NULL AS shared, m.sender_official, m.sender_device),
+            device_agencies AS MATERIALIZED (
+              SELECT array_agg(v.id) AS ids,
+                     array_agg((SELECT o.agency_id FROM devices x JOIN officials o
+                                  ON o.id = x.official_id WHERE x.id = v.id)) AS agencies
+              FROM (SELECT DISTINCT device_id AS id FROM d) v),
+            sender_agencies AS MATERIALIZED (
+              SELECT array_agg(s.id) AS ids,
+                     array_agg((SELECT o.agency_id FROM officials o WHERE o.id = s.id))
+                       AS agencies
+              FROM (SELECT DISTINCT sender_official AS id FROM d) s)
+            SELECT d.*, da.agencies[array_position(da.ids, d.device_id)] AS device_agency,
+                   sa.agencies[array_position(sa.ids, d.sender_official)] AS sender_agency
+            FROM d, device_agencies da, sender_agencies sa"""
 NO_AGENCIES = PER_ROW.split(",\n                          (SELECT")[0]
 
 

@@ -216,12 +216,11 @@ class Inbox:
         for ack in acks:  # before any await: nothing joins them from here on
             ack.taken = True
             self._waiting -= len(ack.positions)
-        deleted = await messages.delete_acked_many(
+        return await messages.delete_acked_many(
             self._db.pinned,
-            [(ack.device_id, position) for ack in acks for position in ack.positions],
+            [(ack.device_id, ack.official_id, ack.positions) for ack in acks],
             datetime.now(UTC) if self._audit is not None else None,
         )
-        return [deleted.pop(ack.device_id, 0) for ack in acks]
 
 
 def as_deliveries(entries: list[InboxEntry]) -> list[Deliver]:

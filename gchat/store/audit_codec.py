@@ -460,12 +460,15 @@ def delivered_sql(source: str, at_text: str) -> str:
     ``sender_device``, ``official_agency`` and ``sender_agency`` (NULL: none);
     ``at_text``: the SQL of the events' time as :func:`time_text` writes it
     (the node's: the backlog row's ``created_at``, which the entry's own
-    time refers to). An event involves at most six ids (two officials, their
-    agencies, two devices), kept as columns, not an array: each reference
-    is a few comparisons (per row, a subscript of an array cost PostgreSQL
-    more than the rest of the entry). A device's own place is found by one
-    (the devices come last); an official's and the message id's by all six,
-    for a coincidence of ids.
+    time refers to).
+
+    As :class:`DeliveredCodec` does, what the events of one pair of devices
+    share (all but the message id and position: the ids, the header, the
+    JSON around them) is written once per pair, and each event is those
+    pieces with its two values put in (a relay's ack batch has two or three
+    events per pair, a drain's hundreds). An event involves at most six ids
+    (two officials, their agencies, two devices), kept as columns: the
+    message id's reference, a coincidence of ids, is six comparisons.
     """
     p = DeliveredCodec()._parts
 
@@ -482,39 +485,57 @@ def delivered_sql(source: str, at_text: str) -> str:
         + ["uuid_send(s.d1)", "coalesce(uuid_send(s.d2), ''::bytea)"])
     kind = _KIND_INDEX["message.delivered"]
     return f"""
-    SELECT s.n,
-           sha256('\\x00'::bytea || convert_to(
-               '{{"actor_device":"' || s.device::text || '","actor_official":"'
-               || s.official::text || '","details":{{"message_id":"' || s.message_id::text
-               || '","position":' || s.position::text
-               || ',"sender_device":"' || s.sender_device::text
-               || '","sender_official":"' || s.sender_official::text
-               || '"}},"kind":"message.delivered","time":"' || {at_text} || '","v":1}}',
-               'UTF8')) AS leaf_hash,
-           int4send(((s.officials + s.agencies + 1 + (s.d2 IS NOT NULL)::int) << 24)
-                    | ((s.officials + s.agencies) << 16) | (s.officials << 8) | {kind})
-           || {ids}
-           || {_bytea(p[0])} || {device_ref("s.device")}
-           || {_bytea(p[1])} || {ref("s.official")} || {_bytea(p[2])}
-           || coalesce({ref("s.message_id")}, '\\x03'::bytea || uuid_send(s.message_id))
-           || {_bytea(p[3])} || convert_to(s.position::text, 'UTF8')
-           || {_bytea(p[4])} || {device_ref("s.sender_device")}
-           || {_bytea(p[5])} || {ref("s.sender_official")} || {_bytea(p[6])} AS entry
-    FROM (SELECT r.*,
-                 CASE WHEN r.official = r.sender_official THEN 1 ELSE 2 END AS officials,
-                 CASE WHEN r.a1 IS NULL THEN 0 WHEN r.a2 IS NULL THEN 1 ELSE 2 END AS agencies
-          FROM (SELECT e.n, e.official, e.device, e.message_id, e.position,
-                       e.sender_official, e.sender_device,
-                       least(e.official, e.sender_official) AS o1,
-                       nullif(greatest(e.official, e.sender_official),
-                              least(e.official, e.sender_official)) AS o2,
-                       least(e.official_agency, e.sender_agency) AS a1,
-                       nullif(greatest(e.official_agency, e.sender_agency),
-                              least(e.official_agency, e.sender_agency)) AS a2,
-                       least(e.device, e.sender_device) AS d1,
-                       nullif(greatest(e.device, e.sender_device),
-                              least(e.device, e.sender_device)) AS d2
-                FROM {source} e OFFSET 0) AS r OFFSET 0) AS s"""  # noqa: S608 - constant SQL
+    SELECT u.n,
+           sha256(t.json_head || convert_to(u.message_id::text || '","position":'
+                                            || u.position::text, 'UTF8') || t.json_tail)
+             AS leaf_hash,
+           t.stored_head
+           || coalesce({ref("u.message_id").replace("s.", "t.")},
+                       '\\x03'::bytea || uuid_send(u.message_id))
+           || {_bytea(p[3])} || convert_to(u.position::text, 'UTF8') || t.stored_tail AS entry
+    FROM (SELECT s.o1, s.o2, s.a1, s.a2, s.d1, s.d2, s.officials, s.agencies, s.ns, s.mids,
+                 s.positions,
+                 '\\x00'::bytea
+                 || convert_to('{{"actor_device":"' || s.device::text
+                               || '","actor_official":"' || s.official::text
+                               || '","details":{{"message_id":"', 'UTF8') AS json_head,
+                 convert_to(',"sender_device":"' || s.sender_device::text
+                            || '","sender_official":"' || s.sender_official::text
+                            || '"}},"kind":"message.delivered","time":"' || {at_text}
+                            || '","v":1}}', 'UTF8') AS json_tail,
+                 int4send(((s.officials + s.agencies + 1 + (s.d2 IS NOT NULL)::int) << 24)
+                          | ((s.officials + s.agencies) << 16) | (s.officials << 8) | {kind})
+                 || {ids}
+                 || {_bytea(p[0])} || {device_ref("s.device")}
+                 || {_bytea(p[1])} || {ref("s.official")} || {_bytea(p[2])} AS stored_head,
+                 {_bytea(p[4])} || {device_ref("s.sender_device")}
+                 || {_bytea(p[5])} || {ref("s.sender_official")} || {_bytea(p[6])}
+                   AS stored_tail
+          FROM (SELECT r.*,
+                       CASE WHEN r.official = r.sender_official THEN 1 ELSE 2 END AS officials,
+                       CASE WHEN r.a1 IS NULL THEN 0 WHEN r.a2 IS NULL THEN 1 ELSE 2 END
+                         AS agencies
+                FROM (SELECT g.*,
+                             least(g.official, g.sender_official) AS o1,
+                             nullif(greatest(g.official, g.sender_official),
+                                    least(g.official, g.sender_official)) AS o2,
+                             least(g.official_agency, g.sender_agency) AS a1,
+                             nullif(greatest(g.official_agency, g.sender_agency),
+                                    least(g.official_agency, g.sender_agency)) AS a2,
+                             least(g.device, g.sender_device) AS d1,
+                             nullif(greatest(g.device, g.sender_device),
+                                    least(g.device, g.sender_device)) AS d2
+                      FROM (SELECT e.official, e.device, e.sender_official, e.sender_device,
+                                   e.official_agency, e.sender_agency, array_agg(e.n) AS ns,
+                                   array_agg(e.message_id) AS mids,
+                                   array_agg(e.position) AS positions
+                            FROM {source} e
+                            GROUP BY e.official, e.device, e.sender_official, e.sender_device,
+                                     e.official_agency, e.sender_agency) AS g
+                      OFFSET 0) AS r
+                OFFSET 0) AS s
+          OFFSET 0) AS t,
+         unnest(t.ns, t.mids, t.positions) AS u(n, message_id, position)"""  # noqa: S608
 
 
 #: The values of one "message.accepted" event (docs/AUDIT.md section 1): sender

@@ -616,16 +616,20 @@ async def fetch_inboxes(
     return found
 
 
-# An ack batch's delete: the rows named by (device, position) pairs, each
-# device's own. What comes back is a row per device: how many of its rows
-# were deleted, and the message ids of those that pointed at a shared body.
+# An ack batch's delete. Its acks are given as arrays of one element per
+# ack ($3: the acking device; $4: its official) and of one per position
+# acked ($1: the ack's place in those, from 1; $2: the position), so a row
+# finds its ack's device, official and agency by subscript, and asyncpg
+# writes a number, not an id, per position. What comes back is a row per ack
+# that deleted something: its place, how many rows it deleted, and the
+# message ids of those that pointed at a shared body.
 _ACK_DELETED = """d AS (
-    DELETE FROM inbox i USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position)
-    WHERE i.device_id = a.device_id AND i.position = a.position
-    RETURNING i.device_id, i.message_id, i.ciphertext IS NULL AS shared)"""
-_ACK_ANSWER = """SELECT device_id, count(*)::int AS deleted,
+    DELETE FROM inbox i USING unnest($1::int[], $2::bigint[]) AS a(k, position)
+    WHERE i.device_id = ($3::uuid[])[a.k] AND i.position = a.position
+    RETURNING a.k, i.message_id, i.ciphertext IS NULL AS shared)"""
+_ACK_ANSWER = """SELECT k, count(*)::int AS deleted,
        array_agg(message_id) FILTER (WHERE shared) AS shared
-FROM d GROUP BY device_id"""
+FROM d GROUP BY k"""
 
 #: The delete when nothing is audited (``audit_enabled`` off).
 ACK_DELETE = f"WITH {_ACK_DELETED}\n{_ACK_ANSWER}"
@@ -633,80 +637,88 @@ ACK_DELETE = f"WITH {_ACK_DELETED}\n{_ACK_ANSWER}"
 #: An ack batch's delete with its "message.delivered" audit events, in one
 #: statement, autocommitted: no transaction stays open while the node's loop
 #: turns (as a DELETE, the node's encoding of its rows, then the events'
-#: INSERT did, "idle in transaction" most of its time, docs/PERFORMANCE.md
+#: INSERT did, "idle in transaction" most of its time; docs/PERFORMANCE.md,
 #: "acks"). The events' bytes are made in SQL from the deleted rows
 #: (:func:`audit_codec.delivered_sql`, tested against the node's encoder),
-#: written as backlog rows of up to ``ROW_EVENTS`` with the node's time ($3,
-#: and $4 as the entries write it),
-#: as :func:`insert_events` writes them. The recipient official and both
-#: agencies are looked up once per distinct device and sender, not per row
-#: (a draining device acks hundreds of one sender's envelopes at once), each
-#: by primary key so that no plan depends on statistics; each row finds its
-#: own with ``array_position`` (as a join, the pinned plans' nested loop
-#: compared every row with every device and sender: 12.0 against 2.7 ms
-#: for a 500-row batch, docs/PERFORMANCE.md).
+#: in the order of the positions given, and written as backlog rows of up to
+#: ``ROW_EVENTS`` (by the positions' places: a row of fewer if some deleted
+#: nothing) at the node's time ($5; $6 as entries write it), as
+#: :func:`insert_events` writes them. The agencies are looked up once per
+#: ack and once per distinct sender, not per row (a draining device acks
+#: hundreds of one sender's envelopes at once), each by primary key so that
+#: no plan depends on statistics; a row finds its sender's with
+#: ``array_position`` (as a join, the pinned plans' nested loop compared
+#: every row with every sender: 12.0 against 2.7 ms for a 500-row batch,
+#: docs/PERFORMANCE.md).
 ACK_DELETE_AUDITED = f"""WITH d AS (
     DELETE FROM inbox i
-    USING unnest($1::uuid[], $2::bigint[]) AS a(device_id, position), messages m
-    WHERE i.device_id = a.device_id AND i.position = a.position AND m.id = i.message_id
-    RETURNING i.device_id, i.message_id, i.position, i.ciphertext IS NULL AS shared,
-              m.sender_official, m.sender_device),
+    USING unnest($1::int[], $2::bigint[]) WITH ORDINALITY AS a(k, position, n), messages m
+    WHERE i.device_id = ($3::uuid[])[a.k] AND i.position = a.position
+      AND m.id = i.message_id
+    RETURNING a.k, a.n, i.device_id, i.message_id, i.position,
+              i.ciphertext IS NULL AS shared, m.sender_official, m.sender_device),
 recipients AS MATERIALIZED (
-    SELECT array_agg(v.id) AS ids, array_agg(w.official_id) AS officials,
-           array_agg(w.agency_id) AS agencies
-    FROM (SELECT DISTINCT device_id AS id FROM d) v
-    LEFT JOIN LATERAL (SELECT x.official_id, o.agency_id FROM devices x
-                       JOIN officials o ON o.id = x.official_id WHERE x.id = v.id) w ON true),
+    SELECT array_agg((SELECT o.agency_id FROM officials o WHERE o.id = u.official)
+                     ORDER BY u.k) AS agencies
+    FROM unnest($4::uuid[]) WITH ORDINALITY AS u(official, k)),
 senders AS MATERIALIZED (
     SELECT array_agg(s.id) AS ids,
            array_agg((SELECT o.agency_id FROM officials o WHERE o.id = s.id)) AS agencies
     FROM (SELECT DISTINCT sender_official AS id FROM d) s),
 events AS (
-    SELECT row_number() OVER () AS n, d.device_id AS device, d.message_id, d.position,
-           d.sender_official, d.sender_device,
-           r.officials[array_position(r.ids, d.device_id)] AS official,
-           r.agencies[array_position(r.ids, d.device_id)] AS official_agency,
+    SELECT d.n, ($4::uuid[])[d.k] AS official, d.device_id AS device, d.message_id,
+           d.position, d.sender_official, d.sender_device, r.agencies[d.k] AS official_agency,
            s.agencies[array_position(s.ids, d.sender_official)] AS sender_agency
     FROM d, recipients r, senders s),
-entries AS ({delivered_sql("events", "$4")}),
+entries AS ({delivered_sql("events", "$6")}),
 audited AS (
     INSERT INTO audit_backlog (created_at, leaf_hashes, entries)
-    SELECT $3, string_agg(leaf_hash, ''::bytea ORDER BY n), array_agg(entry ORDER BY n)
+    SELECT $5, string_agg(leaf_hash, ''::bytea ORDER BY n), array_agg(entry ORDER BY n)
     FROM entries GROUP BY (n - 1) / {ROW_EVENTS} ORDER BY (n - 1) / {ROW_EVENTS})
 {_ACK_ANSWER}"""  # noqa: S608 - constant SQL
 
 
 async def delete_acked_many(
-    db: Executor, acks: Sequence[tuple[UUID, int]], audited_at: datetime | None = None
-) -> dict[UUID, int]:
-    """Delete the (device, position) envelopes in one statement; returns how many
-    rows of each device it deleted.
+    db: Executor,
+    acks: Sequence[tuple[UUID, UUID, Sequence[int]]],
+    audited_at: datetime | None = None,
+) -> list[int]:
+    """Delete the envelopes of each ack (device, its official, positions) in one
+    statement; returns how many rows each ack deleted.
 
-    Each pair names the acking device's own envelope, so no device can
-    delete another's. With ``audited_at`` the statement also appends one
+    An ack names the acking device's own envelopes, so no device can delete
+    another's. With ``audited_at`` the statement also appends one
     "message.delivered" audit event per row deleted, at that time
-    (:data:`ACK_DELETE_AUDITED`). A shared body (group send, membership
-    event) goes with its last inbox row. Call it outside a transaction (with
-    the pool): the body check is its own statement after the delete
-    committed, so of two devices acking the last two rows at once, the later
-    check sees both deletes and drops the body. Pass the pinned pool
-    (``Database.pinned``): the delete's plan must not scan the inbox.
+    (:data:`ACK_DELETE_AUDITED`), the device's official as its actor. A
+    shared body (group send, membership event) goes with its last inbox row.
+    Call it outside a transaction (with the pool): the body check is its own
+    statement after the delete committed, so of two devices acking the last
+    two rows at once, the later check sees both deletes and drops the body.
+    Pass the pinned pool (``Database.pinned``): the delete's plan must not
+    scan the inbox.
     """
-    devices = [device for device, _ in acks]
-    positions = [position for _, position in acks]
+    places = [k for k, (_, _, positions) in enumerate(acks, 1) for _ in positions]
+    positions = [position for _, _, acked in acks for position in acked]
+    devices = [device for device, _, _ in acks]
     if audited_at is None:
-        rows = await db.fetch(ACK_DELETE, devices, positions)
+        rows = await db.fetch(ACK_DELETE, places, positions, devices)
     else:
         rows = await db.fetch(
-            ACK_DELETE_AUDITED, devices, positions, audited_at, time_text(audited_at))
-    shared = [message_id for row in rows if row["shared"] for message_id in row["shared"]]
+            ACK_DELETE_AUDITED, places, positions, devices, [official for _, official, _ in acks],
+            audited_at, time_text(audited_at))
+    deleted = [0] * len(acks)
+    shared = set()
+    for k, count, bodies in rows:
+        deleted[k - 1] = count
+        if bodies:
+            shared.update(bodies)
     if shared:
         await db.execute(
             """DELETE FROM message_bodies b WHERE b.message_id = ANY($1::uuid[])
                AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.message_id = b.message_id)""",
-            list(set(shared)),
+            list(shared),
         )
-    return {row["device_id"]: row["deleted"] for row in rows}
+    return deleted
 
 
 async def expire(db: Executor, retention_cutoff: datetime) -> tuple[int, int]:

@@ -463,7 +463,7 @@ async def test_the_sql_delivered_encoder_writes_what_python_writes(
                     WITH ORDINALITY AS e(official, device, message_id, position,
                                          sender_official, sender_device, official_agency,
                                          sender_agency, n))""", "$9::text")
-            + " ORDER BY s.n",
+            + " ORDER BY 1",
             *([e[i] for e in delivered] for i in range(6)),
             [agencies.get(e[0]) for e in delivered], [agencies.get(e[4]) for e in delivered],
             codec.time_text(at))

@@ -81,11 +81,11 @@ async def test_batch_mixes_pairwise_and_group_with_contiguous_positions(
             ("group", b"sender-key ciphertext 1", cid), ("pairwise", b"pairwise", None)]
         # The body goes with the last delivery that needs it.
         first = batch[0].message_id
-        await messages.delete_acked_many(pool, [(devs[1], inbox[0].position)])
+        await messages.delete_acked_many(pool, [(devs[1], uuid.uuid4(), [inbox[0].position])])
         assert await pool.fetchval(
             "SELECT count(*) FROM message_bodies WHERE message_id = $1", first) == 1
         position = (await messages.fetch_inboxes(pool, [(devs[2], 0, 10)]))[0][0].position
-        await messages.delete_acked_many(pool, [(devs[2], position)])
+        await messages.delete_acked_many(pool, [(devs[2], uuid.uuid4(), [position])])
         assert await pool.fetchval(
             "SELECT count(*) FROM message_bodies WHERE message_id = $1", first) == 0
         # Expiry drops undelivered rows, then the bodies nobody needs any more.

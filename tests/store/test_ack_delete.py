@@ -65,18 +65,22 @@ async def test_a_mixed_batch_is_audited_row_by_row_as_the_node_would_encode_it(
         ]
         await _store(pool, batch)
         rows = await pool.fetch("SELECT device_id, position, message_id FROM inbox")
-        # Every row acked in one batch, plus a position nobody holds.
-        acks = [(r["device_id"], r["position"]) for r in rows] + [(device_of[a], 999)]
-        deleted = await messages.delete_acked_many(pool, acks, _AT)
-        expected: dict[uuid.UUID, int] = {}
+        official_of = {device: official for official, device in device_of.items()}
+        # Every row acked in one batch, a device's in two acks, plus a position
+        # nobody holds.
+        held: dict[uuid.UUID, list[int]] = {}
         for row in rows:
-            expected[row["device_id"]] = expected.get(row["device_id"], 0) + 1
-        assert deleted == expected
+            held.setdefault(row["device_id"], []).append(row["position"])
+        acks = [(device, official_of[device], positions) for device, positions in held.items()]
+        first, *rest = acks[0][2]
+        acks[0] = (acks[0][0], acks[0][1], [first])
+        acks += [(acks[0][0], acks[0][1], [*rest, 999])]
+        deleted = await messages.delete_acked_many(pool, acks, _AT)
+        assert deleted == [len(positions) for *_, positions in acks[:-1]] + [len(rest)]
         assert await pool.fetchval("SELECT count(*) FROM inbox") == 0
 
         (backlog,) = await pool.fetch("SELECT created_at, leaf_hashes, entries FROM audit_backlog")
         assert backlog["created_at"] == _AT
-        official_of = {device: official for official, device in device_of.items()}
         message_of = {m.message_id: m for m in batch}
         # The node's encoder, given each row's values and the officials' agencies.
         by_message = {}
@@ -115,7 +119,7 @@ async def test_a_large_batch_is_audited_in_backlog_rows_of_row_events(database_u
                        datetime.now(UTC), [(device, b"c")]) for n in range(count)])
         positions = [r[0] for r in await pool.fetch("SELECT position FROM inbox")]
         assert await messages.delete_acked_many(
-            pool, [(device, p) for p in positions], _AT) == {device: count}
+            pool, [(device, recipient, positions)], _AT) == [count]
         sizes = [r[0] for r in await pool.fetch(
             "SELECT cardinality(entries) FROM audit_backlog ORDER BY id")]
         assert sizes == [ROW_EVENTS, 3]
@@ -123,7 +127,8 @@ async def test_a_large_batch_is_audited_in_backlog_rows_of_row_events(database_u
             "SELECT entries FROM audit_backlog ORDER BY id") for e in r[0]]
         assert all(codec.parties(e) == (sorted([sender, recipient]), sorted([x, y]),
                                        sorted([device, sender_device])) for e in entries)
-        assert await messages.delete_acked_many(pool, [(device, positions[0])], _AT) == {}
+        assert await messages.delete_acked_many(
+            pool, [(device, recipient, positions[:1])], _AT) == [0]
         assert await pool.fetchval("SELECT count(*) FROM audit_backlog") == 2
     finally:
         await pool.close()

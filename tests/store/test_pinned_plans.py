@@ -86,15 +86,17 @@ async def test_sends_and_acks_scan_no_table_on_plans_cached_while_tables_were_sm
                 "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'officials'"
             ) <= 8
 
-        inbox = await db.pool.fetch("SELECT device_id, position FROM inbox ORDER BY position")
+        inbox = await db.pool.fetch(
+            """SELECT i.device_id, d.official_id, i.position FROM inbox i
+               JOIN devices d ON d.id = i.device_id ORDER BY i.position""")
         scanned: list[list[str]] = []
         for row in inbox:  # each ack its own delete, past the five executions too
             await _flush_counts(db)
             # Its statement in a transaction of the test's, to look at before COMMIT.
             async with db.pinned.acquire() as conn, conn.transaction():
                 assert await messages.delete_acked_many(
-                    conn, [(row["device_id"], row["position"])], datetime.now(UTC)
-                ) == {row["device_id"]: 1}
+                    conn, [(row["device_id"], row["official_id"], [row["position"]])],
+                    datetime.now(UTC)) == [1]
                 scanned.append([r[0] for r in await conn.fetch(_SCANNED)])
         assert scanned == [[]] * len(inbox)
         assert await db.pool.fetchval("SELECT count(*) FROM inbox") == 0
