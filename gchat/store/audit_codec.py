@@ -447,7 +447,7 @@ _ID_PLACE = """CASE WHEN {x} = s.d2 THEN s.officials + s.agencies + 1
      WHEN {x} = s.o2 THEN 1 WHEN {x} = s.o1 THEN 0 END"""
 
 
-def delivered_sql(source: str, at_text: str) -> str:
+def delivered_sql(source: str, at_text: str, agency_of: str) -> str:
     """A SELECT of ``n``, ``leaf_hash`` and ``entry`` (the stored form) of the
     "message.delivered" event of each row of ``source``: the bytes
     :class:`DeliveredCodec` writes for it, made by PostgreSQL, so that an ack
@@ -456,11 +456,13 @@ def delivered_sql(source: str, at_text: str) -> str:
     against :class:`DeliveredCodec` on random events).
 
     ``source``: a relation with columns ``n`` (the event's order), ``official``,
-    ``device``, ``message_id``, ``position``, ``sender_official``,
-    ``sender_device``, ``official_agency`` and ``sender_agency`` (NULL: none);
-    ``at_text``: the SQL of the events' time as :func:`time_text` writes it
-    (the node's: the backlog row's ``created_at``, which the entry's own
-    time refers to).
+    ``device``, ``message_id``, ``position``, ``sender_official`` and
+    ``sender_device``; ``at_text``: the SQL of the events' time as
+    :func:`time_text` writes it (the node's: the backlog row's
+    ``created_at``, which the entry's own time refers to); ``agency_of``:
+    the SQL of an official's agency (NULL: none), ``{official}`` standing
+    for the official, evaluated once per pair of devices for each of its
+    two officials.
 
     As :class:`DeliveredCodec` does, what the events of one pair of devices
     share (all but the message id and position: the ids, the header, the
@@ -526,12 +528,14 @@ def delivered_sql(source: str, at_text: str) -> str:
                              nullif(greatest(g.device, g.sender_device),
                                     least(g.device, g.sender_device)) AS d2
                       FROM (SELECT e.official, e.device, e.sender_official, e.sender_device,
-                                   e.official_agency, e.sender_agency, array_agg(e.n) AS ns,
-                                   array_agg(e.message_id) AS mids,
+                                   {agency_of.format(official="e.official")} AS official_agency,
+                                   {agency_of.format(official="e.sender_official")}
+                                     AS sender_agency,
+                                   array_agg(e.n) AS ns, array_agg(e.message_id) AS mids,
                                    array_agg(e.position) AS positions
                             FROM {source} e
-                            GROUP BY e.official, e.device, e.sender_official, e.sender_device,
-                                     e.official_agency, e.sender_agency) AS g
+                            GROUP BY e.official, e.device, e.sender_official,
+                                     e.sender_device) AS g
                       OFFSET 0) AS r
                 OFFSET 0) AS s
           OFFSET 0) AS t,

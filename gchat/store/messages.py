@@ -643,13 +643,12 @@ ACK_DELETE = f"WITH {_ACK_DELETED}\n{_ACK_ANSWER}"
 #: in the order of the positions given, and written as backlog rows of up to
 #: ``ROW_EVENTS`` (by the positions' places: a row of fewer if some deleted
 #: nothing) at the node's time ($5; $6 as entries write it), as
-#: :func:`insert_events` writes them. The agencies are looked up once per
-#: ack and once per distinct sender, not per row (a draining device acks
-#: hundreds of one sender's envelopes at once), each by primary key so that
-#: no plan depends on statistics; a row finds its sender's with
-#: ``array_position`` (as a join, the pinned plans' nested loop compared
-#: every row with every sender: 12.0 against 2.7 ms for a 500-row batch,
-#: docs/PERFORMANCE.md).
+#: :func:`insert_events` writes them. The officials' agencies are looked up
+#: once per pair of devices, not per row (a draining device acks hundreds of
+#: one sender's envelopes at once; a relay's batch, two or three of each
+#: pair's), each by primary key so that no plan depends on statistics.
+#: An official's agency, looked up by primary key (no plan on statistics).
+_AGENCY_OF = "(SELECT o.agency_id FROM officials o WHERE o.id = {official})"
 ACK_DELETE_AUDITED = f"""WITH d AS (
     DELETE FROM inbox i
     USING unnest($1::int[], $2::bigint[]) WITH ORDINALITY AS a(k, position, n), messages m
@@ -657,20 +656,11 @@ ACK_DELETE_AUDITED = f"""WITH d AS (
       AND m.id = i.message_id
     RETURNING a.k, a.n, i.device_id, i.message_id, i.position,
               i.ciphertext IS NULL AS shared, m.sender_official, m.sender_device),
-recipients AS MATERIALIZED (
-    SELECT array_agg((SELECT o.agency_id FROM officials o WHERE o.id = u.official)
-                     ORDER BY u.k) AS agencies
-    FROM unnest($4::uuid[]) WITH ORDINALITY AS u(official, k)),
-senders AS MATERIALIZED (
-    SELECT array_agg(s.id) AS ids,
-           array_agg((SELECT o.agency_id FROM officials o WHERE o.id = s.id)) AS agencies
-    FROM (SELECT DISTINCT sender_official AS id FROM d) s),
 events AS (
     SELECT d.n, ($4::uuid[])[d.k] AS official, d.device_id AS device, d.message_id,
-           d.position, d.sender_official, d.sender_device, r.agencies[d.k] AS official_agency,
-           s.agencies[array_position(s.ids, d.sender_official)] AS sender_agency
-    FROM d, recipients r, senders s),
-entries AS ({delivered_sql("events", "$6")}),
+           d.position, d.sender_official, d.sender_device
+    FROM d),
+entries AS ({delivered_sql("events", "$6", _AGENCY_OF)}),
 audited AS (
     INSERT INTO audit_backlog (created_at, leaf_hashes, entries)
     SELECT $5, string_agg(leaf_hash, ''::bytea ORDER BY n), array_agg(entry ORDER BY n)

@@ -459,14 +459,14 @@ async def test_the_sql_delivered_encoder_writes_what_python_writes(
         rows = await conn.fetch(
             codec.delivered_sql(
                 """(SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[],
-                                         $5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[])
+                                         $5::uuid[], $6::uuid[])
                     WITH ORDINALITY AS e(official, device, message_id, position,
-                                         sender_official, sender_device, official_agency,
-                                         sender_agency, n))""", "$9::text")
+                                         sender_official, sender_device, n))""", "$7::text",
+                "(SELECT a.agency FROM unnest($8::uuid[], $9::uuid[]) AS a(official, agency)"
+                " WHERE a.official = {official})")
             + " ORDER BY 1",
-            *([e[i] for e in delivered] for i in range(6)),
-            [agencies.get(e[0]) for e in delivered], [agencies.get(e[4]) for e in delivered],
-            codec.time_text(at))
+            *([e[i] for e in delivered] for i in range(6)), codec.time_text(at),
+            list(agencies), list(agencies.values()))
     finally:
         await conn.close()
     time = codec.time_text(at)
