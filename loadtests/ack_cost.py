@@ -95,24 +95,123 @@ async def one(batches: int, size: int) -> dict[str, Any]:
         await temp.drop()
 
 
+async def beside_sends(rate: int, seconds: float) -> dict[str, Any]:
+    """Sends at ``rate`` a second through the real committer (check, audit), each
+    recipient's envelope acked as soon as its batch committed, through the real
+    ``Inbox`` (its linger and batch size): the node's database work at that
+    load, without websockets or a load generator. One process, one loop, as in
+    the node. The figure is the sends' latency, submit to answer (the commit
+    batch's wait and statement), and the CPU per message."""
+    import uuid
+
+    from gchat.audit.log import AuditLog
+    from gchat.messaging import service as messaging
+    from gchat.messaging.committer import SendCommitter
+    from gchat.messaging.delivery import Inbox
+    from gchat.store import migrations
+    from gchat.store.database import Database
+    from gchat.store.messages import NewMessage, StoredMessage
+    from loadtests.harness import TempDatabase
+
+    temp = TempDatabase()
+    db = await Database.connect(await temp.create(), 2, 20)  # as the node (db_pool_size)
+    try:
+        async with db.pool.acquire() as conn:
+            await migrations.migrate(conn)
+        pairs = await seed_pairs(db, _PAIRS)
+        official_of = {recipient: official for _, _, official, recipient in pairs}
+        audit = AuditLog()
+        inbox = Inbox(db, audit)
+
+        async def after_commit(batch: list[NewMessage]) -> None:
+            for message in batch:
+                for device, position, _ in message.placed:
+                    inbox.ack(device, official_of[device], [position])
+
+        committer = SendCommitter(db, 256, timedelta(days=1), after_commit, audit=audit,
+                                  prepare=messaging.check_batch)
+        committer.start()
+        inbox.start()
+        latencies: list[float] = []
+        warm = 1.0
+        try:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+
+            async def send(k: int, due: float) -> None:
+                sender_official, sender, recipient_official, recipient = pairs[k % _PAIRS]
+                result = await committer.submit(NewMessage(
+                    uuid.uuid4(), sender, sender_official, recipient_official, f"c{k}",
+                    datetime.now(UTC), [(recipient, os.urandom(348))]))
+                assert isinstance(result, StoredMessage)
+                if due - start >= warm:
+                    latencies.append(loop.time() - due)
+
+            tasks = []
+            backends: list[int] = []
+            db0 = node0 = 0.0
+            k = 0
+            while (now := loop.time()) < start + warm + seconds:
+                if not backends and now >= start + warm:
+                    backends = [r[0] for r in await db.pool.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+                    db0, node0, _ = sample(backends)
+                while k < (now - start) * rate:
+                    tasks.append(loop.create_task(send(k, start + k / rate)))
+                    k += 1
+                await asyncio.sleep(0.001)
+            await asyncio.gather(*tasks)
+            db1, node1, _ = sample(backends)
+        finally:
+            await inbox.stop()
+            await committer.stop()
+        done = len(latencies)
+        latencies.sort()
+        return {"p50_ms": 1000 * latencies[done // 2], "p99_ms": 1000 * latencies[done * 99 // 100],
+                "node_ms": 1000 * (node1 - node0) / done, "db_ms": 1000 * (db1 - db0) / done,
+                "load": os.getloadavg()[0]}
+    finally:
+        await db.close()
+        await temp.drop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=CHECKOUT")
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=0,
+                        help="instead: sends at this rate with their acks (``beside_sends``)")
+    parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(asyncio.run(one(args.batches, args.size))), flush=True)
+        run = one(args.batches, args.size) if not args.rate else beside_sends(
+            args.rate, args.seconds)
+        print(json.dumps(asyncio.run(run)), flush=True)
         return 0
     variants = [(name, Path(path).absolute()) for name, _, path in
                 (spec.partition("=") for spec in args.variant)]
     if len(variants) < 2:
         raise SystemExit("give at least two --variant NAME=CHECKOUT")
-    argv = ["--one", "--batches", str(args.batches), "--size", str(args.size)]
+    argv = ["--one", "--batches", str(args.batches), "--size", str(args.size),
+            "--rate", str(args.rate), "--seconds", str(args.seconds)]
     got = alternate(__file__, [(name, checkout, argv) for name, checkout in variants], args.rounds)
     base = variants[0][0]
+    if args.rate:
+        for name, runs in got.items():
+            m = {k: statistics.median(run[k] for run in runs)
+                 for k in ("p50_ms", "p99_ms", "node_ms", "db_ms")}
+            b = {k: statistics.median(run[k] for run in got[base]) for k in m}
+            each = "/".join(f"{run['p99_ms']:.1f}" for run in runs)
+            print(f"{name:>10}: sends at {args.rate}/s with their acks: p50 {m['p50_ms']:.2f} ms "
+                  f"({m['p50_ms'] / b['p50_ms']:.2f}x), p99 {m['p99_ms']:.2f} ms "
+                  f"({m['p99_ms'] / b['p99_ms']:.2f}x), per message node {m['node_ms']:.3f} ms "
+                  f"+ PostgreSQL {m['db_ms']:.3f} ms (median of {args.rounds} rounds; each "
+                  f"round's p99 {each})")
+        print(f"load average after: {os.getloadavg()}", flush=True)
+        return 0
     keys = ("node_ms", "db_ms", "wall_ms", "wall_p90_ms")
     medians = {name: {k: statistics.median(run[k] for run in runs) for k in keys}
                for name, runs in got.items()}
