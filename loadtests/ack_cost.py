@@ -2,6 +2,8 @@
 
     python -m loadtests.ack_cost --variant before=/path/to/checkout --variant after=. \\
         [--batches 60] [--size 256] [--rounds 3]
+    python -m loadtests.ack_cost --variant before=/path --variant after=. --rate 3000 \\
+        [--seconds 8] [--rounds 6]
 
 Why: an ack batch (its delete and its "message.delivered" audit events) is
 work no message waits for, but it runs beside the send statement, and a
@@ -12,11 +14,18 @@ checkout, with its audit log) on batches of ``--size`` positions spread over
 the 100 devices (at 50% of capacity a batch is 256 positions, two or three
 per device), one after the other, after a warm-up of 10. Per batch: this
 process's CPU (the node's share), the PostgreSQL backends' CPU
-(``/proc/<pid>/stat``), the wall time (the batch's round trips and the
-node's work between them) and how long it held a transaction open (wall time
-of the batch minus nothing: the whole batch is one transaction in either
-form). Variants run alternated as in ``loadtests.send_cost``, each round on
-a fresh database.
+(``/proc/<pid>/stat``) and the wall time (the batch's round trips and the
+node's work between them: as long as its transaction stays open). Variants
+run alternated as in ``loadtests.send_cost``, each round on a fresh
+database.
+
+``--rate R``: instead, sends at R a second through the real committer (its
+check and audit log) for ``--seconds`` after a second's warm-up, each
+envelope acked as its batch commits through the real ``Inbox`` (its linger
+and batch size), in one process and loop as in the node, with the node's
+pool sizes; the figures are the sends' latency (submit to answer) and the
+CPU per message: what an ack batch does to the sends beside it, without
+websockets or a load generator.
 """
 
 from __future__ import annotations
