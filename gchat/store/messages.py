@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
+import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from gchat.store.audit import ROW_EVENTS, EncodedEvents, insert_events
