@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from signal import SIGCONT, SIGSTOP
 
 import pytest
 from redis.asyncio import Redis
@@ -177,6 +178,92 @@ async def test_publishes_of_a_batch_share_a_pipeline(two_nodes) -> None:  # noqa
     # The pipeline's replies may come after the messages.
     await eventually(lambda: node_a.count("gchat_broker_published_total") == 300)
     assert node_b.count("gchat_broker_received_total") == 300
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[tuple[PrivateRedis, Redis]]:
+    """A Redis of this test's own (its command counts are the test's alone), and a client."""
+    server = PrivateRedis()
+    server.start()
+    admin = Redis.from_url(server.url)
+    try:
+        yield server, admin
+    finally:
+        await admin.aclose()
+        server.kill()
+
+
+async def command_calls(admin: Redis, command: str) -> int:
+    stats = await admin.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_a_flush_publishes_one_payload_to_many_devices_in_one_command(
+    private_redis: tuple[PrivateRedis, Redis], redis_prefix: str
+) -> None:
+    server, admin = private_redis
+    quiet = {"ping_interval": 30.0}  # no heartbeat among the counted commands
+    node_a = await make_node(server.url, redis_prefix, "node-a", **quiet)
+    node_b = await make_node(server.url, redis_prefix, "node-b", **quiet)
+    try:
+        devices = [uuid.uuid4() for _ in range(300)]
+        recorders = [Recorder() for _ in devices]
+        for device, recorder in zip(devices, recorders, strict=True):
+            await subscribed(node_b.broker, device, recorder)
+        await admin.config_resetstat()
+        await node_a.broker.publish(devices, Signal(SignalKind.WAKE))
+        await eventually(lambda: all(r.signals for r in recorders), what="every device woken")
+        assert await command_calls(admin, "eval") == 1
+        assert await command_calls(admin, "publish") == 300  # the script's, one per device
+        await stays(lambda: all(r.signals == [Signal(SignalKind.WAKE)] for r in recorders))
+    finally:
+        await node_a.close()
+        await node_b.close()
+
+
+async def test_signals_flushed_together_arrive_in_the_order_they_were_published(
+    two_nodes,  # noqa: ANN001
+) -> None:
+    a, b = (node.broker for node in two_nodes)
+    device, other = uuid.uuid4(), uuid.uuid4()
+    on_b, on_other = Recorder(), Recorder()
+    await subscribed(b, device, on_b)
+    await subscribed(b, other, on_other)
+    sent = [
+        Signal(SignalKind.PREKEYS_LOW, 1),
+        Signal(SignalKind.WAKE),
+        Signal(SignalKind.PREKEYS_LOW, 1),  # the same payload as the first, later
+        Signal(SignalKind.CONNECTED, "node-a:9"),
+        Signal(SignalKind.WAKE),
+    ]
+    for signal in sent:  # one loop turn: the flusher sends them in one pipeline
+        await a.publish([device, other], signal)
+    await on_b.until(lambda: len(on_b.signals) == len(sent))
+    await on_other.until(lambda: len(on_other.signals) == len(sent))
+    assert on_b.signals == sent
+    assert on_other.signals == sent
+
+
+async def test_a_redis_that_stops_answering_is_noticed_though_the_read_has_no_timeout(
+    private_redis: tuple[PrivateRedis, Redis], redis_prefix: str
+) -> None:
+    server, _ = private_redis
+    assert server.proc is not None
+    fast = {"ping_interval": 0.2, "backoff_min": 0.05, "backoff_max": 0.2}
+    node = await make_node(server.url, redis_prefix, "node-a", poll_interval=0.05, **fast)
+    try:
+        device = uuid.uuid4()
+        listener = Recorder(node.broker)
+        await subscribed(node.broker, device, listener)
+        server.proc.send_signal(SIGSTOP)  # the TCP connection stays up, silent
+        try:
+            await eventually(lambda: not node.broker.healthy, within=5, what="silence noticed")
+            await listener.until(lambda: len(listener.signals) >= 2)  # polled meanwhile
+        finally:
+            server.proc.send_signal(SIGCONT)
+        await eventually(lambda: node.broker.healthy, within=10, what="back once it answers")
+    finally:
+        await node.close()
 
 
 async def test_redis_outage_polls_then_resubscribes_and_resyncs(redis_prefix: str) -> None:
