@@ -160,9 +160,9 @@ class RedisBroker(RelayedBroker[tuple[bytes, bytes]]):
         #: The subscribed devices by channel: a message names its device
         #: without a UUID being parsed.
         self._channels: dict[bytes, UUID] = {}
-        #: Payloads heard, decoded: a commit batch's wake-ups from one node
-        #: all carry the same one.
-        self._heard: dict[bytes, tuple[str, str, int | str | None]] = {}
+        #: Payloads heard, decoded (origin, kind, the signal if it is one): a
+        #: commit batch's wake-ups from one node all carry the same one.
+        self._heard: dict[bytes, tuple[str, str, Signal | None]] = {}
         self._changed = asyncio.Event()
         self._recycle = asyncio.Event()
         self._metrics.redis_up.set(0)
@@ -410,10 +410,14 @@ class RedisBroker(RelayedBroker[tuple[bytes, bytes]]):
             except (ValueError, TypeError):
                 log.warning("malformed broker message on %r", channel)
                 return
+            try:
+                signal: Signal | None = Signal(SignalKind(kind), value)
+            except ValueError:
+                signal = None  # a control message, or a kind this node does not know
             if len(self._heard) >= _HEARD_PAYLOADS:
                 self._heard.clear()
-            heard = self._heard[data] = (origin, kind, value)
-        origin, kind, value = heard
+            heard = self._heard[data] = (origin, kind, signal)
+        origin, kind, signal = heard
         if origin == self._node:
             return  # our own: local listeners were called when it was published
         if channel == self._cluster and kind == ALIVE:
@@ -427,9 +431,7 @@ class RedisBroker(RelayedBroker[tuple[bytes, bytes]]):
         device = self._device_of(channel)
         if device is None:
             return
-        try:
-            signal = Signal(SignalKind(kind), value)
-        except ValueError:
+        if signal is None:
             log.warning("unknown signal kind %r on %r", kind, channel)
             return
         self._local.deliver([device], signal)
