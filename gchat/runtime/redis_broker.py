@@ -17,8 +17,9 @@ device->node map:
 - The cost is one SUBSCRIBE per connecting device and one PUBLISH per
   recipient device per commit. Subscriptions are sent in batches from one
   task (a connect storm becomes a few multi-channel SUBSCRIBEs), and the
-  PUBLISHes of a whole commit batch go out in one pipeline, not one round
-  trip each. Redis handles hundreds of thousands of channels and messages a
+  PUBLISHes of a whole commit batch go out as one script call (``EVAL``,
+  one PUBLISH per channel inside Redis), not one command and round trip
+  each. Redis handles hundreds of thousands of channels and messages a
   second, far beyond what one PostgreSQL primary commits. (With a device
   map, a wake-up would cost a map lookup per device and still a publish per
   node: no cheaper for 1:1 traffic.) With Redis Cluster, sharded pub/sub
