@@ -246,11 +246,13 @@ class Connection:
         self._ws.protocol.writes.append(server_frame(payload, self._text))
         return len(payload)
 
-    def write_now(self, frames: Sequence[object]) -> bool:
+    def write_now(self, frames: Sequence[object], last: bool = False) -> bool:
         """Frame ``frames`` now and write them at the end of this turn, if the
         socket takes them without waiting; False (nothing framed) when a send
         waits for the socket to drain or the connection is not open: then
-        ``send_many`` them.
+        ``send_many`` them. ``last``: nothing more is coming for this socket
+        this turn (a send's answer with no other request waiting), so they are
+        written at once, with whatever was framed before them.
 
         For a send's answer and the envelopes handed over by its commit,
         written from callbacks rather than tasks. Waiting sends go first, so
@@ -270,14 +272,21 @@ class Connection:
             return False
         for frame in frames:
             self._frame(frame)
-        if not self._framed:
+        if last:
+            # The turn's end is a loop pass away (a handle, an empty poll),
+            # once per send at low load, where nothing would join the write.
+            # Frames framed before these leave with them; the end of the
+            # turn then finds none (``write_framed``).
+            self.write_framed()
+        elif not self._framed:
             self._framed = True
             self._services.writes.add(self, ws.loop)
         self._services.metrics.frames_out.inc(len(frames))
         return True
 
     def write_framed(self) -> None:
-        """Write what ``write_now`` framed (unless a send context already did)."""
+        """Write what ``write_now`` framed (unless a send context or a ``last``
+        write already did)."""
         self._framed = False
         ws = self._ws
         # Data frames only: websockets writes whatever it frames itself
@@ -436,7 +445,10 @@ class Connection:
                     error = failed
             if error is not None:
                 reply = self._refusal(frame, error)
-            if self.write_now([reply]):
+            # The last answer this connection waits for is written at once;
+            # with more waiting (a client pipelining sends, answered by one
+            # commit) the end of the turn writes them together.
+            if self.write_now([reply], last=self._in_flight == 1):
                 if error is None:
                     self._answered(frame, reply)
             elif self._ws.protocol.state is State.OPEN:

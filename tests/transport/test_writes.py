@@ -1,6 +1,7 @@
 """Frames a connection writes from callbacks leave in one write per turn, in order."""
 
 import asyncio
+from functools import partial
 from typing import Any
 from uuid import uuid4
 
@@ -8,6 +9,7 @@ import msgspec
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from gchat.handling import Later
 from gchat.transport.connection import Connection, Services
 from protocol import frames as f
 from protocol.version import MSGPACK_SUBPROTOCOL
@@ -150,3 +152,51 @@ async def test_a_flush_writes_what_was_framed_at_once_and_the_callback_the_rest(
     await asyncio.sleep(0)
     assert [frames_in(w) for w in sockets[0].transport.writes] == [first[:1], [later]]
     assert [frames_in(w) for w in sockets[1].transport.writes] == [first[1:]]
+
+
+async def test_a_last_write_leaves_at_once_with_what_was_framed_before_it() -> None:
+    ws = Socket()
+    conn = connection(ws)
+    first, last = accepted(1), accepted(2)
+    assert conn.write_now([first])
+    assert conn.write_now([last], last=True)
+    assert [frames_in(w) for w in ws.transport.writes] == [[first, last]]  # now, in order
+    await asyncio.sleep(0)
+    assert len(ws.transport.writes) == 1  # the end of the turn finds nothing more
+
+
+_MESSAGE = uuid4()
+
+
+def answer(rid: int) -> f.Accepted:
+    return f.Accepted(rid=rid, message_id=_MESSAGE, server_time=1)
+
+
+def send_waiting_for_its_commit(conn: Connection, rid: int) -> "asyncio.Future[int]":
+    """A send of ``conn`` waiting for its commit, answered as the connection
+    answers one (a ``Later``) once the future is given the answer's rid."""
+    done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    send = f.Send(
+        rid=rid, recipient=uuid4(), client_message_id=f"m{rid}",
+        envelopes=[f.Envelope(device_id=uuid4(), ciphertext=b"x")],
+    )  # fmt: skip
+    conn._in_flight += 1
+    done.add_done_callback(partial(conn._later_done, send, Later(done, answer)))
+    return done
+
+
+async def test_a_lone_answer_leaves_in_its_callback_answers_committed_together_in_one_write() -> (
+    None
+):
+    ws = Socket()
+    conn = connection(ws)
+    send_waiting_for_its_commit(conn, 1).set_result(1)
+    await asyncio.sleep(0)  # the answer's callback has run, and no loop pass after it
+    assert [frames_in(w) for w in ws.transport.writes] == [[answer(1)]]
+    # Two pipelined sends answered by one commit: one write once both are framed.
+    for rid in (2, 3):
+        send_waiting_for_its_commit(conn, rid).set_result(rid)
+    await asyncio.sleep(0)
+    assert [frames_in(w) for w in ws.transport.writes] == [[answer(1)], [answer(2), answer(3)]]
+    await asyncio.sleep(0)
+    assert len(ws.transport.writes) == 2 and conn._in_flight == 0
