@@ -178,7 +178,27 @@ class Connection:
                 await self._ws.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
                 return
             await self.send(f.Challenge(server_id=self._services.server_id, nonce=self._nonce))
-            await self._read()
+            # Handle the connection's messages in order until it closes, here
+            # rather than in a coroutine of its own: the task passes through
+            # each coroutine it is in whenever a message wakes it, twice per
+            # chat message. The messages already received are taken without
+            # waiting (``ReadingConnection``), and waited for on the queue's
+            # own future; what ``take`` leaves after a wait (the end, a
+            # message websockets refuses) goes through ``recv``, which raises
+            # ConnectionClosed or fails the connection as ``async for`` would.
+            ws = self._ws
+            messages = ws.recv_messages
+            take = messages.take
+            while True:
+                waiting = take()
+                if waiting is None:
+                    arrival = messages.arrival()
+                    if arrival is not None:
+                        await arrival
+                    waiting = take()
+                    if waiting is None:
+                        waiting = await ws.recv()
+                await self._receive(waiting)
         except ConnectionClosed:
             pass
         finally:
@@ -187,27 +207,6 @@ class Connection:
             self._session.handle(Event.CLOSED)
             self._services.metrics.connections.dec()
             await self._teardown()
-
-    async def _read(self) -> None:
-        """Handle the connection's messages in order until it closes.
-
-        The messages already received are taken without waiting
-        (``ReadingConnection``), and waited for on the queue itself; what
-        ``take`` leaves after a wait (the end, a message websockets refuses)
-        goes through ``recv``, which raises ConnectionClosed or fails the
-        connection as ``async for`` would.
-        """
-        ws = self._ws
-        messages = ws.recv_messages
-        take = messages.take
-        while True:
-            waiting = take()
-            if waiting is None:
-                await messages.wait()
-                waiting = take()
-                if waiting is None:
-                    waiting = await ws.recv()
-            await self._receive(waiting)
 
     def _auth_deadline_passed(self) -> None:
         if not self._session.authenticated:
@@ -633,10 +632,15 @@ class Connection:
 
 
 def handler(services: Services) -> Callable[[ServerConnection], Awaitable[None]]:
-    """The websockets connection handler for these services."""
+    """The websockets connection handler for these services.
 
-    async def handle(ws: ServerConnection) -> None:
+    It returns the connection's ``run`` for websockets to await, rather than
+    awaiting it in a coroutine of its own: one layer less for the reading
+    task to pass through at each message (``Connection.run``).
+    """
+
+    def handle(ws: ServerConnection) -> Awaitable[None]:
         assert isinstance(ws, ReadingConnection)  # serve(create_connection=...), app.py
-        await Connection(ws, services).run()
+        return Connection(ws, services).run()
 
     return handle

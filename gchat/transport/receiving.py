@@ -101,16 +101,19 @@ class Messages:
         if self._high is not None and len(self._queue) > self._high and not self._paused:
             self._paused = True
             self._pause()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def close(self) -> None:
         """No more frames (the connection is lost); messages queued can still be read."""
         self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def take(self) -> str | bytes | None:
         """The next message if one is waiting whole and readable, without
@@ -138,20 +141,25 @@ class Messages:
         self._pop()
         return message
 
-    async def wait(self) -> None:
-        """Until a message is queued or the stream has ended: then ``take`` it,
-        or ``recv`` what ``take`` leaves (the end, a message websockets refuses,
-        with its errors). A reader waiting here rather than in ``recv`` pays no
-        coroutine layer of websockets' per message."""
+    def arrival(self) -> "asyncio.Future[None] | None":
+        """None if a message is queued or the stream has ended, else a future
+        done when one is or it has: then ``take`` it, or ``recv`` what ``take``
+        leaves (the end, a message websockets refuses, with its errors). A
+        reader awaiting it rather than ``recv`` pays no coroutine layer of
+        websockets' per message, nor one of its own (``wait``)."""
         if self._queue or self.closed:
-            return
-        if self._waiter is not None:
+            return None
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():  # a done one: its reader was cancelled
             raise ConcurrencyError("wait() or get() is already running")
-        self._waiter = self._loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+        waiter = self._waiter = self._loop.create_future()
+        return waiter
+
+    async def wait(self) -> None:
+        """Until a message is queued or the stream has ended (``arrival``)."""
+        arrival = self.arrival()
+        if arrival is not None:
+            await arrival
 
     async def get(self, decode: bool | None = None) -> str | bytes:
         """The next message, as websockets' ``Assembler.get``: text as str unless
@@ -261,10 +269,18 @@ class ReadingConnection(ServerConnection):
     """
 
     recv_messages: Messages  # type: ignore[assignment]  # the Assembler's interface, and take
+    #: The parser was between frames when last looked at and has been fed
+    #: nothing since: it still is, while the connection is open. Walking its
+    #: generators to ask (``between_frames``) cost about a microsecond a read,
+    #: twice per message, at low load several (its code cold).
+    _between = False
 
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
-        if not self.debug and between_frames(protocol):
+        if not self.debug and (
+            (self._between and protocol.state is State.OPEN) or between_frames(protocol)
+        ):
+            self._between = True
             limit = protocol.max_message_size
             if protocol.max_fragment_size is not None:
                 fragment = protocol.max_fragment_size
@@ -273,6 +289,7 @@ class ReadingConnection(ServerConnection):
             if taken == len(data):
                 return
             data = data[taken:]
+        self._between = False  # the parser is fed: ask it again next time
         super().data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -406,3 +406,41 @@ async def test_whole_messages_and_frames_queue_together_in_order() -> None:
     assert await messages.get() == "three"
     assert await messages.get(decode=True) == "four"
     assert await messages.get(decode=False) == b"five"
+
+
+def test_the_parser_is_asked_again_only_once_it_was_fed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads the node parsed whole leave websockets' parser where it was, so it
+    is not walked again; a read it was fed part of, or a close, ends that."""
+    asked: list[bool] = []
+
+    def counted(protocol: Any) -> bool:
+        asked.append(between_frames(protocol))
+        return asked[-1]
+
+    monkeypatch.setattr(receiving, "between_frames", counted)
+    uvloop.run(parsed_in_turn(asked))
+
+
+async def parsed_in_turn(asked: list[bool]) -> None:
+    async with recording_server() as (port, recorded):
+        client, transport = await raw_client(port)
+        asked.clear()  # the handshake's reads
+        received = recorded.received
+        one = masked(Frame(Opcode.BINARY, b"one"))
+        for count in range(1, 4):  # whole frames, each its own read
+            transport.write(one)
+            await eventually(lambda count=count: len(received) == count)  # type: ignore[misc]
+        assert asked == [True]  # asked once: the parser was fed nothing since
+        two = masked(Frame(Opcode.BINARY, b"two"))
+        transport.write(two[:3])  # cut short: websockets' parser is fed it
+        await asyncio.sleep(0.05)
+        transport.write(two[3:])
+        await eventually(lambda: received[-1] == b"two")
+        transport.write(one)
+        await eventually(lambda: len(received) == 5)
+        # Fed, it is asked at each read again: mid-frame, then between frames.
+        assert asked == [True, False, True]
+        transport.write(one)
+        await eventually(lambda: len(received) == 6)
+        assert len(asked) == 3
+        await client.close()
