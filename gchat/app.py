@@ -237,13 +237,19 @@ class App:
         inbox = self._inbox
 
         writes = Writes()
+        # A node alone (the in-process broker) has no other node to tell.
+        alone = isinstance(broker, InProcessBroker)
 
-        def wake_recipients(batch: list[NewMessage]) -> Awaitable[None]:
+        def wake_recipients(batch: list[NewMessage]) -> Awaitable[None] | None:
             # Streams here take the committed rows as they are, and their
             # envelopes leave now, not a loop pass later (the committer calls
-            # this as the batch commits); the signals follow.
+            # this as the batch commits); the signals follow, if any: a node
+            # alone whose streams took every row has none to send, and the
+            # committer then runs no task for them (one per send at low load).
             handed, elsewhere = inbox.hand_over(batch)
             writes.flush()
+            if alone and not elsewhere:
+                return None
             return signal_recipients(handed, elsewhere)
 
         async def signal_recipients(handed: set[UUID], elsewhere: set[UUID]) -> None:

@@ -85,8 +85,9 @@ from gchat.store.policies import SendStanding
 log = logging.getLogger("gchat.messaging.committer")
 
 #: Called with a batch's written sends as it commits; the awaitable it returns
-#: runs afterwards, in commit order (see the module docstring).
-AfterCommit = Callable[[list[NewMessage]], Awaitable[None]]
+#: runs afterwards, in commit order (see the module docstring); None: nothing
+#: is left to run.
+AfterCommit = Callable[[list[NewMessage]], Awaitable[None] | None]
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,8 @@ class SendCommitter:
             rest = self._after_commit(written)
         except Exception as error:  # devices catch up on the next signal
             self._quiet.failure("after-commit wake-up", error)
+            return
+        if rest is None:  # nothing to await: no task (nothing to keep in order either)
             return
         before = self._handing[lane]
         self._handing[lane] = asyncio.create_task(self._wake(before, rest))

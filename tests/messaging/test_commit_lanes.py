@@ -5,7 +5,7 @@ retries from the original, and live streams still push each inbox in order."""
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -327,3 +327,35 @@ async def test_a_batch_is_handed_over_as_it_commits_before_the_lane_takes_the_ne
     assert events.index("hand over a") < events.index("answer a")
     assert events.index("signal a") < events.index("signal b")
     assert [e for e in events if e.startswith("hand over")] == ["hand over a", "hand over b"]
+
+
+async def test_a_batch_with_nothing_left_to_signal_runs_no_task(db: Database) -> None:
+    """``after_commit`` returning None (a node alone whose streams took every
+    row) leaves the committer nothing to run: no task. A batch with signals
+    still has them run."""
+    agency = await _agency(db)
+    sender = await _official(db, agency, 0)
+    recipient = await _official(db, agency)
+    signalled: list[str] = []
+
+    async def signal(ids: str) -> None:
+        signalled.append(ids)
+
+    def after_commit(batch: list[NewMessage]) -> "Awaitable[None] | None":
+        ids = ",".join(m.client_message_id for m in batch)
+        return None if ids == "a" else signal(ids)
+
+    committer = SendCommitter(db, 4, timedelta(days=1), after_commit, prepare=messaging.check_batch)
+    committer.start()
+    try:
+        assert isinstance(
+            await committer.submit(_send(sender, recipient[0], [recipient[1]], "a")), StoredMessage
+        )
+        assert committer._handing == [None]  # no task for "a"
+        assert isinstance(
+            await committer.submit(_send(sender, recipient[0], [recipient[1]], "b")), StoredMessage
+        )
+        await eventually(lambda: signalled == ["b"])
+        assert committer._handing[0] is not None
+    finally:
+        await committer.stop()
