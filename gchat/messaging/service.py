@@ -129,18 +129,16 @@ async def check_batch(
         if recipient is not None:
             officials.add(recipient)
     parties = {o: known[o] for o in officials if o in known}
-    missing = sorted(officials - parties.keys())
-    if missing:
-        parties |= await policies.send_standings(conn, missing)
+    if len(parties) < len(officials):  # (at low load a lone send's two are usually known)
+        parties |= await policies.send_standings(conn, sorted(officials - parties.keys()))
     active = {o: parties[o].active_devices if o in parties else frozenset() for o in officials}
-    posting = await conversations.lock_for_posting(
-        conn,
-        [
-            (m.conversation_id, m.sender_official)
-            for m in (sends[i] for i in checked)
-            if m.kind == "group" and m.conversation_id is not None
-        ],
-    )
+    posts = [
+        (m.conversation_id, m.sender_official)
+        for m in (sends[i] for i in checked)
+        if m.kind == "group" and m.conversation_id is not None
+    ]
+    # No coroutine for a batch without group posts (every pairwise batch).
+    posting = await conversations.lock_for_posting(conn, posts) if posts else {}
     for i in checked:
         message = sends[i]
         sender = parties.get(message.sender_official)

@@ -269,8 +269,10 @@ class Connection:
             or ws.transport.is_closing()
         ):
             return False
+        # ``_frame``'s work inline: a call less per frame, two per message.
+        writes, encode, text = ws.protocol.writes, self._encode, self._text
         for frame in frames:
-            self._frame(frame)
+            writes.append(server_frame(encode(frame), text))
         if last:
             # The turn's end is a loop pass away (a handle, an empty poll),
             # once per send at low load, where nothing would join the write.
