@@ -18,6 +18,15 @@ its checkout's ``gchat`` first on ``sys.path``, rounds alternating A B, B A,
 ``GCHAT_TEST_DATABASE_URL``, default postgres@127.0.0.1). Prints one JSON
 line per run and the medians with their ratios to the first variant.
 
+Each run also measures the floor under a lone send: the same number of
+transactions that each insert one row of a ciphertext's size into a plain
+(logged) table and commit, one after the other on a connection of their
+own (``floor_node_ms``, ``floor_db_ms``). That is what any server that
+stores a message durably before answering pays per message when every
+message is its own transaction (at low load), whatever its schema: on
+these machines most of a lone send's PostgreSQL CPU is this floor's
+(docs/PERFORMANCE.md, "lead, 2026-12-05").
+
 ``--grow N``: after the warm-up (on tables of a few rows, so the
 connections have cached their plans), N more officials with a device each
 are inserted, and nobody runs ``ANALYZE``: what a send costs on a node
@@ -173,10 +182,29 @@ async def one(sends: int, grow: int = 0) -> dict[str, Any]:
         db0, node0, wall0 = sample(backends)
         await send(_WARM_UP, sends)
         db1, node1, wall1 = sample(backends)
+        floor_node_ms, floor_db_ms = await durable_floor(db, sends)
     return {"node_ms": 1000 * (node1 - node0) / sends, "db_ms": 1000 * (db1 - db0) / sends,
             "wall_ms": 1000 * (wall1 - wall0) / sends,
+            "floor_node_ms": floor_node_ms, "floor_db_ms": floor_db_ms,
             "backends": len(backends), "load": os.getloadavg()[0], "grown": grow,
             "gchat": str(Path(gchat.__file__).parent)}
+
+
+async def durable_floor(db: Any, transactions: int) -> tuple[float, float]:
+    """CPU ms per transaction (this process's, its backend's) of ``transactions``
+    one-row inserts of a ciphertext's size, each committed on its own."""
+    async with db.pool.acquire() as conn:
+        await conn.execute("CREATE TABLE send_cost_floor (id bigserial PRIMARY KEY, c bytea)")
+        insert = await conn.prepare("INSERT INTO send_cost_floor (c) VALUES ($1)")
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        for _ in range(_WARM_UP):
+            await insert.fetch(os.urandom(348))
+        db0, node0, _ = sample([backend])
+        for _ in range(transactions):
+            await insert.fetch(os.urandom(348))
+        db1, node1, _ = sample([backend])
+        await conn.execute("DROP TABLE send_cost_floor")
+    return 1000 * (node1 - node0) / transactions, 1000 * (db1 - db0) / transactions
 
 
 def alternate(
@@ -221,14 +249,17 @@ def main() -> int:
     got = alternate(__file__, [(name, checkout, argv) for name, checkout in variants], args.rounds)
     base = variants[0][0]
     medians = {name: {k: statistics.median(run[k] for run in runs)
-                      for k in ("node_ms", "db_ms", "wall_ms")} for name, runs in got.items()}
+                      for k in ("node_ms", "db_ms", "wall_ms", "floor_node_ms", "floor_db_ms")}
+               for name, runs in got.items()}
     for name, m in medians.items():
         total = m["node_ms"] + m["db_ms"]
         base_total = medians[base]["node_ms"] + medians[base]["db_ms"]
         print(f"{name:>10}: node {m['node_ms']:.3f} ms + PostgreSQL {m['db_ms']:.3f} ms per send "
               f"(median of {args.rounds}) = {total:.3f} ms, {total / base_total:.2f}x {base}; "
               f"wall {m['wall_ms']:.3f} ms per send, "
-              f"{m['wall_ms'] / medians[base]['wall_ms']:.2f}x")
+              f"{m['wall_ms'] / medians[base]['wall_ms']:.2f}x; floor: node "
+              f"{m['floor_node_ms']:.3f} ms + PostgreSQL {m['floor_db_ms']:.3f} ms "
+              "per one-row durable transaction")
     print(f"load average after: {os.getloadavg()}", flush=True)
     return 0
 
