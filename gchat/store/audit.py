@@ -259,7 +259,12 @@ async def backfill_subtrees(conn: asyncpg.Connection) -> int:
 
 
 async def vacuum_backlog(conn: Executor) -> None:
-    """Reclaim the backlog's moved rows (where this role may; otherwise autovacuum's job)."""
+    """Reclaim the backlog's moved rows (where this role may; otherwise autovacuum's job).
+
+    Their pages stay in the table for the next rows (``vacuum_truncate`` is
+    off, migration 0022): a pass leaves the backlog empty, and truncating it
+    would lock out every send and ack statement, which insert into it.
+    """
     await conn.execute("VACUUM (SKIP_LOCKED) audit_backlog")
 
 

@@ -113,6 +113,42 @@ async def test_a_pass_takes_whole_rows_about_its_batch_of_events(database_url: s
         await db.close()
 
 
+async def _backlog_pages(pool: asyncpg.Pool) -> int:
+    """Bytes of the backlog's table and of its TOAST table (rows over 2 kB go there)."""
+    return int(await pool.fetchval(
+        "SELECT pg_relation_size(c.oid) + pg_relation_size(c.reltoastrelid)"
+        " FROM pg_class c WHERE c.oid = 'audit_backlog'::regclass"))
+
+
+async def test_vacuum_keeps_the_emptied_backlog_s_pages_for_the_next_rows(
+    database_url: str,
+) -> None:
+    """Every pass empties the backlog and its VACUUM then finds it empty:
+    truncating it would take an ACCESS EXCLUSIVE lock on the table every
+    send and ack inserts into, and the next rows would extend it again
+    (migration 0022). The pages stay, and the next rows reuse them."""
+    db = await Database.connect(database_url, min_size=1, max_size=3)
+    log = AuditLog()
+
+    async def fill(first: int) -> None:
+        for k in range(20):
+            async with db.transaction() as conn:
+                await log.record(conn, *(_event(first + 256 * k + i) for i in range(256)))
+
+    try:
+        await fill(0)
+        await _sequence_all(db, 20 * 256)
+        assert await db.pool.fetchval("SELECT count(*) FROM audit_backlog") == 0
+        size = await _backlog_pages(db.pool)
+        assert size > 0
+        await store.vacuum_backlog(db.pool)
+        assert await _backlog_pages(db.pool) == size
+        await fill(0)  # as many rows of the same size again: into the freed pages
+        assert await _backlog_pages(db.pool) < 1.25 * size  # not twice the size
+    finally:
+        await db.close()
+
+
 _OLD_INSERT = """INSERT INTO audit_pending (created_at, leaf_hash, entry)
                  SELECT $1, h, e FROM unnest($2::bytea[], $3::bytea[]) AS t(h, e)"""
 
