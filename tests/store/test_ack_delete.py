@@ -38,6 +38,16 @@ async def _directory(pool: asyncpg.Pool, agencies: list[uuid.UUID]) -> list[
     return made
 
 
+async def _two_agencies(pool: asyncpg.Pool) -> tuple[uuid.UUID, uuid.UUID]:
+    """The schema, and two agencies (their ids) in it."""
+    async with pool.acquire() as conn:
+        await migrations.migrate(conn)
+    x, y = uuid.uuid4(), uuid.uuid4()
+    await directory.create_agency(pool, x, "X", "Agency X")
+    await directory.create_agency(pool, y, "Y", "Agency Y")
+    return x, y
+
+
 async def _store(pool: asyncpg.Pool, batch: list[NewMessage]) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await messages.store_batch(conn, batch, datetime.now(UTC) + timedelta(days=1))
@@ -48,11 +58,7 @@ async def test_a_mixed_batch_is_audited_row_by_row_as_the_node_would_encode_it(
 ) -> None:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
     try:
-        async with pool.acquire() as conn:
-            await migrations.migrate(conn)
-        x, y = uuid.uuid4(), uuid.uuid4()
-        await directory.create_agency(pool, x, "X", "Agency X")
-        await directory.create_agency(pool, y, "Y", "Agency Y")
+        x, y = await _two_agencies(pool)
         people = await _directory(pool, [x, y, x, y])
         agency_of = {official: agency for official, _, agency in people}
         device_of = {official: device for official, device, _ in people}
@@ -107,11 +113,7 @@ async def test_a_large_batch_is_audited_in_backlog_rows_of_row_events(database_u
     nothing."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
     try:
-        async with pool.acquire() as conn:
-            await migrations.migrate(conn)
-        x, y = uuid.uuid4(), uuid.uuid4()
-        await directory.create_agency(pool, x, "X", "Agency X")
-        await directory.create_agency(pool, y, "Y", "Agency Y")
+        x, y = await _two_agencies(pool)
         (sender, sender_device, _), (recipient, device, _) = await _directory(pool, [x, y])
         count = ROW_EVENTS + 3
         await _store(pool, [
