@@ -1,5 +1,5 @@
 /** The app's screens. State lives in the Device; screens re-render on its changes. */
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { BlockedError, Device, type Chat, type Msg } from "../client";
 import { Cancelled } from "../files/transfer";
 import { thumbnailOf } from "../files/thumbnail";
@@ -64,7 +64,9 @@ export function App() {
     // The first usable screen (enrolment or conversations): web/tools/budgets.py reads this mark.
     if (loaded && performance.getEntriesByName("gchat:interactive").length === 0) performance.mark("gchat:interactive");
   }, [loaded]);
-  useEffect(() => {
+  // Layout, not a plain effect: the page's language changes in the same commit as its
+  // text (a plain effect runs after the paint, so a screen reader could meet English read as Thai).
+  useLayoutEffect(() => {
     document.documentElement.lang = lang;
     document.title = t("appName");
     sessionStorage.setItem("lang", lang);
