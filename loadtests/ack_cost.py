@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from loadtests.send_cost import alternate, sample, seed_pairs
+from loadtests.send_cost import alternate, backends_of, sample, seeded_database
 
 _PAIRS = 100
 _WARM_UP = 10
@@ -51,17 +51,10 @@ async def one(batches: int, size: int) -> dict[str, Any]:
     """One run in this process, with whatever ``gchat`` is first on ``sys.path``."""
     from gchat.audit.log import AuditLog
     from gchat.messaging.delivery import Inbox, PendingAck
-    from gchat.store import messages, migrations
-    from gchat.store.database import Database
+    from gchat.store import messages
     from gchat.store.messages import NewMessage
-    from loadtests.harness import TempDatabase
 
-    temp = TempDatabase()
-    db = await Database.connect(await temp.create(), 2, 2)
-    try:
-        async with db.pool.acquire() as conn:
-            await migrations.migrate(conn)
-        pairs = await seed_pairs(db, _PAIRS)
+    async with seeded_database(_PAIRS) as (_, db, pairs):
         per_pair = (batches + _WARM_UP) * -(-size // _PAIRS)
         ids = messages.MessageIds()
         expires = datetime.now(UTC) + timedelta(days=1)
@@ -84,8 +77,7 @@ async def one(batches: int, size: int) -> dict[str, Any]:
 
         for _ in range(_WARM_UP):
             await inbox._delete(next_batch())
-        backends = [r[0] for r in await db.pool.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+        backends = await backends_of(db)
         walls = []
         db0, node0, _ = sample(backends)
         for _ in range(batches):
@@ -99,9 +91,6 @@ async def one(batches: int, size: int) -> dict[str, Any]:
                 "db_ms": 1000 * (db1 - db0) / batches,
                 "wall_ms": 1000 * statistics.median(walls),
                 "wall_p90_ms": 1000 * sorted(walls)[int(0.9 * len(walls))]}
-    finally:
-        await db.close()
-        await temp.drop()
 
 
 async def beside_sends(rate: int, seconds: float) -> dict[str, Any]:
@@ -117,17 +106,9 @@ async def beside_sends(rate: int, seconds: float) -> dict[str, Any]:
     from gchat.messaging import service as messaging
     from gchat.messaging.committer import SendCommitter
     from gchat.messaging.delivery import Inbox
-    from gchat.store import migrations
-    from gchat.store.database import Database
     from gchat.store.messages import NewMessage, StoredMessage
-    from loadtests.harness import TempDatabase
 
-    temp = TempDatabase()
-    db = await Database.connect(await temp.create(), 2, 20)  # as the node (db_pool_size)
-    try:
-        async with db.pool.acquire() as conn:
-            await migrations.migrate(conn)
-        pairs = await seed_pairs(db, _PAIRS)
+    async with seeded_database(_PAIRS, 20) as (_, db, pairs):  # pool as the node's (db_pool_size)
         official_of = {recipient: official for _, _, official, recipient in pairs}
         audit = AuditLog()
         inbox = Inbox(db, audit)
@@ -162,8 +143,7 @@ async def beside_sends(rate: int, seconds: float) -> dict[str, Any]:
             k = 0
             while (now := loop.time()) < start + warm + seconds:
                 if not backends and now >= start + warm:
-                    backends = [r[0] for r in await db.pool.fetch(
-                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+                    backends = await backends_of(db)
                     db0, node0, _ = sample(backends)
                 while k < (now - start) * rate:
                     tasks.append(loop.create_task(send(k, start + k / rate)))
@@ -179,9 +159,6 @@ async def beside_sends(rate: int, seconds: float) -> dict[str, Any]:
         return {"p50_ms": 1000 * latencies[done // 2], "p99_ms": 1000 * latencies[done * 99 // 100],
                 "node_ms": 1000 * (node1 - node0) / done, "db_ms": 1000 * (db1 - db0) / done,
                 "load": os.getloadavg()[0]}
-    finally:
-        await db.close()
-        await temp.drop()
 
 
 def main() -> int:

@@ -110,6 +110,27 @@ def sample(backends: list[int]) -> tuple[float, float, float]:
 
 
 @contextlib.asynccontextmanager
+async def seeded_database(
+    pair_count: int, pool: int = 2, **connect: Any
+) -> AsyncIterator[tuple[Any, Any, list[list[uuid.UUID]]]]:
+    """A fresh, migrated database with ``pair_count`` pairs of officials: (the
+    temporary database, the ``Database``, the pairs). Closed and dropped after."""
+    from gchat.store import migrations
+    from gchat.store.database import Database
+    from loadtests.harness import TempDatabase
+
+    temp = TempDatabase()
+    db = await Database.connect(await temp.create(), 2, pool, **connect)
+    try:
+        async with db.pool.acquire() as conn:
+            await migrations.migrate(conn)
+        yield temp, db, await seed_pairs(db, pair_count)
+    finally:
+        await db.close()
+        await temp.drop()
+
+
+@contextlib.asynccontextmanager
 async def seeded_committer(
     pair_count: int, lanes: int = 1, pool: int = 2
 ) -> AsyncIterator[tuple[Any, Any, Any, list[list[uuid.UUID]]]]:
@@ -120,19 +141,12 @@ async def seeded_committer(
     from gchat.audit.log import AuditLog
     from gchat.messaging import service as messaging
     from gchat.messaging.committer import SendCommitter
-    from gchat.store import migrations
-    from gchat.store.database import Database
     from gchat.store.messages import NewMessage
-    from loadtests.harness import TempDatabase
 
     laned = "lanes" in inspect.signature(SendCommitter).parameters
-    temp = TempDatabase()
-    connect: Any = Database.connect
-    db = await connect(await temp.create(), 2, pool, **({"commit_lanes": lanes} if laned else {}))
-    try:
-        async with db.pool.acquire() as conn:
-            await migrations.migrate(conn)
-        pairs = await seed_pairs(db, pair_count)
+    async with seeded_database(
+        pair_count, pool, **({"commit_lanes": lanes} if laned else {})
+    ) as (temp, db, pairs):
 
         async def after_commit(batch: list[NewMessage]) -> None:
             return None
@@ -147,9 +161,6 @@ async def seeded_committer(
             yield temp, db, committer, pairs
         finally:
             await committer.stop()
-    finally:
-        await db.close()
-        await temp.drop()
 
 
 async def backends_of(db: Any) -> list[int]:

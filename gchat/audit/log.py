@@ -36,7 +36,6 @@ __all__ = [
     "ENTRY_VERSION",
     "AuditEvent",
     "AuditLog",
-    "Delivered",
     "accepted_events",
     "encode_entry",
     "involved",
@@ -225,11 +224,6 @@ class AuditLog:
             hashes.append(leaf_hash(codec.canonical_json(entry)))
         return store.EncodedEvents(at, hashes, _ACCEPTED.encode_all(values, agency_of))
 
-
-#: One acked envelope as its "message.delivered" event records it: (recipient
-#: official, recipient device, message id, inbox position, sender official,
-#: sender device).
-Delivered = tuple[UUID, UUID, UUID, int, UUID, UUID]
 
 _ACCEPTED = codec.AcceptedCodec()
 _ACCEPTED_DETAILS = frozenset(

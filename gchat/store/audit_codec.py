@@ -339,6 +339,11 @@ _Pair = tuple[str, str, bytes, bytes, dict[int, int]]
 #: each; when full, they start anew.
 SHAPES_KEPT = 1024
 
+#: One acked envelope as its "message.delivered" event records it: (recipient
+#: official, recipient device, message id, inbox position, sender official,
+#: sender device).
+Delivered = tuple[UUID, UUID, UUID, int, UUID, UUID]
+
 
 class DeliveredCodec:
     """The canonical JSON and stored form of "message.delivered" entries, written
@@ -376,7 +381,7 @@ class DeliveredCodec:
 
     def encode(
         self,
-        deliveries: Iterable[tuple[UUID, UUID, UUID, int, UUID, UUID]],
+        deliveries: Iterable[Delivered],
         agencies: Mapping[UUID, UUID],
         own_time: str,
     ) -> Iterator[tuple[bytes, bytes]]:

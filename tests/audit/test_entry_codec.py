@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from gchat.audit.log import (
     AuditEvent,
     AuditLog,
-    Delivered,
     _accepted,
     accepted_events,
     encode_entry,
@@ -32,7 +31,7 @@ from gchat.store.messages import NewMessage
 
 _AT = datetime(2026, 12, 4, 9, 15, 2, 123456, tzinfo=UTC)
 
-def delivered_event(delivered: Delivered) -> AuditEvent:
+def delivered_event(delivered: codec.Delivered) -> AuditEvent:
     """The "message.delivered" event of one acked envelope as :meth:`AuditLog.record`
     would take it: the general encoder's side of the template comparison."""
     official, device, message_id, position, sender_official, sender_device = delivered
@@ -451,7 +450,7 @@ async def test_the_sql_delivered_encoder_writes_what_python_writes(
     agency or share one."""
     at = at.replace(tzinfo=UTC)
     agencies = {pool[i]: pool[a] for i, a in enumerate(with_agency) if a is not None}
-    delivered: list[Delivered] = [
+    delivered: list[codec.Delivered] = [
         (pool[o], pool[d], pool[m], position, pool[so], pool[sd])
         for o, d, m, so, sd, position in events]
     conn = await asyncpg.connect(empty_database_url)
