@@ -32,8 +32,8 @@ hundred rows at most, not the whole log.
 A pass hashes its events into the tree on the node's event loop, which
 every connection of the node shares, and leaves the rest to PostgreSQL: it
 reads only their backlog rows' ids and addresses and the leaf hashes (one
-statement, a few values, not a row per event), and ``audit_append_batches``
-(migration 0021; 0018 and 0019 before it) packs the entries where they are,
+statement, a few values, not a row per event), and ``audit_append_backlog``
+(migration 0023; 0018, 0019 and 0021 before it) packs the entries where they are,
 moves them out of the backlog and writes the packs and subtree roots. Until
 0018 the node read every entry, packed it in Python and sent the packs
 back: 6-9 us of the loop per event, two events per message, and a PL/pgSQL

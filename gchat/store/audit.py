@@ -158,7 +158,7 @@ _UNSEQUENCED = """
 #: in order, their row addresses as one text (the node only hands them back:
 #: as a ``tid[]`` asyncpg made and parsed a tuple per row), their oldest and
 #: newest times, and whether they are every row past the horizon.  The
-#: entries stay in PostgreSQL (``audit_append_batches`` packs them there).
+#: entries stay in PostgreSQL (``audit_append_backlog`` packs them there).
 _TAKE = f"""WITH r AS MATERIALIZED ({_UNSEQUENCED}),
             e AS MATERIALIZED (
                 SELECT * FROM (
@@ -227,16 +227,17 @@ async def append_events(
     """Give ``events`` the leaves from ``first_leaf``, store the completed ``subtrees``;
     returns the newest pack's ``at`` (the next append's ``after``).
 
-    ``audit_append_batches`` (migration 0021) deletes their backlog rows by
-    ctid (a TID scan, whatever the statistics), packs their events in
-    PostgreSQL, up to ``codec.PACK`` a pack, each pack's ``at`` not before
-    ``after``; it raises if the rows are not pending exactly as given (the
-    same first ids in (xid, id) order, the same leaf hashes: another
-    sequencer moved one, or the tree was hashed from other leaves), and then
-    nothing is written.
+    ``audit_append_backlog`` (migration 0023; ``audit_append_batches`` of
+    0021 before it, which packed the same bytes with more work per event)
+    deletes their backlog rows by ctid (a TID scan, whatever the
+    statistics), packs their events in PostgreSQL, up to ``codec.PACK`` a
+    pack, each pack's ``at`` not before ``after``; it raises if the rows are
+    not pending exactly as given (the same first ids in (xid, id) order, the
+    same leaf hashes: another sequencer moved one, or the tree was hashed
+    from other leaves), and then nothing is written.
     """
     at: datetime = await conn.fetchval(
-        "SELECT audit_append_batches($1, $2, $3::text::tid[], $4, $5, $6, $7, $8)",
+        "SELECT audit_append_backlog($1, $2, $3::text::tid[], $4, $5, $6, $7, $8)",
         first_leaf,
         events.ids,
         events.rows,

@@ -24,6 +24,8 @@ GRANT SELECT ON audit_backlog TO {role};
 GRANT INSERT (created_at, leaf_hashes, entries) ON audit_backlog TO {role};
 GRANT SELECT, INSERT ON audit_packs, audit_tree_heads, audit_subtrees TO {role};
 GRANT SELECT ON audit_archived_leaves TO {role};
+GRANT EXECUTE ON FUNCTION audit_append_backlog(bigint, bigint[], tid[], bytea, timestamptz,
+                                               smallint[], bigint[], bytea[]) TO {role};
 GRANT EXECUTE ON FUNCTION audit_append_batches(bigint, bigint[], tid[], bytea, timestamptz,
                                                smallint[], bigint[], bytea[]) TO {role};
 GRANT USAGE ON SEQUENCE audit_events_id_seq TO {role};
@@ -34,11 +36,12 @@ GRANT SELECT ON officials, agencies, devices, official_roles TO {role};
 async def _an_event_leaves_the_backlog_only_into_the_log(
     db: Database, sequencer: Sequencer, log: AuditLog
 ) -> None:
-    """The append function is the role's only way to remove a pending event, and
-    it packs the backlog's rows themselves: an attacker with the node's role
-    who names pending rows with other or forged leaf hashes, or in another
-    order than (xid, id), or rows that are not those, is refused, and the
-    events stay pending."""
+    """The append functions are the role's only way to remove a pending event
+    (0023's, and 0021's for nodes of the previous version), and they pack the
+    backlog's rows themselves: an attacker with the node's role who names
+    pending rows with other or forged leaf hashes, or in another order than
+    (xid, id), or rows that are not those, is refused, and the events stay
+    pending."""
     await sequencer.stop()
     async with db.transaction() as conn:
         await log.record(conn, AuditEvent("test.evidence", details={"n": 1}),
@@ -59,11 +62,12 @@ async def _an_event_leaves_the_backlog_only_into_the_log(
         (ids[:1], slots[:1], hashes[0][:32]),  # fewer events than the row holds
         (ids, slots[:1] * 2, b"".join(hashes)),  # rows that are not those events
     ):
-        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
-            await db.pool.execute(
-                "SELECT audit_append_batches($1, $2, $3, $4, NULL, '{}', '{}', '{}')",
-                size, given, at, leaves,
-            )
+        for function in ("audit_append_backlog", "audit_append_batches"):
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+                await db.pool.execute(
+                    f"SELECT {function}($1, $2, $3, $4, NULL, '{{}}', '{{}}', '{{}}')",  # noqa: S608
+                    size, given, at, leaves,
+                )
     assert await db.pool.fetchval(
         "SELECT sum(cardinality(entries)) FROM audit_backlog") == 3
     assert await db.pool.fetchval("SELECT audit_log_size()") == size
