@@ -75,8 +75,7 @@ def _template(event: AuditEvent, at: datetime, time_text: str, agency: uuid.UUID
                 event.details.get("sender_official"): agency}
     values = _accepted(event)
     if values is not None:
-        entry = codec.canonical_json(entry_fields(event, time_text))
-        stored = _ACCEPTED.encode(values, agencies)  # type: ignore[arg-type]
+        entry, stored = _ACCEPTED.encode(values, agencies, time_text)  # type: ignore[arg-type]
     else:
         d = event.details
         delivered = (event.actor_official, event.actor_device, d["message_id"], d["position"],

@@ -177,8 +177,9 @@ class AuditLog:
         hashes, stored = [], []
         for event, values, involves in zip(events, accepted, parties, strict=True):
             if values is not None:
-                hashes.append(leaf_hash(codec.canonical_json(entry_fields(event, time))))
-                stored.append(_ACCEPTED.encode(values, agency_of))
+                entry, stored_form = _ACCEPTED.encode(values, agency_of, time)
+                hashes.append(leaf_hash(entry))
+                stored.append(stored_form)
                 continue
             assert involves is not None
             officials, devices = involves
@@ -199,10 +200,12 @@ class AuditLog:
         :meth:`encode` of :func:`accepted_events` gives them, byte for byte.
 
         Made from the sends themselves: no event object, details checked
-        against the template's shape or entry dict copied per send; about
-        half of what that cost per message, the committer's largest piece of
-        Python after asyncpg.  ``agencies``: those the batch's check read
-        (an official missing from it is looked up).
+        against the template's shape or entry dict copied per send, and no
+        dict per entry for its canonical JSON either (the template writes
+        it): less than half of what that cost per send (docs/PERFORMANCE.md,
+        nodecpu3), still the committer's largest piece of Python after
+        asyncpg.  ``agencies``: those the batch's
+        check read (an official missing from it is looked up).
         """
         if not self.enabled or not sends:
             return None
@@ -214,15 +217,8 @@ class AuditLog:
                         if o is not None and o not in agencies})
         if unknown:
             agency_of = {**agencies, **await store.agencies_of(conn, unknown)}
-        hashes = []
-        for v in values:
-            entry: dict[str, object] = {
-                "v": ENTRY_VERSION, "kind": "message.accepted", "time": time,
-                "actor_official": v[0], "actor_device": v[1], "details": _accepted_details(v)}
-            if v[2] is not None:
-                entry["subject_official"] = v[2]
-            hashes.append(leaf_hash(codec.canonical_json(entry)))
-        return store.EncodedEvents(at, hashes, _ACCEPTED.encode_all(values, agency_of))
+        entries, stored = _ACCEPTED.encode_all(values, agency_of, time)
+        return store.EncodedEvents(at, [leaf_hash(entry) for entry in entries], stored)
 
 
 _ACCEPTED = codec.AcceptedCodec()
@@ -263,13 +259,20 @@ def _accepted_of(message: NewMessage) -> codec.Accepted:
     """The values of ``message``'s "message.accepted" event (:func:`accepted_events`),
     as :class:`codec.AcceptedCodec` takes them."""
     envelopes = message.envelopes
-    size = sum(len(c) for _, c in envelopes if c is not None)
-    if message.body is not None:
-        size += len(message.body)
+    devices: tuple[UUID, ...]
+    if len(envelopes) == 1 and message.body is None and not message.fanned_out:
+        # A 1:1 send to a recipient's one device (the relay's): no set, sort or sum.
+        devices, ciphertext = (envelopes[0][0],), envelopes[0][1]
+        size = 0 if ciphertext is None else len(ciphertext)
+    else:
+        size = sum(len(c) for _, c in envelopes if c is not None)
+        if message.body is not None:
+            size += len(message.body)
+        devices = tuple(
+            sorted({*(device for device, _ in envelopes), *message.fanned_out}, key=_AS_INT))
     kind = message.kind
     return (message.sender_official, message.sender_device, message.recipient_official,
-            message.message_id, wire_time(message.sent_at), size,
-            sorted({*(device for device, _ in envelopes), *message.fanned_out}, key=_AS_INT),
+            message.message_id, wire_time(message.sent_at), size, devices,
             None if kind == "pairwise" else kind, message.conversation_id)
 
 
@@ -282,7 +285,7 @@ def _accepted_details(values: codec.Accepted) -> dict[str, object]:
         "ciphertext_bytes": size,
         # In the order of their text: an id's text sorts as its int does,
         # which is read without writing the text.
-        "recipient_devices": devices,
+        "recipient_devices": list(devices),
     }
     if kind is not None:
         details["message_kind"] = kind

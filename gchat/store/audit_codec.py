@@ -559,34 +559,37 @@ Accepted = tuple[
 MESSAGE_KINDS = ("pairwise", "group", "membership")
 
 
-#: The constant pieces of the stored form of "message.accepted" events of one
-#: shape (:meth:`AcceptedCodec._shape`) and their id references.
-_Shape = tuple[bytes, bytes, bytes, bytes, dict[int, int]]
+#: The constant pieces of "message.accepted" entries of one shape
+#: (:meth:`AcceptedCodec._shape`): of the stored form, up to the size, from it to
+#: the message id, from it to the time, after it; the same four of the
+#: canonical JSON (its last up to the entry's time); and the id references.
+_Shape = tuple[bytes, bytes, bytes, bytes, str, str, str, str, dict[int, int]]
 
 
 class AcceptedCodec:
-    """The stored form of "message.accepted" entries, written from a template,
-    like :class:`DeliveredCodec`'s.
+    """The canonical JSON and stored form of "message.accepted" entries, written
+    from a template, like :class:`DeliveredCodec`'s.
 
-    Every committed send writes one in the commit batch's transaction, on the
+    Every committed send writes one in the commit batch's statement, on the
     node's one event loop, and the committer (one batch at a time per lane)
     bounds a node's throughput: through the general :func:`encode_fields`
     (ids found by walking the details, the dict sorted and walked value by
-    value) that cost about a tenth of a node's CPU at capacity.  The keys,
-    their order and the kind are fixed, so the stored form is those constant
-    pieces with the values put in: exactly what :func:`encode_fields` writes
-    for the entry (tested against it on random events).  The entry itself
-    stays :func:`canonical_json` of its fields: msgspec writes it in C faster
-    than a template would in Python.
+    value) the stored form cost about a tenth of a node's CPU at capacity,
+    and the entry's fields as dicts for :func:`canonical_json` (the leaf's
+    bytes) about as much as the template's stored form.  The keys, their
+    order and the kind are fixed, so both are those constant pieces with the
+    values put in: exactly what :func:`canonical_json` and
+    :func:`encode_fields` write for the entry (tested against them on random
+    events).
 
-    :meth:`encode_all` works on the ids' ``int`` (an int hashes, compares and
-    turns into 16 bytes in C; a ``uuid.UUID`` does each in Python), and what
-    the sends of one shape share -- sender and device, recipients, kind,
-    conversation and the officials' agencies: the header, the id references,
-    all but the message id, size and time -- is written once and kept for
-    the next (up to :data:`SHAPES_KEPT` shapes): a conversation's messages
-    come in runs.  Written anew, a shape costs about what the whole event
-    did; kept, an event costs a fifth of that (docs/PERFORMANCE.md).
+    What the sends of one shape share -- sender and device, recipients,
+    kind, conversation and the officials' agencies: the header, the id
+    references, the JSON's ids, all but the message id, size and time -- is
+    written once and kept for the next (up to :data:`SHAPES_KEPT` shapes): a
+    pair's or a conversation's messages come in runs.  Shapes are found by
+    the ids themselves (asyncpg's UUIDs, as the node's are, hash in C and
+    keep their hash); written anew, a shape costs about what the whole
+    event did; kept, an event costs a few string formats (docs/PERFORMANCE.md).
     """
 
     def __init__(self) -> None:
@@ -603,7 +606,7 @@ class AcceptedCodec:
             body.value(kind)
             self._message_kinds[kind] = k["message_kind"] + bytes(body.out)
         #: Shapes written, by (sender, device, recipient, recipient devices,
-        #: kind, conversation, the two officials' agencies) as ints.
+        #: kind, conversation, the two officials' agencies).
         self._shapes: dict[tuple[object, ...], _Shape] = {}
 
     @staticmethod
@@ -614,53 +617,57 @@ class AcceptedCodec:
             return [sender]
         return [sender, recipient] if sender.int < recipient.int else [recipient, sender]
 
-    def encode(self, accepted: Accepted, agencies: Mapping[UUID, UUID]) -> bytes:
-        """The stored form of one event; ``agencies``: the officials' agencies (an
-        official missing from it has none)."""
-        return self.encode_all([accepted], agencies)[0]
+    def encode(
+        self, accepted: Accepted, agencies: Mapping[UUID, UUID], own_time: str
+    ) -> tuple[bytes, bytes]:
+        """(canonical JSON, stored form) of one event at ``own_time``
+        (:func:`time_text`); ``agencies``: the officials' agencies (an official
+        missing from it has none)."""
+        ((entry,), (stored,)) = self.encode_all([accepted], agencies, own_time)
+        return entry, stored
 
     def encode_all(
-        self, events: Iterable[Accepted], agencies: Mapping[UUID, UUID]
-    ) -> list[bytes]:
-        """The stored forms of ``events`` (a commit batch's), in order; ``agencies``
-        as for :meth:`encode`."""
-        agency = {o.int: a.int for o, a in agencies.items()}
+        self, events: Iterable[Accepted], agencies: Mapping[UUID, UUID], own_time: str
+    ) -> tuple[list[bytes], list[bytes]]:
+        """The canonical JSON and the stored forms of ``events`` (a commit
+        batch's), in order; as for :meth:`encode`."""
         shapes = self._shapes
-        out = []
+        ending = f'{own_time}","v":1}}'
+        entries, out = [], []
         for official, device, recipient, message_id, sent_at, size, devices, kind, conversation \
                 in events:
-            o = official.int
-            r = None if recipient is None else recipient.int
-            key = (o, device.int, r, tuple([d.int for d in devices]), kind,
-                   None if conversation is None else conversation.int,
-                   agency.get(o), None if r is None else agency.get(r))
+            key = (official, device, recipient, tuple(devices), kind, conversation,
+                   agencies.get(official), None if recipient is None else agencies.get(recipient))
             shape = shapes.get(key)
             if shape is None:
                 if len(shapes) >= SHAPES_KEPT:
                     shapes.clear()
                 shape = shapes[key] = self._shape(
-                    official, device, recipient, devices, kind, conversation, agency)
-            before_size, before_id, before_time, tail, ref = shape
+                    official, device, recipient, devices, kind, conversation, agencies)
+            (before_size, before_id, before_time, tail,
+             json_size, json_id, json_time, json_tail, ref) = shape
             i = ref.get(message_id.int)
             out.append(b"%b%d%b%b%b%d%b" % (
                 before_size, size, before_id,
                 b"\x03" + message_id.bytes if i is None else _ref_form(i),
                 before_time, sent_at, tail))
-        return out
+            entries.append(
+                f"{json_size}{size}{json_id}{message_id}{json_time}{sent_at}{json_tail}{ending}"
+                .encode())
+        return entries, out
 
     def _shape(
         self, official: UUID, device: UUID, recipient: UUID | None, devices: Sequence[UUID],
-        kind: str | None, conversation: UUID | None, agency: Mapping[int, int],
+        kind: str | None, conversation: UUID | None, agencies: Mapping[UUID, UUID],
     ) -> _Shape:
-        """The constant pieces of the stored form of events of this shape: up to the
-        size, from it to the message id, from it to the time, after it; and the
-        id references (``int`` -> position)."""
+        """The constant pieces of the events of this shape (see ``_Shape``)."""
         if kind not in self._message_kinds:
             raise ValueError(f"no template for message_kind {kind!r}")
         o = official.int
         r = None if recipient is None else recipient.int
         officials = [o] if r is None or r == o else [o, r] if o < r else [r, o]
-        scope = sorted({a for x in officials if (a := agency.get(x)) is not None})
+        parties = (official,) if recipient is None else (official, recipient)
+        scope = sorted({a.int for x in parties if (a := agencies.get(x)) is not None})
         ids = [*officials, *scope, *sorted({d.int for d in devices} | {device.int})]
         ref = {x: i for i, x in enumerate(ids)}
         head = _header(len(ids), len(officials) + len(scope), len(officials))
@@ -671,18 +678,28 @@ class AcceptedCodec:
                                 k["actor_official"], _ref_form(ref[o]), k["details"],
                                 k["ciphertext_bytes"]))
         before_id = k["message_id"]
+        json_id = ',"message_id":"'
         if conversation is not None:
             c = ref.get(conversation.int)
             before_id = b"".join((k["conversation_id"],
                                   b"\x03" + conversation.bytes if c is None else _ref_form(c),
                                   before_id))
+            json_id = f',"conversation_id":"{conversation}"{json_id}'
         before_time = b"".join((
             self._message_kinds[kind], k["recipient_devices"], b"[",
             b",".join([_ref_form(ref[d.int]) for d in devices]), b"]", k["sent_at"]))
+        json_kind = "" if kind is None else f',"message_kind":"{kind}"'
+        listed = ",".join([f'"{d}"' for d in devices])
+        json_time = f'"{json_kind},"recipient_devices":[{listed}],"sent_at":'
         tail = self._kind
+        json_tail = '},"kind":"message.accepted"'
         if r is not None:
             tail += k["subject_official"] + _ref_form(ref[r])
-        return before_size, before_id, before_time, tail + self._end, ref
+            json_tail += f',"subject_official":"{recipient}"'
+        json_size = (f'{{"actor_device":"{device}","actor_official":"{official}",'
+                     '"details":{"ciphertext_bytes":')
+        return (before_size, before_id, before_time, tail + self._end,
+                json_size, json_id, json_time, json_tail + ',"time":"', ref)
 
 
 _REF_FORMS = [bytes((1, i)) for i in range(256)]

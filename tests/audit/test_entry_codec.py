@@ -218,7 +218,7 @@ async def test_accepted_template_writes_what_the_general_encoder_writes(
     for event in events:
         values = _accepted(event)
         assert values is not None
-        assert codec.AcceptedCodec().encode(values, some) == _general(event, some, when)[1]
+        assert codec.AcceptedCodec().encode(values, some, when) == _general(event, some, when)
 
 
 def test_accepted_shapes_kept_follow_the_agencies_and_stay_bounded() -> None:
@@ -235,12 +235,13 @@ def test_accepted_shapes_kept_follow_the_agencies_and_stay_bounded() -> None:
     time = codec.time_text(_AT)
     for agencies in ({sender: first, recipient: first}, {sender: moved, recipient: first},
                      {sender: moved}, {sender: first, recipient: first}):
-        assert template.encode_all([values], agencies) == [_general(event, agencies, time)[1]]
+        entry, stored = _general(event, agencies, time)
+        assert template.encode_all([values], agencies, time) == ([entry], [stored])
     for _ in range(codec.SHAPES_KEPT + 10):
         other = NewMessage(uuid4(), uuid4(), uuid4(), uuid4(), "c", _AT, [(uuid4(), b"")])
         other_values = _accepted(accepted_events([other])[0])
         assert other_values is not None
-        template.encode_all([other_values], {})
+        template.encode_all([other_values], {}, time)
         assert len(template._shapes) <= codec.SHAPES_KEPT
 
 
