@@ -124,6 +124,39 @@ async def test_the_store_writes_nothing_when_the_standings_changed_since_the_che
         await db.close()
 
 
+async def test_a_one_to_one_send_names_the_recipients_device_and_not_the_senders(
+    database_url: str,
+) -> None:
+    """With one device each (the check's short cut), a send must name exactly the
+    recipient's device: not the sending device, not another, not both, not none,
+    and to oneself none; a refusal says what is missing and what is stale, as
+    with more devices."""
+    db = await Database.connect(database_url, min_size=1, max_size=2)
+    try:
+        ids = await _seed(db)
+        sender, recipient, stranger = ids[2], ids[4], uuid.uuid4()
+        async with db.pinned.acquire() as conn:
+            known = (await messaging.check_batch(conn, [_send(ids, [recipient])])).standings
+            sends = [_send(ids, to) for to in
+                     ([recipient], [sender], [recipient, sender], [stranger], [])]
+            # To oneself, whose one device is the sending one: nothing to name.
+            sends.append(_send((ids[0], ids[1], sender, ids[1], sender), [sender]))
+            for standings in ({}, known):  # read now, and kept from before
+                verdicts = (await messaging.check_batch(conn, sends, standings)).verdicts
+                assert verdicts[0] is None
+                refusals = [(v.code, v.missing, v.stale)
+                            for v in verdicts[1:] if isinstance(v, ServiceError)]
+                assert refusals == [
+                    (ErrorCode.DEVICE_MISMATCH, [recipient], [sender]),
+                    (ErrorCode.DEVICE_MISMATCH, [], [sender]),
+                    (ErrorCode.DEVICE_MISMATCH, [recipient], [stranger]),
+                    (ErrorCode.DEVICE_MISMATCH, [recipient], []),
+                    (ErrorCode.DEVICE_MISMATCH, [], [sender]),
+                ]
+    finally:
+        await db.close()
+
+
 async def test_another_officials_device_changing_leaves_the_standings_as_read(
     database_url: str,
 ) -> None:
