@@ -339,19 +339,26 @@ class Run:
 
         return await _seconds_until(empty, within)
 
-    async def checkpoints(self) -> int:
-        """Checkpoints the PostgreSQL server has begun, for any database: each
-        writes out every dirty page and can hold up commits for a moment
-        (another database's ``CREATE DATABASE`` forces one)."""
+    async def pg_writes(self) -> dict[str, int]:
+        """The PostgreSQL server's counters a phase's p99 depends on, for any
+        database: checkpoints begun (each writes out every dirty page and can
+        hold up commits for a moment; another database's ``CREATE DATABASE``
+        forces one), the pages the checkpointer wrote (its paced writes share
+        the disk with every commit's WAL flush), and the WAL written, records
+        and full-page images (after a checkpoint begins, the first change to
+        each page carries a copy of it)."""
         assert self._probe is not None
         async with self._probe.acquire() as conn:
             try:
-                count = await conn.fetchval(
-                    "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+                row = await conn.fetchrow(
+                    "SELECT checkpoints_timed + checkpoints_req, buffers_checkpoint "
+                    "FROM pg_stat_bgwriter")
             except asyncpg.UndefinedColumnError:  # PostgreSQL 17 moved them
-                count = await conn.fetchval(
-                    "SELECT num_timed + num_requested FROM pg_stat_checkpointer")
-        return int(count)
+                row = await conn.fetchrow(
+                    "SELECT num_timed + num_requested, buffers_written FROM pg_stat_checkpointer")
+            wal = await conn.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
+        return {"checkpoints": int(row[0]), "checkpoint_pages": int(row[1]),
+                "wal_bytes": int(wal["wal_bytes"]), "wal_fpi": int(wal["wal_fpi"])}
 
     async def _watch_audit(self, stop: asyncio.Event, into: dict[str, Any],
                            interval: float = 0.5) -> None:
@@ -466,7 +473,7 @@ class Run:
             "warmup": p.warmup_s, "prefix": f"{label or mode}-{uuid.uuid4().hex[:8]}",
         } for chunk in self.split(all_pairs)]
         audit: dict[str, Any] = {}
-        checkpoints = await self.checkpoints()
+        writes = await self.pg_writes()
         stop = asyncio.Event()
         watch = (asyncio.create_task(self._watch_audit(stop, audit))
                  if target == "gchat" else None)
@@ -480,7 +487,8 @@ class Run:
                 await watch
         if watch is not None:
             audit["drained_after_s"] = round(await self.audit_drained_after(), 3)
-        checkpoints = await self.checkpoints() - checkpoints
+        writes = {k: v - writes[k] for k, v in (await self.pg_writes()).items()}
+        checkpoints = writes["checkpoints"]
         latencies = [x for r in results for x in r["latencies_ms"]]
         lumps = spread(latencies, [w for r in results for w in r["windows"]])
         window = duration - p.warmup_s
@@ -499,6 +507,7 @@ class Run:
             "lumps": lumps | {"measure_from": min(r["measure_from"] for r in results),
                               "generator_late_max_ms": max(r["late_max_ms"] for r in results),
                               "pg_checkpoints": checkpoints,
+                              "pg_writes": writes,
                               "generator_gc": {
                                   "passes": sum(r["gc"]["passes"] for r in results),
                                   "full": sum(r["gc"]["full"] for r in results),
@@ -539,7 +548,9 @@ class Run:
             f"{lumps['p99_outside_lumps_ms']:.1f} ms; generator late <= "
             f"{summary['lumps']['generator_late_max_ms']:.1f} ms, its collections "
             f"{collected['passes']} ({collected['full']} full, longest "
-            f"{collected['max_ms']:.1f} ms); PostgreSQL checkpoints {checkpoints}, "
+            f"{collected['max_ms']:.1f} ms); PostgreSQL checkpoints {checkpoints} "
+            f"(pages written by the checkpointer {writes['checkpoint_pages']}), WAL "
+            f"{writes['wal_bytes'] / 1e6:.1f} MB with {writes['wal_fpi']} full-page images, "
             f"connections opened {cpu.get('db_backends_opened', 0)}"
             + _loop_late(cpu.get("node_loop_late")))
         return summary
