@@ -343,22 +343,22 @@ class Run:
         """The PostgreSQL server's counters a phase's p99 depends on, for any
         database: checkpoints begun (each writes out every dirty page and can
         hold up commits for a moment; another database's ``CREATE DATABASE``
-        forces one), the pages the checkpointer wrote (its paced writes share
-        the disk with every commit's WAL flush), and the WAL written, records
-        and full-page images (after a checkpoint begins, the first change to
-        each page carries a copy of it)."""
+        forces one) and the WAL written, with its full-page images: for a
+        while after a checkpoint begins, the first change to each page carries
+        a copy of it, and every commit's flush is that much longer. (The pages
+        a checkpoint writes are counted only once its writes end, so they
+        say nothing of a phase in the middle of one.)"""
         assert self._probe is not None
         async with self._probe.acquire() as conn:
             try:
-                row = await conn.fetchrow(
-                    "SELECT checkpoints_timed + checkpoints_req, buffers_checkpoint "
-                    "FROM pg_stat_bgwriter")
+                count = await conn.fetchval(
+                    "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
             except asyncpg.UndefinedColumnError:  # PostgreSQL 17 moved them
-                row = await conn.fetchrow(
-                    "SELECT num_timed + num_requested, buffers_written FROM pg_stat_checkpointer")
+                count = await conn.fetchval(
+                    "SELECT num_timed + num_requested FROM pg_stat_checkpointer")
             wal = await conn.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
-        return {"checkpoints": int(row[0]), "checkpoint_pages": int(row[1]),
-                "wal_bytes": int(wal["wal_bytes"]), "wal_fpi": int(wal["wal_fpi"])}
+        return {"checkpoints": int(count), "wal_bytes": int(wal["wal_bytes"]),
+                "wal_fpi": int(wal["wal_fpi"])}
 
     async def _watch_audit(self, stop: asyncio.Event, into: dict[str, Any],
                            interval: float = 0.5) -> None:
@@ -548,8 +548,7 @@ class Run:
             f"{lumps['p99_outside_lumps_ms']:.1f} ms; generator late <= "
             f"{summary['lumps']['generator_late_max_ms']:.1f} ms, its collections "
             f"{collected['passes']} ({collected['full']} full, longest "
-            f"{collected['max_ms']:.1f} ms); PostgreSQL checkpoints {checkpoints} "
-            f"(pages written by the checkpointer {writes['checkpoint_pages']}), WAL "
+            f"{collected['max_ms']:.1f} ms); PostgreSQL checkpoints {checkpoints}, WAL "
             f"{writes['wal_bytes'] / 1e6:.1f} MB with {writes['wal_fpi']} full-page images, "
             f"connections opened {cpu.get('db_backends_opened', 0)}"
             + _loop_late(cpu.get("node_loop_late")))
