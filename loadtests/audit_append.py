@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -38,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from loadtests.send_cost import _cpu_seconds, alternate
+from loadtests.send_cost import _cpu_seconds, alternate, print_medians
 
 _WARM_UP = 5
 _VACUUM_EVERY = 10_000  # as the sequencer's default
@@ -205,17 +204,10 @@ def main() -> None:
     finally:
         uvloop.run(feed.drop())
     digests = {run["digest"] for runs in got.values() for run in runs}
-    base = variants[0][0]
     same = "identical" if len(digests) == 1 else "DIFFERENT"
     print(f"\n{args.rows} rows a pass, {args.passes} passes, medians of {args.rounds}"
           f" (per event, microseconds); stored bytes {same}:")
-    print("| figure | " + " | ".join(got) + " | ratio to " + base + " |")
-    print("|---|" + "---|" * (len(got) + 1))
-    for figure in _FIGURES:
-        medians = {n: statistics.median(r[figure] for r in runs) for n, runs in got.items()}
-        ratios = ", ".join(f"{medians[n] / medians[base]:.2f}x" for n in got if n != base)
-        print(f"| {figure} | " + " | ".join(f"{m:.2f}" for m in medians.values())
-              + f" | {ratios} |", flush=True)
+    print_medians(got, _FIGURES)
     if len(digests) != 1:
         sys.exit("the variants stored different packs or subtree roots")
 

@@ -26,13 +26,12 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-from loadtests.send_cost import alternate, sample
+from loadtests.send_cost import alternate, print_medians, sample
 
 
 async def _wal(conn: Any) -> int:
@@ -152,15 +151,8 @@ def main() -> None:
         variants = [(name, Path(path).resolve(), ["--one", str(args.events), str(batch)])
                     for name, path in (v.split("=", 1) for v in args.variant)]
         got = alternate(script, variants, args.rounds)
-        base = variants[0][0]
         print(f"\nbatch of {batch}, {args.events} events, medians of {args.rounds}:")
-        print("| figure | " + " | ".join(got) + " | ratio to " + base + " |")
-        print("|---|" + "---|" * (len(got) + 1))
-        for figure in _FIGURES:
-            medians = {n: statistics.median(r[figure] for r in runs) for n, runs in got.items()}
-            ratios = ", ".join(f"{medians[n] / medians[base]:.2f}x" for n in got if n != base)
-            print(f"| {figure} | " + " | ".join(f"{m:.2f}" for m in medians.values())
-                  + f" | {ratios} |", flush=True)
+        print_medians(got, _FIGURES)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,19 @@ def alternate(
             print(json.dumps({"variant": name, "round": r + 1} | run), flush=True)
     return got
 
+
+
+def print_medians(got: dict[str, list[dict[str, Any]]], figures: Sequence[str]) -> None:
+    """A Markdown table of ``alternate``'s runs: each figure's median per
+    variant, and its ratio to the first variant's."""
+    base = next(iter(got))
+    print("| figure | " + " | ".join(got) + " | ratio to " + base + " |")
+    print("|---|" + "---|" * (len(got) + 1))
+    for figure in figures:
+        medians = {n: statistics.median(r[figure] for r in runs) for n, runs in got.items()}
+        ratios = ", ".join(f"{medians[n] / medians[base]:.2f}x" for n in got if n != base)
+        print(f"| {figure} | " + " | ".join(f"{m:.2f}" for m in medians.values())
+              + f" | {ratios} |", flush=True)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
