@@ -6,16 +6,18 @@ ever. Migration 0024 refuses such a row at its INSERT (``audit_entries_fit``).
 """
 
 import os
+import uuid
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from crypto.identity import IdentityKeyPair
-from gchat.audit.log import AuditEvent, AuditLog
+from gchat.audit.log import AuditEvent, AuditLog, entry_fields, involved
 from gchat.audit.sequencer import Sequencer
 from gchat.store import audit_codec as codec
 from gchat.store.database import Database
+from protocol.limits import MAX_GROUP_MEMBERS
 from tests.support import eventually
 
 LIMIT = 0xFFFF
@@ -78,3 +80,25 @@ async def test_an_entry_of_the_longest_length_is_packed_whole(database_url: str)
         assert bytes(events) == codec.pack_events([(row["id"], row["created_at"], longest)])
     finally:
         await db.close()
+
+
+def test_the_largest_event_the_node_writes_fits_a_pack() -> None:
+    """A group of the most members the protocol allows, created across as many
+    agencies (each member's agency id is stored in the entry): its
+    "conversation.group_created" event stays under the limit, or the backlog
+    would refuse the group's creation. Raising MAX_GROUP_MEMBERS past what
+    fits fails here first."""
+    members = [uuid.uuid4() for _ in range(MAX_GROUP_MEMBERS)]
+    event = AuditEvent(
+        kind="conversation.group_created", actor_official=members[0],
+        actor_device=uuid.uuid4(), agency_id=uuid.uuid4(),
+        details={"conversation_id": str(uuid.uuid4()), "conversation_kind": "group",
+                 "seq": 1, "action": "created", "subject_officials": [str(m) for m in members],
+                 "member_count": len(members)})
+    time = codec.time_text(datetime.now(UTC))
+    officials, devices = involved(event)
+    assert set(members) <= set(officials)
+    scope = sorted({uuid.uuid4() for _ in officials} | {event.agency_id})  # one agency each
+    stored = codec.encode_fields(entry_fields(event, time), event.kind, officials, scope,
+                                 devices, time)
+    assert 35_000 < len(stored) <= LIMIT
