@@ -2,10 +2,12 @@
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
+from crypto.identity import IdentityKeyPair
 from gchat.audit.log import AuditEvent, AuditLog
 from gchat.audit.sequencer import Sequencer
 from gchat.audit.service import AuditService
@@ -17,6 +19,20 @@ from gchat.store.directory import Role
 from tests.support import World, eventually, node_config, url_of
 
 __all__ = ["World", "node_config", "url_of"]
+
+
+async def sequence(db: Database, events: int, **options: Any) -> None:
+    """Run a sequencer (``options``: its settings) until it has sequenced
+    ``events``, then stop it; the test fails if it never does."""
+    sequencer = Sequencer(db, IdentityKeyPair.generate(), **{
+        "sign_interval": 3600, "poll_interval": 0.02, **options})
+    try:
+        sequencer.start()
+        await eventually(
+            lambda: sequencer.sequenced == events, what=f"the {events} events are sequenced"
+        )
+    finally:
+        await sequencer.stop()
 
 
 async def registered_auditor(db: Executor, scope: UUID | None = None) -> Principal:

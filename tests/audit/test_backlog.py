@@ -8,16 +8,13 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from crypto.identity import IdentityKeyPair
 from gchat.audit.log import AuditEvent, AuditLog
 from gchat.audit.merkle import MerkleAccumulator
-from gchat.audit.sequencer import Sequencer
 from gchat.store import audit as store
 from gchat.store import audit_codec as codec
 from gchat.store import migrations
 from gchat.store.database import Database
-from tests.audit.conftest import LogBench
-from tests.support import eventually
+from tests.audit.conftest import LogBench, sequence
 
 
 async def _log(pool: asyncpg.Pool) -> list[tuple[int, int, bytes]]:
@@ -33,16 +30,6 @@ async def _pending(pool: asyncpg.Pool) -> list[tuple[int, int, datetime, bytes, 
         "SELECT id, xid::text::bigint, created_at, leaf_hash, entry FROM audit_pending"
         " ORDER BY xid, id")
     return [(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in rows]
-
-
-async def _sequence_all(db: Database, events: int, batch: int = 2_000) -> None:
-    sequencer = Sequencer(db, IdentityKeyPair.generate(), sign_interval=3600,
-                          poll_interval=0.02, batch=batch)
-    sequencer.start()
-    try:
-        await eventually(lambda: sequencer.sequenced == events, what=f"{events} sequenced")
-    finally:
-        await sequencer.stop()
 
 
 def _event(n: int) -> AuditEvent:
@@ -101,7 +88,7 @@ async def test_a_pass_takes_whole_rows_about_its_batch_of_events(database_url: s
         # 7 and 1 events, then the row that reaches 10 (25 events)
         assert (len(first), first.complete) == (33, False)
         assert first.hashes == b"".join(p[3] for p in pending[:33])
-        await _sequence_all(db, sum(sizes), batch=10)
+        await sequence(db, sum(sizes), batch=10)
         leaves = await _log(db.pool)
         assert [(i, e, h) for i, e, h in leaves] == [
             (i, p[0], p[3]) for i, p in enumerate(pending)]
@@ -137,7 +124,7 @@ async def test_vacuum_keeps_the_emptied_backlog_s_pages_for_the_next_rows(
 
     try:
         await fill(0)
-        await _sequence_all(db, 20 * 256)
+        await sequence(db, 20 * 256)
         assert await db.pool.fetchval("SELECT count(*) FROM audit_backlog") == 0
         size = await _backlog_pages(db.pool)
         assert size > 0
@@ -208,7 +195,7 @@ async def test_0021_moves_the_per_event_backlog_and_a_previous_node_corrupts_not
             assert [p[3] for p in pending] == [h for h, _ in (*one, *two, *three)] + [
                 p[3] for p in pending[8:]]
             assert len(pending) == 10 and len({p[0] for p in pending}) == 10
-            await _sequence_all(db, 10)
+            await sequence(db, 10)
             leaves = await _log(db.pool)
             assert [(e, h) for _, e, h in leaves] == [(p[0], p[3]) for p in pending]
             assert await db.pool.fetchval("SELECT count(*) FROM audit_pending") == 0

@@ -12,27 +12,13 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from crypto.identity import IdentityKeyPair
 from gchat.audit.log import AuditEvent, AuditLog, entry_fields, involved
-from gchat.audit.sequencer import Sequencer
 from gchat.store import audit_codec as codec
 from gchat.store.database import Database
 from protocol.limits import MAX_GROUP_MEMBERS
-from tests.support import eventually
+from tests.audit.conftest import sequence
 
 LIMIT = 0xFFFF
-
-
-async def _sequenced(db: Database, events: int) -> None:
-    """Run a sequencer until ``events`` are in the log (the test fails if they never are)."""
-    sequencer = Sequencer(db, IdentityKeyPair.generate(), sign_interval=3600,
-                          poll_interval=0.02)
-    try:
-        sequencer.start()
-        await eventually(lambda: sequencer.sequenced == events,
-                         what=f"the {events} events are sequenced")
-    finally:
-        await sequencer.stop()
 
 
 async def test_an_entry_too_long_for_a_pack_cannot_stop_the_log(database_url: str) -> None:
@@ -57,7 +43,7 @@ async def test_an_entry_too_long_for_a_pack_cannot_stop_the_log(database_url: st
         assert await db.pool.fetchval("SELECT count(*) FROM audit_backlog") == 0
         async with db.transaction() as conn:
             await AuditLog().record(conn, *(AuditEvent("test.after") for _ in range(3)))
-        await _sequenced(db, 3)
+        await sequence(db, 3)
     finally:
         await db.close()
 
@@ -75,7 +61,7 @@ async def test_an_entry_of_the_longest_length_is_packed_whole(database_url: str)
             at, os.urandom(32), [longest],
         )
         row = await db.pool.fetchrow("SELECT id, created_at FROM audit_backlog")
-        await _sequenced(db, 1)
+        await sequence(db, 1)
         events = await db.pool.fetchval("SELECT events FROM audit_packs WHERE first_leaf = 0")
         assert bytes(events) == codec.pack_events([(row["id"], row["created_at"], longest)])
     finally:

@@ -21,7 +21,7 @@ from gchat.store import audit as audit_store
 from gchat.store import audit_codec as codec
 from gchat.store import migrations
 from gchat.store.database import Database
-from tests.audit.conftest import LogBench
+from tests.audit.conftest import LogBench, sequence
 from tests.support import eventually, node_config
 
 
@@ -322,18 +322,6 @@ async def test_a_pass_reads_the_events_it_takes_not_the_whole_backlog(database_u
     assert _rows_read(plan[0]["Plan"]) <= 2 * 50, plan
 
 
-async def _sequence(db: Database, events: int) -> None:
-    """Run a sequencer until it has sequenced ``events``, then stop it."""
-    sequencer = Sequencer(db, IdentityKeyPair.generate(), sign_interval=3600)
-    try:
-        sequencer.start()
-        await eventually(
-            lambda: sequencer.sequenced == events, what=f"the {events} events are sequenced"
-        )
-    finally:
-        await sequencer.stop()
-
-
 async def test_packs_made_in_postgresql_hold_the_codec_s_bytes(database_url: str) -> None:
     """``audit_append_batches`` packs the backlog's events as :func:`codec.pack_events`
     does, 16 a pack from the pass's first leaf, in (xid, id) order; a pack's ``at``
@@ -357,7 +345,7 @@ async def test_packs_made_in_postgresql_hold_the_codec_s_bytes(database_url: str
     rows = await db.pool.fetch(
         "SELECT id, created_at, leaf_hash, entry FROM audit_pending ORDER BY xid, id"
     )
-    await _sequence(db, 40)
+    await sequence(db, 40)
     try:
         packs = await db.pool.fetch(
             """SELECT first_leaf, at, min_at, min_id, max_id, hashes, events
@@ -402,7 +390,7 @@ async def test_a_pass_whose_packs_start_in_an_old_month_makes_its_partition(
                 "INSERT INTO audit_backlog (created_at, leaf_hashes, entries) VALUES ($1, $2, $3)",
                 old, codec.leaf_hash_of(entry, old), [entry],
             )
-    await _sequence(db, 3)
+    await sequence(db, 3)
     try:
         at = await db.pool.fetchval("SELECT at FROM audit_packs")
         assert at == old
