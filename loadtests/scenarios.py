@@ -31,6 +31,7 @@ from gchat.client.state import DeviceState
 from gchat.store.audit import sequencing_backlog
 from loadtests import files, harness
 from loadtests.clients import Dev, local_client, seal_pool
+from loadtests.disk_probe import INTERVAL_S, STALL_MS, DiskProbe, overlapping, same_device
 from loadtests.worker import WINDOW_S, Workers
 from protocol.frames import CreateOfficial, IssueCode
 
@@ -132,7 +133,9 @@ def spread(latencies: list[float], windows: list[int]) -> dict[str, Any]:
         "lump_windows": len(lumps),
         "lump_share": in_lumps / len(latencies) if latencies else float("nan"),
         "p99_outside_lumps_ms": percentile(outside, 99),
+        "window_ids": sorted(worst),
         "window_max_ms": [round(worst[w], 1) for w in sorted(worst)],
+        "lump_ids": sorted(lumps),
     }
 
 
@@ -235,6 +238,14 @@ class Run:
             boot = await asyncio.to_thread(
                 harness.bootstrap_admin, self.database_url, self.workspace.path("node"))
             admin_code = str(boot["code"])
+        async with self._probe.acquire() as conn:
+            with contextlib.suppress(asyncpg.PostgresError):  # a role that may not see it
+                data = await conn.fetchval("SELECT current_setting('data_directory')")
+                same = same_device(self.workspace.path("probe"), Path(data))
+                self.log("disk probe: flushes beside each relay phase on "
+                         + {True: "PostgreSQL's file system", False: "another file system than "
+                            "PostgreSQL's", None: "a file system it could not compare with "
+                            "PostgreSQL's"}[same])
         self.log(f"node up (pid {self.node.pid}), admin bootstrapped "
                  f"in {time.monotonic() - started:.1f}s; enrolling {pool} devices")
         started = time.monotonic()
@@ -477,12 +488,15 @@ class Run:
         stop = asyncio.Event()
         watch = (asyncio.create_task(self._watch_audit(stop, audit))
                  if target == "gchat" else None)
+        disk = DiskProbe(self.workspace.path("probe"))
+        await disk.start()
         try:
             results, cpu = await self.gated(specs, measure=(p.warmup_s, duration),
                                             servers=servers or [server],
                                             lag=target == "gchat" and not servers)
         finally:
             stop.set()
+            flushes = await disk.stop()
             if watch is not None:
                 await watch
         if watch is not None:
@@ -492,6 +506,15 @@ class Run:
         latencies = [x for r in results for x in r["latencies_ms"]]
         lumps = spread(latencies, [w for r in results for w in r["windows"]])
         window = duration - p.warmup_s
+        measure_from = min(r["measure_from"] for r in results)
+        flushed = [ms for t, ms in flushes if measure_from <= t < measure_from + window]
+        stalls = [(t, ms) for t, ms in flushes if ms > STALL_MS]
+        disk_flushes = {
+            "flushes": len(flushed), "p50_ms": percentile(flushed, 50),
+            "p99_ms": percentile(flushed, 99), "max_ms": max(flushed, default=float("nan")),
+            "stalls": sum(1 for ms in flushed if ms > STALL_MS),
+        } | overlapping(stalls, measure_from, WINDOW_S, lumps["window_ids"],
+                        lumps["window_max_ms"], lumps["lump_ids"])
         delivered = sum(r["delivered_in_window"] for r in results)
         node_ms = 1000 * cpu.get("server_cpu_s", 0.0) / delivered if delivered else float("nan")
         db_ms = (1000 * cpu.get("db_backends_cpu_s", 0.0) / delivered
@@ -504,7 +527,8 @@ class Run:
             "samples": len(latencies),
             "lump_windows": lumps["lump_windows"],
             "p99_outside_lumps_ms": lumps["p99_outside_lumps_ms"],
-            "lumps": lumps | {"measure_from": min(r["measure_from"] for r in results),
+            "disk_flushes": disk_flushes,
+            "lumps": lumps | {"measure_from": measure_from,
                               "generator_late_max_ms": max(r["late_max_ms"] for r in results),
                               "pg_checkpoints": checkpoints,
                               "pg_writes": writes,
@@ -552,6 +576,13 @@ class Run:
             f"{writes['wal_bytes'] / 1e6:.1f} MB with {writes['wal_fpi']} full-page images, "
             f"connections opened {cpu.get('db_backends_opened', 0)}"
             + _loop_late(cpu.get("node_loop_late")))
+        self.log(
+            f"        disk (probe's own fdatasync every {1000 * INTERVAL_S:.0f} ms): "
+            f"p50 {disk_flushes['p50_ms']:.2f} p99 {disk_flushes['p99_ms']:.2f} max "
+            f"{disk_flushes['max_ms']:.1f} ms, {disk_flushes['stalls']} over {STALL_MS:.0f} ms; "
+            f"in flight during a stall: {disk_flushes['lump_windows_in_stall']} of "
+            f"{disk_flushes['lump_windows']} lump windows, "
+            f"{disk_flushes['other_windows_in_stall']} of {disk_flushes['other_windows']} others")
         return summary
 
     async def scenario_relay(self) -> dict[str, Any]:
@@ -601,6 +632,11 @@ class Run:
                             rp["lump_windows"]))
             rows.append(row("relay", f"p99 at {pct}% outside lump windows", "ms",
                             gp["p99_outside_lumps_ms"], rp["p99_outside_lumps_ms"]))
+            disk = gp["disk_flushes"]
+            rows.append(row("relay", f"  of the lumps, in flight while the disk stalled ({pct}%)",
+                            f"of {disk['lump_windows']}", disk["lump_windows_in_stall"]))
+            rows.append(row("relay", f"slowest disk flush beside G-Chat at {pct}% (probe)", "ms",
+                            disk["max_ms"]))
             rows.append(row("relay", f"CPU per message at {pct}% (server + its PG backends)",
                             "ms", gp["cpu_ms_per_msg"], rp["cpu_ms_per_msg"]))
             vs_cap = (gp["cpu_ms_per_msg"] / g["cpu_ms_per_msg"]
