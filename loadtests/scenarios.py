@@ -356,7 +356,9 @@ class Run:
         hold up commits for a moment; another database's ``CREATE DATABASE``
         forces one) and the WAL written, with its full-page images: for a
         while after a checkpoint begins, the first change to each page carries
-        a copy of it, and every commit's flush is that much longer. (The pages
+        a copy of it, and every commit's flush is that much longer; and the
+        WAL's flushes (``fdatasync``), each of which a commit may wait for
+        (``loadtests.disk_probe``). (The pages
         a checkpoint writes are counted only once its writes end, so they
         say nothing of a phase in the middle of one.)"""
         assert self._probe is not None
@@ -368,8 +370,13 @@ class Run:
                 count = await conn.fetchval(
                     "SELECT num_timed + num_requested FROM pg_stat_checkpointer")
             wal = await conn.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
+            try:
+                syncs = await conn.fetchval("SELECT wal_sync FROM pg_stat_wal")
+            except asyncpg.UndefinedColumnError:  # PostgreSQL 18 moved it
+                syncs = await conn.fetchval(
+                    "SELECT sum(fsyncs) FROM pg_stat_io WHERE object = 'wal'")
         return {"checkpoints": int(count), "wal_bytes": int(wal["wal_bytes"]),
-                "wal_fpi": int(wal["wal_fpi"])}
+                "wal_fpi": int(wal["wal_fpi"]), "wal_syncs": int(syncs or 0)}
 
     async def _watch_audit(self, stop: asyncio.Event, into: dict[str, Any],
                            interval: float = 0.5) -> None:
@@ -573,7 +580,8 @@ class Run:
             f"{summary['lumps']['generator_late_max_ms']:.1f} ms, its collections "
             f"{collected['passes']} ({collected['full']} full, longest "
             f"{collected['max_ms']:.1f} ms); PostgreSQL checkpoints {checkpoints}, WAL "
-            f"{writes['wal_bytes'] / 1e6:.1f} MB with {writes['wal_fpi']} full-page images, "
+            f"{writes['wal_bytes'] / 1e6:.1f} MB with {writes['wal_fpi']} full-page images in "
+            f"{writes['wal_syncs']} flushes, "
             f"connections opened {cpu.get('db_backends_opened', 0)}"
             + _loop_late(cpu.get("node_loop_late")))
         self.log(
