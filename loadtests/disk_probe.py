@@ -11,12 +11,15 @@ holds up a few hundred messages, which is the 1% a p99 counts.
 So each relay phase runs this probe beside it, in its own process (a thread
 of the harness would wait for the GIL after each flush and report its own
 stalls): it writes 8 KiB and flushes them every ``INTERVAL_S`` into a file
-in a directory it is given, on the file system of PostgreSQL's data where
-it can tell (:func:`same_device`), and keeps every flush slower than
-``STALL_MS``. A lump of the phase's latency that began while the probe's
-flush stalled too is the disk's, not the node's (:func:`overlapping`).
-The probe's own flushes are 100 a second of 8 KiB: a node at half capacity
-flushes its WAL several hundred times a second.
+in the directory it is given (the run's workspace; the run says whether
+that is on PostgreSQL's file system, :func:`same_device`), and times each
+flush. A flush slower than ``STALL_MS`` is a stall; a lump of the phase's
+latency whose messages were in flight during a stall, or while the commits
+queued behind it cleared, is the disk's, not the node's
+(:func:`overlapping`). The probe's own flushes are 100 a second of 8 KiB:
+a node at half capacity flushes its WAL several hundred times a second.
+PostgreSQL's ``pg_test_fsync`` reports a disk's average flush rate, not
+when each slow flush happened, which lining lumps up needs.
 
 :class:`DiskProbe` runs ``python -m loadtests.disk_probe DIR``, which flushes
 until its standard input closes, then prints every flush's start and length
@@ -48,16 +51,18 @@ FILE_BYTES = 1 << 20
 def overlapping(stalls: list[tuple[float, float]], measure_from: float, window_s: float,
                 window_ids: list[int], window_max_ms: list[float],
                 lump_ids: list[int]) -> dict[str, int]:
-    """How many lump windows, and how many other windows, a stall overlapped.
+    """How many lump windows, and how many other windows, a stall held up.
 
     Window ``i`` holds the messages sent in ``[measure_from + i * window_s,
     + window_s)``; they were in flight until at most its slowest message's
     latency (``window_max_ms``, in ``window_ids``' order) later. A stall
-    overlapped the window if it overlapped that span. The other windows'
-    count is the base rate: with stalls in most windows, an overlap would
-    say nothing.
+    held the window up if it overlapped that span, or its catch-up did: the
+    commits queued behind a stall of S ms take about as long again to clear
+    at half capacity, so a stall counts from its start to 2 S after. The
+    other windows' count is the base rate: with stalls in most windows, an
+    overlap would say nothing.
     """
-    spans = [(t, t + ms / 1000) for t, ms in stalls]
+    spans = [(t, t + 2 * ms / 1000) for t, ms in stalls]
     lumps = set(lump_ids)
     counts = {"lump_windows": 0, "lump_windows_in_stall": 0,
               "other_windows": 0, "other_windows_in_stall": 0}

@@ -520,6 +520,7 @@ class Run:
             "flushes": len(flushed), "p50_ms": percentile(flushed, 50),
             "p99_ms": percentile(flushed, 99), "max_ms": max(flushed, default=float("nan")),
             "stalls": sum(1 for ms in flushed if ms > STALL_MS),
+            "stall_list": [[t, ms] for t, ms in stalls],
         } | overlapping(stalls, measure_from, WINDOW_S, lumps["window_ids"],
                         lumps["window_max_ms"], lumps["lump_ids"])
         delivered = sum(r["delivered_in_window"] for r in results)
@@ -588,7 +589,7 @@ class Run:
             f"        disk (probe's own fdatasync every {1000 * INTERVAL_S:.0f} ms): "
             f"p50 {disk_flushes['p50_ms']:.2f} p99 {disk_flushes['p99_ms']:.2f} max "
             f"{disk_flushes['max_ms']:.1f} ms, {disk_flushes['stalls']} over {STALL_MS:.0f} ms; "
-            f"in flight during a stall: {disk_flushes['lump_windows_in_stall']} of "
+            f"held up by a stall or its catch-up: {disk_flushes['lump_windows_in_stall']} of "
             f"{disk_flushes['lump_windows']} lump windows, "
             f"{disk_flushes['other_windows_in_stall']} of {disk_flushes['other_windows']} others")
         return summary
@@ -641,7 +642,7 @@ class Run:
             rows.append(row("relay", f"p99 at {pct}% outside lump windows", "ms",
                             gp["p99_outside_lumps_ms"], rp["p99_outside_lumps_ms"]))
             disk = gp["disk_flushes"]
-            rows.append(row("relay", f"  of the lumps, in flight while the disk stalled ({pct}%)",
+            rows.append(row("relay", f"  of the lumps, held up by a disk stall ({pct}%)",
                             f"of {disk['lump_windows']}", disk["lump_windows_in_stall"]))
             rows.append(row("relay", f"slowest disk flush beside G-Chat at {pct}% (probe)", "ms",
                             disk["max_ms"]))
