@@ -653,6 +653,11 @@ class Run:
             target, met = ("<= 1.5x", vs_cap <= 1.5) if pct == 10 else ("", None)
             rows.append(row("relay", f"CPU per message at {pct}% vs at capacity", "ratio",
                             None, None, target, met, ratio=vs_cap))
+            if pct == 10:  # what a server that only forwards reads on the same ratio
+                rows.append(row("relay", "  the raw relay's, at this rate vs at its capacity",
+                                "ratio",
+                                None, None, ratio=rp["cpu_ms_per_msg"] / r["cpu_ms_per_msg"]
+                                if r["cpu_ms_per_msg"] else float("nan")))
             lag = gp["audit"]
             target, met = ("< 1 s", lag["max_age_s"] < 1.0) if pct == 90 else ("", None)
             rows.append(row("relay", f"audit sequencer lag at {pct}%, max", "s",
