@@ -60,10 +60,10 @@ async def test_relay_smoke_fixed_rate_through_the_node_and_the_raw_relay(
             assert got["lumps"]["pg_checkpoints"] >= 0
             assert 0 <= got["cpu"]["db_backends_opened"] <= got["cpu"]["db_backends"]
             # The disk probe flushed beside the phase, every 10 ms for its 2 s
-            # (give or take the flushes' own time), and placed each window.
+            # (fewer when a flush or a busy machine holds it), and placed each window.
             disk = got["disk_flushes"]
-            assert 100 <= disk["flushes"] <= 201
-            assert 0 < disk["p50_ms"] <= disk["p99_ms"] <= disk["max_ms"]
+            assert 50 <= disk["flushes"] <= 201
+            assert 0 <= disk["p50_ms"] <= disk["p99_ms"] <= disk["max_ms"]
             assert disk["lump_windows"] + disk["other_windows"] == 20
             # The node's own lag samples over the measured window, from its /metrics.
             late = got["lumps"]["node_loop_late"]
