@@ -369,14 +369,14 @@ class Run:
             except asyncpg.UndefinedColumnError:  # PostgreSQL 17 moved them
                 count = await conn.fetchval(
                     "SELECT num_timed + num_requested FROM pg_stat_checkpointer")
-            wal = await conn.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
             try:
-                syncs = await conn.fetchval("SELECT wal_sync FROM pg_stat_wal")
-            except asyncpg.UndefinedColumnError:  # PostgreSQL 18 moved it
-                syncs = await conn.fetchval(
-                    "SELECT sum(fsyncs) FROM pg_stat_io WHERE object = 'wal'")
+                wal = await conn.fetchrow("SELECT wal_bytes, wal_fpi, wal_sync FROM pg_stat_wal")
+            except asyncpg.UndefinedColumnError:  # PostgreSQL 18 moved the flushes
+                wal = await conn.fetchrow(
+                    "SELECT wal_bytes, wal_fpi, (SELECT sum(fsyncs) FROM pg_stat_io"
+                    " WHERE object = 'wal') AS wal_sync FROM pg_stat_wal")
         return {"checkpoints": int(count), "wal_bytes": int(wal["wal_bytes"]),
-                "wal_fpi": int(wal["wal_fpi"]), "wal_syncs": int(syncs or 0)}
+                "wal_fpi": int(wal["wal_fpi"]), "wal_syncs": int(wal["wal_sync"] or 0)}
 
     async def _watch_audit(self, stop: asyncio.Event, into: dict[str, Any],
                            interval: float = 0.5) -> None:
@@ -520,7 +520,9 @@ class Run:
             "flushes": len(flushed), "p50_ms": percentile(flushed, 50),
             "p99_ms": percentile(flushed, 99), "max_ms": max(flushed, default=float("nan")),
             "stalls": sum(1 for ms in flushed if ms > STALL_MS),
-            "stall_list": [[t, ms] for t, ms in stalls],
+            # Each stall's (start, ms), the warm-up's too: one just before the
+            # measured window can hold up its first messages.
+            "stall_times": [[t, ms] for t, ms in stalls],
         } | overlapping(stalls, measure_from, WINDOW_S, lumps["window_ids"],
                         lumps["window_max_ms"], lumps["lump_ids"])
         delivered = sum(r["delivered_in_window"] for r in results)
